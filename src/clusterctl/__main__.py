@@ -1,0 +1,5 @@
+"""``python -m clusterctl`` runs the command-line interface."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""One root for every error clusterctl raises, with the exit code and a hint on the class.
+
+The API raises these and never prints or exits; the CLI renders one of them once, at
+the edge, as one line naming the cause and the fix, and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SOME_NODES_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class ClusterError(Exception):
+    """Root of clusterctl's errors. ``hint`` says what the user can do about it."""
+
+    exit_code = EXIT_ERROR
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def one_line(self) -> str:
+        """The cause and, when known, the fix, on one line."""
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class UsageError(ClusterError):
+    """The command line asked for something that cannot be: exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class HostsFileError(ClusterError):
+    """A hosts file that cannot be read or parsed; the message names file and line."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 hint: str | None = None) -> None:
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+        self.path = path
+        self.line = line
+
+
+class UnknownNodeError(UsageError):
+    """A node name that the hosts file does not define."""
+
+
+class NodeError(ClusterError):
+    """Something went wrong with one node; ``node`` names it."""
+
+    def __init__(self, node: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{node}: {message}", hint=hint)
+        self.node = node
+        self.reason = message
+
+
+class NodeStartError(NodeError):
+    """A node process could not be started on its host."""
+
+
+class NodeUnreachable(NodeError):
+    """No connection to the node could be made (host down, refused, timed out)."""
+
+
+class HandshakeError(NodeError):
+    """The node answered but the handshake failed (cookie, protocol, Python version)."""
+
+
+class ProtocolError(NodeError):
+    """The peer sent something that is not clusterctl's wire protocol."""
+
+
+class NodeLost(NodeError):
+    """The connection to a node broke while work was in flight.
+
+    For an rpc the outcome is unknown: the function may or may not have run.
+    """
+
+
+class CallTimeout(NodeError):
+    """A call did not finish within its timeout; the remote work was cancelled."""
+
+
+class SerializationError(ClusterError):
+    """A function, argument or result could not be pickled or unpickled."""
+
+
+class RemoteError(NodeError):
+    """The remote function raised. Carries the remote type, message and traceback."""
+
+    def __init__(self, node: str, remote_type: str, remote_message: str,
+                 remote_traceback: str = "", *, exception: BaseException | None = None) -> None:
+        super().__init__(node, f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.exception = exception
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.remote_traceback:
+            text += "\n\nRemote traceback (node %s):\n%s" % (self.node, self.remote_traceback.rstrip())
+        return text
+
+    def __reduce__(self):  # picklable, so results-as-values can travel between processes
+        return (self.__class__, (self.node, self.remote_type, self.remote_message,
+                                 self.remote_traceback))
+
+
+class WorkerCrashed(RemoteError):
+    """The worker process running the task died (segfault, SIGKILL, out of memory).
+
+    The node replaced the worker and stays up; the task itself is failed.
+    """
+
+
+class Cancelled(ClusterError):
+    """The work was cancelled before it finished (Ctrl-C, a timeout, a stop)."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,722 @@
+"""The node: a detached daemon that owns a unix socket and a pool of worker processes.
+
+It runs on every host of the world, from code the controller ships, so it imports only
+the standard library, cloudpickle (in the workers) and the wire module.
+
+Why it is built this way:
+
+- **Reachable only by its user.** The socket lives in a 0700 directory owned by the
+  user; SSH (or the local user) is the only way in. No network port is opened.
+- **One thread, one selector.** The node never runs user code itself; it routes
+  frames between controller connections and workers without unpickling anything, so a
+  single-threaded loop is both simple and fast, and forking workers from it is safe.
+- **It survives its users.** A task that raises, a worker that segfaults, a client
+  that sends garbage, a wrong cookie or an oversized frame: each is answered or logged
+  and the node keeps serving.
+- **Work belongs to its connection.** When a controller's connection closes or its
+  heartbeats stop, the node cancels that connection's queued and running tasks.
+- **It goes away by itself** after ``--idle`` seconds with no connection and no task.
+
+Start-up talks to the starter on stdout: ``ready PID`` once the socket listens,
+``running`` if a node with that name already answers on the socket, or
+``error: REASON``. The cookie arrives on stdin, so it never shows in ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import selectors
+import signal
+import socket
+import stat
+import sys
+import time
+from collections import OrderedDict, deque
+
+from . import wire
+from .worker import CHANNEL, worker_main
+
+PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
+WORKER_FUNCTION_CACHE = 256
+HOUSEKEEPING_INTERVAL = 0.5
+DEFAULT_IDLE = 1800.0
+SOCKET_PATH_MAX = 107
+
+
+# -- where things live on a host -------------------------------------------------------
+
+def run_dir() -> str:
+    """The per-user directory for sockets, pid files and logs (0700)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return os.path.join(base, "clusterctl")
+    return os.path.join("/tmp", "clusterctl-%d" % os.getuid())
+
+
+def cache_dir() -> str:
+    """Where shipped code is kept, content-addressed."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "clusterctl")
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` 0700, or check that an existing one is ours and private."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeError("cannot create %s: %s" % (path, exc.strerror)) from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError("%s is not a directory" % path)
+    if st.st_uid != os.getuid():
+        raise RuntimeError("%s belongs to uid %d, not to us (uid %d)" % (path, st.st_uid, os.getuid()))
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def socket_path(directory: str, name: str) -> str:
+    return os.path.join(directory, name + ".sock")
+
+
+def log(message: str) -> None:
+    sys.stderr.write("%s [%d] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), message))
+    sys.stderr.flush()
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+class Endpoint:
+    """A non-blocking socket with an output queue, registered with the selector."""
+
+    __slots__ = ("sock", "fd", "out", "writing", "closed")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.out: deque = deque()
+        self.writing = False
+        self.closed = False
+
+
+class Conn(Endpoint):
+    """A controller connection."""
+
+    __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
+                 "functions", "label")
+
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        super().__init__(sock)
+        self.decoder = wire.FrameDecoder(max_payload=0)  # no payload before the handshake
+        self.authed = False
+        self.nonce = wire.new_nonce()
+        self.opened = self.last_rx = time.monotonic()
+        self.heartbeat = 0.0
+        self.tasks: dict = {}
+        self.functions: dict[str, bytes] = {}
+        self.label = "connection %d" % number
+
+
+class WorkerSlot(Endpoint):
+    """The node's end of one worker process."""
+
+    __slots__ = ("pid", "inbox", "assigned", "functions", "index")
+
+    def __init__(self, sock: socket.socket, pid: int, index: int) -> None:
+        super().__init__(sock)
+        self.pid = pid
+        self.index = index
+        self.inbox = bytearray()
+        self.assigned: deque = deque()
+        self.functions: OrderedDict = OrderedDict()
+
+
+class Task:
+    __slots__ = ("seq", "conn", "id", "frame", "fk", "worker", "cancelled")
+
+    def __init__(self, seq: int, conn: Conn, task_id, frame: bytes, fk) -> None:
+        self.seq = seq
+        self.conn = conn
+        self.id = task_id
+        self.frame = frame
+        self.fk = fk
+        self.worker = None
+        self.cancelled = False
+
+
+# -- the node ----------------------------------------------------------------------------
+
+class Node:
+    """The daemon's state and its event loop."""
+
+    def __init__(self, *, name: str, slots: int, listener: socket.socket, cookie: bytes,
+                 idle: float, version: str, code_id: str, max_payload: int,
+                 sock_path: str) -> None:
+        self.name = name
+        self.slots = slots
+        self.listener = listener
+        self.cookie = cookie
+        self.idle = idle
+        self.version = version
+        self.code_id = code_id
+        self.max_payload = max_payload
+        self.sock_path = sock_path
+        self.sock_ino = os.stat(sock_path).st_ino
+        self.pid = os.getpid()
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[int, Conn] = {}
+        self.workers: list[WorkerSlot] = []
+        self.queue: deque = deque()
+        self.tasks_by_seq: dict[int, Task] = {}
+        self.seq = 0
+        self.conn_count = 0
+        self.stopping = False
+        self.last_busy = time.monotonic()
+        self.started = time.time()
+        self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        for index in range(self.slots):
+            self.workers.append(self.spawn_worker(index))
+        log("node %s serving on %s with %d slots (version %s, code %s)"
+            % (self.name, self.sock_path, self.slots, self.version, self.code_id))
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        while not self.stopping:
+            for key, mask in self.selector.select(HOUSEKEEPING_INTERVAL):
+                ep = key.data
+                if ep is None:
+                    self.accept()
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    self.flush(ep)
+                if mask & selectors.EVENT_READ and not ep.closed:
+                    if isinstance(ep, WorkerSlot):
+                        self.read_worker(ep)
+                    else:
+                        self.read_conn(ep)
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                self.housekeeping(now)
+        self.shutdown()
+
+    def housekeeping(self, now: float) -> None:
+        for conn in list(self.conns.values()):
+            if not conn.authed and now - conn.opened > wire.HANDSHAKE_TIMEOUT:
+                self.close_conn(conn, "no handshake within %.0f s" % wire.HANDSHAKE_TIMEOUT)
+            elif conn.heartbeat and now - conn.last_rx > conn.heartbeat:
+                self.close_conn(conn, "no heartbeat for %.1f s" % (now - conn.last_rx))
+        if self.conns or self.tasks_by_seq:
+            self.last_busy = now
+        elif now - self.last_busy > self.idle:
+            log("idle for %.0f s with nothing to do: exiting" % self.idle)
+            self.stopping = True
+
+    def shutdown(self) -> None:
+        for conn in list(self.conns.values()):
+            self.flush_blocking(conn)
+            self.close_conn(conn, "node stopping", quiet=True)
+        for worker in self.workers:
+            self.end_worker(worker)
+        self.workers = []
+        try:
+            if os.stat(self.sock_path).st_ino == self.sock_ino:
+                os.unlink(self.sock_path)
+        except OSError:
+            pass
+        pid_path = self.sock_path[:-len(".sock")] + ".pid"
+        try:
+            with open(pid_path) as fh:
+                if fh.read().strip() == str(self.pid):
+                    os.unlink(pid_path)
+        except OSError:
+            pass
+        self.listener.close()
+        log("node %s stopped" % self.name)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def spawn_worker(self, index: int) -> WorkerSlot:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the child: keep only its channel and stdio
+            try:
+                ours.close()
+                self.selector.close()
+                self.listener.close()
+                for conn in self.conns.values():
+                    conn.sock.close()
+                for worker in self.workers:
+                    worker.sock.close()
+            finally:
+                worker_main(theirs, self.name, self.pid)
+        theirs.close()
+        ours.setblocking(False)
+        worker = WorkerSlot(ours, pid, index)
+        self.selector.register(ours, selectors.EVENT_READ, worker)
+        return worker
+
+    def end_worker(self, worker: WorkerSlot) -> str:
+        """Kill (if alive) and reap a worker; return how it ended."""
+        if not worker.closed:
+            worker.closed = True
+            try:
+                self.selector.unregister(worker.sock)
+            except (KeyError, ValueError):
+                pass
+            worker.sock.close()
+        deadline = time.monotonic() + 0.2
+        while True:
+            try:
+                pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:
+                return "gone"
+            if pid:
+                return describe_status(status)
+            if time.monotonic() > deadline:
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                deadline = time.monotonic() + 5.0
+            time.sleep(0.001)
+
+    def replace_worker(self, worker: WorkerSlot, reason: str | None = None) -> None:
+        """A worker died or was killed: fail or requeue its tasks and fork a new one."""
+        how = self.end_worker(worker)
+        assigned = list(worker.assigned)
+        worker.assigned.clear()
+        if assigned:
+            running, waiting = assigned[0], assigned[1:]
+            self.finish_failed(running, reason or how, worker)
+            for task in reversed(waiting):
+                task.worker = None
+                if task.cancelled or task.conn.closed:
+                    self.tasks_by_seq.pop(task.seq, None)
+                else:
+                    self.queue.appendleft(task)
+        if reason is None:
+            self.stats["worker_crashes"] += 1
+            log("worker %d (pid %d) %s" % (worker.index, worker.pid, how))
+        if not self.stopping:
+            self.workers[self.workers.index(worker)] = self.spawn_worker(worker.index)
+            self.dispatch()
+
+    def finish_failed(self, task: Task, how: str, worker: WorkerSlot) -> None:
+        self.tasks_by_seq.pop(task.seq, None)
+        conn = task.conn
+        conn.tasks.pop(task.id, None)
+        if conn.closed:
+            return
+        if task.cancelled:
+            error = {"type": "Cancelled", "message": "cancelled while running", "traceback": "",
+                     "node": self.name, "kind": "cancelled"}
+        else:
+            self.stats["failed"] += 1
+            error = {"type": "WorkerCrashed",
+                     "message": "worker process %d %s while running this task; it was replaced"
+                                % (worker.pid, how),
+                     "traceback": "", "node": self.name, "kind": "crashed"}
+        self.send(conn, wire.encode({"op": "result", "id": task.id, "ok": False, "error": error}))
+
+    def read_worker(self, worker: WorkerSlot) -> None:
+        try:
+            chunk = worker.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.replace_worker(worker)
+            return
+        inbox = worker.inbox
+        inbox += chunk
+        pos = 0
+        header = CHANNEL.size
+        while len(inbox) - pos >= header:
+            seq, length = CHANNEL.unpack_from(inbox, pos)
+            end = pos + header + length
+            if len(inbox) < end:
+                break
+            frame = bytes(inbox[pos + header:end])
+            pos = end
+            self.worker_result(worker, seq, frame)
+        if pos:
+            del inbox[:pos]
+        self.dispatch()
+
+    def worker_result(self, worker: WorkerSlot, seq: int, frame: bytes) -> None:
+        if not worker.assigned or worker.assigned[0].seq != seq:
+            log("worker %d answered task %d out of order: replacing it" % (worker.index, seq))
+            self.replace_worker(worker, "answered out of order")
+            return
+        task = worker.assigned.popleft()
+        self.tasks_by_seq.pop(seq, None)
+        self.stats["tasks"] += 1
+        conn = task.conn
+        if task.cancelled or conn.closed:
+            return
+        conn.tasks.pop(task.id, None)
+        self.send(conn, frame)
+
+    def dispatch(self) -> None:
+        """Hand queued tasks to workers: idle workers first, then one more ahead each."""
+        queue = self.queue
+        if not queue:
+            return
+        for depth in range(PIPELINE_DEPTH):
+            for worker in self.workers:
+                if not queue:
+                    return
+                if len(worker.assigned) == depth and not worker.closed:
+                    self.assign(worker, queue.popleft())
+
+    def assign(self, worker: WorkerSlot, task: Task) -> None:
+        key = task.fk
+        if key is not None and key not in worker.functions:
+            definition = task.conn.functions[key]
+            worker.functions[key] = True
+            self.send(worker, CHANNEL.pack(0, len(definition)), definition)
+            if len(worker.functions) > WORKER_FUNCTION_CACHE:
+                old, _ = worker.functions.popitem(last=False)
+                forget = wire.encode({"op": "forget", "key": old})
+                self.send(worker, CHANNEL.pack(0, len(forget)) + forget)
+        elif key is not None:
+            worker.functions.move_to_end(key)
+        task.worker = worker
+        worker.assigned.append(task)
+        self.send(worker, CHANNEL.pack(task.seq, len(task.frame)), task.frame)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log("accept failed: %s" % exc)
+                return
+            sock.setblocking(False)
+            self.conn_count += 1
+            conn = Conn(sock, self.conn_count)
+            self.conns[conn.fd] = conn
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+            self.send(conn, wire.encode(self.hello(conn)))
+
+    def hello(self, conn: Conn) -> dict:
+        return {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": self.version,
+                "code": self.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
+                "executable": sys.executable, "pid": self.pid, "slots": self.slots,
+                "node": self.name, "nonce": conn.nonce, "host": socket.gethostname()}
+
+    def read_conn(self, conn: Conn) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close_conn(conn, "read failed: %s" % exc)
+            return
+        if not chunk:
+            self.close_conn(conn, "closed by the controller", quiet=True)
+            return
+        conn.last_rx = time.monotonic()
+        try:
+            messages = conn.decoder.feed(chunk)
+        except wire.FrameError as exc:
+            self.stats["refused"] += 1
+            self.close_conn(conn, "garbage on the socket: %s" % exc)
+            return
+        for head, payload, raw in messages:
+            if conn.closed:
+                return
+            if conn.authed:
+                self.handle(conn, head, raw)
+            else:
+                self.authenticate(conn, head)
+        self.dispatch()
+
+    def authenticate(self, conn: Conn, head: dict) -> None:
+        if head.get("op") != "auth":
+            self.refuse(conn, "expected the handshake, got %r" % head.get("op"))
+            return
+        client_nonce = head.get("nonce")
+        if not isinstance(client_nonce, str) or len(client_nonce) > 64:
+            self.refuse(conn, "malformed handshake")
+            return
+        expected = wire.client_mac(self.cookie, conn.nonce, client_nonce)
+        if not wire.macs_equal(head.get("mac"), expected):
+            self.refuse(conn, "wrong cookie: this client belongs to another cluster")
+            return
+        conn.authed = True
+        conn.decoder.max_payload = self.max_payload
+        heartbeat = head.get("heartbeat")
+        if isinstance(heartbeat, (int, float)) and heartbeat > 0:
+            conn.heartbeat = float(heartbeat)
+        self.send(conn, wire.encode({"op": "welcome",
+                                     "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
+
+    def refuse(self, conn: Conn, reason: str) -> None:
+        self.stats["refused"] += 1
+        self.send(conn, wire.encode({"op": "refused", "reason": reason}))
+        self.flush_blocking(conn)
+        self.close_conn(conn, "refused: " + reason)
+
+    def handle(self, conn: Conn, head: dict, raw: bytes) -> None:
+        op = head["op"]
+        if op == "call" or op == "map":
+            task_id = head.get("id")
+            key = head.get("fk")
+            if key is not None and key not in conn.functions:
+                self.send(conn, wire.encode({"op": "result", "id": task_id, "ok": False, "error": {
+                    "type": "ProtocolError", "message": "function %s was not defined" % key,
+                    "traceback": "", "node": self.name, "kind": "protocol"}}))
+                return
+            self.seq += 1
+            task = Task(self.seq, conn, task_id, raw, key)
+            self.tasks_by_seq[task.seq] = task
+            conn.tasks[task_id] = task
+            self.queue.append(task)
+        elif op == "defn":
+            key = head.get("key")
+            if isinstance(key, str):
+                conn.functions[key] = raw
+        elif op == "ping":
+            self.send(conn, wire.encode(self.pong(head)))
+        elif op == "cancel":
+            self.cancel(conn, head.get("id"))
+        elif op == "stop":
+            log("stop requested by %s" % conn.label)
+            self.send(conn, wire.encode({"op": "stopping", "pid": self.pid}))
+            self.stopping = True
+        else:
+            self.send(conn, wire.encode({"op": "error", "id": head.get("id"),
+                                         "message": "unknown operation %r" % op}))
+
+    def pong(self, head: dict) -> dict:
+        try:
+            load = list(os.getloadavg())
+        except OSError:
+            load = None
+        running = sum(1 for w in self.workers if w.assigned)
+        return {"op": "pong", "id": head.get("id"), "time": time.time(), "load": load,
+                "running": running, "queued": len(self.queue), "slots": self.slots,
+                "pid": self.pid, "uptime": time.time() - self.started, "stats": self.stats,
+                "cpus": os.cpu_count()}
+
+    def cancel(self, conn: Conn, task_id) -> None:
+        task = conn.tasks.pop(task_id, None)
+        if task is None:
+            return
+        task.cancelled = True
+        worker = task.worker
+        if worker is None:
+            try:
+                self.queue.remove(task)
+            except ValueError:
+                pass
+            self.tasks_by_seq.pop(task.seq, None)
+        elif worker.assigned and worker.assigned[0] is task:
+            self.replace_worker(worker, "was killed to cancel its task")
+            return
+        # queued, or handed ahead to a worker (that result will be dropped)
+        self.send(conn, wire.encode({"op": "result", "id": task_id, "ok": False, "error": {
+            "type": "Cancelled", "message": "cancelled", "traceback": "",
+            "node": self.name, "kind": "cancelled"}}))
+
+    def close_conn(self, conn: Conn, reason: str, quiet: bool = False) -> None:
+        if conn.closed:
+            return
+        if not quiet:
+            log("%s closed: %s" % (conn.label, reason))
+        conn.closed = True
+        self.conns.pop(conn.fd, None)
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        # the connection's work goes with it
+        for task in list(conn.tasks.values()):
+            task.cancelled = True
+            if task.worker is None:
+                self.tasks_by_seq.pop(task.seq, None)
+        if any(t.worker is None for t in conn.tasks.values()):
+            self.queue = deque(t for t in self.queue if not t.conn.closed)
+        conn.tasks.clear()
+        for worker in list(self.workers):
+            if worker.assigned and worker.assigned[0].conn is conn and not self.stopping:
+                self.replace_worker(worker, "was killed: its controller went away")
+
+    # -- output --------------------------------------------------------------------------
+
+    def send(self, ep: Endpoint, *parts: bytes) -> None:
+        if ep.closed:
+            return
+        ep.out.extend(parts)
+        if not ep.writing:
+            self.flush(ep)
+
+    def flush(self, ep: Endpoint) -> None:
+        out = ep.out
+        while out:
+            try:
+                sent = ep.sock.sendmsg(list(out)[:64] if len(out) > 1 else [out[0]])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                out.clear()
+                if isinstance(ep, WorkerSlot):
+                    self.replace_worker(ep)
+                else:
+                    self.close_conn(ep, "write failed: %s" % exc)
+                return
+            while sent:
+                first = out[0]
+                if sent >= len(first):
+                    sent -= len(first)
+                    out.popleft()
+                else:
+                    out[0] = memoryview(first)[sent:]
+                    sent = 0
+        want = bool(out)
+        if want != ep.writing and not ep.closed:
+            ep.writing = want
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+            self.selector.modify(ep.sock, events, ep)
+
+    def flush_blocking(self, ep: Endpoint, timeout: float = 1.0) -> None:
+        """Push out what is queued (a refusal, a goodbye) before closing."""
+        deadline = time.monotonic() + timeout
+        while ep.out and not ep.closed and time.monotonic() < deadline:
+            self.flush(ep)
+            if ep.out:
+                time.sleep(0.005)
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = "signal %d" % sig
+        return "was killed by %s" % name
+    return "exited with status %d" % os.WEXITSTATUS(status)
+
+
+# -- start-up ----------------------------------------------------------------------------
+
+def bind_socket(path: str) -> socket.socket | None:
+    """Listen on ``path``; None if a live node already answers there."""
+    if len(path.encode()) > SOCKET_PATH_MAX:
+        raise RuntimeError("socket path %s is longer than %d bytes; set XDG_RUNTIME_DIR to a "
+                           "shorter directory" % (path, SOCKET_PATH_MAX))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            sock.close()
+            raise RuntimeError("cannot bind %s: %s" % (path, exc.strerror)) from None
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(2.0)
+            probe.connect(path)
+            sock.close()
+            return None
+        except OSError:
+            os.unlink(path)  # a stale socket from a node that died
+            sock.bind(path)
+        finally:
+            probe.close()
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="clusterctl-node")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--slots", type=int, default=0)
+    parser.add_argument("--idle", type=float, default=DEFAULT_IDLE)
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--version", default="unknown")
+    parser.add_argument("--code-id", default="unknown")
+    parser.add_argument("--max-payload", type=int, default=wire.DEFAULT_MAX_PAYLOAD)
+    parser.add_argument("--foreground", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    out = sys.stdout
+    try:
+        cookie_hex = sys.stdin.readline().strip()
+        cookie = bytes.fromhex(cookie_hex)
+        if len(cookie) < 16:
+            raise ValueError
+    except ValueError:
+        out.write("error: no valid cookie on standard input\n")
+        out.flush()
+        sys.exit(1)
+    directory = args.run_dir or run_dir()
+    try:
+        ensure_private_dir(directory)
+        path = socket_path(directory, args.name)
+        listener = bind_socket(path)
+    except RuntimeError as exc:
+        out.write("error: %s\n" % exc)
+        out.flush()
+        sys.exit(1)
+    if listener is None:
+        out.write("running\n")
+        out.flush()
+        sys.exit(0)
+    slots = args.slots if args.slots > 0 else (os.cpu_count() or 1)
+    log_path = path[:-len(".sock")] + ".log"
+    if not args.foreground:
+        pid = os.fork()
+        if pid:
+            out.write("ready %d\n" % pid)
+            out.flush()
+            os._exit(0)
+        os.setsid()
+    try:
+        if os.path.exists(log_path) and os.path.getsize(log_path) > (1 << 20):
+            os.replace(log_path, log_path + ".1")
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(devnull)
+        os.close(log_fd)
+    except OSError:
+        pass
+    with open(path[:-len(".sock")] + ".pid", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.chdir(os.path.expanduser("~"))
+    node = Node(name=args.name, slots=slots, listener=listener, cookie=cookie, idle=args.idle,
+                version=args.version, code_id=args.code_id, max_payload=args.max_payload,
+                sock_path=path)
+
+    def on_term(signum, frame):  # noqa: ARG001
+        node.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    node.serve()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

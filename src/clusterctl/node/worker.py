@@ -1,0 +1,284 @@
+"""A worker slot: one forked process that runs tasks one at a time for its node.
+
+Workers are where user code runs, so a segfault, an ``os._exit`` or an out-of-memory
+kill takes down one worker and never the node: the node sees the worker's channel
+close, fails the task it was running and forks a replacement.
+
+Between node and worker every message is ``seq (8 bytes) | length (4 bytes) | frame``,
+where ``frame`` is a wire frame; ``seq`` is the node's number for the task, echoed back
+so the node can route the result without parsing it. Replies come in task order.
+
+Operations a worker understands (the head's ``op``):
+
+- ``defn`` ``{key}`` + pickled function: remember a function under ``key``;
+- ``forget`` ``{key}``: drop it;
+- ``call`` ``{id, mod, fun}`` or ``{id, fk}`` + pickled ``(fn, args, kwargs)``;
+- ``map`` ``{id, fk}`` + pickled list of items: apply the function to each item,
+  answer with one outcome per item, so a batch of tiny items costs one message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+
+from . import wire
+
+CHANNEL = struct.Struct("!QI")  # seq, frame length
+
+try:  # cloudpickle ships with the agent; results and exceptions travel through it
+    import cloudpickle
+except ImportError:  # pragma: no cover - the bundle always carries it
+    cloudpickle = None
+
+
+def _dumps(obj) -> bytes:
+    if cloudpickle is not None:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def qualified_type(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
+
+
+def describe_exception(exc: BaseException, node: str, kind: str = "raised",
+                       skip_frames: int = 1) -> dict:
+    """An exception as data: its type, message and the remote traceback, user frames only."""
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        tb = tb.tb_next if tb is not None else None
+    if tb is None or kind == "import":  # nothing of the user's ran: no frames to show
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+    else:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return {"type": qualified_type(exc), "message": str(exc), "traceback": text,
+            "node": node, "kind": kind}
+
+
+def error_frame(task_id, error: dict, exc: BaseException | None = None) -> bytes:
+    """A failed result; the exception itself rides along pickled when it can."""
+    payload = b""
+    if exc is not None:
+        try:
+            payload = _dumps(exc)
+        except Exception:
+            payload = b""
+    return wire.encode({"op": "result", "id": task_id, "ok": False, "error": error}, payload)
+
+
+class _LoadFailure:
+    """A function that could not be unpickled here; calling it reports why."""
+
+    def __init__(self, error: dict) -> None:
+        self.error = error
+
+
+def resolve_by_name(mod: str, fun: str):
+    """``mod`` imported, then ``fun`` looked up in it (dots allowed: ``path.join``)."""
+    obj = importlib.import_module(mod)
+    for part in fun.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError("%s.%s is not callable (it is %s)" % (mod, fun, type(obj).__name__))
+    return obj
+
+
+class Worker:
+    """The loop of one worker process."""
+
+    def __init__(self, sock, node: str) -> None:
+        self.sock = sock
+        self.node = node
+        self.functions: dict[str, object] = {}
+        self.inbox = bytearray()
+
+    # -- channel ----------------------------------------------------------------------
+
+    def read(self) -> tuple[int, bytes] | None:
+        """The next (seq, frame) from the node, or None when the node is gone."""
+        inbox = self.inbox
+        while True:
+            if len(inbox) >= CHANNEL.size:
+                seq, length = CHANNEL.unpack_from(inbox)
+                end = CHANNEL.size + length
+                if len(inbox) >= end:
+                    frame = bytes(inbox[CHANNEL.size:end])
+                    del inbox[:end]
+                    return seq, frame
+            try:
+                chunk = self.sock.recv(65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            inbox += chunk
+
+    def send(self, seq: int, frame: bytes) -> None:
+        header = CHANNEL.pack(seq, len(frame))
+        if len(frame) < 65536:
+            self.sock.sendall(header + frame)
+        else:  # a large result: two writes beat copying it
+            self.sock.sendall(header)
+            self.sock.sendall(frame)
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def function(self, head: dict):
+        key = head.get("fk")
+        if key is not None:
+            fn = self.functions.get(key)
+            if fn is None:
+                raise LookupError("function %s was never defined on this worker" % key)
+            return fn
+        return None
+
+    def run(self) -> None:
+        while True:
+            msg = self.read()
+            if msg is None:
+                return
+            seq, frame = msg
+            head_len, _ = wire.check_header(frame[:wire.HEADER_SIZE], 1 << 62)
+            head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
+            payload = memoryview(frame)[wire.HEADER_SIZE + head_len:]
+            op = head["op"]
+            if op == "defn":
+                self.define(head["key"], payload)
+                continue
+            if op == "forget":
+                self.functions.pop(head.get("key"), None)
+                continue
+            if op == "call":
+                reply = self.call(head, payload)
+            elif op == "map":
+                reply = self.map(head, payload)
+            else:
+                reply = error_frame(head.get("id"), {
+                    "type": "ProtocolError", "message": "unknown task operation %r" % op,
+                    "traceback": "", "node": self.node, "kind": "protocol"})
+            self.send(seq, reply)
+
+    def define(self, key: str, payload) -> None:
+        try:
+            self.functions[key] = pickle.loads(payload)
+        except BaseException as exc:  # noqa: BLE001 - reported on first use
+            self.functions[key] = _LoadFailure(describe_exception(exc, self.node, "unpickle", 0))
+
+    def _load_call(self, head: dict, payload):
+        fn = self.function(head)
+        if isinstance(fn, _LoadFailure):
+            return fn, None, None
+        packed_fn, args, kwargs = pickle.loads(payload)
+        if fn is None:
+            fn = packed_fn
+        if fn is None:
+            fn = resolve_by_name(head["mod"], head["fun"])
+        return fn, args, kwargs
+
+    def call(self, head: dict, payload) -> bytes:
+        task_id = head.get("id")
+        try:
+            fn, args, kwargs = self._load_call(head, payload)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back as data
+            kind = "import" if isinstance(exc, (ImportError, AttributeError)) else "unpickle"
+            return error_frame(task_id, describe_exception(exc, self.node, kind, 0), exc)
+        if isinstance(fn, _LoadFailure):
+            return error_frame(task_id, fn.error)
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001
+            return error_frame(task_id, describe_exception(exc, self.node), exc)
+        try:
+            data = _dumps(value)
+        except BaseException as exc:  # noqa: BLE001
+            err = describe_exception(exc, self.node, "result", 0)
+            err["message"] = "the result could not be pickled: %s" % err["message"]
+            return error_frame(task_id, err)
+        return wire.encode({"op": "result", "id": task_id, "ok": True}, data)
+
+    def map(self, head: dict, payload) -> bytes:
+        """Apply one function to a batch; each item's outcome is ``(True, value)`` or
+        ``(False, error dict, exception or None)``."""
+        task_id = head.get("id")
+        try:
+            fn = self.function(head)
+            items = pickle.loads(payload)
+        except BaseException as exc:  # noqa: BLE001
+            return error_frame(task_id, describe_exception(exc, self.node, "unpickle", 0), exc)
+        if isinstance(fn, _LoadFailure):
+            return error_frame(task_id, fn.error)
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.append((True, fn(item)))
+            except BaseException as exc:  # noqa: BLE001
+                outcomes.append((False, describe_exception(exc, self.node), _picklable(exc)))
+        try:
+            data = _dumps(outcomes)
+        except BaseException:  # noqa: BLE001 - find which result could not travel
+            data = _dumps([_checked_outcome(o, self.node) for o in outcomes])
+        return wire.encode({"op": "result", "id": task_id, "ok": True, "n": len(outcomes)}, data)
+
+
+def _picklable(exc: BaseException):
+    try:
+        _dumps(exc)
+        return exc
+    except BaseException:  # noqa: BLE001
+        return None
+
+
+def _checked_outcome(outcome, node: str):
+    try:
+        _dumps(outcome)
+        return outcome
+    except BaseException as exc:  # noqa: BLE001
+        err = describe_exception(exc, node, "result", 0)
+        err["message"] = "the result could not be pickled: %s" % err["message"]
+        return (False, err, None)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its node dies, so no worker is orphaned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:  # noqa: BLE001 - not Linux: the EOF on the channel still ends us
+        pass
+
+
+def worker_main(sock, node: str, parent_pid: int) -> None:
+    """Entry point in the forked child. Never returns."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent()
+        if os.getppid() != parent_pid:
+            os._exit(0)
+        Worker(sock, node).run()
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(code)

@@ -1,0 +1,197 @@
+"""How bytes reach a node: the transports, and starting a node where none runs.
+
+Two kinds only. ``local``: the node runs on this machine and the controller connects to
+its unix socket directly. ``ssh``: the node runs on a remote host and the controller
+reaches it through an SSH exec channel (see ``clusterctl.ssh``). Both hand the cluster a
+byte stream on which the node speaks first; everything above (handshake, version
+check, requests) is the same for both.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import __version__, errors
+from .bundle import Bundle, launch_code
+from .hosts import HostSpec
+from .node import agent
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What every transport needs to start and reach a node."""
+
+    cookie: bytes
+    bundle: Bundle
+    version: str = __version__
+    idle: float = agent.DEFAULT_IDLE
+    max_payload: int = agent.wire.DEFAULT_MAX_PAYLOAD
+
+
+def agent_arguments(spec: HostSpec, settings: NodeSettings, run_dir: str | None = None) -> list[str]:
+    """The command-line options of a node started for ``spec``."""
+    args = ["--name", spec.name, "--slots", str(spec.slots or 0),
+            "--idle", repr(spec.idle if spec.idle is not None else settings.idle),
+            "--version", settings.version, "--code-id", settings.bundle.code_id,
+            "--max-payload", str(settings.max_payload)]
+    if run_dir:
+        args += ["--run-dir", run_dir]
+    return args
+
+
+def parse_start_reply(node: str, out: str, err: str, how: str) -> None:
+    """Understand what a node's start-up printed; raise NodeStartError if it failed."""
+    line = out.strip().splitlines()[0] if out.strip() else ""
+    if line.startswith("ready") or line == "running":
+        return
+    if line.startswith("error:"):
+        raise errors.NodeStartError(node, line[len("error:"):].strip())
+    detail = (err.strip().splitlines() or ["no output"])[-1]
+    raise errors.NodeStartError(node, f"{how} did not start a node: {detail}")
+
+
+@contextmanager
+def file_lock(path: str, deadline: float):
+    """An exclusive lock on ``path``, so two commands never start the same node twice."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited too long for {path}")
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+class LocalTransport:
+    """A node on this machine, reached through its unix socket."""
+
+    kind = "local"
+
+    def __init__(self, spec: HostSpec, settings: NodeSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.run_dir = agent.run_dir()
+        self.python = spec.python or sys.executable
+
+    @property
+    def host_label(self) -> str:
+        return "localhost"
+
+    @property
+    def socket_path(self) -> str:
+        return agent.socket_path(self.run_dir, self.spec.name)
+
+    def open(self, *, start: bool, deadline: float):
+        """A connected stream to the node, starting it first if ``start``; None if it
+        is not running and ``start`` is false."""
+        try:
+            return self._connect(deadline)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not start:
+                return None
+        name = self.spec.name
+        try:
+            agent.ensure_private_dir(self.run_dir)
+        except RuntimeError as exc:
+            raise errors.NodeStartError(name, str(exc), hint="set XDG_RUNTIME_DIR to a private directory")
+        try:
+            with file_lock(os.path.join(self.run_dir, name + ".lock"), deadline):
+                try:
+                    return self._connect(deadline)
+                except (FileNotFoundError, ConnectionRefusedError):
+                    pass
+                self._start(deadline)
+                return self._connect(deadline)
+        except TimeoutError as exc:
+            raise errors.NodeStartError(name, f"timed out starting the node ({exc})")
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise errors.NodeStartError(name, f"the node started but its socket refuses ({exc})")
+
+    def _connect(self, deadline: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _start(self, deadline: float) -> None:
+        name = self.spec.name
+        code_dir = self.settings.bundle.install(agent.cache_dir())
+        command = [self.python, "-c", launch_code(str(code_dir)),
+                   *agent_arguments(self.spec, self.settings, self.run_dir)]
+        try:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                    cwd=os.path.expanduser("~"))
+        except FileNotFoundError:
+            raise errors.NodeStartError(name, f"no Python at {self.python!r}",
+                                        hint=f"fix python= for this node in the hosts file ({self.spec.source})")
+        except PermissionError:
+            raise errors.NodeStartError(name, f"{self.python!r} is not executable",
+                                        hint=f"fix python= for this node in the hosts file ({self.spec.source})")
+        try:
+            out, err = proc.communicate(self.settings.cookie.hex() + "\n",
+                                        timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise errors.NodeStartError(name, "the node did not report ready in time")
+        parse_start_reply(name, out, err, self.python)
+
+    def stop_by_pid(self, pid: int, timeout: float) -> bool:
+        """Fallback for ``down``: end a node process that will not answer, by its pid."""
+        return terminate_pid(pid, timeout)
+
+
+def terminate_pid(pid: int, timeout: float) -> bool:
+    """SIGTERM, wait, then SIGKILL one process we know to be a node of ours."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        if wait_pid_gone(pid, timeout):
+            return True
+    return False
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    """Poll until ``pid`` no longer exists (it is not our child, so no waitpid)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if _is_zombie(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

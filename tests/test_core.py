@@ -1,0 +1,107 @@
+"""The API end to end on real local nodes: world, rpc, multicall, down."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from clusterctl import Cluster, errors
+
+
+def test_world_starts_nodes_and_reports_them(cluster, env):
+    infos = cluster.world()
+    assert [i.name for i in infos] == ["n1", "n2"]
+    assert all(i.status == "pong" for i in infos)
+    assert {i.slots for i in infos} == {2}
+    assert all(i.rtt and i.rtt > 0 for i in infos)
+    assert infos[0].pid != infos[1].pid
+    assert len(env.node_processes()) == 6  # two nodes, two workers each
+
+
+def test_rpc_by_name_and_by_value(cluster):
+    assert cluster.rpc("n1", "math.pow", 2, 10) == 1024.0
+    assert cluster.rpc("n2", "os.path:join", "a", "b") == "a/b"
+    offset = 5
+    assert cluster.rpc("n1", lambda x: x + offset, 1) == 6
+    assert cluster.rpc("n1", sorted, [3, 1, 2], reverse=True) == [3, 2, 1]
+
+
+def test_remote_exception_carries_node_type_and_traceback(cluster):
+    def fails():
+        raise KeyError("missing")
+
+    with pytest.raises(errors.RemoteError) as info:
+        cluster.rpc("n2", fails)
+    err = info.value
+    assert err.node == "n2"
+    assert err.remote_type == "KeyError"
+    assert "in fails" in err.remote_traceback
+    assert isinstance(err.exception, KeyError)
+    # the node keeps serving
+    assert cluster.rpc("n2", "operator.add", 1, 2) == 3
+
+
+def test_unknown_module_is_a_clear_error(cluster):
+    with pytest.raises(errors.RemoteError) as info:
+        cluster.rpc("n1", "no_such_module_xyz.f")
+    assert info.value.remote_type == "ModuleNotFoundError"
+    assert "importable" in info.value.hint
+
+
+def test_worker_segfault_fails_the_task_and_the_node_survives(cluster, env):
+    with pytest.raises(errors.WorkerCrashed) as info:
+        cluster.rpc("n1", lambda: os.kill(os.getpid(), signal.SIGSEGV))
+    assert "SIGSEGV" in str(info.value)
+    assert cluster.rpc("n1", "operator.mul", 6, 7) == 42
+    pids = cluster.multicall(os.getpid, nodes=["n1"] * 1)
+    assert isinstance(pids["n1"], int)
+
+
+def test_worker_sigkill_mid_task_is_reported_and_replaced(cluster):
+    with pytest.raises(errors.WorkerCrashed) as info:
+        cluster.rpc("n1", lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert "SIGKILL" in str(info.value)
+    assert cluster.rpc("n1", "operator.add", 2, 2) == 4
+
+
+def test_multicall_one_failure_does_not_hide_the_others(cluster):
+    result = cluster.multicall(os.getpid)
+    assert set(result) == {"n1", "n2"} and result.ok
+    mixed = cluster.multicall("operator.truediv", 1, 0)
+    assert set(mixed.failed) == {"n1", "n2"}
+    assert all(e.remote_type == "ZeroDivisionError" for e in mixed.failed.values())
+
+
+def test_call_timeout_cancels_remote_work(cluster):
+    with pytest.raises(errors.CallTimeout):
+        cluster.rpc("n1", "time.sleep", 30, timeout=0.5)
+    # the slot was freed by killing the worker: two quick calls still fit in two slots
+    assert cluster.rpc("n1", "operator.add", 1, 1, timeout=10) == 2
+
+
+def test_unknown_node(cluster):
+    with pytest.raises(errors.UnknownNodeError) as info:
+        cluster.rpc("n9", "os.getpid")
+    assert "n1, n2" in info.value.one_line()
+
+
+def test_unpicklable_argument(cluster):
+    import threading
+
+    with pytest.raises(errors.SerializationError):
+        cluster.rpc("n1", "builtins.repr", threading.Lock())
+
+
+def test_nodes_persist_across_clusters_and_down_stops_them(env, local_specs):
+    with Cluster(local_specs) as c1:
+        first = {i.name: i.pid for i in c1.world()}
+    assert len(env.node_processes()) == 6
+    with Cluster(local_specs) as c2:
+        second = {i.name: i.pid for i in c2.world()}
+        assert first == second
+        assert c2.down() == {"n1": "stopped", "n2": "stopped"}
+    assert env.node_processes() == []
+    with Cluster(local_specs) as c3:
+        assert c3.down() == {"n1": "not running", "n2": "not running"}
