@@ -22,7 +22,9 @@ Two modes:
     switched off on the bed's interfaces, so hosts can only talk to
     ``198.18.0.0/24``.  No sysctl is changed.  ``<id>`` is ``cct`` plus six
     random hex digits.  The fixed address plan means one netns bed per
-    machine at a time: a second bed waits for the first (``lock_timeout``).
+    machine at a time: a bed in another process waits for it
+    (``lock_timeout``), a second one in the same process is refused.
+    A root sshd needs ``/run/sshd``; it is created if missing.
 
 ``"loopback"`` (fallback)
     sshd on ``127.0.0.1`` with one free port per host, run as the current
@@ -50,6 +52,19 @@ Usage::
         client.connect(**bed.paramiko_connect_kwargs("h2"))
         bed.cut("h3")          # h3 unreachable, processes keep running
         bed.restore("h3")
+
+Things to know:
+
+* Sessions run the account's login shell; bash sources ``~/.bashrc`` for
+  commands run by sshd, so a slow ``.bashrc`` (pyenv init, ...) adds to every
+  connection, exactly as on a real host.
+* With ``UsePAM no`` sshd itself decides whether the account is usable and
+  refuses accounts it considers locked; logins then fail with
+  "Permission denied (publickey)" and the host log (``log_path``) says
+  "account is locked".  Root works; some system/CI accounts may not.
+* sshd_config takes the first value of an option, so ``extra_sshd_config``
+  can add options but not override the generated ones (use ``Match`` blocks
+  or ``set_forwarding`` for that).
 
 Cleanup: leaving the ``with`` block (or :meth:`SSHTestBed.stop`) sends
 SIGTERM, then SIGKILL, to every process of every host, waits for them,
@@ -79,7 +94,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, NoReturn
 

@@ -342,6 +342,37 @@ def test_leftovers_of_a_dead_owner_are_removed(tmp_path_factory):
                                ["%sv%d" % (info["id"], i) for i in (1, 2)] + [info["id"] + "br"])
 
 
+def test_atexit_cleans_up_when_the_owner_exits_without_stop(tmp_path_factory):
+    script = textwrap.dedent("""
+        import json, sys
+        sys.path.insert(0, %r)
+        import sshbed
+        bed = sshbed.SSHTestBed(2, %r).start()
+        bed.ssh("h2", %r)
+        pids = sorted(set(bed.host_pids("h1") + bed.host_pids("h2")))
+        print(json.dumps({"id": bed.bed_id, "pids": pids}), flush=True)
+        sys.exit(0)  # normal interpreter exit without bed.stop()
+    """) % (str(Path(sshbed.__file__).parent), str(tmp_path_factory.mktemp("atexit")), SPAWN_AGENT)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=40)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert len(info["pids"]) >= 3  # two sshd + the agent
+    assert [p for p in info["pids"] if _identity(p) is not None] == []
+    assert _bed_names(info["id"]) == []
+
+
+@pytest.mark.skipif(not sshbed.netns_available(), reason="needs the netns bed")
+def test_stale_cleanup_leaves_unrecorded_names_alone(tmp_path_factory):
+    decoy = "cct0000aah1"  # our naming pattern, but no owner record: not ours to remove
+    subprocess.run(["ip", "netns", "add", decoy], check=True, capture_output=True)
+    try:
+        with SSHTestBed(1, tmp_path_factory.mktemp("bed")) as b:
+            _ok(b, "h1")
+        assert decoy in os.listdir("/run/netns")
+    finally:
+        subprocess.run(["ip", "netns", "del", decoy], capture_output=True)
+
+
 # -- loopback mode ---------------------------------------------------------------------------------
 
 def test_loopback_mode(tmp_path_factory):

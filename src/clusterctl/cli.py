@@ -236,6 +236,12 @@ def down(ctx: click.Context, nodes: str | None) -> None:
     run(ctx, body)
 
 
+def _register_pmap() -> None:
+    from .cli_pmap import pmap_command
+
+    cli.add_command(pmap_command, "pmap")
+
+
 def _node_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -248,3 +254,9 @@ def _node_list(text: str | None) -> list[str] | None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="clusterctl")
+
+
+try:  # the pmap command lives in its own module
+    _register_pmap()
+except ImportError:  # pragma: no cover - only while the module does not exist yet
+    pass

@@ -244,6 +244,24 @@ class Cluster:
                                   "unknown (the function may or may not have run)")
         return decode_result(conn.node, pending.head, pending.payload, pending.error)
 
+    # -- parallel map ------------------------------------------------------------------
+
+    def pmap(self, fn: Callable, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
+        """Apply ``fn`` to every item over all nodes' slots; yield the results.
+
+        In input order unless ``ordered=False``; see ``clusterctl.pmap.pmap`` for the
+        options (chunksize, retries, on_error, ...).
+        """
+        from .pmap import pmap
+
+        return pmap(self, fn, iterable, **options)
+
+    def pmap_results(self, fn: Callable, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
+        """Like ``pmap``, but yields one outcome per item, with errors as values."""
+        from .pmap import pmap_results
+
+        return pmap_results(self, fn, iterable, **options)
+
     # -- stopping ----------------------------------------------------------------------
 
     def down(self, nodes: Iterable[str] | None = None) -> dict[str, str | errors.ClusterError]:

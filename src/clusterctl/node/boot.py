@@ -1,0 +1,160 @@
+"""The remote side of an SSH bootstrap: get the agent code in place, start the node, relay.
+
+This file is not imported on the host: the controller sends its source through the SSH
+exec channel to a one-line stub (``STUB``) that reads it from stdin and runs it. Standard
+library only, and small, because it runs before anything is installed.
+
+The conversation, one JSON line each way (the controller never sends ahead, so nothing
+read by Python's buffered stdin is lost when the relay switches to raw reads):
+
+1. controller -> ``{"code_id", "name", "agent_args", "cookie", "start", "run_dir"}``
+2. boot -> ``{"python": "3.11.7", "need_code": bool}`` (or ``{"error": ...}``)
+3. if the code is missing: controller -> the bundle (length line + zip bytes);
+   boot -> ``{"installed": true}`` or ``{"error": ...}``. The zip is unpacked under a
+   temporary name and renamed into ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a
+   second bootstrap ships nothing and a half-written bundle is never used.
+4. boot starts the node if none answers (and ``start``), then answers
+   ``{"node": "ready" | "running" | "absent"}``.
+5. from then on it relays bytes between the SSH channel and the node's unix socket, so
+   the node itself is the same as a local one and no TCP forwarding is needed. It exits
+   when either side closes.
+"""
+
+# The first stage the controller runs remotely: read a length, then that much source, run it.
+STUB = "import sys;exec(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())))"
+
+import io  # noqa: E402 - the stub above must stay first: it is documentation too
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import zipfile  # noqa: E402
+
+
+def _say(obj) -> None:
+    sys.stdout.buffer.write(json.dumps(obj).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _fail(message: str) -> None:
+    _say({"error": message})
+    sys.exit(1)
+
+
+def _cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "clusterctl")
+
+
+def _run_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return os.path.join(base, "clusterctl")
+    return os.path.join("/tmp", "clusterctl-%d" % os.getuid())
+
+
+def _install(code_dir: str, blob: bytes) -> None:
+    parent = os.path.dirname(code_dir)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    staging = "%s/.incoming-%d" % (parent, os.getpid())
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        archive.extractall(staging)
+    try:
+        os.rename(staging, code_dir)
+    except OSError:  # another bootstrap installed the same code first
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _connect(path: str):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def _relay(sock) -> None:
+    """Copy stdin -> node and node -> stdout until either side closes."""
+    def upstream():
+        try:
+            while True:
+                data = os.read(0, 262144)
+                if not data:
+                    break
+                sock.sendall(data)
+        except OSError:
+            pass
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    threading.Thread(target=upstream, daemon=True).start()
+    try:
+        while True:
+            data = sock.recv(262144)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view):]
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def main() -> None:
+    params = json.loads(sys.stdin.buffer.readline())
+    code_dir = os.path.join(_cache_root(), "code", params["code_id"])
+    have = os.path.isfile(os.path.join(code_dir, "clusterctl_node", "agent.py"))
+    _say({"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
+          "need_code": not have})
+    if not have:
+        size = int(sys.stdin.buffer.readline())
+        blob = sys.stdin.buffer.read(size)
+        if len(blob) != size:
+            _fail("the code bundle arrived truncated")
+        try:
+            _install(code_dir, blob)
+        except OSError as exc:
+            _fail("cannot write the code cache %s: %s" % (code_dir, exc.strerror or exc))
+        _say({"installed": True})
+    run_dir = params.get("run_dir") or _run_dir()
+    path = os.path.join(run_dir, params["name"] + ".sock")
+    sock = _connect(path)
+    state = "running"
+    if sock is None:
+        if not params.get("start"):
+            _say({"node": "absent"})
+            return
+        launch = ("import sys; sys.path.insert(0, %r); from clusterctl_node.agent import main; main()"
+                  % code_dir)
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", launch] + params["agent_args"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True,
+                                    cwd=os.path.expanduser("~"))
+            out, err = proc.communicate((params["cookie"] + "\n").encode(), timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _fail("cannot start the node: %s" % exc)
+        line = (out.decode(errors="replace").strip().splitlines() or [""])[0]
+        if line.startswith("error:"):
+            _fail(line[len("error:"):].strip())
+        if not (line.startswith("ready") or line == "running"):
+            detail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            _fail("the node did not start: %s" % detail)
+        sock = _connect(path)
+        if sock is None:
+            _fail("the node started but its socket %s refuses connections" % path)
+        state = "ready"
+    _say({"node": state})
+    _relay(sock)
+
+
+main()

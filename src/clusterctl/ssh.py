@@ -1,0 +1,382 @@
+"""The SSH transport: reach a remote host as ``ssh`` would, bootstrap a node there, relay.
+
+One paramiko transport per host (and per jump host), shared by every channel to it.
+Each node connection is one exec channel running the boot stub (see
+``clusterctl.node.boot``): the controller ships the boot script, then the agent bundle
+only if the host's cache lacks it, and the channel becomes a byte relay to the node's
+unix socket. No port is forwarded and nothing is installed beyond the cache.
+
+Resolution follows OpenSSH (``clusterctl.sshconfig``); host keys follow OpenSSH's
+known_hosts semantics, append-only (``clusterctl.hostkeys``). Handshakes in flight are
+capped, because sshd's default MaxStartups drops the ones beyond 10.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import paramiko
+
+from . import errors
+from .bundle import Bundle
+from .hostkeys import KnownHosts, verify_server_key
+from .hosts import HostSpec
+from .node import boot as boot_module
+from .sshconfig import SSHTarget, resolve
+from .transport import NodeSettings, agent_arguments
+
+MAX_HANDSHAKES = 8
+WINDOW_SIZE = 8 * 1024 * 1024
+MAX_PACKET = 256 * 1024
+DEFAULT_CONNECT_TIMEOUT = 15.0
+_BOOT_SOURCE = Path(boot_module.__file__).read_bytes()
+
+
+def bundle_zip(bundle: Bundle) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for rel, data in bundle.files:
+            archive.writestr(rel, data)
+    return buf.getvalue()
+
+
+class ShellProxy:
+    """A ProxyCommand run by a shell (so ``$HOME``, pipes and ``$(...)`` work), joined to
+    us by a socketpair; closing it ends and reaps the process."""
+
+    def __init__(self, command: str) -> None:
+        ours, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=theirs, stdout=theirs,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        theirs.close()
+        self.sock = ours
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+class SSHPool:
+    """The SSH connections of one Cluster: resolved targets and live transports."""
+
+    def __init__(self, settings: NodeSettings, *, config_file: str | None = None,
+                 known_hosts: str | None = None, accept_new_host_keys: bool = False,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.known_hosts_file = known_hosts
+        self.accept_new_host_keys = accept_new_host_keys
+        self.connect_timeout = connect_timeout
+        self._transports: dict[tuple, paramiko.Transport] = {}
+        self._proxies: list[ShellProxy] = []
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._zip: bytes | None = None
+        self.shipped = 0  # bundles sent, for tests and the benchmark
+
+    def transport(self, spec: HostSpec) -> "SSHTransport":
+        return SSHTransport(spec, self)
+
+    def bundle_zip(self) -> bytes:
+        if self._zip is None:
+            self._zip = bundle_zip(self.settings.bundle)
+        return self._zip
+
+    # -- resolution and connection ----------------------------------------------------
+
+    def target(self, host: str, user: str | None = None, port: int | None = None) -> SSHTarget:
+        return resolve(host, user=user, port=port, config_file=self.config_file)
+
+    def known_hosts(self, target: SSHTarget) -> KnownHosts:
+        if self.known_hosts_file:
+            return KnownHosts([self.known_hosts_file], write_file=self.known_hosts_file)
+        files = list(target.user_known_hosts_files) + list(target.global_known_hosts_files)
+        write = target.user_known_hosts_files[0] if target.user_known_hosts_files else None
+        return KnownHosts(files, write_file=write)
+
+    def client(self, node: str, target: SSHTarget, deadline: float) -> paramiko.Transport:
+        """A live, authenticated transport to ``target`` (shared, made once)."""
+        key = (target.hostname, target.port, target.user, target.proxy_jump, target.proxy_command)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            transport = self._transports.get(key)
+            if transport is not None and transport.is_active():
+                return transport
+            transport = self._connect(node, target, deadline)
+            self._transports[key] = transport
+            return transport
+
+    def _connect(self, node: str, target: SSHTarget, deadline: float) -> paramiko.Transport:
+        where = f"{target.user}@{target.hostname}:{target.port}"
+        timeout = max(1.0, min(deadline - time.monotonic(),
+                               target.connect_timeout or self.connect_timeout))
+        sock = self._socket(node, target, timeout, deadline)
+        with self._handshakes:
+            transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE,
+                                           default_max_packet_size=MAX_PACKET)
+            options = transport.get_security_options()
+            preferred = [c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+                         if c in options.ciphers]
+            options.ciphers = tuple(preferred) + tuple(c for c in options.ciphers if c not in preferred)
+            try:
+                transport.start_client(timeout=timeout)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                transport.close()
+                text = str(exc) or type(exc).__name__
+                hint = None
+                if "banner" in text.lower():
+                    hint = "the host may be refusing handshakes (sshd MaxStartups) or not run sshd"
+                raise errors.NodeUnreachable(node, f"SSH handshake with {where} failed: {text}", hint=hint)
+        try:
+            mode = "accept-new" if self.accept_new_host_keys and target.strict_host_key_checking in (
+                "ask", "yes", "accept-new") else target.strict_host_key_checking
+            verify_server_key(self.known_hosts(target), node, target.hostname, target.port,
+                              transport.get_remote_server_key(), mode,
+                              accept_unknown=self.accept_new_host_keys,
+                              host_key_alias=target.host_key_alias)
+            self._authenticate(node, transport, target)
+        except BaseException:
+            transport.close()
+            raise
+        if target.server_alive_interval:
+            transport.set_keepalive(int(target.server_alive_interval))
+        return transport
+
+    def _socket(self, node: str, target: SSHTarget, timeout: float, deadline: float):
+        where = f"{target.hostname}:{target.port}"
+        if target.proxy_command:
+            command = (target.proxy_command.replace("%h", target.hostname)
+                       .replace("%p", str(target.port)).replace("%r", target.user))
+            proxy = ShellProxy(command)
+            self._proxies.append(proxy)
+            return proxy.sock
+        if target.proxy_jump:
+            *rest, last = target.proxy_jump
+            jump = self._jump_target(last, rest)
+            via = self.client(node, jump, deadline)
+            try:
+                return via.open_channel("direct-tcpip", (target.hostname, target.port),
+                                        ("127.0.0.1", 0), timeout=timeout)
+            except (paramiko.SSHException, OSError) as exc:
+                raise errors.NodeUnreachable(
+                    node, f"jump host {jump.hostname} could not reach {where}: {exc}",
+                    hint="the jump host's sshd must allow TCP forwarding (AllowTcpForwarding)")
+        try:
+            return socket.create_connection((target.hostname, target.port), timeout=timeout)
+        except socket.gaierror as exc:
+            raise errors.NodeUnreachable(node, f"cannot resolve {target.hostname}: {exc.strerror}",
+                                         hint=f"check the host name, or run: ssh -G {target.alias}")
+        except socket.timeout:
+            raise errors.NodeUnreachable(node, f"connecting to {where} timed out after {timeout:g} s")
+        except OSError as exc:
+            raise errors.NodeUnreachable(node, f"cannot connect to {where}: {exc.strerror or exc}")
+
+    def _jump_target(self, hop: str, earlier: list[str]) -> SSHTarget:
+        user, host, port = _split_destination(hop)
+        target = self.target(host, user, port)
+        if earlier:  # a multi-hop chain: this hop is itself reached through the earlier ones
+            target = _with_jump(target, tuple(earlier))
+        return target
+
+    def _authenticate(self, node: str, transport: paramiko.Transport, target: SSHTarget) -> None:
+        tried = []
+        for key in self._keys(target):
+            try:
+                transport.auth_publickey(target.user, key)
+            except paramiko.AuthenticationException:
+                tried.append(key.get_name())
+                continue
+            except paramiko.SSHException as exc:
+                raise errors.NodeUnreachable(node, f"SSH authentication failed: {exc}")
+            if transport.is_authenticated():
+                return
+        what = ", ".join(tried) if tried else "no keys found"
+        raise errors.HandshakeError(
+            node, f"permission denied (publickey) for {target.user}@{target.hostname}:{target.port} "
+                  f"(tried: {what})",
+            hint=f"check the user and IdentityFile for this host, or try: ssh -v {target.alias}")
+
+    def _keys(self, target: SSHTarget):
+        if not target.identities_only:
+            try:
+                yield from paramiko.Agent().get_keys()
+            except paramiko.SSHException:
+                pass
+        files = list(target.identity_files)
+        for path in files:
+            key = _load_key(os.path.expanduser(path))
+            if key is not None:
+                yield key
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+        for proxy in self._proxies:
+            proxy.close()
+        self._proxies.clear()
+
+
+def _load_key(path: str):
+    if not os.path.exists(path):
+        return None
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key_file(path)
+        except paramiko.PasswordRequiredException:
+            return None
+        except (paramiko.SSHException, ValueError, OSError):
+            continue
+    return None
+
+
+def _split_destination(text: str) -> tuple[str | None, str, int | None]:
+    user = None
+    if "@" in text:
+        user, _, text = text.rpartition("@")
+    port = None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    else:
+        host = text
+    return user, host, port
+
+
+def _with_jump(target: SSHTarget, jumps: tuple[str, ...]) -> SSHTarget:
+    from dataclasses import replace
+
+    return replace(target, proxy_jump=jumps)
+
+
+class SSHTransport:
+    """A node on a remote host, reached through an exec channel running the boot stub."""
+
+    kind = "ssh"
+
+    def __init__(self, spec: HostSpec, pool: SSHPool) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.python = spec.python or "python3"
+
+    @property
+    def host_label(self) -> str:
+        return self.spec.target
+
+    def open(self, *, start: bool, deadline: float):
+        spec = self.spec
+        name = spec.name
+        target = self.pool.target(spec.host, spec.user, spec.port)
+        transport = self.pool.client(name, target, deadline)
+        timeout = max(1.0, deadline - time.monotonic())
+        try:
+            channel = transport.open_session(timeout=timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(f"{self.python} -c {shlex.quote(boot_module.STUB)}")
+            stdin = channel
+            stdin.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
+            params = {"code_id": self.pool.settings.bundle.code_id, "name": name,
+                      "agent_args": agent_arguments(spec, self.pool.settings),
+                      "cookie": self.pool.settings.cookie.hex(), "start": start}
+            stdin.sendall(json.dumps(params).encode() + b"\n")
+            reply = self._reply(channel)
+            self._check_python(reply)
+            if reply.get("need_code"):
+                blob = self.pool.bundle_zip()
+                channel.sendall(b"%d\n" % len(blob) + blob)
+                self.pool.shipped += 1
+                self._reply(channel)
+            state = self._reply(channel).get("node")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
+        if state == "absent":
+            channel.close()
+            return None
+        return channel
+
+    def _reply(self, channel) -> dict:
+        line = b""
+        try:
+            while not line.endswith(b"\n"):
+                chunk = channel.recv(1)
+                if not chunk:
+                    break
+                line += chunk
+        except socket.timeout:
+            raise errors.NodeStartError(self.spec.name, "the host did not answer the bootstrap in time")
+        if not line:
+            raise self._start_failure(channel)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise errors.NodeStartError(self.spec.name, f"unexpected bootstrap output: {line[:200]!r}",
+                                        hint="a login script that prints to stdout can break this; "
+                                             "make it quiet for non-interactive shells")
+        if "error" in reply:
+            raise errors.NodeStartError(self.spec.name, reply["error"])
+        return reply
+
+    def _start_failure(self, channel) -> errors.ClusterError:
+        """The boot stub died before answering: say why from its exit status and stderr."""
+        status = channel.exit_status if channel.status_event.wait(5) else -1
+        err = b""
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+        text = err.decode(errors="replace").strip()
+        last = text.splitlines()[-1] if text else "no output"
+        if status == 127 or "not found" in text:
+            return errors.NodeStartError(self.spec.name, f"no Python at {self.python!r} on {self.spec.target}: {last}",
+                                         hint=f"install python3 there or set python= for this host ({self.spec.source})")
+        return errors.NodeStartError(self.spec.name, f"the bootstrap exited with status {status}: {last}")
+
+    def wait_stopped(self, pid, timeout: float) -> None:
+        """After a stop: wait on the host until the node process ``pid`` is gone."""
+        if not isinstance(pid, int):
+            return
+        script = ("import os,time\nfor _ in range(%d):\n try: os.kill(%d, 0)\n"
+                  " except OSError: break\n time.sleep(0.02)\nelse: raise SystemExit(1)"
+                  % (int(timeout / 0.02), pid))
+        target = self.pool.target(self.spec.host, self.spec.user, self.spec.port)
+        try:
+            transport = self.pool.client(self.spec.name, target, time.monotonic() + timeout)
+            channel = transport.open_session(timeout=timeout)
+            channel.exec_command(f"{self.python} -c {shlex.quote(script)}")
+            if channel.status_event.wait(timeout + 5) and channel.exit_status == 0:
+                return
+        except (paramiko.SSHException, OSError) as exc:
+            raise errors.NodeError(self.spec.name, f"could not check that the node stopped: {exc}")
+        raise errors.NodeError(self.spec.name, f"node process {pid} did not exit")
+
+    def _check_python(self, reply: dict) -> None:
+        import sys
+
+        theirs = str(reply.get("python", "?"))
+        ours = "%d.%d" % sys.version_info[:2]
+        if theirs.rsplit(".", 1)[0] != ours:
+            raise errors.HandshakeError(
+                self.spec.name, f"{self.spec.target} runs Python {theirs} at {self.python!r}, the controller "
+                f"Python {sys.version.split()[0]}; functions only travel between equal major.minor versions",
+                hint=f"set python= for this host to a Python {ours} ({self.spec.source})")
