@@ -183,7 +183,10 @@ class Cluster:
             conn = self.connect(name)
             pong = conn.ping(self.connect_timeout)
         except errors.ClusterError as exc:
-            return NodeInfo(name, self._host_label(spec), "pang", reason=getattr(exc, "reason", str(exc)))
+            reason = getattr(exc, "reason", exc.message)
+            if exc.hint:
+                reason = f"{reason} ({exc.hint})"
+            return NodeInfo(name, self._host_label(spec), "pang", reason=reason)
         hello = conn.hello
         load = pong.get("load")
         return NodeInfo(name, self._host_label(spec), "pong", python=hello.get("python"),

@@ -108,9 +108,7 @@ class SSHPool:
     def known_hosts(self, target: SSHTarget) -> KnownHosts:
         if self.known_hosts_file:
             return KnownHosts([self.known_hosts_file], write_file=self.known_hosts_file)
-        files = list(target.user_known_hosts_files) + list(target.global_known_hosts_files)
-        write = target.user_known_hosts_files[0] if target.user_known_hosts_files else None
-        return KnownHosts(files, write_file=write)
+        return KnownHosts.for_target(target)
 
     def client(self, node: str, target: SSHTarget, deadline: float) -> paramiko.Transport:
         """A live, authenticated transport to ``target`` (shared, made once)."""
@@ -152,8 +150,12 @@ class SSHPool:
             verify_server_key(self.known_hosts(target), node, target.hostname, target.port,
                               transport.get_remote_server_key(), mode,
                               accept_unknown=self.accept_new_host_keys,
-                              host_key_alias=target.host_key_alias)
+                              host_key_alias=target.host_key_alias, ssh_target=target.alias)
             self._authenticate(node, transport, target)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise errors.NodeUnreachable(node, f"SSH session with {where} failed: "
+                                         f"{exc or type(exc).__name__}") from None
         except BaseException:
             transport.close()
             raise
@@ -164,9 +166,7 @@ class SSHPool:
     def _socket(self, node: str, target: SSHTarget, timeout: float, deadline: float):
         where = f"{target.hostname}:{target.port}"
         if target.proxy_command:
-            command = (target.proxy_command.replace("%h", target.hostname)
-                       .replace("%p", str(target.port)).replace("%r", target.user))
-            proxy = ShellProxy(command)
+            proxy = ShellProxy(target.proxy_command)  # tokens already expanded by sshconfig
             self._proxies.append(proxy)
             return proxy.sock
         if target.proxy_jump:
@@ -294,6 +294,9 @@ class SSHTransport:
         timeout = max(1.0, deadline - time.monotonic())
         try:
             channel = transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
+        try:
             channel.settimeout(timeout)
             channel.exec_command(f"{self.python} -c {shlex.quote(boot_module.STUB)}")
             stdin = channel
@@ -303,15 +306,25 @@ class SSHTransport:
                       "cookie": self.pool.settings.cookie.hex(), "start": start}
             stdin.sendall(json.dumps(params).encode() + b"\n")
             reply = self._reply(channel)
-            self._check_python(reply)
+            try:
+                self._check_python(reply)
+            except errors.ClusterError:
+                channel.sendall(b"-1\n")
+                raise
             if reply.get("need_code"):
                 blob = self.pool.bundle_zip()
                 channel.sendall(b"%d\n" % len(blob) + blob)
                 self.pool.shipped += 1
                 self._reply(channel)
+            else:
+                channel.sendall(b"0\n")
             state = self._reply(channel).get("node")
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            channel.close()
             raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
+        except BaseException:
+            channel.close()
+            raise
         if state == "absent":
             channel.close()
             return None

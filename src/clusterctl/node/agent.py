@@ -20,6 +20,9 @@ Why it is built this way:
 Start-up talks to the starter on stdout: ``ready PID`` once the socket listens,
 ``running`` if a node with that name already answers on the socket, or
 ``error: REASON``. The cookie arrives on stdin, so it never shows in ``ps``.
+
+``CLUSTERCTL_HANDSHAKE_TIMEOUT`` in the node's environment (seconds) overrides how long
+a new connection may take to authenticate (``wire.HANDSHAKE_TIMEOUT``); tests shorten it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for th
 WORKER_FUNCTION_CACHE = 256
 HOUSEKEEPING_INTERVAL = 0.5
 DEFAULT_IDLE = 1800.0
+HANDSHAKE_TIMEOUT_ENV = "CLUSTERCTL_HANDSHAKE_TIMEOUT"
 SOCKET_PATH_MAX = 107
 
 
@@ -152,7 +156,7 @@ class Node:
 
     def __init__(self, *, name: str, slots: int, listener: socket.socket, cookie: bytes,
                  idle: float, version: str, code_id: str, max_payload: int,
-                 sock_path: str) -> None:
+                 sock_path: str, handshake_timeout: float = wire.HANDSHAKE_TIMEOUT) -> None:
         self.name = name
         self.slots = slots
         self.listener = listener
@@ -161,6 +165,7 @@ class Node:
         self.version = version
         self.code_id = code_id
         self.max_payload = max_payload
+        self.handshake_timeout = handshake_timeout
         self.sock_path = sock_path
         self.sock_ino = os.stat(sock_path).st_ino
         self.pid = os.getpid()
@@ -207,8 +212,8 @@ class Node:
 
     def housekeeping(self, now: float) -> None:
         for conn in list(self.conns.values()):
-            if not conn.authed and now - conn.opened > wire.HANDSHAKE_TIMEOUT:
-                self.close_conn(conn, "no handshake within %.0f s" % wire.HANDSHAKE_TIMEOUT)
+            if not conn.authed and now - conn.opened > self.handshake_timeout:
+                self.close_conn(conn, "no handshake within %g s" % self.handshake_timeout)
             elif conn.heartbeat and now - conn.last_rx > conn.heartbeat:
                 self.close_conn(conn, "no heartbeat for %.1f s" % (now - conn.last_rx))
         if self.conns or self.tasks_by_seq:
@@ -642,6 +647,15 @@ def bind_socket(path: str) -> socket.socket | None:
     return sock
 
 
+def handshake_timeout() -> float:
+    """``wire.HANDSHAKE_TIMEOUT``, or the positive number of seconds in the environment."""
+    try:
+        value = float(os.environ.get(HANDSHAKE_TIMEOUT_ENV, ""))
+    except ValueError:
+        return wire.HANDSHAKE_TIMEOUT
+    return value if value > 0 else wire.HANDSHAKE_TIMEOUT
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="clusterctl-node")
     parser.add_argument("--name", required=True)
@@ -706,7 +720,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(os.path.expanduser("~"))
     node = Node(name=args.name, slots=slots, listener=listener, cookie=cookie, idle=args.idle,
                 version=args.version, code_id=args.code_id, max_payload=args.max_payload,
-                sock_path=path)
+                sock_path=path, handshake_timeout=handshake_timeout())
 
     def on_term(signum, frame):  # noqa: ARG001
         node.stopping = True

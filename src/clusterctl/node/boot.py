@@ -9,8 +9,9 @@ read by Python's buffered stdin is lost when the relay switches to raw reads):
 
 1. controller -> ``{"code_id", "name", "agent_args", "cookie", "start", "run_dir"}``
 2. boot -> ``{"python": "3.11.7", "need_code": bool}`` (or ``{"error": ...}``)
-3. if the code is missing: controller -> the bundle (length line + zip bytes);
-   boot -> ``{"installed": true}`` or ``{"error": ...}``. The zip is unpacked under a
+3. controller -> a length line: -1 to stop here (e.g. the Python versions differ), 0 to
+   go on with the cached code, or the size of the bundle followed by its zip bytes;
+   boot -> ``{"installed": true}`` or ``{"error": ...}`` after unpacking a bundle. The zip is unpacked under a
    temporary name and renamed into ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a
    second bootstrap ships nothing and a half-written bundle is never used.
 4. boot starts the node if none answers (and ``start``), then answers
@@ -115,8 +116,11 @@ def main() -> None:
     have = os.path.isfile(os.path.join(code_dir, "clusterctl_node", "agent.py"))
     _say({"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
           "need_code": not have})
-    if not have:
-        size = int(sys.stdin.buffer.readline())
+    line = sys.stdin.buffer.readline()  # the bundle's size, 0 for none, or no go at all
+    if not line.strip() or int(line) < 0:
+        return  # the controller declined (say, a Python version mismatch): start nothing
+    size = int(line)
+    if size:
         blob = sys.stdin.buffer.read(size)
         if len(blob) != size:
             _fail("the code bundle arrived truncated")
@@ -157,4 +161,5 @@ def main() -> None:
     _relay(sock)
 
 
-main()
+if __name__ == "__main__":  # run by the stub (its globals are __main__'s), not on import
+    main()

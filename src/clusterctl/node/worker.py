@@ -25,6 +25,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 
 from . import wire
@@ -208,8 +209,9 @@ class Worker:
         return wire.encode({"op": "result", "id": task_id, "ok": True}, data)
 
     def map(self, head: dict, payload) -> bytes:
-        """Apply one function to a batch; each item's outcome is ``(True, value)`` or
-        ``(False, error dict, exception or None)``."""
+        """Apply one function to a batch. If every item succeeded the reply is the plain
+        list of values (head ``all_ok``); otherwise one outcome per item, ``(True, value)``
+        or ``(False, error dict, exception or None)``. ``t`` is the seconds spent in calls."""
         task_id = head.get("id")
         try:
             fn = self.function(head)
@@ -218,17 +220,33 @@ class Worker:
             return error_frame(task_id, describe_exception(exc, self.node, "unpickle", 0), exc)
         if isinstance(fn, _LoadFailure):
             return error_frame(task_id, fn.error)
-        outcomes = []
+        started = time.perf_counter()
+        values: list = []
+        outcomes = None
         for item in items:
             try:
-                outcomes.append((True, fn(item)))
+                value = fn(item)
             except BaseException as exc:  # noqa: BLE001
+                if outcomes is None:
+                    outcomes = [(True, v) for v in values]
                 outcomes.append((False, describe_exception(exc, self.node), _picklable(exc)))
+                continue
+            if outcomes is None:
+                values.append(value)
+            else:
+                outcomes.append((True, value))
+        reply = {"op": "result", "id": task_id, "ok": True, "n": len(items),
+                 "t": round(time.perf_counter() - started, 6)}
+        if outcomes is None:
+            try:
+                return wire.encode(dict(reply, all_ok=True), _dumps(values))
+            except BaseException:  # noqa: BLE001 - find which result could not travel
+                outcomes = [(True, v) for v in values]
         try:
             data = _dumps(outcomes)
         except BaseException:  # noqa: BLE001 - find which result could not travel
             data = _dumps([_checked_outcome(o, self.node) for o in outcomes])
-        return wire.encode({"op": "result", "id": task_id, "ok": True, "n": len(outcomes)}, data)
+        return wire.encode(reply, data)
 
 
 def _picklable(exc: BaseException):

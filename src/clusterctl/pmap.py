@@ -1,0 +1,973 @@
+"""Parallel map over the world: every slot of every node, every result exactly once.
+
+    with Cluster() as cluster:
+        squares = list(cluster.pmap(lambda x: x * x, range(1000)))
+        for outcome in cluster.pmap_results(parse, paths, ordered=False):
+            print(outcome.index, outcome.value if outcome.ok else outcome.error)
+
+How it works (the scheduler runs in the caller's thread, inside the iterator):
+
+- **Blocks and chunks.** The input is read lazily into *blocks*: runs of consecutive
+  items, each sent to one node as one ``map`` request (a *chunk*). The reply fills the
+  block's results. A chunk that has to be redone (its node was lost, its worker
+  crashed, an item is retried) is a new chunk over part of the same block, so the
+  block is where exactly-once is enforced: each item's slot is filled once, and any
+  later answer for a filled slot is dropped.
+- **Load balancing.** Work is pulled, not pushed: a node gets a new chunk when one of
+  its chunks comes back, so a node that finishes faster gets more. Each node has a
+  window of chunks in flight (two per slot, more when its round trip is long
+  compared to a chunk), so its workers never wait for the network.
+- **Adaptive chunks.** Workers report how long each chunk took; the next chunk for
+  that node is sized to take about ``TARGET_CHUNK_SECONDS``, starting from one item and
+  at most doubling, capped in bytes, and (when the input's length is known) small
+  enough near the end that no node is left with a long tail.
+- **Bounded memory.** Input is read only when a node has room; in-flight payload
+  bytes, results held back for ordering and blocks ahead of the consumer are
+  bounded; a consumer that stops pulling stops the reading.
+- **Failures.** A user exception fails its item (``on_error``: raise, skip, collect),
+  after ``retries`` attempts on other nodes. A worker crash splits its chunk in halves
+  until the item that crashes is alone; an item that crashes ``poison_after`` times is
+  reported as poison. A lost node (connection closed, or no heartbeat within the
+  cluster's ``heartbeat_timeout``) has its chunks requeued on the other nodes. A node
+  that cannot load the function is left out, with its error kept for the report.
+- **Cancellation.** Leaving the iterator early (break, an error, Ctrl-C) cancels
+  everything still in flight; the nodes kill the workers running it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import pickle
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from . import errors
+from .connection import remote_error
+
+ON_ERROR = ("raise", "skip", "collect")
+DEFAULT_POISON_AFTER = 3
+TARGET_CHUNK_SECONDS = 0.02  # a chunk's compute time: per-message overhead is ~1% of it
+MIN_CHUNK_SECONDS = 0.002  # near the end of a known input, chunks shrink, but not below this
+MAX_CHUNK_ITEMS = 50_000
+MAX_CHUNK_BYTES = 8 << 20  # pickled items (or results) of one chunk, when items are small
+MAX_INFLIGHT_BYTES = 256 << 20  # pickled items in flight over all nodes (one chunk per node always)
+MAX_BUFFERED_BYTES = 256 << 20  # finished results held back to keep the input order
+MIN_DEPTH, MAX_DEPTH = 2, 16  # chunks in flight per slot
+WAIT_SECONDS = 0.5
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None), complex))
+_PENDING = object()  # a result slot not filled yet
+_FAILED = object()  # a result slot whose item failed (the error is in Block.errors)
+_JOIN = object()
+
+
+# -- errors ------------------------------------------------------------------------------
+
+class ItemError(errors.RemoteError):
+    """One item failed: its function raised (after its retries), or it crashed workers.
+
+    ``index`` is the item's position in the input, ``node`` where it last ran,
+    ``remote_traceback`` the traceback there, ``attempts`` how often it was tried.
+    """
+
+    def __init__(self, index: int, node: str, remote_type: str, remote_message: str,
+                 remote_traceback: str = "", *, exception: BaseException | None = None,
+                 attempts: int = 1) -> None:
+        super().__init__(node, remote_type, remote_message, remote_traceback, exception=exception)
+        self.index = index
+        self.attempts = attempts
+        tries = f" (tried {attempts} times)" if attempts > 1 else ""
+        self.message = f"item {index} failed on {node}: {remote_type}: {remote_message}{tries}"
+
+    def __reduce__(self):
+        return (_rebuild_item_error, (self.__class__, self.index, self.node, self.remote_type,
+                                      self.remote_message, self.remote_traceback, self.attempts))
+
+
+class PoisonItem(ItemError):
+    """An item that crashed the worker (or took its node down) every time it ran."""
+
+    def __init__(self, index: int, node: str, remote_type: str, remote_message: str,
+                 remote_traceback: str = "", *, exception: BaseException | None = None,
+                 attempts: int = 1) -> None:
+        super().__init__(index, node, remote_type, remote_message, remote_traceback,
+                         exception=exception, attempts=attempts)
+        self.message = (f"item {index} is poison: it crashed a worker or lost its node each of "
+                        f"the {attempts} times it ran (last on {node}: {remote_message}); "
+                        "it was not retried further")
+
+
+def _rebuild_item_error(cls, index, node, remote_type, remote_message, remote_traceback, attempts):
+    return cls(index, node, remote_type, remote_message, remote_traceback, attempts=attempts)
+
+
+class ItemErrors(errors.ClusterError):
+    """``on_error="collect"``: the map finished, and these items failed (exit code 3)."""
+
+    exit_code = errors.EXIT_SOME_NODES_FAILED
+
+    def __init__(self, failures: list[ItemError], total: int) -> None:
+        first = failures[0]
+        more = f"; the first: {first.message}" if failures else ""
+        super().__init__(f"{len(failures)} of {total} items failed{more}")
+        self.failures = failures
+        self.total = total
+
+
+class AllNodesLost(errors.ClusterError):
+    """No node is left to run the remaining items."""
+
+    def __init__(self, message: str, *, completed: int, reasons: dict[str, str]) -> None:
+        super().__init__(message, hint="check the nodes with `clusterctl world`; the items that "
+                                       "completed were returned")
+        self.completed = completed
+        self.reasons = reasons
+
+
+# -- what a run reports ------------------------------------------------------------------
+
+class Outcome:
+    """One item's outcome: ``index`` in the input, and ``value`` or ``error``."""
+
+    __slots__ = ("index", "value", "error")
+
+    def __init__(self, index: int, value: Any = None, error: ItemError | None = None) -> None:
+        self.index = index
+        self.value = value
+        self.error = error
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def get(self) -> Any:
+        """The value, or raise the item's error."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Outcome):
+            return NotImplemented
+        return (self.index, self.value, self.error) == (other.index, other.value, other.error)
+
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return f"Outcome({self.index}, error={self.error.message!r})"
+        return f"Outcome({self.index}, {self.value!r})"
+
+
+@dataclass
+class NodeStats:
+    """What one node did in a run (read by the progress display while it runs)."""
+
+    name: str
+    slots: int = 0
+    state: str = "connecting"  # connecting, running, lost, failed (could not run the function)
+    reason: str = ""
+    items: int = 0  # results this node delivered
+    chunks: int = 0
+    busy: float = 0.0  # seconds its workers spent in the function
+    failures: int = 0  # items that failed for good here
+    retries: int = 0  # items that failed here and were tried again
+    requeued: int = 0  # items taken back from it (lost, crashed, could not load)
+    crashes: int = 0  # worker crashes
+    joined: float | None = None
+    left: float | None = None
+
+    def busy_fraction(self, now: float | None = None) -> float | None:
+        if self.joined is None or not self.slots:
+            return None
+        end = self.left if self.left is not None else (now or time.monotonic())
+        span = end - self.joined
+        return min(1.0, self.busy / (span * self.slots)) if span > 0 else None
+
+
+@dataclass
+class PmapStats:
+    """Counters of a whole run; ``nodes`` in hosts-file order."""
+
+    total: int | None = None
+    done: int = 0  # items with a final outcome (value or error)
+    failed: int = 0
+    retries: int = 0
+    requeued: int = 0
+    duplicates: int = 0  # late answers for items already done, dropped
+    started: float | None = None
+    finished: float | None = None
+    nodes: dict[str, NodeStats] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def rate(self) -> float | None:
+        elapsed = self.elapsed()
+        return self.done / elapsed if elapsed > 0 and self.done else None
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        if self.total is None or not rate:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
+
+    @property
+    def slots(self) -> int:
+        return sum(n.slots for n in self.nodes.values() if n.state == "running")
+
+
+# -- the scheduler's state -----------------------------------------------------------------
+
+class _Block:
+    """Consecutive items read together; ``values`` holds their results once known."""
+
+    __slots__ = ("start", "n", "values", "remaining", "errors", "nbytes", "complete")
+
+    def __init__(self, start: int, n: int) -> None:
+        self.start = start
+        self.n = n
+        self.values: list | None = None  # None until a first result arrives
+        self.remaining = n
+        self.errors: dict[int, ItemError] = {}
+        self.nbytes = 0
+        self.complete = False  # unordered: queued to be handed out
+
+    def slots(self) -> list:
+        if self.values is None:
+            self.values = [_PENDING] * self.n
+        return self.values
+
+
+class _Chunk:
+    """One attempt at part of a block on one node; dead once answered or abandoned."""
+
+    __slots__ = ("block", "offset", "n", "payload", "tries", "strikes", "avoid", "node",
+                 "rid", "sent", "live", "last_crash")
+
+    def __init__(self, block: _Block, offset: int, n: int, payload: bytes, *, tries: int = 0,
+                 strikes: int = 0, avoid: frozenset = frozenset(), last_crash=None) -> None:
+        self.block = block
+        self.offset = offset
+        self.n = n
+        self.payload = payload
+        self.tries = tries  # how often these items' function raised and was retried
+        self.strikes = strikes  # worker crashes (alone) and node losses these items saw
+        self.avoid = avoid  # nodes to avoid if another can take it
+        self.node: _Node | None = None
+        self.rid = None
+        self.sent = 0.0
+        self.live = False
+        self.last_crash = last_crash
+
+    @property
+    def index(self) -> int:
+        return self.block.start + self.offset
+
+    def again(self, offset: int | None = None, n: int | None = None, payload: bytes | None = None,
+              **changes) -> "_Chunk":
+        fields = {"tries": self.tries, "strikes": self.strikes, "avoid": self.avoid,
+                  "last_crash": self.last_crash}
+        fields.update(changes)
+        return _Chunk(self.block, self.offset if offset is None else offset,
+                      self.n if n is None else n, self.payload if payload is None else payload,
+                      **fields)
+
+
+class _Node:
+    __slots__ = ("name", "conn", "slots", "inflight", "window", "item_time", "max_n", "stats",
+                 "running")
+
+    def __init__(self, name: str, conn, stats: NodeStats) -> None:
+        self.name = name
+        self.conn = conn
+        self.slots = max(1, int(conn.hello.get("slots") or 1))
+        self.inflight: dict[int, _Chunk] = {}
+        self.window = self.slots * MIN_DEPTH
+        self.item_time: float | None = None  # seconds per item in the function, smoothed
+        self.max_n = 0
+        self.stats = stats
+        self.running = True
+
+
+# -- the run -------------------------------------------------------------------------------
+
+class PMap:
+    """One parallel map: the scheduler, its live statistics, and its outcomes.
+
+    ``pmap`` and ``pmap_results`` wrap it; use it directly to watch ``stats`` while it
+    runs (the CLI's progress display does). Iterate ``values()`` or ``outcomes()``, once.
+    """
+
+    def __init__(self, cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+                 ordered: bool = True, chunksize: int | None = None, retries: int = 0,
+                 retry_on: tuple[type[BaseException], ...] | None = None,
+                 on_error: str = "raise", limit: int | None = None,
+                 poison_after: int = DEFAULT_POISON_AFTER, nodes: Iterable[str] | None = None,
+                 total: int | None = None) -> None:
+        from .cluster import dumps
+
+        if not callable(fn):
+            raise errors.UsageError(f"pmap needs a function, not {type(fn).__name__}")
+        if on_error not in ON_ERROR:
+            raise errors.UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise errors.UsageError(f"chunksize must be a positive integer, not {chunksize!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise errors.UsageError(f"retries must be 0 or more, not {retries!r}")
+        if not isinstance(poison_after, int) or poison_after < 1:
+            raise errors.UsageError(f"poison_after must be 1 or more, not {poison_after!r}")
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise errors.UsageError(f"limit must be 0 or more, not {limit!r}")
+        self.cluster = cluster
+        self.ordered = ordered
+        self.chunksize = chunksize
+        self.retries = retries
+        self.retry_on = retry_on
+        self.on_error = on_error
+        self.poison_after = poison_after
+        self.names = cluster._names(nodes) if nodes is not None else list(cluster.nodes)
+        if not self.names:
+            raise errors.UsageError("pmap was given no nodes to run on")
+        self._fn_bytes = dumps(fn, "function")
+        self._fk = "pmap-" + hashlib.sha256(self._fn_bytes).hexdigest()[:24]
+        if total is None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        if limit is not None:
+            iterable = itertools.islice(iterable, limit)
+            total = limit if total is None else min(total, limit)
+        self._input = iter(iterable)
+        self.stats = PmapStats(total=total, nodes={n: NodeStats(n) for n in self.names})
+        self.failures: list[ItemError] = []  # on_error="collect": every failed item
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._nodes: dict[str, _Node] = {}
+        self._connecting = 0
+        self._join_errors: dict[str, errors.ClusterError] = {}
+        self._load_errors: list[errors.ClusterError] = []
+        self._retry: deque[_Chunk] = deque()
+        self._open: deque[_Block] = deque()  # ordered: blocks not yet handed out, in order
+        self._complete: deque[_Block] = deque()  # unordered: finished blocks not handed out
+        self._unfinished = 0  # unordered: blocks read but not handed out
+        self._next_index = 0
+        self._input_done = False
+        self._inflight_bytes = 0
+        self._buffered_bytes = 0
+        self._item_time: float | None = None
+        self._item_bytes: float | None = None
+        self._result_bytes: float | None = None
+        self._max_n = 0
+        self._stop_index: int | None = None
+        self._stop_error: ItemError | None = None
+        self._started = False
+        self._closing = False
+
+    # -- what the caller iterates ------------------------------------------------------------
+
+    def values(self) -> Iterator[Any]:
+        """The results (in input order unless ``ordered=False``), failed items per ``on_error``."""
+        raise_mode = self.on_error == "raise"
+        blocks = self._blocks()
+        try:
+            for block in blocks:
+                if not block.errors:
+                    yield from block.values
+                    continue
+                found = block.errors
+                for j, value in enumerate(block.values):
+                    if value is _FAILED:
+                        if raise_mode:
+                            raise found[j]
+                    elif value is not _PENDING:
+                        yield value
+        finally:
+            blocks.close()
+        if self.on_error == "collect" and self.failures:
+            self.failures.sort(key=lambda e: e.index)
+            raise ItemErrors(self.failures, self.stats.done)
+
+    def outcomes(self) -> Iterator[Outcome]:
+        """One ``Outcome`` per item, errors as values; ``on_error`` does not apply."""
+        self.on_error = "values"
+        blocks = self._blocks()
+        try:
+            for block in blocks:
+                start, found = block.start, block.errors
+                for j, value in enumerate(block.values):
+                    if value is _FAILED:
+                        yield Outcome(start + j, error=found[j])
+                    else:
+                        yield Outcome(start + j, value)
+        finally:
+            blocks.close()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _blocks(self) -> Iterator[_Block]:
+        if self._started:
+            raise errors.UsageError("a pmap can be iterated only once")
+        self._started = True
+        self.stats.started = time.monotonic()
+        try:
+            self._connect_all()
+            while True:
+                self._fill()
+                block = self._ready()
+                if block is not None:
+                    yield block
+                    if block.errors and self._stop_index is not None and self.ordered and \
+                            block.start <= self._stop_index < block.start + block.n:
+                        raise self._stop_error
+                    self._drain(None)
+                    continue
+                if self._finished():
+                    return
+                self._check_alive()
+                self._drain(WAIT_SECONDS)
+        finally:
+            self._shutdown()
+            self.stats.finished = time.monotonic()
+
+    def _finished(self) -> bool:
+        if self.ordered:
+            return not self._open and (self._input_done or self._stop_index is not None)
+        return self._input_done and not self._unfinished and not self._complete
+
+    def _ready(self) -> _Block | None:
+        if not self.ordered:
+            if self._stop_error is not None:
+                raise self._stop_error
+            return self._complete.popleft() if self._complete else None
+        if not self._open:
+            return None
+        head = self._open[0]
+        if head.remaining:
+            stop = self._stop_index
+            if stop is None or not head.start <= stop < head.start + head.n:
+                return None
+            if any(v is _PENDING for v in head.values[:stop - head.start]):
+                return None
+        self._open.popleft()
+        self._buffered_bytes -= head.nbytes
+        return head
+
+    def _drain(self, timeout: float | None) -> None:
+        """Handle what the nodes sent; wait up to ``timeout`` for the first (None: no wait)."""
+        events = self._events
+        try:
+            event = events.get(timeout=timeout) if timeout else events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if event[0] is _JOIN:
+                self._joined(event[1], event[2], event[3])
+            else:
+                self._answer(*event)
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _check_alive(self) -> None:
+        """Raise if no node is left (or coming) to do the work that remains."""
+        if self._connecting or any(n.running for n in self._nodes.values()):
+            return
+        done = self.stats.done
+        of = f" of {self.stats.total}" if self.stats.total is not None else ""
+        if self._load_errors and len(self._load_errors) == len(self._nodes):
+            error = self._load_errors[0]
+            error.hint = (f"no node could load the function or its items ({done}{of} items "
+                          "completed); make what it imports importable on the nodes")
+            raise error
+        reasons = {name: s.reason for name, s in self.stats.nodes.items() if s.reason}
+        if not self._nodes and len(self._join_errors) == 1:
+            raise next(iter(self._join_errors.values()))
+        listing = "; ".join(f"{n}: {r}" for n, r in reasons.items())
+        verb = "was lost" if self._nodes else "could be reached"
+        what = "every node " + verb if self._nodes else "no node " + verb
+        raise AllNodesLost(f"{what} ({listing}); {done}{of} items completed",
+                           completed=done, reasons=reasons)
+
+    # -- nodes joining ---------------------------------------------------------------------
+
+    def _connect_all(self) -> None:
+        """Connect to every node in the background; each starts work as soon as it joins."""
+        for name in self.names:
+            conn = self._existing(name)
+            if conn is not None and conn.rtt is not None:
+                self._add_node(name, conn)
+                continue
+            self._connecting += 1
+            threading.Thread(target=self._connect_one, args=(name,), daemon=True,
+                             name=f"clusterctl-pmap-connect-{name}").start()
+
+    def _existing(self, name: str):
+        slot = self.cluster._slots.get(name)
+        conn = getattr(slot, "conn", None)
+        return conn if conn is not None and conn.lost is None else None
+
+    def _connect_one(self, name: str) -> None:
+        try:
+            conn, error = self.cluster.connect(name), None
+            if conn.rtt is None:
+                conn.ping(self.cluster.connect_timeout)  # the round trip sizes its window
+        except errors.ClusterError as exc:
+            conn, error = None, exc
+        except Exception as exc:  # noqa: BLE001 - reported as this node's failure
+            conn, error = None, errors.NodeUnreachable(name, f"{type(exc).__name__}: {exc}")
+        self._events.put((_JOIN, name, conn, error))
+
+    def _joined(self, name: str, conn, error: errors.ClusterError | None) -> None:
+        """A connector thread finished: the node joins the run, or is reported as failed."""
+        self._connecting -= 1
+        if error is None and conn is not None:
+            self._add_node(name, conn)
+            return
+        self._join_errors[name] = error
+        stats = self.stats.nodes[name]
+        stats.state = "failed"
+        stats.reason = getattr(error, "reason", None) or str(error)
+
+    def _add_node(self, name: str, conn) -> None:
+        node = _Node(name, conn, self.stats.nodes[name])
+        self._nodes[name] = node
+        node.stats.slots = node.slots
+        node.stats.state = "running"
+        node.stats.joined = time.monotonic()
+        conn.send({"op": "defn", "key": self._fk}, self._fn_bytes)
+        if conn.lost is not None:
+            self._lose(node, conn.lost)
+
+    # -- handing out work --------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while True:
+            node = self._free_node()
+            if node is None:
+                return
+            chunk = self._next_chunk(node)
+            if chunk is None:
+                return
+            self._send(node, chunk)
+
+    def _free_node(self) -> _Node | None:
+        best, room = None, 0.0
+        for node in self._nodes.values():
+            if node.running:
+                free = (node.window - len(node.inflight)) / node.slots
+                if free > room:
+                    best, room = node, free
+        return best
+
+    def _next_chunk(self, node: _Node) -> _Chunk | None:
+        retry = self._retry
+        if retry:
+            for i, chunk in enumerate(retry):
+                if node.name not in chunk.avoid or self._only_avoided(chunk):
+                    del retry[i]
+                    return chunk
+        if self._input_done or self._stop_index is not None:
+            return None
+        if node.inflight and self._inflight_bytes >= MAX_INFLIGHT_BYTES:
+            return None
+        if self.ordered and (self._buffered_bytes >= MAX_BUFFERED_BYTES
+                             or len(self._open) >= self._max_ahead()):
+            return None
+        n = self._chunk_items(node)
+        items = list(itertools.islice(self._input, n))
+        if len(items) < n:
+            self._input_done = True
+            if not items:
+                return None
+        block = _Block(self._next_index, len(items))
+        payload = self._pickle_items(items, block.start)
+        self._next_index += block.n
+        if self.ordered:
+            self._open.append(block)
+        else:
+            self._unfinished += 1
+        per_item = len(payload) / block.n
+        self._item_bytes = per_item if self._item_bytes is None else 0.7 * self._item_bytes + 0.3 * per_item
+        return _Chunk(block, 0, block.n, payload)
+
+    def _only_avoided(self, chunk: _Chunk) -> bool:
+        return all(n.name in chunk.avoid for n in self._nodes.values() if n.running)
+
+    def _max_ahead(self) -> int:
+        return 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
+
+    def _chunk_items(self, node: _Node) -> int:
+        if self.chunksize:
+            return self.chunksize
+        if node.item_time is None and self._item_time is None:
+            return 1  # learn the item time from a single item first
+        n = self._target_items(node)
+        return max(1, min(n, 2 * max(node.max_n, self._max_n // 4) + 1))  # at most doubling
+
+    def _target_items(self, node: _Node) -> int:
+        """Items for a chunk of about TARGET_CHUNK_SECONDS on this node, within the caps."""
+        if self.chunksize:
+            return self.chunksize
+        per_item = node.item_time if node.item_time is not None else self._item_time
+        per_item = max(per_item or 1.0, 1e-8)
+        n = TARGET_CHUNK_SECONDS / per_item
+        for size in (self._item_bytes, self._result_bytes):
+            if size:
+                n = min(n, MAX_CHUNK_BYTES / size)
+        total = self.stats.total
+        if total is not None:  # near the end, smaller chunks, so every node ends together
+            slots = sum(x.slots for x in self._nodes.values() if x.running) or 1
+            left = total - self._next_index
+            n = min(n, max(math.ceil(left / (4 * slots)), MIN_CHUNK_SECONDS / per_item))
+        return max(1, min(int(n), MAX_CHUNK_ITEMS))
+
+    def _pickle_items(self, items: list, start: int) -> bytes:
+        if len(items) <= 8 and all(type(x) in _PLAIN for x in items):
+            return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - name the item that cannot travel
+            for i, item in enumerate(items):
+                try:
+                    cloudpickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # noqa: BLE001
+                    raise errors.SerializationError(
+                        f"input item {start + i} cannot be pickled: {type(exc).__name__}: {exc}",
+                        hint="pass plain data, not open files, sockets, locks or generators") from None
+            raise
+
+    def _send(self, node: _Node, chunk: _Chunk) -> None:
+        chunk.node = node
+        chunk.live = True
+        chunk.sent = time.monotonic()
+        node.inflight[id(chunk)] = chunk
+        self._inflight_bytes += len(chunk.payload)
+        head = {"op": "map", "fk": self._fk}
+        put = self._events.put
+        node.conn.request(head, chunk.payload,
+                          callback=lambda h, p, e, chunk=chunk: put((chunk, h, p, e)))
+        chunk.rid = head.get("id")
+
+    def _take_back(self, chunk: _Chunk) -> None:
+        """Mark a chunk answered (or abandoned): nothing it sends later counts."""
+        chunk.live = False
+        node = chunk.node
+        if node.inflight.pop(id(chunk), None) is not None:
+            self._inflight_bytes -= len(chunk.payload)
+
+    # -- answers -------------------------------------------------------------------------
+
+    def _answer(self, chunk: _Chunk, head: dict | None, payload, error) -> None:
+        if not chunk.live:
+            return  # fenced: cancelled, or taken back when its node was lost
+        self._take_back(chunk)
+        node = chunk.node
+        if error is not None:
+            self._lose(node, error)
+            self._requeue(chunk, node, lost=True)
+            return
+        if not head.get("ok"):
+            self._chunk_failed(node, chunk, head, payload)
+            return
+        now = time.monotonic()
+        spent = head.get("t")
+        if not isinstance(spent, (int, float)):
+            spent = (now - chunk.sent) / max(1.0, len(node.inflight) / node.slots)
+        self._learn(node, chunk, spent, len(payload))
+        stats = node.stats
+        stats.busy += spent
+        stats.chunks += 1
+        try:
+            data = pickle.loads(payload)
+            if len(data) != chunk.n:
+                raise ValueError(f"{len(data)} results for {chunk.n} items")
+        except Exception as exc:  # noqa: BLE001 - every item of the chunk fails with it
+            self._undecodable(chunk, node, exc)
+            return
+        block = chunk.block
+        if head.get("all_ok"):
+            if block.values is None and chunk.n == block.n:
+                block.values = data
+                block.remaining = 0
+                delivered = chunk.n
+            else:
+                delivered = self._fill_slots(block, chunk.offset, data)
+        else:
+            delivered = 0
+            for j, outcome in enumerate(data):
+                if outcome[0]:
+                    delivered += self._fill_slots(block, chunk.offset + j, (outcome[1],))
+                else:
+                    self._item_failed(chunk, j, outcome)
+        if delivered:
+            stats.items += delivered
+            self.stats.done += delivered
+            self._account(block, len(payload) * delivered // max(1, chunk.n))
+        chunk.payload = b""
+
+    def _fill_slots(self, block: _Block, offset: int, values) -> int:
+        slots = block.slots()
+        filled = 0
+        for j, value in enumerate(values, offset):
+            if slots[j] is _PENDING:
+                slots[j] = value
+                filled += 1
+            else:
+                self.stats.duplicates += 1
+        block.remaining -= filled
+        return filled
+
+    def _account(self, block: _Block, nbytes: int) -> None:
+        """A block got results: count its bytes, and hand it out when complete."""
+        if self.ordered:
+            block.nbytes += nbytes
+            self._buffered_bytes += nbytes
+        elif block.remaining == 0 and not block.complete:
+            block.complete = True
+            self._unfinished -= 1
+            self._complete.append(block)
+
+    def _learn(self, node: _Node, chunk: _Chunk, spent: float, nbytes: int) -> None:
+        per_item = spent / chunk.n
+        node.item_time = per_item if node.item_time is None else 0.6 * node.item_time + 0.4 * per_item
+        self._item_time = per_item if self._item_time is None else 0.8 * self._item_time + 0.2 * per_item
+        per_result = nbytes / chunk.n
+        self._result_bytes = (per_result if self._result_bytes is None
+                              else 0.7 * self._result_bytes + 0.3 * per_result)
+        node.max_n = max(node.max_n, chunk.n)
+        self._max_n = max(self._max_n, chunk.n)
+        # enough chunks in flight that the next one is there when a worker is free,
+        # also while answers and new chunks travel (the node's round trip)
+        latency = node.conn.rtt or 0.0
+        chunk_time = max(self._target_items(node) * node.item_time, 1e-6)
+        depth = MIN_DEPTH + math.ceil(latency / chunk_time)
+        node.window = node.slots * max(MIN_DEPTH, min(MAX_DEPTH, depth))
+
+    # -- failures ----------------------------------------------------------------------------
+
+    def _item_failed(self, chunk: _Chunk, j: int, outcome) -> None:
+        block, offset = chunk.block, chunk.offset + j
+        slots = block.slots()
+        if slots[offset] is not _PENDING:
+            self.stats.duplicates += 1
+            return
+        info = outcome[1] if isinstance(outcome[1], dict) else {}
+        exc = outcome[2] if len(outcome) > 2 else None
+        node = chunk.node
+        if chunk.tries < self.retries and self._retryable(info, exc):
+            node.stats.retries += 1
+            self.stats.retries += 1
+            items = self._items_of(chunk)
+            payload = self._pickle_items(items[j:j + 1], block.start + offset)
+            self._retry.append(chunk.again(offset, 1, payload, tries=chunk.tries + 1,
+                                           avoid=frozenset((node.name,))))
+            return
+        node.stats.failures += 1
+        self._fail_slot(block, offset, ItemError(
+            block.start + offset, info.get("node", node.name), info.get("type", "Error"),
+            info.get("message", ""), info.get("traceback", ""), exception=exc,
+            attempts=chunk.tries + 1))
+
+    def _retryable(self, info: dict, exc) -> bool:
+        if self.retry_on is None:
+            return True
+        if isinstance(exc, BaseException):
+            return isinstance(exc, self.retry_on)
+        names = {c.__qualname__ for c in self.retry_on} | {f"{c.__module__}.{c.__qualname__}"
+                                                          for c in self.retry_on}
+        return info.get("type") in names
+
+    def _items_of(self, chunk: _Chunk) -> list:
+        return pickle.loads(chunk.payload)
+
+    def _fail_slot(self, block: _Block, offset: int, error: ItemError) -> None:
+        slots = block.slots()
+        if slots[offset] is not _PENDING:
+            self.stats.duplicates += 1
+            return
+        slots[offset] = _FAILED
+        block.errors[offset] = error
+        block.remaining -= 1
+        self.stats.done += 1
+        self.stats.failed += 1
+        if self.on_error == "collect":
+            self.failures.append(error)
+        elif self.on_error == "raise":
+            self._stop(error)
+        self._account(block, 0)
+
+    def _stop(self, error: ItemError) -> None:
+        """on_error="raise": stop at the first failed item; cancel the work after it."""
+        index = error.index
+        if self._stop_index is not None and self._stop_index <= index:
+            return
+        self._stop_index, self._stop_error = index, error
+        beyond = (lambda c: c.index > index) if self.ordered else (lambda c: True)
+        for node in self._nodes.values():
+            for chunk in [c for c in node.inflight.values() if beyond(c)]:
+                self._cancel(chunk)
+        self._retry = deque(c for c in self._retry if not beyond(c))
+        while self._open and self._open[-1].start > index:
+            dropped = self._open.pop()
+            self._buffered_bytes -= dropped.nbytes
+
+    def _chunk_failed(self, node: _Node, chunk: _Chunk, head: dict, payload) -> None:
+        info = head.get("error") or {}
+        kind = info.get("kind")
+        if kind == "crashed":
+            node.stats.crashes += 1
+            self._crashed(node, chunk, info)
+        elif kind == "cancelled":  # not by us (we forget what we cancel): do it again
+            self._requeue(chunk, node)
+        else:  # the function or the items cannot be loaded there: leave the node out
+            error = remote_error(info, payload, node.name)
+            self._load_errors.append(error)
+            self._retire(node, "failed", error.one_line())
+            self._requeue(chunk, node)
+
+    def _crashed(self, node: _Node, chunk: _Chunk, info: dict) -> None:
+        crash = (node.name, info.get("message", "the worker crashed"))
+        if chunk.n > 1:  # halve it, until the item that crashes is alone
+            self._requeue_split(chunk, node, last_crash=crash)
+            return
+        strikes = chunk.strikes + 1
+        if strikes >= self.poison_after:
+            self._poison(chunk, node, strikes, crash)
+            return
+        self._count_requeued(node, 1)
+        self._retry.appendleft(chunk.again(strikes=strikes, avoid=chunk.avoid | {node.name},
+                                       last_crash=crash))
+
+    def _poison(self, chunk: _Chunk, node: _Node, strikes: int, crash) -> None:
+        where, message = crash or (node.name, "its node was lost while running it")
+        node.stats.failures += 1
+        self._fail_slot(chunk.block, chunk.offset, PoisonItem(
+            chunk.index, where, "WorkerCrashed", message, attempts=strikes))
+
+    def _requeue(self, chunk: _Chunk, node: _Node, lost: bool = False) -> None:
+        """Do a chunk again elsewhere: its node was lost, or could not load the function."""
+        if self._stop_index is not None and (not self.ordered or chunk.index > self._stop_index):
+            return
+        if not lost:
+            self._count_requeued(node, chunk.n)
+            self._retry.appendleft(chunk.again(avoid=chunk.avoid | {node.name}))
+            return
+        strikes = chunk.strikes + 1
+        if chunk.n == 1 and strikes >= self.poison_after:
+            self._poison(chunk, node, strikes, chunk.last_crash)
+        elif chunk.n > 1 and strikes >= 2:  # lost twice: maybe one of its items kills nodes
+            self._requeue_split(chunk, node, strikes=strikes)
+        else:
+            self._count_requeued(node, chunk.n)
+            self._retry.appendleft(chunk.again(strikes=strikes))
+
+    def _requeue_split(self, chunk: _Chunk, node: _Node, **changes) -> None:
+        """Do a chunk again as two halves (to find the item that crashes)."""
+        self._count_requeued(node, chunk.n)
+        items = self._items_of(chunk)
+        half = chunk.n // 2
+        for offset, part in ((half, items[half:]), (0, items[:half])):
+            start = chunk.offset + offset
+            payload = self._pickle_items(part, chunk.block.start + start)
+            self._retry.appendleft(chunk.again(start, len(part), payload, **changes))
+
+    def _count_requeued(self, node: _Node, n: int) -> None:
+        node.stats.requeued += n
+        self.stats.requeued += n
+
+    def _undecodable(self, chunk: _Chunk, node: _Node, exc: Exception) -> None:
+        message = f"the results could not be unpickled here: {type(exc).__name__}: {exc}"
+        for j in range(chunk.n):
+            node.stats.failures += 1
+            self._fail_slot(chunk.block, chunk.offset + j, ItemError(
+                chunk.index + j, node.name, "SerializationError", message))
+
+    def _lose(self, node: _Node, error: errors.ClusterError) -> None:
+        reason = getattr(error, "reason", None) or str(error)
+        self._retire(node, "lost", reason)
+
+    def _retire(self, node: _Node, state: str, reason: str) -> None:
+        """Take a node out of the run; its chunks in flight go back to the queue."""
+        if not node.running:
+            return
+        node.running = False
+        node.stats.state = state
+        node.stats.reason = reason
+        node.stats.left = time.monotonic()
+        for chunk in list(node.inflight.values()):
+            self._take_back(chunk)
+            self._requeue(chunk, node, lost=state == "lost")
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _cancel(self, chunk: _Chunk) -> None:
+        self._take_back(chunk)
+        conn = chunk.node.conn
+        if chunk.rid is not None:
+            conn.forget(chunk.rid)
+            conn.cancel(chunk.rid)
+
+    def _shutdown(self) -> None:
+        """Cancel all work still in flight; the nodes kill the workers running it."""
+        self._closing = True
+        for node in self._nodes.values():
+            for chunk in list(node.inflight.values()):
+                try:
+                    self._cancel(chunk)
+                except Exception:  # noqa: BLE001 - best effort: a broken connection cancels too
+                    pass
+        self._retry.clear()
+        self._open.clear()
+        self._complete.clear()
+
+
+# -- the API -------------------------------------------------------------------------------
+
+def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True,
+         chunksize: int | None = None, retries: int = 0,
+         retry_on: tuple[type[BaseException], ...] | None = None, on_error: str = "raise",
+         limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
+         nodes: Iterable[str] | None = None) -> Iterator[Any]:
+    """Apply ``fn`` to every item of ``iterable`` over all nodes' slots; yield the results.
+
+    - ``ordered``: results in input order (default), else as they finish.
+    - ``chunksize``: items per message; None adapts it to the function's speed.
+    - ``retries``: how often an item whose function raised is tried again (on another
+      node if there is one); ``retry_on`` limits that to these exception types.
+    - ``on_error``: ``"raise"`` (stop at the first failed item, after yielding the
+      results before it, and raise its ``ItemError`` with the remote traceback),
+      ``"skip"`` (leave failed items out), ``"collect"`` (leave them out, then raise
+      ``ItemErrors`` listing all of them).
+    - ``limit``: read at most this many items (for endless generators).
+    - ``poison_after``: an item that crashed its worker, or was running when its node
+      was lost, this many times is failed as ``PoisonItem``.
+    - ``nodes``: the node names to use (default: the whole world).
+
+    The iterator does the work as it is consumed; leaving it early cancels the rest.
+    Raises ``AllNodesLost`` if no node is left to finish the work.
+    """
+    run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
+               retry_on=retry_on, on_error=on_error, limit=limit, poison_after=poison_after,
+               nodes=nodes)
+    return run.values()
+
+
+def pmap_results(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+                 ordered: bool = True, chunksize: int | None = None, retries: int = 0,
+                 retry_on: tuple[type[BaseException], ...] | None = None,
+                 limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
+                 nodes: Iterable[str] | None = None) -> Iterator[Outcome]:
+    """Like ``pmap``, but yield one ``Outcome`` per item (``index``, ``value`` or ``error``),
+    so a failed item never stops the others."""
+    run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
+               retry_on=retry_on, limit=limit, poison_after=poison_after, nodes=nodes)
+    return run.outcomes()

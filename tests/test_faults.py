@@ -1,0 +1,484 @@
+"""Faults against real node processes: bad clients, crashing workers, dying controllers
+and nodes, races between starters. Each fault must be contained: the connection or
+task concerned ends with a clear reason, and the node keeps serving everyone else."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from clusterctl import Cluster, errors
+from clusterctl.bundle import Bundle, agent_bundle
+from clusterctl.hosts import HostSpec
+from clusterctl.node import wire
+
+from conftest import wait_for
+
+
+# -- processes, seen through /proc -------------------------------------------------------
+
+def proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    state = proc_state(pid)
+    return state is not None and state[0] not in "ZX"
+
+
+def children(pid: int) -> set[int]:
+    """Live child processes of ``pid`` (a node's workers)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            state = proc_state(int(entry))
+            if state and state[1] == pid and state[0] not in "ZX":
+                found.add(int(entry))
+    return found
+
+
+def node_roots(env) -> list[int]:
+    """The node processes of the test (not their forked workers)."""
+    procs = {pid for pid, _ in env.node_processes()}
+    return [pid for pid in procs if proc_state(pid) and proc_state(pid)[1] not in procs]
+
+
+# -- a hand-made client ---------------------------------------------------------------------
+
+def raw_socket(env, node: str = "n1") -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(str(env.run_dir / f"{node}.sock"))
+    return sock
+
+
+def until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the node still sends, up to the moment it closes the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def handshake(sock: socket.socket, cookie: bytes) -> dict:
+    """Authenticate as a client holding ``cookie``; the node's answer."""
+    hello, _ = wire.read_message(sock, max_payload=0)
+    assert hello["op"] == "hello"
+    nonce = wire.new_nonce()
+    sock.sendall(wire.encode({"op": "auth", "proto": wire.PROTOCOL_VERSION, "nonce": nonce,
+                              "mac": wire.client_mac(cookie, hello["nonce"], nonce)}))
+    answer, _ = wire.read_message(sock, max_payload=0)
+    if answer["op"] == "welcome":
+        assert wire.macs_equal(answer["mac"], wire.node_mac(cookie, hello["nonce"], nonce))
+    return answer
+
+
+def assert_serving(cluster: Cluster, node: str = "n1") -> None:
+    assert cluster.rpc(node, "operator.add", 20, 22) == 42
+
+
+@pytest.fixture
+def started(cluster):
+    cluster.world()
+    return cluster
+
+
+# -- bad clients ----------------------------------------------------------------------------
+
+def test_garbage_bytes_close_that_connection_only(started, env):
+    with raw_socket(env) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        rest = until_closed(sock)
+    assert rest.startswith(wire.MAGIC)  # only the greeting came back
+    assert "garbage on the socket: not a clusterctl frame" in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_wrong_cookie_is_refused(started, env):
+    with raw_socket(env) as sock:
+        answer = handshake(sock, os.urandom(32))
+        assert answer["op"] == "refused" and "wrong cookie" in answer["reason"]
+        assert until_closed(sock) == b""
+    assert "refused: wrong cookie" in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_wrong_cookie_through_the_api_names_the_fix(started, local_specs):
+    with Cluster(local_specs, cookie=os.urandom(32)) as stranger:
+        with pytest.raises(errors.HandshakeError) as info:
+            stranger.rpc("n1", "os.getpid")
+    assert "wrong cookie" in str(info.value) and "name=" in info.value.hint
+    assert_serving(started)
+
+
+def test_oversized_frame_after_auth_is_refused_before_its_body(started, env):
+    with raw_socket(env) as sock:
+        assert handshake(sock, started.settings.cookie)["op"] == "welcome"
+        too_big = started.settings.max_payload + 1
+        sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, 20, too_big))
+        t0 = time.monotonic()
+        assert until_closed(sock) == b""  # closed with no body sent at all
+        assert time.monotonic() - t0 < 5
+    assert f"frame payload of {too_big} bytes exceeds the limit" in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_oversized_head_is_refused(started, env):
+    with raw_socket(env) as sock:
+        sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, wire.MAX_HEAD + 1, 0))
+        until_closed(sock)
+    assert "control head of" in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_request_before_the_handshake_is_refused(started, env):
+    with raw_socket(env) as sock:
+        wire.read_message(sock, max_payload=0)
+        sock.sendall(wire.encode({"op": "ping", "id": 1}))
+        answer, _ = wire.read_message(sock, max_payload=0)
+        assert answer == {"op": "refused", "reason": "expected the handshake, got 'ping'"}
+        assert until_closed(sock) == b""
+    assert "refused: expected the handshake" in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_payload_before_the_handshake_is_never_read(started, env):
+    with raw_socket(env) as sock:
+        wire.read_message(sock, max_payload=0)
+        sock.sendall(wire.encode({"op": "call", "id": 1}, b"\x80\x05not even read"))
+        until_closed(sock)
+    assert "exceeds the limit of 0 bytes" in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_client_that_vanishes_mid_frame(started, env):
+    with raw_socket(env) as sock:
+        assert handshake(sock, started.settings.cookie)["op"] == "welcome"
+        sock.sendall(wire.encode({"op": "ping", "id": 1})[:7])
+    assert_serving(started)
+    assert started.world()[0].ok
+
+
+def test_silent_client_is_closed_after_the_handshake_timeout(env, local_specs, monkeypatch):
+    monkeypatch.setenv("CLUSTERCTL_HANDSHAKE_TIMEOUT", "0.5")
+    with Cluster(local_specs[:1]) as cluster:
+        try:
+            cluster.world()
+            with raw_socket(env) as sock:
+                t0 = time.monotonic()
+                until_closed(sock)
+                assert time.monotonic() - t0 < 5
+            assert "no handshake within 0.5 s" in env.node_log("n1")
+            assert_serving(cluster)
+        finally:
+            cluster.down()
+
+
+def test_arguments_over_the_frame_limit_fail_before_sending(env, local_specs):
+    with Cluster(local_specs[:1]) as cluster:
+        cluster.settings = dataclasses.replace(cluster.settings, max_payload=10_000)
+        try:
+            assert_serving(cluster)
+            with pytest.raises(errors.SerializationError, match="limit of 10000 bytes"):
+                cluster.rpc("n1", "builtins.len", b"x" * 20_000)
+            assert_serving(cluster)
+        finally:
+            cluster.down()
+
+
+def test_result_over_the_frame_limit_is_an_error_not_a_dead_connection(env, local_specs):
+    with Cluster(local_specs[:1]) as cluster:
+        cluster.settings = dataclasses.replace(cluster.settings, max_payload=10_000)
+        try:
+            with pytest.raises(errors.RemoteError, match="limit of 10000 bytes"):
+                cluster.rpc("n1", "os.urandom", 20_000)
+            assert_serving(cluster)
+            assert "garbage" not in env.node_log("n1")
+        finally:
+            cluster.down()
+
+
+# -- crashing workers ------------------------------------------------------------------------
+
+def _segfault():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _exit3():
+    os._exit(3)
+
+
+def _abort():
+    os.abort()
+
+
+@pytest.mark.parametrize("crash, how", [(_segfault, "killed by SIGSEGV"),
+                                        (_sigkill, "killed by SIGKILL"),
+                                        (_exit3, "exited with status 3"),
+                                        (_abort, "killed by SIGABRT")])
+def test_worker_death_fails_the_task_and_the_worker_is_replaced(started, env, crash, how):
+    node = env.node_pid("n1")
+    before = children(node)
+    with pytest.raises(errors.WorkerCrashed) as info:
+        started.rpc("n1", crash)
+    assert how in str(info.value) and info.value.node == "n1"
+    after = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children(node)))
+    assert len(before - after) == 1  # exactly the crashed worker was replaced
+    assert env.node_pid("n1") == node
+    assert how in env.node_log("n1")
+    assert_serving(started)
+
+
+def test_task_queued_behind_a_crash_still_runs(started):
+    def slow_crash():
+        time.sleep(0.3)
+        os._exit(1)
+
+    results = {}
+
+    def call(key, fn, *args):
+        try:
+            results[key] = started.rpc("n1", fn, *args)
+        except errors.ClusterError as exc:
+            results[key] = exc
+
+    threads = [threading.Thread(target=call, args=(i, slow_crash)) for i in range(2)]
+    threads += [threading.Thread(target=call, args=(i, "operator.add", i, i)) for i in range(2, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(isinstance(results[i], errors.WorkerCrashed) for i in range(2))
+    assert [results[i] for i in range(2, 6)] == [4, 6, 8, 10]
+
+
+# -- controllers that go away -----------------------------------------------------------------
+
+CONTROLLER = textwrap.dedent("""
+    import os, sys, time
+    from clusterctl import Cluster
+    from clusterctl.hosts import HostSpec
+
+    marker = sys.argv[1]
+
+    def task():
+        with open(marker + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.rename(marker + ".tmp", marker)
+        time.sleep(60)
+
+    spec = HostSpec(name="n1", target="local", slots=2)
+    with Cluster([spec], heartbeat_interval=0.2, heartbeat_timeout=1.0) as cluster:
+        cluster.rpc("n1", task)
+""")
+
+
+def _run_controller(env, marker) -> subprocess.Popen:
+    script = env.root / "controller.py"
+    script.write_text(CONTROLLER)
+    return subprocess.Popen([sys.executable, str(script), str(marker)], cwd=env.cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_controller_gone_mid_rpc_cancels_its_task(started, env, how):
+    """A controller that is SIGKILLed (its socket closes) or frozen (its heartbeats stop):
+    the node kills the worker running its task within the heartbeat bound."""
+    node = env.node_pid("n1")
+    marker = env.root / "task.pid"
+    proc = _run_controller(env, marker)
+    try:
+        wait_for(marker.exists, timeout=20, message="the task to start")
+        worker = int(marker.read_text())
+        assert worker in children(node)
+        t0 = time.monotonic()
+        if how == "killed":
+            proc.kill()
+        else:
+            proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: not alive(worker), timeout=10, message="the node to kill the task")
+        assert time.monotonic() - t0 < (1.0 + 2 * 0.5 + 1.5 if how == "frozen" else 2.0)
+        wait_for(lambda: len(children(node)) == 2, message="a new worker")
+        assert worker not in children(node)
+        if how == "frozen":
+            assert "no heartbeat" in env.node_log("n1")
+        assert env.node_pid("n1") == node
+        assert_serving(started)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+# -- nodes that go away ----------------------------------------------------------------------
+
+def test_node_killed_between_commands_is_started_afresh(env, local_specs):
+    with Cluster(local_specs[:1]) as first:
+        old = first.world()[0].pid
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old))
+    with Cluster(local_specs[:1]) as second:
+        try:
+            new = second.world()[0].pid
+            assert new != old
+            assert_serving(second)
+        finally:
+            second.down()
+    assert env.node_processes() == []
+
+
+def test_node_killed_while_connected_is_restarted_on_next_use(env, local_specs):
+    with Cluster(local_specs[:1], heartbeat_interval=0.2) as cluster:
+        try:
+            old = cluster.world()[0].pid
+            conn = cluster.connect("n1")
+            os.kill(old, signal.SIGKILL)
+            wait_for(lambda: conn.lost is not None, timeout=5, message="the loss to be seen")
+            assert isinstance(conn.lost, errors.NodeLost)
+            assert_serving(cluster)
+            assert cluster.connect("n1").hello["pid"] != old
+        finally:
+            cluster.down()
+
+
+def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
+    node = env.node_pid("n1")
+    marker = env.root / "task.pid"
+
+    def task():
+        with open(str(marker) + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.rename(str(marker) + ".tmp", marker)
+        time.sleep(30)
+
+    outcome = {}
+
+    def call():
+        t0 = time.monotonic()
+        try:
+            started.rpc("n1", task)
+        except errors.ClusterError as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        wait_for(marker.exists, message="the task to start")
+        t0 = time.monotonic()
+        os.kill(node, signal.SIGKILL)
+    finally:
+        thread.join(20)
+    assert isinstance(outcome.get("error"), errors.NodeLost)
+    assert "outcome of the call is unknown" in str(outcome["error"])
+    assert time.monotonic() - t0 < 3
+    wait_for(lambda: not alive(int(marker.read_text())), message="the orphaned worker to die")
+    assert_serving(started, "n2")
+
+
+def test_idle_node_exits_by_itself(env):
+    spec = HostSpec(name="idler", target="local", slots=1, idle=1.0)
+    with Cluster([spec]) as cluster:
+        pid = cluster.world()[0].pid
+    wait_for(lambda: not alive(pid), timeout=10, message="the idle node to exit")
+    wait_for(lambda: env.node_processes() == [], message="its workers to exit")
+    assert not (env.run_dir / "idler.sock").exists()
+    assert not (env.run_dir / "idler.pid").exists()
+    assert "idle for 1 s" in env.node_log("idler")
+
+
+def test_a_busy_node_does_not_idle_out(env):
+    spec = HostSpec(name="busy", target="local", slots=1, idle=0.5)
+    with Cluster([spec]) as cluster:
+        try:
+            pid = cluster.world()[0].pid
+            assert cluster.rpc("busy", "time.sleep", 1.5) is None
+            assert cluster.world()[0].pid == pid
+        finally:
+            cluster.down()
+
+
+# -- versions, starters and cookies ---------------------------------------------------------
+
+def test_node_running_other_code_is_replaced_at_connect(env, local_specs):
+    current = agent_bundle()
+    old_bundle = Bundle(current.files, "0ld0c0de0ld0c0de")
+    with Cluster(local_specs[:1]) as old:
+        old.settings = dataclasses.replace(old.settings, bundle=old_bundle)
+        old_pid = old.world()[0].pid
+        assert old.connect("n1").hello["code"] == old_bundle.code_id
+    with Cluster(local_specs[:1]) as new:
+        try:
+            info = new.world()[0]
+            assert info.ok and info.pid != old_pid
+            assert new.connect("n1").hello["code"] == current.code_id
+            assert not alive(old_pid)
+            assert_serving(new)
+        finally:
+            new.down()
+    assert env.node_processes() == []
+
+
+def test_concurrent_starters_make_one_node(env, local_specs):
+    barrier = threading.Barrier(3)
+    pids = []
+
+    def start():
+        with Cluster(local_specs[:1]) as cluster:
+            barrier.wait()
+            pids.append(cluster.world()[0].pid)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert len(pids) == 3 and len(set(pids)) == 1
+        assert node_roots(env) == pids[:1]
+    finally:
+        with Cluster(local_specs[:1]) as closer:
+            closer.down()
+
+
+def test_cookie_is_created_private(env, local_specs):
+    with Cluster(local_specs[:1]):
+        pass
+    path = env.config / "clusterctl" / "cookie"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
+    assert len(bytes.fromhex(path.read_text().strip())) >= 16
+
+
+def test_cookie_readable_by_others_is_refused(env, local_specs):
+    with Cluster(local_specs[:1]):
+        pass
+    path = env.config / "clusterctl" / "cookie"
+    path.chmod(0o644)
+    with pytest.raises(errors.ClusterError) as info:
+        Cluster(local_specs[:1])
+    assert "readable by others" in str(info.value)
+    assert info.value.hint == f"run: chmod 400 {path}"
+    assert env.node_processes() == []

@@ -1,0 +1,234 @@
+"""clusterctl over real OpenSSH servers: the multi-host test bed from tests/sshbed.py.
+
+Every test brings its nodes down and checks that no clusterctl process is left on any
+host. The bed's hosts do not allow TCP forwarding (but the jump host), so these tests
+also prove that nothing needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterctl import Cluster, errors
+from sshbed import SSHTestBed, available_reason
+
+pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
+
+_reason = available_reason()
+if _reason:
+    pytestmark.append(pytest.mark.skip(reason=f"SSH test bed unavailable: {_reason}"))
+
+N_HOSTS = 4
+JUMP = "h4"
+
+
+def clusterctl_pids(bed: SSHTestBed, alias: str) -> list[tuple[int, str]]:
+    """Processes of clusterctl (node, workers, relay) on one test host."""
+    found = []
+    for pid in bed.host_pids(alias):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and ("clusterctl" in cmd or "sys.stdin.buffer.readline" in cmd):
+            found.append((pid, cmd))
+    return found
+
+
+@pytest.fixture(scope="module")
+def bed():
+    workdir = Path(tempfile.mkdtemp(prefix="ccb", dir="/tmp"))
+    try:
+        with SSHTestBed(N_HOSTS, workdir, forwarding={JUMP}) as test_bed:
+            yield test_bed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class World:
+    """A hosts file over bed hosts, and Clusters made from it with the bed's ssh files."""
+
+    def __init__(self, bed: SSHTestBed, root: Path) -> None:
+        self.bed = bed
+        self.root = root
+        self.clusters: list[Cluster] = []
+        self.hosts_files: list[tuple[Path, dict]] = []
+
+    def cluster(self, hosts_text: str, **options) -> Cluster:
+        ssh = {"config_file": str(self.bed.ssh_config), "known_hosts": str(self.bed.known_hosts)}
+        ssh.update(options.pop("ssh", {}))
+        path = self.root / f"hosts{len(self.hosts_files)}"
+        path.write_text(hosts_text)
+        self.hosts_files.append((path, ssh))
+        c = Cluster(path, ssh_options=ssh, connect_timeout=options.pop("connect_timeout", 20), **options)
+        self.clusters.append(c)
+        return c
+
+    def down_everything(self) -> None:
+        for c in self.clusters:
+            c.close()
+        for path, ssh in self.hosts_files:
+            try:
+                with Cluster(path, ssh_options=ssh, connect_timeout=10) as closer:
+                    closer.down()
+            except errors.ClusterError:
+                pass
+
+
+@pytest.fixture
+def world(bed, tmp_path):
+    w = World(bed, tmp_path)
+    yield w
+    w.down_everything()
+
+    def leftovers_now():
+        found = {a: clusterctl_pids(bed, a) for a in bed.aliases}
+        return {a: p for a, p in found.items() if p}
+
+    deadline = time.monotonic() + 5  # relays exit once sshd closes their channel
+    while (leftovers := leftovers_now()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for procs in leftovers.values():
+        for pid, _ in procs:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+    assert not leftovers, f"processes left on test hosts: {leftovers}"
+
+
+def test_world_rpc_multicall_across_hosts(world):
+    c = world.cluster("h1\nh2 slots=3\nh3\n")
+    infos = c.world()
+    assert [i.status for i in infos] == ["pong"] * 3, infos
+    assert infos[1].slots == 3
+    assert all(i.python.startswith("%d.%d." % sys.version_info[:2]) for i in infos)
+    assert c.rpc("h1", "math.pow", 2, 10) == 1024.0
+    homes = c.multicall(lambda: os.environ["XDG_CACHE_HOME"])
+    assert homes.ok
+    assert len(set(homes.values())) == 3  # three distinct hosts answered
+    assert all(v.endswith(f"/{n}/cache") for n, v in homes.items())
+    with pytest.raises(errors.RemoteError) as info:
+        c.rpc("h2", "operator.truediv", 1, 0)
+    assert info.value.node == "h2" and info.value.remote_type == "ZeroDivisionError"
+
+
+def test_second_bootstrap_ships_no_code_and_nodes_persist(world, bed):
+    hosts = "h1\nh2\n"
+    first = world.cluster(hosts)
+    pids = {i.name: i.pid for i in first.world()}
+    first.close()
+    second = world.cluster(hosts)
+    again = {i.name: i.pid for i in second.world()}
+    assert again == pids  # the same nodes answered: they outlived the first controller
+    assert second._ssh.shipped == 0
+    assert second.down() == {"h1": "stopped", "h2": "stopped"}
+    assert clusterctl_pids(bed, "h1") == [] and clusterctl_pids(bed, "h2") == []
+    third = world.cluster(hosts)
+    assert all(i.ok for i in third.world())
+    assert third._ssh.shipped == 0  # the code cache survives down
+
+
+def test_proxyjump_through_a_jump_host(world, bed):
+    alias = bed.add_jump("h1", JUMP)
+    c = world.cluster(f"{alias} name=far\n")
+    info, = c.world()
+    assert info.ok, info
+    assert c.rpc("far", lambda: os.environ["XDG_CACHE_HOME"]).endswith("/h1/cache")
+    jump_address = bed.host(JUMP).address
+    assert jump_address in bed.host("h1").log_path.read_text()
+
+
+def test_ssh_config_alias_through_include(world, bed, tmp_path):
+    extra = tmp_path / "extra.conf"
+    h2 = bed.host("h2")
+    extra.write_text(f"Host included-h2\n    HostName {h2.address}\n    Port {h2.port}\n"
+                     f"    User {bed.user}\n    IdentityFile {bed.client_key}\n    IdentitiesOnly yes\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Include {extra}\n" + bed.ssh_config.read_text())
+    c = world.cluster("included-h2\n", ssh={"config_file": str(config)})
+    info, = c.world()
+    assert info.ok, info
+
+
+def test_unknown_host_key_refused_then_accepted_on_request(world, bed, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("# nothing known yet\n")
+    c = world.cluster("h3\n", ssh={"known_hosts": str(empty)})
+    info, = c.world()
+    assert info.status == "pang"
+    assert "not known" in info.reason and "SHA256:" in info.reason
+    assert empty.read_text() == "# nothing known yet\n"
+    trusting = world.cluster("h3\n", ssh={"known_hosts": str(empty), "accept_new_host_keys": True})
+    assert trusting.world()[0].ok
+    lines = empty.read_text().splitlines()
+    assert lines[0] == "# nothing known yet" and len(lines) == 2
+
+
+def test_changed_host_key_is_refused_naming_the_file_and_line(world, bed, tmp_path):
+    known = tmp_path / "known_hosts"
+    shutil.copy(bed.known_hosts, known)
+    bed.set_host_key("h2")
+    try:
+        c = world.cluster("h2\nh1\n", ssh={"known_hosts": str(known), "accept_new_host_keys": True})
+        h2, h1 = c.world()
+        assert h1.ok
+        assert h2.status == "pang" and "CHANGED" in h2.reason.upper()
+        assert str(known) in h2.reason
+    finally:
+        bed.refresh_known_hosts()
+
+
+def test_wrong_user_is_a_clear_auth_error(world):
+    c = world.cluster("nosuchuser@h1 name=bad\nh2\n")
+    bad, good = c.world()
+    assert good.ok
+    assert bad.status == "pang" and "permission denied" in bad.reason.lower()
+
+
+def test_stopped_host_shows_pang_within_the_timeout_while_others_answer(world, bed):
+    bed.stop_host("h3")
+    try:
+        c = world.cluster("h1\nh2\nh3\n", connect_timeout=4)
+        started = time.monotonic()
+        infos = c.world()
+        elapsed = time.monotonic() - started
+        assert [i.status for i in infos] == ["pong", "pong", "pang"]
+        assert elapsed < 15
+    finally:
+        bed.start_host("h3")
+
+
+def test_python_version_mismatch_is_reported_at_world_time(world, tmp_path):
+    shim = tmp_path / "oldpy"
+    shim.write_text("#!/bin/sh\nexec python3 -c 'import sys; sys.version_info = (3, 9, 18, \"final\", 0); "
+                    "code = sys.argv[2]; sys.argv = [\"-c\"]; exec(code)' -c \"$2\"\n")
+    shim.chmod(0o755)
+    c = world.cluster(f"h1 python={shim}\nh2\n")
+    h1, h2 = c.world()
+    assert h2.ok
+    assert h1.status == "pang"
+    assert "3.9.18" in h1.reason and "python=" in (h1.reason + str(c.spec('h1').source))
+
+
+def test_missing_python_is_a_clear_error(world):
+    c = world.cluster("h1 python=/nonexistent/python3\n")
+    info, = c.world()
+    assert info.status == "pang" and "no Python" in info.reason
+
+
+def test_down_leaves_no_process_on_any_host(world, bed):
+    c = world.cluster("h1\nh2\nh3\n")
+    assert all(i.ok for i in c.world())
+    assert clusterctl_pids(bed, "h1")
+    assert c.down() == {"h1": "stopped", "h2": "stopped", "h3": "stopped"}
+    for alias in ("h1", "h2", "h3"):
+        assert clusterctl_pids(bed, alias) == []

@@ -1,0 +1,180 @@
+"""The wire protocol on its own: framing, limits and the handshake MACs (no processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from clusterctl.node import wire
+
+COOKIE = bytes(range(32))
+
+
+def header(head_len: int, payload_len: int, magic: bytes = wire.MAGIC) -> bytes:
+    """A frame header as a peer might send it, valid or not."""
+    return wire.HEADER.pack(magic, wire.KIND_MESSAGE, head_len, payload_len)
+
+
+MESSAGES = [
+    ({"op": "ping", "id": 1}, b""),
+    ({"op": "call", "id": 7, "mod": "math", "fun": "pow"}, b"\x80\x05pickled"),
+    ({"op": "result", "id": 2**40, "ok": True}, bytes(range(256)) * 300),
+    ({"op": "hello", "node": "n\u00e9", "nonce": "ab" * 16}, b""),
+]
+
+
+@pytest.mark.parametrize("head, payload", MESSAGES)
+def test_round_trip_through_the_decoder(head, payload):
+    frame = wire.encode(head, payload)
+    [(got_head, got_payload, raw)] = wire.FrameDecoder().feed(frame)
+    assert got_head == head
+    assert bytes(got_payload) == payload
+    assert raw == frame
+
+
+@pytest.mark.parametrize("head, payload", MESSAGES)
+def test_encode_parts_is_encode(head, payload):
+    prefix, rest = wire.encode_parts(head, payload)
+    assert prefix + rest == wire.encode(head, payload)
+
+
+def test_many_frames_in_one_chunk_and_split_anywhere():
+    stream = b"".join(wire.encode(h, p) for h, p in MESSAGES)
+    assert [h for h, _, _ in wire.FrameDecoder().feed(stream)] == [h for h, _ in MESSAGES]
+    for cut in (1, wire.HEADER_SIZE - 1, wire.HEADER_SIZE, wire.HEADER_SIZE + 3, len(stream) - 1):
+        decoder = wire.FrameDecoder()
+        got = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+        assert [(h, bytes(p)) for h, p, _ in got] == MESSAGES
+
+
+def test_decoder_fed_byte_by_byte():
+    stream = b"".join(wire.encode(h, p) for h, p in MESSAGES[:2]) + wire.encode(*MESSAGES[3])
+    decoder = wire.FrameDecoder()
+    got = []
+    for i in range(len(stream)):
+        got.extend(decoder.feed(stream[i:i + 1]))
+        if got and len(got) < 3:
+            assert decoder.wanted() >= 0
+    assert [(h, bytes(p)) for h, p, _ in got] == [MESSAGES[0], MESSAGES[1], MESSAGES[3]]
+    assert decoder.wanted() == 0
+
+
+def test_wanted_counts_the_missing_bytes():
+    frame = wire.encode({"op": "x"}, b"12345")
+    decoder = wire.FrameDecoder()
+    assert decoder.feed(frame[:wire.HEADER_SIZE + 2]) == []
+    assert decoder.wanted() == len(frame) - wire.HEADER_SIZE - 2
+
+
+def test_oversized_payload_is_refused_from_the_header_alone():
+    decoder = wire.FrameDecoder(max_payload=1000)
+    with pytest.raises(wire.FrameError, match="payload of 1001 bytes exceeds the limit of 1000"):
+        decoder.feed(header(10, 1001))  # no head, no body: the header is enough
+
+
+def test_no_payload_allowed_means_none():
+    decoder = wire.FrameDecoder(max_payload=0)
+    decoder.feed(wire.encode({"op": "auth"}))
+    with pytest.raises(wire.FrameError, match="exceeds the limit of 0"):
+        decoder.feed(header(10, 1))
+
+
+@pytest.mark.parametrize("head_len", [0, wire.MAX_HEAD + 1, 2**32 - 1])
+def test_bad_head_length_is_refused_from_the_header_alone(head_len):
+    with pytest.raises(wire.FrameError, match="control head"):
+        wire.FrameDecoder().feed(header(head_len, 0))
+
+
+@pytest.mark.parametrize("junk", [b"GET / HTTP/1.1\r\n", b"SSH-2.0-OpenSSH_9.2\r\n",
+                                  b"\x00" * 32, bytes(range(200, 256))])
+def test_bad_magic(junk):
+    with pytest.raises(wire.FrameError, match="not a clusterctl frame"):
+        wire.FrameDecoder().feed(junk)
+
+
+def test_bad_magic_is_seen_in_the_first_header_bytes():
+    decoder = wire.FrameDecoder()
+    with pytest.raises(wire.FrameError, match="bad magic"):
+        decoder.feed(b"XX" + header(5, 0)[2:])
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"not json", "not JSON"),
+    (b"\xff\xfe\x00", "not JSON"),
+    (b'["op", "call"]', "no operation"),
+    (b'{"id": 1}', "no operation"),
+    (b'{"op": 5}', "no operation"),
+])
+def test_head_that_is_not_a_json_object_with_an_op(raw, why):
+    with pytest.raises(wire.FrameError, match=why):
+        wire.FrameDecoder().feed(header(len(raw), 0) + raw)
+
+
+def test_a_pickle_in_the_head_is_never_unpickled():
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (os.abort, ())
+
+    raw = pickle.dumps(Boom())
+    with pytest.raises(wire.FrameError, match="not JSON"):
+        wire.FrameDecoder().feed(header(len(raw), 0) + raw)
+
+
+def test_read_message_from_a_socket():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(wire.encode({"op": "result", "id": 3, "ok": True}, b"data"))
+        head, payload = wire.read_message(b)
+        assert head == {"op": "result", "id": 3, "ok": True} and payload == b"data"
+        a.sendall(header(10, 5000))
+        with pytest.raises(wire.FrameError, match="exceeds the limit"):
+            wire.read_message(b, max_payload=4999)
+        a.close()
+        with pytest.raises(EOFError):
+            wire.read_message(b)
+
+
+def test_head_is_plain_json():
+    frame = wire.encode({"op": "ping", "id": 1})
+    head_len, payload_len = wire.check_header(frame[:wire.HEADER_SIZE], 0)
+    assert payload_len == 0
+    assert json.loads(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len]) == {"op": "ping", "id": 1}
+
+
+# -- the handshake ---------------------------------------------------------------------
+
+def test_client_mac_verifies_only_with_the_same_cookie():
+    node_nonce, client_nonce = wire.new_nonce(), wire.new_nonce()
+    mac = wire.client_mac(COOKIE, node_nonce, client_nonce)
+    assert wire.macs_equal(mac, wire.client_mac(COOKIE, node_nonce, client_nonce))
+    other = os.urandom(32)
+    assert not wire.macs_equal(mac, wire.client_mac(other, node_nonce, client_nonce))
+    # bound to both nonces
+    assert not wire.macs_equal(mac, wire.client_mac(COOKIE, wire.new_nonce(), client_nonce))
+    assert not wire.macs_equal(mac, wire.client_mac(COOKIE, node_nonce, wire.new_nonce()))
+
+
+def test_node_mac_differs_from_client_mac():
+    """A node cannot answer by echoing the client's own proof back."""
+    node_nonce, client_nonce = wire.new_nonce(), wire.new_nonce()
+    node = wire.node_mac(COOKIE, node_nonce, client_nonce)
+    assert wire.macs_equal(node, wire.node_mac(COOKIE, node_nonce, client_nonce))
+    assert not wire.macs_equal(node, wire.client_mac(COOKIE, node_nonce, client_nonce))
+    assert not wire.macs_equal(node, wire.node_mac(os.urandom(32), node_nonce, client_nonce))
+
+
+@pytest.mark.parametrize("bad", [None, 5, b"bytes", ["list"], ""])
+def test_macs_equal_rejects_non_strings(bad):
+    assert not wire.macs_equal(bad, wire.client_mac(COOKIE, "a", "b"))
+
+
+def test_nonces_are_fresh_and_fingerprints_one_way():
+    assert len({wire.new_nonce() for _ in range(100)}) == 100
+    fp = wire.cookie_fingerprint(COOKIE)
+    assert len(fp) == 12 and COOKIE.hex()[:12] != fp
+    assert fp == wire.cookie_fingerprint(COOKIE) != wire.cookie_fingerprint(os.urandom(32))
