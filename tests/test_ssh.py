@@ -232,3 +232,61 @@ def test_down_leaves_no_process_on_any_host(world, bed):
     assert c.down() == {"h1": "stopped", "h2": "stopped", "h3": "stopped"}
     for alias in ("h1", "h2", "h3"):
         assert clusterctl_pids(bed, alias) == []
+
+
+def test_unknown_host_keys_are_listed_once_and_trusted_on_request(world, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    asking = tmp_path / "ssh_config"  # OpenSSH's default: ask (the first value wins)
+    asking.write_text("StrictHostKeyChecking ask\n" + world.bed.ssh_config.read_text())
+    c = world.cluster("h1\nh2\nh2 name=again\n", ssh={"known_hosts": str(empty),
+                                                      "config_file": str(asking)})
+    unknowns = c.unknown_host_keys()
+    assert sorted(u.host_label for u in unknowns) == sorted(
+        {world.bed.host("h1").known_hosts_name, world.bed.host("h2").known_hosts_name})
+    assert all(u.fingerprint.startswith("SHA256:") for u in unknowns)
+    c.trust_host_keys(unknowns)
+    assert all(i.ok for i in c.world())
+    assert len(empty.read_text().splitlines()) == 2
+
+
+def test_cli_refuses_unknown_host_keys_when_nobody_can_be_asked(world, bed, tmp_path):
+    import subprocess
+
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("h1\n")
+    run = subprocess.run([sys.executable, "-m", "clusterctl", "--hosts", str(hosts), "--ssh-config",
+                          str(bed.ssh_config), "--known-hosts", str(empty), "--json", "world"],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 3
+    import json
+
+    node, = json.loads(run.stdout)
+    assert node["status"] == "pang"
+    assert "not known" in node["reason"] and "--accept-new-host-keys" in node["reason"]
+    assert "Traceback" not in run.stderr
+    assert empty.read_text() == ""
+
+
+def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed):
+    c = world.cluster("h1\nh2\n", heartbeat_timeout=3.0)
+    assert all(i.ok for i in c.world())
+    bed.cut("h2")
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.NodeLost) as info:
+            c.rpc("h2", "time.sleep", 30)
+        assert time.monotonic() - started < 10
+        assert "outcome" in str(info.value)
+        assert c.rpc("h1", "operator.add", 1, 1) == 2  # the other host keeps working
+    finally:
+        bed.restore("h2")
+    # the node on h2 noticed its controller was gone and cancelled the sleep
+    log = bed.host("h2").env_dir / "run" / "clusterctl" / "h2.log"
+    deadline = time.monotonic() + 10
+    while "no heartbeat" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "no heartbeat" in log.read_text()
+    assert "its controller went away" in log.read_text() or "killed" in log.read_text()

@@ -52,7 +52,30 @@ class Options:
             ssh["known_hosts"] = self.known_hosts
         if self.accept_new_host_keys:
             ssh["accept_new_host_keys"] = True
-        return Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh)
+        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh)
+        try:
+            self.ask_about_host_keys(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+        return cluster
+
+    def ask_about_host_keys(self, cluster) -> None:
+        """OpenSSH's "ask": list every unknown host key once, before any live display,
+        and trust them if the user says so. Nobody to ask: they are refused later,
+        with a message saying how to trust them."""
+        if self.accept_new_host_keys or not sys.stdin.isatty() or not sys.stderr.isatty():
+            return
+        if all(cluster.spec(n).is_local for n in cluster.nodes):
+            return
+        unknowns = cluster.unknown_host_keys()
+        if not unknowns:
+            return
+        click.echo("The authenticity of these hosts can't be established:", err=True)
+        for u in unknowns:
+            click.echo(f"  {u.host_label}  {u.key_type} key fingerprint {u.fingerprint}", err=True)
+        if click.confirm("Trust them and add their keys to known_hosts?", default=False, err=True):
+            cluster.trust_host_keys(unknowns)
 
 
 def parse_arg(text: str) -> Any:
@@ -146,8 +169,8 @@ def world(ctx: click.Context) -> None:
     def body(opts: Options) -> int:
         from . import render
 
-        with opts.cluster() as cluster:
-            infos = cluster.world()
+        with opts.cluster() as cluster, render.WorldProgress(len(cluster.nodes)) as progress:
+            infos = cluster.world(on_node=progress.advance)
         if opts.json:
             click.echo(render.dump_json(render.world_json(infos)))
         else:

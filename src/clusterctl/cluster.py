@@ -172,10 +172,47 @@ class Cluster:
             raise errors.UnknownNodeError(f"no node named {node!r} in the world",
                                           hint=f"known nodes: {known} ({self.source})") from None
 
-    def world(self, nodes: Iterable[str] | None = None) -> list[NodeInfo]:
-        """Start the nodes that are not running, ping every node, report each one."""
+    def world(self, nodes: Iterable[str] | None = None, *,
+              on_node: Callable[[NodeInfo], None] | None = None) -> list[NodeInfo]:
+        """Start the nodes that are not running, ping every node, report each one.
+
+        ``on_node`` is called (from a worker thread) as each node's answer arrives.
+        """
         names = self._names(nodes)
-        return list(self._parallel(names, lambda name: self._ping(name)))
+
+        def one(name: str) -> NodeInfo:
+            info = self._ping(name)
+            if on_node is not None:
+                on_node(info)
+            return info
+
+        return list(self._parallel(names, one))
+
+    def unknown_host_keys(self, nodes: Iterable[str] | None = None) -> list:
+        """SSH hosts whose key is not in known_hosts and whose config says to ask.
+
+        For a front end that asks the user once, listing them all, before any live
+        display; pass the accepted ones to ``trust_host_keys``.
+        """
+        specs = [self.spec(n) for n in self._names(nodes)]
+        remote = [s for s in specs if not s.is_local]
+        if not remote:
+            return []
+        pool = self._ssh_pool()
+        deadline = time.monotonic() + self.connect_timeout
+        found = self._parallel([s.name for s in remote],
+                               lambda name: pool.unknown_host_key(self.spec(name), deadline))
+        unique = {}
+        for unknown in found:
+            if unknown is not None:
+                unique.setdefault((unknown.hostname, unknown.port), unknown)
+        return list(unique.values())
+
+    def trust_host_keys(self, unknowns: Iterable) -> None:
+        """Accept these host keys; each is appended to known_hosts when next connected."""
+        pool = self._ssh_pool()
+        for unknown in unknowns:
+            pool.trust(unknown)
 
     def _ping(self, name: str) -> NodeInfo:
         spec = self.spec(name)

@@ -41,6 +41,38 @@ def fmt_load(load) -> str:
     return " ".join(f"{x:.2f}" for x in load)
 
 
+class WorldProgress:
+    """A transient "n/total nodes answered" line on stderr while ``world`` runs.
+
+    Shown only when stderr is a terminal; the table goes to stdout afterwards.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.console = stderr_console()
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "WorldProgress":
+        if self.console.is_terminal and self.total > 1:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(TextColumn("nodes answering"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.description}"), console=self.console,
+                                      transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._progress.start()
+            self._task = self._progress.add_task("", total=self.total)
+        return self
+
+    def advance(self, info: NodeInfo) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, description=f"{info.name}: {info.status}")
+
+    def __exit__(self, *exc_info) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
 def world_table(infos: Iterable[NodeInfo]) -> Table:
     table = Table(title=None, show_edge=False, header_style="bold")
     for column in ("node", "host", "status", "python", "slots", "load avg", "rtt"):

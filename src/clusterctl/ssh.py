@@ -28,7 +28,7 @@ import paramiko
 
 from . import errors
 from .bundle import Bundle
-from .hostkeys import KnownHosts, verify_server_key
+from .hostkeys import KnownHosts, UnknownHostKey, fingerprint, verify_server_key
 from .hosts import HostSpec
 from .node import boot as boot_module
 from .sshconfig import SSHTarget, resolve
@@ -91,6 +91,7 @@ class SSHPool:
         self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._zip: bytes | None = None
         self.shipped = 0  # bundles sent, for tests and the benchmark
+        self.trusted: set[tuple[str, int, str]] = set()  # (host, port, fingerprint) the user accepted
 
     def transport(self, spec: HostSpec) -> "SSHTransport":
         return SSHTransport(spec, self)
@@ -147,9 +148,10 @@ class SSHPool:
         try:
             mode = "accept-new" if self.accept_new_host_keys and target.strict_host_key_checking in (
                 "ask", "yes", "accept-new") else target.strict_host_key_checking
+            key = transport.get_remote_server_key()
+            accepted = (target.hostname, target.port, fingerprint(key)) in self.trusted
             verify_server_key(self.known_hosts(target), node, target.hostname, target.port,
-                              transport.get_remote_server_key(), mode,
-                              accept_unknown=self.accept_new_host_keys,
+                              key, mode, accept_unknown=self.accept_new_host_keys or accepted,
                               host_key_alias=target.host_key_alias, ssh_target=target.alias)
             self._authenticate(node, transport, target)
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -226,6 +228,25 @@ class SSHPool:
             key = _load_key(os.path.expanduser(path))
             if key is not None:
                 yield key
+
+    def unknown_host_key(self, spec: HostSpec, deadline: float) -> UnknownHostKey | None:
+        """Connect to ``spec``'s host; the UnknownHostKey it raises if the user could be
+        asked about it (StrictHostKeyChecking ask), else None. Other failures are left
+        for the real connection to report."""
+        try:
+            target = self.target(spec.host, spec.user, spec.port)
+            if target.strict_host_key_checking != "ask" or self.accept_new_host_keys:
+                return None
+            self.client(spec.name, target, deadline)
+        except UnknownHostKey as unknown:
+            return unknown
+        except errors.ClusterError:
+            return None
+        return None
+
+    def trust(self, unknown: UnknownHostKey) -> None:
+        """Accept a key the user was shown: it is appended at the next connection."""
+        self.trusted.add((unknown.hostname, unknown.port, unknown.fingerprint))
 
     def close(self) -> None:
         for transport in self._transports.values():

@@ -1,0 +1,387 @@
+"""The pmap scheduler against scripted connections: exactly-once under every fault.
+
+No processes here: a fake connection answers ``map`` requests by running the function
+itself, or fails them as a node would (worker crash, lost connection, a function it
+cannot load), in an order the test chooses. Real nodes are in test_pmap.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import threading
+
+import pytest
+
+from clusterctl import errors
+from clusterctl.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
+
+
+class FakeConn:
+    """Speaks the connection's public surface; ``policy`` decides each answer."""
+
+    def __init__(self, node: str, slots: int, policy) -> None:
+        self.node = node
+        self.hello = {"slots": slots, "pid": 1}
+        self.rtt = 0.0001
+        self.lost = None
+        self.policy = policy
+        self.fn = None
+        self.ids = iter(range(1, 10**9))
+        self.held: dict[int, tuple] = {}
+        self.cancelled: list[int] = []
+        self.requests = 0
+        self.items_seen: list[int] = []
+
+    def send(self, head, payload=b""):
+        if head["op"] == "defn":
+            self.fn = pickle.loads(payload)
+
+    def request(self, head, payload=b"", callback=None):
+        if self.lost is not None:
+            callback(None, b"", self.lost)
+            return
+        head["id"] = rid = next(self.ids)
+        self.requests += 1
+        items = pickle.loads(payload)
+        self.items_seen.extend(items)
+        self.held[rid] = (items, callback)
+        self.policy(self, rid, items)
+
+    def answer(self, rid: int) -> None:
+        """Run the function over the request's items, as a worker would."""
+        items, callback = self.held.pop(rid)
+        outcomes, all_ok = [], True
+        for item in items:
+            try:
+                outcomes.append((True, self.fn(item)))
+            except Exception as exc:  # noqa: BLE001
+                all_ok = False
+                outcomes.append((False, {"type": type(exc).__name__, "message": str(exc),
+                                         "traceback": "Traceback...\n", "node": self.node,
+                                         "kind": "raised"}, exc))
+        head = {"op": "result", "id": rid, "ok": True, "n": len(items), "t": 1e-6 * len(items)}
+        if all_ok:
+            head["all_ok"] = True
+            payload = pickle.dumps([o[1] for o in outcomes])
+        else:
+            payload = pickle.dumps(outcomes)
+        callback(head, payload, None)
+
+    def crash(self, rid: int) -> None:
+        _, callback = self.held.pop(rid)
+        callback({"op": "result", "id": rid, "ok": False, "error": {
+            "type": "WorkerCrashed", "message": "worker process 9 was killed by SIGKILL",
+            "traceback": "", "node": self.node, "kind": "crashed"}}, b"", None)
+
+    def refuse(self, rid: int) -> None:
+        _, callback = self.held.pop(rid)
+        callback({"op": "result", "id": rid, "ok": False, "error": {
+            "type": "ModuleNotFoundError", "message": "No module named 'nowhere'",
+            "traceback": "", "node": self.node, "kind": "unpickle"}}, b"", None)
+
+    def die(self) -> None:
+        """The connection breaks: every request in flight fails, as the reader thread does."""
+        self.lost = errors.NodeLost(self.node, "the node closed the connection")
+        held, self.held = self.held, {}
+        for _, callback in held.values():
+            callback(None, b"", self.lost)
+
+    def cancel(self, rid):
+        self.cancelled.append(rid)
+        self.held.pop(rid, None)
+
+    def forget(self, rid):
+        pass
+
+    def ping(self, timeout):
+        return {}
+
+
+class FakeCluster:
+    connect_timeout = 5.0
+
+    def __init__(self, conns: dict[str, FakeConn]) -> None:
+        self.conns = conns
+        self._slots = {}
+
+    @property
+    def nodes(self):
+        return list(self.conns)
+
+    def _names(self, nodes):
+        return list(nodes)
+
+    def connect(self, name):
+        conn = self.conns[name]
+        if conn.lost is not None:
+            raise conn.lost
+        return conn
+
+
+def answer_now(conn, rid, items):
+    conn.answer(rid)
+
+
+def world(policies: dict[str, object], slots: int = 2) -> FakeCluster:
+    return FakeCluster({name: FakeConn(name, slots, p) for name, p in policies.items()})
+
+
+def double(x):
+    return 2 * x
+
+
+def test_results_equal_map_for_many_shapes():
+    cluster = world({"a": answer_now, "b": answer_now})
+    for data in ([], [7], list(range(1000)), list(range(20000))):
+        assert list(PMap(cluster, double, data).values()) == [2 * x for x in data]
+        assert sorted(PMap(cluster, double, iter(data), ordered=False).values()) == [2 * x for x in data]
+
+
+def test_chunks_grow_for_fast_items_and_never_exceed_the_cap():
+    cluster = world({"a": answer_now})
+    run = PMap(cluster, double, range(100_000))
+    assert list(run.values()) == [2 * x for x in range(100_000)]
+    assert run.stats.nodes["a"].chunks < 200
+
+
+def test_a_late_answer_from_a_lost_node_is_dropped():
+    held = []
+
+    def hold(conn, rid, items):
+        held.append((conn, rid))
+
+    cluster = world({"a": hold, "b": answer_now})
+    run = PMap(cluster, double, range(50))
+    it = run.values()
+    conn_a = cluster.conns["a"]
+    # a's answers are held; b does everything once a is declared lost
+    timer = threading.Timer(0.2, lambda: stash_and_die(conn_a))
+    timer.start()
+    results = list(it)
+    timer.join()
+    assert results == [2 * x for x in range(50)]
+    assert run.stats.nodes["a"].state == "lost"
+    assert run.stats.requeued > 0
+    assert run.stats.done == 50
+
+
+def stash_and_die(conn: FakeConn) -> None:
+    stash = dict(conn.held)
+    conn.die()
+    # the node "comes back" and delivers what it had: every one must be dropped
+    for rid, (items, callback) in stash.items():
+        head = {"op": "result", "id": rid, "ok": True, "n": len(items), "all_ok": True, "t": 0.0}
+        callback(head, pickle.dumps([-1] * len(items)), None)
+
+
+def test_worker_crash_splits_the_chunk_and_isolates_the_poison_item():
+    def poison_13(conn, rid, items):
+        if 13 in items:
+            conn.crash(rid)
+        else:
+            conn.answer(rid)
+
+    cluster = world({"a": poison_13, "b": poison_13})
+    outcomes = list(PMap(cluster, double, range(100), chunksize=16, poison_after=3).outcomes())
+    assert [o.index for o in outcomes] == list(range(100))
+    bad = outcomes[13]
+    assert isinstance(bad.error, PoisonItem) and bad.error.attempts == 3
+    assert "SIGKILL" in bad.error.message
+    assert all(o.ok and o.value == 2 * o.index for o in outcomes if o.index != 13)
+
+
+def test_a_crash_that_does_not_repeat_is_retried_without_failing_anything():
+    crashed = []
+
+    def crash_once(conn, rid, items):
+        if 5 in items and not crashed:
+            crashed.append(rid)
+            conn.crash(rid)
+        else:
+            conn.answer(rid)
+
+    cluster = world({"a": crash_once})
+    run = PMap(cluster, double, range(40), chunksize=8)
+    assert list(run.values()) == [2 * x for x in range(40)]
+    assert run.stats.nodes["a"].crashes == 1 and run.stats.failed == 0
+
+
+def flaky(x):
+    if x % 7 == 3:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def test_on_error_raise_yields_everything_before_the_failed_item():
+    cluster = world({"a": answer_now, "b": answer_now})
+    got = []
+    with pytest.raises(ItemError) as info:
+        for value in PMap(cluster, flaky, range(100), chunksize=4).values():
+            got.append(value)
+    assert info.value.index == 3
+    assert got == [0, 1, 2]
+    assert info.value.remote_type == "ValueError" and "bad 3" in info.value.message
+
+
+def test_on_error_skip_and_collect():
+    cluster = world({"a": answer_now})
+    expected = [x for x in range(50) if x % 7 != 3]
+    assert list(PMap(cluster, flaky, range(50), on_error="skip").values()) == expected
+    got = []
+    with pytest.raises(ItemErrors) as info:
+        for value in PMap(cluster, flaky, range(50), on_error="collect").values():
+            got.append(value)
+    assert got == expected
+    assert [e.index for e in info.value.failures] == [x for x in range(50) if x % 7 == 3]
+    assert info.value.exit_code == 3
+
+
+def test_retries_go_to_another_node_first():
+    seen_by = {}
+
+    def fail_on_a(conn, rid, items):
+        for item in items:
+            seen_by.setdefault(item, []).append(conn.node)
+        conn.answer(rid)
+
+    state = {"n": 0}
+
+    def first_time_fails(x):
+        state["n"] += 1
+        if x == 4 and state.setdefault("four", 0) == 0:
+            state["four"] = 1
+            raise OSError("transient")
+        return x
+
+    cluster = world({"a": fail_on_a, "b": fail_on_a})
+    run = PMap(cluster, first_time_fails, range(10), chunksize=2, retries=2)
+    assert list(run.values()) == list(range(10))
+    assert run.stats.retries == 1
+    assert len(seen_by[4]) == 2 and seen_by[4][0] != seen_by[4][1]
+
+
+def test_retry_on_limits_which_errors_are_retried():
+    cluster = world({"a": answer_now})
+    run = PMap(cluster, flaky, range(10), retries=3, retry_on=(KeyError,), on_error="skip")
+    list(run.values())
+    assert run.stats.retries == 0 and run.stats.failed == 1
+
+
+def test_a_node_that_cannot_load_the_function_is_left_out():
+    def refuse(conn, rid, items):
+        conn.refuse(rid)
+
+    cluster = world({"a": refuse, "b": answer_now})
+    run = PMap(cluster, double, range(30))
+    assert list(run.values()) == [2 * x for x in range(30)]
+    assert run.stats.nodes["a"].state == "failed"
+    assert "nowhere" in run.stats.nodes["a"].reason
+
+
+def test_no_node_can_load_the_function():
+    def refuse(conn, rid, items):
+        conn.refuse(rid)
+
+    cluster = world({"a": refuse, "b": refuse})
+    with pytest.raises(errors.RemoteError) as info:
+        list(PMap(cluster, double, range(30)).values())
+    assert "nowhere" in info.value.one_line()
+    assert "no node could load" in info.value.hint
+
+
+def test_every_node_lost_says_how_many_items_completed():
+    count = {"n": 0}
+
+    def die_after_some(conn, rid, items):
+        count["n"] += 1
+        if count["n"] > 6:
+            conn.die()
+        else:
+            conn.answer(rid)
+
+    cluster = world({"a": die_after_some, "b": die_after_some})
+    with pytest.raises(AllNodesLost) as info:
+        list(PMap(cluster, double, range(1000), chunksize=1).values())
+    assert "items completed" in info.value.message
+    assert info.value.completed == 6
+
+
+def test_leaving_early_cancels_work_in_flight():
+    def hold_some(conn, rid, items):
+        if items[0] >= 8:
+            return  # never answered: still in flight when the consumer leaves
+        conn.answer(rid)
+
+    cluster = world({"a": hold_some})
+    it = PMap(cluster, double, range(100), chunksize=4).values()
+    assert [next(it) for _ in range(8)] == [2 * x for x in range(8)]
+    it.close()
+    conn = cluster.conns["a"]
+    assert conn.cancelled and not conn.held
+
+
+def test_input_is_read_lazily_with_a_bounded_window():
+    consumed = {"n": 0}
+
+    def endless():
+        while True:
+            consumed["n"] += 1
+            yield consumed["n"]
+
+    cluster = world({"a": answer_now, "b": answer_now})
+    it = PMap(cluster, double, endless()).values()
+    for _ in range(10):
+        next(it)
+    it.close()
+    assert consumed["n"] < 200
+    assert list(PMap(cluster, double, endless(), limit=5000).values()) == [2 * x for x in range(1, 5001)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_exactly_once_under_random_faults(seed):
+    """Random crashes, losses and delayed answers: each item gets exactly one outcome."""
+    rng = random.Random(seed)
+    pending: list[tuple[FakeConn, int]] = []
+
+    def chaotic(conn, rid, items):
+        pending.append((conn, rid))
+        while pending and rng.random() < 0.7:
+            c, r = pending.pop(rng.randrange(len(pending)))
+            if r not in c.held:
+                continue
+            roll = rng.random()
+            if roll < 0.04 and c.node != "d":
+                c.die()
+            elif roll < 0.08:
+                c.crash(r)
+            else:
+                c.answer(r)
+
+    def flush():
+        for c, r in list(pending):
+            if r in c.held:
+                c.answer(r)
+        pending.clear()
+
+    names = {"a": chaotic, "b": chaotic, "c": chaotic, "d": chaotic}
+    cluster = world(names)
+    n = rng.choice([1, 10, 500, 3000])
+    run = PMap(cluster, flaky, range(n), ordered=rng.random() < 0.5, retries=1,
+               chunksize=rng.choice([None, 1, 7]), poison_after=50)
+    outcomes = []
+    it = run.outcomes()
+    while True:
+        try:
+            outcomes.append(next(it))
+        except StopIteration:
+            break
+        if rng.random() < 0.3:
+            flush()
+    indices = sorted(o.index for o in outcomes)
+    assert indices == list(range(n))
+    for o in outcomes:
+        if o.index % 7 == 3:
+            assert not o.ok and o.error.index == o.index
+        else:
+            assert o.ok and o.value == o.index
