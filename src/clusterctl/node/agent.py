@@ -308,6 +308,8 @@ class Node:
         if reason is None:
             self.stats["worker_crashes"] += 1
             log("worker %d (pid %d) %s" % (worker.index, worker.pid, how))
+        else:
+            log("worker %d (pid %d) %s" % (worker.index, worker.pid, reason))
         if not self.stopping:
             self.workers[self.workers.index(worker)] = self.spawn_worker(worker.index)
             self.dispatch()
