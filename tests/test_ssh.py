@@ -316,3 +316,14 @@ def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed, tmp_path):
         assert "no heartbeat" in text and "controller went away" in text
     finally:
         bed.restore("h2")
+
+
+def test_unwritable_code_cache_is_a_clear_error(world, tmp_path):
+    # root may write anywhere on disk, so point the cache where nobody can write: /proc
+    shim = tmp_path / "py-nocache"
+    shim.write_text('#!/bin/sh\nXDG_CACHE_HOME=/proc/1/no-such-dir exec python3 "$@"\n')
+    shim.chmod(0o755)
+    c = world.cluster(f"h1 python={shim}\n")
+    info, = c.world()
+    assert info.status == "pang"
+    assert "cannot write the code cache" in info.reason

@@ -89,6 +89,7 @@ class SSHPool:
         self._locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
         self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._jump_handshakes: dict[tuple[str, ...], threading.BoundedSemaphore] = {}
         self._zip: bytes | None = None
         self.shipped = 0  # bundles sent, for tests and the benchmark
         self.trusted: set[tuple[str, int, str]] = set()  # (host, port, fingerprint) the user accepted
@@ -129,7 +130,10 @@ class SSHPool:
         timeout = max(1.0, min(deadline - time.monotonic(),
                                target.connect_timeout or self.connect_timeout))
         sock = self._socket(node, target, timeout, deadline)
-        with self._handshakes:
+        with self._lock:  # handshakes through one jump host are capped on their own too
+            through_jump = self._jump_handshakes.setdefault(
+                target.proxy_jump, threading.BoundedSemaphore(MAX_HANDSHAKES))
+        with self._handshakes, through_jump:
             transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE,
                                            default_max_packet_size=MAX_PACKET)
             options = transport.get_security_options()
