@@ -327,3 +327,46 @@ def test_unwritable_code_cache_is_a_clear_error(world, tmp_path):
     info, = c.world()
     assert info.status == "pang"
     assert "cannot write the code cache" in info.reason
+
+
+def _config_with(bed, tmp_path, extra: str) -> Path:
+    config = tmp_path / "ssh_config"
+    config.write_text(extra + "\n" + bed.ssh_config.read_text())
+    return config
+
+
+def test_multi_hop_proxyjump(world, bed, tmp_path):
+    bed.set_forwarding("h3", True)
+    bed.set_forwarding(JUMP, True)
+    h1 = bed.host("h1")
+    config = _config_with(bed, tmp_path, f"Host two-hops\n    HostName {h1.address}\n    Port {h1.port}\n"
+                                         f"    User {bed.user}\n    IdentityFile {bed.client_key}\n"
+                                         f"    IdentitiesOnly yes\n    ProxyJump h3,{JUMP}\n")
+    c = world.cluster("two-hops name=far\n", ssh={"config_file": str(config)})
+    info, = c.world()
+    assert info.ok, info
+    # h1 saw the connection come from the last hop, which was reached through the first
+    assert bed.host(JUMP).address in bed.host("h1").log_path.read_text()
+    assert bed.host("h3").address in bed.host(JUMP).log_path.read_text()
+
+
+def test_proxycommand_runs_through_a_shell_and_is_reaped(world, bed, tmp_path):
+    bed.set_forwarding(JUMP, True)
+    h2 = bed.host("h2")
+    # $SSH_CONFIG is expanded by the shell: paramiko's own ProxyCommand could not do that
+    config = _config_with(bed, tmp_path, f"Host via-command\n    HostName {h2.address}\n    Port {h2.port}\n"
+                                         f"    User {bed.user}\n    IdentityFile {bed.client_key}\n"
+                                         f"    IdentitiesOnly yes\n"
+                                         f"    ProxyCommand ssh -F \"$BED_SSH_CONFIG\" -W %h:%p {JUMP}\n")
+    os.environ["BED_SSH_CONFIG"] = str(bed.ssh_config)
+    try:
+        c = world.cluster("via-command name=piped\n", ssh={"config_file": str(config)})
+        info, = c.world()
+        assert info.ok, info
+        proxies = list(c._ssh._proxies)
+        assert proxies and proxies[0].proc.poll() is None
+        assert c.down() == {"piped": "stopped"}
+        c.close()
+        assert proxies[0].proc.poll() is not None  # ended and reaped, no zombie left
+    finally:
+        del os.environ["BED_SSH_CONFIG"]
