@@ -87,6 +87,14 @@ def test_unknown_node(cluster):
     assert "n1, n2" in info.value.one_line()
 
 
+def test_unpicklable_result_is_a_clear_error(cluster):
+    with pytest.raises(errors.RemoteError) as info:
+        cluster.rpc("n1", "threading.Lock")
+    assert "the result could not be pickled" in str(info.value)
+    assert "During handling" not in info.value.remote_traceback
+    assert cluster.rpc("n1", "operator.add", 1, 1) == 2
+
+
 def test_unpicklable_argument(cluster):
     import threading
 
@@ -105,3 +113,83 @@ def test_nodes_persist_across_clusters_and_down_stops_them(env, local_specs):
     assert env.node_processes() == []
     with Cluster(local_specs) as c3:
         assert c3.down() == {"n1": "not running", "n2": "not running"}
+
+
+# -- one connection, many callers --------------------------------------------------------
+
+def test_concurrent_rpcs_share_one_connection(cluster):
+    import threading
+
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        for j in range(20):
+            results[i * 100 + j] = cluster.rpc("n1" if i % 2 else "n2", "operator.mul", i, j)
+
+    threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i * 100 + j: i * j for i in range(8) for j in range(20)}
+
+
+def test_a_timeout_while_another_thread_reads(cluster):
+    import threading
+
+    outcome = {}
+
+    def slow() -> None:
+        outcome["slow"] = cluster.rpc("n1", "time.sleep", 1.0)
+
+    reader = threading.Thread(target=slow, daemon=True)
+    reader.start()
+    with pytest.raises(errors.CallTimeout):
+        cluster.rpc("n1", "time.sleep", 30, timeout=0.3)
+    reader.join(10)
+    assert outcome == {"slow": None}
+    assert cluster.rpc("n1", "operator.add", 1, 1) == 2
+
+
+def test_rpc_longer_than_the_heartbeat_timeout(env, local_specs):
+    with Cluster(local_specs[:1], heartbeat_interval=0.1, heartbeat_timeout=0.5) as c:
+        try:
+            assert c.rpc("n1", "time.sleep", 1.5) is None  # pings keep both sides content
+            assert c.connect("n1").lost is None
+        finally:
+            c.down()
+
+
+def test_large_argument_and_result(cluster):
+    blob = os.urandom(24 << 20)
+    assert cluster.rpc("n1", "zlib.crc32", blob) == __import__("zlib").crc32(blob)
+    assert len(cluster.rpc("n2", "os.urandom", 24 << 20)) == 24 << 20
+
+
+def test_callbacks_and_waiters_on_one_connection(cluster):
+    import queue
+
+    conn = cluster.connect("n1")
+    replies: queue.Queue = queue.Queue()
+    for i in range(50):
+        conn.request({"op": "ping"}, callback=lambda h, p, e, i=i: replies.put((i, e)))
+    assert cluster.rpc("n1", "operator.add", 2, 3) == 5
+    got = sorted(replies.get(timeout=10) for _ in range(50))
+    assert got == [(i, None) for i in range(50)]
+
+
+def test_a_failing_callback_does_not_break_the_connection(cluster, monkeypatch):
+    import queue
+    import sys
+
+    reported: queue.Queue = queue.Queue()
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: reported.put(info.exc_value))
+    conn = cluster.connect("n1")
+
+    def broken(head, payload, error):
+        raise ValueError("bug in a callback")
+
+    conn.request({"op": "ping"}, callback=broken)
+    assert isinstance(reported.get(timeout=10), ValueError)
+    assert cluster.rpc("n1", "operator.add", 2, 3) == 5
+    assert conn.lost is None

@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 
+import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
@@ -23,6 +24,9 @@ from clusterctl.hosts import HostSpec
 from clusterctl.node import wire
 
 from conftest import wait_for
+
+# the functions below run on nodes, which cannot import this test module
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # -- processes, seen through /proc -------------------------------------------------------
@@ -51,6 +55,13 @@ def children(pid: int) -> set[int]:
             if state and state[1] == pid and state[0] not in "ZX":
                 found.add(int(entry))
     return found
+
+
+def wait_gone(pids, timeout: float = 10) -> None:
+    """Until every process in ``pids`` has exited (a killed node's workers follow it)."""
+    pids = set(pids)
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=timeout,
+             message=f"processes {sorted(pids)} to exit")
 
 
 def node_roots(env) -> list[int]:
@@ -265,8 +276,9 @@ def test_task_queued_behind_a_crash_still_runs(started):
         except errors.ClusterError as exc:
             results[key] = exc
 
-    threads = [threading.Thread(target=call, args=(i, slow_crash)) for i in range(2)]
-    threads += [threading.Thread(target=call, args=(i, "operator.add", i, i)) for i in range(2, 6)]
+    threads = [threading.Thread(target=call, args=(i, slow_crash), daemon=True) for i in range(2)]
+    threads += [threading.Thread(target=call, args=(i, "operator.add", i, i), daemon=True)
+                for i in range(2, 6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -338,8 +350,9 @@ def test_controller_gone_mid_rpc_cancels_its_task(started, env, how):
 def test_node_killed_between_commands_is_started_afresh(env, local_specs):
     with Cluster(local_specs[:1]) as first:
         old = first.world()[0].pid
+    family = children(old) | {old}
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: not alive(old))
+    wait_gone(family)
     with Cluster(local_specs[:1]) as second:
         try:
             new = second.world()[0].pid
@@ -355,7 +368,9 @@ def test_node_killed_while_connected_is_restarted_on_next_use(env, local_specs):
         try:
             old = cluster.world()[0].pid
             conn = cluster.connect("n1")
+            family = children(old) | {old}
             os.kill(old, signal.SIGKILL)
+            wait_gone(family)
             wait_for(lambda: conn.lost is not None, timeout=5, message="the loss to be seen")
             assert isinstance(conn.lost, errors.NodeLost)
             assert_serving(cluster)
@@ -384,19 +399,72 @@ def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - t0
 
-    thread = threading.Thread(target=call)
+    thread = threading.Thread(target=call, daemon=True)
     thread.start()
+    family = children(node) | {node}
     try:
         wait_for(marker.exists, message="the task to start")
         t0 = time.monotonic()
         os.kill(node, signal.SIGKILL)
     finally:
         thread.join(20)
+        wait_gone(family)
     assert isinstance(outcome.get("error"), errors.NodeLost)
     assert "outcome of the call is unknown" in str(outcome["error"])
     assert time.monotonic() - t0 < 3
-    wait_for(lambda: not alive(int(marker.read_text())), message="the orphaned worker to die")
     assert_serving(started, "n2")
+    assert_serving(started, "n1")  # a new node
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_frozen_node_is_lost_by_heartbeat(env, local_specs, busy):
+    """A node that stops answering (SIGSTOP: a frozen host, a cut network) is declared
+    lost within the heartbeat timeout, with or without a call in flight."""
+    marker = env.root / "task.pid"
+
+    def task():
+        with open(str(marker) + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.rename(str(marker) + ".tmp", marker)
+        time.sleep(30)
+
+    cluster = Cluster(local_specs[:1], heartbeat_interval=0.2, heartbeat_timeout=1.0)
+    node = cluster.world()[0].pid
+    conn = cluster.connect("n1")
+    outcome = {}
+
+    def call():
+        try:
+            cluster.rpc("n1", task)
+        except errors.ClusterError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
+    try:
+        if busy:
+            thread.start()
+            wait_for(marker.exists, message="the task to start")
+        os.kill(node, signal.SIGSTOP)
+        t0 = time.monotonic()
+        wait_for(lambda: conn.lost is not None, timeout=5, message="the node to be lost")
+        assert 0.5 < time.monotonic() - t0 < 2.5  # heartbeat_timeout, give or take a tick
+        assert "no heartbeat" in str(conn.lost)
+        if busy:
+            thread.join(5)
+            assert isinstance(outcome["error"], errors.NodeLost)
+            assert "outcome of the call is unknown" in str(outcome["error"])
+    finally:
+        os.kill(node, signal.SIGCONT)
+        thread.join(5) if thread.is_alive() else None
+    # thawed, the node finds our connection gone, cancels the task, and serves again
+    if busy:
+        wait_for(lambda: not alive(int(marker.read_text())), message="the task to be cancelled")
+    try:
+        assert_serving(cluster)
+        assert cluster.connect("n1").hello["pid"] == node
+    finally:
+        cluster.down()
+        cluster.close()
 
 
 def test_idle_node_exits_by_itself(env):
@@ -443,7 +511,10 @@ def test_node_running_other_code_is_replaced_at_connect(env, local_specs):
 
 
 def test_concurrent_starters_make_one_node(env, local_specs):
-    barrier = threading.Barrier(3)
+    from clusterctl.cookie import load_or_create_cookie
+
+    load_or_create_cookie()  # the race under test is the node's start, not the cookie's
+    barrier = threading.Barrier(3, timeout=20)
     pids = []
 
     def start():
@@ -451,7 +522,7 @@ def test_concurrent_starters_make_one_node(env, local_specs):
             barrier.wait()
             pids.append(cluster.world()[0].pid)
 
-    threads = [threading.Thread(target=start) for _ in range(3)]
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:

@@ -139,6 +139,22 @@ def test_read_message_from_a_socket():
             wire.read_message(b)
 
 
+@pytest.mark.parametrize("request_id", [0, 7, 10, 2**63 - 1, "abc", None])
+def test_the_ok_result_shortcut_is_exactly_json(request_id):
+    frame = wire.encode_ok_result(request_id, b"value")
+    assert frame == wire.encode({"op": "result", "id": request_id, "ok": True}, b"value")
+    [(head, payload, _)] = wire.FrameDecoder().feed(frame)
+    assert head == {"op": "result", "id": request_id, "ok": True} and bytes(payload) == b"value"
+
+
+@pytest.mark.parametrize("raw", [b'{"op":"result","id":007,"ok":true}',
+                                 b'{"op":"result","id":,"ok":true}',
+                                 b'{"op":"result","id":1 2,"ok":true}'])
+def test_the_ok_result_shortcut_accepts_no_more_than_json(raw):
+    with pytest.raises(wire.FrameError, match="not JSON"):
+        wire.decode_head(raw)
+
+
 def test_head_is_plain_json():
     frame = wire.encode({"op": "ping", "id": 1})
     head_len, payload_len = wire.check_header(frame[:wire.HEADER_SIZE], 0)

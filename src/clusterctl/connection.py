@@ -1,19 +1,33 @@
 """The controller's end of one node connection: handshake, requests, heartbeats.
 
 A connection wraps a byte stream (a unix socket for a local node, an SSH channel for a
-remote one; both offer ``sendall``, ``recv``, ``settimeout`` and ``close``). Requests
-carry a number and are answered out of order; one reader thread per connection routes
-each reply to the request waiting for it (an event for a blocking rpc, a callback for
-pmap's scheduler). The same thread sends a ping whenever the line has been quiet for a
-heartbeat interval and declares the node lost when nothing at all has arrived for the
-heartbeat timeout: that bounds how long a cut network or a frozen host can hide.
+remote one; both offer ``sendall``, ``recv``, ``settimeout``, ``fileno`` and ``close``).
+Requests carry a number and are answered out of order.
+
+Who reads the stream (leader/follower): a thread that waits for its own reply reads
+the stream itself when nobody else is reading, and routes every reply it comes across
+(to other waiting threads, or to pmap's callbacks) until its own has arrived; other
+waiting threads sleep until their reply is routed to them or the reading role is free.
+So a blocking rpc costs one wake-up, not a hand-off between threads. Replies that
+nobody waits for in person (requests made with a callback) are read by the
+connection's own thread, which also keeps the heartbeat: it sends a ping whenever the
+line has been quiet for a heartbeat interval, takes in what arrived while nobody was
+reading, and declares the node lost when nothing at all has arrived for the heartbeat
+timeout. That bounds how long a cut network or a frozen host can hide, whoever reads.
+
+Callbacks run in whichever thread reads the reply, so they must be quick and must not
+wait for replies themselves; an exception from one goes to ``sys.unraisablehook``.
+The stream stays in blocking mode once the handshake is done (a large send is never
+cut short by a read timeout); readers wait with ``poll`` on its ``fileno``.
 """
 
 from __future__ import annotations
 
 import itertools
 import pickle
+import select
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -23,28 +37,53 @@ from .node import wire
 
 Callback = Callable[[dict | None, Any, "errors.ClusterError | None"], None]
 
+RECV_SIZE = 1 << 16
+RECV_SIZE_MAX = 1 << 22  # one read while a large frame comes in
+
 
 class Pending:
-    """One request in flight; the reply (or the failure) arrives from the reader thread."""
+    """One request in flight; resolved by whichever thread reads its reply."""
 
-    __slots__ = ("event", "head", "payload", "error", "callback")
+    __slots__ = ("conn", "done", "head", "payload", "error", "callback")
 
-    def __init__(self, callback: Callback | None = None) -> None:
-        self.event = None if callback else threading.Event()
+    def __init__(self, conn: "NodeConnection | None" = None,
+                 callback: Callback | None = None) -> None:
+        self.conn = conn
+        self.done = False
         self.head: dict | None = None
         self.payload: Any = b""
         self.error: errors.ClusterError | None = None
         self.callback = callback
 
     def resolve(self, head: dict | None, payload: Any, error: errors.ClusterError | None) -> None:
-        if self.callback is not None:
-            self.callback(head, payload, error)
-            return
         self.head, self.payload, self.error = head, payload, error
-        self.event.set()
+        self.done = True
+        if self.callback is not None:
+            _run_callback(self.callback, head, payload, error)
 
     def wait(self, timeout: float | None) -> bool:
-        return self.event.wait(timeout)
+        """Wait until the reply (or the failure) is here; False after ``timeout`` seconds."""
+        if self.done:
+            return True
+        if self.conn is None:
+            return False
+        return self.conn._wait(self, timeout)
+
+
+def _run_callback(callback: Callback, head, payload, error) -> None:
+    try:
+        callback(head, payload, error)
+    except Exception as exc:  # noqa: BLE001 - a callback's bug must not break the connection
+        sys.unraisablehook(_Unraisable(exc, callback))
+
+
+class _Unraisable:
+    """What ``sys.unraisablehook`` expects to be told about a failed callback."""
+
+    def __init__(self, exc: BaseException, callback: Callback) -> None:
+        self.exc_type, self.exc_value, self.exc_traceback = type(exc), exc, exc.__traceback__
+        self.err_msg = "Exception in a clusterctl reply callback"
+        self.object = callback
 
 
 class NodeConnection:
@@ -63,12 +102,21 @@ class NodeConnection:
         self.on_close = on_close
         self._ids = itertools.count(1)
         self._pending: dict[int, Pending] = {}
-        self._lock = threading.Lock()  # guards _pending and the closed state
+        # guards _pending, the reading role, the counters and the lost/closed state; the
+        # condition (over the same lock) is where threads wait for a reply or the role
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._send_lock = threading.Lock()
-        self._reader: threading.Thread | None = None
+        self._reading = False  # a thread holds the reading role
+        self._followers = 0  # threads waiting for their reply while another one reads
+        self._callbacks = 0  # requests in flight whose reply goes to a callback
+        self._stream_closed = False
+        self._decoder = wire.FrameDecoder(max_payload)
+        self._poller = None
+        self._keeper: threading.Thread | None = None
         self.closed = False
         self.lost: errors.ClusterError | None = None
-        self.last_rx = time.monotonic()
+        self.last_rx = self._last_tx = time.monotonic()
         self.rtt: float | None = None
         self.clock_offset: float | None = None
 
@@ -115,25 +163,38 @@ class NodeConnection:
             raise errors.HandshakeError(self.node, "the node could not prove it holds our cookie")
 
     def start(self) -> None:
-        """Begin routing replies and sending heartbeats."""
-        self.stream.settimeout(self.heartbeat_interval)
-        self.last_rx = time.monotonic()
-        self._reader = threading.Thread(target=self._read_loop, name=f"clusterctl-{self.node}",
+        """Begin routing replies and keeping the heartbeat."""
+        self._poller = _poller_for(self.stream)
+        if self._poller is not None:
+            self.stream.settimeout(None)
+        self.last_rx = self._last_tx = time.monotonic()
+        self._keeper = threading.Thread(target=self._keep, name=f"clusterctl-{self.node}",
                                         daemon=True)
-        self._reader.start()
+        self._keeper.start()
 
     # -- requests -------------------------------------------------------------------------
 
     def request(self, head: dict, payload: bytes = b"", callback: Callback | None = None) -> Pending:
-        """Send a request; its reply resolves the returned Pending."""
-        pending = Pending(callback)
+        """Send a request; its reply resolves the returned Pending.
+
+        A payload over the frame limit raises ``SerializationError`` here, before anything
+        is sent: the node would only close the connection on seeing its header.
+        """
+        if len(payload) > self.max_payload:
+            raise errors.SerializationError(
+                f"{self.node}: the pickled request is {len(payload)} bytes, over the frame limit "
+                f"of {self.max_payload} bytes",
+                hint="send large data in pieces, or let the node read it from shared storage")
+        pending = Pending(self, callback)
         with self._lock:
-            if self.lost is not None:
-                error = self.lost
-            else:
-                error = None
+            error = self.lost
+            if error is None:
                 head["id"] = request_id = next(self._ids)
                 self._pending[request_id] = pending
+                if callback is not None:
+                    self._callbacks += 1
+                    if not self._reading:
+                        self._cond.notify_all()  # the connection's thread reads for callbacks
         if error is not None:
             pending.resolve(None, b"", error)
             return pending
@@ -149,6 +210,7 @@ class NodeConnection:
                 else:
                     self.stream.sendall(prefix)
                     self.stream.sendall(payload)
+                self._last_tx = time.monotonic()
         except (OSError, EOFError, socket.timeout) as exc:
             self._fail(errors.NodeLost(self.node, f"connection broke while sending ({_why(exc)})"))
 
@@ -159,14 +221,18 @@ class NodeConnection:
 
     def forget(self, request_id: int) -> None:
         with self._lock:
-            self._pending.pop(request_id, None)
+            pending = self._pending.pop(request_id, None)
+            if pending is not None and pending.callback is not None:
+                self._callbacks -= 1
 
     def ping(self, timeout: float) -> dict:
         """A round trip; records the round-trip time and the node's clock offset."""
         sent = time.time()
         t0 = time.perf_counter()
-        pending = self.request({"op": "ping", "t": sent})
+        head = {"op": "ping", "t": sent}
+        pending = self.request(head)
         if not pending.wait(timeout):
+            self.forget(head.get("id", 0))
             raise errors.CallTimeout(self.node, f"no answer to a ping within {timeout:g} s")
         if pending.error is not None:
             raise pending.error
@@ -175,50 +241,181 @@ class NodeConnection:
         self.clock_offset = pending.head.get("time", received) - (sent + received) / 2
         return pending.head
 
-    # -- the reader thread ----------------------------------------------------------------
+    # -- reading --------------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        decoder = wire.FrameDecoder(self.max_payload)
-        stream = self.stream
-        last_ping = 0.0
+    def _wait(self, pending: Pending, timeout: float | None) -> bool:
+        """Wait for ``pending``: read the stream while nobody else does, else sleep."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._cond
+        while True:
+            with self._lock:
+                while not pending.done:
+                    if not self._reading:
+                        self._reading = True
+                        break
+                    remaining = None
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                    self._followers += 1
+                    try:
+                        cond.wait(remaining)
+                    finally:
+                        self._followers -= 1
+                else:
+                    return True
+            try:
+                self._read_until(pending, deadline)
+            finally:
+                self._release()
+            if pending.done:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _release(self) -> None:
+        """Give up the reading role; wake whoever needs it."""
+        with self._lock:
+            self._reading = False
+            if self.lost is not None:
+                self._close_stream_locked()
+            if self._followers or self._callbacks or self.lost is not None:
+                self._cond.notify_all()
+
+    def _read_until(self, pending: Pending, deadline: float | None) -> None:
+        """Holding the reading role: read and route until ``pending`` is resolved, the
+        deadline passes or the connection is lost."""
+        interval = self.heartbeat_interval
+        while self.lost is None and not pending.done:
+            wait = interval
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+            if not self._receive(wait):
+                self._check_heartbeat(time.monotonic())
+
+    def _receive(self, wait: float | None) -> bool:
+        """One read of whatever has arrived (waiting up to ``wait`` seconds), routed.
+        False if nothing came; a broken connection is failed here."""
+        chunk = None
         try:
-            while True:
-                try:
-                    chunk = stream.recv(65536)
-                except socket.timeout:
-                    chunk = None
-                now = time.monotonic()
-                if chunk is None:
-                    if now - self.last_rx > self.heartbeat_timeout:
-                        raise errors.NodeLost(self.node, "no heartbeat for %.1f s: the host may be "
-                                              "down or the network cut" % (now - self.last_rx))
-                    if now - last_ping >= self.heartbeat_interval:
-                        last_ping = now
-                        self.send({"op": "ping", "t": time.time(), "id": 0})
-                    continue
-                if not chunk:
-                    raise errors.NodeLost(self.node, "the node closed the connection")
-                self.last_rx = now
-                for head, payload, _raw in decoder.feed(chunk):
-                    self._route(head, payload)
-                if now - last_ping >= self.heartbeat_interval and self._pending:
-                    last_ping = now  # keep the node's heartbeat fed while we are busy receiving
-                    self.send({"op": "ping", "t": time.time(), "id": 0})
+            poller = self._poller
+            if poller is not None:
+                if not poller.poll(None if wait is None else wait * 1000.0):
+                    return False
+            else:
+                self.stream.settimeout(wait)
+            decoder = self._decoder
+            try:
+                chunk = self.stream.recv(RECV_SIZE if decoder.idle()
+                                         else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
+            except (socket.timeout, BlockingIOError):
+                return False
+            if not chunk:
+                raise errors.NodeLost(self.node, "the node closed the connection")
+            self.last_rx = time.monotonic()
+            self._route(decoder.feed(chunk))
+            return True
         except errors.ClusterError as exc:
             self._fail(exc)
         except wire.FrameError as exc:
             self._fail(errors.ProtocolError(self.node, f"garbage from the node: {exc}"))
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, ValueError) as exc:  # ValueError: the stream was closed
             self._fail(errors.NodeLost(self.node, f"connection broke ({_why(exc)})"))
+        except BaseException:
+            if chunk is not None:  # interrupted between reading and routing: bytes are lost
+                self._fail(errors.Cancelled("interrupted while reading from the node"))
+            raise
+        return True
 
-    def _route(self, head: dict, payload) -> None:
-        request_id = head.get("id")
-        if not request_id:
-            return  # a heartbeat pong
-        with self._lock:
-            pending = self._pending.pop(request_id, None)
-        if pending is not None:
+    def _route(self, messages) -> None:
+        lock = self._lock
+        for head, payload, _raw in messages:
+            request_id = head.get("id")
+            if not request_id:
+                continue  # a heartbeat pong
+            with lock:
+                pending = self._pending.pop(request_id, None)
+                if pending is None:
+                    continue  # forgotten, or failed already
+                if pending.callback is None:
+                    pending.head, pending.payload = head, payload
+                    pending.done = True
+                    if self._followers:
+                        self._cond.notify_all()
+                    continue
+                self._callbacks -= 1
             pending.resolve(head, payload, None)
+
+    def _check_heartbeat(self, now: float) -> None:
+        silent = now - self.last_rx
+        if silent > self.heartbeat_timeout and self.lost is None:
+            self._fail(errors.NodeLost(self.node, "no heartbeat for %.1f s: the host may be "
+                                       "down or the network cut" % silent))
+
+    # -- the connection's own thread ------------------------------------------------------
+
+    def _keep(self) -> None:
+        """Read for callbacks when nobody else reads; keep the heartbeat both ways."""
+        interval = self.heartbeat_interval
+        cond = self._cond
+        next_tick = time.monotonic() + interval
+        while True:
+            with self._lock:
+                while True:
+                    if self.lost is not None:
+                        return
+                    if self._callbacks and not self._reading:
+                        self._reading = True
+                        serve = True
+                        break
+                    now = time.monotonic()
+                    if now >= next_tick:
+                        serve = False
+                        break
+                    cond.wait(next_tick - now)
+            if serve:  # read until no reply is owed to a callback, ticking on the way
+                try:
+                    while self.lost is None and self._callbacks:
+                        self._receive(max(0.0, next_tick - time.monotonic()))
+                        now = time.monotonic()
+                        if now >= next_tick:
+                            next_tick = now + interval
+                            self._ping_if_quiet(now)
+                            self._check_heartbeat(now)
+                finally:
+                    self._release()
+                continue
+            next_tick = now + interval
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        """Every heartbeat interval: a ping if we sent nothing lately; take in what came
+        while nobody was reading; check that the node is still heard from."""
+        self._ping_if_quiet(now)
+        with self._lock:
+            take = not self._reading and self.lost is None
+            if take:
+                self._reading = True
+        if take:
+            try:
+                while self.lost is None and self._receive(0):
+                    pass
+            finally:
+                self._release()
+        self._check_heartbeat(time.monotonic())
+
+    def _ping_if_quiet(self, now: float) -> None:
+        """The node hears from us at least every interval, or it cancels our work."""
+        if now - self._last_tx < self.heartbeat_interval or self.lost is not None:
+            return
+        if self._send_lock.acquire(blocking=False):
+            self._send_lock.release()  # (a send in progress feeds the node's heartbeat anyway)
+            self.send({"op": "ping", "t": time.time(), "id": 0})
+
+    # -- failing and closing --------------------------------------------------------------
 
     def _fail(self, error: errors.ClusterError) -> None:
         with self._lock:
@@ -226,23 +423,45 @@ class NodeConnection:
                 return
             self.lost = error
             pending, self._pending = self._pending, {}
+            self._callbacks = 0
+            for p in pending.values():
+                if p.callback is None:
+                    p.head, p.payload, p.error = None, b"", error
+                    p.done = True
+            self._shutdown_stream()
+            # a socket's fd must not be closed under a reader's poll (the number could be
+            # reused); the reader closes it on its way out. Other streams (an SSH channel)
+            # poll a descriptor of their own that closing wakes, and are closed at once.
+            if not self._reading or not isinstance(self.stream, socket.socket):
+                self._close_stream_locked()
+            self._cond.notify_all()
         for p in pending.values():
-            p.resolve(None, b"", error)
-        self._close_stream()
+            if p.callback is not None:
+                p.resolve(None, b"", error)
         if self.on_close is not None:
             self.on_close()
 
-    # -- closing --------------------------------------------------------------------------
-
-    def _close_stream(self) -> None:
-        try:  # shutdown wakes a reader blocked in recv; close alone would not
+    def _shutdown_stream(self) -> None:
+        try:  # shutdown wakes a reader waiting on the stream; close alone would not
             self.stream.shutdown(socket.SHUT_RDWR)
         except Exception:  # noqa: BLE001
             pass
+
+    def _close_stream_locked(self) -> None:
+        """Close the stream, once."""
+        if self._stream_closed:
+            return
+        self._stream_closed = True
         try:
             self.stream.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+    def _close_stream(self) -> None:
+        """Close a stream that was never started (a failed handshake)."""
+        self._shutdown_stream()
+        with self._lock:
+            self._close_stream_locked()
 
     def close(self) -> None:
         """Close the connection; requests still waiting fail as cancelled."""
@@ -250,9 +469,22 @@ class NodeConnection:
             return
         self.closed = True
         self._fail(errors.Cancelled("connection closed by the controller"))
-        reader = self._reader
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(timeout=5)
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout=5)
+
+
+def _poller_for(stream):
+    """A poll object watching ``stream`` for input, or None if it has no usable fileno."""
+    try:
+        fd = stream.fileno()
+    except Exception:  # noqa: BLE001 - not every stream has one
+        return None
+    if not isinstance(fd, int) or fd < 0:
+        return None
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return poller
 
 
 def decode_result(node: str, head: dict | None, payload, error: errors.ClusterError | None):

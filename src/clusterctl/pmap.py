@@ -30,8 +30,14 @@ How it works (the scheduler runs in the caller's thread, inside the iterator):
   reported as poison. A lost node (connection closed, or no heartbeat within the
   cluster's ``heartbeat_timeout``) has its chunks requeued on the other nodes. A node
   that cannot load the function is left out, with its error kept for the report.
+- **The end.** Once the input is all out, a chunk overdue on its node (stuck, or queued
+  behind a long item) is started again on an idle slot; the first answer wins and the
+  other attempt is cancelled (``speculate=False`` turns this off).
 - **Cancellation.** Leaving the iterator early (break, an error, Ctrl-C) cancels
-  everything still in flight; the nodes kill the workers running it.
+  everything still in flight and waits (briefly) until the nodes confirm that the
+  workers running it are gone.
+- **Nodes join as they come.** Each node is connected and pinged in its own thread and
+  gets work as soon as it answers, so a slow or unreachable host delays no other.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ MAX_INFLIGHT_BYTES = 256 << 20  # pickled items in flight over all nodes (one ch
 MAX_BUFFERED_BYTES = 256 << 20  # finished results held back to keep the input order
 MIN_DEPTH, MAX_DEPTH = 2, 16  # chunks in flight per slot
 WAIT_SECONDS = 0.5
+JOIN_GRACE_SECONDS = 3.0  # at the end, how long to wait for nodes still being connected
+CANCEL_WAIT_SECONDS = 3.0  # when leaving early, how long to wait for nodes to confirm cancels
+SPECULATE_AFTER = 0.05  # a chunk is overdue this long past twice its expected time
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None), complex))
 _PENDING = object()  # a result slot not filled yet
 _FAILED = object()  # a result slot whose item failed (the error is in Block.errors)
@@ -198,6 +207,7 @@ class PmapStats:
     retries: int = 0
     requeued: int = 0
     duplicates: int = 0  # late answers for items already done, dropped
+    speculated: int = 0  # items started again at the end, on an idle slot, to end sooner
     started: float | None = None
     finished: float | None = None
     nodes: dict[str, NodeStats] = field(default_factory=dict)
@@ -248,7 +258,7 @@ class _Chunk:
     """One attempt at part of a block on one node; dead once answered or abandoned."""
 
     __slots__ = ("block", "offset", "n", "payload", "tries", "strikes", "avoid", "node",
-                 "rid", "sent", "live", "last_crash")
+                 "rid", "sent", "live", "last_crash", "twin")
 
     def __init__(self, block: _Block, offset: int, n: int, payload: bytes, *, tries: int = 0,
                  strikes: int = 0, avoid: frozenset = frozenset(), last_crash=None) -> None:
@@ -264,10 +274,15 @@ class _Chunk:
         self.sent = 0.0
         self.live = False
         self.last_crash = last_crash
+        self.twin: _Chunk | None = None  # a backup attempt of the same items, at the end
 
     @property
     def index(self) -> int:
         return self.block.start + self.offset
+
+    def covered(self) -> bool:
+        """Its twin is still running, so this attempt's failure loses nothing."""
+        return self.twin is not None and self.twin.live
 
     def again(self, offset: int | None = None, n: int | None = None, payload: bytes | None = None,
               **changes) -> "_Chunk":
@@ -309,7 +324,7 @@ class PMap:
                  retry_on: tuple[type[BaseException], ...] | None = None,
                  on_error: str = "raise", limit: int | None = None,
                  poison_after: int = DEFAULT_POISON_AFTER, nodes: Iterable[str] | None = None,
-                 total: int | None = None) -> None:
+                 speculate: bool = True, total: int | None = None) -> None:
         from .cluster import dumps
 
         if not callable(fn):
@@ -331,6 +346,7 @@ class PMap:
         self.retry_on = retry_on
         self.on_error = on_error
         self.poison_after = poison_after
+        self.speculate = speculate
         self.names = cluster._names(nodes) if nodes is not None else list(cluster.nodes)
         if not self.names:
             raise errors.UsageError("pmap was given no nodes to run on")
@@ -350,6 +366,8 @@ class PMap:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._nodes: dict[str, _Node] = {}
         self._connecting = 0
+        self._connectors: list[threading.Thread] = []
+        self._cancelling: set[int] = set()  # chunks cancelled at the end, not confirmed yet
         self._join_errors: dict[str, errors.ClusterError] = {}
         self._load_errors: list[errors.ClusterError] = []
         self._retry: deque[_Chunk] = deque()
@@ -364,6 +382,7 @@ class PMap:
         self._item_bytes: float | None = None
         self._result_bytes: float | None = None
         self._max_n = 0
+        self._ahead = 8  # ordered: blocks read but not handed out, at most (4 windows' worth)
         self._stop_index: int | None = None
         self._stop_error: ItemError | None = None
         self._started = False
@@ -371,14 +390,18 @@ class PMap:
 
     # -- what the caller iterates ------------------------------------------------------------
 
-    def values(self) -> Iterator[Any]:
-        """The results (in input order unless ``ordered=False``), failed items per ``on_error``."""
+    def values(self, *, indexed: bool = False) -> Iterator[Any]:
+        """The results (in input order unless ``ordered=False``), failed items per
+        ``on_error``; with ``indexed``, ``(index, result)`` pairs."""
         raise_mode = self.on_error == "raise"
         blocks = self._blocks()
         try:
             for block in blocks:
                 if not block.errors:
-                    yield from block.values
+                    if indexed:
+                        yield from zip(itertools.count(block.start), block.values)
+                    else:
+                        yield from block.values
                     continue
                 found = block.errors
                 for j, value in enumerate(block.values):
@@ -386,7 +409,7 @@ class PMap:
                         if raise_mode:
                             raise found[j]
                     elif value is not _PENDING:
-                        yield value
+                        yield (block.start + j, value) if indexed else value
         finally:
             blocks.close()
         if self.on_error == "collect" and self.failures:
@@ -428,6 +451,7 @@ class PMap:
                     self._drain(None)
                     continue
                 if self._finished():
+                    self._settle_connects()
                     return
                 self._check_alive()
                 self._drain(WAIT_SECONDS)
@@ -460,20 +484,24 @@ class PMap:
 
     def _drain(self, timeout: float | None) -> None:
         """Handle what the nodes sent; wait up to ``timeout`` for the first (None: no wait)."""
-        events = self._events
-        try:
-            event = events.get(timeout=timeout) if timeout else events.get_nowait()
-        except queue.Empty:
-            return
+        events = self._events  # this thread is its only reader: not empty stays not empty
+        if timeout is None:
+            if events.empty():
+                return
+            event = events.get_nowait()
+        else:
+            try:
+                event = events.get(timeout=timeout)
+            except queue.Empty:
+                return
         while True:
             if event[0] is _JOIN:
                 self._joined(event[1], event[2], event[3])
             else:
                 self._answer(*event)
-            try:
-                event = events.get_nowait()
-            except queue.Empty:
+            if events.empty():
                 return
+            event = events.get_nowait()
 
     def _check_alive(self) -> None:
         """Raise if no node is left (or coming) to do the work that remains."""
@@ -498,26 +526,23 @@ class PMap:
     # -- nodes joining ---------------------------------------------------------------------
 
     def _connect_all(self) -> None:
-        """Connect to every node in the background; each starts work as soon as it joins."""
+        """Connect to (and ping) every node in the background; each node starts work as
+        soon as it joins, so a slow or unreachable host holds up no other."""
         for name in self.names:
-            conn = self._existing(name)
-            if conn is not None and conn.rtt is not None:
-                self._add_node(name, conn)
-                continue
             self._connecting += 1
-            threading.Thread(target=self._connect_one, args=(name,), daemon=True,
-                             name=f"clusterctl-pmap-connect-{name}").start()
-
-    def _existing(self, name: str):
-        slot = self.cluster._slots.get(name)
-        conn = getattr(slot, "conn", None)
-        return conn if conn is not None and conn.lost is None else None
+            thread = threading.Thread(target=self._connect_one, args=(name,), daemon=True,
+                                      name=f"clusterctl-pmap-connect-{name}")
+            thread.start()
+            self._connectors.append(thread)
 
     def _connect_one(self, name: str) -> None:
         try:
             conn, error = self.cluster.connect(name), None
-            if conn.rtt is None:
+            try:
                 conn.ping(self.cluster.connect_timeout)  # the round trip sizes its window
+            except errors.NodeLost:  # a connection left from before, to a node since gone
+                conn = self.cluster.connect(name)
+                conn.ping(self.cluster.connect_timeout)
         except errors.ClusterError as exc:
             conn, error = None, exc
         except Exception as exc:  # noqa: BLE001 - reported as this node's failure
@@ -528,7 +553,10 @@ class PMap:
         """A connector thread finished: the node joins the run, or is reported as failed."""
         self._connecting -= 1
         if error is None and conn is not None:
-            self._add_node(name, conn)
+            if self._closing:
+                self.stats.nodes[name].state = "running"
+            else:
+                self._add_node(name, conn)
             return
         self._join_errors[name] = error
         stats = self.stats.nodes[name]
@@ -541,6 +569,7 @@ class PMap:
         node.stats.slots = node.slots
         node.stats.state = "running"
         node.stats.joined = time.monotonic()
+        self._size_window(node)
         conn.send({"op": "defn", "key": self._fk}, self._fn_bytes)
         if conn.lost is not None:
             self._lose(node, conn.lost)
@@ -554,8 +583,58 @@ class PMap:
                 return
             chunk = self._next_chunk(node)
             if chunk is None:
+                if self._retry:
+                    self._place_retries()
+                elif self._input_done and self.speculate:
+                    self._speculate()
                 return
             self._send(node, chunk)
+
+    def _speculate(self) -> None:
+        """The input is all out and slots are idle: start overdue chunks again there.
+
+        The first answer wins; the other attempt is cancelled (its worker is killed if it
+        is running). So a slow or stuck node cannot hold up the end of the map; the
+        price is that the function may run twice for those items.
+        """
+        idle = [n for n in self._nodes.values() if n.running and len(n.inflight) < n.slots]
+        if not idle:
+            return
+        now = time.monotonic()
+        overdue = []
+        for node in self._nodes.values():
+            per_item = node.item_time if node.item_time is not None else self._item_time
+            if per_item is None or not node.inflight:
+                continue
+            rtt = node.conn.rtt or 0.0
+            # a chunk waits behind those sent to the node before it: by its rank, it is
+            # expected back after that many rounds of the node's slots
+            ranked = sorted(node.inflight.values(), key=lambda c: c.sent)
+            for rank, chunk in enumerate(ranked):
+                expected = (rank // node.slots + 1) * chunk.n * per_item + rtt
+                if chunk.twin is None and now - chunk.sent > 2 * expected + SPECULATE_AFTER:
+                    overdue.append(chunk)
+        overdue.sort(key=lambda c: c.sent)
+        for chunk in overdue:
+            while idle and len(idle[0].inflight) >= idle[0].slots:
+                idle.pop(0)
+            if not idle:
+                return
+            target = idle[0]
+            twin = chunk.again()
+            twin.twin, chunk.twin = chunk, twin
+            self.stats.speculated += chunk.n
+            self._send(target, twin)
+
+    def _place_retries(self) -> None:
+        """Retries that avoid the node with the most room go to others that have room."""
+        for chunk in list(self._retry):
+            for node in self._nodes.values():
+                if node.running and len(node.inflight) < node.window and (
+                        node.name not in chunk.avoid or self._only_avoided(chunk)):
+                    self._retry.remove(chunk)
+                    self._send(node, chunk)
+                    break
 
     def _free_node(self) -> _Node | None:
         best, room = None, 0.0
@@ -577,13 +656,14 @@ class PMap:
             return None
         if node.inflight and self._inflight_bytes >= MAX_INFLIGHT_BYTES:
             return None
-        if self.ordered and (self._buffered_bytes >= MAX_BUFFERED_BYTES
-                             or len(self._open) >= self._max_ahead()):
+        if self.ordered and (len(self._open) >= self._ahead
+                             or self._buffered_bytes >= MAX_BUFFERED_BYTES):
             return None
         n = self._chunk_items(node)
         items = list(itertools.islice(self._input, n))
         if len(items) < n:
             self._input_done = True
+            self.stats.total = self._next_index + len(items)  # now it is known
             if not items:
                 return None
         block = _Block(self._next_index, len(items))
@@ -599,9 +679,6 @@ class PMap:
 
     def _only_avoided(self, chunk: _Chunk) -> bool:
         return all(n.name in chunk.avoid for n in self._nodes.values() if n.running)
-
-    def _max_ahead(self) -> int:
-        return 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
 
     def _chunk_items(self, node: _Node) -> int:
         if self.chunksize:
@@ -653,8 +730,17 @@ class PMap:
         self._inflight_bytes += len(chunk.payload)
         head = {"op": "map", "fk": self._fk}
         put = self._events.put
-        node.conn.request(head, chunk.payload,
-                          callback=lambda h, p, e, chunk=chunk: put((chunk, h, p, e)))
+        try:
+            node.conn.request(head, chunk.payload,
+                              callback=lambda h, p, e, chunk=chunk: put((chunk, h, p, e)))
+        except errors.SerializationError as exc:  # over the frame limit: nothing was sent
+            self._take_back(chunk)
+            if chunk.n == 1:
+                raise errors.SerializationError(
+                    f"input item {chunk.index} is too large to send: {exc.message}",
+                    hint=exc.hint) from None
+            self._requeue_split(chunk, node)
+            return
         chunk.rid = head.get("id")
 
     def _take_back(self, chunk: _Chunk) -> None:
@@ -667,17 +753,22 @@ class PMap:
     # -- answers -------------------------------------------------------------------------
 
     def _answer(self, chunk: _Chunk, head: dict | None, payload, error) -> None:
-        if not chunk.live:
-            return  # fenced: cancelled, or taken back when its node was lost
+        if not chunk.live:  # fenced: cancelled, or taken back when its node was lost
+            if self._cancelling:
+                self._cancelling.discard(id(chunk))
+            return
         self._take_back(chunk)
         node = chunk.node
         if error is not None:
             self._lose(node, error)
-            self._requeue(chunk, node, lost=True)
+            if not chunk.covered():
+                self._requeue(chunk, node, lost=True)
             return
         if not head.get("ok"):
             self._chunk_failed(node, chunk, head, payload)
             return
+        if chunk.covered():  # this attempt won: the other is not needed any more
+            self._cancel(chunk.twin)
         now = time.monotonic()
         spent = head.get("t")
         if not isinstance(spent, (int, float)):
@@ -737,20 +828,39 @@ class PMap:
             self._complete.append(block)
 
     def _learn(self, node: _Node, chunk: _Chunk, spent: float, nbytes: int) -> None:
-        per_item = spent / chunk.n
-        node.item_time = per_item if node.item_time is None else 0.6 * node.item_time + 0.4 * per_item
-        self._item_time = per_item if self._item_time is None else 0.8 * self._item_time + 0.2 * per_item
-        per_result = nbytes / chunk.n
-        self._result_bytes = (per_result if self._result_bytes is None
-                              else 0.7 * self._result_bytes + 0.3 * per_result)
-        node.max_n = max(node.max_n, chunk.n)
-        self._max_n = max(self._max_n, chunk.n)
-        # enough chunks in flight that the next one is there when a worker is free,
-        # also while answers and new chunks travel (the node's round trip)
+        n = chunk.n
+        per_item = spent / n
+        if node.item_time is None:
+            node.item_time = per_item
+        else:
+            node.item_time = 0.6 * node.item_time + 0.4 * per_item
+        if self._item_time is None:
+            self._item_time = per_item
+        else:
+            self._item_time = 0.8 * self._item_time + 0.2 * per_item
+        per_result = nbytes / n
+        if self._result_bytes is None:
+            self._result_bytes = per_result
+        else:
+            self._result_bytes = 0.7 * self._result_bytes + 0.3 * per_result
+        if n > node.max_n:
+            node.max_n = n
+            if n > self._max_n:
+                self._max_n = n
+        elif node.stats.chunks & 7:
+            return  # the window is revised every 8 answers, or when chunks grow
+        self._size_window(node)
+
+    def _size_window(self, node: _Node) -> None:
+        """Enough chunks in flight that the next is there when a worker is free, also
+        while answers and new chunks travel (the node's round trip)."""
         latency = node.conn.rtt or 0.0
-        chunk_time = max(self._target_items(node) * node.item_time, 1e-6)
-        depth = MIN_DEPTH + math.ceil(latency / chunk_time)
-        node.window = node.slots * max(MIN_DEPTH, min(MAX_DEPTH, depth))
+        per_item = node.item_time if node.item_time is not None else self._item_time
+        if per_item is not None:
+            chunk_time = max(self._target_items(node) * per_item, 1e-6)
+            depth = MIN_DEPTH + math.ceil(latency / chunk_time)
+            node.window = node.slots * max(MIN_DEPTH, min(MAX_DEPTH, depth))
+        self._ahead = 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
 
     # -- failures ----------------------------------------------------------------------------
 
@@ -825,14 +935,17 @@ class PMap:
         kind = info.get("kind")
         if kind == "crashed":
             node.stats.crashes += 1
-            self._crashed(node, chunk, info)
+            if not chunk.covered():
+                self._crashed(node, chunk, info)
         elif kind == "cancelled":  # not by us (we forget what we cancel): do it again
-            self._requeue(chunk, node)
+            if not chunk.covered():
+                self._requeue(chunk, node)
         else:  # the function or the items cannot be loaded there: leave the node out
             error = remote_error(info, payload, node.name)
             self._load_errors.append(error)
             self._retire(node, "failed", error.one_line())
-            self._requeue(chunk, node)
+            if not chunk.covered():
+                self._requeue(chunk, node)
 
     def _crashed(self, node: _Node, chunk: _Chunk, info: dict) -> None:
         crash = (node.name, info.get("message", "the worker crashed"))
@@ -903,31 +1016,66 @@ class PMap:
         node.stats.state = state
         node.stats.reason = reason
         node.stats.left = time.monotonic()
+        self._ahead = 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
         for chunk in list(node.inflight.values()):
             self._take_back(chunk)
-            self._requeue(chunk, node, lost=state == "lost")
+            if not chunk.covered():
+                self._requeue(chunk, node, lost=state == "lost")
 
     # -- the end -------------------------------------------------------------------------
 
-    def _cancel(self, chunk: _Chunk) -> None:
+    def _cancel(self, chunk: _Chunk, wait: bool = False) -> None:
+        """Cancel a chunk on its node. With ``wait``, its answer (the node's confirmation,
+        sent once the worker running it is gone) is awaited by ``_shutdown``."""
         self._take_back(chunk)
         conn = chunk.node.conn
-        if chunk.rid is not None:
+        if chunk.rid is None:
+            return
+        if wait and conn.lost is None:
+            self._cancelling.add(id(chunk))
+        else:
             conn.forget(chunk.rid)
-            conn.cancel(chunk.rid)
+        conn.cancel(chunk.rid)
+
+    def _settle_connects(self) -> None:
+        """The work is done before every node joined: give the nodes being started a moment
+        to finish starting, so none comes up after the caller moved on (e.g. to ``down``)."""
+        deadline = time.monotonic() + JOIN_GRACE_SECONDS
+        for thread in self._connectors:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if event[0] is _JOIN:  # joined too late to get work: report it as it is
+                name, conn, error = event[1], event[2], event[3]
+                self._connecting -= 1
+                stats = self.stats.nodes[name]
+                if error is None and conn is not None:
+                    stats.state, stats.slots = "running", max(1, int(conn.hello.get("slots") or 1))
+                else:
+                    stats.state, stats.reason = "failed", getattr(error, "reason", None) or str(error)
 
     def _shutdown(self) -> None:
-        """Cancel all work still in flight; the nodes kill the workers running it."""
+        """Cancel all work still in flight and wait (a little) until the nodes confirm it:
+        then no worker runs anything of this map any more."""
         self._closing = True
         for node in self._nodes.values():
             for chunk in list(node.inflight.values()):
                 try:
-                    self._cancel(chunk)
+                    self._cancel(chunk, wait=True)
                 except Exception:  # noqa: BLE001 - best effort: a broken connection cancels too
                     pass
         self._retry.clear()
         self._open.clear()
         self._complete.clear()
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while self._cancelling:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._drain(min(left, WAIT_SECONDS))
 
 
 # -- the API -------------------------------------------------------------------------------
@@ -936,7 +1084,7 @@ def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered:
          chunksize: int | None = None, retries: int = 0,
          retry_on: tuple[type[BaseException], ...] | None = None, on_error: str = "raise",
          limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
-         nodes: Iterable[str] | None = None) -> Iterator[Any]:
+         nodes: Iterable[str] | None = None, speculate: bool = True) -> Iterator[Any]:
     """Apply ``fn`` to every item of ``iterable`` over all nodes' slots; yield the results.
 
     - ``ordered``: results in input order (default), else as they finish.
@@ -951,13 +1099,17 @@ def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered:
     - ``poison_after``: an item that crashed its worker, or was running when its node
       was lost, this many times is failed as ``PoisonItem``.
     - ``nodes``: the node names to use (default: the whole world).
+    - ``speculate``: at the end, when slots are idle, start items that are overdue on
+      another node again there; the first result wins and the other run is cancelled.
+      Turn it off if running an item twice would be wrong (a lost node's items are
+      always run again, so the function should be idempotent anyway).
 
     The iterator does the work as it is consumed; leaving it early cancels the rest.
     Raises ``AllNodesLost`` if no node is left to finish the work.
     """
     run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
                retry_on=retry_on, on_error=on_error, limit=limit, poison_after=poison_after,
-               nodes=nodes)
+               nodes=nodes, speculate=speculate)
     return run.values()
 
 
@@ -965,9 +1117,10 @@ def pmap_results(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
                  ordered: bool = True, chunksize: int | None = None, retries: int = 0,
                  retry_on: tuple[type[BaseException], ...] | None = None,
                  limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
-                 nodes: Iterable[str] | None = None) -> Iterator[Outcome]:
+                 nodes: Iterable[str] | None = None, speculate: bool = True) -> Iterator[Outcome]:
     """Like ``pmap``, but yield one ``Outcome`` per item (``index``, ``value`` or ``error``),
     so a failed item never stops the others."""
     run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
-               retry_on=retry_on, limit=limit, poison_after=poison_after, nodes=nodes)
+               retry_on=retry_on, limit=limit, poison_after=poison_after, nodes=nodes,
+               speculate=speculate)
     return run.outcomes()

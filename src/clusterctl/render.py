@@ -2,6 +2,8 @@
 
 Kept apart from the CLI so it can be tested by rendering into a string, and so the
 API never prints. rich honours NO_COLOR, TERM=dumb and non-terminal output itself.
+Every cell is a ``Text``, never a markup string: host names like ``[fe80::1]`` and
+error messages must show as they are, not be read as rich markup.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def world_table(infos: Iterable[NodeInfo]) -> Table:
             status = Text("pong", style="green")
         else:
             status = Text(f"pang: {info.reason}", style="red")
-        table.add_row(info.name, info.host, status, info.python or "-",
-                      str(info.slots) if info.slots else "-", fmt_load(info.load), fmt_rtt(info.rtt))
+        table.add_row(Text(info.name), Text(info.host), status, Text(info.python or "-"),
+                      Text(str(info.slots) if info.slots else "-"), Text(fmt_load(info.load)),
+                      Text(fmt_rtt(info.rtt)))
     return table
 
 
@@ -117,9 +120,9 @@ def multicall_table(outcomes: dict[str, Any]) -> Table:
     table.add_column("result")
     for node, value in outcomes.items():
         if isinstance(value, errors.ClusterError):
-            table.add_row(node, Text("error: " + short_error(value), style="red"))
+            table.add_row(Text(node), Text("error: " + short_error(value), style="red"))
         else:
-            table.add_row(node, Text(value_text(value)))
+            table.add_row(Text(node), Text(value_text(value)))
     return table
 
 
@@ -129,9 +132,9 @@ def down_table(outcomes: dict[str, Any]) -> Table:
     table.add_column("result")
     for node, value in outcomes.items():
         if isinstance(value, errors.ClusterError):
-            table.add_row(node, Text("error: " + short_error(value), style="red"))
+            table.add_row(Text(node), Text("error: " + short_error(value), style="red"))
         else:
-            table.add_row(node, value)
+            table.add_row(Text(node), Text(value))
     return table
 
 

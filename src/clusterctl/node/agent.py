@@ -7,9 +7,12 @@ Why it is built this way:
 
 - **Reachable only by its user.** The socket lives in a 0700 directory owned by the
   user; SSH (or the local user) is the only way in. No network port is opened.
-- **One thread, one selector.** The node never runs user code itself; it routes
+- **One thread, one poller.** The node never runs user code itself; it routes
   frames between controller connections and workers without unpickling anything, so a
   single-threaded loop is both simple and fast, and forking workers from it is safe.
+  The loop is on the path of every call, so it is kept lean: epoll (poll where there
+  is none) on file descriptors directly, writes tried at once and queued only when the
+  socket is full, frames forwarded as they arrived, without copying or re-encoding.
 - **It survives its users.** A task that raises, a worker that segfaults, a client
   that sends garbage, a wrong cookie or an oversized frame: each is answered or logged
   and the node keeps serving.
@@ -30,7 +33,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import selectors
+import select
 import signal
 import socket
 import stat
@@ -47,6 +50,17 @@ HOUSEKEEPING_INTERVAL = 0.5
 DEFAULT_IDLE = 1800.0
 HANDSHAKE_TIMEOUT_ENV = "CLUSTERCTL_HANDSHAKE_TIMEOUT"
 SOCKET_PATH_MAX = 107
+RECV_SIZE = 1 << 16
+RECV_SIZE_MAX = 1 << 22  # one read while a large frame comes in
+SENDMSG_PARTS = 64
+SMALL_FRAME = 1 << 14
+
+if hasattr(select, "epoll"):  # Linux
+    new_poller, POLL_SECONDS = select.epoll, 1.0
+    READ, WRITE, BROKEN = select.EPOLLIN, select.EPOLLOUT, select.EPOLLHUP | select.EPOLLERR
+else:  # other POSIX systems: poll has the same interface, in milliseconds
+    new_poller, POLL_SECONDS = select.poll, 1000.0
+    READ, WRITE, BROKEN = select.POLLIN, select.POLLOUT, select.POLLHUP | select.POLLERR
 
 
 # -- where things live on a host -------------------------------------------------------
@@ -92,9 +106,10 @@ def log(message: str) -> None:
 # -- endpoints ---------------------------------------------------------------------------
 
 class Endpoint:
-    """A non-blocking socket with an output queue, registered with the selector."""
+    """A non-blocking socket with an output queue, registered with the poller."""
 
     __slots__ = ("sock", "fd", "out", "writing", "closed")
+    is_worker = False
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -126,6 +141,7 @@ class WorkerSlot(Endpoint):
     """The node's end of one worker process."""
 
     __slots__ = ("pid", "inbox", "assigned", "functions", "index")
+    is_worker = True
 
     def __init__(self, sock: socket.socket, pid: int, index: int) -> None:
         super().__init__(sock)
@@ -169,7 +185,8 @@ class Node:
         self.sock_path = sock_path
         self.sock_ino = os.stat(sock_path).st_ino
         self.pid = os.getpid()
-        self.selector = selectors.DefaultSelector()
+        self.poller = new_poller()
+        self.endpoints: dict[int, Endpoint] = {}  # fd -> connection or worker
         self.conns: dict[int, Conn] = {}
         self.workers: list[WorkerSlot] = []
         self.queue: deque = deque()
@@ -180,35 +197,57 @@ class Node:
         self.last_busy = time.monotonic()
         self.started = time.time()
         self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0}
+        self.cpus = os.cpu_count()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def serve(self) -> None:
         self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        listener_fd = self.listener.fileno()
+        self.poller.register(listener_fd, READ)
         for index in range(self.slots):
             self.workers.append(self.spawn_worker(index))
         log("node %s serving on %s with %d slots (version %s, code %s)"
             % (self.name, self.sock_path, self.slots, self.version, self.code_id))
-        next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        endpoints = self.endpoints
+        poll = self.poller.poll
+        timeout = HOUSEKEEPING_INTERVAL * POLL_SECONDS
+        monotonic = time.monotonic
+        next_housekeeping = monotonic() + HOUSEKEEPING_INTERVAL
         while not self.stopping:
-            for key, mask in self.selector.select(HOUSEKEEPING_INTERVAL):
-                ep = key.data
+            try:
+                events = poll(timeout)
+            except InterruptedError:
+                events = ()
+            for fd, mask in events:
+                ep = endpoints.get(fd)
                 if ep is None:
-                    self.accept()
+                    if fd == listener_fd:
+                        self.accept()
                     continue
-                if mask & selectors.EVENT_WRITE:
+                if mask & WRITE:
                     self.flush(ep)
-                if mask & selectors.EVENT_READ and not ep.closed:
-                    if isinstance(ep, WorkerSlot):
+                if mask & (READ | BROKEN) and not ep.closed:
+                    if ep.is_worker:
                         self.read_worker(ep)
                     else:
                         self.read_conn(ep)
-            now = time.monotonic()
+            now = monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL
                 self.housekeeping(now)
         self.shutdown()
+
+    def watch(self, ep: Endpoint) -> None:
+        self.endpoints[ep.fd] = ep
+        self.poller.register(ep.fd, READ)
+
+    def unwatch(self, ep: Endpoint) -> None:
+        if self.endpoints.pop(ep.fd, None) is not None:
+            try:
+                self.poller.unregister(ep.fd)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def housekeeping(self, now: float) -> None:
         for conn in list(self.conns.values()):
@@ -252,7 +291,7 @@ class Node:
         if pid == 0:  # the child: keep only its channel and stdio
             try:
                 ours.close()
-                self.selector.close()
+                self.poller.close()
                 self.listener.close()
                 for conn in self.conns.values():
                     conn.sock.close()
@@ -263,17 +302,14 @@ class Node:
         theirs.close()
         ours.setblocking(False)
         worker = WorkerSlot(ours, pid, index)
-        self.selector.register(ours, selectors.EVENT_READ, worker)
+        self.watch(worker)
         return worker
 
     def end_worker(self, worker: WorkerSlot) -> str:
         """Kill (if alive) and reap a worker; return how it ended."""
         if not worker.closed:
             worker.closed = True
-            try:
-                self.selector.unregister(worker.sock)
-            except (KeyError, ValueError):
-                pass
+            self.unwatch(worker)
             worker.sock.close()
         deadline = time.monotonic() + 0.2
         while True:
@@ -332,8 +368,14 @@ class Node:
         self.send(conn, wire.encode({"op": "result", "id": task.id, "ok": False, "error": error}))
 
     def read_worker(self, worker: WorkerSlot) -> None:
+        inbox = worker.inbox
+        header = CHANNEL.size
+        want = RECV_SIZE
+        if len(inbox) >= header:  # in the middle of a large result: take more at once
+            missing = header + CHANNEL.unpack_from(inbox)[1] - len(inbox)
+            want = max(want, min(missing, RECV_SIZE_MAX))
         try:
-            chunk = worker.sock.recv(65536)
+            chunk = worker.sock.recv(want)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -341,23 +383,36 @@ class Node:
         if not chunk:
             self.replace_worker(worker)
             return
-        inbox = worker.inbox
-        inbox += chunk
+        if inbox:
+            inbox += chunk
+            data = inbox
+        else:
+            data = chunk
+        view = memoryview(data)
+        size = len(data)
         pos = 0
-        header = CHANNEL.size
-        while len(inbox) - pos >= header:
-            seq, length = CHANNEL.unpack_from(inbox, pos)
+        results = []
+        while size - pos >= header:
+            seq, length = CHANNEL.unpack_from(data, pos)
             end = pos + header + length
-            if len(inbox) < end:
+            if size < end:
                 break
-            frame = bytes(inbox[pos + header:end])
+            # frames are forwarded as slices of what was read; the inbox is copied from
+            results.append((seq, view[pos + header:end] if data is chunk
+                            else bytes(view[pos + header:end])))
             pos = end
-            self.worker_result(worker, seq, frame)
-        if pos:
+        if data is inbox:
+            view.release()
             del inbox[:pos]
+        elif pos < size:
+            inbox += view[pos:]
+        for seq, frame in results:
+            if worker.closed:
+                break
+            self.worker_result(worker, seq, frame)
         self.dispatch()
 
-    def worker_result(self, worker: WorkerSlot, seq: int, frame: bytes) -> None:
+    def worker_result(self, worker: WorkerSlot, seq: int, frame) -> None:
         if not worker.assigned or worker.assigned[0].seq != seq:
             log("worker %d answered task %d out of order: replacing it" % (worker.index, seq))
             self.replace_worker(worker, "answered out of order")
@@ -369,7 +424,20 @@ class Node:
         if task.cancelled or conn.closed:
             return
         conn.tasks.pop(task.id, None)
+        if len(frame) > self.max_payload:
+            frame = self.check_result_size(task, frame)
         self.send(conn, frame)
+
+    def check_result_size(self, task: Task, frame):
+        """A result over the frame limit becomes an error: the controller would refuse it."""
+        head_len, payload_len = wire.check_header(frame[:wire.HEADER_SIZE], 1 << 62)
+        if payload_len <= self.max_payload:
+            return frame
+        self.stats["failed"] += 1
+        return wire.encode({"op": "result", "id": task.id, "ok": False, "error": {
+            "type": "ResultTooLarge", "traceback": "", "node": self.name, "kind": "result",
+            "message": "the pickled result is %d bytes, over the frame limit of %d bytes"
+                       % (payload_len, self.max_payload)}})
 
     def dispatch(self) -> None:
         """Hand queued tasks to workers: idle workers first, then one more ahead each."""
@@ -397,7 +465,11 @@ class Node:
             worker.functions.move_to_end(key)
         task.worker = worker
         worker.assigned.append(task)
-        self.send(worker, CHANNEL.pack(task.seq, len(task.frame)), task.frame)
+        frame = task.frame
+        if len(frame) < SMALL_FRAME:  # one buffer: cheaper than a gathered write
+            self.send(worker, CHANNEL.pack(task.seq, len(frame)) + frame)
+        else:
+            self.send(worker, CHANNEL.pack(task.seq, len(frame)), frame)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -414,7 +486,7 @@ class Node:
             self.conn_count += 1
             conn = Conn(sock, self.conn_count)
             self.conns[conn.fd] = conn
-            self.selector.register(sock, selectors.EVENT_READ, conn)
+            self.watch(conn)
             self.send(conn, wire.encode(self.hello(conn)))
 
     def hello(self, conn: Conn) -> dict:
@@ -425,7 +497,9 @@ class Node:
 
     def read_conn(self, conn: Conn) -> None:
         try:
-            chunk = conn.sock.recv(65536)
+            decoder = conn.decoder
+            chunk = conn.sock.recv(RECV_SIZE if decoder.idle()
+                                   else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -501,7 +575,7 @@ class Node:
             self.cancel(conn, head.get("id"))
         elif op == "stop":
             log("stop requested by %s" % conn.label)
-            self.send(conn, wire.encode({"op": "stopping", "pid": self.pid}))
+            self.send(conn, wire.encode({"op": "stopping", "id": head.get("id"), "pid": self.pid}))
             self.stopping = True
         else:
             self.send(conn, wire.encode({"op": "error", "id": head.get("id"),
@@ -513,10 +587,11 @@ class Node:
         except OSError:
             load = None
         running = sum(1 for w in self.workers if w.assigned)
-        return {"op": "pong", "id": head.get("id"), "time": time.time(), "load": load,
+        now = time.time()
+        return {"op": "pong", "id": head.get("id"), "time": now, "load": load,
                 "running": running, "queued": len(self.queue), "slots": self.slots,
-                "pid": self.pid, "uptime": time.time() - self.started, "stats": self.stats,
-                "cpus": os.cpu_count()}
+                "pid": self.pid, "uptime": now - self.started, "stats": self.stats,
+                "cpus": self.cpus}
 
     def cancel(self, conn: Conn, task_id) -> None:
         task = conn.tasks.pop(task_id, None)
@@ -545,10 +620,7 @@ class Node:
             log("%s closed: %s" % (conn.label, reason))
         conn.closed = True
         self.conns.pop(conn.fd, None)
-        try:
-            self.selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
+        self.unwatch(conn)
         conn.sock.close()
         # the connection's work goes with it
         for task in list(conn.tasks.values()):
@@ -564,26 +636,49 @@ class Node:
 
     # -- output --------------------------------------------------------------------------
 
-    def send(self, ep: Endpoint, *parts: bytes) -> None:
+    def send(self, ep: Endpoint, *parts) -> None:
+        """Write now what the socket takes; queue the rest until it is writable."""
         if ep.closed:
             return
-        ep.out.extend(parts)
-        if not ep.writing:
-            self.flush(ep)
+        out = ep.out
+        if out:  # older output is waiting: keep the order
+            out.extend(parts)
+            return
+        try:
+            if len(parts) == 1:
+                sent = ep.sock.send(parts[0])
+            else:
+                sent = ep.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.write_failed(ep, exc)
+            return
+        for part in parts:
+            size = len(part)
+            if sent >= size:
+                sent -= size
+            elif sent:
+                out.append(memoryview(part)[sent:])
+                sent = 0
+            else:
+                out.append(part)
+        if out:
+            self.want_write(ep, True)
 
     def flush(self, ep: Endpoint) -> None:
+        """The socket is writable: push out what is queued."""
         out = ep.out
         while out:
             try:
-                sent = ep.sock.sendmsg(list(out)[:64] if len(out) > 1 else [out[0]])
+                if len(out) == 1:
+                    sent = ep.sock.send(out[0])
+                else:
+                    sent = ep.sock.sendmsg([out[i] for i in range(min(len(out), SENDMSG_PARTS))])
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                out.clear()
-                if isinstance(ep, WorkerSlot):
-                    self.replace_worker(ep)
-                else:
-                    self.close_conn(ep, "write failed: %s" % exc)
+                self.write_failed(ep, exc)
                 return
             while sent:
                 first = out[0]
@@ -593,11 +688,19 @@ class Node:
                 else:
                     out[0] = memoryview(first)[sent:]
                     sent = 0
-        want = bool(out)
+        self.want_write(ep, bool(out))
+
+    def want_write(self, ep: Endpoint, want: bool) -> None:
         if want != ep.writing and not ep.closed:
             ep.writing = want
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
-            self.selector.modify(ep.sock, events, ep)
+            self.poller.modify(ep.fd, READ | WRITE if want else READ)
+
+    def write_failed(self, ep: Endpoint, exc: OSError) -> None:
+        ep.out.clear()
+        if ep.is_worker:
+            self.replace_worker(ep)
+        else:
+            self.close_conn(ep, "write failed: %s" % exc)
 
     def flush_blocking(self, ep: Endpoint, timeout: float = 1.0) -> None:
         """Push out what is queued (a refusal, a goodbye) before closing."""

@@ -42,23 +42,45 @@ class FrameError(Exception):
     """The byte stream is not a valid clusterctl frame (garbage, oversized, truncated)."""
 
 
+# one encoder and decoder for every head: json.dumps with options builds a new one per call
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
+
+
 def encode(head: dict, payload: bytes = b"") -> bytes:
     """One frame: the header, the JSON head and the payload (if any)."""
-    head_bytes = json.dumps(head, separators=(",", ":")).encode()
-    return HEADER.pack(MAGIC, KIND_MESSAGE, len(head_bytes), len(payload)) + head_bytes + payload
+    head_bytes = _encode_json(head).encode()
+    return _pack_header(MAGIC, KIND_MESSAGE, len(head_bytes), len(payload)) + head_bytes + payload
 
 
 def encode_parts(head: dict, payload: bytes = b"") -> tuple[bytes, bytes]:
     """Header plus head, and the payload apart: saves copying a large payload."""
-    head_bytes = json.dumps(head, separators=(",", ":")).encode()
-    return HEADER.pack(MAGIC, KIND_MESSAGE, len(head_bytes), len(payload)) + head_bytes, payload
+    head_bytes = _encode_json(head).encode()
+    return _pack_header(MAGIC, KIND_MESSAGE, len(head_bytes), len(payload)) + head_bytes, payload
 
 
-def check_header(header: bytes, max_payload: int) -> tuple[int, int]:
-    """Validate a frame header; return (head length, payload length)."""
-    magic, kind, head_len, payload_len = HEADER.unpack(header)
+# The most common head of all, a successful result, is formatted and recognised without
+# the JSON machinery. It is still exactly what ``encode`` writes for that head.
+_OK_PREFIX = b'{"op":"result","id":'
+_OK_SUFFIX = b',"ok":true}'
+
+
+def encode_ok_result(request_id, payload: bytes) -> bytes:
+    """The frame of a successful result: ``{"op": "result", "id": ID, "ok": true}``."""
+    if type(request_id) is not int:
+        return encode({"op": "result", "id": request_id, "ok": True}, payload)
+    head = b'%s%d%s' % (_OK_PREFIX, request_id, _OK_SUFFIX)
+    return _pack_header(MAGIC, KIND_MESSAGE, len(head), len(payload)) + head + payload
+
+
+def check_header(header, max_payload: int, offset: int = 0) -> tuple[int, int]:
+    """Validate the frame header at ``offset``; return (head length, payload length)."""
+    magic, kind, head_len, payload_len = _unpack_header(header, offset)
     if magic != MAGIC or kind != KIND_MESSAGE:
-        raise FrameError("not a clusterctl frame (bad magic %r)" % (bytes(header[:4]),))
+        raise FrameError("not a clusterctl frame (bad magic %r)"
+                         % (bytes(header[offset:offset + 4]),))
     if head_len == 0 or head_len > MAX_HEAD:
         raise FrameError("control head of %d bytes (limit %d)" % (head_len, MAX_HEAD))
     if payload_len > max_payload:
@@ -67,13 +89,17 @@ def check_header(header: bytes, max_payload: int) -> tuple[int, int]:
     return head_len, payload_len
 
 
-def decode_head(raw: bytes) -> dict:
-    """Parse a control head; anything but a JSON object with a string ``op`` is an error."""
+def decode_head(raw) -> dict:
+    """Parse a control head; anything but a UTF-8 JSON object with a string ``op`` is an error."""
+    if raw[:20] == _OK_PREFIX and raw[-11:] == _OK_SUFFIX:
+        digits = bytes(raw[20:-11])
+        if 0 < len(digits) < 20 and digits.isdigit() and (digits[0] != 48 or len(digits) == 1):
+            return {"op": "result", "id": int(digits), "ok": True}
     try:
-        head = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        head = _decode_json(str(raw, "utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise FrameError("control head is not JSON: %s" % exc) from None
-    if not isinstance(head, dict) or not isinstance(head.get("op"), str):
+    if type(head) is not dict or type(head.get("op")) is not str:
         raise FrameError("control head has no operation")
     return head
 
@@ -94,26 +120,41 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[tuple[dict, memoryview, bytes]]:
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            data = buf
         out = []
         pos = 0
-        while True:
-            if self._need is None:
-                if len(buf) - pos < HEADER_SIZE:
+        size = len(data)
+        need = self._need
+        try:
+            while True:
+                if need is None:
+                    if size - pos < HEADER_SIZE:
+                        break
+                    need = check_header(data, self.max_payload, pos)
+                head_len, payload_len = need
+                end = pos + HEADER_SIZE + head_len + payload_len
+                if size < end:
                     break
-                self._need = check_header(bytes(buf[pos:pos + HEADER_SIZE]), self.max_payload)
-            head_len, payload_len = self._need
-            end = pos + HEADER_SIZE + head_len + payload_len
-            if len(buf) < end:
-                break
-            raw = bytes(buf[pos:end])
-            head = decode_head(raw[HEADER_SIZE:HEADER_SIZE + head_len])
-            out.append((head, memoryview(raw)[HEADER_SIZE + head_len:], raw))
-            pos = end
-            self._need = None
-        if pos:
-            del buf[:pos]
+                # a frame that is the whole chunk is taken as it is, without a copy
+                raw = data if pos == 0 and end == size and type(data) is bytes \
+                    else bytes(memoryview(data)[pos:end])
+                head = decode_head(raw[HEADER_SIZE:HEADER_SIZE + head_len])
+                out.append((head, memoryview(raw)[HEADER_SIZE + head_len:], raw))
+                pos = end
+                need = None
+        finally:
+            self._need = need
+            if data is buf:
+                del buf[:pos]
+            elif pos < size:
+                buf += memoryview(data)[pos:]
         return out
+
+    def idle(self) -> bool:
+        """Nothing of a frame is buffered: the next byte starts a new frame."""
+        return not self._buf
 
     def wanted(self) -> int:
         """Bytes still missing for the frame in progress (0 when unknown)."""

@@ -1,0 +1,303 @@
+"""``clusterctl pmap SCRIPT.py``: the user's function over the user's data, on every slot.
+
+The script is run here, once, as a module of its own (its ``if __name__ == "__main__"``
+block does not run). Its function, and everything the function uses from the script
+and from modules next to it, travels to the nodes by value, so the script need not
+exist on the hosts. Results are written as JSON lines to stdout (or ``--output``); the
+progress display and the summary go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable, Iterable, Iterator
+
+import click
+
+from .cli import Options, run
+from .errors import EXIT_SOME_NODES_FAILED, ClusterError, UsageError
+
+SCRIPT_MODULE = "__clusterctl_script__"
+
+
+class ScriptError(ClusterError):
+    """The script (or its ``inputs()``) raised here, before any work went out."""
+
+
+def load_script(path: str) -> dict[str, Any]:
+    """Run the script as a module of its own; return its namespace.
+
+    Modules imported from the script's directory are registered to travel by value,
+    like the script itself, since the nodes do not have them.
+    """
+    import runpy
+
+    import cloudpickle
+
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    before = set(sys.modules)
+    sys.path.insert(0, directory)
+    try:
+        namespace = runpy.run_path(path, run_name=SCRIPT_MODULE)
+    except SystemExit as exc:
+        raise ScriptError(f"{path} called exit({exc.code}) while loading",
+                          hint="keep the command-line part under `if __name__ == \"__main__\":`")
+    except BaseException as exc:  # noqa: BLE001 - the user's code: show their traceback
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ScriptError(f"{path} raised while loading: {type(exc).__name__}: {exc}\n"
+                          + user_traceback(exc, path)) from None
+    finally:
+        try:
+            sys.path.remove(directory)
+        except ValueError:
+            pass
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None) or ""
+        if origin and os.path.abspath(origin).startswith(directory + os.sep) \
+                and "site-packages" not in origin:
+            cloudpickle.register_pickle_by_value(module)
+    return namespace
+
+
+def user_traceback(exc: BaseException, path: str) -> str:
+    """The traceback of ``exc`` from the first frame in the user's script on."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for i, frame in enumerate(frames):
+        if os.path.abspath(frame.filename) == path:
+            frames = frames[i:]
+            break
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "Traceback (most recent call last):\n" + "".join(lines).rstrip()
+
+
+def script_function(namespace: dict, name: str, path: str) -> Callable:
+    fn = namespace.get(name)
+    if fn is None:
+        defined = sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_")
+                         and getattr(v, "__module__", None) == SCRIPT_MODULE)
+        raise UsageError(f"{path} defines no function {name!r}",
+                         hint=f"define `def {name}(item):`, or name another with --fn "
+                              f"(the script defines: {', '.join(defined) or 'no functions'})")
+    if not callable(fn):
+        raise UsageError(f"{name!r} in {path} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def json_lines(stream, name: str) -> Iterator[Any]:
+    """Items from JSON lines, read one line at a time (blank lines are skipped)."""
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{name}:{number}: not a JSON value: {exc}",
+                             hint="give one JSON value per line") from None
+
+
+def script_inputs(namespace: dict, path: str) -> tuple[Iterable[Any] | None, int | None]:
+    """The script's items (None if it defines none), and how many when that is known."""
+    inputs = namespace.get("inputs")
+    if inputs is None:
+        return None, None
+    if callable(inputs):
+        try:
+            inputs = inputs()
+        except Exception as exc:  # noqa: BLE001 - the user's code
+            raise ScriptError(f"inputs() in {path} raised: {type(exc).__name__}: {exc}\n"
+                              + user_traceback(exc, os.path.abspath(path))) from None
+    try:
+        iter(inputs)
+    except TypeError:
+        raise UsageError(f"inputs in {path} is a {type(inputs).__name__}, not an iterable",
+                         hint="define `def inputs():` returning a list or yielding items") from None
+    try:
+        total = len(inputs)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return guarded(inputs, path), total
+
+
+def guarded(items: Iterable[Any], path: str) -> Iterator[Any]:
+    """The script's inputs, with an exception in its generator reported as the script's."""
+    it = iter(items)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - the user's generator
+            raise ScriptError(f"the inputs of {path} raised: {type(exc).__name__}: {exc}\n"
+                              + user_traceback(exc, os.path.abspath(path))) from None
+        yield item
+
+
+def to_json(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        from .render import jsonable
+
+        return json.dumps(jsonable(value))
+
+
+@click.command("pmap")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("--fn", "fn_name", default="task", show_default=True, metavar="NAME",
+              help="The function in SCRIPT to apply to each item.")
+@click.option("--input", "-i", "input_path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Items as JSON lines ('-': stdin). Default: the script's inputs(), else stdin.")
+@click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the results here instead of stdout.")
+@click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
+@click.option("--indexed", is_flag=True,
+              help='Write {"index": I, "result": R} lines (useful with --unordered).')
+@click.option("--chunksize", type=click.IntRange(min=1), metavar="N",
+              help="Items per message (default: adapted to the function's speed).")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Try an item whose function raised up to N more times, on another node first.")
+@click.option("--on-error", type=click.Choice(["raise", "skip", "collect"]), default="raise",
+              show_default=True,
+              help="raise: stop at the first failed item; skip: leave failed items out; "
+                   "collect: leave them out and list them at the end (exit code 3).")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Read at most N items.")
+@click.option("--poison-after", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Fail an item that crashed its worker (or lost its node) N times.")
+@click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
+@click.option("--speculate/--no-speculate", default=True, show_default=True,
+              help="At the end, start items overdue on a slow node again on idle slots (the "
+                   "first result wins). Turn off if running an item twice would be wrong.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show live progress on stderr (default: when stderr is a terminal).")
+@click.option("--summary/--no-summary", default=True, show_default=True,
+              help="Show the per-node summary on stderr at the end.")
+@click.pass_context
+def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str | None,
+                 output_path: str | None, unordered: bool, indexed: bool, chunksize: int | None,
+                 retries: int, on_error: str, limit: int | None, poison_after: int,
+                 nodes: str | None, speculate: bool, progress: bool | None, summary: bool) -> None:
+    """Apply a function from SCRIPT to every item, over all nodes' slots.
+
+    SCRIPT defines the function (`task` by default) and may define the items:
+    `inputs()`, returning or yielding them. Otherwise items are read as JSON lines from
+    --input FILE or stdin. Results are written to stdout as JSON lines, in input order
+    unless --unordered. The function travels by value: the script need not exist on the
+    hosts. A lost node's items are redone elsewhere; each item gives exactly one result.
+
+    Example: clusterctl pmap examples/primes.py --limit 20
+    """
+
+    def body(opts: Options) -> int:
+        from . import render_pmap
+        from .cli import _node_list
+        from .pmap import ItemErrors, PMap
+
+        namespace = load_script(script)
+        fn = script_function(namespace, fn_name, script)
+        source, total, close_source = open_inputs(namespace, script, input_path)
+        out, close_out = open_output(output_path)
+        console = render_pmap.stderr_console()
+        show_progress = console.is_terminal if progress is None else progress
+        interrupted = False
+        run_: PMap | None = None
+        try:
+            with opts.cluster() as cluster:
+                run_ = PMap(cluster, fn, source, ordered=not unordered, chunksize=chunksize,
+                            retries=retries, on_error=on_error, limit=limit,
+                            poison_after=poison_after, nodes=_node_list(nodes),
+                            speculate=speculate, total=total)
+                results = run_.values(indexed=indexed)
+                try:
+                    with render_pmap.PmapProgress(run_.stats, console, f"pmap {fn_name}") \
+                            if show_progress else _nothing():
+                        write_results(results, out, indexed)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    raise
+                except BrokenPipeError:  # the reader of our output went away: stop quietly
+                    _silence_stdout()
+                    return 0
+                finally:
+                    results.close()
+                    try:
+                        out.flush()
+                    except (BrokenPipeError, ValueError):
+                        _silence_stdout()
+        except ItemErrors as exc:
+            console.print(render_pmap.errors_table(exc.failures))
+            return EXIT_SOME_NODES_FAILED
+        finally:
+            close_out()
+            close_source()
+            if run_ is not None and summary and run_.stats.started is not None:
+                console.print(render_pmap.summary(run_.stats, interrupted))
+        return 0
+
+    run(ctx, body)
+
+
+def write_results(results: Iterator[Any], out, indexed: bool) -> None:
+    write = out.write
+    if indexed:
+        for index, value in results:
+            write('{"index": %d, "result": %s}\n' % (index, to_json(value)))
+    else:
+        for value in results:
+            write(to_json(value) + "\n")
+
+
+def open_inputs(namespace: dict, script: str, input_path: str | None):
+    """The items, how many (None: not known), and how to close what was opened for them."""
+    if input_path is not None and input_path != "-":
+        try:
+            fh = open(input_path, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read --input {input_path}: {exc.strerror}") from None
+        return json_lines(fh, input_path), None, fh.close
+    if input_path is None:
+        items, total = script_inputs(namespace, script)
+        if items is not None:
+            return items, total, _no_op
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(f"no items: {script} defines no inputs(), and no --input was given",
+                             hint="define `def inputs():` in the script, pass --input FILE "
+                                  "(JSON lines), or pipe JSON lines to stdin")
+    return json_lines(sys.stdin, "<stdin>"), None, _no_op
+
+
+def open_output(output_path: str | None):
+    if output_path is None:
+        return sys.stdout, _no_op
+    try:
+        fh = open(output_path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write --output {output_path}: {exc.strerror}") from None
+    return fh, fh.close
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+
+def _no_op() -> None:
+    return None

@@ -1,0 +1,330 @@
+"""pmap on real local nodes: results equal the built-in map, and every fault loses nothing.
+
+Each fault test checks that every item came back exactly once: the results equal
+``map``'s, in order, with no item missing or doubled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import signal
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from clusterctl import Cluster, errors
+from clusterctl.hosts import HostSpec
+from clusterctl.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
+
+from conftest import wait_for
+
+# the helpers below travel by value, as a script's do (this module is not importable on nodes)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+MB = 1 << 20
+
+
+def hypot_of(x):
+    """A module-level helper that uses an import."""
+    return math.hypot(x, offset_of(x))
+
+
+def offset_of(x):
+    return x % 3
+
+
+@pytest.fixture
+def make_cluster(env):
+    """Build Clusters over local nodes; every node is brought down after the test."""
+    made: list[tuple[Cluster, list[HostSpec]]] = []
+
+    def make(slots=(2, 2), **options) -> Cluster:
+        specs = [HostSpec(name=f"n{i + 1}", target="local", slots=s) for i, s in enumerate(slots)]
+        cluster = Cluster(specs, **options)
+        made.append((cluster, specs))
+        return cluster
+
+    yield make
+    for cluster, specs in made:
+        cluster.close()
+        for name in [s.name for s in specs]:  # a stopped node must run again to be stopped
+            try:
+                os.kill(env.node_pid(name), signal.SIGCONT)
+            except (OSError, ValueError):
+                pass
+        with Cluster(specs) as closer:
+            closer.down()
+
+
+def node_pid(cluster: Cluster, name: str) -> int:
+    """The node's pid; the world is pinged first, so pmap starts on these connections
+    (and starts no node again in the background after the test killed it)."""
+    cluster.world()
+    return cluster.connect(name).hello["pid"]
+
+
+# -- results equal map -------------------------------------------------------------------
+
+def test_shapes_equal_builtin_map(cluster):
+    def square(x):
+        return x * x
+
+    assert list(cluster.pmap(square, [])) == []
+    assert list(cluster.pmap(square, [7])) == [49]
+    assert list(cluster.pmap(square, (x for x in range(1000)))) == [x * x for x in range(1000)]
+    assert sorted(cluster.pmap(square, range(1000), ordered=False)) == [x * x for x in range(1000)]
+    words = ["a", "bb", None, (1, 2), {"k": [1]}]
+    assert list(cluster.pmap(repr, words)) == [repr(w) for w in words]
+
+
+def test_200000_tiny_items(cluster):
+    n = 200_000
+    assert list(cluster.pmap(lambda x: x * 3 + 1, range(n))) == [x * 3 + 1 for x in range(n)]
+    assert sorted(cluster.pmap(lambda x: -x, range(n), ordered=False)) == sorted(-x for x in range(n))
+
+
+def test_items_and_results_of_50_mb(cluster):
+    def blobs():
+        for i in range(3):
+            yield bytes([65 + i]) * (50 * MB)
+
+    digests = list(cluster.pmap(lambda b: hashlib.sha1(b).hexdigest(), blobs()))
+    assert digests == [hashlib.sha1(b).hexdigest() for b in blobs()]
+    big = list(cluster.pmap(lambda n: b"y" * n, [50 * MB, 1]))
+    assert [len(b) for b in big] == [50 * MB, 1] and big[0][-1:] == b"y"
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """A class of the caller's: its instances travel as items and come back as results."""
+
+    x: int
+    y: int
+
+
+def test_closures_helpers_imports_and_the_callers_classes(cluster):
+    scale = 10
+
+    def scaled(x):
+        return hypot_of(x) * scale
+
+    assert list(cluster.pmap(scaled, range(100))) == [hypot_of(x) * scale for x in range(100)]
+    points = [Point(i, -i) for i in range(50)]
+    mirrored = list(cluster.pmap(lambda p: Point(p.y, p.x), points))
+    assert mirrored == [Point(-i, i) for i in range(50)]
+    assert all(type(p) is Point for p in mirrored)
+
+
+def test_generator_input_is_read_lazily(cluster):
+    read = []
+
+    def endless():
+        i = 0
+        while True:
+            read.append(i)
+            yield i
+            i += 1
+
+    it = cluster.pmap(lambda x: time.sleep(0.01) or x, endless())
+    assert [next(it) for _ in range(10)] == list(range(10))
+    it.close()
+    assert len(read) < 200
+    assert list(cluster.pmap(lambda x: x, endless(), limit=2000)) == list(range(2000))
+
+
+def test_pmap_results_gives_errors_as_values(cluster):
+    def inverse(x):
+        return 1 / x
+
+    outcomes = list(cluster.pmap_results(inverse, [1, 0, 4]))
+    assert [o.index for o in outcomes] == [0, 1, 2]
+    assert outcomes[0].value == 1.0 and outcomes[2].value == 0.25
+    err = outcomes[1].error
+    assert isinstance(err, ItemError) and err.index == 1
+    assert err.remote_type == "ZeroDivisionError" and "in inverse" in err.remote_traceback
+    assert err.node in ("n1", "n2")
+    unordered = list(cluster.pmap_results(inverse, [1, 0, 4] * 50, ordered=False))
+    assert sorted(o.index for o in unordered) == list(range(150))
+
+
+def test_first_error_stops_the_map_with_index_node_and_traceback(cluster, env):
+    def work(x):
+        if x == 300:
+            raise KeyError("no such thing")
+        time.sleep(0.002)
+        return x
+
+    got = []
+    with pytest.raises(ItemError) as info:
+        for value in cluster.pmap(work, range(5000)):
+            got.append(value)
+    assert got == list(range(300))
+    err = info.value
+    assert err.index == 300 and err.remote_type == "KeyError"
+    assert "item 300 failed on n" in err.one_line()
+    assert "in work" in err.remote_traceback
+    # the rest was cancelled: the nodes are idle again, and serve the next map
+    for name in ("n1", "n2"):
+        wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 10, message=f"{name} idle")
+    assert list(cluster.pmap(abs, [-1, -2])) == [1, 2]
+
+
+def test_skip_collect_and_retries(cluster, env):
+    def odd_fails(x):
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    assert list(cluster.pmap(odd_fails, range(20), on_error="skip")) == list(range(0, 20, 2))
+    got = []
+    with pytest.raises(ItemErrors) as info:
+        for value in cluster.pmap(odd_fails, range(20), on_error="collect"):
+            got.append(value)
+    assert got == list(range(0, 20, 2))
+    assert [e.index for e in info.value.failures] == list(range(1, 20, 2))
+    assert info.value.exit_code == 3
+
+    marks = env.root / "marks"
+    marks.mkdir()
+
+    def fails_first_time(x):
+        mark = marks / str(x)
+        if not mark.exists():
+            mark.touch()
+            raise ConnectionError("transient")
+        return x
+
+    run = PMap(cluster, fails_first_time, range(30), retries=1)
+    assert list(run.values()) == list(range(30))
+    assert run.stats.retries == 30 and run.stats.failed == 0
+
+
+def test_a_function_no_node_can_load_is_a_clear_error(cluster, env, monkeypatch):
+    (env.root / "only_here.py").write_text("def f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(env.root))
+    import only_here
+
+    with pytest.raises(errors.RemoteError) as info:
+        list(cluster.pmap(only_here.f, range(10)))
+    assert "only_here" in info.value.one_line()
+    assert "importable" in info.value.hint
+    sys.modules.pop("only_here", None)
+
+
+# -- faults ------------------------------------------------------------------------------
+
+def test_sigkill_a_node_mid_run(make_cluster):
+    cluster = make_cluster()
+    victim = node_pid(cluster, "n1")
+    run = PMap(cluster, lambda x: time.sleep(0.005) or x, range(400))
+    got = []
+    for value in run.values():
+        got.append(value)
+        if len(got) == 40:
+            os.kill(victim, signal.SIGKILL)
+    assert got == list(range(400))
+    n1 = run.stats.nodes["n1"]
+    assert n1.state == "lost" and n1.requeued > 0
+    assert run.stats.nodes["n2"].items > 200
+
+
+def test_a_frozen_node_is_lost_by_heartbeat_and_its_late_results_are_dropped(make_cluster):
+    cluster = make_cluster(heartbeat_interval=0.3, heartbeat_timeout=1.5)
+    victim = node_pid(cluster, "n1")
+    run = PMap(cluster, lambda x: time.sleep(0.01) or x, range(300))
+    got = []
+    t0 = time.monotonic()
+    try:
+        for value in run.values():
+            got.append(value)
+            if len(got) == 30:
+                os.kill(victim, signal.SIGSTOP)
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    assert got == list(range(300))
+    assert time.monotonic() - t0 < 15
+    n1 = run.stats.nodes["n1"]
+    assert n1.state == "lost" and "heartbeat" in n1.reason
+    assert run.stats.duplicates == 0
+
+
+def test_sigkill_a_worker_mid_item(cluster, env):
+    mark = env.root / "killed-once"
+
+    def work(x):
+        if x == 37 and not mark.exists():
+            mark.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.001)
+        return x
+
+    run = PMap(cluster, work, range(200))
+    assert list(run.values()) == list(range(200))
+    assert sum(n.crashes for n in run.stats.nodes.values()) == 1
+    assert run.stats.failed == 0
+
+
+def test_a_poison_item_is_reported_after_n_attempts(cluster):
+    def work(x):
+        if x == 13:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return x
+
+    outcomes = list(cluster.pmap_results(work, range(100), poison_after=2))
+    assert [o.index for o in outcomes] == list(range(100))
+    poison = outcomes[13].error
+    assert isinstance(poison, PoisonItem) and poison.attempts == 2
+    assert "SIGSEGV" in poison.message
+    assert [o.value for o in outcomes if o.index != 13] == [x for x in range(100) if x != 13]
+    with pytest.raises(PoisonItem):
+        list(cluster.pmap(work, range(20), poison_after=2))
+
+
+def test_a_slower_node_gets_fewer_items(make_cluster):
+    cluster = make_cluster()
+    slow_pid = node_pid(cluster, "n1")
+
+    def work(x):  # four times slower on n1's workers
+        time.sleep(0.02 if os.getppid() == slow_pid else 0.005)
+        return x
+
+    run = PMap(cluster, work, range(240))
+    assert list(run.values()) == list(range(240))
+    n1, n2 = run.stats.nodes["n1"].items, run.stats.nodes["n2"].items
+    assert n1 + n2 == 240
+    assert n1 < n2 / 2, (n1, n2)
+
+
+def test_a_node_with_fewer_slots_gets_fewer_items(make_cluster):
+    cluster = make_cluster(slots=(1, 3))
+    run = PMap(cluster, lambda x: time.sleep(0.01) or x, range(200))
+    assert list(run.values()) == list(range(200))
+    assert run.stats.nodes["n1"].items < run.stats.nodes["n2"].items / 1.5
+
+
+def test_every_node_lost(make_cluster):
+    cluster = make_cluster()
+    pids = [node_pid(cluster, n) for n in ("n1", "n2")]
+    got = []
+    with pytest.raises(AllNodesLost) as info:
+        for value in cluster.pmap(lambda x: time.sleep(0.005) or x, range(1000)):
+            got.append(value)
+            if len(got) == 20:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+    assert got == list(range(len(got)))
+    assert info.value.completed >= 20
+    assert f"{info.value.completed} of 1000 items completed" in info.value.message
+
+
+def test_leaving_early_cancels_remote_work(cluster):
+    it = cluster.pmap(lambda x: time.sleep(0.5) or x, range(100))
+    assert next(it) == 0
+    it.close()
+    for name in ("n1", "n2"):
+        wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 10, message=f"{name} idle")

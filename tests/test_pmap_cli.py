@@ -1,0 +1,240 @@
+"""``clusterctl pmap SCRIPT.py`` as users run it: a real process, real nodes, JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import wait_for
+
+HOSTS = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+@pytest.fixture
+def world(env):
+    """A two-node hosts file in the test's directory; the nodes are stopped afterwards."""
+    env.hosts_file(HOSTS)
+    yield env
+    env.cli("down")
+
+
+def script(env, text: str, name: str = "job.py") -> str:
+    path = env.cwd / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def lines(text: str) -> list:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_script_function_inputs_helpers_and_imports(world):
+    # the helper module and the script exist only here: both travel with the function
+    (world.cwd / "helper.py").write_text("def cube(x):\n    return x ** 3\n")
+    path = script(world, """
+        import math
+        from helper import cube
+
+        OFFSET = 1
+
+        def task(x):
+            return cube(x) + math.floor(math.sqrt(x)) + OFFSET
+
+        def inputs():
+            yield from range(500)
+
+        if __name__ == "__main__":
+            raise SystemExit("the main block must not run")
+    """)
+    result = world.cli("pmap", path)
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == [x ** 3 + int(x ** 0.5) + 1 for x in range(500)]
+    assert "500 items in" in result.stderr
+    for column in ("node", "items", "busy", "failures", "retries", "requeued"):
+        assert column in result.stderr
+    assert "n1" in result.stderr and "n2" in result.stderr
+
+
+def test_inputs_from_stdin_and_from_a_file_and_output_to_a_file(world):
+    path = script(world, "def task(item):\n    return {'got': item}\n")
+    items = [1, "two", [3], {"four": 4}, None]
+    text = "".join(json.dumps(i) + "\n" for i in items) + "\n"
+    piped = world.cli("pmap", path, input=text)
+    assert piped.returncode == 0, piped.stderr
+    assert lines(piped.stdout) == [{"got": i} for i in items]
+    (world.cwd / "items.jsonl").write_text(text)
+    filed = world.cli("pmap", path, "--input", "items.jsonl", "--output", "out.jsonl", "--no-summary")
+    assert filed.returncode == 0, filed.stderr
+    assert filed.stdout == "" and filed.stderr == ""
+    assert lines((world.cwd / "out.jsonl").read_text()) == [{"got": i} for i in items]
+    one_node = world.cli("pmap", path, "-i", "items.jsonl", "--nodes", "n2")
+    assert lines(one_node.stdout) == [{"got": i} for i in items]
+    assert " n2 " in one_node.stderr and " n1 " not in one_node.stderr
+
+
+def test_unordered_indexed_limit_and_fn(world):
+    path = script(world, """
+        import itertools, time
+
+        def slow_square(x):
+            time.sleep(0.001 * (x % 5))
+            return x * x
+
+        def inputs():
+            return itertools.count()
+    """)
+    result = world.cli("pmap", path, "--fn", "slow_square", "--unordered", "--indexed",
+                       "--limit", "300")
+    assert result.returncode == 0, result.stderr
+    pairs = lines(result.stdout)
+    assert sorted(p["index"] for p in pairs) == list(range(300))
+    assert all(p["result"] == p["index"] ** 2 for p in pairs)
+
+
+def test_the_examples_run(world):
+    primes = world.cli("pmap", os.path.join(EXAMPLES, "primes.py"), "--limit", "10")
+    assert primes.returncode == 0, primes.stderr
+    assert sum(lines(primes.stdout)) == 17_984  # primes below 200,000
+    words = world.cli("pmap", os.path.join(EXAMPLES, "wordstats.py"),
+                      input='"the quick brown fox"\n')
+    assert words.returncode == 0, words.stderr
+    assert lines(words.stdout) == [{"words": 4, "longest": "quick", "vowels": 5}]
+    erf = world.cli("pmap", os.path.join(EXAMPLES, "erf.py"), "--limit", "4")
+    assert erf.returncode == 0, erf.stderr
+    assert lines(erf.stdout)[0] == 0.0 and len(lines(erf.stdout)) == 4
+
+
+def test_first_error_stops_with_item_node_and_remote_traceback(world):
+    path = script(world, """
+        def task(x):
+            if x == 3:
+                raise ValueError("three is bad")
+            return x
+
+        def inputs():
+            return range(100)
+    """)
+    result = world.cli("pmap", path)
+    assert result.returncode == 1
+    assert lines(result.stdout) == [0, 1, 2]
+    assert "error: item 3 failed on n" in result.stderr
+    assert "ValueError: three is bad" in result.stderr
+    assert "remote traceback" in result.stderr and "in task" in result.stderr
+    assert "Traceback" not in result.stderr.split("remote traceback")[0]  # none of ours
+
+
+def test_on_error_collect_and_skip(world):
+    path = script(world, """
+        def task(x):
+            if x % 10 == 7:
+                raise KeyError(x)
+            return x
+
+        def inputs():
+            return range(50)
+    """)
+    collected = world.cli("pmap", path, "--on-error", "collect")
+    assert collected.returncode == 3
+    assert lines(collected.stdout) == [x for x in range(50) if x % 10 != 7]
+    assert "5 items failed" in collected.stderr
+    for index in (7, 17, 27, 37, 47):
+        assert f" {index} " in collected.stderr
+    skipped = world.cli("pmap", path, "--on-error", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert lines(skipped.stdout) == [x for x in range(50) if x % 10 != 7]
+    assert "5 failed" in skipped.stderr
+
+
+def test_retries_on_the_command_line(world):
+    marks = world.root / "marks"
+    marks.mkdir()
+    path = script(world, f"""
+        import os
+
+        def task(x):
+            mark = os.path.join({str(marks)!r}, str(x))
+            if not os.path.exists(mark):
+                open(mark, "w").close()
+                raise ConnectionError("try again")
+            return x
+
+        def inputs():
+            return range(20)
+    """)
+    result = world.cli("pmap", path, "--retries", "1")
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == list(range(20))
+    assert "20 retried" in result.stderr
+
+
+@pytest.mark.parametrize("args, stdin, code, message", [
+    (["--fn", "nope"], None, 2, "defines no function 'nope'"),
+    ([], "1\n{oops\n", 2, "<stdin>:2: not a JSON value"),
+    (["--input", "missing.jsonl"], None, 2, "cannot read --input missing.jsonl"),
+])
+def test_usage_errors(world, args, stdin, code, message):
+    path = script(world, "def task(x):\n    return x\n")
+    result = world.cli("pmap", path, *args, input=stdin)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_script_that_fails_to_load_shows_its_own_traceback(env):
+    path = script(env, "import math\n\ndef helper():\n    return 1 / 0\n\nhelper()\n")
+    result = env.cli("pmap", path)
+    assert result.returncode == 1
+    assert "raised while loading: ZeroDivisionError" in result.stderr
+    assert "in helper" in result.stderr and "runpy" not in result.stderr
+
+
+def test_an_empty_stdin_is_an_empty_input(world):
+    path = script(world, "def task(x):\n    return x\n")
+    proc = subprocess.run([sys.executable, "-m", "clusterctl", "pmap", path], cwd=world.cwd,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and "0 items in" in proc.stderr
+
+
+def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(world):
+    log = world.root / "started.log"
+    path = script(world, f"""
+        import time
+
+        def task(x):
+            with open({str(log)!r}, "a") as fh:
+                fh.write(f"{{x}}\\n")
+            time.sleep(0.2)
+            return x
+
+        def inputs():
+            return range(10_000)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "clusterctl", "pmap", path], cwd=world.cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: log.exists() and len(log.read_text().split()) >= 8, 30,
+                 message="items to start")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "of 10,000 items in" in err and "n1" in err
+    assert len(lines(out)) < 100
+    # the command waited for the nodes to confirm the cancel: nothing of it runs any more
+    started = len(log.read_text().split())
+    time.sleep(0.6)
+    assert len(log.read_text().split()) == started
+    assert len(world.node_processes()) == 6  # the nodes and their workers, idle, for the next command

@@ -1,0 +1,161 @@
+"""pmap over real OpenSSH hosts (tests/sshbed.py): a host killed, cut off or slowed mid-run.
+
+Each test checks that every item came back exactly once, and (through the ``world``
+fixture of test_ssh) that no clusterctl process is left on any host afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterctl import Cluster, errors
+from clusterctl.pmap import PMap
+from sshbed import SSHTestBed, available_reason
+
+pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
+
+_reason = available_reason()
+if _reason:
+    pytestmark.append(pytest.mark.skip(reason=f"SSH test bed unavailable: {_reason}"))
+
+HOSTS = "h1 slots=2\nh2 slots=2\nh3 slots=2\n"
+
+
+def clusterctl_pids(bed: SSHTestBed, alias: str) -> list[tuple[int, str]]:
+    """Processes of clusterctl (node, workers, relay) on one test host."""
+    found = []
+    for pid in bed.host_pids(alias):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and ("clusterctl" in cmd or "sys.stdin.buffer.readline" in cmd):
+            found.append((pid, cmd))
+    return found
+
+
+class World:
+    """Clusters over bed hosts, with the bed's ssh files; all brought down at the end."""
+
+    def __init__(self, bed: SSHTestBed, root: Path) -> None:
+        self.bed = bed
+        self.root = root
+        self.made: list[tuple[Cluster, Path]] = []
+        self.ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
+
+    def cluster(self, hosts_text: str, **options) -> Cluster:
+        path = self.root / f"hosts{len(self.made)}"
+        path.write_text(hosts_text)
+        c = Cluster(path, ssh_options=self.ssh, connect_timeout=20, **options)
+        self.made.append((c, path))
+        return c
+
+    def down_everything(self) -> None:
+        for c, path in self.made:
+            c.close()
+            try:
+                with Cluster(path, ssh_options=self.ssh, connect_timeout=10) as closer:
+                    closer.down()
+            except errors.ClusterError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def bed():
+    workdir = Path(tempfile.mkdtemp(prefix="ccp", dir="/tmp"))
+    try:
+        with SSHTestBed(3, workdir) as test_bed:
+            yield test_bed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def world(bed, tmp_path):
+    w = World(bed, tmp_path)
+    yield w
+    for alias in bed.aliases:
+        for undo in (lambda: bed.restore(alias), lambda: bed.slow(alias, 0)):
+            try:
+                undo()
+            except Exception:  # noqa: BLE001 - only a cut or slowed host needs it
+                pass
+    w.down_everything()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leftovers = {a: p for a in bed.aliases if (p := clusterctl_pids(bed, a))}
+        if not leftovers:
+            break
+        time.sleep(0.05)
+    for procs in leftovers.values():
+        for pid, _ in procs:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+    assert not leftovers, f"processes left on test hosts: {leftovers}"
+
+
+def test_pmap_over_three_hosts_equals_map(world):
+    c = world.cluster(HOSTS)
+    assert all(i.ok for i in c.world())
+    run = PMap(c, lambda x: (x * x, os.environ["XDG_CACHE_HOME"][-8:]), range(3000))
+    results = list(run.values())
+    assert [r[0] for r in results] == [x * x for x in range(3000)]
+    assert all(run.stats.nodes[h].items > 0 for h in ("h1", "h2", "h3"))
+    blobs = [bytes([i]) * (2 << 20) for i in range(12)]  # 2 MB items
+    assert list(c.pmap(lambda b: hashlib.md5(b).hexdigest(), blobs)) == \
+        [hashlib.md5(b).hexdigest() for b in blobs]
+
+
+def test_a_host_killed_mid_run(world, bed):
+    c = world.cluster(HOSTS, heartbeat_timeout=3.0)
+    assert all(i.ok for i in c.world())
+    run = PMap(c, lambda x: time.sleep(0.01) or x, range(600))
+    got = []
+    for value in run.values():
+        got.append(value)
+        if len(got) == 60:
+            bed.kill_host("h2")
+    bed.restart_sshd("h2")  # the host comes back, for the tests after this one
+    assert got == list(range(600))
+    assert run.stats.nodes["h2"].state == "lost"
+
+
+def test_a_host_cut_off_mid_run_is_lost_by_heartbeat(world, bed):
+    if bed.unsupported_reason("cut"):
+        pytest.skip(bed.unsupported_reason("cut"))
+    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=3.0)
+    assert all(i.ok for i in c.world())
+    run = PMap(c, lambda x: time.sleep(0.01) or x, range(600))
+    got = []
+    started = time.monotonic()
+    for value in run.values():
+        got.append(value)
+        if len(got) == 60:
+            bed.cut("h3")
+    assert got == list(range(600))
+    assert time.monotonic() - started < 30
+    h3 = run.stats.nodes["h3"]
+    assert h3.state == "lost" and "heartbeat" in h3.reason
+    assert run.stats.duplicates == 0
+
+
+def test_a_host_behind_200_ms_of_latency_gets_fewer_items(world, bed):
+    if bed.unsupported_reason("slow"):
+        pytest.skip(bed.unsupported_reason("slow"))
+    c = world.cluster(HOSTS)
+    assert all(i.ok for i in c.world())
+    bed.slow("h1", 200)
+    run = PMap(c, lambda x: time.sleep(0.02) or x, range(400))
+    assert list(run.values()) == list(range(400))
+    counts = {h: run.stats.nodes[h].items for h in ("h1", "h2", "h3")}
+    assert counts["h1"] < min(counts["h2"], counts["h3"]), counts

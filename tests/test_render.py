@@ -1,0 +1,128 @@
+"""What the CLI shows, rendered into a string: tables, error text, JSON, colour."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from rich.console import Console
+
+from clusterctl import errors, render
+from clusterctl.cluster import NodeInfo
+
+INFOS = [
+    NodeInfo("n1", "localhost", "pong", python="3.11.7", slots=2, load=(0.5, 0.25, 0.125),
+             rtt=0.000123, pid=10, version="0.1.0"),
+    NodeInfo("gpu7", "alice@[fe80::1]:2222", "pang", reason="SSH channel to gpu7 failed: timed out"),
+    NodeInfo("n3", "[bold]odd", "pong", python="3.11.7", slots=16, load=(2.0, 1.0, 0.0), rtt=0.0123),
+]
+
+WORLD = """\
+ node ┃ host                 ┃ status                   ┃ python ┃ slots ┃ load avg       ┃     rtt
+━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━
+ n1   │ localhost            │ pong                     │ 3.11.7 │     2 │ 0.50 0.25 0.12 │  123 µs
+ gpu7 │ alice@[fe80::1]:2222 │ pang: SSH channel to     │ -      │     - │ -              │       -
+      │                      │ gpu7 failed: timed out   │        │       │                │
+ n3   │ [bold]odd            │ pong                     │ 3.11.7 │    16 │ 2.00 1.00 0.00 │ 12.3 ms
+"""
+
+OUTCOMES = {
+    "n1": [1, 2],
+    "n2": errors.RemoteError("n2", "ZeroDivisionError", "division by zero", "Traceback ..."),
+    "n3": "text with [red]markup[/red]",
+    "n4": errors.NodeStartError("n4", "no Python at 'x'", hint="fix python= (hosts:4)"),
+    "n5": {"k": None},
+}
+
+MULTICALL = """\
+ node ┃ result
+━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━
+ n1   │ [1, 2]
+ n2   │ error: ZeroDivisionError: division by zero
+ n3   │ text with [red]markup[/red]
+ n4   │ error: no Python at 'x' (fix python= (hosts:4))
+ n5   │ {'k': None}
+"""
+
+
+def rendered(renderable, **options) -> str:
+    console = Console(width=100, file=io.StringIO(), **options)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def lines(text: str) -> list[str]:
+    """Rendered text without the padding rich leaves at the end of each line."""
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_world_table():
+    assert lines(rendered(render.world_table(INFOS))) == lines(WORLD)
+
+
+def test_multicall_table():
+    assert lines(rendered(render.multicall_table(OUTCOMES))) == lines(MULTICALL)
+
+
+def test_down_table():
+    text = rendered(render.down_table({"n1": "stopped", "n2": "not running",
+                                       "n3": errors.NodeError("n3", "node process 5 did not exit")}))
+    assert [line.split("│")[1].strip() for line in text.splitlines()[2:]] == [
+        "stopped", "not running", "error: node process 5 did not exit"]
+
+
+def test_colour_by_default_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    text = rendered(render.world_table(INFOS), force_terminal=True)
+    assert "\x1b[32m" in text and "\x1b[31m" in text  # green pong, red pang
+
+
+def test_no_color_is_honoured(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    for table in (render.world_table(INFOS), render.multicall_table(OUTCOMES)):
+        text = rendered(table, force_terminal=True)
+        assert not re.search(r"\x1b\[[0-9;]*3[0-9]m", text)  # no foreground colour at all
+        assert re.sub(r"\x1b\[[0-9;]*m", "", text).startswith(" node ┃")
+
+
+def test_no_escape_codes_when_not_a_terminal(monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert "\x1b" not in rendered(render.world_table(INFOS))
+
+
+@pytest.mark.parametrize("seconds, text", [(None, "-"), (0.0000421, "42 µs"), (0.0042, "4.2 ms"),
+                                           (3.14159, "3.14 s")])
+def test_fmt_rtt(seconds, text):
+    assert render.fmt_rtt(seconds) == text
+
+
+def test_error_text_of_a_remote_error_carries_the_remote_traceback():
+    remote = "Traceback (most recent call last):\n  File \"x.py\"\nKeyError: 'k'"
+    exc = errors.RemoteError("n2", "KeyError", "'k'", remote + "\n")
+    assert render.error_text(exc) == "n2: KeyError: 'k'\nremote traceback (node n2):\n" + remote
+    assert render.error_text(errors.UsageError("bad", hint="do this")) == "bad (do this)"
+
+
+def test_short_error_drops_the_node_prefix():
+    assert render.short_error(errors.NodeLost("n1", "gone", hint="retry")) == "gone (retry)"
+    assert render.short_error(errors.ClusterError("plain")) == "plain"
+
+
+def test_json_shapes():
+    assert render.world_json(INFOS[:1]) == [{
+        "node": "n1", "host": "localhost", "status": "pong", "reason": None, "python": "3.11.7",
+        "slots": 2, "load": [0.5, 0.25, 0.125], "rtt": 0.000123, "pid": 10, "version": "0.1.0"}]
+    assert render.outcome_json(OUTCOMES["n4"]) == {"ok": False, "error": {
+        "type": "NodeStartError", "message": "n4: no Python at 'x'", "hint": "fix python= (hosts:4)",
+        "node": "n4"}}
+    assert render.outcome_json({1: (2, {3}), "b": b"x"}) == {"ok": True, "result": {
+        "1": [2, "{3}"], "b": "b'x'"}}
+    json.loads(render.dump_json(render.outcome_json(OUTCOMES["n2"])))
+
+
+def test_value_text():
+    assert render.value_text("plain") == "plain"
+    assert render.value_text(1024.0) == "1024.0"
+    assert render.value_text({"a": [1, 2]}) == "{'a': [1, 2]}"
