@@ -95,6 +95,29 @@ class Env:
                               env={**os.environ, **(env or {})})
 
 
+# A shell that starts a job in the background (as CI runners may) leaves SIGINT ignored
+# for it and everything it starts, and Python then never turns Ctrl-C into
+# KeyboardInterrupt. The CLI under test gets Ctrl-C back the way a terminal gives it.
+INTERRUPTIBLE = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "sys.argv[0] = 'clusterctl'; runpy.run_module('clusterctl', run_name='__main__')")
+
+
+def interruptible_cli(args, cwd) -> subprocess.Popen:
+    """The real ``clusterctl ARGS`` in a subprocess that Ctrl-C (SIGINT) interrupts."""
+    return subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def end_process(proc: subprocess.Popen) -> None:
+    """Kill a test's subprocess if it still runs, reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    proc.wait()
+
+
 @pytest.fixture
 def env(monkeypatch) -> Env:
     """An isolated environment; fails the test if it leaves a process behind."""

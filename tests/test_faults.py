@@ -543,6 +543,25 @@ def test_cookie_is_created_private(env, local_specs):
     assert len(bytes.fromhex(path.read_text().strip())) >= 16
 
 
+def test_threads_creating_the_cookie_at_once_agree_on_one(env):
+    from clusterctl.cookie import load_or_create_cookie
+
+    barrier = threading.Barrier(8, timeout=20)
+    found = []
+
+    def create():
+        barrier.wait()
+        found.append(load_or_create_cookie())
+
+    threads = [threading.Thread(target=create, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(found) == 8 and len(set(found)) == 1
+    assert [p.name for p in (env.config / "clusterctl").iterdir()] == ["cookie"]
+
+
 def test_cookie_readable_by_others_is_refused(env, local_specs):
     with Cluster(local_specs[:1]):
         pass

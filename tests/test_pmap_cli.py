@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import end_process, interruptible_cli, wait_for
 
 HOSTS = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -218,17 +218,14 @@ def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(world):
         def inputs():
             return range(10_000)
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "clusterctl", "pmap", path], cwd=world.cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible_cli(["pmap", path], world.cwd)
     try:
         wait_for(lambda: log.exists() and len(log.read_text().split()) >= 8, 30,
                  message="items to start")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert "of 10,000 items in" in err and "n1" in err

@@ -14,11 +14,11 @@ map node -> result-or-error, so one dead node never hides the others' results.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +31,7 @@ from .node import wire
 from .transport import LocalTransport, NodeSettings, wait_pid_gone
 
 DEFAULT_CONNECT_TIMEOUT = 30.0
+MAX_PARALLEL = 32  # nodes connected or called at once
 
 
 @dataclass(frozen=True)
@@ -256,17 +257,25 @@ class Cluster:
         timeout = self._timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
+        sent: list[tuple[NodeConnection, int]] = []
+
         def one(name: str):
             try:
                 conn = self.connect(name)
                 call_head = dict(head)
                 pending = conn.request(call_head, payload)
+                if "id" in call_head:
+                    sent.append((conn, call_head["id"]))
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 return self._result(conn, call_head, pending, remaining)
             except errors.ClusterError as exc:
                 return exc
 
-        return MulticallResult(dict(zip(names, self._parallel(names, one))))
+        def cancel_sent() -> None:
+            for conn, request_id in list(sent):
+                conn.cancel(request_id)
+
+        return MulticallResult(dict(zip(names, self._parallel(names, one, cancel_sent))))
 
     def _result(self, conn: NodeConnection, head: dict, pending, timeout: float | None) -> Any:
         try:
@@ -440,9 +449,49 @@ class Cluster:
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
 
-    def _parallel(self, names: list[str], fn: Callable[[str], Any]) -> list[Any]:
+    def _parallel(self, names: list[str], fn: Callable[[str], Any],
+                  on_interrupt: Callable[[], None] | None = None) -> list[Any]:
+        """``fn`` of every name, run concurrently (at most ``MAX_PARALLEL`` at a time).
+
+        The threads are daemons and the caller waits in short, interruptible steps, so
+        Ctrl-C is never held up by a call still in flight: ``on_interrupt`` (cancel what
+        was sent) runs, and ``KeyboardInterrupt`` goes on up; closing the cluster then
+        ends the threads' waits.
+        """
         if len(names) <= 1:
             return [fn(n) for n in names]
-        with ThreadPoolExecutor(max_workers=min(32, len(names)),
-                                thread_name_prefix="clusterctl-call") as pool:
-            return list(pool.map(fn, names))
+        results: list[Any] = [None] * len(names)
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        todo = iter(list(enumerate(names)))
+        todo_lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with todo_lock:
+                    nxt = next(todo, None)
+                if nxt is None:
+                    return
+                i, name = nxt
+                try:
+                    done.put((i, True, fn(name)))
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                    done.put((i, False, exc))
+
+        for k in range(min(MAX_PARALLEL, len(names))):
+            threading.Thread(target=work, name=f"clusterctl-call-{k}", daemon=True).start()
+        try:
+            for _ in names:
+                while True:
+                    try:
+                        i, ok, value = done.get(timeout=0.2)
+                        break
+                    except queue.Empty:
+                        continue
+                if not ok:
+                    raise value
+                results[i] = value
+        except KeyboardInterrupt:
+            if on_interrupt is not None:
+                on_interrupt()
+            raise
+        return results

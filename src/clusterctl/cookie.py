@@ -51,7 +51,8 @@ def _create(path: Path) -> bytes:
     never sees a half-written file and two creators agree on one cookie."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     cookie = os.urandom(COOKIE_BYTES)
-    staging = path.with_name(f".cookie.{os.getpid()}")
+    # unique per creator: threads of one process share a pid
+    staging = path.with_name(f".cookie.{os.getpid()}.{os.urandom(6).hex()}")
     try:
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
         with os.fdopen(fd, "w") as fh:
