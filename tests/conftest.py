@@ -8,6 +8,7 @@ directory (a node or a worker it forked) is a leak: it is killed and the test fa
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import signal
@@ -20,6 +21,16 @@ from pathlib import Path
 import pytest
 
 from clusterctl.hosts import HostSpec
+
+
+SESSION_DEADLINE = 40 * 60  # the suite takes about 5 minutes on 2 cores
+
+
+def pytest_sessionstart(session):
+    """A last guard above pytest-timeout's per-test limit: a run stuck where a signal cannot
+    reach it (a fixture's teardown blocked in C) prints every thread's stack and ends,
+    instead of holding CI until its own limit."""
+    faulthandler.dump_traceback_later(SESSION_DEADLINE, exit=True)
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
