@@ -37,7 +37,7 @@ class FakeConn:
         if head["op"] == "defn":
             self.fn = pickle.loads(payload)
 
-    def request(self, head, payload=b"", callback=None):
+    def request(self, head, payload=b"", callback=None, flush=True):
         if self.lost is not None:
             callback(None, b"", self.lost)
             return
@@ -60,12 +60,11 @@ class FakeConn:
                 outcomes.append((False, {"type": type(exc).__name__, "message": str(exc),
                                          "traceback": "Traceback...\n", "node": self.node,
                                          "kind": "raised"}, exc))
-        head = {"op": "result", "id": rid, "ok": True, "n": len(items), "t": 1e-6 * len(items)}
+        head = {"op": "result", "id": rid, "ok": True}
         if all_ok:
-            head["all_ok"] = True
-            payload = pickle.dumps([o[1] for o in outcomes])
+            payload = pickle.dumps((1e-6 * len(items), True, [o[1] for o in outcomes]))
         else:
-            payload = pickle.dumps(outcomes)
+            payload = pickle.dumps((1e-6 * len(items), False, outcomes))
         callback(head, payload, None)
 
     def crash(self, rid: int) -> None:
@@ -98,6 +97,12 @@ class FakeConn:
 
     def forget(self, rid):
         pass
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return None  # not pollable: its answers arrive as callbacks from any thread
 
     def ping(self, timeout):
         return {}
@@ -176,8 +181,8 @@ def stash_and_die(conn: FakeConn) -> None:
     conn.die()
     # the node "comes back" and delivers what it had: every one must be dropped
     for rid, (items, callback) in stash.items():
-        head = {"op": "result", "id": rid, "ok": True, "n": len(items), "all_ok": True, "t": 0.0}
-        callback(head, pickle.dumps([-1] * len(items)), None)
+        head = {"op": "result", "id": rid, "ok": True}
+        callback(head, pickle.dumps((0.0, True, [-1] * len(items))), None)
 
 
 def test_worker_crash_splits_the_chunk_and_isolates_the_poison_item():

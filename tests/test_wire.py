@@ -155,6 +155,34 @@ def test_the_ok_result_shortcut_accepts_no_more_than_json(raw):
         wire.decode_head(raw)
 
 
+@pytest.mark.parametrize("key", ["pmap-0123abcd", "k", "a.b_c-d", "x" * 64, "x" * 65, 'q"uote',
+                                 "sp ace", "\u00e9", ""])
+@pytest.mark.parametrize("request_id", [0, 9, 10**18, -1, "7", None])
+def test_the_map_request_shortcut_is_exactly_json(key, request_id):
+    head = {"op": "map", "fk": key, "id": request_id}
+    frame = wire.encode(head, b"items")
+    assert frame == wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, *(
+        len(json.dumps(head, separators=(",", ":")).encode()), 5)) + \
+        json.dumps(head, separators=(",", ":")).encode() + b"items"
+    [(decoded, payload, _)] = wire.FrameDecoder().feed(frame)
+    assert decoded == head and bytes(payload) == b"items"
+
+
+def test_the_map_request_shortcut_keeps_other_key_orders_json():
+    head = {"op": "map", "id": 3, "fk": "k"}
+    assert wire.encode(head) == wire.encode_parts(head)[0]
+    assert json.loads(wire.encode(head)[wire.HEADER_SIZE:]) == head
+    assert list(wire.decode_head(wire.encode(head)[wire.HEADER_SIZE:])) == ["op", "id", "fk"]
+
+
+@pytest.mark.parametrize("raw", [b'{"op":"map","fk":"k","id":01}',
+                                 b'{"op":"map","fk":"k","id":}',
+                                 b'{"op":"map","fk":"k","id":1,}'])
+def test_the_map_request_shortcut_accepts_no_more_than_json(raw):
+    with pytest.raises(wire.FrameError, match="not JSON"):
+        wire.decode_head(raw)
+
+
 def test_head_is_plain_json():
     frame = wire.encode({"op": "ping", "id": 1})
     head_len, payload_len = wire.check_header(frame[:wire.HEADER_SIZE], 0)

@@ -39,6 +39,7 @@ Callback = Callable[[dict | None, Any, "errors.ClusterError | None"], None]
 
 RECV_SIZE = 1 << 16
 RECV_SIZE_MAX = 1 << 22  # one read while a large frame comes in
+OUTBOX_BYTES = 1 << 20  # requests held back for one write (``request(flush=False)``)
 
 
 class Pending:
@@ -110,6 +111,10 @@ class NodeConnection:
         self._reading = False  # a thread holds the reading role
         self._followers = 0  # threads waiting for their reply while another one reads
         self._callbacks = 0  # requests in flight whose reply goes to a callback
+        self._adopted = 0  # owners (a pmap) that read for callbacks themselves, see ``pump``
+        self._outbox: list[bytes] = []  # requests encoded but not sent yet (``flush=False``)
+        self._outbox_bytes = 0
+        self._more = False  # the last read filled its buffer: more may be waiting
         self._stream_closed = False
         self._decoder = wire.FrameDecoder(max_payload)
         self._poller = None
@@ -174,9 +179,12 @@ class NodeConnection:
 
     # -- requests -------------------------------------------------------------------------
 
-    def request(self, head: dict, payload: bytes = b"", callback: Callback | None = None) -> Pending:
+    def request(self, head: dict, payload: bytes = b"", callback: Callback | None = None, *,
+                flush: bool = True) -> Pending:
         """Send a request; its reply resolves the returned Pending.
 
+        With ``flush=False`` the request waits in the outbox until ``flush`` (or the next
+        plain send), so a burst of requests costs the node one wake-up, not one each.
         A payload over the frame limit raises ``SerializationError`` here, before anything
         is sent: the node would only close the connection on seeing its header.
         """
@@ -193,31 +201,113 @@ class NodeConnection:
                 self._pending[request_id] = pending
                 if callback is not None:
                     self._callbacks += 1
-                    if not self._reading:
+                    if not self._reading and not self._adopted:
                         self._cond.notify_all()  # the connection's thread reads for callbacks
         if error is not None:
             pending.resolve(None, b"", error)
             return pending
-        self.send(head, payload)
+        if flush:
+            self.send(head, payload)
+        else:
+            prefix, payload = wire.encode_parts(head, payload)
+            with self._send_lock:
+                self._outbox.append(prefix + payload if len(payload) < 65536 else prefix)
+                if len(payload) >= 65536:
+                    self._outbox.append(payload)
+                self._outbox_bytes += len(prefix) + len(payload)
+                full = self._outbox_bytes >= OUTBOX_BYTES
+            if full:
+                self.flush()
         return pending
 
     def send(self, head: dict, payload: bytes = b"") -> None:
+        """Send one message now (after whatever waits in the outbox)."""
         prefix, payload = wire.encode_parts(head, payload)
+        self._write(prefix, payload)
+
+    def flush(self) -> None:
+        """Send what waits in the outbox."""
+        if self._outbox:
+            self._write(b"", b"")
+
+    def _write(self, prefix: bytes, payload: bytes) -> None:
         try:
             with self._send_lock:
-                if len(payload) < 65536:
+                parts = self._outbox
+                if parts:
+                    self._outbox, self._outbox_bytes = [], 0
+                    parts.append(prefix)
+                    if payload:
+                        parts.append(payload)
+                    self._write_parts(parts)
+                elif len(payload) < 65536:
                     self.stream.sendall(prefix + payload)
-                else:
+                else:  # a large payload: two writes beat copying it
                     self.stream.sendall(prefix)
                     self.stream.sendall(payload)
                 self._last_tx = time.monotonic()
         except (OSError, EOFError, socket.timeout) as exc:
             self._fail(errors.NodeLost(self.node, f"connection broke while sending ({_why(exc)})"))
 
+    def _write_parts(self, parts: list[bytes]) -> None:
+        """Small parts go out joined in one write, large ones as they are."""
+        batch: list[bytes] = []
+        for part in parts:
+            if len(part) < 65536:
+                batch.append(part)
+                continue
+            if batch:
+                self.stream.sendall(b"".join(batch))
+                batch = []
+            self.stream.sendall(part)
+        if batch:
+            self.stream.sendall(b"".join(batch))
+
     def cancel(self, request_id: int) -> None:
         """Ask the node to cancel a request; its reply still arrives (as cancelled)."""
         if self.lost is None:
             self.send({"op": "cancel", "id": request_id})
+
+    # -- reading for callbacks in the owner's thread --------------------------------------
+
+    def adopt(self) -> None:
+        """The caller will read replies for its callbacks itself, with ``pump`` when the
+        stream (``fileno``) is readable, so they need no hand-off from the connection's
+        thread. That thread still keeps the heartbeat, and takes in what the owner leaves
+        unread for a heartbeat interval. Undo with ``unadopt``."""
+        with self._lock:
+            self._adopted += 1
+
+    def unadopt(self) -> None:
+        with self._lock:
+            self._adopted -= 1
+            self._cond.notify_all()
+
+    def fileno(self) -> int | None:
+        """The descriptor to poll for input, or None if the stream has none (or is closed)."""
+        if self._poller is None or self._stream_closed:
+            return None
+        try:
+            return self.stream.fileno()
+        except Exception:  # noqa: BLE001
+            return None
+
+    def pump(self) -> bool:
+        """Read and route whatever has arrived, without waiting, unless another thread
+        holds the reading role. True if anything was read."""
+        with self._lock:
+            if self._reading or self.lost is not None:
+                return False
+            self._reading = True
+        got = False
+        try:
+            while self.lost is None and self._receive(0):
+                got = True
+                if not self._more:  # (saves asking again for what is not there yet)
+                    break
+        finally:
+            self._release()
+        return got
 
     def forget(self, request_id: int) -> None:
         with self._lock:
@@ -280,7 +370,7 @@ class NodeConnection:
             self._reading = False
             if self.lost is not None:
                 self._close_stream_locked()
-            if self._followers or self._callbacks or self.lost is not None:
+            if self._followers or (self._callbacks and not self._adopted) or self.lost is not None:
                 self._cond.notify_all()
 
     def _read_until(self, pending: Pending, deadline: float | None) -> None:
@@ -308,13 +398,14 @@ class NodeConnection:
             else:
                 self.stream.settimeout(wait)
             decoder = self._decoder
+            size = RECV_SIZE if decoder.idle() else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX))
             try:
-                chunk = self.stream.recv(RECV_SIZE if decoder.idle()
-                                         else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
+                chunk = self.stream.recv(size)
             except (socket.timeout, BlockingIOError):
                 return False
             if not chunk:
                 raise errors.NodeLost(self.node, "the node closed the connection")
+            self._more = len(chunk) == size  # the read may have left more behind
             self.last_rx = time.monotonic()
             self._route(decoder.feed(chunk))
             return True
@@ -367,7 +458,7 @@ class NodeConnection:
                 while True:
                     if self.lost is not None:
                         return
-                    if self._callbacks and not self._reading:
+                    if self._callbacks and not self._reading and not self._adopted:
                         self._reading = True
                         serve = True
                         break
@@ -378,7 +469,7 @@ class NodeConnection:
                     cond.wait(next_tick - now)
             if serve:  # read until no reply is owed to a callback, ticking on the way
                 try:
-                    while self.lost is None and self._callbacks:
+                    while self.lost is None and self._callbacks and not self._adopted:
                         self._receive(max(0.0, next_tick - time.monotonic()))
                         now = time.monotonic()
                         if now >= next_tick:

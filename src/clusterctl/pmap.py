@@ -45,8 +45,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 import pickle
 import queue
+import select
 import threading
 import time
 from collections import deque
@@ -64,8 +66,9 @@ MAX_CHUNK_ITEMS = 50_000
 MAX_CHUNK_BYTES = 8 << 20  # pickled items (or results) of one chunk, when items are small
 MAX_INFLIGHT_BYTES = 256 << 20  # pickled items in flight over all nodes (one chunk per node always)
 MAX_BUFFERED_BYTES = 256 << 20  # finished results held back to keep the input order
-MIN_DEPTH, MAX_DEPTH = 2, 16  # chunks in flight per slot
+MIN_DEPTH, MAX_DEPTH = 2, 32  # chunks in flight per slot
 WAIT_SECONDS = 0.5
+PUMP_SECONDS = 0.0005  # while handing out results, read the connections this often
 JOIN_GRACE_SECONDS = 3.0  # at the end, how long to wait for nodes still being connected
 CANCEL_WAIT_SECONDS = 3.0  # when leaving early, how long to wait for nodes to confirm cancels
 SPECULATE_AFTER = 0.05  # a chunk is overdue this long past twice its expected time
@@ -296,7 +299,7 @@ class _Chunk:
 
 class _Node:
     __slots__ = ("name", "conn", "slots", "inflight", "window", "item_time", "max_n", "stats",
-                 "running")
+                 "running", "fd")
 
     def __init__(self, name: str, conn, stats: NodeStats) -> None:
         self.name = name
@@ -308,6 +311,7 @@ class _Node:
         self.max_n = 0
         self.stats = stats
         self.running = True
+        self.fd: int | None = None  # polled by the map's thread (see PMap._watch)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -387,6 +391,13 @@ class PMap:
         self._stop_error: ItemError | None = None
         self._started = False
         self._closing = False
+        self._thread: int | None = None  # the thread running the map
+        self._poller = select.poll()
+        self._polled: dict[int, _Node] = {}  # fd -> node whose connection this thread reads
+        self._wake_r = self._wake_w = -1
+        self._wake_lock = threading.Lock()
+        self._touched: set[_Node] = set()  # nodes sent requests not flushed yet
+        self._pumped = 0.0  # when this thread last read the nodes' connections
 
     # -- what the caller iterates ------------------------------------------------------------
 
@@ -438,6 +449,9 @@ class PMap:
             raise errors.UsageError("a pmap can be iterated only once")
         self._started = True
         self.stats.started = time.monotonic()
+        self._thread = threading.get_ident()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller.register(self._wake_r, select.POLLIN)
         try:
             self._connect_all()
             while True:
@@ -483,17 +497,21 @@ class PMap:
         return head
 
     def _drain(self, timeout: float | None) -> None:
-        """Handle what the nodes sent; wait up to ``timeout`` for the first (None: no wait)."""
+        """Handle what the nodes sent; wait up to ``timeout`` for the first (None: no wait).
+
+        This thread reads the nodes' connections itself (``NodeConnection.pump``), so a
+        reply costs no hand-off between threads; what other threads post (a node joining,
+        a connection failing, replies the connection's own thread took in) arrives on
+        the events queue and wakes the poll through a pipe.
+        """
         events = self._events  # this thread is its only reader: not empty stays not empty
-        if timeout is None:
+        if events.empty():
+            if timeout is None and time.monotonic() - self._pumped < PUMP_SECONDS:
+                return  # looked a moment ago: hand out more results first
+            self._pump(timeout)
             if events.empty():
                 return
-            event = events.get_nowait()
-        else:
-            try:
-                event = events.get(timeout=timeout)
-            except queue.Empty:
-                return
+        event = events.get_nowait()
         while True:
             if event[0] is _JOIN:
                 self._joined(event[1], event[2], event[3])
@@ -523,6 +541,63 @@ class PMap:
         raise AllNodesLost(f"{what} ({listing}); {done}{of} items completed",
                            completed=done, reasons=reasons)
 
+    def _pump(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` (None: not at all) for input from a node or a wake-up,
+        and read what came."""
+        try:
+            ready = self._poller.poll(0 if timeout is None else timeout * 1000.0)
+        except InterruptedError:
+            return
+        self._pumped = time.monotonic()
+        for fd, _ in ready:
+            if fd == self._wake_r:
+                try:
+                    os.read(fd, 4096)
+                except OSError:
+                    pass
+                continue
+            node = self._polled.get(fd)
+            if node is None:
+                continue
+            conn = node.conn
+            if conn.lost is not None or conn.fileno() != fd:
+                self._unpoll(node)  # its fd is closed, or about to be reused
+                continue
+            conn.pump()
+
+    def _post(self, event) -> None:
+        """Put an event for this map's thread, waking its poll if posted from another."""
+        self._events.put(event)
+        if threading.get_ident() != self._thread:
+            with self._wake_lock:  # (never a write to a descriptor closed and reused)
+                if self._wake_w >= 0:
+                    try:
+                        os.write(self._wake_w, b"!")
+                    except OSError:  # full: it is woken already
+                        pass
+
+    def _watch(self, node: "_Node") -> None:
+        fd = node.conn.fileno()
+        if fd is None:
+            return  # its connection's thread reads for it
+        node.conn.adopt()
+        node.fd = fd
+        self._polled[fd] = node
+        self._poller.register(fd, select.POLLIN)
+
+    def _unpoll(self, node: "_Node") -> None:
+        fd = node.fd
+        if fd is None:
+            return
+        node.fd = None
+        if self._polled.get(fd) is node:
+            del self._polled[fd]
+            try:
+                self._poller.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        node.conn.unadopt()
+
     # -- nodes joining ---------------------------------------------------------------------
 
     def _connect_all(self) -> None:
@@ -547,7 +622,7 @@ class PMap:
             conn, error = None, exc
         except Exception as exc:  # noqa: BLE001 - reported as this node's failure
             conn, error = None, errors.NodeUnreachable(name, f"{type(exc).__name__}: {exc}")
-        self._events.put((_JOIN, name, conn, error))
+        self._post((_JOIN, name, conn, error))
 
     def _joined(self, name: str, conn, error: errors.ClusterError | None) -> None:
         """A connector thread finished: the node joins the run, or is reported as failed."""
@@ -570,6 +645,7 @@ class PMap:
         node.stats.state = "running"
         node.stats.joined = time.monotonic()
         self._size_window(node)
+        self._watch(node)
         conn.send({"op": "defn", "key": self._fk}, self._fn_bytes)
         if conn.lost is not None:
             self._lose(node, conn.lost)
@@ -577,6 +653,15 @@ class PMap:
     # -- handing out work --------------------------------------------------------------------
 
     def _fill(self) -> None:
+        """Hand out work to every node with room; what goes to one node goes in one write."""
+        try:
+            self._fill_windows()
+        finally:
+            touched, self._touched = self._touched, set()
+            for node in touched:
+                node.conn.flush()
+
+    def _fill_windows(self) -> None:
         while True:
             node = self._free_node()
             if node is None:
@@ -729,10 +814,11 @@ class PMap:
         node.inflight[id(chunk)] = chunk
         self._inflight_bytes += len(chunk.payload)
         head = {"op": "map", "fk": self._fk}
-        put = self._events.put
+        post = self._post
+        self._touched.add(node)
         try:
-            node.conn.request(head, chunk.payload,
-                              callback=lambda h, p, e, chunk=chunk: put((chunk, h, p, e)))
+            node.conn.request(head, chunk.payload, flush=False,
+                              callback=lambda h, p, e, chunk=chunk: post((chunk, h, p, e)))
         except errors.SerializationError as exc:  # over the frame limit: nothing was sent
             self._take_back(chunk)
             if chunk.n == 1:
@@ -769,23 +855,21 @@ class PMap:
             return
         if chunk.covered():  # this attempt won: the other is not needed any more
             self._cancel(chunk.twin)
-        now = time.monotonic()
-        spent = head.get("t")
-        if not isinstance(spent, (int, float)):
-            spent = (now - chunk.sent) / max(1.0, len(node.inflight) / node.slots)
-        self._learn(node, chunk, spent, len(payload))
         stats = node.stats
-        stats.busy += spent
         stats.chunks += 1
-        try:
-            data = pickle.loads(payload)
+        try:  # what a worker's map answers: (seconds in the function, all ok, data)
+            spent, all_ok, data = pickle.loads(payload)
             if len(data) != chunk.n:
                 raise ValueError(f"{len(data)} results for {chunk.n} items")
         except Exception as exc:  # noqa: BLE001 - every item of the chunk fails with it
             self._undecodable(chunk, node, exc)
             return
+        if type(spent) is not float or not 0.0 <= spent < 1e9:
+            spent = (time.monotonic() - chunk.sent) / max(1.0, len(node.inflight) / node.slots)
+        self._learn(node, chunk, spent, len(payload))
+        stats.busy += spent
         block = chunk.block
-        if head.get("all_ok"):
+        if all_ok:
             if block.values is None and chunk.n == block.n:
                 block.values = data
                 block.remaining = 0
@@ -1016,6 +1100,7 @@ class PMap:
         node.stats.state = state
         node.stats.reason = reason
         node.stats.left = time.monotonic()
+        self._unpoll(node)  # (late replies, if any, come through its connection's thread)
         self._ahead = 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
         for chunk in list(node.inflight.values()):
             self._take_back(chunk)
@@ -1071,11 +1156,19 @@ class PMap:
         self._open.clear()
         self._complete.clear()
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while self._cancelling:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._drain(min(left, WAIT_SECONDS))
+        try:
+            while self._cancelling:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._drain(min(left, WAIT_SECONDS))
+        finally:
+            for node in self._nodes.values():
+                self._unpoll(node)
+            with self._wake_lock:
+                for fd in (self._wake_r, self._wake_w):
+                    os.close(fd)
+                self._wake_r = self._wake_w = -1
 
 
 # -- the API -------------------------------------------------------------------------------

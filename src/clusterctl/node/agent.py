@@ -45,6 +45,8 @@ from . import wire
 from .worker import CHANNEL, worker_main
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
+FAST_PIPELINE_DEPTH = 8  # ... for a worker whose tasks take less than FAST_TASK_SECONDS,
+FAST_TASK_SECONDS = 0.001  # so tiny tasks travel several to a write and a wake-up
 WORKER_FUNCTION_CACHE = 256
 HOUSEKEEPING_INTERVAL = 0.5
 DEFAULT_IDLE = 1800.0
@@ -108,7 +110,7 @@ def log(message: str) -> None:
 class Endpoint:
     """A non-blocking socket with an output queue, registered with the poller."""
 
-    __slots__ = ("sock", "fd", "out", "writing", "closed")
+    __slots__ = ("sock", "fd", "out", "writing", "closed", "dirty")
     is_worker = False
 
     def __init__(self, sock: socket.socket) -> None:
@@ -117,6 +119,7 @@ class Endpoint:
         self.out: deque = deque()
         self.writing = False
         self.closed = False
+        self.dirty = False  # has output not tried yet (written at the end of the loop's turn)
 
 
 class Conn(Endpoint):
@@ -140,7 +143,8 @@ class Conn(Endpoint):
 class WorkerSlot(Endpoint):
     """The node's end of one worker process."""
 
-    __slots__ = ("pid", "inbox", "assigned", "functions", "index")
+    __slots__ = ("pid", "inbox", "assigned", "functions", "index", "depth", "pace",
+                 "last_result")
     is_worker = True
 
     def __init__(self, sock: socket.socket, pid: int, index: int) -> None:
@@ -150,6 +154,17 @@ class WorkerSlot(Endpoint):
         self.inbox = bytearray()
         self.assigned: deque = deque()
         self.functions: OrderedDict = OrderedDict()
+        self.depth = PIPELINE_DEPTH  # tasks it may hold (see ``paced``)
+        self.pace: float | None = None  # seconds per result while busy, smoothed
+        self.last_result: float | None = None  # when it last answered, if it had more to do
+
+    def paced(self, now: float, results: int) -> None:
+        """Learn how fast this worker answers, and hold more tasks ahead for a fast one."""
+        if self.last_result is not None:
+            sample = (now - self.last_result) / results
+            self.pace = sample if self.pace is None else 0.7 * self.pace + 0.3 * sample
+            self.depth = FAST_PIPELINE_DEPTH if self.pace < FAST_TASK_SECONDS else PIPELINE_DEPTH
+        self.last_result = now if self.assigned else None
 
 
 class Task:
@@ -191,6 +206,7 @@ class Node:
         self.workers: list[WorkerSlot] = []
         self.queue: deque = deque()
         self.tasks_by_seq: dict[int, Task] = {}
+        self.dirty: list[Endpoint] = []  # endpoints with output to write this turn
         self.seq = 0
         self.conn_count = 0
         self.stopping = False
@@ -232,6 +248,8 @@ class Node:
                         self.read_worker(ep)
                     else:
                         self.read_conn(ep)
+            if self.dirty:
+                self.write_dirty()
             now = monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -410,6 +428,8 @@ class Node:
             if worker.closed:
                 break
             self.worker_result(worker, seq, frame)
+        if results and not worker.closed:
+            worker.paced(time.monotonic(), len(results))
         self.dispatch()
 
     def worker_result(self, worker: WorkerSlot, seq: int, frame) -> None:
@@ -444,11 +464,11 @@ class Node:
         queue = self.queue
         if not queue:
             return
-        for depth in range(PIPELINE_DEPTH):
+        for depth in range(FAST_PIPELINE_DEPTH):
             for worker in self.workers:
                 if not queue:
                     return
-                if len(worker.assigned) == depth and not worker.closed:
+                if len(worker.assigned) == depth < worker.depth and not worker.closed:
                     self.assign(worker, queue.popleft())
 
     def assign(self, worker: WorkerSlot, task: Task) -> None:
@@ -637,34 +657,23 @@ class Node:
     # -- output --------------------------------------------------------------------------
 
     def send(self, ep: Endpoint, *parts) -> None:
-        """Write now what the socket takes; queue the rest until it is writable."""
+        """Queue output for ``ep``; it is written at the end of the loop's turn, so what
+        one turn sends to one endpoint (several results, tasks) costs one write."""
         if ep.closed:
             return
-        out = ep.out
-        if out:  # older output is waiting: keep the order
-            out.extend(parts)
-            return
-        try:
-            if len(parts) == 1:
-                sent = ep.sock.send(parts[0])
-            else:
-                sent = ep.sock.sendmsg(parts)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self.write_failed(ep, exc)
-            return
-        for part in parts:
-            size = len(part)
-            if sent >= size:
-                sent -= size
-            elif sent:
-                out.append(memoryview(part)[sent:])
-                sent = 0
-            else:
-                out.append(part)
-        if out:
-            self.want_write(ep, True)
+        ep.out.extend(parts)
+        if not ep.dirty and not ep.writing:
+            ep.dirty = True
+            self.dirty.append(ep)
+
+    def write_dirty(self) -> None:
+        """Write what this turn queued; what the socket does not take waits for POLLOUT."""
+        while self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for ep in dirty:  # (a failed write may queue more: the loop takes it too)
+                ep.dirty = False
+                if not ep.closed:
+                    self.flush(ep)
 
     def flush(self, ep: Endpoint) -> None:
         """The socket is writable: push out what is queued."""
@@ -705,6 +714,9 @@ class Node:
     def flush_blocking(self, ep: Endpoint, timeout: float = 1.0) -> None:
         """Push out what is queued (a refusal, a goodbye) before closing."""
         deadline = time.monotonic() + timeout
+        if ep.dirty:
+            ep.dirty = False
+            self.dirty.remove(ep)
         while ep.out and not ep.closed and time.monotonic() < deadline:
             self.flush(ep)
             if ep.out:

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import struct
 
 PROTOCOL_VERSION = 1
@@ -49,22 +50,38 @@ _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 
+# The two most common heads, a pmap request ``{"op": "map", "fk": KEY, "id": N}`` and a
+# successful result ``{"op": "result", "id": N, "ok": true}``, are formatted and
+# recognised without the JSON machinery. The bytes are exactly what JSON makes of them,
+# and anything that is not exactly that form goes through JSON.
+_OK_PREFIX = b'{"op":"result","id":'
+_OK_SUFFIX = b',"ok":true}'
+_MAP_PREFIX = b'{"op":"map","fk":"'
+_MAP_ID = b'","id":'
+_MAP_KEYS = ["op", "fk", "id"]
+_simple_key = re.compile("[A-Za-z0-9_.-]{1,64}").fullmatch  # JSON writes these as they are
+_simple_key_bytes = re.compile(b"[A-Za-z0-9_.-]{1,64}").fullmatch
+
+
+def _head_bytes(head: dict) -> bytes:
+    if len(head) == 3 and head.get("op") == "map":
+        key, request_id = head.get("fk"), head.get("id")
+        if type(request_id) is int and request_id >= 0 and type(key) is str \
+                and _simple_key(key) and list(head) == _MAP_KEYS:
+            return b"%s%s%s%d}" % (_MAP_PREFIX, key.encode(), _MAP_ID, request_id)
+    return _encode_json(head).encode()
+
+
 def encode(head: dict, payload: bytes = b"") -> bytes:
     """One frame: the header, the JSON head and the payload (if any)."""
-    head_bytes = _encode_json(head).encode()
+    head_bytes = _head_bytes(head)
     return _pack_header(MAGIC, KIND_MESSAGE, len(head_bytes), len(payload)) + head_bytes + payload
 
 
 def encode_parts(head: dict, payload: bytes = b"") -> tuple[bytes, bytes]:
     """Header plus head, and the payload apart: saves copying a large payload."""
-    head_bytes = _encode_json(head).encode()
+    head_bytes = _head_bytes(head)
     return _pack_header(MAGIC, KIND_MESSAGE, len(head_bytes), len(payload)) + head_bytes, payload
-
-
-# The most common head of all, a successful result, is formatted and recognised without
-# the JSON machinery. It is still exactly what ``encode`` writes for that head.
-_OK_PREFIX = b'{"op":"result","id":'
-_OK_SUFFIX = b',"ok":true}'
 
 
 def encode_ok_result(request_id, payload: bytes) -> bytes:
@@ -89,12 +106,25 @@ def check_header(header, max_payload: int, offset: int = 0) -> tuple[int, int]:
     return head_len, payload_len
 
 
+def _json_int(digits: bytes) -> bool:
+    """``digits`` is a non-negative integer as JSON writes it (no sign, no leading zero)."""
+    return 0 < len(digits) < 20 and digits.isdigit() and (digits[0] != 48 or len(digits) == 1)
+
+
 def decode_head(raw) -> dict:
     """Parse a control head; anything but a UTF-8 JSON object with a string ``op`` is an error."""
+    if type(raw) is not bytes:
+        raw = bytes(raw)
     if raw[:20] == _OK_PREFIX and raw[-11:] == _OK_SUFFIX:
-        digits = bytes(raw[20:-11])
-        if 0 < len(digits) < 20 and digits.isdigit() and (digits[0] != 48 or len(digits) == 1):
+        digits = raw[20:-11]
+        if _json_int(digits):
             return {"op": "result", "id": int(digits), "ok": True}
+    elif raw[:18] == _MAP_PREFIX and raw[-1:] == b"}":
+        at = raw.find(_MAP_ID, 18)
+        if at > 0:
+            key, digits = raw[18:at], raw[at + 7:-1]
+            if _simple_key_bytes(key) and _json_int(digits):
+                return {"op": "map", "fk": key.decode(), "id": int(digits)}
     try:
         head = _decode_json(str(raw, "utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors

@@ -264,9 +264,10 @@ class Worker:
         return wire.encode_ok_result(task_id, data)
 
     def map(self, head: dict, payload) -> bytes:
-        """Apply one function to a batch. If every item succeeded the reply is the plain
-        list of values (head ``all_ok``); otherwise one outcome per item, ``(True, value)``
-        or ``(False, error dict, exception or None)``. ``t`` is the seconds spent in calls."""
+        """Apply one function to a batch. The reply's payload is ``(seconds, all_ok, data)``:
+        the seconds spent in calls, and if every item succeeded the plain list of values,
+        otherwise one outcome per item, ``(True, value)`` or ``(False, error dict,
+        exception or None)``. Its head is the plain successful result."""
         task_id = head.get("id")
         try:
             fn = self.function(head)
@@ -290,18 +291,17 @@ class Worker:
                 values.append(value)
             else:
                 outcomes.append((True, value))
-        reply = {"op": "result", "id": task_id, "ok": True, "n": len(items),
-                 "t": round(time.perf_counter() - started, 6)}
+        spent = time.perf_counter() - started
         if outcomes is None:
             try:
-                return wire.encode(dict(reply, all_ok=True), dumps_result(values))
+                return wire.encode_ok_result(task_id, dumps_result((spent, True, values)))
             except BaseException:  # noqa: BLE001 - find which result could not travel
                 outcomes = [(True, v) for v in values]
         try:
-            data = _dumps(outcomes)
+            data = _dumps((spent, False, outcomes))
         except BaseException:  # noqa: BLE001 - find which result could not travel
-            data = _dumps([_checked_outcome(o, self.node) for o in outcomes])
-        return wire.encode(reply, data)
+            data = _dumps((spent, False, [_checked_outcome(o, self.node) for o in outcomes]))
+        return wire.encode_ok_result(task_id, data)
 
 
 def _picklable(exc: BaseException):
