@@ -298,8 +298,8 @@ class _Chunk:
 
 
 class _Node:
-    __slots__ = ("name", "conn", "slots", "inflight", "window", "item_time", "max_n", "stats",
-                 "running", "fd")
+    __slots__ = ("name", "conn", "slots", "inflight", "window", "refill", "item_time", "max_n",
+                 "stats", "running", "fd")
 
     def __init__(self, name: str, conn, stats: NodeStats) -> None:
         self.name = name
@@ -307,6 +307,7 @@ class _Node:
         self.slots = max(1, int(conn.hello.get("slots") or 1))
         self.inflight: dict[int, _Chunk] = {}
         self.window = self.slots * MIN_DEPTH
+        self.refill = 1  # free room in the window before it is topped up
         self.item_time: float | None = None  # seconds per item in the function, smoothed
         self.max_n = 0
         self.stats = stats
@@ -722,12 +723,15 @@ class PMap:
                     break
 
     def _free_node(self) -> _Node | None:
+        """The node with the most room for another chunk. A node with a deep window gets
+        work once an eighth of it is free, and is then filled up: fewer, fuller writes."""
         best, room = None, 0.0
+        touched = self._touched
         for node in self._nodes.values():
             if node.running:
-                free = (node.window - len(node.inflight)) / node.slots
-                if free > room:
-                    best, room = node, free
+                free = node.window - len(node.inflight)
+                if free >= (1 if node in touched else node.refill) and free / node.slots > room:
+                    best, room = node, free / node.slots
         return best
 
     def _next_chunk(self, node: _Node) -> _Chunk | None:
@@ -791,7 +795,8 @@ class PMap:
         return max(1, min(int(n), MAX_CHUNK_ITEMS))
 
     def _pickle_items(self, items: list, start: int) -> bytes:
-        if len(items) <= 8 and all(type(x) in _PLAIN for x in items):
+        if len(items) == 1 and type(items[0]) in _PLAIN or \
+                len(items) <= 8 and all(type(x) in _PLAIN for x in items):
             return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
         import cloudpickle
 
@@ -944,6 +949,7 @@ class PMap:
             chunk_time = max(self._target_items(node) * per_item, 1e-6)
             depth = MIN_DEPTH + math.ceil(latency / chunk_time)
             node.window = node.slots * max(MIN_DEPTH, min(MAX_DEPTH, depth))
+            node.refill = max(1, node.window // 8)
         self._ahead = 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
 
     # -- failures ----------------------------------------------------------------------------

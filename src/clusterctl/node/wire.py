@@ -63,12 +63,20 @@ _simple_key = re.compile("[A-Za-z0-9_.-]{1,64}").fullmatch  # JSON writes these 
 _simple_key_bytes = re.compile(b"[A-Za-z0-9_.-]{1,64}").fullmatch
 
 
+_map_prefixes: dict[str, bytes] = {}  # function key -> the head's bytes up to the id
+
+
 def _head_bytes(head: dict) -> bytes:
     if len(head) == 3 and head.get("op") == "map":
         key, request_id = head.get("fk"), head.get("id")
-        if type(request_id) is int and request_id >= 0 and type(key) is str \
-                and _simple_key(key) and list(head) == _MAP_KEYS:
-            return b"%s%s%s%d}" % (_MAP_PREFIX, key.encode(), _MAP_ID, request_id)
+        if type(request_id) is int and request_id >= 0:
+            prefix = _map_prefixes.get(key)  # (a key that is not a str is never in it)
+            if prefix is None and type(key) is str and _simple_key(key) and list(head) == _MAP_KEYS:
+                if len(_map_prefixes) > 1024:
+                    _map_prefixes.clear()
+                prefix = _map_prefixes[key] = _MAP_PREFIX + key.encode() + _MAP_ID
+            if prefix is not None and list(head) == _MAP_KEYS:
+                return b"%s%d}" % (prefix, request_id)
     return _encode_json(head).encode()
 
 
