@@ -141,6 +141,10 @@ def env(monkeypatch) -> Env:
     monkeypatch.chdir(e.cwd)
     yield e
     leaked = e.node_processes()
+    deadline = time.monotonic() + 3.0  # a process killed just now may still be exiting
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = e.node_processes()
     for pid, _ in leaked:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clusterctl import Cluster, errors
+from conftest import wait_for
 from sshbed import SSHTestBed, available_reason
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
@@ -209,8 +210,9 @@ def test_stopped_host_shows_pang_within_the_timeout_while_others_answer(world, b
 
 def test_python_version_mismatch_is_reported_at_world_time(world, tmp_path):
     shim = tmp_path / "oldpy"
+    # a Python that says it is 3.9 and runs the code it is given (the last argument)
     shim.write_text("#!/bin/sh\nexec python3 -c 'import sys; sys.version_info = (3, 9, 18, \"final\", 0); "
-                    "code = sys.argv[2]; sys.argv = [\"-c\"]; exec(code)' -c \"$2\"\n")
+                    "code = sys.argv[-1]; sys.argv = [\"-c\"]; exec(code)' \"$@\"\n")
     shim.chmod(0o755)
     c = world.cluster(f"h1 python={shim}\nh2\n")
     h1, h2 = c.world()
@@ -232,6 +234,34 @@ def test_down_leaves_no_process_on_any_host(world, bed):
     assert c.down() == {"h1": "stopped", "h2": "stopped", "h3": "stopped"}
     for alias in ("h1", "h2", "h3"):
         assert clusterctl_pids(bed, alias) == []
+
+
+def io_counters(pid: int) -> tuple[int, int]:
+    """(bytes read, bytes written) by a process, from /proc."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["rchar"]), int(fields["wchar"])
+
+
+def test_the_node_serves_the_ssh_channel_itself(world, bed):
+    """The boot script hands the channel's stdin and stdout to the node and copies
+    nothing: traffic through the channel does not pass through it."""
+    c = world.cluster("h1\n")
+    assert c.rpc("h1", "operator.add", 1, 2) == 3
+    procs = clusterctl_pids(bed, "h1")
+    boots = [pid for pid, cmd in procs if "sys.stdin.buffer.readline" in cmd]
+    assert len(boots) == 1
+    assert not {0, 1} & {int(fd) for fd in os.listdir(f"/proc/{boots[0]}/fd")}
+    before = io_counters(boots[0])
+    blob = b"x" * 100_000
+    for _ in range(20):
+        assert c.rpc("h1", "operator.getitem", [blob], 0) == blob  # 4 MB through the channel
+    after = io_counters(boots[0])
+    assert after[0] - before[0] < 10_000 and after[1] - before[1] < 10_000
+    node = c.world()[0].pid
+    c.close()  # the channel closes: the boot script exits, the node stays
+    wait_for(lambda: boots[0] not in {pid for pid, _ in clusterctl_pids(bed, "h1")},
+             message="the boot script to exit")
+    assert node in {pid for pid, _ in clusterctl_pids(bed, "h1")}
 
 
 def test_unknown_host_keys_are_listed_once_and_trusted_on_request(world, tmp_path):

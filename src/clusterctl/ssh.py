@@ -1,10 +1,13 @@
-"""The SSH transport: reach a remote host as ``ssh`` would, bootstrap a node there, relay.
+"""The SSH transport: reach a remote host as ``ssh`` would, bootstrap a node there.
 
 One paramiko transport per host (and per jump host), shared by every channel to it.
 Each node connection is one exec channel running the boot stub (see
 ``clusterctl.node.boot``): the controller ships the boot script, then the agent bundle
-only if the host's cache lacks it, and the channel becomes a byte relay to the node's
-unix socket. No port is forwarded and nothing is installed beyond the cache.
+only if the host's cache lacks it, and the node is handed the channel's own stdin and
+stdout (over its unix socket), so it serves the controller on the channel directly.
+No port is forwarded and nothing is installed beyond the cache. The boot stub runs with
+``python -S``: it needs only the standard library, and skipping site-packages makes a
+warm bootstrap of many hosts noticeably quicker.
 
 Resolution follows OpenSSH (``clusterctl.sshconfig``); host keys follow OpenSSH's
 known_hosts semantics, append-only (``clusterctl.hostkeys``). Handshakes in flight are
@@ -326,7 +329,7 @@ class SSHTransport:
             raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
         try:
             channel.settimeout(timeout)
-            channel.exec_command(f"{self.python} -c {shlex.quote(boot_module.STUB)}")
+            channel.exec_command(f"{self.python} -S -c {shlex.quote(boot_module.STUB)}")
             stdin = channel
             stdin.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
             params = {"code_id": self.pool.settings.bundle.code_id, "name": name,
@@ -404,7 +407,7 @@ class SSHTransport:
         try:
             transport = self.pool.client(self.spec.name, target, time.monotonic() + timeout)
             channel = transport.open_session(timeout=timeout)
-            channel.exec_command(f"{self.python} -c {shlex.quote(script)}")
+            channel.exec_command(f"{self.python} -S -c {shlex.quote(script)}")
             if channel.status_event.wait(timeout + 5) and channel.exit_status == 0:
                 return
         except (paramiko.SSHException, OSError) as exc:

@@ -110,25 +110,58 @@ def log(message: str) -> None:
 class Endpoint:
     """A non-blocking socket with an output queue, registered with the poller."""
 
-    __slots__ = ("sock", "fd", "out", "writing", "closed", "dirty")
+    __slots__ = ("sock", "fd", "wfd", "out", "writing", "closed", "dirty")
     is_worker = False
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        self.wfd = getattr(sock, "wfd", self.fd)  # a PipeStream writes to a descriptor of its own
         self.out: deque = deque()
         self.writing = False
         self.closed = False
         self.dirty = False  # has output not tried yet (written at the end of the loop's turn)
 
 
+class PipeStream:
+    """An SSH channel's own stdin and stdout, handed to the node by the boot script on the
+    host (``boot.splice``), with the socket methods the node uses. The node then reads
+    and writes the channel's pipes itself: no process copies the bytes in between.
+    ``companion`` is the boot script's unix connection; closing it lets the script exit."""
+
+    def __init__(self, rfd: int, wfd: int, companion: socket.socket) -> None:
+        self.rfd, self.wfd, self.companion = rfd, wfd, companion
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+
+    def fileno(self) -> int:
+        return self.rfd
+
+    def recv(self, size: int) -> bytes:
+        return os.read(self.rfd, size)
+
+    def send(self, data) -> int:
+        return os.write(self.wfd, data)
+
+    def sendmsg(self, parts) -> int:
+        return os.writev(self.wfd, parts)
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.companion.close()
+
+
 class Conn(Endpoint):
     """A controller connection."""
 
     __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
-                 "functions", "label")
+                 "functions", "label", "fds")
 
-    def __init__(self, sock: socket.socket, number: int) -> None:
+    def __init__(self, sock, number: int) -> None:
         super().__init__(sock)
         self.decoder = wire.FrameDecoder(max_payload=0)  # no payload before the handshake
         self.authed = False
@@ -138,6 +171,7 @@ class Conn(Endpoint):
         self.tasks: dict = {}
         self.functions: dict[str, bytes] = {}
         self.label = "connection %d" % number
+        self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
 
 
 class WorkerSlot(Endpoint):
@@ -241,6 +275,12 @@ class Node:
                     if fd == listener_fd:
                         self.accept()
                     continue
+                if fd != ep.fd:  # the write side of a PipeStream
+                    if mask & BROKEN:
+                        self.close_conn(ep, "the channel's output was closed")
+                    elif mask & WRITE:
+                        self.flush(ep)
+                    continue
                 if mask & WRITE:
                     self.flush(ep)
                 if mask & (READ | BROKEN) and not ep.closed:
@@ -264,6 +304,11 @@ class Node:
         if self.endpoints.pop(ep.fd, None) is not None:
             try:
                 self.poller.unregister(ep.fd)
+            except (KeyError, ValueError, OSError):
+                pass
+        if ep.wfd != ep.fd and self.endpoints.pop(ep.wfd, None) is not None:
+            try:
+                self.poller.unregister(ep.wfd)
             except (KeyError, ValueError, OSError):
                 pass
 
@@ -313,6 +358,8 @@ class Node:
                 self.listener.close()
                 for conn in self.conns.values():
                     conn.sock.close()
+                    for fd in conn.fds:
+                        os.close(fd)
                 for worker in self.workers:
                     worker.sock.close()
             finally:
@@ -518,8 +565,12 @@ class Node:
     def read_conn(self, conn: Conn) -> None:
         try:
             decoder = conn.decoder
-            chunk = conn.sock.recv(RECV_SIZE if decoder.idle()
-                                   else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
+            if conn.authed or not isinstance(conn.sock, socket.socket):
+                chunk = conn.sock.recv(RECV_SIZE if decoder.idle()
+                                       else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
+            else:  # before the handshake, a boot script may pass its channel (see splice)
+                chunk, fds, _, _ = socket.recv_fds(conn.sock, RECV_SIZE, 2)
+                conn.fds.extend(fds)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -545,6 +596,9 @@ class Node:
         self.dispatch()
 
     def authenticate(self, conn: Conn, head: dict) -> None:
+        if head.get("op") == "splice" and len(conn.fds) == 2 and isinstance(conn.sock, socket.socket):
+            self.splice(conn)
+            return
         if head.get("op") != "auth":
             self.refuse(conn, "expected the handshake, got %r" % head.get("op"))
             return
@@ -563,6 +617,30 @@ class Node:
             conn.heartbeat = float(heartbeat)
         self.send(conn, wire.encode({"op": "welcome",
                                      "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
+
+    def splice(self, conn: Conn) -> None:
+        """The boot script of an SSH channel passed the channel's stdin and stdout: serve a
+        controller connection on them, greeting it there; the script's own connection
+        stays open, untouched, until that connection closes."""
+        rfd, wfd = conn.fds
+        conn.fds = []
+        self.conns.pop(conn.fd, None)
+        self.unwatch(conn)
+        conn.closed = True  # (its queued greeting is dropped: the greeting goes to the channel)
+        try:
+            stream = PipeStream(rfd, wfd, conn.sock)
+        except OSError as exc:
+            for fd in (rfd, wfd):
+                os.close(fd)
+            conn.sock.close()
+            log("%s: cannot use the passed channel: %s" % (conn.label, exc))
+            return
+        self.conn_count += 1
+        spliced = Conn(stream, self.conn_count)
+        spliced.label = "connection %d (ssh channel)" % self.conn_count
+        self.conns[spliced.fd] = spliced
+        self.watch(spliced)
+        self.send(spliced, wire.encode(self.hello(spliced)))
 
     def refuse(self, conn: Conn, reason: str) -> None:
         self.stats["refused"] += 1
@@ -642,6 +720,9 @@ class Node:
         self.conns.pop(conn.fd, None)
         self.unwatch(conn)
         conn.sock.close()
+        for fd in conn.fds:
+            os.close(fd)
+        conn.fds = []
         # the connection's work goes with it
         for task in list(conn.tasks.values()):
             task.cancelled = True
@@ -702,7 +783,14 @@ class Node:
     def want_write(self, ep: Endpoint, want: bool) -> None:
         if want != ep.writing and not ep.closed:
             ep.writing = want
-            self.poller.modify(ep.fd, READ | WRITE if want else READ)
+            if ep.wfd == ep.fd:
+                self.poller.modify(ep.fd, READ | WRITE if want else READ)
+            elif want:
+                self.endpoints[ep.wfd] = ep
+                self.poller.register(ep.wfd, WRITE)
+            else:
+                self.endpoints.pop(ep.wfd, None)
+                self.poller.unregister(ep.wfd)
 
     def write_failed(self, ep: Endpoint, exc: OSError) -> None:
         ep.out.clear()

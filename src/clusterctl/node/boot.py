@@ -16,22 +16,22 @@ read by Python's buffered stdin is lost when the relay switches to raw reads):
    second bootstrap ships nothing and a half-written bundle is never used.
 4. boot starts the node if none answers (and ``start``), then answers
    ``{"node": "ready" | "running" | "absent"}``.
-5. from then on it relays bytes between the SSH channel and the node's unix socket, so
-   the node itself is the same as a local one and no TCP forwarding is needed. It exits
-   when either side closes.
+5. it passes the channel's own stdin and stdout to the node over the node's unix
+   socket (``SCM_RIGHTS``), and the node serves the controller on them directly: no
+   process copies bytes in between and no TCP forwarding is needed. The script waits
+   until the node closes its connection, then exits. Where descriptors cannot be
+   passed, it relays the bytes itself instead.
 """
 
 # The first stage the controller runs remotely: read a length, then that much source, run it.
 STUB = "import sys;exec(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())))"
 
-import io  # noqa: E402 - the stub above must stay first: it is documentation too
-import json  # noqa: E402
+# Only what every bootstrap needs is imported here; a warm one (node running, code
+# cached) imports nothing more, which keeps a `world` of many hosts quick.
+import json  # noqa: E402 - the stub above must stay first: it is documentation too
 import os  # noqa: E402
 import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
-import zipfile  # noqa: E402
 
 
 def _say(obj) -> None:
@@ -57,6 +57,9 @@ def _run_dir() -> str:
 
 
 def _install(code_dir: str, blob: bytes) -> None:
+    import io
+    import zipfile
+
     parent = os.path.dirname(code_dir)
     os.makedirs(parent, mode=0o700, exist_ok=True)
     staging = "%s/.incoming-%d" % (parent, os.getpid())
@@ -80,8 +83,30 @@ def _connect(path: str):
         return None
 
 
+def _splice(sock) -> None:
+    """Pass the channel's own stdin and stdout to the node, which then serves the
+    controller on them directly; wait until the node closes our connection, then exit
+    (sshd closes the channel once the node has closed its copies too)."""
+    head = json.dumps({"op": "splice"}, separators=(",", ":")).encode()
+    frame = b"CC\x01\x00" + len(head).to_bytes(4, "big") + (0).to_bytes(4, "big") + head
+    try:
+        socket.send_fds(sock, [frame], [0, 1])
+    except (AttributeError, OSError):  # no descriptor passing here: copy the bytes instead
+        _relay(sock)
+    os.close(0)
+    os.close(1)
+    try:
+        while sock.recv(65536):  # the node's greeting to this connection, then its end
+            pass
+    except OSError:
+        pass
+    os._exit(0)
+
+
 def _relay(sock) -> None:
     """Copy stdin -> node and node -> stdout until either side closes."""
+    import threading
+
     def upstream():
         try:
             while True:
@@ -137,6 +162,8 @@ def main() -> None:
         if not params.get("start"):
             _say({"node": "absent"})
             return
+        import subprocess
+
         launch = ("import sys; sys.path.insert(0, %r); from clusterctl_node.agent import main; main()"
                   % code_dir)
         try:
@@ -158,7 +185,7 @@ def main() -> None:
             _fail("the node started but its socket %s refuses connections" % path)
         state = "ready"
     _say({"node": state})
-    _relay(sock)
+    _splice(sock)
 
 
 if __name__ == "__main__":  # run by the stub (its globals are __main__'s), not on import
