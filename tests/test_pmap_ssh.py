@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 
 from clusterctl import Cluster, errors
 from clusterctl.pmap import PMap
+from conftest import end_process, interruptible_cli, wait_for
 from latency_proxy import LatencyProxy
 from sshbed import SSHTestBed, available_reason
 
@@ -175,3 +178,46 @@ def test_a_host_behind_200_ms_of_latency_gets_fewer_items(world, bed, tmp_path):
         assert list(run.values()) == list(range(400))
         counts = {h: run.stats.nodes[h].items for h in ("h1", "h2", "h3")}
         assert counts["h1"] < min(counts["h2"], counts["h3"]), counts
+
+
+def test_ctrl_c_mid_run_over_ssh_cancels_the_work_on_every_host(world, bed, tmp_path):
+    """SIGINT to `clusterctl pmap` running on three hosts: it exits 130 with the summary,
+    and once it has exited nothing of the job runs on any host any more (the nodes stay,
+    idle, for the next command)."""
+    log = tmp_path / "started.log"  # the hosts share this machine's file system
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(f"""
+        import time
+
+        def task(x):
+            with open({str(log)!r}, "a") as fh:
+                fh.write(f"{{x}}\\n")
+            time.sleep(0.3)
+            return x
+
+        def inputs():
+            return range(10_000)
+    """))
+    hosts = tmp_path / "hosts"
+    hosts.write_text(HOSTS)
+    world.made.append((Cluster(hosts, ssh_options=world.ssh), hosts))  # brought down after
+    proc = interruptible_cli(["--hosts", str(hosts), "--ssh-config", world.ssh["config_file"],
+                              "--known-hosts", world.ssh["known_hosts"], "pmap", str(job)],
+                             tmp_path)
+    try:
+        wait_for(lambda: log.exists() and len(log.read_text().split()) >= 12, 60,
+                 message="items to start on the hosts")
+        busy = {a: len(clusterctl_pids(bed, a)) for a in ("h1", "h2", "h3")}
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        end_process(proc)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "of 10,000 items in" in err
+    started = len(log.read_text().split())
+    time.sleep(1.0)  # > 3 item times: a task still running would have started another
+    assert len(log.read_text().split()) == started
+    for alias in ("h1", "h2", "h3"):
+        # node, its 2 workers and nothing else: the channel's boot script is gone
+        wait_for(lambda: len(clusterctl_pids(bed, alias)) == busy[alias] - 1, 10,
+                 message=f"only the idle node on {alias}")
