@@ -285,6 +285,40 @@ def test_a_poison_item_is_reported_after_n_attempts(cluster):
         list(cluster.pmap(work, range(20), poison_after=2))
 
 
+def test_a_poison_item_among_tiny_ones_is_found_though_replies_travel_held_back(cluster):
+    """One item per message, tiny: workers hold replies back to send several at once, so a
+    crash cannot say at once which task it was; the node runs them again one by one."""
+    def work(x):
+        if x == 3000:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return x
+
+    run = PMap(cluster, work, range(6000), chunksize=1, poison_after=2)
+    outcomes = list(run.outcomes())
+    assert [o.index for o in outcomes] == list(range(6000))
+    assert [o.index for o in outcomes if not o.ok] == [3000]
+    assert isinstance(outcomes[3000].error, PoisonItem)
+    assert all(o.value == o.index for o in outcomes if o.ok)
+    assert run.stats.duplicates == 0
+    # (the crashes came while replies were held back: their tasks were run again)
+    assert sum(cluster.connect(n).ping(5)["stats"]["rerun"] for n in ("n1", "n2")) > 0
+
+
+def test_a_worker_killed_once_among_tiny_items_loses_nothing(cluster, env):
+    mark = env.root / "killed-once"
+
+    def work(x):
+        if x == 3000 and not mark.exists():
+            mark.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    run = PMap(cluster, work, range(6000), chunksize=1)
+    assert list(run.values()) == list(range(6000))
+    assert run.stats.failed == 0 and run.stats.duplicates == 0
+    assert mark.exists()
+
+
 def test_a_slower_node_gets_fewer_items(make_cluster):
     cluster = make_cluster()
     slow_pid = node_pid(cluster, "n1")

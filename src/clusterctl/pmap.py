@@ -724,7 +724,7 @@ class PMap:
 
     def _free_node(self) -> _Node | None:
         """The node with the most room for another chunk. A node with a deep window gets
-        work once an eighth of it is free, and is then filled up: fewer, fuller writes."""
+        work once a quarter of it is free, and is then filled up: fewer, fuller writes."""
         best, room = None, 0.0
         touched = self._touched
         for node in self._nodes.values():
@@ -949,7 +949,7 @@ class PMap:
             chunk_time = max(self._target_items(node) * per_item, 1e-6)
             depth = MIN_DEPTH + math.ceil(latency / chunk_time)
             node.window = node.slots * max(MIN_DEPTH, min(MAX_DEPTH, depth))
-            node.refill = max(1, node.window // 8)
+            node.refill = max(1, node.window // 4)
         self._ahead = 4 * sum(n.window for n in self._nodes.values() if n.running) + 8
 
     # -- failures ----------------------------------------------------------------------------

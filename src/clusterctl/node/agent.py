@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict, deque
 
 from . import wire
-from .worker import CHANNEL, worker_main
+from .worker import CHANNEL, HOLD_FLAG, worker_main
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
 FAST_PIPELINE_DEPTH = 8  # ... for a worker whose tasks take less than FAST_TASK_SECONDS,
@@ -202,9 +202,10 @@ class WorkerSlot(Endpoint):
 
 
 class Task:
-    __slots__ = ("seq", "conn", "id", "frame", "fk", "worker", "cancelled")
+    __slots__ = ("seq", "conn", "id", "frame", "fk", "worker", "cancelled", "is_map", "held",
+                 "suspect", "failed")
 
-    def __init__(self, seq: int, conn: Conn, task_id, frame: bytes, fk) -> None:
+    def __init__(self, seq: int, conn: Conn, task_id, frame: bytes, fk, is_map: bool) -> None:
         self.seq = seq
         self.conn = conn
         self.id = task_id
@@ -212,6 +213,10 @@ class Task:
         self.fk = fk
         self.worker = None
         self.cancelled = False
+        self.is_map = is_map  # a pmap chunk: safe to run again (pmap keeps exactly-once)
+        self.held = False  # its worker may hold its reply back (see worker.HOLD_FLAG)
+        self.suspect = False  # it was in a worker that crashed holding replies back
+        self.failed = False  # answered as failed (crashed, or cancelled while running)
 
 
 # -- the node ----------------------------------------------------------------------------
@@ -246,7 +251,7 @@ class Node:
         self.stopping = False
         self.last_busy = time.monotonic()
         self.started = time.time()
-        self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0}
+        self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0, "rerun": 0}
         self.cpus = os.cpu_count()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -399,9 +404,19 @@ class Node:
         worker.assigned.clear()
         if assigned:
             running, waiting = assigned[0], assigned[1:]
-            self.finish_failed(running, reason or how, worker)
+            if reason is None and running.held:
+                # It crashed while it may have been holding replies back, so which of these
+                # it was running is not known: they all run again, and none of them with
+                # replies held back, so a task that crashes again is the one to blame.
+                for task in assigned:
+                    task.suspect = True
+                running, waiting = None, assigned
+                self.stats["rerun"] += len(assigned)
+            if running is not None:
+                self.finish_failed(running, reason or how, worker)
             for task in reversed(waiting):
                 task.worker = None
+                task.held = False
                 if task.cancelled or task.conn.closed:
                     self.tasks_by_seq.pop(task.seq, None)
                 else:
@@ -416,6 +431,7 @@ class Node:
             self.dispatch()
 
     def finish_failed(self, task: Task, how: str, worker: WorkerSlot) -> None:
+        task.failed = True
         self.tasks_by_seq.pop(task.seq, None)
         conn = task.conn
         conn.tasks.pop(task.id, None)
@@ -432,7 +448,8 @@ class Node:
                      "traceback": "", "node": self.name, "kind": "crashed"}
         self.send(conn, wire.encode({"op": "result", "id": task.id, "ok": False, "error": error}))
 
-    def read_worker(self, worker: WorkerSlot) -> None:
+    def read_worker(self, worker: WorkerSlot) -> bool:
+        """Take in what a worker sent; False if there was nothing to read."""
         inbox = worker.inbox
         header = CHANNEL.size
         want = RECV_SIZE
@@ -442,12 +459,12 @@ class Node:
         try:
             chunk = worker.sock.recv(want)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             chunk = b""
         if not chunk:
             self.replace_worker(worker)
-            return
+            return True
         if inbox:
             inbox += chunk
             data = inbox
@@ -478,6 +495,7 @@ class Node:
         if results and not worker.closed:
             worker.paced(time.monotonic(), len(results))
         self.dispatch()
+        return True
 
     def worker_result(self, worker: WorkerSlot, seq: int, frame) -> None:
         if not worker.assigned or worker.assigned[0].seq != seq:
@@ -532,11 +550,15 @@ class Node:
             worker.functions.move_to_end(key)
         task.worker = worker
         worker.assigned.append(task)
+        seq = task.seq
+        if worker.depth > PIPELINE_DEPTH and task.is_map and not task.suspect:
+            task.held = True  # a tiny pmap chunk: its reply may travel with the next ones
+            seq |= HOLD_FLAG
         frame = task.frame
         if len(frame) < SMALL_FRAME:  # one buffer: cheaper than a gathered write
-            self.send(worker, CHANNEL.pack(task.seq, len(frame)) + frame)
+            self.send(worker, CHANNEL.pack(seq, len(frame)) + frame)
         else:
-            self.send(worker, CHANNEL.pack(task.seq, len(frame)), frame)
+            self.send(worker, CHANNEL.pack(seq, len(frame)), frame)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -659,7 +681,7 @@ class Node:
                     "traceback": "", "node": self.name, "kind": "protocol"}}))
                 return
             self.seq += 1
-            task = Task(self.seq, conn, task_id, raw, key)
+            task = Task(self.seq, conn, task_id, raw, key, op == "map")
             self.tasks_by_seq[task.seq] = task
             conn.tasks[task_id] = task
             self.queue.append(task)
@@ -703,9 +725,15 @@ class Node:
             except ValueError:
                 pass
             self.tasks_by_seq.pop(task.seq, None)
-        elif worker.assigned and worker.assigned[0] is task:
-            self.replace_worker(worker, "was killed to cancel its task")
-            return
+        else:  # results it sent already may be unread: with them in, is it still running?
+            while worker.assigned and worker.assigned[0] is task and not worker.closed \
+                    and self.read_worker(worker):
+                pass
+            if worker.assigned and worker.assigned[0] is task and not worker.closed:
+                self.replace_worker(worker, "was killed to cancel its task")
+                return
+            if task.failed:  # the worker crashed meanwhile, and that answered for it
+                return
         # queued, or handed ahead to a worker (that result will be dropped)
         self.send(conn, wire.encode({"op": "result", "id": task_id, "ok": False, "error": {
             "type": "Cancelled", "message": "cancelled", "traceback": "",

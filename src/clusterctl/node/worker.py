@@ -8,6 +8,13 @@ Between node and worker every message is ``seq (8 bytes) | length (4 bytes) | fr
 where ``frame`` is a wire frame; ``seq`` is the node's number for the task, echoed back
 so the node can route the result without parsing it. Replies come in task order.
 
+Tiny pmap chunks are answered several to a write: the node marks such a task with
+``HOLD_FLAG``, and the worker may hold its reply back while the next task it has already
+read runs, if this one took under ``HOLD_SECONDS``. Everything held is sent before the
+worker waits for input and before it starts a task not so marked, so a crash or a kill
+can only lose replies of marked tasks, which the node then runs again (see
+``agent.Node.replace_worker``). The price: a held reply may wait for one more task.
+
 Operations a worker understands (the head's ``op``):
 
 - ``defn`` ``{key}`` + pickled function: remember a function under ``key``;
@@ -37,6 +44,10 @@ from collections import deque
 from . import wire
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
+HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
+HOLD_SECONDS = 0.001  # ... if the task took less than this,
+HOLD_COUNT = 32  # and at most this many replies,
+HOLD_BYTES = 1 << 16  # of at most this many bytes, are held back at once
 RECV_SIZE = 1 << 16
 RECV_SIZE_MAX = 1 << 22
 
@@ -138,6 +149,8 @@ class Worker:
         self.functions: dict[str, object] = {}
         self.inbox = bytearray()
         self.ready: deque = deque()  # messages read but not handled yet
+        self.held: list[bytes] = []  # replies not sent yet (see HOLD_FLAG)
+        self.held_bytes = 0
 
     # -- channel ----------------------------------------------------------------------
 
@@ -145,6 +158,8 @@ class Worker:
         """The next (seq, frame) from the node, or None when the node is gone."""
         ready = self.ready
         while not ready:
+            if self.held:
+                self.flush()
             inbox = self.inbox
             want = RECV_SIZE
             if len(inbox) >= CHANNEL.size:  # in the middle of a large task: take more at once
@@ -180,13 +195,26 @@ class Worker:
                 del inbox[:pos]
         return ready.popleft()
 
-    def send(self, seq: int, frame: bytes) -> None:
+    def send(self, seq: int, frame: bytes, hold: bool = False) -> None:
+        """Send a reply, or hold it back (``hold``) while there is room."""
         header = CHANNEL.pack(seq, len(frame))
+        if hold and self.ready and len(self.held) < HOLD_COUNT \
+                and self.held_bytes + len(frame) < HOLD_BYTES:
+            self.held.append(header + frame)
+            self.held_bytes += len(frame)
+            return
+        if self.held:
+            self.flush()
         if len(frame) < 65536:
             self.sock.sendall(header + frame)
         else:  # a large result: two writes beat copying it
             self.sock.sendall(header)
             self.sock.sendall(frame)
+
+    def flush(self) -> None:
+        """Send the replies held back, in one write."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        self.sock.sendall(b"".join(held))
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -205,6 +233,9 @@ class Worker:
             if msg is None:
                 return
             seq, frame = msg
+            hold = seq >= HOLD_FLAG
+            if hold:
+                seq -= HOLD_FLAG
             head_len, _ = wire.check_header(frame, 1 << 62)
             head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
             payload = memoryview(frame)[wire.HEADER_SIZE + head_len:]
@@ -215,6 +246,9 @@ class Worker:
             if op == "forget":
                 self.functions.pop(head.get("key"), None)
                 continue
+            if self.held and not hold:  # a task not marked starts with nothing held back
+                self.flush()
+            started = time.perf_counter()
             if op == "call":
                 reply = self.call(head, payload)
             elif op == "map":
@@ -223,7 +257,7 @@ class Worker:
                 reply = error_frame(head.get("id"), {
                     "type": "ProtocolError", "message": "unknown task operation %r" % op,
                     "traceback": "", "node": self.node, "kind": "protocol"})
-            self.send(seq, reply)
+            self.send(seq, reply, hold and time.perf_counter() - started < HOLD_SECONDS)
 
     def define(self, key: str, payload) -> None:
         try:
