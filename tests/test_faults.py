@@ -124,6 +124,52 @@ def test_garbage_bytes_close_that_connection_only(started, env):
     assert_serving(started)
 
 
+def devnulls(pid: int) -> list[str]:
+    """The descriptors of a process open on /dev/null."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == os.devnull:
+                found.append(fd)
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def test_passed_descriptors_are_a_channel_or_nothing(started, env):
+    """A splice request (what the SSH boot script sends) with no descriptors is refused;
+    one with more than a channel's two closes that connection; the node stays up and
+    keeps none of them."""
+    before = devnulls(env.node_pid("n1"))  # (its stdin is one)
+    with raw_socket(env) as sock:
+        sock.sendall(wire.encode({"op": "splice"}))
+        hello, _ = wire.read_message(sock, max_payload=0)
+        refused, _ = wire.read_message(sock, max_payload=0)
+        assert refused["op"] == "refused" and "splice" in refused["reason"]
+    extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(3)]
+    try:
+        with raw_socket(env) as sock:
+            socket.send_fds(sock, [wire.encode({"op": "splice"})], extra)
+            until_closed(sock)
+    finally:
+        for fd in extra:
+            os.close(fd)
+    assert "more than a channel's two descriptors" in env.node_log("n1")
+    files = [os.open(os.devnull, os.O_RDONLY) for _ in range(2)]  # two, but not a channel's
+    try:
+        with raw_socket(env) as sock:
+            socket.send_fds(sock, [wire.encode({"op": "splice"})], files)
+            hello, _ = wire.read_message(sock, max_payload=0)
+            refused, _ = wire.read_message(sock, max_payload=0)
+            assert refused["op"] == "refused" and "not a channel" in refused["reason"]
+    finally:
+        for fd in files:
+            os.close(fd)
+    wait_for(lambda: devnulls(env.node_pid("n1")) == before, timeout=5,
+             message="the node to close the descriptors it was passed")
+    assert_serving(started)
+
+
 def test_wrong_cookie_is_refused(started, env):
     with raw_socket(env) as sock:
         answer = handshake(sock, os.urandom(32))

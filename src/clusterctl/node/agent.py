@@ -131,8 +131,6 @@ class PipeStream:
 
     def __init__(self, rfd: int, wfd: int, companion: socket.socket) -> None:
         self.rfd, self.wfd, self.companion = rfd, wfd, companion
-        os.set_blocking(rfd, False)
-        os.set_blocking(wfd, False)
 
     def fileno(self) -> int:
         return self.rfd
@@ -591,8 +589,11 @@ class Node:
                 chunk = conn.sock.recv(RECV_SIZE if decoder.idle()
                                        else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
             else:  # before the handshake, a boot script may pass its channel (see splice)
-                chunk, fds, _, _ = socket.recv_fds(conn.sock, RECV_SIZE, 2)
+                chunk, fds, flags, _ = socket.recv_fds(conn.sock, RECV_SIZE, 2)
                 conn.fds.extend(fds)
+                if len(conn.fds) > 2 or flags & socket.MSG_CTRUNC:
+                    self.close_conn(conn, "sent more than a channel's two descriptors")
+                    return
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -645,23 +646,29 @@ class Node:
         controller connection on them, greeting it there; the script's own connection
         stays open, untouched, until that connection closes."""
         rfd, wfd = conn.fds
+        if not all(stat.S_ISFIFO(m) or stat.S_ISSOCK(m) for m in (os.fstat(fd).st_mode
+                                                                   for fd in (rfd, wfd))):
+            self.refuse(conn, "the passed descriptors are not a channel's pipes")
+            return
         conn.fds = []
         self.conns.pop(conn.fd, None)
         self.unwatch(conn)
         conn.closed = True  # (its queued greeting is dropped: the greeting goes to the channel)
+        stream = PipeStream(rfd, wfd, conn.sock)
         try:
-            stream = PipeStream(rfd, wfd, conn.sock)
+            os.set_blocking(rfd, False)
+            os.set_blocking(wfd, False)
+            self.conn_count += 1
+            spliced = Conn(stream, self.conn_count)
+            spliced.label = "connection %d (ssh channel)" % self.conn_count
+            self.conns[spliced.fd] = spliced
+            self.watch(spliced)
         except OSError as exc:
-            for fd in (rfd, wfd):
-                os.close(fd)
-            conn.sock.close()
+            self.conns.pop(rfd, None)
+            self.endpoints.pop(rfd, None)
+            stream.close()
             log("%s: cannot use the passed channel: %s" % (conn.label, exc))
             return
-        self.conn_count += 1
-        spliced = Conn(stream, self.conn_count)
-        spliced.label = "connection %d (ssh channel)" % self.conn_count
-        self.conns[spliced.fd] = spliced
-        self.watch(spliced)
         self.send(spliced, wire.encode(self.hello(spliced)))
 
     def refuse(self, conn: Conn, reason: str) -> None:
