@@ -160,6 +160,21 @@ class BedHost:
         return self.address if self.port == 22 else "[%s]:%d" % (self.address, self.port)
 
 
+def clusterctl_processes(bed: "SSHTestBed", alias: str) -> list[tuple[int, str]]:
+    """(pid, command line) of clusterctl's processes (node, workers, boot script) on one
+    test host, zombies left out."""
+    found = []
+    for pid in bed.host_pids(alias):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and ("clusterctl" in cmd or "sys.stdin.buffer.readline" in cmd):
+            found.append((pid, cmd))
+    return found
+
+
 # -- tools, versions, capabilities -------------------------------------------------
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")

@@ -23,6 +23,7 @@ from clusterctl.pmap import PMap
 from conftest import end_process, interruptible_cli, wait_for
 from latency_proxy import LatencyProxy
 from sshbed import SSHTestBed, available_reason
+from sshbed import clusterctl_processes as clusterctl_pids
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
 
@@ -31,20 +32,6 @@ if _reason:
     pytestmark.append(pytest.mark.skip(reason=f"SSH test bed unavailable: {_reason}"))
 
 HOSTS = "h1 slots=2\nh2 slots=2\nh3 slots=2\n"
-
-
-def clusterctl_pids(bed: SSHTestBed, alias: str) -> list[tuple[int, str]]:
-    """Processes of clusterctl (node, workers, relay) on one test host."""
-    found = []
-    for pid in bed.host_pids(alias):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and ("clusterctl" in cmd or "sys.stdin.buffer.readline" in cmd):
-            found.append((pid, cmd))
-    return found
 
 
 class World:

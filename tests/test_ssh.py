@@ -19,6 +19,7 @@ import pytest
 from clusterctl import Cluster, errors
 from conftest import wait_for
 from sshbed import SSHTestBed, available_reason
+from sshbed import clusterctl_processes as clusterctl_pids
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
 
@@ -28,20 +29,6 @@ if _reason:
 
 N_HOSTS = 4
 JUMP = "h4"
-
-
-def clusterctl_pids(bed: SSHTestBed, alias: str) -> list[tuple[int, str]]:
-    """Processes of clusterctl (node, workers, relay) on one test host."""
-    found = []
-    for pid in bed.host_pids(alias):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and ("clusterctl" in cmd or "sys.stdin.buffer.readline" in cmd):
-            found.append((pid, cmd))
-    return found
 
 
 @pytest.fixture(scope="module")

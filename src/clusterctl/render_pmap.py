@@ -74,15 +74,9 @@ class PmapProgress:
             nodes.append(" " + (fmt_count(node.items) if node.state != "connecting" else "…"))
             if node.state in ("lost", "failed"):
                 nodes.append(f" ({node.state})", style="red")
-        extra = []
-        if s.failed:
-            extra.append(f"{s.failed:,} failed")
-        if s.retries:
-            extra.append(f"{s.retries:,} retried")
-        if s.requeued:
-            extra.append(f"{s.requeued:,} requeued")
-        if extra:
-            nodes.append("  " + ", ".join(extra), style="yellow")
+        trouble = troubles(s)
+        if trouble:
+            nodes.append("  " + trouble, style="yellow")
         return Group(grid, nodes)
 
     def __enter__(self) -> "PmapProgress":
@@ -106,6 +100,12 @@ def stderr_console() -> Console:
     return console
 
 
+def troubles(stats: PmapStats) -> str:
+    """``3 failed, 12 retried, 40 requeued``: what went wrong so far (empty if nothing)."""
+    counts = ((stats.failed, "failed"), (stats.retries, "retried"), (stats.requeued, "requeued"))
+    return ", ".join(f"{n:,} {what}" for n, what in counts if n)
+
+
 def summary_line(stats: PmapStats, interrupted: bool = False) -> Text:
     """``1,000 items in 2.3 s (435/s) on 2 nodes, 4 slots``, and what went wrong."""
     joined = [n for n in stats.nodes.values() if n.joined is not None]
@@ -114,15 +114,9 @@ def summary_line(stats: PmapStats, interrupted: bool = False) -> Text:
     text = Text(f"{stats.done:,}{of} items in {fmt_duration(stats.elapsed())} "
                 f"({fmt_rate(stats.rate())}) on {len(joined)} node{'s' * (len(joined) != 1)}, "
                 f"{slots} slot{'s' * (slots != 1)}")
-    notes = []
-    if stats.failed:
-        notes.append(f"{stats.failed:,} failed")
-    if stats.retries:
-        notes.append(f"{stats.retries:,} retried")
-    if stats.requeued:
-        notes.append(f"{stats.requeued:,} requeued")
-    if notes:
-        text.append("; " + ", ".join(notes), style="yellow")
+    trouble = troubles(stats)
+    if trouble:
+        text.append("; " + trouble, style="yellow")
     if interrupted:
         text.append("; interrupted", style="red")
     return text
