@@ -425,16 +425,22 @@ def test_node_killed_while_connected_is_restarted_on_next_use(env, local_specs):
             cluster.down()
 
 
-def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
-    node = env.node_pid("n1")
-    marker = env.root / "task.pid"
-
+def marks_then_sleeps(marker):
+    """A task that writes its worker's pid to ``marker`` (atomically), then sleeps 30 s."""
     def task():
         with open(str(marker) + ".tmp", "w") as fh:
             fh.write(str(os.getpid()))
         os.rename(str(marker) + ".tmp", marker)
         time.sleep(30)
 
+    return task
+
+
+def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
+    node = env.node_pid("n1")
+    marker = env.root / "task.pid"
+
+    task = marks_then_sleeps(marker)
     outcome = {}
 
     def call():
@@ -468,12 +474,7 @@ def test_frozen_node_is_lost_by_heartbeat(env, local_specs, busy):
     lost within the heartbeat timeout, with or without a call in flight."""
     marker = env.root / "task.pid"
 
-    def task():
-        with open(str(marker) + ".tmp", "w") as fh:
-            fh.write(str(os.getpid()))
-        os.rename(str(marker) + ".tmp", marker)
-        time.sleep(30)
-
+    task = marks_then_sleeps(marker)
     cluster = Cluster(local_specs[:1], heartbeat_interval=0.2, heartbeat_timeout=1.0)
     node = cluster.world()[0].pid
     conn = cluster.connect("n1")
