@@ -175,6 +175,24 @@ def clusterctl_processes(bed: "SSHTestBed", alias: str) -> list[tuple[int, str]]
     return found
 
 
+def assert_no_clusterctl_left(bed: "SSHTestBed", timeout: float = 5.0) -> None:
+    """Fail if clusterctl processes are still on any test host after ``timeout`` seconds
+    (boot scripts exit once sshd closes their channel); whatever is left is killed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leftovers = {a: p for a in bed.aliases if (p := clusterctl_processes(bed, a))}
+        if not leftovers or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for procs in leftovers.values():
+        for pid, _ in procs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert not leftovers, f"processes left on test hosts: {leftovers}"
+
+
 # -- tools, versions, capabilities -------------------------------------------------
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")

@@ -23,6 +23,7 @@ from clusterctl.pmap import PMap
 from conftest import end_process, interruptible_cli, wait_for
 from latency_proxy import LatencyProxy
 from sshbed import SSHTestBed, available_reason
+from sshbed import assert_no_clusterctl_left
 from sshbed import clusterctl_processes as clusterctl_pids
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
@@ -81,19 +82,7 @@ def world(bed, tmp_path):
             except Exception:  # noqa: BLE001 - only a cut or slowed host needs it
                 pass
     w.down_everything()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        leftovers = {a: p for a in bed.aliases if (p := clusterctl_pids(bed, a))}
-        if not leftovers:
-            break
-        time.sleep(0.05)
-    for procs in leftovers.values():
-        for pid, _ in procs:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-    assert not leftovers, f"processes left on test hosts: {leftovers}"
+    assert_no_clusterctl_left(bed)
 
 
 def test_pmap_over_three_hosts_equals_map(world):

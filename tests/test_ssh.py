@@ -19,6 +19,7 @@ import pytest
 from clusterctl import Cluster, errors
 from conftest import wait_for
 from sshbed import SSHTestBed, available_reason
+from sshbed import assert_no_clusterctl_left
 from sshbed import clusterctl_processes as clusterctl_pids
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
@@ -76,21 +77,7 @@ def world(bed, tmp_path):
     w = World(bed, tmp_path)
     yield w
     w.down_everything()
-
-    def leftovers_now():
-        found = {a: clusterctl_pids(bed, a) for a in bed.aliases}
-        return {a: p for a, p in found.items() if p}
-
-    deadline = time.monotonic() + 5  # relays exit once sshd closes their channel
-    while (leftovers := leftovers_now()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for procs in leftovers.values():
-        for pid, _ in procs:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-    assert not leftovers, f"processes left on test hosts: {leftovers}"
+    assert_no_clusterctl_left(bed)
 
 
 def test_world_rpc_multicall_across_hosts(world):

@@ -461,17 +461,17 @@ class Cluster:
         if len(names) <= 1:
             return [fn(n) for n in names]
         results: list[Any] = [None] * len(names)
+        todo: queue.SimpleQueue = queue.SimpleQueue()
         done: queue.SimpleQueue = queue.SimpleQueue()
-        todo = iter(list(enumerate(names)))
-        todo_lock = threading.Lock()
+        for job in enumerate(names):
+            todo.put(job)
 
         def work() -> None:
-            while True:
-                with todo_lock:
-                    nxt = next(todo, None)
-                if nxt is None:
+            while not todo.empty():
+                try:
+                    i, name = todo.get_nowait()
+                except queue.Empty:
                     return
-                i, name = nxt
                 try:
                     done.put((i, True, fn(name)))
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
@@ -481,12 +481,13 @@ class Cluster:
             threading.Thread(target=work, name=f"clusterctl-call-{k}", daemon=True).start()
         try:
             for _ in names:
-                while True:
+                answer = None
+                while answer is None:  # short waits: Ctrl-C gets through between them
                     try:
-                        i, ok, value = done.get(timeout=0.2)
-                        break
+                        answer = done.get(timeout=0.2)
                     except queue.Empty:
-                        continue
+                        pass
+                i, ok, value = answer
                 if not ok:
                     raise value
                 results[i] = value
