@@ -40,6 +40,8 @@ Callback = Callable[[dict | None, Any, "errors.ClusterError | None"], None]
 RECV_SIZE = 1 << 16
 RECV_SIZE_MAX = 1 << 22  # one read while a large frame comes in
 OUTBOX_BYTES = 1 << 20  # requests held back for one write (``request(flush=False)``)
+LARGE_WRITE = 1 << 16  # writes this large are sent watching their progress (``_send_large``)
+LARGE_PIECE = 1 << 20  # at most this much handed to a non-socket stream at once
 
 
 class Pending:
@@ -89,6 +91,8 @@ class _Unraisable:
 
 class NodeConnection:
     """A handshaken, authenticated connection to one node."""
+
+    _tx_progress = 0.0  # when a large send last got bytes out (``_send_large``)
 
     def __init__(self, node: str, stream, *, cookie: bytes, heartbeat_interval: float = 2.0,
                  heartbeat_timeout: float = 10.0, max_payload: int = wire.DEFAULT_MAX_PAYLOAD,
@@ -233,35 +237,85 @@ class NodeConnection:
     def _write(self, prefix: bytes, payload: bytes) -> None:
         try:
             with self._send_lock:
-                parts = self._outbox
-                if parts:
-                    self._outbox, self._outbox_bytes = [], 0
-                    parts.append(prefix)
-                    if payload:
-                        parts.append(payload)
-                    self._write_parts(parts)
-                elif len(payload) < 65536:
-                    self.stream.sendall(prefix + payload)
-                else:  # a large payload: two writes beat copying it
-                    self.stream.sendall(prefix)
-                    self.stream.sendall(payload)
-                self._last_tx = time.monotonic()
+                self._write_locked(prefix, payload)
         except (OSError, EOFError, socket.timeout) as exc:
             self._fail(errors.NodeLost(self.node, f"connection broke while sending ({_why(exc)})"))
+
+    def _write_locked(self, prefix: bytes, payload: bytes) -> None:
+        """Holding the send lock: the outbox, then this message."""
+        parts = self._outbox
+        if parts:
+            self._outbox, self._outbox_bytes = [], 0
+            parts.append(prefix)
+            if payload:
+                parts.append(payload)
+            self._write_parts(parts)
+        elif len(payload) < LARGE_WRITE:
+            self.stream.sendall(prefix + payload)
+        else:  # a large payload: two writes beat copying it
+            self.stream.sendall(prefix)
+            self._send_large(payload)
+        self._last_tx = time.monotonic()
 
     def _write_parts(self, parts: list[bytes]) -> None:
         """Small parts go out joined in one write, large ones as they are."""
         batch: list[bytes] = []
         for part in parts:
-            if len(part) < 65536:
+            if len(part) < LARGE_WRITE:
                 batch.append(part)
                 continue
             if batch:
-                self.stream.sendall(b"".join(batch))
+                self._send_any(b"".join(batch))
                 batch = []
-            self.stream.sendall(part)
+            self._send_large(part)
         if batch:
-            self.stream.sendall(b"".join(batch))
+            self._send_any(b"".join(batch))
+
+    def _send_any(self, data: bytes) -> None:
+        if len(data) < LARGE_WRITE:
+            self.stream.sendall(data)
+        else:
+            self._send_large(data)
+
+    def _send_large(self, data) -> None:
+        """Send all of ``data``, noting each time the stream takes some of it.
+
+        A large send over a slow link can take longer than the heartbeat timeout, and
+        the node answers nothing until it has the whole request: the bytes it takes are
+        then the only sign of life (see ``_check_heartbeat``). A socket is written with
+        ``MSG_DONTWAIT`` and waited on with ``poll``, so each piece it accepts is seen;
+        other streams (an SSH channel) take a piece per ``send`` as their window allows.
+        """
+        stream = self.stream
+        view = memoryview(data)
+        clock = time.monotonic
+        if isinstance(stream, socket.socket):
+            send = stream.send
+            writable = None
+            while view:
+                try:
+                    sent = send(view, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    if self.lost is not None:  # (failing shuts the stream down, which wakes poll)
+                        raise EOFError("the connection was given up")
+                    if writable is None:
+                        fd = stream.fileno()
+                        if fd < 0:
+                            raise EOFError("the connection was closed")
+                        writable = select.poll()
+                        writable.register(fd, select.POLLOUT)
+                    writable.poll(self.heartbeat_interval * 1000.0)
+                    continue
+                view = view[sent:]
+                self._tx_progress = clock()
+        else:
+            send = stream.send
+            while view:
+                sent = send(view[:LARGE_PIECE])
+                if not sent:
+                    raise EOFError("the channel was closed")
+                view = view[sent:]
+                self._tx_progress = clock()
 
     def cancel(self, request_id: int) -> None:
         """Ask the node to cancel a request; its reply still arrives (as cancelled)."""
@@ -441,10 +495,17 @@ class NodeConnection:
             pending.resolve(head, payload, None)
 
     def _check_heartbeat(self, now: float) -> None:
-        silent = now - self.last_rx
+        """Lost when nothing arrived and no large send made progress for the timeout.
+
+        Only large sends count: a small one (a ping) lands in the socket's buffer
+        whether or not the node reads, but a large one stops making progress once the
+        buffers along the way are full, so its progress shows that the node reads.
+        """
+        silent = now - max(self.last_rx, self._tx_progress)
         if silent > self.heartbeat_timeout and self.lost is None:
-            self._fail(errors.NodeLost(self.node, "no heartbeat for %.1f s: the host may be "
-                                       "down or the network cut" % silent))
+            stalled = ", and it took none of what we are sending" if self._send_lock.locked() else ""
+            self._fail(errors.NodeLost(self.node, "no heartbeat for %.1f s%s: the host may be "
+                                       "down or the network cut" % (silent, stalled)))
 
     # -- the connection's own thread ------------------------------------------------------
 
@@ -499,12 +560,23 @@ class NodeConnection:
         self._check_heartbeat(time.monotonic())
 
     def _ping_if_quiet(self, now: float) -> None:
-        """The node hears from us at least every interval, or it cancels our work."""
+        """The node hears from us at least every interval, or it cancels our work.
+
+        Never waits for the send lock: a send in progress feeds the node's heartbeat
+        anyway, and the connection's thread must stay free to check ours."""
         if now - self._last_tx < self.heartbeat_interval or self.lost is not None:
             return
-        if self._send_lock.acquire(blocking=False):
-            self._send_lock.release()  # (a send in progress feeds the node's heartbeat anyway)
-            self.send({"op": "ping", "t": time.time(), "id": 0})
+        if not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            self._write_locked(*wire.encode_parts({"op": "ping", "t": time.time(), "id": 0}, b""))
+        except (OSError, EOFError, socket.timeout) as exc:
+            broke = exc
+        else:
+            return
+        finally:
+            self._send_lock.release()
+        self._fail(errors.NodeLost(self.node, f"connection broke while sending ({_why(broke)})"))
 
     # -- failing and closing --------------------------------------------------------------
 
