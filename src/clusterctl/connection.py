@@ -12,8 +12,10 @@ So a blocking rpc costs one wake-up, not a hand-off between threads. Replies tha
 nobody waits for in person (requests made with a callback) are read by the
 connection's own thread, which also keeps the heartbeat: it sends a ping whenever the
 line has been quiet for a heartbeat interval, takes in what arrived while nobody was
-reading, and declares the node lost when nothing at all has arrived for the heartbeat
-timeout. That bounds how long a cut network or a frozen host can hide, whoever reads.
+reading, and declares the node lost when for the heartbeat timeout nothing at all has
+arrived and no large send has got a byte out (a long upload over a slow link is not a
+lost node: the node answers nothing until it has the whole request). That bounds how
+long a cut network or a frozen host can hide, whoever reads or writes.
 
 Callbacks run in whichever thread reads the reply, so they must be quick and must not
 wait for replies themselves; an exception from one goes to ``sys.unraisablehook``.
