@@ -425,7 +425,7 @@ def _target_from_options(host: str, user: str | None, port: int | None,
         host_key_alias=alias,
         source="paramiko",
         host_key_algorithms=algorithms,
-        host_key_algorithms_verbatim=algorithms is not None and not written[:1] in ("+", "-"),
+        host_key_algorithms_verbatim=algorithms is not None and written[:1] not in ("+", "-"),
         hash_known_hosts=_yes(get("hashknownhosts")),
     )
 
