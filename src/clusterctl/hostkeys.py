@@ -619,12 +619,14 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     load nothing into the client (no ``load_system_host_keys``), and every key comes
     here. In mode ``ask``, ``on_unknown`` is asked (it gets the
     :class:`UnknownHostKey`) and the key is added if it returns True; without it the
-    key is refused, since nobody can be asked. ``result`` holds the last outcome.
+    key is refused, since nobody can be asked. ``hash_names`` is HashKnownHosts.
+    ``result`` holds the last outcome.
     """
 
     def __init__(self, known_hosts: KnownHosts, node: str, port: int, mode: str,
                  on_unknown: Callable[[UnknownHostKey], bool] | None = None, *,
-                 host_key_alias: str | None = None, ssh_target: str | None = None) -> None:
+                 host_key_alias: str | None = None, ssh_target: str | None = None,
+                 hash_names: bool = False) -> None:
         if mode not in MODES:
             raise ValueError("host key mode must be one of %s, not %r" % (", ".join(MODES), mode))
         self.known_hosts = known_hosts
@@ -634,6 +636,7 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         self.on_unknown = on_unknown
         self.host_key_alias = host_key_alias
         self.ssh_target = ssh_target
+        self.hash_names = hash_names
         self.result: str | None = None
 
     def missing_host_key(self, client, hostname: str, key) -> None:
@@ -646,7 +649,8 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     def verify(self, hostname: str, key) -> str:
         """Check ``key`` for ``hostname`` (at this policy's port); the outcome, or raise."""
         args = (self.known_hosts, self.node, hostname, self.port, key, self.mode)
-        kwargs = dict(host_key_alias=self.host_key_alias, ssh_target=self.ssh_target)
+        kwargs = dict(host_key_alias=self.host_key_alias, ssh_target=self.ssh_target,
+                      hash_names=self.hash_names)
         try:
             self.result = verify_server_key(*args, **kwargs)
         except UnknownHostKey as unknown:
