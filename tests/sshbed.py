@@ -43,7 +43,7 @@ Layout of ``workdir``::
     client/id_ed25519{,.pub}  client/ssh_config  client/known_hosts
     hI/{cache,run,config}/                       (the host's environment)
     sshd/hI/sshd_config  ssh_host_ed25519_key{,.pub}  authorized_keys
-            sshd.pid  sshd.log
+            sshd.pid  sshd.log  ssh_host_{ecdsa,rsa}_key{,.pub} (add_host_key)
 
 Usage::
 
@@ -94,7 +94,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NoReturn
 
@@ -153,6 +153,7 @@ class BedHost:
     index: int = 0
     sshd_config: Path | None = None
     authorized_keys: Path | None = None
+    extra_pubkey_lines: tuple[str, ...] = ()   # host keys served besides the ed25519 one
 
     @property
     def known_hosts_name(self) -> str:
@@ -611,6 +612,7 @@ class _Host:
     sshd_start: int | None = None
     pubkey_line: str = ""
     extra_config: str = ""
+    extra_keys: list[tuple[Path, str]] = field(default_factory=list)  # (private key, public line)
 
     @property
     def config(self) -> Path:
@@ -640,7 +642,8 @@ class _Host:
         return BedHost(alias=self.alias, address=self.address, port=self.port, namespace=self.namespace,
                        host_key_path=self.host_key, host_pubkey_line=self.pubkey_line, log_path=self.log,
                        env_dir=self.env_dir, index=self.index, sshd_config=self.config,
-                       authorized_keys=self.authorized_keys)
+                       authorized_keys=self.authorized_keys,
+                       extra_pubkey_lines=tuple(line for _, line in self.extra_keys))
 
 
 # in-process registry: the fixed address plan allows one netns bed at a time
@@ -857,6 +860,7 @@ class SSHTestBed:
             "Port %d" % h.port,
             "AddressFamily inet",
             "HostKey %s" % _q(h.host_key),
+            *("HostKey %s" % _q(path) for path, _ in h.extra_keys),
             "PidFile %s" % _q(h.pidfile),
             "AuthorizedKeysFile %s" % _q(h.authorized_keys),
             "PubkeyAuthentication yes",
@@ -1212,6 +1216,43 @@ class SSHTestBed:
             h.pubkey_line = _pub_line(pub)
             self.restart_sshd(alias)
             return h.pubkey_line
+
+    def add_host_key(self, alias: str, key_type: str = "ecdsa") -> str:
+        """Let the host serve one more host key, a new one of ``key_type`` (``ecdsa``,
+        ``rsa``), besides its ed25519 key, and restart its sshd.  known_hosts is not
+        changed (it keeps only the ed25519 key).  Returns the new public key line
+        (``type base64``); ``drop_host_keys`` undoes."""
+        if key_type not in ("ecdsa", "rsa"):
+            raise ValueError("key_type must be 'ecdsa' or 'rsa', not %r" % key_type)
+        with self._lock:
+            h = self._host(alias)
+            path = h.sshd_dir / ("ssh_host_%s_key" % key_type)
+            if any(p == path for p, _ in h.extra_keys):
+                raise BedError("%s already serves an extra %s key" % (alias, key_type))
+            for p in (path, path.with_name(path.name + ".pub")):
+                if p.exists():
+                    p.unlink()
+            _run([_which("ssh-keygen"), "-q", "-t", key_type, "-N", "", "-C",
+                  "clusterctl-test-%s" % alias, "-f", str(path)])
+            line = _pub_line(path.with_name(path.name + ".pub"))
+            h.extra_keys.append((path, line))
+            self._write_sshd_config(h)
+            self.restart_sshd(alias)
+            return line
+
+    def drop_host_keys(self, alias: str) -> None:
+        """Undo ``add_host_key``: the host serves only its ed25519 key again."""
+        with self._lock:
+            h = self._host(alias)
+            if not h.extra_keys:
+                return
+            for path, _ in h.extra_keys:
+                for p in (path, path.with_name(path.name + ".pub")):
+                    if p.exists():
+                        p.unlink()
+            h.extra_keys.clear()
+            self._write_sshd_config(h)
+            self.restart_sshd(alias)
 
     def refresh_known_hosts(self) -> None:
         """Rewrite known_hosts with every host's current key."""

@@ -37,8 +37,11 @@ from clusterctl.hostkeys import (
     fingerprint,
     hash_host,
     host_label,
+    offered_host_key_algorithms,
+    order_host_key_algorithms,
     verify_server_key,
 )
+from clusterctl.sshconfig import DEFAULT_HOST_KEY_ALGORITHMS
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="no ssh-keygen on PATH")
@@ -268,12 +271,17 @@ def test_a_matching_line_anywhere_wins_over_a_changed_one(tmp_path, keys):
 
 
 def test_changed_key_refused_in_every_mode(tmp_path, keys):
-    kh = known(tmp_path, line("h1", keys["ecdsa2"]))
-    before = (tmp_path / "known_hosts").read_bytes()
+    path = tmp_path / "known_hosts"
+    kh = known(tmp_path, "# first\n" + line("other", keys["rsa"]) + line("h1", keys["ecdsa2"]))
+    before, stat_before = path.read_bytes(), path.stat()
     for mode in ("yes", "no", "accept-new", "ask"):
-        with pytest.raises(ChangedHostKey):
+        with pytest.raises(ChangedHostKey) as info:
             verify_server_key(kh, "n", "h1", 22, keys["ecdsa"], mode, accept_unknown=True)
-    assert (tmp_path / "known_hosts").read_bytes() == before
+        assert (info.value.known_hosts_file, info.value.line) == (str(path), 3)
+        assert f"{path}:3 has another ECDSA key" in info.value.message
+    stat_after = path.stat()
+    assert path.read_bytes() == before               # neither appended to nor rewritten
+    assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
 
 
 def test_revoked_key_refused(tmp_path, keys):
@@ -344,7 +352,116 @@ def test_unwritable_file_is_a_host_key_error(tmp_path, keys):
         verify_server_key(kh, "n", "h1", 22, keys["ecdsa"], "accept-new")
 
 
+def test_strict_yes_refuses_whatever_the_caller_accepts(tmp_path, keys):
+    path = tmp_path / "known_hosts"
+    kh = known(tmp_path, "")
+    with pytest.raises(UnknownHostKey) as info:
+        verify_server_key(kh, "n1", "198.18.0.11", 22, keys["ecdsa"], "yes", accept_unknown=True,
+                          ssh_target="h1")
+    error = info.value
+    assert error.message == (f"host key of n1 ([198.18.0.11]:22) is not known: ECDSA "
+                             f"{fingerprint(keys['ecdsa'])}, and the ssh config says StrictHostKeyChecking yes")
+    assert "--accept-new-host-keys does not override" in error.hint
+    assert f"add it to {path}" in error.hint and "'ssh -o StrictHostKeyChecking=ask h1'" in error.hint
+    assert error.known_hosts_file == str(path) and error.host_label == "198.18.0.11"
+    assert path.read_text() == ""
+
+
+# --------------------------------------------------------------------------- algorithms
+
+PLAIN_DEFAULT = tuple(a for a in DEFAULT_HOST_KEY_ALGORITHMS if "-cert-" not in a)
+
+
+@pytest.mark.parametrize("recorded, first", [
+    (set(), "ssh-ed25519"),
+    ({"ssh-ed25519"}, "ssh-ed25519"),
+    ({"ecdsa-sha2-nistp256"}, "ecdsa-sha2-nistp256"),
+    ({"ecdsa-sha2-nistp384"}, "ecdsa-sha2-nistp384"),
+    ({"ssh-rsa"}, "rsa-sha2-512"),
+    ({"ssh-rsa", "ecdsa-sha2-nistp256"}, "ecdsa-sha2-nistp256"),
+])
+def test_recorded_key_types_are_offered_first(recorded, first):
+    order = order_host_key_algorithms(recorded, DEFAULT_HOST_KEY_ALGORITHMS)
+    assert order[0] == first
+    assert sorted(order) == sorted(PLAIN_DEFAULT)          # the same algorithms, no certificates
+    promoted = [a for a in PLAIN_DEFAULT if ("ssh-rsa" if a.startswith("rsa-sha2-") else a) in recorded]
+    assert list(order[:len(promoted)]) == promoted         # recorded ones first, in the list's order
+    rest = [a for a in PLAIN_DEFAULT if a not in promoted]
+    assert list(order[len(promoted):]) == rest
+
+
+def test_recorded_rsa_key_offers_sha2_then_ssh_rsa():
+    listed = PLAIN_DEFAULT + ("ssh-rsa",)                   # HostKeyAlgorithms +ssh-rsa
+    order = order_host_key_algorithms({"ssh-rsa"}, listed)
+    assert order[:3] == ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+    assert order[3] == "ssh-ed25519"
+
+
+def test_verbatim_host_key_algorithms_are_not_reordered():
+    listed = ("ssh-ed25519-cert-v01@openssh.com", "ssh-ed25519", "rsa-sha2-256", "ecdsa-sha2-nistp256")
+    assert order_host_key_algorithms({"ecdsa-sha2-nistp256"}, listed, verbatim=True) == listed[1:]
+    assert order_host_key_algorithms({"ecdsa-sha2-nistp256"}, listed) == (
+        "ecdsa-sha2-nistp256", "ssh-ed25519", "rsa-sha2-256")
+
+
+def test_recorded_types_follow_lookup_and_skip_marked_lines(tmp_path, keys):
+    kh = known(tmp_path, line("*", keys["ecdsa2"], "@cert-authority")
+               + line("h1", keys["rsa"], "@revoked")
+               + line(hash_host("[127.0.0.1]:2222"), keys["rsa"])
+               + line("h2,!h3", keys["ecdsa"])
+               + line("cluster-h1", keys["ecdsa"]))
+    assert kh.recorded_key_types("h1", 22) == set()
+    assert kh.recorded_key_types("127.0.0.1", 2222) == {"ssh-rsa"}
+    assert kh.recorded_key_types("127.0.0.1", 22) == set()
+    assert kh.recorded_key_types("H2", 22) == {"ecdsa-sha2-nistp256"}
+    assert kh.recorded_key_types("h3", 22) == set()
+    assert kh.recorded_key_types("10.0.0.1", 22, host_key_alias="Cluster-H1") == {"ecdsa-sha2-nistp256"}
+    offered = offered_host_key_algorithms(kh, "127.0.0.1", 2222, DEFAULT_HOST_KEY_ALGORITHMS)
+    assert offered[:2] == ("rsa-sha2-512", "rsa-sha2-256")
+    assert set(offered) <= set(paramiko.Transport._key_info)
+    assert "sk-ssh-ed25519@openssh.com" not in offered      # paramiko cannot verify those
+    assert offered_host_key_algorithms(kh, "h1", 22, ["ssh-dss"]) == ()
+
+
+def test_paramiko_gets_the_recorded_key_of_a_host_with_two(tmp_path, keys):
+    """A paramiko server with an ECDSA and an RSA key, known_hosts holding the RSA one:
+    offering the ordered algorithms makes it show the RSA key."""
+    kh = known(tmp_path, line("[127.0.0.1]:2200", keys["rsa"]))
+    port, thread = _serve(keys["ecdsa"], keys["rsa"])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.get_security_options().key_types = offered_host_key_algorithms(
+            kh, "127.0.0.1", 2200, DEFAULT_HOST_KEY_ALGORITHMS)
+        transport.start_client(timeout=10)
+        offered = transport.get_remote_server_key()
+        assert verify_server_key(kh, "n", "127.0.0.1", 2200, offered, "yes") == "known"
+    finally:
+        transport.close()
+        thread.join(15)
+
+
 # --------------------------------------------------------------------------- appending
+
+@needs_keygen
+def test_hashed_append_is_found_by_ssh_keygen(tmp_path, keys):
+    path = tmp_path / "known_hosts"
+    path.write_text("# mine\n")
+    kh = KnownHosts([str(path)])
+    assert verify_server_key(kh, "n", "127.0.0.1", 2222, keys["ecdsa"], "accept-new",
+                             hash_names=True) == "added"
+    kh.append("h1", 22, keys["rsa"], hashed=True)
+    kh.append("h1", 22, keys["rsa"], hashed=True)          # already there: the hash matches
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# mine" and len(lines) == 3
+    assert all(entry.startswith("|1|") and "127.0.0.1" not in entry and "h1" not in entry
+               for entry in lines[1:])
+    assert kh.check("n", "127.0.0.1", 2222, keys["ecdsa"]) == "known"
+    for label, entry in (("[127.0.0.1]:2222", lines[1]), ("h1", lines[2])):
+        found = subprocess.run([SSH_KEYGEN, "-F", label, "-f", str(path)], capture_output=True, text=True)
+        assert found.returncode == 0 and entry in found.stdout
+
+
 
 def test_append_creates_dot_ssh_and_file_private(home, keys):
     path = home / ".ssh" / "known_hosts"
@@ -463,7 +580,7 @@ class _Server(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL
 
 
-def _serve(host_key: paramiko.PKey):
+def _serve(*host_keys: paramiko.PKey):
     """A paramiko SSH server on 127.0.0.1 for one connection; returns (port, thread)."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
@@ -476,7 +593,8 @@ def _serve(host_key: paramiko.PKey):
         finally:
             listener.close()
         transport = paramiko.Transport(conn)
-        transport.add_server_key(host_key)
+        for host_key in host_keys:
+            transport.add_server_key(host_key)
         try:
             transport.start_server(server=_Server())
             transport.accept(5)

@@ -134,32 +134,132 @@ def test_ssh_config_alias_through_include(world, bed, tmp_path):
     assert info.ok, info
 
 
+def _asking_config(bed, tmp_path, first: str = "StrictHostKeyChecking ask") -> Path:
+    """The bed's ssh config (StrictHostKeyChecking yes) with ``first`` put before it:
+    ssh takes the first value of an option, so ``first`` wins."""
+    config = tmp_path / "asking_ssh_config"
+    config.write_text(first + "\n" + bed.ssh_config.read_text())
+    return config
+
+
+def _server_key(cluster, alias: str) -> str:
+    """``type base64`` of the host key the cluster's live connection to a bed host got."""
+    target = cluster._ssh.target(alias)
+    transport, = [t for key, t in cluster._ssh._transports.items() if key[:2] == (target.hostname, target.port)]
+    key = transport.get_remote_server_key()
+    return f"{key.get_name()} {key.get_base64()}"
+
+
 def test_unknown_host_key_refused_then_accepted_on_request(world, bed, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("# nothing known yet\n")
-    c = world.cluster("h3\n", ssh={"known_hosts": str(empty)})
+    asking = _asking_config(bed, tmp_path)   # ssh's default: ask (nobody to ask here)
+    c = world.cluster("h3\n", ssh={"known_hosts": str(empty), "config_file": str(asking)})
     info, = c.world()
     assert info.status == "pang"
     assert "not known" in info.reason and "SHA256:" in info.reason
     assert empty.read_text() == "# nothing known yet\n"
-    trusting = world.cluster("h3\n", ssh={"known_hosts": str(empty), "accept_new_host_keys": True})
+    trusting = world.cluster("h3\n", ssh={"known_hosts": str(empty), "config_file": str(asking),
+                                          "accept_new_host_keys": True})
     assert trusting.world()[0].ok
     lines = empty.read_text().splitlines()
     assert lines[0] == "# nothing known yet" and len(lines) == 2
+    assert lines[1] == f"{bed.host('h3').known_hosts_name} {bed.host('h3').host_pubkey_line}"
 
 
 def test_changed_host_key_is_refused_naming_the_file_and_line(world, bed, tmp_path):
     known = tmp_path / "known_hosts"
-    shutil.copy(bed.known_hosts, known)
+    h1, h2 = bed.host("h1"), bed.host("h2")
+    known.write_text(f"# hosts\n\n{h1.known_hosts_name} {h1.host_pubkey_line}\n"
+                     f"{h2.known_hosts_name} {h2.host_pubkey_line}\n")     # h2 on line 4
+    before, stat_before = known.read_bytes(), known.stat()
+    accept_new = _asking_config(bed, tmp_path, "StrictHostKeyChecking accept-new")
     bed.set_host_key("h2")
     try:
-        c = world.cluster("h2\nh1\n", ssh={"known_hosts": str(known), "accept_new_host_keys": True})
-        h2, h1 = c.world()
-        assert h1.ok
-        assert h2.status == "pang" and "CHANGED" in h2.reason.upper()
-        assert str(known) in h2.reason
+        c = world.cluster("h2\nh1\n", ssh={"known_hosts": str(known), "config_file": str(accept_new),
+                                            "accept_new_host_keys": True})
+        h2_info, h1_info = c.world()
+        assert h1_info.ok
+        assert h2_info.status == "pang" and "HOST KEY OF h2 CHANGED" in h2_info.reason
+        assert f"{known}:4 has another ED25519 key" in h2_info.reason
+        stat_after = known.stat()
+        assert known.read_bytes() == before          # not appended to, not rewritten
+        assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
     finally:
         bed.refresh_known_hosts()
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa", "rsa"])
+def test_host_recorded_with_another_key_type_connects_under_strict_checking(world, bed, tmp_path, key_type):
+    """ssh offers first the algorithms of the keys known_hosts holds for the host: a host
+    serving ed25519 and ECDSA (or RSA) keys, recorded only with the latter, is known."""
+    recorded = bed.add_host_key("h3", key_type)
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(f"{bed.host('h3').known_hosts_name} {recorded}\n")
+        before = known.read_bytes()
+        c = world.cluster("h3\n", ssh={"known_hosts": str(known)})   # the bed's config: yes
+        info, = c.world()
+        assert info.ok, info
+        assert c.rpc("h3", "operator.add", 2, 3) == 5
+        assert _server_key(c, "h3") == recorded
+        assert known.read_bytes() == before
+        assert c.down() == {"h3": "stopped"}    # while the recorded key still opens h3
+    finally:
+        bed.drop_host_keys("h3")
+
+
+@pytest.mark.parametrize("how", ["config", "flag"])
+def test_accept_new_uses_the_recorded_key_type_not_a_new_ed25519_key(world, bed, tmp_path, how):
+    """Under accept-new, a host recorded with its ECDSA key that also offers ed25519 is
+    reached with the recorded key: the ed25519 key is not trusted and not written down."""
+    recorded = bed.add_host_key("h3", "ecdsa")
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(f"{bed.host('h3').known_hosts_name} {recorded}\n")
+        before = known.read_bytes()
+        if how == "config":
+            ssh = {"config_file": str(_asking_config(bed, tmp_path, "StrictHostKeyChecking accept-new"))}
+        else:
+            ssh = {"config_file": str(_asking_config(bed, tmp_path)), "accept_new_host_keys": True}
+        c = world.cluster("h3\n", ssh={"known_hosts": str(known), **ssh})
+        info, = c.world()
+        assert info.ok, info
+        assert _server_key(c, "h3") == recorded
+        assert known.read_bytes() == before
+        assert c.down() == {"h3": "stopped"}    # while the recorded key still opens h3
+    finally:
+        bed.drop_host_keys("h3")
+
+
+def test_accept_new_flag_does_not_override_strict_checking_in_the_config(world, bed, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    c = world.cluster("h3\n", ssh={"known_hosts": str(empty), "accept_new_host_keys": True})
+    info, = c.world()                           # the bed's config says StrictHostKeyChecking yes
+    assert info.status == "pang"
+    assert "not known" in info.reason and "StrictHostKeyChecking yes" in info.reason
+    assert empty.read_text() == ""
+
+
+def test_hash_known_hosts_hashes_the_appended_name(world, bed, tmp_path):
+    import subprocess
+
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    config = _asking_config(bed, tmp_path, "HashKnownHosts yes\nStrictHostKeyChecking accept-new")
+    c = world.cluster("h1\n", ssh={"known_hosts": str(known), "config_file": str(config)})
+    assert c.world()[0].ok
+    h1 = bed.host("h1")
+    line, = known.read_text().splitlines()
+    assert line.startswith("|1|") and h1.address not in line
+    assert line.split()[1:] == h1.host_pubkey_line.split()
+    found = subprocess.run(["ssh-keygen", "-F", h1.known_hosts_name, "-f", str(known)],
+                           capture_output=True, text=True, timeout=30)
+    assert found.returncode == 0 and line in found.stdout
+    # and OpenSSH itself trusts the host with it under strict checking
+    run = bed.ssh("h1", "true", options=["-o", f"UserKnownHostsFile={known}"])
+    assert run.returncode == 0, run.stderr
 
 
 def test_wrong_user_is_a_clear_auth_error(world):
@@ -254,23 +354,38 @@ def test_unknown_host_keys_are_listed_once_and_trusted_on_request(world, tmp_pat
     assert len(empty.read_text().splitlines()) == 2
 
 
-def test_cli_refuses_unknown_host_keys_when_nobody_can_be_asked(world, bed, tmp_path):
+def _cli_world(bed, tmp_path, config: Path, known: Path, *options: str):
+    import json
     import subprocess
 
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
     hosts = tmp_path / "hosts"
     hosts.write_text("h1\n")
     run = subprocess.run([sys.executable, "-m", "clusterctl", "--hosts", str(hosts), "--ssh-config",
-                          str(bed.ssh_config), "--known-hosts", str(empty), "--json", "world"],
+                          str(config), "--known-hosts", str(known), *options, "--json", "world"],
                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert run.returncode == 3
-    import json
+    assert "Traceback" not in run.stderr
+    return run, (json.loads(run.stdout) if run.stdout.strip() else None)
 
-    node, = json.loads(run.stdout)
+
+def test_cli_refuses_unknown_host_keys_when_nobody_can_be_asked(world, bed, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    run, nodes = _cli_world(bed, tmp_path, _asking_config(bed, tmp_path), empty)
+    assert run.returncode == 3
+    node, = nodes
     assert node["status"] == "pang"
     assert "not known" in node["reason"] and "--accept-new-host-keys" in node["reason"]
-    assert "Traceback" not in run.stderr
+    assert empty.read_text() == ""
+
+
+def test_cli_accept_new_flag_refused_by_strict_checking_in_the_config(world, bed, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    run, nodes = _cli_world(bed, tmp_path, bed.ssh_config, empty, "--accept-new-host-keys")
+    assert run.returncode == 3
+    node, = nodes
+    assert node["status"] == "pang"
+    assert "StrictHostKeyChecking yes" in node["reason"] and "does not override" in node["reason"]
     assert empty.read_text() == ""
 
 

@@ -328,3 +328,38 @@ def test_match_user_sees_the_configured_user(tmp_path, mode):
         """)
     assert resolve("m1", config_file=str(config), use_ssh_binary=mode).port == 2500
     assert resolve("m2", config_file=str(config), use_ssh_binary=mode).port == 22
+
+
+@pytest.mark.parametrize("written, verbatim", [
+    ("+ssh-rsa", False), ("-ssh-ed25519", False), ("^rsa-sha2-512", True),
+    ("rsa-sha2-256,ssh-ed25519", True),
+])
+def test_host_key_algorithms(tmp_path, mode, written, verbatim):
+    config = write(tmp_path / "config", f"Host a\n  HostKeyAlgorithms {written}\n")
+    target = resolve("a", config_file=str(config), use_ssh_binary=mode)
+    default = sshconfig.DEFAULT_HOST_KEY_ALGORITHMS
+    expected = {
+        "+ssh-rsa": default + ("ssh-rsa",),
+        "-ssh-ed25519": tuple(a for a in default if a != "ssh-ed25519"),
+        "^rsa-sha2-512": ("rsa-sha2-512",) + tuple(a for a in default if a != "rsa-sha2-512"),
+        "rsa-sha2-256,ssh-ed25519": ("rsa-sha2-256", "ssh-ed25519"),
+    }[written]
+    assert target.host_key_algorithms == expected
+    assert target.host_key_algorithms_verbatim is verbatim
+    other = resolve("b", config_file=str(config), use_ssh_binary=mode)
+    assert other.host_key_algorithms is None and not other.host_key_algorithms_verbatim
+
+
+def test_default_host_key_algorithms_are_openssh_s(tmp_path):
+    if not HAVE_SSH:
+        pytest.skip("no ssh binary on PATH")
+    config = write(tmp_path / "config", "Host a\n  User b\n")
+    printed = sshconfig._run_ssh_g(["ssh", "-G", "-F", str(config), "a"], "a")["hostkeyalgorithms"][0]
+    assert tuple(printed.split(",")) == sshconfig.DEFAULT_HOST_KEY_ALGORITHMS
+
+
+@pytest.mark.parametrize("written, hashed", [(None, False), ("yes", True), ("no", False)])
+def test_hash_known_hosts(tmp_path, mode, written, hashed):
+    body = f"Host a\n  HashKnownHosts {written}\n" if written else "Host a\n  User b\n"
+    config = write(tmp_path / "config", body)
+    assert resolve("a", config_file=str(config), use_ssh_binary=mode).hash_known_hosts is hashed

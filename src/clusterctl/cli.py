@@ -146,7 +146,9 @@ def _show_error(opts: Options, exc: ClusterError) -> None:
 @click.option("--known-hosts", metavar="FILE", type=click.Path(dir_okay=False),
               help="known_hosts file to check and append host keys to.")
 @click.option("--accept-new-host-keys", is_flag=True,
-              help="Trust and record host keys of hosts never seen before (a changed key is still refused).")
+              help="Trust and record host keys of hosts never seen before, where the ssh config leaves "
+                   "StrictHostKeyChecking at ask, its default (a changed key, and StrictHostKeyChecking "
+                   "yes, still refuse).")
 @click.version_option(__version__, prog_name="clusterctl")
 @click.pass_context
 def cli(ctx: click.Context, hosts, as_json, timeout, debug, ssh_config, known_hosts,

@@ -10,7 +10,15 @@ with ``ssh``; clusterctl must treat it as ``ssh`` does and only ever add one lin
 So this module parses known_hosts itself (plain, hashed ``|1|salt|hash``, comma lists,
 ``[host]:port``, ``*``/``?`` wildcards, ``!`` negation, markers), answers one question
 per connection (:func:`verify_server_key`: known, added, or an error naming the file
-and line), and appends under ``flock``.
+and line), and appends under ``flock`` (hashing the host name when ``HashKnownHosts``
+is on, as ssh does).
+
+Which key the host shows depends on the host key algorithms the client offers, in
+order. ssh offers first the algorithms of the keys known_hosts already holds for the
+host (:func:`order_host_key_algorithms`); paramiko, left alone, always prefers
+ed25519, so a host recorded with only its ECDSA or RSA key would show a key that is not
+known. Before ``start_client()`` set ``transport.get_security_options().key_types``
+to :func:`offered_host_key_algorithms`.
 
 Use with paramiko: load no host keys into paramiko's client; after
 ``transport.start_client()`` pass ``transport.get_remote_server_key()`` to
@@ -23,7 +31,8 @@ Decisions:
   (OpenSSH would connect with some features disabled). A reinstalled host is fixed
   by the user with ``ssh-keygen -R``, as the message says.
 * ``no`` accepts an unknown key without writing it; ``accept-new`` (or an explicit
-  yes from the user) writes it.
+  yes from the user) writes it. ``yes`` refuses it, saying that the ssh config asks
+  for strict checking (nothing in clusterctl overrides that).
 * A key matching an ``@revoked`` line for the host is refused in every mode.
 * ``@cert-authority`` lines are skipped: clusterctl does not verify host certificates.
 """
@@ -42,7 +51,7 @@ import shlex
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import paramiko
@@ -60,6 +69,8 @@ __all__ = [
     "hash_host",
     "host_label",
     "key_type_label",
+    "offered_host_key_algorithms",
+    "order_host_key_algorithms",
     "verify_server_key",
 ]
 
@@ -70,6 +81,9 @@ LOCK_TIMEOUT = 10.0
 """Seconds to wait for another clusterctl appending to the same known_hosts file."""
 
 _ACCEPT_HINT = "run clusterctl with --accept-new-host-keys, or '%s' once to check and trust it"
+_STRICT_HINT = ("the ssh config says StrictHostKeyChecking yes for this host, which "
+                "--accept-new-host-keys does not override: check the key and add it to %s, "
+                "e.g. with '%s' once")
 
 
 class HostKeyError(HandshakeError):
@@ -356,6 +370,14 @@ class KnownHosts:
             self._parsed[path] = (signature, entries)
         return entries
 
+    def recorded_key_types(self, hostname: str, port: int, *,
+                           host_key_alias: str | None = None) -> set[str]:
+        """The key types (``ssh-ed25519``, ``ecdsa-sha2-nistp256``, ``ssh-rsa``...) of the
+        plain lines that name the host, as :meth:`check` looks it up. Marked lines
+        (``@revoked``, ``@cert-authority``) do not count, as in ssh."""
+        label = _label(hostname, port, host_key_alias)
+        return {e.key_name for e in self.entries() if e.marker is None and e.matches(label)}
+
     def check(self, node: str, hostname: str, port: int, key, *,
               host_key_alias: str | None = None, ssh_target: str | None = None) -> str:
         """``"known"`` if a known_hosts line trusts ``key`` for the host; else raise.
@@ -368,7 +390,7 @@ class KnownHosts:
         :class:`RevokedHostKey`. ``ssh_target`` is what the user would type after
         ``ssh`` to reach this host, for the hint (default: hostname and port).
         """
-        label = host_key_alias.lower() if host_key_alias else host_label(hostname.lower(), port)
+        label = _label(hostname, port, host_key_alias)
         blob = _blob(key)
         name = _blob_type(blob) or (key.get_name() if hasattr(key, "get_name") else "unknown")
         offered = fingerprint(blob)
@@ -404,16 +426,18 @@ class KnownHosts:
             hint=_ACCEPT_HINT % ("ssh " + ssh_target),
             known_hosts_file=self.write_file, **common)
 
-    def append(self, hostname: str, port: int, key) -> None:
+    def append(self, hostname: str, port: int, key, *, hashed: bool = False) -> None:
         """Add ``host_label(hostname, port) keytype base64`` to :attr:`write_file`.
 
         See :meth:`append_label`.
         """
-        self.append_label(host_label(hostname.lower(), port), key)
+        self.append_label(host_label(hostname.lower(), port), key, hashed=hashed)
 
-    def append_label(self, label: str, key) -> None:
+    def append_label(self, label: str, key, *, hashed: bool = False) -> None:
         """Add one line for ``label`` (a host label or a HostKeyAlias) to the write file.
 
+        ``hashed`` writes the name as ``|1|salt|hash`` (:func:`hash_host`), as ssh does
+        under ``HashKnownHosts yes``; ``ssh-keygen -F`` finds it.
         The file is locked (``flock`` on the file itself) and re-read before writing,
         so two processes adding the same host write one line. Existing content is never
         rewritten: the line is appended (after a newline if the file lacks a final
@@ -438,7 +462,8 @@ class KnownHosts:
             if any(e.marker is None and e.blob == blob and e.matches(label)
                    for e in _parse_bytes(data, path)):
                 return                          # another process added it meanwhile
-            line = "%s %s %s\n" % (label, name, base64.b64encode(blob).decode("ascii"))
+            hosts = hash_host(label) if hashed else label
+            line = "%s %s %s\n" % (hosts, name, base64.b64encode(blob).decode("ascii"))
             prefix = b"\n" if data and not data.endswith(b"\n") else b""
             _write_all(fd, prefix + line.encode("ascii"))
         finally:
@@ -449,6 +474,55 @@ class KnownHosts:
 
 def _where(hostname: str, port: int) -> str:
     return "[%s]:%d" % (hostname, port)
+
+
+def _label(hostname: str, port: int, host_key_alias: str | None) -> str:
+    """The name ssh looks a host up by in known_hosts (lower case)."""
+    return host_key_alias.lower() if host_key_alias else host_label(hostname.lower(), port)
+
+
+# --------------------------------------------------------------------------- algorithms
+
+_CERT_SUFFIX = "-cert-v01@openssh.com"
+_RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+
+
+def _algorithm_key_type(algorithm: str) -> str:
+    """The key type an algorithm signs with: ``rsa-sha2-512`` is an ``ssh-rsa`` key."""
+    return "ssh-rsa" if algorithm in _RSA_ALGORITHMS else algorithm
+
+
+def order_host_key_algorithms(recorded: Collection[str], algorithms: Sequence[str], *,
+                              verbatim: bool = False) -> tuple[str, ...]:
+    """Host key algorithms in the order ssh offers them (OpenSSH's order_hostkeyalgs).
+
+    ``recorded`` are the key types known_hosts holds for the host
+    (:meth:`KnownHosts.recorded_key_types`), ``algorithms`` the HostKeyAlgorithms
+    list. Unless ``verbatim`` (HostKeyAlgorithms written out, or ``^x``), the
+    algorithms whose key type is recorded come first, each group keeping the list's
+    order: a recorded ``ssh-rsa`` key puts ``rsa-sha2-512``, ``rsa-sha2-256`` (then
+    ``ssh-rsa``, if listed) first; an ECDSA key only its own curve's algorithm.
+    Certificate algorithms are left out: clusterctl does not verify host certificates.
+    """
+    plain = tuple(a for a in algorithms if not a.endswith(_CERT_SUFFIX))
+    if verbatim:
+        return plain
+    first = tuple(a for a in plain if _algorithm_key_type(a) in recorded)
+    return first + tuple(a for a in plain if a not in first)
+
+
+def offered_host_key_algorithms(known: KnownHosts, hostname: str, port: int,
+                                algorithms: Sequence[str], *, verbatim: bool = False,
+                                host_key_alias: str | None = None,
+                                supported: Collection[str] | None = None) -> tuple[str, ...]:
+    """:func:`order_host_key_algorithms` for a host, from what ``known`` records for it,
+    limited to the algorithms paramiko can verify (``supported``, default: paramiko's
+    ``Transport``). Empty if none of them is supported."""
+    if supported is None:
+        supported = paramiko.Transport._key_info
+    recorded = known.recorded_key_types(hostname, port, host_key_alias=host_key_alias)
+    return tuple(a for a in order_host_key_algorithms(recorded, algorithms, verbatim=verbatim)
+                 if a in supported)
 
 
 def _lock(fd: int, path: str) -> None:
@@ -483,16 +557,18 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def verify_server_key(known: KnownHosts, node: str, hostname: str, port: int, key, mode: str, *,
                       accept_unknown: bool = False, host_key_alias: str | None = None,
-                      ssh_target: str | None = None) -> str:
+                      ssh_target: str | None = None, hash_names: bool = False) -> str:
     """Decide whether to trust the key a host offered; the one place that decides.
 
-    Returns ``"known"`` (known_hosts trusts it), ``"added"`` (unknown, and ``mode`` is
-    ``accept-new`` or the caller says ``accept_unknown``: appended to known_hosts) or
-    ``"accepted"`` (unknown, accepted without writing: mode ``no``, or no file to
-    write to). Raises :class:`UnknownHostKey` for an unknown key in mode ``yes`` or
-    ``ask`` (the caller may ask the user and call again with ``accept_unknown``),
-    :class:`ChangedHostKey` and :class:`RevokedHostKey` in every mode, and
-    :class:`HostKeyError` if the key cannot be written.
+    ``mode`` is StrictHostKeyChecking. Returns ``"known"`` (known_hosts trusts it),
+    ``"added"`` (unknown, and ``mode`` is ``accept-new`` or the caller says
+    ``accept_unknown``: appended to known_hosts, the name hashed if ``hash_names``)
+    or ``"accepted"`` (unknown, accepted without writing: mode ``no``, or no file to
+    write to). Raises :class:`UnknownHostKey` for an unknown key in mode ``ask``
+    (the caller may ask the user and call again with ``accept_unknown``) and in mode
+    ``yes``, whatever ``accept_unknown`` says (the message says the config asks for
+    strict checking), :class:`ChangedHostKey` and :class:`RevokedHostKey` in every
+    mode, and :class:`HostKeyError` if the key cannot be written.
     """
     if mode not in MODES:
         raise ValueError("host key mode must be one of %s, not %r" % (", ".join(MODES), mode))
@@ -500,6 +576,8 @@ def verify_server_key(known: KnownHosts, node: str, hostname: str, port: int, ke
         return known.check(node, hostname, port, key, host_key_alias=host_key_alias,
                            ssh_target=ssh_target)
     except UnknownHostKey as unknown:
+        if mode == "yes":
+            raise _strict_refusal(unknown, known, ssh_target) from None
         if not (accept_unknown or mode == "accept-new"):
             if mode == "no":
                 return "accepted"
@@ -507,7 +585,7 @@ def verify_server_key(known: KnownHosts, node: str, hostname: str, port: int, ke
         if known.write_file is None:
             return "accepted"
         try:
-            known.append_label(unknown.host_label, key)
+            known.append_label(unknown.host_label, key, hashed=hash_names)
         except OSError as exc:
             raise HostKeyError(
                 node, "could not add the host key of %s to %s: %s"
@@ -519,6 +597,20 @@ def verify_server_key(known: KnownHosts, node: str, hostname: str, port: int, ke
         return "added"
 
 
+def _strict_refusal(unknown: UnknownHostKey, known: KnownHosts,
+                    ssh_target: str | None) -> UnknownHostKey:
+    """The UnknownHostKey of StrictHostKeyChecking yes: say so, and how to trust the key."""
+    if ssh_target is None:
+        ssh_target = unknown.hostname if unknown.port == 22 else "-p %d %s" % (unknown.port, unknown.hostname)
+    where = _display_path(known.write_file) if known.write_file else "known_hosts"
+    return UnknownHostKey(
+        unknown.node, unknown.message + ", and the ssh config says StrictHostKeyChecking yes",
+        hint=_STRICT_HINT % (where, "ssh -o StrictHostKeyChecking=ask " + ssh_target),
+        hostname=unknown.hostname, port=unknown.port, host_label=unknown.host_label,
+        key_type=unknown.key_type, fingerprint=unknown.fingerprint,
+        known_hosts_file=unknown.known_hosts_file)
+
+
 class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """:func:`verify_server_key` as a paramiko policy, for ``SSHClient``.
 
@@ -527,12 +619,14 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     load nothing into the client (no ``load_system_host_keys``), and every key comes
     here. In mode ``ask``, ``on_unknown`` is asked (it gets the
     :class:`UnknownHostKey`) and the key is added if it returns True; without it the
-    key is refused, since nobody can be asked. ``result`` holds the last outcome.
+    key is refused, since nobody can be asked. ``hash_names`` is HashKnownHosts.
+    ``result`` holds the last outcome.
     """
 
     def __init__(self, known_hosts: KnownHosts, node: str, port: int, mode: str,
                  on_unknown: Callable[[UnknownHostKey], bool] | None = None, *,
-                 host_key_alias: str | None = None, ssh_target: str | None = None) -> None:
+                 host_key_alias: str | None = None, ssh_target: str | None = None,
+                 hash_names: bool = False) -> None:
         if mode not in MODES:
             raise ValueError("host key mode must be one of %s, not %r" % (", ".join(MODES), mode))
         self.known_hosts = known_hosts
@@ -542,6 +636,7 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         self.on_unknown = on_unknown
         self.host_key_alias = host_key_alias
         self.ssh_target = ssh_target
+        self.hash_names = hash_names
         self.result: str | None = None
 
     def missing_host_key(self, client, hostname: str, key) -> None:
@@ -554,7 +649,8 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     def verify(self, hostname: str, key) -> str:
         """Check ``key`` for ``hostname`` (at this policy's port); the outcome, or raise."""
         args = (self.known_hosts, self.node, hostname, self.port, key, self.mode)
-        kwargs = dict(host_key_alias=self.host_key_alias, ssh_target=self.ssh_target)
+        kwargs = dict(host_key_alias=self.host_key_alias, ssh_target=self.ssh_target,
+                      hash_names=self.hash_names)
         try:
             self.result = verify_server_key(*args, **kwargs)
         except UnknownHostKey as unknown:

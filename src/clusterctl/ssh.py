@@ -31,10 +31,11 @@ import paramiko
 
 from . import errors
 from .bundle import Bundle
-from .hostkeys import KnownHosts, UnknownHostKey, fingerprint, verify_server_key
+from .hostkeys import (KnownHosts, UnknownHostKey, fingerprint, offered_host_key_algorithms,
+                       verify_server_key)
 from .hosts import HostSpec
 from .node import boot as boot_module
-from .sshconfig import SSHTarget, resolve
+from .sshconfig import DEFAULT_HOST_KEY_ALGORITHMS, SSHTarget, resolve
 from .transport import NodeSettings, agent_arguments
 
 MAX_HANDSHAKES = 8
@@ -132,6 +133,8 @@ class SSHPool:
         where = f"{target.user}@{target.hostname}:{target.port}"
         timeout = max(1.0, min(deadline - time.monotonic(),
                                target.connect_timeout or self.connect_timeout))
+        known = self.known_hosts(target)
+        algorithms = self._host_key_algorithms(node, target, known)
         sock = self._socket(node, target, timeout, deadline)
         with self._lock:  # handshakes through one jump host are capped on their own too
             through_jump = self._jump_handshakes.setdefault(
@@ -143,6 +146,7 @@ class SSHPool:
             preferred = [c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
                          if c in options.ciphers]
             options.ciphers = tuple(preferred) + tuple(c for c in options.ciphers if c not in preferred)
+            options.key_types = algorithms
             try:
                 transport.start_client(timeout=timeout)
             except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -153,13 +157,16 @@ class SSHPool:
                     hint = "the host may be refusing handshakes (sshd MaxStartups) or not run sshd"
                 raise errors.NodeUnreachable(node, f"SSH handshake with {where} failed: {text}", hint=hint)
         try:
-            mode = "accept-new" if self.accept_new_host_keys and target.strict_host_key_checking in (
-                "ask", "yes", "accept-new") else target.strict_host_key_checking
+            # --accept-new-host-keys upgrades ssh's default, ask; an explicit
+            # StrictHostKeyChecking yes stays yes (verify_server_key refuses, saying why)
+            strict = target.strict_host_key_checking
+            mode = "accept-new" if self.accept_new_host_keys and strict == "ask" else strict
             key = transport.get_remote_server_key()
             accepted = (target.hostname, target.port, fingerprint(key)) in self.trusted
-            verify_server_key(self.known_hosts(target), node, target.hostname, target.port,
+            verify_server_key(known, node, target.hostname, target.port,
                               key, mode, accept_unknown=self.accept_new_host_keys or accepted,
-                              host_key_alias=target.host_key_alias, ssh_target=target.alias)
+                              host_key_alias=target.host_key_alias, ssh_target=target.alias,
+                              hash_names=target.hash_known_hosts)
             self._authenticate(node, transport, target)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
@@ -171,6 +178,20 @@ class SSHPool:
         if target.server_alive_interval:
             transport.set_keepalive(int(target.server_alive_interval))
         return transport
+
+    def _host_key_algorithms(self, node: str, target: SSHTarget, known: KnownHosts) -> tuple[str, ...]:
+        """The host key algorithms to offer, in ssh's order: those of the keys known_hosts
+        holds for the host first (else paramiko would always get the ed25519 key)."""
+        algorithms = target.host_key_algorithms or DEFAULT_HOST_KEY_ALGORITHMS
+        offered = offered_host_key_algorithms(
+            known, target.hostname, target.port, algorithms,
+            verbatim=target.host_key_algorithms_verbatim, host_key_alias=target.host_key_alias)
+        if not offered:
+            raise errors.NodeUnreachable(
+                node, "none of the HostKeyAlgorithms for %s (%s) can be used by clusterctl"
+                % (target.alias, ",".join(algorithms)),
+                hint="add ssh-ed25519, ecdsa-sha2-nistp256 or rsa-sha2-512 to HostKeyAlgorithms")
+        return offered
 
     def _socket(self, node: str, target: SSHTarget, timeout: float, deadline: float):
         where = f"{target.hostname}:{target.port}"

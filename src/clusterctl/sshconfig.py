@@ -50,6 +50,7 @@ from clusterctl.errors import ClusterError
 __all__ = [
     "DEFAULT_CIPHERS",
     "DEFAULT_GLOBAL_KNOWN_HOSTS",
+    "DEFAULT_HOST_KEY_ALGORITHMS",
     "DEFAULT_IDENTITY_FILES",
     "DEFAULT_USER_KNOWN_HOSTS",
     "SSHConfigError",
@@ -84,6 +85,18 @@ DEFAULT_CIPHERS = (
 """OpenSSH's default cipher list, the base for ``Ciphers +x`` / ``-x`` / ``^x`` in the
 fallback (``ssh -G`` applies those itself)."""
 
+DEFAULT_HOST_KEY_ALGORITHMS = (
+    "ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com", "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "sk-ssh-ed25519-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com", "rsa-sha2-256-cert-v01@openssh.com",
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512", "rsa-sha2-256",
+)
+"""OpenSSH's default HostKeyAlgorithms (OpenSSH 8.8 and later: no ``ssh-rsa``), the
+base for ``HostKeyAlgorithms +x`` / ``-x`` / ``^x`` in the fallback."""
+
 _STRICT_MODES = {
     "yes": "yes", "true": "yes", "on": "yes",
     "no": "no", "false": "no", "off": "no",
@@ -109,6 +122,14 @@ class SSHTarget:
     Paths are absolute (``~`` and tokens expanded). ``proxy_command`` has its tokens
     (``%h %p %r %n %%``) expanded, ready for ``sh -c``; ``proxy_jump`` hops are as
     written, each to be resolved again with :func:`resolve`.
+
+    ``host_key_algorithms`` is None when HostKeyAlgorithms is OpenSSH's default, else
+    the resolved list. ``host_key_algorithms_verbatim`` says whether ssh offers that
+    list as it is (a list written out, or ``^x``) or, like the default and ``+x`` /
+    ``-x``, with the algorithms of the keys known_hosts holds for the host first
+    (see :func:`clusterctl.hostkeys.order_host_key_algorithms`). ``ssh -G`` prints
+    the list already expanded, so there a written-out list in the default's order is
+    taken for ``+x`` / ``-x``; the difference is only which recorded key is used.
     """
 
     alias: str
@@ -128,10 +149,13 @@ class SSHTarget:
     ciphers: tuple[str, ...] | None
     host_key_alias: str | None
     source: str
+    host_key_algorithms: tuple[str, ...] | None = None
+    host_key_algorithms_verbatim: bool = False
+    hash_known_hosts: bool = False
 
 
 _cache: dict[tuple, SSHTarget] = {}
-_default_ciphers_cache: dict[str, tuple[str, ...] | None] = {}
+_builtin_cache: dict[str, dict[str, list[str]]] = {}
 
 
 def clear_cache() -> None:
@@ -141,7 +165,7 @@ def clear_cache() -> None:
     host once and the configuration does not change under it.
     """
     _cache.clear()
-    _default_ciphers_cache.clear()
+    _builtin_cache.clear()
 
 
 def resolve(host: str, *, user: str | None = None, port: int | None = None,
@@ -251,8 +275,12 @@ def _resolve_with_ssh(ssh: str, host: str, user: str | None, port: int | None,
     identity = tuple(_expand_path(path, tokens) for path in values.get("identityfile", [])
                      if path.lower() != "none")
     ciphers = tuple(c for c in (first("ciphers") or "").split(",") if c) or None
-    if ciphers is not None and ciphers == _default_ciphers(ssh, host):
+    if ciphers is not None and ciphers == _builtin_list(ssh, host, "ciphers"):
         ciphers = None
+    algorithms = tuple(a for a in (first("hostkeyalgorithms") or "").split(",") if a) or None
+    default_algorithms = _builtin_list(ssh, host, "hostkeyalgorithms") or DEFAULT_HOST_KEY_ALGORITHMS
+    if algorithms == default_algorithms:
+        algorithms = None
     jump = first("proxyjump")
     command = first("proxycommand")
     return SSHTarget(
@@ -273,23 +301,34 @@ def _resolve_with_ssh(ssh: str, host: str, user: str | None, port: int | None,
         ciphers=ciphers,
         host_key_alias=alias,
         source="ssh -G",
+        host_key_algorithms=algorithms,
+        host_key_algorithms_verbatim=(algorithms is not None
+                                      and not _added_or_removed(algorithms, default_algorithms)),
+        hash_known_hosts=_yes(first("hashknownhosts")),
     )
 
 
-def _default_ciphers(ssh: str, host: str) -> tuple[str, ...] | None:
-    """OpenSSH's built-in cipher list, so that only an explicit Ciphers is reported.
+def _builtin_list(ssh: str, host: str, name: str) -> tuple[str, ...] | None:
+    """OpenSSH's built-in value of a list option (Ciphers, HostKeyAlgorithms), so that
+    only an explicit setting is reported.
 
-    ``ssh -G`` always prints a cipher list; the same command with ``-F /dev/null``
-    (which also skips the system file) shows the built-in one. Asked once a process.
+    ``ssh -G`` always prints these lists; the same command with ``-F /dev/null``
+    (which also skips the system file) shows the built-in ones. Asked once a process.
     """
-    if ssh not in _default_ciphers_cache:
+    if ssh not in _builtin_cache:
         try:
-            values = _run_ssh_g([ssh, "-G", "-F", os.devnull, host], host)
-            found = values.get("ciphers", [""])[0]
-            _default_ciphers_cache[ssh] = tuple(c for c in found.split(",") if c) or None
+            _builtin_cache[ssh] = _run_ssh_g([ssh, "-G", "-F", os.devnull, host], host)
         except SSHConfigError:
-            _default_ciphers_cache[ssh] = None
-    return _default_ciphers_cache[ssh]
+            _builtin_cache[ssh] = {}
+    found = _builtin_cache[ssh].get(name, [""])[0]
+    return tuple(c for c in found.split(",") if c) or None
+
+
+def _added_or_removed(algorithms: tuple[str, ...], default: tuple[str, ...]) -> bool:
+    """Whether ``algorithms`` is what ``+x`` or ``-x`` makes of ``default``: the default's
+    algorithms in their order, then only algorithms the default lacks."""
+    kept = [a for a in default if a in algorithms]
+    return list(algorithms) == kept + [a for a in algorithms if a not in default]
 
 
 # --------------------------------------------------------------------------- paramiko
@@ -357,6 +396,10 @@ def _target_from_options(host: str, user: str | None, port: int | None,
     # ProxyJump and ProxyCommand exclude each other; OpenSSH keeps the first one set.
     # paramiko keeps options in first-seen order, so the earlier key is the one.
     jump, command = get("proxyjump"), get("proxycommand")
+    written = (get("hostkeyalgorithms") or "").strip()
+    algorithms = _cipher_list(written or None, DEFAULT_HOST_KEY_ALGORITHMS)
+    if algorithms == DEFAULT_HOST_KEY_ALGORITHMS:
+        algorithms = None
     if "proxyjump" in options and "proxycommand" in options:
         first = next(k for k in options if k in ("proxyjump", "proxycommand"))
         jump, command = (jump, None) if first == "proxyjump" else (None, command)
@@ -381,6 +424,9 @@ def _target_from_options(host: str, user: str | None, port: int | None,
         ciphers=_cipher_list(get("ciphers")),
         host_key_alias=alias,
         source="paramiko",
+        host_key_algorithms=algorithms,
+        host_key_algorithms_verbatim=algorithms is not None and written[:1] not in ("+", "-"),
+        hash_known_hosts=_yes(get("hashknownhosts")),
     )
 
 
@@ -576,7 +622,8 @@ def _seconds(value: str | None, name: str, host: str) -> float | None:
 
 
 def _cipher_list(value: str | None, default: tuple[str, ...] = DEFAULT_CIPHERS) -> tuple[str, ...] | None:
-    """Ciphers as OpenSSH reads it: a list, or +append, -remove (patterns), ^prepend."""
+    """An algorithm list as OpenSSH reads it (Ciphers, HostKeyAlgorithms): a list, or
+    +append, -remove (patterns), ^prepend."""
     if value is None:
         return None
     value = value.strip()
