@@ -17,7 +17,7 @@ from clusterctl import Cluster, errors
 from clusterctl.cluster import dumps, function_message
 from clusterctl.hosts import HostSpec
 
-from conftest import wait_for
+from conftest import end_process, interruptible_cli, wait_for
 from test_faults import alive, children
 
 # the functions below run on nodes, which cannot import this test module
@@ -138,6 +138,45 @@ def test_tasks_queued_behind_a_dropped_one_run_in_order(clusters, env):
     assert not (env.root / "ran").exists()
     assert b.rpc("n1", os.getpid) == worker  # dropping a task killed nothing
     assert b.connect("n1").ping(5)["stats"]["worker_crashes"] == 0
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets the process has open (a node: one per connection and worker)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_ctrl_c_of_multicall_drops_its_task_handed_ahead(env):
+    """``clusterctl multicall`` interrupted while its call waits behind a busy worker:
+    the call never runs."""
+    env.hosts_file("local name=n1 slots=1\n")
+    marker = env.root / "ran"
+    with Cluster(str(env.cwd / "hosts")) as a:
+        try:
+            node = a.world()[0].pid
+            holder, outcome = _start_holder(a, env, 2.0)
+            before = _sockets(node)
+            proc = interruptible_cli(["multicall", "os", "mkdir", str(marker)], env.cwd)
+            try:
+                wait_for(lambda: _sockets(node) > before, timeout=20,
+                         message="the command to connect")
+                time.sleep(0.3)  # (its call went out right after the handshake)
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=10)
+            finally:
+                end_process(proc)
+            assert proc.returncode == 130 and err.strip() == "interrupted"
+            holder.join(20)
+            assert outcome == {"result": None}
+            assert a.rpc("n1", "operator.add", 1, 1) == 2
+            assert not marker.exists()
+        finally:
+            a.down()
 
 
 # -- what user code started goes with it --------------------------------------------------
