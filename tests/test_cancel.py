@@ -140,6 +140,32 @@ def test_tasks_queued_behind_a_dropped_one_run_in_order(clusters, env):
     assert b.connect("n1").ping(5)["stats"]["worker_crashes"] == 0
 
 
+def _mkdir_with_ballast(path: str, ballast: bytes) -> None:
+    os.mkdir(path)
+
+
+@pytest.mark.parametrize("size", [100_000, 4_000_000])
+def test_a_cancelled_task_still_on_its_way_to_the_worker_never_runs(clusters, env, size):
+    """A task with a large argument, cancelled while the busy worker's channel is full
+    (its frame partly written, or not at all): it never runs."""
+    a, b = clusters(slots=1), clusters()
+    marker = env.root / "ran"
+    holder, outcome = _start_holder(a, env, 1.0)
+    ballast = os.urandom(size)
+    conns = []
+    for i in range(4):  # more than the channel holds
+        conns.append(_request(b, _mkdir_with_ballast, f"{marker}{i}", ballast))
+    time.sleep(0.3)
+    for conn, head, pending in conns:
+        conn.cancel(head["id"])
+    for conn, head, pending in conns:
+        assert pending.wait(10) and pending.head["error"]["kind"] == "cancelled"
+    holder.join(20)
+    assert outcome == {"result": None}
+    assert a.rpc("n1", "operator.add", 1, 1) == 2
+    assert not [p.name for p in env.root.iterdir() if p.name.startswith("ran")]
+
+
 def _sockets(pid: int) -> int:
     """How many sockets the process has open (a node: one per connection and worker)."""
     count = 0
