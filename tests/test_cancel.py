@@ -4,7 +4,9 @@ started goes with its worker, and killing workers never holds up the node's loop
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +18,8 @@ import pytest
 from clusterctl import Cluster, errors
 from clusterctl.cluster import dumps, function_message
 from clusterctl.hosts import HostSpec
+from clusterctl.node import wire
+from clusterctl.node.worker import CHANNEL, DROP_FLAG, Worker
 
 from conftest import end_process, interruptible_cli, wait_for
 from test_faults import alive, children
@@ -203,6 +207,57 @@ def test_ctrl_c_of_multicall_drops_its_task_handed_ahead(env):
             assert not marker.exists()
         finally:
             a.down()
+
+
+# -- the worker's side, on a socket pair ----------------------------------------------------
+
+def _channel_call(seq: int, task_id: int, mod: str, fun: str, *args) -> bytes:
+    frame = wire.encode({"op": "call", "id": task_id, "mod": mod, "fun": fun},
+                        pickle.dumps((None, args, {})))
+    return CHANNEL.pack(seq, len(frame)) + frame
+
+
+def _channel_replies(sock, count: int) -> list[tuple[int, dict | None]]:
+    """(seq, head or None for an empty frame) of the next ``count`` replies."""
+    data, replies = b"", []
+    sock.settimeout(10)
+    while len(replies) < count:
+        while len(data) < CHANNEL.size or \
+                len(data) < CHANNEL.size + CHANNEL.unpack_from(data)[1]:
+            data += sock.recv(65536)
+        seq, length = CHANNEL.unpack_from(data)
+        frame, data = data[CHANNEL.size:CHANNEL.size + length], data[CHANNEL.size + length:]
+        head = None
+        if frame:
+            head_len, _ = wire.check_header(frame, 1 << 30)
+            head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
+        replies.append((seq, head))
+    return replies
+
+
+def test_a_worker_skips_a_dropped_task_and_says_so_ahead_of_the_reply_before_it(tmp_path):
+    """What the node relies on: the word that a task was dropped comes before the reply of
+    the task run before it, and the task itself never runs; the next one still does."""
+    ours, theirs = socket.socketpair()
+    worker = threading.Thread(target=Worker(theirs, "t").run, daemon=True)
+    worker.start()
+    marker = tmp_path / "ran"
+    try:
+        ours.sendall(_channel_call(1, 11, "time", "sleep", 0.3)
+                     + _channel_call(2, 12, "os", "mkdir", str(marker)))
+        time.sleep(0.1)  # (the worker sleeps, task 2 read ahead)
+        ours.sendall(CHANNEL.pack(2 | DROP_FLAG, 0) + _channel_call(3, 13, "operator", "add", 1, 2))
+        replies = _channel_replies(ours, 3)
+        assert [(seq, head and head["id"]) for seq, head in replies] == \
+            [(2 | DROP_FLAG, None), (1, 11), (3, 13)]
+        ours.sendall(CHANNEL.pack(3 | DROP_FLAG, 0))  # a task that ran: nothing to drop
+        ours.sendall(_channel_call(4, 14, "operator", "add", 2, 2))
+        assert [seq for seq, _ in _channel_replies(ours, 1)] == [4]
+        assert not marker.exists()
+    finally:
+        ours.close()
+        worker.join(10)
+        theirs.close()
 
 
 # -- what user code started goes with it --------------------------------------------------

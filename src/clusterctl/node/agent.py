@@ -18,6 +18,10 @@ Why it is built this way:
   and the node keeps serving.
 - **Work belongs to its connection.** When a controller's connection closes or its
   heartbeats stop, the node cancels that connection's queued and running tasks.
+- **Cancelled work never runs.** A task handed ahead to a busy worker is dropped there
+  (see ``worker.DROP_FLAG``); a running one is killed with its worker's process group.
+  Killing never waits: a killed worker is reaped when it has exited (its pidfd in the
+  poller, else housekeeping), and replacements are forked one a turn of the loop.
 - **It goes away by itself** after ``--idle`` seconds with no connection and no task.
 
 Start-up talks to the starter on stdout: ``ready PID`` once the socket listens,
@@ -915,8 +919,10 @@ class Node:
                 pass
             self.tasks_by_seq.pop(task.seq, None)
         elif worker.closed:  # its worker crashed running it and is not reaped yet
-            self.finish_failed(task, "", worker)
-            worker.failing = None
+            if worker.failing is task:
+                worker.failing = None
+            if not task.failed:
+                self.finish_failed(task, "", worker)
             return
         else:  # results it sent already may be unread: with them in, is it still running?
             while not worker.closed and task.worker is worker and self.read_worker(worker):
