@@ -187,8 +187,10 @@ class Worker:
         return ready.popleft()
 
     def poll(self) -> None:
-        """Take in, without waiting, what the node sent while a task ran (drops, mostly)."""
-        while True:
+        """Take in, without waiting, what the node sent while a task ran (drops, mostly),
+        up to about RECV_SIZE_MAX bytes (a large task streaming in waits for its turn)."""
+        taken = 0
+        while taken < RECV_SIZE_MAX:
             try:
                 chunk = self.sock.recv(self.wanted(), socket.MSG_DONTWAIT)
             except InterruptedError:
@@ -197,6 +199,7 @@ class Worker:
                 return
             if not chunk:
                 return  # (the node is gone: the next read finds it out)
+            taken += len(chunk)
             self.take(chunk)
 
     def wanted(self) -> int:
