@@ -19,7 +19,8 @@ from clusterctl import Cluster, errors
 from clusterctl.cluster import dumps, function_message
 from clusterctl.hosts import HostSpec
 from clusterctl.node import wire
-from clusterctl.node.worker import CHANNEL, DROP_FLAG, Worker
+from clusterctl.node.worker import CHANNEL
+from clusterctl.pmap import PMap
 
 from conftest import end_process, interruptible_cli, wait_for
 from test_faults import alive, children
@@ -150,8 +151,9 @@ def _mkdir_with_ballast(path: str, ballast: bytes) -> None:
 
 @pytest.mark.parametrize("size", [100_000, 4_000_000])
 def test_a_cancelled_task_still_on_its_way_to_the_worker_never_runs(clusters, env, size):
-    """A task with a large argument, cancelled while the busy worker's channel is full
-    (its frame partly written, or not at all): it never runs."""
+    """Tasks with a large argument, one handed ahead to the busy worker (with 4 MB, while
+    its channel is full: the frame only partly written), the others queued at the node,
+    all cancelled: none runs."""
     a, b = clusters(slots=1), clusters()
     marker = env.root / "ran"
     holder, outcome = _start_holder(a, env, 1.0)
@@ -168,6 +170,41 @@ def test_a_cancelled_task_still_on_its_way_to_the_worker_never_runs(clusters, en
     assert outcome == {"result": None}
     assert a.rpc("n1", "operator.add", 1, 1) == 2
     assert not [p.name for p in env.root.iterdir() if p.name.startswith("ran")]
+
+
+def _record_run(x, runs: str):
+    with open(os.path.join(runs, "%d-%d-%d" % (x, os.getpid(), time.monotonic_ns())), "w"):
+        pass
+    time.sleep(0.02)
+    return x
+
+
+def test_a_pmap_twin_that_lost_never_runs(env):
+    """n2's only slot is held by another connection, so what pmap sends there waits; pmap
+    runs those items again on n1 (speculation), which wins, and cancels the attempts on
+    n2. Once n2's slot is free again, none of them runs there."""
+    specs = [HostSpec(name="n1", target="local", slots=1),
+             HostSpec(name="n2", target="local", slots=1)]
+    runs = env.root / "runs"
+    runs.mkdir()
+    with Cluster(specs) as c, Cluster(specs[1:]) as other:
+        try:
+            c.world()
+            started = env.root / "holder"
+            holder = threading.Thread(target=lambda: other.rpc("n2", _hold_the_slot,
+                                                               str(started), 3.0), daemon=True)
+            holder.start()
+            wait_for(started.exists, timeout=20, message="n2's slot to be taken")
+            where = str(runs)
+            run = PMap(c, lambda x: _record_run(x, where), range(12), chunksize=1)
+            assert list(run.values()) == list(range(12))
+            assert run.stats.speculated > 0  # (some items did wait on n2)
+            holder.join(20)
+            assert other.rpc("n2", "operator.add", 1, 1) == 2  # n2's worker is past them all
+            ran = sorted(int(name.split("-")[0]) for name in os.listdir(runs))
+            assert ran == list(range(12)), "items ran more than once: %s" % ran
+        finally:
+            c.down()
 
 
 def _sockets(pid: int) -> int:
@@ -238,6 +275,8 @@ def _channel_replies(sock, count: int) -> list[tuple[int, dict | None]]:
 def test_a_worker_skips_a_dropped_task_and_says_so_ahead_of_the_reply_before_it(tmp_path):
     """What the node relies on: the word that a task was dropped comes before the reply of
     the task run before it, and the task itself never runs; the next one still does."""
+    from clusterctl.node.worker import DROP_FLAG, Worker
+
     ours, theirs = socket.socketpair()
     worker = threading.Thread(target=Worker(theirs, "t").run, daemon=True)
     worker.start()
