@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
 from clusterctl import Cluster, errors
+from clusterctl.hosts import HostSpec
+
+from conftest import wait_for
 
 
 def test_world_starts_nodes_and_reports_them(cluster, env):
@@ -50,20 +54,34 @@ def test_unknown_module_is_a_clear_error(cluster):
     assert "importable" in info.value.hint
 
 
+def assert_same_node(cluster, env, node: int) -> None:
+    """The node that saw one worker crash is still the same process, on the same
+    connection, a moment later (past its housekeeping), not one started again on demand."""
+    conn = cluster.connect("n1")
+    time.sleep(1.1)
+    assert cluster.rpc("n1", os.getppid) == node  # a new worker of the same node
+    pong = conn.ping(5)
+    assert conn.lost is None and cluster.connect("n1") is conn
+    assert pong["pid"] == node == env.node_pid("n1")
+    assert pong["stats"]["worker_crashes"] == 1
+
+
 def test_worker_segfault_fails_the_task_and_the_node_survives(cluster, env):
+    node = cluster.world()[0].pid
     with pytest.raises(errors.WorkerCrashed) as info:
         cluster.rpc("n1", lambda: os.kill(os.getpid(), signal.SIGSEGV))
     assert "SIGSEGV" in str(info.value)
     assert cluster.rpc("n1", "operator.mul", 6, 7) == 42
-    pids = cluster.multicall(os.getpid, nodes=["n1"] * 1)
-    assert isinstance(pids["n1"], int)
+    assert_same_node(cluster, env, node)
 
 
-def test_worker_sigkill_mid_task_is_reported_and_replaced(cluster):
+def test_worker_sigkill_mid_task_is_reported_and_replaced(cluster, env):
+    node = cluster.world()[0].pid
     with pytest.raises(errors.WorkerCrashed) as info:
         cluster.rpc("n1", lambda: os.kill(os.getpid(), signal.SIGKILL))
     assert "SIGKILL" in str(info.value)
     assert cluster.rpc("n1", "operator.add", 2, 2) == 4
+    assert_same_node(cluster, env, node)
 
 
 def test_multicall_one_failure_does_not_hide_the_others(cluster):
@@ -74,11 +92,19 @@ def test_multicall_one_failure_does_not_hide_the_others(cluster):
     assert all(e.remote_type == "ZeroDivisionError" for e in mixed.failed.values())
 
 
-def test_call_timeout_cancels_remote_work(cluster):
-    with pytest.raises(errors.CallTimeout):
-        cluster.rpc("n1", "time.sleep", 30, timeout=0.5)
-    # the slot was freed by killing the worker: two quick calls still fit in two slots
-    assert cluster.rpc("n1", "operator.add", 1, 1, timeout=10) == 2
+def test_call_timeout_cancels_remote_work(env):
+    """One slot: the timed-out call's worker must be killed, or the next call waits."""
+    spec = HostSpec(name="n1", target="local", slots=1)
+    with Cluster([spec]) as c:
+        try:
+            worker = c.rpc("n1", os.getpid)
+            with pytest.raises(errors.CallTimeout):
+                c.rpc("n1", "time.sleep", 30, timeout=0.5)
+            wait_for(lambda: not os.path.exists(f"/proc/{worker}"), timeout=5,
+                     message="the sleeping worker to be killed")
+            assert c.rpc("n1", "operator.add", 1, 1, timeout=5) == 2
+        finally:
+            c.down()
 
 
 def test_unknown_node(cluster):

@@ -18,6 +18,10 @@ Why it is built this way:
   and the node keeps serving.
 - **Work belongs to its connection.** When a controller's connection closes or its
   heartbeats stop, the node cancels that connection's queued and running tasks.
+- **Cancelled work never runs.** A task handed ahead to a busy worker is dropped there
+  (see ``worker.DROP_FLAG``); a running one is killed with its worker's process group.
+  Killing never waits: a killed worker is reaped when it has exited (its pidfd in the
+  poller, else housekeeping), and replacements are forked one a turn of the loop.
 - **It goes away by itself** after ``--idle`` seconds with no connection and no task.
 
 Start-up talks to the starter on stdout: ``ready PID`` once the socket listens,
@@ -42,13 +46,15 @@ import time
 from collections import OrderedDict, deque
 
 from . import wire
-from .worker import CHANNEL, HOLD_FLAG, worker_main
+from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK, worker_main
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
 FAST_PIPELINE_DEPTH = 8  # ... for a worker whose tasks take less than FAST_TASK_SECONDS,
 FAST_TASK_SECONDS = 0.001  # so tiny tasks travel several to a write and a wake-up
 WORKER_FUNCTION_CACHE = 256
 HOUSEKEEPING_INTERVAL = 0.5
+EXIT_GRACE_SECONDS = 2.0  # a killed worker not gone by then is reported without its status
+SHUTDOWN_REAP_SECONDS = 2.0  # how long a stopping node waits for its killed workers to exit
 DEFAULT_IDLE = 1800.0
 HANDSHAKE_TIMEOUT_ENV = "CLUSTERCTL_HANDSHAKE_TIMEOUT"
 SOCKET_PATH_MAX = 107
@@ -176,7 +182,7 @@ class WorkerSlot(Endpoint):
     """The node's end of one worker process."""
 
     __slots__ = ("pid", "inbox", "assigned", "functions", "index", "depth", "pace",
-                 "last_result")
+                 "last_result", "ended", "crashed", "failing", "reaper")
     is_worker = True
 
     def __init__(self, sock: socket.socket, pid: int, index: int) -> None:
@@ -189,6 +195,10 @@ class WorkerSlot(Endpoint):
         self.depth = PIPELINE_DEPTH  # tasks it may hold (see ``paced``)
         self.pace: float | None = None  # seconds per result while busy, smoothed
         self.last_result: float | None = None  # when it last answered, if it had more to do
+        self.ended = 0.0  # when it was killed (see ``Node.end_worker``)
+        self.crashed = False  # it crashed and is not reaped yet: its end is reported then
+        self.failing: Task | None = None  # ... and the task it crashed in answered
+        self.reaper: Reaper | None = None
 
     def paced(self, now: float, results: int) -> None:
         """Learn how fast this worker answers, and hold more tasks ahead for a fast one."""
@@ -199,9 +209,45 @@ class WorkerSlot(Endpoint):
         self.last_result = now if self.assigned else None
 
 
+class Reaper(Endpoint):
+    """A killed worker's pidfd in the poller: readable once the process has exited, so the
+    node reaps it without waiting (see ``Node.reap``)."""
+
+    __slots__ = ("worker",)
+    is_worker = True  # (the loop hands its events to ``read_worker``)
+
+    def __init__(self, fd: int, worker: WorkerSlot) -> None:
+        self.sock = None
+        self.fd = self.wfd = fd
+        self.out: deque = deque()
+        self.writing = self.closed = self.dirty = False
+        self.worker = worker
+
+
+class Spawner(Endpoint):
+    """Replacement workers are forked one a turn of the loop, so the loop answers everyone
+    else in between (see ``Node.respawn``): a pipe in the poller that holds a byte
+    (``armed``) while that needs a turn."""
+
+    __slots__ = ("wfd_pipe", "waiting", "armed", "forked")
+    is_worker = True  # (the loop hands its events to ``read_worker``)
+
+    def __init__(self) -> None:
+        rfd, self.wfd_pipe = os.pipe()
+        for fd in (rfd, self.wfd_pipe):
+            os.set_blocking(fd, False)
+        self.sock = None
+        self.fd = self.wfd = rfd
+        self.out: deque = deque()
+        self.writing = self.closed = self.dirty = False
+        self.waiting: deque = deque()  # slots of ended workers, to be forked again
+        self.armed = False
+        self.forked = False  # a worker was forked since the last turn of the spawner
+
+
 class Task:
     __slots__ = ("seq", "conn", "id", "frame", "fk", "worker", "cancelled", "is_map", "held",
-                 "suspect", "failed")
+                 "suspect", "failed", "dropping")
 
     def __init__(self, seq: int, conn: Conn, task_id, frame: bytes, fk, is_map: bool) -> None:
         self.seq = seq
@@ -215,6 +261,7 @@ class Task:
         self.held = False  # its worker may hold its reply back (see worker.HOLD_FLAG)
         self.suspect = False  # it was in a worker that crashed holding replies back
         self.failed = False  # answered as failed (crashed, or cancelled while running)
+        self.dropping = False  # cancelled after it was handed ahead: its worker must skip it
 
 
 # -- the node ----------------------------------------------------------------------------
@@ -241,6 +288,8 @@ class Node:
         self.endpoints: dict[int, Endpoint] = {}  # fd -> connection or worker
         self.conns: dict[int, Conn] = {}
         self.workers: list[WorkerSlot] = []
+        self.dying: dict[int, WorkerSlot] = {}  # pid -> a killed worker not reaped yet
+        self.spawner: Spawner | None = None  # made when a worker first needs replacing
         self.queue: deque = deque()
         self.tasks_by_seq: dict[int, Task] = {}
         self.dirty: list[Endpoint] = []  # endpoints with output to write this turn
@@ -321,6 +370,8 @@ class Node:
                 self.close_conn(conn, "no handshake within %g s" % self.handshake_timeout)
             elif conn.heartbeat and now - conn.last_rx > conn.heartbeat:
                 self.close_conn(conn, "no heartbeat for %.1f s" % (now - conn.last_rx))
+        if self.dying:
+            self.reap_dying(now)
         if self.conns or self.tasks_by_seq:
             self.last_busy = now
         elif now - self.last_busy > self.idle:
@@ -334,6 +385,17 @@ class Node:
         for worker in self.workers:
             self.end_worker(worker)
         self.workers = []
+        deadline = time.monotonic() + SHUTDOWN_REAP_SECONDS
+        while self.dying:  # killed: they exit at once, unless stuck in the kernel
+            for worker in list(self.dying.values()):
+                self.reap(worker)
+            if not self.dying or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        for worker in list(self.dying.values()):
+            log("worker %d (pid %d) had not exited %g s after it was killed"
+                % (worker.index, worker.pid, SHUTDOWN_REAP_SECONDS))
+            self.forget_dying(worker)
         try:
             if os.stat(self.sock_path).st_ino == self.sock_ino:
                 os.unlink(self.sock_path)
@@ -365,41 +427,100 @@ class Node:
                         os.close(fd)
                 for worker in self.workers:
                     worker.sock.close()
+                for worker in self.dying.values():
+                    if worker.reaper is not None:
+                        os.close(worker.reaper.fd)
+                if self.spawner is not None:
+                    os.close(self.spawner.fd)
+                    os.close(self.spawner.wfd_pipe)
             finally:
                 worker_main(theirs, self.name, self.pid)
+        try:  # its own process group (it does so too: whichever comes first)
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         theirs.close()
         ours.setblocking(False)
         worker = WorkerSlot(ours, pid, index)
         self.watch(worker)
         return worker
 
-    def end_worker(self, worker: WorkerSlot) -> str:
-        """Kill (if alive) and reap a worker; return how it ended."""
+    def end_worker(self, worker: WorkerSlot) -> str | None:
+        """Kill a worker with its process group (what its tasks started goes with it) and
+        reap it if it has exited; return how it ended, or None if it has not exited yet:
+        then it is reaped later (``reap``), for the loop never waits for a process."""
+        if worker.ended:
+            return None
+        worker.ended = time.monotonic()
         if not worker.closed:
             worker.closed = True
             self.unwatch(worker)
             worker.sock.close()
-        deadline = time.monotonic() + 0.2
-        while True:
+        # (a process that is exiting already keeps its own exit status)
+        for kill in (os.killpg, os.kill):
             try:
-                pid, status = os.waitpid(worker.pid, os.WNOHANG)
-            except ChildProcessError:
-                return "gone"
-            if pid:
-                return describe_status(status)
-            if time.monotonic() > deadline:
-                try:
-                    os.kill(worker.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                deadline = time.monotonic() + 5.0
-            time.sleep(0.001)
+                kill(worker.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            pid, status = os.waitpid(worker.pid, os.WNOHANG)
+        except ChildProcessError:
+            return "is gone"
+        if pid:
+            return describe_status(status)
+        self.dying[worker.pid] = worker
+        try:
+            reaper = Reaper(os.pidfd_open(worker.pid), worker)
+        except (AttributeError, OSError):  # no pidfd here: housekeeping reaps it
+            return None
+        worker.reaper = reaper
+        self.watch(reaper)
+        return None
+
+    def reap(self, worker: WorkerSlot) -> bool:
+        """Collect a killed worker's exit status if it has exited; True once reaped."""
+        try:
+            pid, status = os.waitpid(worker.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = worker.pid, None
+        if not pid:
+            return False
+        self.forget_dying(worker)
+        self.worker_ended(worker, "is gone" if status is None else describe_status(status))
+        return True
+
+    def reap_dying(self, now: float) -> None:
+        """Housekeeping: reap killed workers; answer for one stuck in the kernel."""
+        for worker in list(self.dying.values()):
+            if not self.reap(worker) and worker.crashed \
+                    and now - worker.ended > EXIT_GRACE_SECONDS:
+                self.worker_ended(worker, "did not exit when it was killed")
+
+    def forget_dying(self, worker: WorkerSlot) -> None:
+        self.dying.pop(worker.pid, None)
+        reaper, worker.reaper = worker.reaper, None
+        if reaper is not None:
+            self.unwatch(reaper)
+            os.close(reaper.fd)
+
+    def worker_ended(self, worker: WorkerSlot, how: str) -> None:
+        """A crashed worker's status is known: log it, and answer for the task it ran."""
+        if not worker.crashed:
+            return
+        worker.crashed = False
+        task, worker.failing = worker.failing, None
+        log("worker %d (pid %d) %s" % (worker.index, worker.pid, how))
+        if task is not None and not task.failed:
+            self.finish_failed(task, how, worker)
 
     def replace_worker(self, worker: WorkerSlot, reason: str | None = None) -> None:
         """A worker died or was killed: fail or requeue its tasks and fork a new one."""
+        if worker.ended:
+            return
         how = self.end_worker(worker)
         assigned = list(worker.assigned)
         worker.assigned.clear()
+        running = None
         if assigned:
             running, waiting = assigned[0], assigned[1:]
             if reason is None and running.held:
@@ -410,8 +531,6 @@ class Node:
                     task.suspect = True
                 running, waiting = None, assigned
                 self.stats["rerun"] += len(assigned)
-            if running is not None:
-                self.finish_failed(running, reason or how, worker)
             for task in reversed(waiting):
                 task.worker = None
                 task.held = False
@@ -421,19 +540,61 @@ class Node:
                     self.queue.appendleft(task)
         if reason is None:
             self.stats["worker_crashes"] += 1
-            log("worker %d (pid %d) %s" % (worker.index, worker.pid, how))
+            if how is None:  # not exited yet: logged and answered once it is reaped
+                worker.crashed, worker.failing = True, running
+            else:
+                log("worker %d (pid %d) %s" % (worker.index, worker.pid, how))
+                if running is not None:
+                    self.finish_failed(running, how, worker)
         else:
             log("worker %d (pid %d) %s" % (worker.index, worker.pid, reason))
+            if running is not None:
+                self.finish_failed(running, reason, worker)
         if not self.stopping:
-            self.workers[self.workers.index(worker)] = self.spawn_worker(worker.index)
-            self.dispatch()
+            self.respawn(worker)
+
+    def respawn(self, worker: WorkerSlot) -> None:
+        """Fork a replacement for an ended worker: at once, unless one was forked this turn
+        of the loop already; then on a later turn (a fork takes milliseconds on a busy
+        host, and killing 64 busy workers must not hold up everyone else's pings)."""
+        spawner = self.spawner
+        if spawner is None:
+            spawner = self.spawner = Spawner()
+            self.watch(spawner)
+        if spawner.forked:
+            spawner.waiting.append(worker)
+        else:
+            self.fork_again(worker)
+        if not spawner.armed:
+            spawner.armed = True
+            os.write(spawner.wfd_pipe, b"x")
+
+    def fork_again(self, worker: WorkerSlot) -> None:
+        self.spawner.forked = True
+        self.workers[self.workers.index(worker)] = self.spawn_worker(worker.index)
+        self.dispatch()
+
+    def spawn_next(self) -> None:
+        """The spawner's turn: fork the next replacement, if one waits."""
+        spawner = self.spawner
+        spawner.forked = False
+        if spawner.waiting and not self.stopping:
+            self.fork_again(spawner.waiting.popleft())
+        else:
+            spawner.waiting.clear()
+            spawner.armed = False
+            try:
+                os.read(spawner.fd, 16)
+            except (BlockingIOError, InterruptedError):
+                pass
 
     def finish_failed(self, task: Task, how: str, worker: WorkerSlot) -> None:
         task.failed = True
         self.tasks_by_seq.pop(task.seq, None)
         conn = task.conn
-        conn.tasks.pop(task.id, None)
-        if conn.closed:
+        if conn.tasks.get(task.id) is task:
+            del conn.tasks[task.id]
+        if conn.closed or task.dropping:  # (a dropped task was answered when it was cancelled)
             return
         if task.cancelled:
             error = {"type": "Cancelled", "message": "cancelled while running", "traceback": "",
@@ -448,6 +609,12 @@ class Node:
 
     def read_worker(self, worker: WorkerSlot) -> bool:
         """Take in what a worker sent; False if there was nothing to read."""
+        if worker.__class__ is not WorkerSlot:
+            if worker.__class__ is Reaper:  # a killed worker has exited
+                self.reap(worker.worker)
+            else:
+                self.spawn_next()
+            return True
         inbox = worker.inbox
         header = CHANNEL.size
         want = RECV_SIZE
@@ -491,16 +658,31 @@ class Node:
                 break
             self.worker_result(worker, seq, frame)
         if results and not worker.closed:
-            worker.paced(time.monotonic(), len(results))
+            if worker.assigned and worker.assigned[0].dropping:
+                # The reply before a dropped task came without the word that it was
+                # dropped (which the worker sends ahead of that reply): it has started.
+                self.replace_worker(worker, "was killed to cancel its task")
+            else:
+                worker.paced(time.monotonic(), len(results))
         self.dispatch()
         return True
 
     def worker_result(self, worker: WorkerSlot, seq: int, frame) -> None:
+        if seq & DROP_FLAG:  # a task dropped before it started: it never ran
+            task = self.tasks_by_seq.get(seq & SEQ_MASK)
+            if task is None or task.worker is not worker or not task.dropping:
+                self.replace_worker(worker, "dropped a task it was not asked to drop")
+                return
+            worker.assigned.remove(task)
+            task.worker = None
+            del self.tasks_by_seq[task.seq]
+            return
         if not worker.assigned or worker.assigned[0].seq != seq:
             log("worker %d answered task %d out of order: replacing it" % (worker.index, seq))
             self.replace_worker(worker, "answered out of order")
             return
         task = worker.assigned.popleft()
+        task.worker = None
         self.tasks_by_seq.pop(seq, None)
         self.stats["tasks"] += 1
         conn = task.conn
@@ -721,6 +903,10 @@ class Node:
                 "cpus": self.cpus}
 
     def cancel(self, conn: Conn, task_id) -> None:
+        """Cancel a task: one still queued is taken out, one running is killed with its
+        worker, and one handed ahead to a busy worker is dropped: the worker skips it (see
+        ``drop``). Then the controller is told; the cancelled task never starts after that
+        (one whose start raced with the cancel is killed as soon as the node sees it)."""
         task = conn.tasks.pop(task_id, None)
         if task is None:
             return
@@ -732,19 +918,31 @@ class Node:
             except ValueError:
                 pass
             self.tasks_by_seq.pop(task.seq, None)
+        elif worker.closed:  # its worker crashed running it and is not reaped yet
+            if worker.failing is task:
+                worker.failing = None
+            if not task.failed:
+                self.finish_failed(task, "", worker)
+            return
         else:  # results it sent already may be unread: with them in, is it still running?
-            while worker.assigned and worker.assigned[0] is task and not worker.closed \
-                    and self.read_worker(worker):
+            while not worker.closed and task.worker is worker and self.read_worker(worker):
                 pass
-            if worker.assigned and worker.assigned[0] is task and not worker.closed:
-                self.replace_worker(worker, "was killed to cancel its task")
-                return
             if task.failed:  # the worker crashed meanwhile, and that answered for it
                 return
-        # queued, or handed ahead to a worker (that result will be dropped)
+            if task.worker is worker and not worker.closed:
+                if worker.assigned[0] is task:
+                    self.replace_worker(worker, "was killed to cancel its task")
+                    return
+                self.drop(worker, task)
+                self.flush(worker)  # (the worker has the word before the controller does)
         self.send(conn, wire.encode({"op": "result", "id": task_id, "ok": False, "error": {
             "type": "Cancelled", "message": "cancelled", "traceback": "",
             "node": self.name, "kind": "cancelled"}}))
+
+    def drop(self, worker: WorkerSlot, task: Task) -> None:
+        """Tell a worker to skip a task it was handed ahead (see ``worker.DROP_FLAG``)."""
+        task.dropping = True
+        self.send(worker, CHANNEL.pack(task.seq | DROP_FLAG, 0))
 
     def close_conn(self, conn: Conn, reason: str, quiet: bool = False) -> None:
         if conn.closed:
@@ -766,9 +964,21 @@ class Node:
         if any(t.worker is None for t in conn.tasks.values()):
             self.queue = deque(t for t in self.queue if not t.conn.closed)
         conn.tasks.clear()
+        if self.stopping:
+            return
         for worker in list(self.workers):
-            if worker.assigned and worker.assigned[0].conn is conn and not self.stopping:
+            if not worker.assigned or worker.closed:
+                continue
+            if worker.assigned[0].conn is conn:
                 self.replace_worker(worker, "was killed: its controller went away")
+                continue
+            dropped = False
+            for task in worker.assigned:
+                if task.conn is conn and not task.dropping:
+                    self.drop(worker, task)
+                    dropped = True
+            if dropped:
+                self.flush(worker)
 
     # -- output --------------------------------------------------------------------------
 

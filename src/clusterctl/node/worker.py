@@ -2,7 +2,9 @@
 
 Workers are where user code runs, so a segfault, an ``os._exit`` or an out-of-memory
 kill takes down one worker and never the node: the node sees the worker's channel
-close, fails the task it was running and forks a replacement.
+close, fails the task it was running and forks a replacement. Each worker leads a
+process group of its own, and the node ends a worker by killing that group, so the
+processes a task started (a ``subprocess`` still running) go with it.
 
 Between node and worker every message is ``seq (8 bytes) | length (4 bytes) | frame``,
 where ``frame`` is a wire frame; ``seq`` is the node's number for the task, echoed back
@@ -14,6 +16,15 @@ read runs, if this one took under ``HOLD_SECONDS``. Everything held is sent befo
 worker waits for input and before it starts a task not so marked, so a crash or a kill
 can only lose replies of marked tasks, which the node then runs again (see
 ``agent.Node.replace_worker``). The price: a held reply may wait for one more task.
+
+A task the node cancels after handing it ahead is dropped: the node sends its ``seq``
+with ``DROP_FLAG`` set and an empty frame. Between two tasks, after the one just run has
+its reply and before that reply is sent, the worker takes in whatever the node sent
+meanwhile; a dropped task it has not started is removed, and the worker answers with
+that ``seq`` and ``DROP_FLAG`` set (an empty frame) ahead of the reply, instead of
+running it. So once the node has the reply of the task before a dropped one without
+that answer, the dropped one has started, and the node kills the worker (see
+``agent.Node.cancel``). A drop of a task already run is ignored.
 
 Operations a worker understands (the head's ``op``):
 
@@ -35,6 +46,7 @@ import importlib
 import os
 import pickle
 import signal
+import socket
 import struct
 import sys
 import time
@@ -45,6 +57,8 @@ from . import wire
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
 HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
+DROP_FLAG = 1 << 62  # a task dropped before it started (from the node: drop it; back: dropped)
+SEQ_MASK = DROP_FLAG - 1
 HOLD_SECONDS = 0.001  # ... if the task took less than this,
 HOLD_COUNT = 32  # and at most this many replies,
 HOLD_BYTES = 1 << 16  # of at most this many bytes, are held back at once
@@ -151,6 +165,7 @@ class Worker:
         self.ready: deque = deque()  # messages read but not handled yet
         self.held: list[bytes] = []  # replies not sent yet (see HOLD_FLAG)
         self.held_bytes = 0
+        self.dropped: list[bytes] = []  # answers for dropped tasks, not sent yet (DROP_FLAG)
 
     # -- channel ----------------------------------------------------------------------
 
@@ -158,42 +173,78 @@ class Worker:
         """The next (seq, frame) from the node, or None when the node is gone."""
         ready = self.ready
         while not ready:
-            if self.held:
+            if self.held or self.dropped:
                 self.flush()
-            inbox = self.inbox
-            want = RECV_SIZE
-            if len(inbox) >= CHANNEL.size:  # in the middle of a large task: take more at once
-                want = max(want, min(CHANNEL.size + CHANNEL.unpack_from(inbox)[1] - len(inbox),
-                                     RECV_SIZE_MAX))
             try:
-                chunk = self.sock.recv(want)
+                chunk = self.sock.recv(self.wanted())
             except InterruptedError:
                 continue
             except OSError:
                 return None
             if not chunk:
                 return None
-            if inbox:
-                inbox += chunk
-                data = inbox
-            else:
-                data = chunk
-            size = len(data)
-            pos = 0
-            header = CHANNEL.size
-            with memoryview(data) as view:
-                while size - pos >= header:
-                    seq, length = CHANNEL.unpack_from(data, pos)
-                    end = pos + header + length
-                    if size < end:
-                        break
-                    ready.append((seq, bytes(view[pos + header:end])))
-                    pos = end
-                if data is chunk and pos < size:
-                    inbox += view[pos:]
-            if data is inbox:
-                del inbox[:pos]
+            self.take(chunk)
         return ready.popleft()
+
+    def poll(self) -> None:
+        """Take in, without waiting, what the node sent while a task ran (drops, mostly),
+        up to about RECV_SIZE_MAX bytes (a large task streaming in waits for its turn)."""
+        taken = 0
+        while taken < RECV_SIZE_MAX:
+            try:
+                chunk = self.sock.recv(self.wanted(), socket.MSG_DONTWAIT)
+            except InterruptedError:
+                continue
+            except OSError:  # nothing there (BlockingIOError), or the node is gone
+                return
+            if not chunk:
+                return  # (the node is gone: the next read finds it out)
+            taken += len(chunk)
+            self.take(chunk)
+
+    def wanted(self) -> int:
+        inbox = self.inbox
+        if len(inbox) >= CHANNEL.size:  # in the middle of a large task: take more at once
+            return max(RECV_SIZE, min(CHANNEL.size + CHANNEL.unpack_from(inbox)[1] - len(inbox),
+                                      RECV_SIZE_MAX))
+        return RECV_SIZE
+
+    def take(self, chunk: bytes) -> None:
+        """Split what was read into messages; apply drops at once."""
+        inbox = self.inbox
+        ready = self.ready
+        if inbox:
+            inbox += chunk
+            data = inbox
+        else:
+            data = chunk
+        size = len(data)
+        pos = 0
+        header = CHANNEL.size
+        with memoryview(data) as view:
+            while size - pos >= header:
+                seq, length = CHANNEL.unpack_from(data, pos)
+                end = pos + header + length
+                if size < end:
+                    break
+                if seq & DROP_FLAG:
+                    self.drop(seq & SEQ_MASK)
+                else:
+                    ready.append((seq, bytes(view[pos + header:end])))
+                pos = end
+            if data is chunk and pos < size:
+                inbox += view[pos:]
+        if data is inbox:
+            del inbox[:pos]
+
+    def drop(self, seq: int) -> None:
+        """The node cancelled task ``seq``: if it is still waiting here, it never runs."""
+        ready = self.ready
+        for i, (queued, _) in enumerate(ready):
+            if queued & SEQ_MASK == seq:
+                del ready[i]
+                self.dropped.append(CHANNEL.pack(seq | DROP_FLAG, 0))
+                return
 
     def send(self, seq: int, frame: bytes, hold: bool = False) -> None:
         """Send a reply, or hold it back (``hold``) while there is room."""
@@ -202,8 +253,11 @@ class Worker:
                 and self.held_bytes + len(frame) < HOLD_BYTES:
             self.held.append(header + frame)
             self.held_bytes += len(frame)
+            if self.dropped:  # (they never wait: the node decides on them)
+                dropped, self.dropped = self.dropped, []
+                self.sock.sendall(b"".join(dropped))
             return
-        if self.held:
+        if self.held or self.dropped:
             self.flush()
         if len(frame) < 65536:
             self.sock.sendall(header + frame)
@@ -212,9 +266,10 @@ class Worker:
             self.sock.sendall(frame)
 
     def flush(self) -> None:
-        """Send the replies held back, in one write."""
-        held, self.held, self.held_bytes = self.held, [], 0
-        self.sock.sendall(b"".join(held))
+        """Send the answers for dropped tasks, then the replies held back, in one write."""
+        parts = self.dropped + self.held
+        self.dropped, self.held, self.held_bytes = [], [], 0
+        self.sock.sendall(b"".join(parts))
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -257,7 +312,9 @@ class Worker:
                 reply = error_frame(head.get("id"), {
                     "type": "ProtocolError", "message": "unknown task operation %r" % op,
                     "traceback": "", "node": self.node, "kind": "protocol"})
-            self.send(seq, reply, hold and time.perf_counter() - started < HOLD_SECONDS)
+            quick = hold and time.perf_counter() - started < HOLD_SECONDS
+            self.poll()  # drops that came meanwhile are answered ahead of this reply
+            self.send(seq, reply, quick)
 
     def define(self, key: str, payload) -> None:
         try:
@@ -372,6 +429,10 @@ def worker_main(sock, node: str, parent_pid: int) -> None:
     """Entry point in the forked child. Never returns."""
     code = 0
     try:
+        try:  # a process group of its own: killing the group ends what its tasks started too
+            os.setpgid(0, 0)
+        except OSError:  # (the node did it first)
+            pass
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
