@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -362,3 +363,56 @@ def test_leaving_early_cancels_remote_work(cluster):
     it.close()
     for name in ("n1", "n2"):
         wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 10, message=f"{name} idle")
+
+
+# -- one slow item -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_one_slow_item_never_stalls_an_ordered_map(cluster):
+    """Item 0 takes 5 s, the others 10 ms: the other slots work on behind it (their
+    results held back for the order), so everything else is done while it runs."""
+    def work(x):
+        time.sleep(5.0 if x == 0 else 0.01)
+        return x
+
+    cluster.world()
+    run = PMap(cluster, work, range(400))
+    got: list = []
+    consumer = threading.Thread(target=lambda: got.extend(run.values()), daemon=True)
+    t0 = time.monotonic()
+    consumer.start()
+    counts = []
+    while time.monotonic() - t0 < 4.0 and run.stats.done < 399:
+        time.sleep(0.25)
+        counts.append(run.stats.done)
+    assert consumer.is_alive() and not got  # item 0 still runs, nothing was handed out
+    assert run.stats.done == 399, counts  # (today's stall: about 80, from 0.3 s on)
+    assert counts == sorted(counts) and len(set(counts)) > 1
+    consumer.join(30)
+    assert got == list(range(400))
+    assert time.monotonic() - t0 < 12
+
+
+def test_an_item_that_never_ends_fails_by_item_timeout(cluster):
+    def work(x):
+        if x == 3:
+            time.sleep(3600)
+        time.sleep(0.01)
+        return x
+
+    cluster.world()
+    t0 = time.monotonic()
+    outcomes = list(cluster.pmap_results(work, range(60), item_timeout=1.0, retries=1))
+    assert time.monotonic() - t0 < 15
+    assert [o.index for o in outcomes] == list(range(60))
+    assert [o.value for o in outcomes if o.index != 3] == [x for x in range(60) if x != 3]
+    err = outcomes[3].error
+    assert isinstance(err, ItemError) and err.remote_type == "ItemTimeout"
+    assert err.attempts == 2  # tried again under retries=1, then failed
+    assert "item 3 failed on n" in err.message
+    assert "ran longer than the item timeout of 1 s" in err.message
+    # the workers running it were killed: nothing of the map runs any more
+    for name in ("n1", "n2"):
+        wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 2, message=f"{name} idle")
+    with pytest.raises(ItemError, match="ItemTimeout"):
+        list(cluster.pmap(work, range(10), item_timeout=0.5))
