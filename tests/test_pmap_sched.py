@@ -32,6 +32,7 @@ class FakeConn:
         self.cancelled: list[int] = []
         self.requests = 0
         self.items_seen: list[int] = []
+        self.running: set[int] = set()  # held requests a worker is running (for ``cancel``)
 
     def send(self, head, payload=b""):
         if head["op"] == "defn":
@@ -51,6 +52,9 @@ class FakeConn:
     def answer(self, rid: int) -> None:
         """Run the function over the request's items, as a worker would."""
         items, callback = self.held.pop(rid)
+        self.reply(rid, items, callback)
+
+    def reply(self, rid: int, items, callback) -> None:
         outcomes, all_ok = [], True
         for item in items:
             try:
@@ -87,12 +91,14 @@ class FakeConn:
             callback(None, b"", self.lost)
 
     def cancel(self, rid):
-        """As a node does: the request is answered as cancelled."""
+        """As a node does: the request is answered as cancelled (the request's worker is
+        killed if it was running it: those in ``running``)."""
         self.cancelled.append(rid)
         held = self.held.pop(rid, None)
         if held is not None:
+            message = "cancelled while running" if rid in self.running else "cancelled"
             held[1]({"op": "result", "id": rid, "ok": False, "error": {
-                "type": "Cancelled", "message": "cancelled", "traceback": "", "node": self.node,
+                "type": "Cancelled", "message": message, "traceback": "", "node": self.node,
                 "kind": "cancelled"}}, b"", None)
 
     def forget(self, rid):
@@ -354,27 +360,52 @@ def test_input_is_read_lazily_with_a_bounded_window():
 
 @pytest.mark.parametrize("seed", range(16))
 def test_exactly_once_under_random_faults(seed):
-    """Random crashes, losses, reordered and late answers: each item gets exactly one outcome."""
+    random_faults(seed)
+
+
+def test_random_faults_deliver_late_answers_after_losses():
+    """(So the runs above do test the fencing of a lost node's late answers.)"""
+    assert sum(random_faults(seed) for seed in range(16)) > 0
+
+
+def random_faults(seed: int) -> int:
+    """Random crashes, losses, reordered and late answers: each item gets exactly one outcome.
+
+    A node that dies has some of what it was running answered afterwards, late (as if it
+    came back): those answers must be dropped."""
     rng = random.Random(seed)
     lock = threading.Lock()
     pending: list[tuple[FakeConn, int]] = []
+    late: list[tuple] = []  # answers a lost node still gives, later
+    delivered = {"late": 0}
 
     def settle(c, r):
         if r not in c.held:
             return
         roll = rng.random()
         if roll < 0.03 and c.node != "d":  # d never dies, so the run can always finish
+            held = dict(c.held)
             c.die()
+            late.extend((c, rid, items, callback) for rid, (items, callback) in held.items()
+                        if rng.random() < 0.7)
         elif roll < 0.06:
             c.crash(r)
         else:
             c.answer(r)
+
+    def deliver_late():
+        rng.shuffle(late)
+        while late and rng.random() < 0.5:
+            c, rid, items, callback = late.pop()
+            c.reply(rid, items, callback)
+            delivered["late"] += 1
 
     def chaotic(conn, rid, items):
         with lock:
             pending.append((conn, rid))
             while pending and rng.random() < 0.6:
                 settle(*pending.pop(rng.randrange(len(pending))))
+            deliver_late()
 
     stop = threading.Event()
 
@@ -384,6 +415,7 @@ def test_exactly_once_under_random_faults(seed):
                 rng.shuffle(pending)
                 while pending:
                     settle(*pending.pop())
+                deliver_late()
 
     cluster = world({"a": chaotic, "b": chaotic, "c": chaotic, "d": chaotic})
     n = rng.choice([1, 10, 500, 3000])
@@ -403,6 +435,8 @@ def test_exactly_once_under_random_faults(seed):
         else:
             assert o.ok and o.value == o.index
     assert run.stats.done == n
+    assert sum(s.items for s in run.stats.nodes.values()) == n - run.stats.failed
+    return delivered["late"]
 
 
 def test_at_the_end_overdue_items_start_again_on_idle_slots():
