@@ -85,7 +85,8 @@ PUMP_SECONDS = 0.0005  # while handing out results, read the connections this of
 JOIN_GRACE_SECONDS = 3.0  # at the end, how long to wait for nodes still being connected
 CANCEL_WAIT_SECONDS = 3.0  # when leaving early, how long to wait for nodes to confirm cancels
 SPECULATE_AFTER = 0.05  # a chunk is overdue this long past twice its expected time
-SPECULATE_SCAN_SECONDS = 0.05  # while input is still read, look for overdue chunks this often
+SPECULATE_SCAN_SECONDS = 0.25  # while input is still read, look for overdue chunks this often
+SPECULATE_EARLY_AFTER = 1.0  # ... and start one again once this long past 4 times its expected time
 TIMEOUT_SCAN_SECONDS = 0.1  # with item_timeout, look for chunks over their limit this often
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None), complex))
 _PENDING = object()  # a result slot not filled yet
@@ -731,7 +732,9 @@ class PMap:
         """Start overdue chunks (stuck, or queued behind a long item) again elsewhere.
 
         At the end (the input is all out) twins go to idle slots; while input is still
-        read (``early``), to nodes with room in their window, before new input, so one
+        read (``early``, and only for chunks late by more than SPECULATE_EARLY_AFTER, so
+        that the noise of a busy machine starts nothing twice), to nodes with room in
+        their window, before new input, so one
         slow item does not hold up the items behind it on its worker (nor, when ordered,
         every result after it). The first answer wins; the other attempt is cancelled
         (its worker is killed if it is running). So a slow or stuck node cannot hold up
@@ -746,6 +749,7 @@ class PMap:
             return
         now = time.monotonic()
         overdue = []
+        factor, slack = (4, SPECULATE_EARLY_AFTER) if early else (2, SPECULATE_AFTER)
         for node in nodes:
             per_item = node.item_time if node.item_time is not None else self._item_time
             if per_item is None or not node.inflight:
@@ -756,7 +760,7 @@ class PMap:
             for rank, chunk in enumerate(node.inflight.values()):
                 expected = (rank // node.slots + 1) * chunk.n * per_item + rtt
                 if chunk.twin is None and not chunk.expired and \
-                        now - chunk.sent > 2 * expected + SPECULATE_AFTER:
+                        now - chunk.sent > factor * expected + slack:
                     overdue.append(chunk)
         overdue.sort(key=lambda c: c.sent)
         full = (lambda n: len(n.inflight) >= n.window) if early else \
