@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -233,24 +234,65 @@ def test_sigkill_a_node_mid_run(make_cluster):
     assert run.stats.nodes["n2"].items > 200
 
 
-def test_a_frozen_node_is_lost_by_heartbeat_and_its_late_results_are_dropped(make_cluster):
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_a_frozen_node_is_lost_by_heartbeat_and_its_late_results_are_dropped(make_cluster, env,
+                                                                              ordered):
+    """n1 is stopped (SIGSTOP) while its workers run items, and started again (SIGCONT) as
+    soon as it is declared lost, while the run goes on: the run delivers each item once,
+    nothing from n1, and n1 drops the lost connection's work (kills the workers running
+    it; nothing of it starts afterwards)."""
     cluster = make_cluster(heartbeat_interval=0.3, heartbeat_timeout=1.5)
     victim = node_pid(cluster, "n1")
-    run = PMap(cluster, lambda x: time.sleep(0.01) or x, range(300))
-    got = []
-    t0 = time.monotonic()
-    try:
-        for value in run.values():
-            got.append(value)
-            if len(got) == 30:
-                os.kill(victim, signal.SIGSTOP)
-    finally:
-        os.kill(victim, signal.SIGCONT)
-    assert got == list(range(300))
-    assert time.monotonic() - t0 < 15
+    node_pid(cluster, "n2")
+    starts = env.root / "starts"
+
+    def work(x):
+        with open(starts, "a") as fh:
+            fh.write(f"{os.getppid()} {os.getpid()} {x} {time.time()}\n")
+        time.sleep(3.0 if os.getppid() == victim else 0.01)
+        return x
+
+    def started_on_n1() -> list[list[str]]:
+        text = starts.read_text() if starts.exists() else ""
+        return [f for f in (line.split() for line in text.splitlines()) if f[0] == str(victim)]
+
+    run = PMap(cluster, work, range(600), ordered=ordered, speculate=False)
+    healed = {}
+
+    def freeze_then_heal():
+        wait_for(lambda: len(started_on_n1()) >= 2, 20, message="items to start on n1")
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            wait_for(lambda: run.stats.nodes["n1"].state == "lost", 20, interval=0.005,
+                     message="n1 to be declared lost")
+        finally:
+            healed["at"], healed["monotonic"] = time.time(), time.monotonic()
+            os.kill(victim, signal.SIGCONT)
+
+    healer = threading.Thread(target=freeze_then_heal, daemon=True)
+    healer.start()
+    got = list(run.values())
+    healer.join(30)
+    assert (got if ordered else sorted(got)) == list(range(600))
+    assert healed["monotonic"] < run.stats.finished  # healed mid-run
     n1 = run.stats.nodes["n1"]
     assert n1.state == "lost" and "heartbeat" in n1.reason
-    assert run.stats.duplicates == 0
+    assert run.stats.done == 600 and run.stats.duplicates == 0
+    assert n1.items == 0 and run.stats.nodes["n2"].items == 600
+    # n1 cancelled the lost connection's work: its workers running it were killed (an
+    # item takes 3 s there), and nothing started there after it was healed
+    workers = {int(f[1]) for f in started_on_n1()}
+    wait_for(lambda: not any(alive(pid) for pid in workers), 2, message="n1's workers killed")
+    late = [f for f in started_on_n1() if float(f[3]) > healed["at"] + 0.2]
+    assert not late
 
 
 def test_sigkill_a_worker_mid_item(cluster, env):
@@ -356,9 +398,78 @@ def test_every_node_lost(make_cluster):
     assert f"{info.value.completed} of 1000 items completed" in info.value.message
 
 
-def test_leaving_early_cancels_remote_work(cluster):
-    it = cluster.pmap(lambda x: time.sleep(0.5) or x, range(100))
+def test_leaving_early_cancels_remote_work(cluster, env):
+    """Items take 0.5 s: once the iterator is closed, the nodes are idle at once (well
+    within one item's time), and no item starts after it."""
+    starts = env.root / "starts"
+
+    def work(x):
+        with open(starts, "a") as fh:
+            fh.write(f"{x} {time.time()}\n")
+        time.sleep(0.5)
+        return x
+
+    cluster.world()
+    it = cluster.pmap(work, range(100))
     assert next(it) == 0
     it.close()
+    closed = time.time()
     for name in ("n1", "n2"):
-        wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 10, message=f"{name} idle")
+        wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 0.15,
+                 message=f"{name} idle")
+    time.sleep(0.7)  # a worker left running would have started its next item by now
+    late = [line for line in starts.read_text().splitlines() if float(line.split()[1]) > closed]
+    assert not late
+
+
+# -- one slow item -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_one_slow_item_never_stalls_an_ordered_map(cluster):
+    """Item 0 takes 5 s, the others 10 ms: the other slots work on behind it (their
+    results held back for the order), so everything else is done while it runs."""
+    def work(x):
+        time.sleep(5.0 if x == 0 else 0.01)
+        return x
+
+    cluster.world()
+    run = PMap(cluster, work, range(400))
+    got: list = []
+    consumer = threading.Thread(target=lambda: got.extend(run.values()), daemon=True)
+    t0 = time.monotonic()
+    consumer.start()
+    counts = []
+    while time.monotonic() - t0 < 4.0 and run.stats.done < 399:
+        time.sleep(0.25)
+        counts.append(run.stats.done)
+    assert consumer.is_alive() and not got  # item 0 still runs, nothing was handed out
+    assert run.stats.done == 399, counts  # (today's stall: about 80, from 0.3 s on)
+    assert counts == sorted(counts) and len(set(counts)) > 1
+    consumer.join(30)
+    assert got == list(range(400))
+    assert time.monotonic() - t0 < 12
+
+
+def test_an_item_that_never_ends_fails_by_item_timeout(cluster):
+    def work(x):
+        if x == 3:
+            time.sleep(3600)
+        time.sleep(0.01)
+        return x
+
+    cluster.world()
+    t0 = time.monotonic()
+    outcomes = list(cluster.pmap_results(work, range(60), item_timeout=1.0, retries=1))
+    assert time.monotonic() - t0 < 15
+    assert [o.index for o in outcomes] == list(range(60))
+    assert [o.value for o in outcomes if o.index != 3] == [x for x in range(60) if x != 3]
+    err = outcomes[3].error
+    assert isinstance(err, ItemError) and err.remote_type == "ItemTimeout"
+    assert err.attempts == 2  # tried again under retries=1, then failed
+    assert "item 3 failed on n" in err.message
+    assert "ran longer than the item timeout of 1 s" in err.message
+    # the workers running it were killed: nothing of the map runs any more
+    for name in ("n1", "n2"):
+        wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 2, message=f"{name} idle")
+    with pytest.raises(ItemError, match="ItemTimeout"):
+        list(cluster.pmap(work, range(10), item_timeout=0.5))

@@ -175,6 +175,28 @@ def test_retries_on_the_command_line(world):
     assert "20 retried" in result.stderr
 
 
+def test_item_timeout_on_the_command_line(world):
+    path = script(world, """
+        import time
+
+        def task(x):
+            if x == 2:
+                time.sleep(3600)
+            return x
+
+        def inputs():
+            return range(10)
+    """)
+    result = world.cli("pmap", path, "--item-timeout", "0.5", "--on-error", "collect")
+    assert result.returncode == 3, result.stderr
+    assert lines(result.stdout) == [x for x in range(10) if x != 2]
+    assert "1 item failed" in result.stderr
+    assert "ItemTimeout" in result.stderr and "item timeout of 0.5 s" in result.stderr
+    bad = world.cli("pmap", path, "--item-timeout", "0")
+    assert bad.returncode == 2 and "--item-timeout" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 @pytest.mark.parametrize("args, stdin, code, message", [
     (["--fn", "nope"], None, 2, "defines no function 'nope'"),
     ([], "1\n{oops\n", 2, "<stdin>:2: not a JSON value"),

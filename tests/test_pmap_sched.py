@@ -10,11 +10,15 @@ from __future__ import annotations
 import pickle
 import random
 import threading
+import time
 
 import pytest
 
 from clusterctl import errors
-from clusterctl.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
+from clusterctl.pmap import (READ_AHEAD_ITEMS, AllNodesLost, ItemError, ItemErrors, ItemTimeout,
+                             PMap, PoisonItem)
+
+from conftest import wait_for
 
 
 class FakeConn:
@@ -32,6 +36,7 @@ class FakeConn:
         self.cancelled: list[int] = []
         self.requests = 0
         self.items_seen: list[int] = []
+        self.running: set[int] = set()  # held requests a worker is running (for ``cancel``)
 
     def send(self, head, payload=b""):
         if head["op"] == "defn":
@@ -51,6 +56,9 @@ class FakeConn:
     def answer(self, rid: int) -> None:
         """Run the function over the request's items, as a worker would."""
         items, callback = self.held.pop(rid)
+        self.reply(rid, items, callback)
+
+    def reply(self, rid: int, items, callback) -> None:
         outcomes, all_ok = [], True
         for item in items:
             try:
@@ -87,12 +95,14 @@ class FakeConn:
             callback(None, b"", self.lost)
 
     def cancel(self, rid):
-        """As a node does: the request is answered as cancelled."""
+        """As a node does: the request is answered as cancelled (the request's worker is
+        killed if it was running it: those in ``running``)."""
         self.cancelled.append(rid)
         held = self.held.pop(rid, None)
         if held is not None:
+            message = "cancelled while running" if rid in self.running else "cancelled"
             held[1]({"op": "result", "id": rid, "ok": False, "error": {
-                "type": "Cancelled", "message": "cancelled", "traceback": "", "node": self.node,
+                "type": "Cancelled", "message": message, "traceback": "", "node": self.node,
                 "kind": "cancelled"}}, b"", None)
 
     def forget(self, rid):
@@ -354,27 +364,52 @@ def test_input_is_read_lazily_with_a_bounded_window():
 
 @pytest.mark.parametrize("seed", range(16))
 def test_exactly_once_under_random_faults(seed):
-    """Random crashes, losses, reordered and late answers: each item gets exactly one outcome."""
+    random_faults(seed)
+
+
+def test_random_faults_deliver_late_answers_after_losses():
+    """(So the runs above do test the fencing of a lost node's late answers.)"""
+    assert sum(random_faults(seed) for seed in range(16)) > 0
+
+
+def random_faults(seed: int) -> int:
+    """Random crashes, losses, reordered and late answers: each item gets exactly one outcome.
+
+    A node that dies has some of what it was running answered afterwards, late (as if it
+    came back): those answers must be dropped."""
     rng = random.Random(seed)
     lock = threading.Lock()
     pending: list[tuple[FakeConn, int]] = []
+    late: list[tuple] = []  # answers a lost node still gives, later
+    delivered = {"late": 0}
 
     def settle(c, r):
         if r not in c.held:
             return
         roll = rng.random()
         if roll < 0.03 and c.node != "d":  # d never dies, so the run can always finish
+            held = dict(c.held)
             c.die()
+            late.extend((c, rid, items, callback) for rid, (items, callback) in held.items()
+                        if rng.random() < 0.7)
         elif roll < 0.06:
             c.crash(r)
         else:
             c.answer(r)
+
+    def deliver_late():
+        rng.shuffle(late)
+        while late and rng.random() < 0.5:
+            c, rid, items, callback = late.pop()
+            c.reply(rid, items, callback)
+            delivered["late"] += 1
 
     def chaotic(conn, rid, items):
         with lock:
             pending.append((conn, rid))
             while pending and rng.random() < 0.6:
                 settle(*pending.pop(rng.randrange(len(pending))))
+            deliver_late()
 
     stop = threading.Event()
 
@@ -384,6 +419,7 @@ def test_exactly_once_under_random_faults(seed):
                 rng.shuffle(pending)
                 while pending:
                     settle(*pending.pop())
+                deliver_late()
 
     cluster = world({"a": chaotic, "b": chaotic, "c": chaotic, "d": chaotic})
     n = rng.choice([1, 10, 500, 3000])
@@ -403,6 +439,8 @@ def test_exactly_once_under_random_faults(seed):
         else:
             assert o.ok and o.value == o.index
     assert run.stats.done == n
+    assert sum(s.items for s in run.stats.nodes.values()) == n - run.stats.failed
+    return delivered["late"]
 
 
 def test_at_the_end_overdue_items_start_again_on_idle_slots():
@@ -442,7 +480,8 @@ def test_the_slower_twin_is_dropped_not_delivered_twice():
 
 
 def test_a_stuck_first_item_bounds_what_is_read_ahead():
-    """Ordered results wait for item 0; reading stops at a bound instead of filling memory."""
+    """Ordered results wait for item 0; meanwhile the slots work on, and the input is read
+    ahead exactly up to the bound the scheduler promises, READ_AHEAD_ITEMS, no further."""
     consumed = {"n": 0}
     first = []
 
@@ -453,17 +492,108 @@ def test_a_stuck_first_item_bounds_what_is_read_ahead():
 
     def hold_first(conn, rid, items):
         if items[0] == 1 and not first:
-            first.append(rid)
-            threading.Timer(0.5, lambda: conn.answer(rid)).start()
+            first.append(rid)  # answered when the test says
         else:
             conn.answer(rid)
 
     cluster = world({"a": hold_first})
-    it = PMap(cluster, double, endless()).values()
-    assert next(it) == 2  # after 0.5 s: meanwhile the rest was read up to the bound
-    seen = consumed["n"]
+    it = PMap(cluster, double, endless(), speculate=False).values()
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(next(it)), daemon=True)
+    consumer.start()
+    wait_for(lambda: consumed["n"] >= READ_AHEAD_ITEMS, 20, message="the read-ahead bound")
+    time.sleep(0.3)
+    assert consumed["n"] == READ_AHEAD_ITEMS and not got
+    cluster.conns["a"].answer(first[0])
+    consumer.join(10)
+    assert got == [2]
     it.close()
-    assert seen < 2_000_000
+
+
+def test_a_stuck_item_is_started_again_elsewhere_while_input_is_still_read():
+    """Speculation does not wait for the end of the input (an endless one has none)."""
+    def never_first(conn, rid, items):
+        if conn.node == "a" and 1 in items:
+            return  # its worker hangs
+        conn.answer(rid)
+
+    def endless():
+        i = 0
+        while True:
+            i += 1
+            yield i
+
+    cluster = world({"a": never_first, "b": answer_now})
+    run = PMap(cluster, double, endless())
+    it = run.values()
+    got = []
+    consumer = threading.Thread(target=lambda: got.extend(next(it) for _ in range(1000)),
+                                daemon=True)
+    consumer.start()
+    consumer.join(10)
+    assert got == [2 * x for x in range(1, 1001)]
+    assert run.stats.speculated >= 1
+    it.close()
+
+
+class SlotConn(FakeConn):
+    """One slot, as a node runs it: requests in the order sent, the first one running and
+    the others waiting behind it; ``hang`` decides which items never end."""
+
+    def __init__(self, node, hang) -> None:
+        super().__init__(node, 1, None)
+        self.hang = hang
+        self.order: list[int] = []
+
+    def request(self, head, payload=b"", callback=None, flush=True):
+        self.policy = lambda conn, rid, items: self.order.append(rid)
+        super().request(head, payload, callback, flush)
+        self.run_next()
+
+    def run_next(self):
+        while self.order and not self.running:
+            rid = self.order[0]
+            if self.hang(self.held[rid][0]):
+                self.running.add(rid)
+                return
+            self.order.pop(0)
+            self.answer(rid)
+
+    def cancel(self, rid):
+        super().cancel(rid)
+        if rid in self.order:
+            self.order.remove(rid)
+        if rid in self.running:  # its worker was killed: the next request starts
+            self.running.discard(rid)
+            self.run_next()
+
+
+def test_an_item_over_its_time_limit_fails_and_what_waited_behind_it_does_not():
+    """Item 3 never ends: it fails, as ItemTimeout, once the chunk it was in was split
+    until it was alone; the requests queued behind it on the same slot (whose limits do
+    not count while they wait) do not fail."""
+    cluster = FakeCluster({"a": SlotConn("a", lambda items: 3 in items)})
+    run = PMap(cluster, double, range(12), chunksize=4, item_timeout=0.2, retries=1,
+               speculate=False)
+    t0 = time.monotonic()
+    outcomes = list(run.outcomes())
+    assert time.monotonic() - t0 < 10
+    assert [o.index for o in outcomes] == list(range(12))
+    assert [o.value for o in outcomes if o.ok] == [2 * x for x in range(12) if x != 3]
+    error = outcomes[3].error
+    assert error.remote_type == "ItemTimeout" and error.attempts == 2
+    assert isinstance(error.exception, ItemTimeout)
+    assert "ran longer than the item timeout of 0.2 s" in error.message
+    assert run.stats.failed == 1 and run.stats.done == 12
+    assert cluster.conns["a"].cancelled  # the node was told: its worker is stopped
+
+
+def test_item_timeout_must_be_a_positive_number():
+    cluster = world({"a": answer_now})
+    for bad in (0, -1, "1", float("nan"), float("inf"), True):
+        with pytest.raises(errors.UsageError, match="item_timeout"):
+            PMap(cluster, double, [1], item_timeout=bad)
+    assert list(PMap(cluster, double, range(5), item_timeout=5).values()) == [0, 2, 4, 6, 8]
 
 
 def test_errors_of_the_callers_own_input_and_arguments():

@@ -171,8 +171,13 @@ def to_json(value: Any) -> str:
               help="Fail an item that crashed its worker (or lost its node) N times.")
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.option("--speculate/--no-speculate", default=True, show_default=True,
-              help="At the end, start items overdue on a slow node again on idle slots (the "
-                   "first result wins). Turn off if running an item twice would be wrong.")
+              help="Start items overdue on their node (stuck, or queued behind a long item) "
+                   "again on another slot (the first result wins). Turn off if running an "
+                   "item twice would be wrong.")
+@click.option("--item-timeout", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS",
+              help="Stop an item that runs longer (its worker is killed): it fails as "
+                   "ItemTimeout, like an exception, and is tried again under --retries.")
 @click.option("--progress/--no-progress", default=None,
               help="Show live progress on stderr (default: when stderr is a terminal).")
 @click.option("--summary/--no-summary", default=True, show_default=True,
@@ -181,7 +186,8 @@ def to_json(value: Any) -> str:
 def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str | None,
                  output_path: str | None, unordered: bool, indexed: bool, chunksize: int | None,
                  retries: int, on_error: str, limit: int | None, poison_after: int,
-                 nodes: str | None, speculate: bool, progress: bool | None, summary: bool) -> None:
+                 nodes: str | None, speculate: bool, item_timeout: float | None,
+                 progress: bool | None, summary: bool) -> None:
     """Apply a function from SCRIPT to every item, over all nodes' slots.
 
     SCRIPT defines the function (`task` by default) and may define the items:
@@ -189,6 +195,9 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
     --input FILE or stdin. Results are written to stdout as JSON lines, in input order
     unless --unordered. The function travels by value: the script need not exist on the
     hosts. A lost node's items are redone elsewhere; each item gives exactly one result.
+    One slow item does not stall the others: in input order, results after it are
+    held back (up to a bound) while the slots work on; --item-timeout stops an item
+    that never ends.
 
     Example: clusterctl pmap examples/primes.py --limit 20
     """
@@ -211,7 +220,7 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
                 run_ = PMap(cluster, fn, source, ordered=not unordered, chunksize=chunksize,
                             retries=retries, on_error=on_error, limit=limit,
                             poison_after=poison_after, nodes=_node_list(nodes),
-                            speculate=speculate, total=total)
+                            speculate=speculate, total=total, item_timeout=item_timeout)
                 results = run_.values(indexed=indexed)
                 try:
                     with render_pmap.PmapProgress(run_.stats, console, f"pmap {fn_name}") \

@@ -299,7 +299,7 @@ class Cluster:
         """Apply ``fn`` to every item over all nodes' slots; yield the results.
 
         In input order unless ``ordered=False``; see ``clusterctl.pmap.pmap`` for the
-        options (chunksize, retries, on_error, ...).
+        options (chunksize, retries, on_error, item_timeout, ...).
         """
         from .pmap import pmap
 

@@ -22,17 +22,29 @@ How it works (the scheduler runs in the caller's thread, inside the iterator):
   at most doubling, capped in bytes, and (when the input's length is known) small
   enough near the end that no node is left with a long tail.
 - **Bounded memory.** Input is read only when a node has room; in-flight payload
-  bytes, results held back for ordering and blocks ahead of the consumer are
-  bounded; a consumer that stops pulling stops the reading.
+  bytes (``MAX_INFLIGHT_BYTES``) and results held back for ordering
+  (``MAX_BUFFERED_BYTES``) are bounded, and so, ordered, are the items read ahead of
+  the first one not handed out yet: at most ``READ_AHEAD_ITEMS``. Up to that bound the
+  slots stay busy while a slow item holds up the results after it; a consumer that
+  stops pulling stops the reading.
 - **Failures.** A user exception fails its item (``on_error``: raise, skip, collect),
   after ``retries`` attempts on other nodes. A worker crash splits its chunk in halves
   until the item that crashes is alone; an item that crashes ``poison_after`` times is
   reported as poison. A lost node (connection closed, or no heartbeat within the
   cluster's ``heartbeat_timeout``) has its chunks requeued on the other nodes. A node
   that cannot load the function is left out, with its error kept for the report.
-- **The end.** Once the input is all out, a chunk overdue on its node (stuck, or queued
-  behind a long item) is started again on an idle slot; the first answer wins and the
-  other attempt is cancelled (``speculate=False`` turns this off).
+- **Speculation.** A chunk overdue on its node (stuck, or queued behind a long item) is
+  started again on another slot: while input is read, on a node with room in its
+  window (before new input), and once the input is all out, on an idle slot. The
+  first answer wins and the other attempt is cancelled (``speculate=False`` turns this
+  off).
+- **Time limit.** With ``item_timeout``, a chunk of n items may take item_timeout for
+  its slowest item plus time for the others (four times their expected time, at most
+  item_timeout each). One over its limit is cancelled on its node (which kills the
+  worker running it); a chunk of several items is split in halves, as after a crash,
+  until the item that is too slow is alone; that item fails like an exception, with
+  type ``ItemTimeout`` (retried under ``retries``). The limit counts from when the
+  chunk can have started on its node (see ``_time_limit``).
 - **Cancellation.** Leaving the iterator early (break, an error, Ctrl-C) cancels
   everything still in flight and waits (briefly) until the nodes confirm that the
   workers running it are gone.
@@ -66,12 +78,16 @@ MAX_CHUNK_ITEMS = 50_000
 MAX_CHUNK_BYTES = 8 << 20  # pickled items (or results) of one chunk, when items are small
 MAX_INFLIGHT_BYTES = 256 << 20  # pickled items in flight over all nodes (one chunk per node always)
 MAX_BUFFERED_BYTES = 256 << 20  # finished results held back to keep the input order
+READ_AHEAD_ITEMS = 100_000  # ordered: items read but not handed out yet, at most (see below)
 MIN_DEPTH, MAX_DEPTH = 2, 32  # chunks in flight per slot
 WAIT_SECONDS = 0.5
 PUMP_SECONDS = 0.0005  # while handing out results, read the connections this often
 JOIN_GRACE_SECONDS = 3.0  # at the end, how long to wait for nodes still being connected
 CANCEL_WAIT_SECONDS = 3.0  # when leaving early, how long to wait for nodes to confirm cancels
 SPECULATE_AFTER = 0.05  # a chunk is overdue this long past twice its expected time
+SPECULATE_SCAN_SECONDS = 0.25  # while input is still read, look for overdue chunks this often
+SPECULATE_EARLY_AFTER = 1.0  # ... and start one again once this long past 4 times its expected time
+TIMEOUT_SCAN_SECONDS = 0.1  # with item_timeout, look for chunks over their limit this often
 _PLAIN = frozenset((int, float, str, bytes, bool, type(None), complex))
 _PENDING = object()  # a result slot not filled yet
 _FAILED = object()  # a result slot whose item failed (the error is in Block.errors)
@@ -99,6 +115,12 @@ class ItemError(errors.RemoteError):
     def __reduce__(self):
         return (_rebuild_item_error, (self.__class__, self.index, self.node, self.remote_type,
                                       self.remote_message, self.remote_traceback, self.attempts))
+
+
+class ItemTimeout(Exception):
+    """What an item that ran longer than ``item_timeout`` fails with (as the
+    ``exception`` of its ``ItemError``, whose ``remote_type`` is ``"ItemTimeout"``);
+    list it in ``retry_on`` to retry such items."""
 
 
 class PoisonItem(ItemError):
@@ -261,10 +283,12 @@ class _Chunk:
     """One attempt at part of a block on one node; dead once answered or abandoned."""
 
     __slots__ = ("block", "offset", "n", "payload", "tries", "strikes", "avoid", "node",
-                 "rid", "sent", "live", "last_crash", "twin")
+                 "rid", "sent", "live", "last_crash", "twin", "seq", "clock", "limit",
+                 "expired", "unstarted")
 
     def __init__(self, block: _Block, offset: int, n: int, payload: bytes, *, tries: int = 0,
-                 strikes: int = 0, avoid: frozenset = frozenset(), last_crash=None) -> None:
+                 strikes: int = 0, avoid: frozenset = frozenset(), last_crash=None,
+                 unstarted: int = 0) -> None:
         self.block = block
         self.offset = offset
         self.n = n
@@ -277,7 +301,15 @@ class _Chunk:
         self.sent = 0.0
         self.live = False
         self.last_crash = last_crash
-        self.twin: _Chunk | None = None  # a backup attempt of the same items, at the end
+        self.twin: _Chunk | None = None  # a backup attempt of the same items (speculation)
+        self.seq = 0  # the order it was sent in
+        # item_timeout: when its time limit started counting (None: it cannot have started
+        # yet), the limit in seconds, whether it was found over it (and cancelled), and how
+        # often it was cancelled so before it had started on its node
+        self.clock: float | None = None
+        self.limit = 0.0
+        self.expired = False
+        self.unstarted = unstarted
 
     @property
     def index(self) -> int:
@@ -290,7 +322,7 @@ class _Chunk:
     def again(self, offset: int | None = None, n: int | None = None, payload: bytes | None = None,
               **changes) -> "_Chunk":
         fields = {"tries": self.tries, "strikes": self.strikes, "avoid": self.avoid,
-                  "last_crash": self.last_crash}
+                  "last_crash": self.last_crash, "unstarted": self.unstarted}
         fields.update(changes)
         return _Chunk(self.block, self.offset if offset is None else offset,
                       self.n if n is None else n, self.payload if payload is None else payload,
@@ -329,7 +361,8 @@ class PMap:
                  retry_on: tuple[type[BaseException], ...] | None = None,
                  on_error: str = "raise", limit: int | None = None,
                  poison_after: int = DEFAULT_POISON_AFTER, nodes: Iterable[str] | None = None,
-                 speculate: bool = True, total: int | None = None) -> None:
+                 speculate: bool = True, total: int | None = None,
+                 item_timeout: float | None = None) -> None:
         from .cluster import dumps
 
         if not callable(fn):
@@ -344,6 +377,11 @@ class PMap:
             raise errors.UsageError(f"poison_after must be 1 or more, not {poison_after!r}")
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise errors.UsageError(f"limit must be 0 or more, not {limit!r}")
+        if item_timeout is not None and (isinstance(item_timeout, bool)
+                                         or not isinstance(item_timeout, (int, float))
+                                         or not 0 < item_timeout < math.inf):
+            raise errors.UsageError(f"item_timeout must be a number of seconds above 0, "
+                                    f"not {item_timeout!r}")
         self.cluster = cluster
         self.ordered = ordered
         self.chunksize = chunksize
@@ -352,6 +390,7 @@ class PMap:
         self.on_error = on_error
         self.poison_after = poison_after
         self.speculate = speculate
+        self.item_timeout = None if item_timeout is None else float(item_timeout)
         self.names = cluster._names(nodes) if nodes is not None else list(cluster.nodes)
         if not self.names:
             raise errors.UsageError("pmap was given no nodes to run on")
@@ -387,7 +426,10 @@ class PMap:
         self._item_bytes: float | None = None
         self._result_bytes: float | None = None
         self._max_n = 0
-        self._ahead = 8  # ordered: blocks read but not handed out, at most (4 windows' worth)
+        self._ahead = 8  # ordered, the first block done: blocks read ahead (4 windows' worth)
+        self._seq = 0  # chunks sent
+        self._speculated_at = 0.0  # when overdue chunks were last looked for
+        self._expiry_at = 0.0  # item_timeout: when chunks over their limit were last looked for
         self._stop_index: int | None = None
         self._stop_error: ItemError | None = None
         self._started = False
@@ -663,6 +705,16 @@ class PMap:
                 node.conn.flush()
 
     def _fill_windows(self) -> None:
+        timeout = self.item_timeout
+        if timeout is not None or (self.speculate and not self._input_done):
+            now = time.monotonic()
+            if timeout is not None and now - self._expiry_at >= TIMEOUT_SCAN_SECONDS:
+                self._expiry_at = now
+                self._expire(now)
+            if self.speculate and not self._input_done and \
+                    now - self._speculated_at >= SPECULATE_SCAN_SECONDS:
+                self._speculated_at = now
+                self._speculate(early=True)
         while True:
             node = self._free_node()
             if node is None:
@@ -676,37 +728,50 @@ class PMap:
                 return
             self._send(node, chunk)
 
-    def _speculate(self) -> None:
-        """The input is all out and slots are idle: start overdue chunks again there.
+    def _speculate(self, early: bool = False) -> None:
+        """Start overdue chunks (stuck, or queued behind a long item) again elsewhere.
 
-        The first answer wins; the other attempt is cancelled (its worker is killed if it
-        is running). So a slow or stuck node cannot hold up the end of the map; the
-        price is that the function may run twice for those items.
+        At the end (the input is all out) twins go to idle slots; while input is still
+        read (``early``, and only for chunks late by more than SPECULATE_EARLY_AFTER, so
+        that the noise of a busy machine starts nothing twice), to nodes with room in
+        their window, before new input, so one
+        slow item does not hold up the items behind it on its worker (nor, when ordered,
+        every result after it). The first answer wins; the other attempt is cancelled
+        (its worker is killed if it is running). So a slow or stuck node cannot hold up
+        the map; the price is that the function may run twice for those items.
         """
-        idle = [n for n in self._nodes.values() if n.running and len(n.inflight) < n.slots]
-        if not idle:
+        nodes = [n for n in self._nodes.values() if n.running]
+        if early:
+            targets = [n for n in nodes if len(n.inflight) < n.window]
+        else:
+            targets = [n for n in nodes if len(n.inflight) < n.slots]
+        if not targets:
             return
         now = time.monotonic()
         overdue = []
-        for node in self._nodes.values():
+        factor, slack = (4, SPECULATE_EARLY_AFTER) if early else (2, SPECULATE_AFTER)
+        for node in nodes:
             per_item = node.item_time if node.item_time is not None else self._item_time
             if per_item is None or not node.inflight:
                 continue
             rtt = node.conn.rtt or 0.0
-            # a chunk waits behind those sent to the node before it: by its rank, it is
-            # expected back after that many rounds of the node's slots
-            ranked = sorted(node.inflight.values(), key=lambda c: c.sent)
-            for rank, chunk in enumerate(ranked):
+            # a chunk waits behind those sent to the node before it (in flight is in the
+            # order sent): by its rank, it is expected back after that many rounds of slots
+            for rank, chunk in enumerate(node.inflight.values()):
                 expected = (rank // node.slots + 1) * chunk.n * per_item + rtt
-                if chunk.twin is None and now - chunk.sent > 2 * expected + SPECULATE_AFTER:
+                if chunk.twin is None and not chunk.expired and \
+                        now - chunk.sent > factor * expected + slack:
                     overdue.append(chunk)
         overdue.sort(key=lambda c: c.sent)
+        full = (lambda n: len(n.inflight) >= n.window) if early else \
+            (lambda n: len(n.inflight) >= n.slots)
         for chunk in overdue:
-            while idle and len(idle[0].inflight) >= idle[0].slots:
-                idle.pop(0)
-            if not idle:
+            targets = [n for n in targets if not full(n)]
+            if not targets:
                 return
-            target = idle[0]
+            # another node if one has room (its own may be stuck), the emptiest first
+            target = min(targets, key=lambda n: (n is chunk.node,
+                                                 len(n.inflight) / n.slots))
             twin = chunk.again()
             twin.twin, chunk.twin = chunk, twin
             self.stats.speculated += chunk.n
@@ -745,10 +810,16 @@ class PMap:
             return None
         if node.inflight and self._inflight_bytes >= MAX_INFLIGHT_BYTES:
             return None
-        if self.ordered and (len(self._open) >= self._ahead
-                             or self._buffered_bytes >= MAX_BUFFERED_BYTES):
-            return None
         n = self._chunk_items(node)
+        if self.ordered and self._open:  # bounded read-ahead of the results handed out
+            head = self._open[0]
+            if not head.remaining and len(self._open) >= self._ahead:
+                return None  # the consumer is behind: only a few windows' worth ahead
+            # a slow item holds up the results after it: the slots work on, this far
+            room = READ_AHEAD_ITEMS - (self._next_index - head.start)
+            if room <= 0 or self._buffered_bytes >= MAX_BUFFERED_BYTES:
+                return None
+            n = min(n, room)
         items = list(itertools.islice(self._input, n))
         if len(items) < n:
             self._input_done = True
@@ -816,6 +887,12 @@ class PMap:
         chunk.node = node
         chunk.live = True
         chunk.sent = time.monotonic()
+        self._seq += 1
+        chunk.seq = self._seq
+        if self.item_timeout is not None:
+            chunk.limit = self._time_limit(node, chunk)
+            if len(node.inflight) < node.slots:
+                chunk.clock = chunk.sent
         node.inflight[id(chunk)] = chunk
         self._inflight_bytes += len(chunk.payload)
         head = {"op": "map", "fk": self._fk}
@@ -840,6 +917,73 @@ class PMap:
         node = chunk.node
         if node.inflight.pop(id(chunk), None) is not None:
             self._inflight_bytes -= len(chunk.payload)
+            if self.item_timeout is not None and node.running:
+                self._restart_clocks(node, chunk.seq)
+
+    # -- item_timeout --------------------------------------------------------------------
+    #
+    # The controller does not see when a node starts a chunk, only when it answers. The
+    # node runs its tasks in the order sent, one per worker, with a few handed ahead to
+    # each worker (behind the task it runs). So a chunk's limit starts counting when fewer
+    # than ``slots`` chunks sent before it to its node are in flight, and starts again
+    # each time one of those comes back (it may have waited behind that one on the same
+    # worker): a limit is never short, but may be long by the time a chunk waited behind
+    # another. The chunks found over their limit are cancelled, the latest sent first,
+    # so one handed ahead behind a stuck one is answered "not started" (and sent again)
+    # before the stuck one's worker is killed; the node's answer for a chunk whose worker
+    # was killed says it was running: it took too long.
+
+    def _time_limit(self, node: _Node, chunk: _Chunk) -> float:
+        """A chunk's limit: item_timeout for its slowest item, and time for the others
+        (four times their expected time, and at most item_timeout each). One found over
+        it is split in halves until the item that is too slow is alone."""
+        timeout = self.item_timeout
+        if chunk.n == 1:
+            return timeout
+        per_item = node.item_time if node.item_time is not None else self._item_time
+        other = timeout if per_item is None else min(timeout, 4 * per_item)
+        return timeout + (chunk.n - 1) * other
+
+    def _restart_clocks(self, node: _Node, seq: int) -> None:
+        """A chunk left ``node``: those sent after it may have waited behind it."""
+        now = time.monotonic()
+        slots = node.slots
+        for rank, chunk in enumerate(node.inflight.values()):
+            if rank >= slots:
+                return
+            if chunk.seq > seq and not chunk.expired:
+                chunk.clock = now
+
+    def _expire(self, now: float) -> None:
+        """Cancel the chunks that are over their time limit (see above)."""
+        for node in self._nodes.values():
+            if not node.running:
+                continue
+            over = [c for c in node.inflight.values() if c.clock is not None and not c.expired
+                    and now - c.clock > c.limit]
+            for chunk in reversed(over):  # the latest sent first
+                chunk.expired = True
+                if chunk.rid is not None:
+                    node.conn.cancel(chunk.rid)
+
+    def _timed_out(self, node: _Node, chunk: _Chunk, info: dict) -> None:
+        """The node's answer to a chunk cancelled for being over its time limit."""
+        if chunk.covered():
+            return  # its twin runs on
+        if "running" not in str(info.get("message", "")) and chunk.unstarted < 2:
+            # it had not started (it waited behind another task): send it again
+            self._count_requeued(node, chunk.n)
+            self._retry.appendleft(chunk.again(unstarted=chunk.unstarted + 1))
+            return
+        if chunk.n > 1:  # halve it, until the item that is too slow is alone
+            self._requeue_split(chunk, node, unstarted=0)
+            return
+        limit = f"{self.item_timeout:g}"
+        message = (f"it ran longer than the item timeout of {limit} s; "
+                   "its worker was stopped")
+        exc = ItemTimeout(f"item {chunk.index} ran longer than {limit} s")
+        self._item_failed(chunk, 0, (False, {"type": "ItemTimeout", "message": message,
+                                             "node": node.name}, exc))
 
     # -- answers -------------------------------------------------------------------------
 
@@ -1027,6 +1171,8 @@ class PMap:
             node.stats.crashes += 1
             if not chunk.covered():
                 self._crashed(node, chunk, info)
+        elif kind == "cancelled" and chunk.expired:  # by us: it was over its time limit
+            self._timed_out(node, chunk, info)
         elif kind == "cancelled":  # not by us (we forget what we cancel): do it again
             if not chunk.covered():
                 self._requeue(chunk, node)
@@ -1183,7 +1329,8 @@ def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered:
          chunksize: int | None = None, retries: int = 0,
          retry_on: tuple[type[BaseException], ...] | None = None, on_error: str = "raise",
          limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
-         nodes: Iterable[str] | None = None, speculate: bool = True) -> Iterator[Any]:
+         nodes: Iterable[str] | None = None, speculate: bool = True,
+         item_timeout: float | None = None) -> Iterator[Any]:
     """Apply ``fn`` to every item of ``iterable`` over all nodes' slots; yield the results.
 
     - ``ordered``: results in input order (default), else as they finish.
@@ -1198,17 +1345,21 @@ def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered:
     - ``poison_after``: an item that crashed its worker, or was running when its node
       was lost, this many times is failed as ``PoisonItem``.
     - ``nodes``: the node names to use (default: the whole world).
-    - ``speculate``: at the end, when slots are idle, start items that are overdue on
-      another node again there; the first result wins and the other run is cancelled.
+    - ``speculate``: start items that are overdue (stuck, or queued behind a long item)
+      again on another slot; the first result wins and the other run is cancelled.
       Turn it off if running an item twice would be wrong (a lost node's items are
       always run again, so the function should be idempotent anyway).
+    - ``item_timeout``: seconds an item may run; one that runs longer is stopped (its
+      worker is killed) and fails like an exception, as ``ItemError`` with
+      ``remote_type`` ``"ItemTimeout"`` (retried under ``retries``). The limit counts
+      from when the item can have started on its node, so it may be generous, never short.
 
     The iterator does the work as it is consumed; leaving it early cancels the rest.
     Raises ``AllNodesLost`` if no node is left to finish the work.
     """
     run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
                retry_on=retry_on, on_error=on_error, limit=limit, poison_after=poison_after,
-               nodes=nodes, speculate=speculate)
+               nodes=nodes, speculate=speculate, item_timeout=item_timeout)
     return run.values()
 
 
@@ -1216,10 +1367,11 @@ def pmap_results(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
                  ordered: bool = True, chunksize: int | None = None, retries: int = 0,
                  retry_on: tuple[type[BaseException], ...] | None = None,
                  limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
-                 nodes: Iterable[str] | None = None, speculate: bool = True) -> Iterator[Outcome]:
+                 nodes: Iterable[str] | None = None, speculate: bool = True,
+                 item_timeout: float | None = None) -> Iterator[Outcome]:
     """Like ``pmap``, but yield one ``Outcome`` per item (``index``, ``value`` or ``error``),
     so a failed item never stops the others."""
     run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
                retry_on=retry_on, limit=limit, poison_after=poison_after, nodes=nodes,
-               speculate=speculate)
+               speculate=speculate, item_timeout=item_timeout)
     return run.outcomes()
