@@ -189,6 +189,21 @@ def test_all_options():
     assert isinstance(spec.idle, float)
 
 
+@pytest.mark.parametrize("python", ["/opt/venv/bin/python", "python3.11", "~/venv/bin/python3",
+                                    "/opt/py-3.11_x86+64/bin/python@1"])
+def test_plain_python_paths_are_accepted(python):
+    assert parse_one(f"node1 python={python}").python == python
+
+
+def test_python_command_is_one_quoted_word_for_the_remote_shell():
+    from clusterctl.ssh import shell_word
+
+    assert shell_word("python3") == "python3"
+    assert shell_word("python3;touch${IFS}/tmp/x") == "'python3;touch${IFS}/tmp/x'"
+    assert shell_word("~/venv/bin/python") == '"$HOME"/venv/bin/python'
+    assert shell_word("~/a b;c") == "\"$HOME\"/'a b;c'"
+
+
 def test_fractional_idle_and_command_python():
     spec = parse_one("local idle=0.5 python=python3.11")
     assert (spec.idle, spec.python) == (0.5, "python3.11")
@@ -229,6 +244,11 @@ def test_hostspec_is_frozen():
         ("node1 slots=1.5\n", 1, "bad slots=1.5"),
         ("node1 slots=\n", 1, "bad slots="),
         ("node1 python=\n", 1, "empty python="),
+        ("node1 python=python3;touch${IFS}/tmp/x\n", 1,
+         "python=python3;touch${IFS}/tmp/x is not a plain interpreter path or command"),
+        ("local\nnode1 python=$(id)\n", 2, "python=$(id) is not a plain"),
+        ("node1 python=py`id`\n", 1, "python=py`id` is not a plain"),
+        ("node1 python=/x/../a|b\n", 1, "python=/x/../a|b is not a plain"),
         ("node1 name=\n", 1, "empty name="),
         ("node1 name=-x\n", 1, "bad node name '-x'"),
         ("node1 name=a/b\n", 1, "bad node name 'a/b'"),
