@@ -94,6 +94,11 @@ def booted(env):
         b.close()
 
 
+def code_entries(code_root: Path) -> list[str]:
+    """What ``code/`` holds: code directories, staging and set-aside ones (not its lock)."""
+    return sorted(p.name for p in code_root.iterdir() if p.name != ".lock")
+
+
 def install_by_boot(booted) -> Path:
     """Install the agent code into the test's cache the way an SSH bootstrap does."""
     b = booted()
@@ -218,7 +223,7 @@ def test_boot_repairs_a_corrupted_code_dir(env, booted):
     assert wire.read_bytes() == good
     assert (code_dir / "cloudpickle" / "cloudpickle.py").is_file()
     assert booted().reply()["need_code"] is False  # and the repaired one does
-    assert [p.name for p in code_dir.parent.iterdir()] == [code_dir.name]  # nothing left aside
+    assert code_entries(code_dir.parent) == [code_dir.name]  # nothing left aside
 
 
 def test_a_start_repairs_a_corrupted_local_code_dir(env):
@@ -250,7 +255,7 @@ def test_a_failed_install_leaves_no_staging_dir(env, booted):
     answer = b.ship(_zip_with_a_bad_member())
     assert "error" in answer and "code bundle" in answer["error"], answer
     code_root = env.cache / "clusterctl" / "code"
-    assert sorted(p.name for p in code_root.iterdir()) == []
+    assert code_entries(code_root) == []
     assert b.close() == 1
 
 
@@ -264,7 +269,7 @@ def test_old_staging_dirs_are_cleaned_up_by_the_next_install(env, booted):
     fresh = code_root / ".incoming-otherhost-124-0badc0df"  # maybe still being written
     fresh.mkdir()
     code_dir = install_by_boot(booted)
-    assert sorted(p.name for p in code_root.iterdir()) == sorted([code_dir.name, fresh.name])
+    assert code_entries(code_root) == sorted([code_dir.name, fresh.name])
 
 
 @pytest.mark.parametrize("where", ["clusterctl", "clusterctl/code", "clusterctl/code/ID",
@@ -363,3 +368,29 @@ def test_python_option_with_a_home_relative_path_still_works(bed, tmp_path):
     finally:
         shutil.rmtree(link, ignore_errors=True)
     assert_no_clusterctl_left(bed)
+
+
+def test_concurrent_installs_over_a_damaged_dir_leave_one_good_copy(env):
+    import threading
+
+    bundle = agent_bundle()
+    code_dir = bundle.install(env.cache / "clusterctl")
+    (code_dir / "clusterctl_node" / "agent.py").write_text("broken\n")
+    barrier = threading.Barrier(4, timeout=20)
+    failures = []
+
+    def install():
+        barrier.wait()
+        try:
+            bundle.install(env.cache / "clusterctl")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    assert boot.code_ok(str(code_dir), bundle.code_id)
+    assert code_entries(code_dir.parent) == [code_dir.name]

@@ -24,8 +24,9 @@ Syntax, one host a line (``hosts.example`` at the repository root shows all of i
     gpu1 python=/opt/venv/bin/python idle=600
 
 Options: ``name=`` (unique node name), ``slots=`` (worker processes, >= 1; default one
-per CPU of that host), ``python=`` (interpreter on that host), ``idle=`` (seconds a node
-with nothing to do waits before it exits). Without ``name=`` a node is named after its
+per CPU of that host), ``python=`` (interpreter on that host: a path or command, one
+word without shell characters), ``idle=`` (seconds a node with nothing to do waits
+before it exits). Without ``name=`` a node is named after its
 host (``local`` for local); hosts that would share such a name are numbered in file
 order (``local-1``, ``local-2``).
 

@@ -1,8 +1,10 @@
 """The remote side of an SSH bootstrap: get the agent code in place, start the node, relay.
 
-This file is not imported on the host: the controller sends its source through the SSH
-exec channel to a one-line stub (``STUB``) that reads it from stdin and runs it. Standard
-library only, and small, because it runs before anything is installed.
+The controller sends this file's source through the SSH exec channel to a one-line stub
+(``STUB``) that reads it from stdin and runs it. Standard library only, and small,
+because it runs before anything is installed. It also holds the checks of places on
+disk (run directory, socket, code cache) that the node and the local transport import,
+so there is one of each.
 
 The conversation, one JSON line each way (the controller never sends ahead, so nothing
 read by Python's buffered stdin is lost when the relay switches to raw reads):
@@ -12,9 +14,15 @@ read by Python's buffered stdin is lost when the relay switches to raw reads):
 3. controller -> a length line: -1 to stop here (e.g. the Python versions differ), 0 to
    go on with the cached code, or the size of the bundle followed by its zip bytes;
    boot -> ``{"installed": true}`` or ``{"error": ...}`` after unpacking a bundle. The zip is unpacked under a
-   temporary name and renamed into ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a
-   second bootstrap ships nothing and a half-written bundle is never used.
-4. boot starts the node if none answers (and ``start``), then answers
+   staging name unique across hosts (host name, pid, random: homes may be shared over
+   NFS), checked against the code id and renamed into
+   ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a second bootstrap ships nothing and
+   a half-written bundle is never used. Cached code counts as present only when the
+   cache is ours, not writable by group or others, and the directory holds exactly the
+   files its ``MANIFEST`` names with the hash of its code id; a damaged one is shipped
+   again and replaced. A cache that others could write is refused (``{"error": ...}``).
+4. boot checks that the run directory is ours and private and the socket ours before it
+   connects; it starts the node if none answers (and ``start``), then answers
    ``{"node": "ready" | "running" | "absent"}``.
 5. it passes the channel's own stdin and stdout to the node over the node's unix
    socket (``SCM_RIGHTS``), and the node serves the controller on them directly: no
@@ -138,11 +146,16 @@ def check_socket(path: str) -> None:
 
 def code_digest(files) -> str:
     """The code id of ``(relative path, bytes)`` pairs, in their order."""
-    import hashlib
-
-    digest = hashlib.sha256()
+    try:  # the built-in module: hashlib loads OpenSSL, which costs a warm start ~5 ms
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    digest = sha256()
     for rel, data in files:
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        digest.update(rel.encode() + b"\0" + sha256(data).digest())
     return digest.hexdigest()[:16]
 
 
@@ -187,7 +200,10 @@ def code_ok(code_dir: str, code_id: str) -> bool:
     for top, dirs, files in os.walk(code_dir):
         for name in dirs + files:
             path = os.path.join(top, name)
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+            except OSError:  # gone meanwhile: being replaced
+                return False
             if stat.S_ISLNK(st.st_mode):
                 return False
             what = "the cached directory" if stat.S_ISDIR(st.st_mode) else "the cached file"
@@ -288,21 +304,35 @@ def install_code(code_dir: str, code_id: str, files) -> None:
 
 
 def _move_into_place(staging: str, code_dir: str, code_id: str) -> None:
-    for _ in range(3):
+    try:
+        os.rename(staging, code_dir)
+        return
+    except OSError:
+        pass  # something is there already: replace it, one starter at a time
+    import fcntl
+
+    fd = os.open(os.path.join(os.path.dirname(code_dir), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
         try:
-            os.rename(staging, code_dir)
-            return
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
-            pass  # something is there already
+            pass  # no locks on this file system: the checks below still hold
         if code_ok(code_dir, code_id):
             return  # another start installed the same code meanwhile
         aside = os.path.join(os.path.dirname(code_dir), _unique(".broken"))
         try:
             os.rename(code_dir, aside)
         except FileNotFoundError:
-            continue
-        _remove(aside)
-    raise OSError("could not replace the damaged %s" % code_dir)
+            aside = None
+        try:
+            os.rename(staging, code_dir)
+        except OSError:
+            if not code_ok(code_dir, code_id):
+                raise OSError("could not replace the damaged %s" % code_dir) from None
+        if aside:
+            _remove(aside)
+    finally:
+        os.close(fd)
 
 
 def _unzip(blob: bytes):
