@@ -394,3 +394,26 @@ def test_concurrent_installs_over_a_damaged_dir_leave_one_good_copy(env):
     assert failures == []
     assert boot.code_ok(str(code_dir), bundle.code_id)
     assert code_entries(code_dir.parent) == [code_dir.name]
+
+
+@pytest.mark.ssh
+@pytest.mark.timeout(120)
+def test_a_damaged_remote_code_cache_is_shipped_again_and_replaced(bed):
+    from sshbed import assert_no_clusterctl_left
+
+    ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
+    specs = [HostSpec(name="h1", target="h1", host="h1", source="hosts:1")]
+    with Cluster(specs, ssh_options=ssh, connect_timeout=20) as c:
+        assert c.world()[0].ok
+        c.down()
+    code_dir = bed.host("h1").env_dir / "cache" / "clusterctl" / "code" / agent_bundle().code_id
+    (code_dir / "clusterctl_node" / "worker.py").write_text("raise SystemExit('damaged')\n")
+    try:
+        with Cluster(specs, ssh_options=ssh, connect_timeout=20) as c:
+            info, = c.world()
+            assert info.status == "pong", info.reason
+            assert c._ssh.shipped == 1
+            assert c.rpc("h1", "operator.add", 1, 2) == 3
+            c.down()
+    finally:
+        assert_no_clusterctl_left(bed)

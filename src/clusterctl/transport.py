@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from . import __version__, errors
 from .bundle import Bundle, launch_code
 from .hosts import HostSpec
-from .node import agent
+from .node import agent, boot
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class LocalTransport:
             return self._connect(deadline)
 
     def _connect(self, deadline: float) -> socket.socket:
-        agent.boot.check_socket(self.socket_path)
+        boot.check_socket(self.socket_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
@@ -141,6 +141,9 @@ class LocalTransport:
         name = self.spec.name
         try:
             code_dir = self.settings.bundle.install(agent.cache_dir())
+        except RuntimeError as exc:  # the cache is not ours, or others may write to it
+            raise errors.NodeStartError(name, str(exc), hint="nodes run code from the cache: it must be "
+                                        "yours and writable only by you") from None
         except (OSError, ValueError) as exc:
             raise errors.NodeStartError(name, f"cannot write the code cache {agent.cache_dir()}: "
                                         f"{getattr(exc, 'strerror', None) or exc}") from None
