@@ -21,7 +21,7 @@ import pytest
 from clusterctl import Cluster, errors
 from clusterctl.bundle import Bundle, agent_bundle
 from clusterctl.hosts import HostSpec
-from clusterctl.node import wire
+from clusterctl.node import boot, wire
 
 from conftest import wait_for
 
@@ -540,7 +540,8 @@ def test_a_busy_node_does_not_idle_out(env):
 
 def test_node_running_other_code_is_replaced_at_connect(env, local_specs):
     current = agent_bundle()
-    old_bundle = Bundle(current.files, "0ld0c0de0ld0c0de")
+    old_files = current.files + (("clusterctl_node/older.py", b"# another version\n"),)
+    old_bundle = Bundle(old_files, boot.code_digest(old_files))  # cached code must match its id
     with Cluster(local_specs[:1]) as old:
         old.settings = dataclasses.replace(old.settings, bundle=old_bundle)
         old_pid = old.world()[0].pid

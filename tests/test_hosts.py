@@ -189,6 +189,21 @@ def test_all_options():
     assert isinstance(spec.idle, float)
 
 
+@pytest.mark.parametrize("python", ["/opt/venv/bin/python", "python3.11", "~/venv/bin/python3",
+                                    "/opt/py-3.11_x86+64/bin/python@1"])
+def test_plain_python_paths_are_accepted(python):
+    assert parse_one(f"node1 python={python}").python == python
+
+
+def test_python_command_is_one_quoted_word_for_the_remote_shell():
+    from clusterctl.ssh import shell_word
+
+    assert shell_word("python3") == "python3"
+    assert shell_word("python3;touch${IFS}/tmp/x") == "'python3;touch${IFS}/tmp/x'"
+    assert shell_word("~/venv/bin/python") == '"$HOME"/venv/bin/python'
+    assert shell_word("~/a b;c") == "\"$HOME\"/'a b;c'"
+
+
 def test_fractional_idle_and_command_python():
     spec = parse_one("local idle=0.5 python=python3.11")
     assert (spec.idle, spec.python) == (0.5, "python3.11")
@@ -229,6 +244,11 @@ def test_hostspec_is_frozen():
         ("node1 slots=1.5\n", 1, "bad slots=1.5"),
         ("node1 slots=\n", 1, "bad slots="),
         ("node1 python=\n", 1, "empty python="),
+        ("node1 python=python3;touch${IFS}/tmp/x\n", 1,
+         "python=python3;touch${IFS}/tmp/x is not a plain interpreter path or command"),
+        ("local\nnode1 python=$(id)\n", 2, "python=$(id) is not a plain"),
+        ("node1 python=py`id`\n", 1, "python=py`id` is not a plain"),
+        ("node1 python=/x/../a|b\n", 1, "python=/x/../a|b is not a plain"),
         ("node1 name=\n", 1, "empty name="),
         ("node1 name=-x\n", 1, "bad node name '-x'"),
         ("node1 name=a/b\n", 1, "bad node name 'a/b'"),
@@ -424,18 +444,56 @@ def test_load_hosts_utf16_gets_a_hint(tmp_path):
     assert info.value.hint == "it looks like UTF-16: save it as UTF-8"
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="needs POSIX permissions and a non-root user (root reads anything)")
-def test_load_hosts_permission_denied(tmp_path):
-    path = tmp_path / "hosts"
-    path.write_text("local\n")
-    path.chmod(0)
-    try:
+def _load_hosts_error_as(uid: int | None, path: Path) -> str:
+    """str() of the HostsFileError load_hosts(path) raises, read as ``uid`` (None: as
+    we are). Root reads any file whatever its mode bits, so as root the read happens in
+    a forked child that has dropped to ``uid`` first."""
+    if uid is None:
         with pytest.raises(HostsFileError) as info:
             load_hosts(path)
+        return str(info.value)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                load_hosts(path)
+                text = "no error"
+            except HostsFileError as exc:
+                text = str(exc)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                text = f"{type(exc).__name__}: {exc}"
+            os.write(wfd, text.encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as fh:
+        text = fh.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
+def test_load_hosts_permission_denied():
+    # A directory anyone may enter, holding a file nobody may read; as root the read is
+    # made by a child running as nobody (uid 65534), since root bypasses the mode bits.
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="cch", dir="/tmp"))
+    try:
+        root.chmod(0o711)
+        path = root / "hosts"
+        path.write_text("local\n")
+        path.chmod(0)
+        text = _load_hosts_error_as(65534 if os.geteuid() == 0 else None, path)
     finally:
-        path.chmod(0o600)
-    assert str(info.value) == f"{path}: permission denied"
+        shutil.rmtree(root, ignore_errors=True)
+    assert text == f"{path}: permission denied"
 
 
 # ------------------------------------------------------------- find_hosts_file

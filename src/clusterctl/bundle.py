@@ -10,12 +10,12 @@ and a node running other code is recognised at the handshake and replaced.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from .node import boot
 
 PACKAGE = "clusterctl_node"
 AGENT_MODULE = PACKAGE + ".agent"
@@ -33,31 +33,19 @@ class Bundle:
         return sum(len(data) for _, data in self.files)
 
     def install(self, cache_root: str | os.PathLike) -> Path:
-        """Unpack into ``cache_root/code/<id>`` unless it is there; return that directory.
+        """Make ``cache_root/code/<id>`` hold this bundle; return that directory.
 
-        Written to a temporary directory and renamed into place, so a concurrent start
-        or a crash half-way never leaves a partial bundle under the final name.
+        The same checks and the same install as the boot script's on a remote host
+        (``boot.code_ok``, ``boot.install_code``): a directory that is there counts only
+        if it holds exactly these files; a damaged one is replaced; the cache must be
+        ours and not writable by others (RuntimeError otherwise); files are written
+        under a unique staging name and renamed into place, so a concurrent start or a
+        crash half-way never leaves a partial bundle under the final name.
         """
         target = Path(cache_root) / "code" / self.code_id
-        if (target / PACKAGE / "agent.py").is_file():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
-        for rel, data in self.files:
-            path = staging / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        try:
-            os.rename(staging, target)
-        except OSError:  # another starter won the race: theirs is identical
-            _remove_tree(staging)
+        if not boot.code_ok(str(target), self.code_id):
+            boot.install_code(str(target), self.code_id, self.files)
         return target
-
-
-def _remove_tree(path: Path) -> None:
-    for child in sorted(path.rglob("*"), reverse=True):
-        child.rmdir() if child.is_dir() else child.unlink()
-    path.rmdir()
 
 
 @lru_cache(maxsize=1)
@@ -72,10 +60,7 @@ def agent_bundle() -> Bundle:
     cp_dir = Path(cloudpickle.__file__).parent
     for path in sorted(cp_dir.glob("*.py")):
         files.append((f"cloudpickle/{path.name}", path.read_bytes()))
-    digest = hashlib.sha256()
-    for rel, data in files:
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    return Bundle(tuple(files), digest.hexdigest()[:16])
+    return Bundle(tuple(files), boot.code_digest(files))
 
 
 def launch_code(code_dir: str) -> str:

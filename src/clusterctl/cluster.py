@@ -30,6 +30,8 @@ from .hosts import HostSpec, load_hosts, resolve_world
 from .node import wire
 from .transport import LocalTransport, NodeSettings, wait_pid_gone
 
+_SSH_POOL_LOCK = threading.Lock()
+
 DEFAULT_CONNECT_TIMEOUT = 30.0
 MAX_PARALLEL = 32  # nodes connected or called at once
 
@@ -427,11 +429,12 @@ class Cluster:
         return self._ssh_pool().transport(spec)
 
     def _ssh_pool(self):
-        if self._ssh is None:
-            from .ssh import SSHPool  # paramiko is imported only when a host needs it
+        with _SSH_POOL_LOCK:  # hosts connect in parallel: one pool, or some are never closed
+            if self._ssh is None:
+                from .ssh import SSHPool  # paramiko is imported only when a host needs it
 
-            self._ssh = SSHPool(self.settings, **self.ssh_options)
-        return self._ssh
+                self._ssh = SSHPool(self.settings, **self.ssh_options)
+            return self._ssh
 
     def _host_label(self, spec: HostSpec) -> str:
         return "localhost" if spec.is_local else spec.target

@@ -24,8 +24,9 @@ Syntax, one host a line (``hosts.example`` at the repository root shows all of i
     gpu1 python=/opt/venv/bin/python idle=600
 
 Options: ``name=`` (unique node name), ``slots=`` (worker processes, >= 1; default one
-per CPU of that host), ``python=`` (interpreter on that host), ``idle=`` (seconds a node
-with nothing to do waits before it exits). Without ``name=`` a node is named after its
+per CPU of that host), ``python=`` (interpreter on that host: a path or command, one
+word without shell characters), ``idle=`` (seconds a node with nothing to do waits
+before it exits). Without ``name=`` a node is named after its
 host (``local`` for local); hosts that would share such a name are numbered in file
 order (``local-1``, ``local-2``).
 
@@ -91,6 +92,9 @@ _HOST_RE = _NAME_RE
 _USER_RE = re.compile(r"[^\s:/\[\]-][^\s:/\[\]]*")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _DECIMAL_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# python=: a path or a command name, "~/" allowed in front; no shell syntax (it is also
+# quoted where a remote command is built, so this is for a clear error up front)
+_PYTHON_RE = re.compile(r"(?:~/)?[\w./+:@%,#=-]+")
 _RANGE_ITEM_RE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 # Ansible writes ranges as www[01:50] (or [a:f], [01:50:2]): never a valid IPv6 address,
 # which needs '::' or seven colons, so it is safe to recognise and explain.
@@ -379,6 +383,12 @@ def _parse_options(tokens: list[str]) -> dict[str, object]:
             raise _LineError("empty python=",
                              hint="python= is an interpreter path or command on that host, "
                                   "e.g. python=/opt/venv/bin/python")
+        if not _PYTHON_RE.fullmatch(raw["python"]):
+            raise _LineError(
+                f"python={raw['python']} is not a plain interpreter path or command",
+                hint="python= names the program to run on that host (e.g. /opt/venv/bin/python, "
+                     "~/venv/bin/python3, python3.11), without spaces or shell characters "
+                     "such as ; $ ` | & ( ) < > ' \" \\ * ?")
         options["python"] = raw["python"]
     if "idle" in raw:
         value = raw["idle"]

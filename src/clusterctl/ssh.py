@@ -324,6 +324,15 @@ def _with_jump(target: SSHTarget, jumps: tuple[str, ...]) -> SSHTarget:
     return replace(target, proxy_jump=jumps)
 
 
+def shell_word(program: str) -> str:
+    """``program`` (a ``python=`` value) as one word of a remote shell command: quoted, so
+    it names a program and is never run as shell code; a leading ``~/`` still means the
+    home directory there."""
+    if program.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(program[2:])
+    return shlex.quote(program)
+
+
 class SSHTransport:
     """A node on a remote host, reached through an exec channel running the boot stub."""
 
@@ -350,7 +359,7 @@ class SSHTransport:
             raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
         try:
             channel.settimeout(timeout)
-            channel.exec_command(f"{self.python} -S -c {shlex.quote(boot_module.STUB)}")
+            channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
             stdin = channel
             stdin.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
             params = {"code_id": self.pool.settings.bundle.code_id, "name": name,
@@ -428,7 +437,7 @@ class SSHTransport:
         try:
             transport = self.pool.client(self.spec.name, target, time.monotonic() + timeout)
             channel = transport.open_session(timeout=timeout)
-            channel.exec_command(f"{self.python} -S -c {shlex.quote(script)}")
+            channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(script)}")
             if channel.status_event.wait(timeout + 5) and channel.exit_status == 0:
                 return
         except (paramiko.SSHException, OSError) as exc:

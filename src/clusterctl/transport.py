@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from . import __version__, errors
 from .bundle import Bundle, launch_code
 from .hosts import HostSpec
-from .node import agent
+from .node import agent, boot
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class LocalTransport:
         self.spec = spec
         self.settings = settings
         self.run_dir = agent.run_dir()
-        self.python = spec.python or sys.executable
+        self.python = os.path.expanduser(spec.python) if spec.python else sys.executable
 
     @property
     def host_label(self) -> str:
@@ -96,31 +96,38 @@ class LocalTransport:
 
     def open(self, *, start: bool, deadline: float):
         """A connected stream to the node, starting it first if ``start``; None if it
-        is not running and ``start`` is false."""
-        try:
-            return self._connect(deadline)
-        except (FileNotFoundError, ConnectionRefusedError):
-            if not start:
-                return None
+        is not running and ``start`` is false. The run directory and the socket are
+        checked first (ours, private): no connection is made to another user's socket."""
         name = self.spec.name
         try:
-            agent.ensure_private_dir(self.run_dir)
-        except RuntimeError as exc:
-            raise errors.NodeStartError(name, str(exc), hint="set XDG_RUNTIME_DIR to a private directory")
-        try:
-            with file_lock(os.path.join(self.run_dir, name + ".lock"), deadline):
-                try:
-                    return self._connect(deadline)
-                except (FileNotFoundError, ConnectionRefusedError):
-                    pass
-                self._start(deadline)
-                return self._connect(deadline)
+            return self._open(start, deadline)
+        except RuntimeError as exc:  # a place on disk that is not ours: see node.boot
+            raise errors.NodeStartError(name, str(exc), hint="set XDG_RUNTIME_DIR to a private directory, "
+                                        "or remove what is named if it is yours") from None
         except TimeoutError as exc:
             raise errors.NodeStartError(name, f"timed out starting the node ({exc})")
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise errors.NodeStartError(name, f"the node started but its socket refuses ({exc})")
 
+    def _open(self, start: bool, deadline: float):
+        if agent.ensure_private_dir(self.run_dir, create=False):
+            try:
+                return self._connect(deadline)
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+        if not start:
+            return None
+        agent.ensure_private_dir(self.run_dir)
+        with file_lock(os.path.join(self.run_dir, self.spec.name + ".lock"), deadline):
+            try:
+                return self._connect(deadline)
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            self._start(deadline)
+            return self._connect(deadline)
+
     def _connect(self, deadline: float) -> socket.socket:
+        boot.check_socket(self.socket_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
@@ -132,7 +139,14 @@ class LocalTransport:
 
     def _start(self, deadline: float) -> None:
         name = self.spec.name
-        code_dir = self.settings.bundle.install(agent.cache_dir())
+        try:
+            code_dir = self.settings.bundle.install(agent.cache_dir())
+        except RuntimeError as exc:  # the cache is not ours, or others may write to it
+            raise errors.NodeStartError(name, str(exc), hint="nodes run code from the cache: it must be "
+                                        "yours and writable only by you") from None
+        except (OSError, ValueError) as exc:
+            raise errors.NodeStartError(name, f"cannot write the code cache {agent.cache_dir()}: "
+                                        f"{getattr(exc, 'strerror', None) or exc}") from None
         command = [self.python, "-c", launch_code(str(code_dir)),
                    *agent_arguments(self.spec, self.settings, self.run_dir)]
         try:

@@ -45,7 +45,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 
-from . import wire
+from . import boot, wire
 from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK, worker_main
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
@@ -75,31 +75,20 @@ else:  # other POSIX systems: poll has the same interface, in milliseconds
 
 def run_dir() -> str:
     """The per-user directory for sockets, pid files and logs (0700)."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isdir(base):
-        return os.path.join(base, "clusterctl")
-    return os.path.join("/tmp", "clusterctl-%d" % os.getuid())
+    return boot.run_dir()
 
 
 def cache_dir() -> str:
     """Where shipped code is kept, content-addressed."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "clusterctl")
+    return boot.cache_root()
 
 
-def ensure_private_dir(path: str) -> None:
-    """Create ``path`` 0700, or check that an existing one is ours and private."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise RuntimeError("cannot create %s: %s" % (path, exc.strerror)) from None
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise RuntimeError("%s is not a directory" % path)
-    if st.st_uid != os.getuid():
-        raise RuntimeError("%s belongs to uid %d, not to us (uid %d)" % (path, st.st_uid, os.getuid()))
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+def ensure_private_dir(path: str, create: bool = True) -> bool:
+    """Create ``path`` 0700, or check that an existing one is ours and private (the check
+    the boot script and the local transport make too, before they connect to a socket in
+    it); RuntimeError naming the path and its owner if not. False if it is missing and
+    not ``create``."""
+    return boot.private_dir(path, create)
 
 
 def socket_path(directory: str, name: str) -> str:
@@ -1081,6 +1070,11 @@ def bind_socket(path: str) -> socket.socket | None:
         if exc.errno != errno.EADDRINUSE:
             sock.close()
             raise RuntimeError("cannot bind %s: %s" % (path, exc.strerror)) from None
+        try:
+            boot.check_socket(path)  # never connect to another user's socket
+        except RuntimeError:
+            sock.close()
+            raise
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.settimeout(2.0)

@@ -1,8 +1,10 @@
 """The remote side of an SSH bootstrap: get the agent code in place, start the node, relay.
 
-This file is not imported on the host: the controller sends its source through the SSH
-exec channel to a one-line stub (``STUB``) that reads it from stdin and runs it. Standard
-library only, and small, because it runs before anything is installed.
+The controller sends this file's source through the SSH exec channel to a one-line stub
+(``STUB``) that reads it from stdin and runs it. Standard library only, and small,
+because it runs before anything is installed. It also holds the checks of places on
+disk (run directory, socket, code cache) that the node and the local transport import,
+so there is one of each.
 
 The conversation, one JSON line each way (the controller never sends ahead, so nothing
 read by Python's buffered stdin is lost when the relay switches to raw reads):
@@ -12,9 +14,15 @@ read by Python's buffered stdin is lost when the relay switches to raw reads):
 3. controller -> a length line: -1 to stop here (e.g. the Python versions differ), 0 to
    go on with the cached code, or the size of the bundle followed by its zip bytes;
    boot -> ``{"installed": true}`` or ``{"error": ...}`` after unpacking a bundle. The zip is unpacked under a
-   temporary name and renamed into ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a
-   second bootstrap ships nothing and a half-written bundle is never used.
-4. boot starts the node if none answers (and ``start``), then answers
+   staging name unique across hosts (host name, pid, random: homes may be shared over
+   NFS), checked against the code id and renamed into
+   ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a second bootstrap ships nothing and
+   a half-written bundle is never used. Cached code counts as present only when the
+   cache is ours, not writable by group or others, and the directory holds exactly the
+   files its ``MANIFEST`` names with the hash of its code id; a damaged one is shipped
+   again and replaced. A cache that others could write is refused (``{"error": ...}``).
+4. boot checks that the run directory is ours and private and the socket ours before it
+   connects; it starts the node if none answers (and ``start``), then answers
    ``{"node": "ready" | "running" | "absent"}``.
 5. it passes the channel's own stdin and stdout to the node over the node's unix
    socket (``SCM_RIGHTS``), and the node serves the controller on them directly: no
@@ -44,36 +52,309 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _cache_root() -> str:
+# -- places on disk -----------------------------------------------------------------------
+#
+# One set of checks for the host side: the node (agent.py) imports them from here, and this
+# script uses them before it connects to a socket or runs code from the cache. Another local
+# user who made the run directory first would otherwise receive the SSH channel, and one who
+# can write to the cache would run code as us.
+
+MANIFEST = "MANIFEST"  # in a code directory: its files' names, in the order of the code id
+STALE_SECONDS = 3600.0  # a staging directory this old is a crashed install's, not one under way
+
+
+def cache_root() -> str:
+    """Where shipped code is kept, content-addressed: ``$XDG_CACHE_HOME/clusterctl``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "clusterctl")
 
 
-def _run_dir() -> str:
+def run_dir() -> str:
+    """The per-user directory for sockets, pid files and logs (0700)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base):
         return os.path.join(base, "clusterctl")
     return os.path.join("/tmp", "clusterctl-%d" % os.getuid())
 
 
-def _install(code_dir: str, blob: bytes) -> None:
-    import io
-    import zipfile
+def _check_owner(path: str, st, what: str) -> None:
+    if st.st_uid != os.getuid():
+        raise RuntimeError("%s %s belongs to uid %d, not to us (uid %d): remove it, or use "
+                           "another directory" % (what, path, st.st_uid, os.getuid()))
 
+
+def _check_place(path: str, st, what: str, forbidden: int) -> None:
+    """``path`` (already lstat'ed) must be a real directory of ours without ``forbidden``
+    mode bits."""
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError("%s %s is not a directory" % (what, path))
+    _check_owner(path, st, what)
+    if st.st_mode & forbidden:
+        raise RuntimeError("%s %s is %s group or others (mode %03o): chmod go-rwx %s"
+                           % (what, path, "open to" if forbidden == 0o077 else "writable by",
+                              st.st_mode & 0o777, path))
+
+
+def _mkdirs(path: str) -> None:
+    """``os.makedirs`` with mode 0700 for every directory it creates (makedirs gives the
+    missing parents the umask's mode, which may let the group write)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _mkdirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
+def private_dir(path: str, create: bool = True) -> bool:
+    """Check that ``path`` is a directory of ours that group and others cannot enter,
+    creating it (0700) when it is missing and ``create``. True if it is there, False if
+    it is missing (and not ``create``); RuntimeError, naming the path and its owner,
+    if it is not ours or not private: nothing in it can then be trusted."""
+    if create:
+        try:
+            _mkdirs(path)
+        except OSError as exc:
+            raise RuntimeError("cannot create %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise RuntimeError("cannot use %s: %s" % (path, exc.strerror or exc)) from None
+    _check_place(path, st, "the run directory", 0o077)
+    return True
+
+
+def check_socket(path: str) -> None:
+    """Before connecting to ``path``: a socket there must be ours (absent is fine)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # the connect reports it
+    if not stat.S_ISSOCK(st.st_mode):
+        raise RuntimeError("%s is not a socket" % path)
+    _check_owner(path, st, "the socket")
+
+
+def code_digest(files) -> str:
+    """The code id of ``(relative path, bytes)`` pairs, in their order."""
+    try:  # the built-in module: hashlib loads OpenSSL, which costs a warm start ~5 ms
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    digest = sha256()
+    for rel, data in files:
+        digest.update(rel.encode() + b"\0" + sha256(data).digest())
+    return digest.hexdigest()[:16]
+
+
+def _read_files(root: str, names):
+    for rel in names:
+        with open(os.path.join(root, rel), "rb") as fh:
+            yield rel, fh.read()
+
+
+def _check_cache_dirs(code_dir: str) -> bool:
+    """The cache root and its ``code`` directory: ours and not writable by others.
+    False if one is missing."""
     parent = os.path.dirname(code_dir)
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    staging = "%s/.incoming-%d" % (parent, os.getpid())
-    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-        archive.extractall(staging)
+    for place in (os.path.dirname(parent), parent):
+        try:
+            st = os.lstat(place)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise RuntimeError("cannot use the code cache %s: %s" % (place, exc.strerror or exc)) from None
+        _check_place(place, st, "the code cache", 0o022)
+    return True
+
+
+def code_ok(code_dir: str, code_id: str) -> bool:
+    """True if ``code_dir`` holds exactly the files of ``code_id`` (checked against their
+    hash); False if it is missing, incomplete or altered, so it is installed again.
+    RuntimeError if the cache or anything in it is not ours or is writable by others:
+    code is never run from there."""
+    import stat
+
+    if not _check_cache_dirs(code_dir):
+        return False
+    try:
+        st = os.lstat(code_dir)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    _check_place(code_dir, st, "the code directory", 0o022)
+    present = set()
+    for top, dirs, files in os.walk(code_dir):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+            except OSError:  # gone meanwhile: being replaced
+                return False
+            if stat.S_ISLNK(st.st_mode):
+                return False
+            what = "the cached directory" if stat.S_ISDIR(st.st_mode) else "the cached file"
+            _check_owner(path, st, what)
+            if st.st_mode & 0o022:
+                raise RuntimeError("%s %s is writable by group or others (mode %03o): remove %s"
+                                   % (what, path, st.st_mode & 0o777, code_dir))
+        if os.path.basename(top) != "__pycache__":  # Python's own, checked above
+            rel_top = os.path.relpath(top, code_dir)
+            present.update(name if rel_top == "." else rel_top + "/" + name for name in files)
+    try:
+        with open(os.path.join(code_dir, MANIFEST)) as fh:
+            names = fh.read().split()
+        if present != set(names) | {MANIFEST}:
+            return False
+        return code_digest(_read_files(code_dir, names)) == code_id
+    except (OSError, ValueError):
+        return False
+
+
+def _unique(prefix: str) -> str:
+    """A name no other start uses, also on another host sharing this directory (NFS)."""
+    host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())
+    return "%s-%s-%d-%s" % (prefix, host, os.getpid(), os.urandom(4).hex())
+
+
+def _remove(path: str) -> None:
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _remove_stale(parent: str) -> None:
+    """Staging and set-aside directories left by installs that crashed long ago."""
+    import time
+
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith((".incoming-", ".broken-")):
+            path = os.path.join(parent, name)
+            try:
+                if os.lstat(path).st_mtime < time.time() - STALE_SECONDS:
+                    _remove(path)
+            except OSError:
+                pass
+
+
+def _safe_name(rel: str) -> bool:
+    parts = rel.split("/")
+    return all(p and p not in (".", "..") and not p.startswith(".") and "\\" not in p
+               for p in parts) and rel != MANIFEST
+
+
+def install_code(code_dir: str, code_id: str, files) -> None:
+    """Put the ``(relative path, bytes)`` pairs ``files`` in place as ``code_dir``, private
+    whatever the umask. They are written under a staging name unique across hosts, checked
+    against ``code_id`` and renamed into place; a broken ``code_dir`` is set aside first.
+    A failed install removes its staging directory (ValueError: the files are not those of
+    ``code_id``; OSError: the disk refused; RuntimeError: the cache is not ours)."""
+    parent = os.path.dirname(code_dir)
+    _mkdirs(parent)
+    _check_cache_dirs(code_dir)
+    _remove_stale(parent)
+    staging = os.path.join(parent, _unique(".incoming"))
+    os.mkdir(staging, 0o700)
+    try:
+        names = []
+        for rel, data in files:
+            if not _safe_name(rel):
+                raise ValueError("the code bundle holds a bad file name %r" % rel)
+            path = os.path.join(staging, rel)
+            folder = os.path.dirname(path)
+            if not os.path.isdir(folder):
+                _mkdirs(folder)
+                os.mkdir(os.path.join(folder, "__pycache__"), 0o700)  # else the umask's mode
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            names.append(rel)
+        if code_digest(_read_files(staging, names)) != code_id:
+            raise ValueError("the code bundle does not match its id %s" % code_id)
+        fd = os.open(os.path.join(staging, MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(names) + "\n")
+        _move_into_place(staging, code_dir, code_id)
+    finally:
+        if os.path.lexists(staging):
+            _remove(staging)
+
+
+def _move_into_place(staging: str, code_dir: str, code_id: str) -> None:
     try:
         os.rename(staging, code_dir)
-    except OSError:  # another bootstrap installed the same code first
-        import shutil
+        return
+    except OSError:
+        pass  # something is there already: replace it, one starter at a time
+    import fcntl
 
-        shutil.rmtree(staging, ignore_errors=True)
+    fd = os.open(os.path.join(os.path.dirname(code_dir), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks on this file system: the checks below still hold
+        if code_ok(code_dir, code_id):
+            return  # another start installed the same code meanwhile
+        aside = os.path.join(os.path.dirname(code_dir), _unique(".broken"))
+        try:
+            os.rename(code_dir, aside)
+        except FileNotFoundError:
+            aside = None
+        try:
+            os.rename(staging, code_dir)
+        except OSError:
+            if not code_ok(code_dir, code_id):
+                raise OSError("could not replace the damaged %s" % code_dir) from None
+        if aside:
+            _remove(aside)
+    finally:
+        os.close(fd)
 
 
-def _connect(path: str):
+def _unzip(blob: bytes):
+    """The bundle's files from its zip, in order; ValueError if it is damaged."""
+    import io
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            for name in archive.namelist():
+                yield name, archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ValueError("the code bundle is damaged: %s" % exc) from None
+
+
+def _connect(directory: str, path: str):
+    """A connection to the node's socket; None if none listens. RuntimeError if the run
+    directory or the socket is not ours: no connection is made then."""
+    if not private_dir(directory, create=False):
+        return None
+    check_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -137,8 +418,14 @@ def _relay(sock) -> None:
 
 def main() -> None:
     params = json.loads(sys.stdin.buffer.readline())
-    code_dir = os.path.join(_cache_root(), "code", params["code_id"])
-    have = os.path.isfile(os.path.join(code_dir, "clusterctl_node", "agent.py"))
+    code_id = str(params["code_id"])
+    if not code_id.isalnum():
+        _fail("bad code id %r" % code_id)
+    code_dir = os.path.join(cache_root(), "code", code_id)
+    try:
+        have = code_ok(code_dir, code_id)
+    except RuntimeError as exc:
+        _fail(str(exc))
     _say({"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
           "need_code": not have})
     line = sys.stdin.buffer.readline()  # the bundle's size, 0 for none, or no go at all
@@ -150,13 +437,18 @@ def main() -> None:
         if len(blob) != size:
             _fail("the code bundle arrived truncated")
         try:
-            _install(code_dir, blob)
+            install_code(code_dir, code_id, _unzip(blob))
+        except (RuntimeError, ValueError) as exc:
+            _fail(str(exc))
         except OSError as exc:
             _fail("cannot write the code cache %s: %s" % (code_dir, exc.strerror or exc))
         _say({"installed": True})
-    run_dir = params.get("run_dir") or _run_dir()
-    path = os.path.join(run_dir, params["name"] + ".sock")
-    sock = _connect(path)
+    directory = params.get("run_dir") or run_dir()
+    path = os.path.join(directory, params["name"] + ".sock")
+    try:
+        sock = _connect(directory, path)
+    except RuntimeError as exc:
+        _fail(str(exc))
     state = "running"
     if sock is None:
         if not params.get("start"):
@@ -180,7 +472,10 @@ def main() -> None:
         if not (line.startswith("ready") or line == "running"):
             detail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
             _fail("the node did not start: %s" % detail)
-        sock = _connect(path)
+        try:
+            sock = _connect(directory, path)
+        except RuntimeError as exc:
+            _fail(str(exc))
         if sock is None:
             _fail("the node started but its socket %s refuses connections" % path)
         state = "ready"
