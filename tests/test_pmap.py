@@ -425,29 +425,39 @@ def test_leaving_early_cancels_remote_work(cluster, env):
 # -- one slow item -------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_one_slow_item_never_stalls_an_ordered_map(cluster):
-    """Item 0 takes 5 s, the others 10 ms: the other slots work on behind it (their
-    results held back for the order), so everything else is done while it runs."""
+def test_one_slow_item_never_stalls_an_ordered_map(cluster, env):
+    """Item 0 runs until the test lets it end, the others take 10 ms: the other slots work
+    on behind it (their results held back for the order), so all but the few items that
+    share item 0's chunk are done while it runs. No clock bounds the test: today's code
+    stalls at about 80 for good."""
+    release = str(env.root / "release")
+
     def work(x):
-        time.sleep(5.0 if x == 0 else 0.01)
+        if x == 0:
+            deadline = time.time() + 60
+            while not os.path.exists(release) and time.time() < deadline:
+                time.sleep(0.02)
+        else:
+            time.sleep(0.01)
         return x
 
     cluster.world()
     run = PMap(cluster, work, range(400))
     got: list = []
     consumer = threading.Thread(target=lambda: got.extend(run.values()), daemon=True)
-    t0 = time.monotonic()
     consumer.start()
     counts = []
-    while time.monotonic() - t0 < 4.0 and run.stats.done < 399:
-        time.sleep(0.25)
-        counts.append(run.stats.done)
-    assert consumer.is_alive() and not got  # item 0 still runs, nothing was handed out
-    assert run.stats.done == 399, counts  # (today's stall: about 80, from 0.3 s on)
-    assert counts == sorted(counts) and len(set(counts)) > 1
-    consumer.join(30)
+    try:
+        def others_done():
+            counts.append(run.stats.done)
+            return run.stats.done >= 390
+        wait_for(others_done, 40, interval=0.1, message="the quick items behind item 0")
+        assert consumer.is_alive() and not got  # item 0 still runs, nothing was handed out
+        assert counts == sorted(counts) and len(set(counts)) > 2
+    finally:
+        open(release, "w").close()
+        consumer.join(30)
     assert got == list(range(400))
-    assert time.monotonic() - t0 < 12
 
 
 def test_an_item_that_never_ends_fails_by_item_timeout(cluster):
