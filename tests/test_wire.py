@@ -161,9 +161,8 @@ def test_the_ok_result_shortcut_accepts_no_more_than_json(raw):
 def test_the_map_request_shortcut_is_exactly_json(key, request_id):
     head = {"op": "map", "fk": key, "id": request_id}
     frame = wire.encode(head, b"items")
-    assert frame == wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, *(
-        len(json.dumps(head, separators=(",", ":")).encode()), 5)) + \
-        json.dumps(head, separators=(",", ":")).encode() + b"items"
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()
+    assert frame == wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, len(text), 5) + text + b"items"
     [(decoded, payload, _)] = wire.FrameDecoder().feed(frame)
     assert decoded == head and bytes(payload) == b"items"
 
