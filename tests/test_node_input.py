@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 
+import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
@@ -18,6 +20,9 @@ from clusterctl.hosts import HostSpec
 from clusterctl.node import wire
 
 from conftest import wait_for
+
+# the functions below run on nodes, which cannot import this test module
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # -- a hand-made client ---------------------------------------------------------------------
@@ -306,3 +311,91 @@ def test_an_oversized_frame_from_the_node_is_refused_before_its_body(tmp_path):
     finally:
         conn.close()
         fake.close()
+
+
+# -- bounded under abuse --------------------------------------------------------------------
+
+def test_connections_waiting_for_the_handshake_are_limited(node, env):
+    from clusterctl.node import agent
+
+    pid, cookie = node
+    waiting = []
+    try:
+        for _ in range(getattr(agent, "MAX_PENDING_HANDSHAKES", 64)):
+            sock = raw_socket(env)
+            waiting.append(sock)
+            assert wire.read_message(sock, max_payload=0)[0]["op"] == "hello"
+        with raw_socket(env) as extra:
+            t0 = time.monotonic()
+            answer, _ = wire.read_message(extra, max_payload=0)
+            assert answer["op"] == "refused" and "waiting for the handshake" in answer["reason"]
+            assert until_closed(extra) == b""
+            assert time.monotonic() - t0 < 3  # at once, not after the handshake timeout
+        assert "turned away 1 connection(s)" in env.node_log("n1")
+    finally:
+        for sock in waiting:
+            sock.close()
+    wait_for(lambda: _answers(env, cookie, pid), timeout=10, message="a pong once they closed")
+
+
+def _answers(env, cookie, pid) -> bool:
+    try:
+        return pong_pid(env, cookie) == pid
+    except (OSError, EOFError, AssertionError, wire.FrameError):
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_the_node_rests_instead_of_spinning(node, env):
+    import resource
+
+    pid, cookie = node
+    log_path = env.run_dir / "n1.log"
+    old_limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    open_fds = len(os.listdir(f"/proc/{pid}/fd"))
+    clients = []
+    try:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_fds + 2, old_limit[1]))  # (soft)
+        for _ in range(8):  # two are accepted, the rest wait in the listener's backlog
+            clients.append(raw_socket(env))
+        wait_for(lambda: "accept failed" in env.node_log("n1"), timeout=5, message="accept to fail")
+        time.sleep(0.2)
+        cpu, size = cpu_seconds(pid), log_path.stat().st_size
+        time.sleep(1.0)
+        used, grew = cpu_seconds(pid) - cpu, log_path.stat().st_size - size
+        assert used < 0.25, f"the node used {used:.2f} s of CPU in 1 s with accept failing"
+        assert grew < 2000, f"the log grew by {grew} bytes in 1 s"
+    finally:
+        for sock in clients:
+            sock.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old_limit)
+    wait_for(lambda: _answers(env, cookie, pid), timeout=10, message="a pong once they closed")
+    assert "accepting connections again" in env.node_log("n1")
+
+
+def _print_a_lot(megabytes: int) -> int:
+    import sys
+
+    line = "x" * 1023 + "\n"
+    for _ in range(megabytes * 1024):
+        sys.stderr.write(line)
+    sys.stderr.flush()
+    return megabytes
+
+
+def test_the_log_stays_bounded_while_the_node_runs(cluster, env):
+    from clusterctl.node import agent
+
+    [info] = cluster.world(["n1"])
+    log_path = env.run_dir / "n1.log"
+    assert cluster.rpc("n1", _print_a_lot, 3) == 3  # a task's output goes to the node's log
+    wait_for(lambda: log_path.stat().st_size <= getattr(agent, "LOG_BYTES", 1 << 20), timeout=5,
+             message="the log to be cut back")
+    assert (env.run_dir / "n1.log.1").stat().st_size <= getattr(agent, "LOG_BYTES", 1 << 20)
+    cluster.rpc("n1", "os.getpid")
+    assert cluster.world(["n1"])[0].pid == info.pid

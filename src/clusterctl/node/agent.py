@@ -593,6 +593,7 @@ class Node:
     # -- connections ---------------------------------------------------------------------
 
     accept_paused = 0.0  # while the listener rests: until when (see ``housekeeping``)
+    accept_failures = 0  # accepts failed in a row (logged at the first and when it ends)
     turned_away = 0  # connections turned away since that was last logged
     turned_away_logged = 0.0
 
@@ -607,9 +608,13 @@ class Node:
                 # backlog, and the listener would be ready again at once. It rests instead.
                 self.accept_paused = time.monotonic() + ACCEPT_BACKOFF
                 self.poller.unregister(self.listener.fileno())
-                log("accept failed: %s; not accepting connections for %g s"
-                    % (exc, ACCEPT_BACKOFF))
+                if not self.accept_failures:
+                    log("accept failed: %s; trying again every %g s" % (exc, ACCEPT_BACKOFF))
+                self.accept_failures += 1
                 return
+            if self.accept_failures:
+                log("accepting connections again (%d attempts failed)" % self.accept_failures)
+                self.accept_failures = 0
             pending = sum(1 for c in self.conns.values() if not c.authed)
             if pending >= MAX_PENDING_HANDSHAKES:
                 self.turn_away(sock, pending)
