@@ -29,8 +29,12 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def raw_socket(env, node: str = "n1", timeout: float = 10) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.connect(str(env.run_dir / f"{node}.sock"))
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(env.run_dir / f"{node}.sock"))
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
