@@ -1,7 +1,7 @@
 """The node: a detached daemon that owns a unix socket and a pool of worker processes.
 
 It runs on every host of the world, from code the controller ships, so it imports only
-the standard library, cloudpickle (in the workers) and the wire module.
+the standard library, cloudpickle (in the workers) and its wire and ops modules.
 
 Why it is built this way:
 
