@@ -161,9 +161,8 @@ def test_the_ok_result_shortcut_accepts_no_more_than_json(raw):
 def test_the_map_request_shortcut_is_exactly_json(key, request_id):
     head = {"op": "map", "fk": key, "id": request_id}
     frame = wire.encode(head, b"items")
-    assert frame == wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, *(
-        len(json.dumps(head, separators=(",", ":")).encode()), 5)) + \
-        json.dumps(head, separators=(",", ":")).encode() + b"items"
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()
+    assert frame == wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, len(text), 5) + text + b"items"
     [(decoded, payload, _)] = wire.FrameDecoder().feed(frame)
     assert decoded == head and bytes(payload) == b"items"
 
@@ -222,3 +221,79 @@ def test_nonces_are_fresh_and_fingerprints_one_way():
     fp = wire.cookie_fingerprint(COOKIE)
     assert len(fp) == 12 and COOKIE.hex()[:12] != fp
     assert fp == wire.cookie_fingerprint(COOKIE) != wire.cookie_fingerprint(os.urandom(32))
+
+
+# -- what a head may hold ----------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"op":"x","a":' + b"[" * 40 + b"]" * 40 + b"}",
+                                 b'{"op":"x","a":' + b'{"b":' * 40 + b"1" + b"}" * 41])
+def test_a_head_nested_too_deeply_is_a_frame_error(raw):
+    with pytest.raises(wire.FrameError, match="nested too deeply"):
+        wire.decode_head(raw)
+
+
+def test_a_head_nested_within_the_limit_is_taken():
+    depth = wire.MAX_DEPTH - 1
+    raw = b'{"op":"x","a":' + b"[" * depth + b"]" * depth + b"}"
+    assert wire.decode_head(raw)["op"] == "x"
+
+
+@pytest.mark.parametrize("raw", [b'{"op":"x","nonce":"\\ud800"}', b'{"op":"\\udc00"}',
+                                 b'{"op":"x","\\ud800":1}', b'{"op":"x","a":[["\\udfff"]]}'])
+def test_a_lone_surrogate_in_a_head_is_a_frame_error(raw):
+    with pytest.raises(wire.FrameError, match="lone surrogate"):
+        wire.decode_head(raw)
+
+
+def test_a_surrogate_pair_escape_is_text():
+    assert wire.decode_head(b'{"op":"x","s":"\\ud83d\\ude00"}')["s"] == "\U0001F600"
+
+
+def test_text_goes_out_as_utf8_and_a_lone_surrogate_as_a_question_mark():
+    frame = wire.encode({"op": "x", "s": "\u00e9\ud800"})
+    assert frame[wire.HEADER_SIZE:] == '{"op":"x","s":"\u00e9?"}'.encode()
+    assert wire.decode_head(frame[wire.HEADER_SIZE:])["s"] == "\u00e9?"
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "\u00e9" * 64, "0" * 63 + "\ud800"])
+def test_macs_equal_takes_any_string(bad):
+    assert not wire.macs_equal(bad, "0" * 64)
+
+
+def test_every_operation_of_the_table_has_a_handler():
+    from clusterctl.node import agent, ops
+
+    assert set(agent.Node.HANDLERS) == set(ops.NODE_TAKES)
+
+
+@pytest.mark.parametrize("head, problem", [
+    ({"op": "call", "id": 1}, None),
+    ({"op": "call", "id": 1, "extra": [[]]}, None),
+    ({"op": "call"}, "field 'id' is missing"),
+    ({"op": "call", "id": True}, "field 'id' must be"),
+    ({"op": "call", "id": 2**63}, "field 'id' must be"),
+    ({"op": "map", "id": 1, "fk": ""}, "field 'fk' must be"),
+    ({"op": "ping", "t": float("nan")}, "field 't' must be"),
+    ({"op": "ping", "t": 10**400}, "field 't' must be"),
+    ({"op": "defn", "key": "k" * 257}, "field 'key' must be"),
+    ({"op": "cancel", "id": None}, "field 'id' must be"),
+])
+def test_the_table_of_what_a_node_takes(head, problem):
+    from clusterctl.node import ops
+
+    got = ops.check(head, ops.NODE_TAKES)
+    assert got is None if problem is None else problem in got
+
+
+@pytest.mark.parametrize("head, problem", [
+    ({"op": "auth", "nonce": "ab", "mac": "cd"}, None),
+    ({"op": "auth", "nonce": "AB", "mac": "cd"}, "field 'nonce'"),
+    ({"op": "auth", "nonce": "ab", "mac": "cd", "heartbeat": -1}, "field 'heartbeat'"),
+    ({"op": "auth", "nonce": "ab", "mac": "cd", "heartbeat": 10**400}, "field 'heartbeat'"),
+    ({"op": "auth", "nonce": "ab"}, "field 'mac' is missing"),
+])
+def test_the_table_of_the_handshake(head, problem):
+    from clusterctl.node import ops
+
+    got = ops.check(head, ops.HANDSHAKE)
+    assert got is None if problem is None else problem in got

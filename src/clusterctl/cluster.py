@@ -399,6 +399,13 @@ class Cluster:
                 remaining = max(0.5, deadline - time.monotonic())
                 hello = conn.read_hello(remaining)
                 conn.authenticate(remaining)
+            except errors.ClusterError:
+                conn._close_stream()
+                raise
+            except Exception as exc:  # a bug, or a peer we did not foresee: this host only
+                conn._close_stream()
+                raise errors.ProtocolError(spec.name, f"the handshake failed: {type(exc).__name__}: "
+                                                      f"{exc}") from exc
             except BaseException:
                 conn._close_stream()
                 raise

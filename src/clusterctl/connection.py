@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable
 
 from . import errors
-from .node import wire
+from .node import ops, wire
 
 Callback = Callable[[dict | None, Any, "errors.ClusterError | None"], None]
 
@@ -134,7 +134,8 @@ class NodeConnection:
     # -- handshake ------------------------------------------------------------------------
 
     def read_hello(self, timeout: float) -> dict:
-        """The node's opening message; nothing is sent before it is read."""
+        """The node's opening message; nothing is sent before it is read. Its fields are
+        checked (``ops.CONTROLLER_TAKES``) before anything uses them."""
         self.stream.settimeout(timeout)
         try:
             head, _ = wire.read_message(self.stream, max_payload=0)
@@ -142,15 +143,25 @@ class NodeConnection:
             raise errors.HandshakeError(self.node, f"no greeting from the node ({_why(exc)})")
         except wire.FrameError as exc:
             raise errors.ProtocolError(self.node, f"the peer does not speak clusterctl's protocol ({exc})")
-        if head.get("op") != "hello":
-            raise errors.ProtocolError(self.node, f"expected a greeting, got {head.get('op')!r}")
+        op = head["op"]
+        if op == "refused":
+            raise errors.HandshakeError(self.node, f"the node refused us: {self._reason(head)}")
+        if op != "hello":
+            raise errors.ProtocolError(self.node, f"expected a greeting, got {op[:64]!r}")
+        problem = ops.check(head, ops.CONTROLLER_TAKES)
+        if problem is not None:
+            raise errors.ProtocolError(self.node, f"a malformed greeting: {problem}")
         self.hello = head
         return head
+
+    def _reason(self, head: dict) -> str:
+        reason = head.get("reason")
+        return reason if ops.TEXT.test(reason) and reason else "refused"
 
     def authenticate(self, timeout: float) -> None:
         """Prove we hold the cookie and check that the node does too."""
         nonce = wire.new_nonce()
-        node_nonce = str(self.hello.get("nonce", ""))
+        node_nonce = self.hello.get("nonce", "")  # (checked by ``read_hello``)
         self.stream.settimeout(timeout)
         try:
             self.stream.sendall(wire.encode({
@@ -161,11 +172,11 @@ class NodeConnection:
         except (EOFError, OSError, socket.timeout) as exc:
             raise errors.HandshakeError(self.node, f"the node closed the handshake ({_why(exc)})")
         except wire.FrameError as exc:
-            raise errors.ProtocolError(self.node, str(exc))
-        if head.get("op") == "refused":
-            reason = head.get("reason", "refused")
+            raise errors.ProtocolError(self.node, f"a malformed answer to our proof: {exc}")
+        if head["op"] == "refused":
+            reason = self._reason(head)
             hint = None
-            if "cookie" in str(reason):
+            if "cookie" in reason:
                 hint = ("another cluster on this account runs a node with this name: give this "
                         "host another name= in the hosts file, or share the cookie file")
             raise errors.HandshakeError(self.node, f"the node refused us: {reason}", hint=hint)
@@ -481,8 +492,8 @@ class NodeConnection:
         lock = self._lock
         for head, payload, _raw in messages:
             request_id = head.get("id")
-            if not request_id:
-                continue  # a heartbeat pong
+            if type(request_id) is not int or not request_id:
+                continue  # a heartbeat pong (or an id no request of ours has)
             with lock:
                 pending = self._pending.pop(request_id, None)
                 if pending is None:

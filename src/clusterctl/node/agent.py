@@ -1,7 +1,7 @@
 """The node: a detached daemon that owns a unix socket and a pool of worker processes.
 
 It runs on every host of the world, from code the controller ships, so it imports only
-the standard library, cloudpickle (in the workers) and the wire module.
+the standard library, cloudpickle (in the workers) and its own modules (wire, ops, boot).
 
 Why it is built this way:
 
@@ -43,9 +43,10 @@ import socket
 import stat
 import sys
 import time
+import traceback
 from collections import OrderedDict, deque
 
-from . import boot, wire
+from . import boot, ops, wire
 from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK, worker_main
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
@@ -62,6 +63,9 @@ RECV_SIZE = 1 << 16
 RECV_SIZE_MAX = 1 << 22  # one read while a large frame comes in
 SENDMSG_PARTS = 64
 SMALL_FRAME = 1 << 14
+MAX_PENDING_HANDSHAKES = 64  # connections not authenticated yet; more are turned away at once
+ACCEPT_BACKOFF = 1.0  # seconds the listener rests when no descriptor is left for a connection
+LOG_BYTES = 1 << 20  # the log is cut past this size, one older part kept (see ``bound_log``)
 
 if hasattr(select, "epoll"):  # Linux
     new_poller, POLL_SECONDS = select.epoll, 1.0
@@ -95,9 +99,33 @@ def socket_path(directory: str, name: str) -> str:
     return os.path.join(directory, name + ".sock")
 
 
+_log_path: str | None = None  # the log file on descriptors 1 and 2, once ``main`` set it up
+
+
 def log(message: str) -> None:
     sys.stderr.write("%s [%d] %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), message))
     sys.stderr.flush()
+    bound_log()
+
+
+def bound_log() -> None:
+    """Keep the log under ``LOG_BYTES``: past it, its last ``LOG_BYTES`` are copied to
+    ``LOG.1`` and it is emptied in place. The node and its workers (and what user code
+    prints) append to the one open file, so all of them go on writing to the new start."""
+    if _log_path is None:
+        return
+    try:
+        size = os.fstat(2).st_size
+        if size <= LOG_BYTES:
+            return
+        old = _log_path + ".1"
+        with open(_log_path, "rb") as src, open(old + ".tmp", "wb") as dst:
+            src.seek(max(0, size - LOG_BYTES))
+            dst.write(src.read(LOG_BYTES))
+        os.replace(old + ".tmp", old)
+        os.ftruncate(2, 0)
+    except OSError:
+        pass
 
 
 # -- endpoints ---------------------------------------------------------------------------
@@ -354,6 +382,10 @@ class Node:
                 pass
 
     def housekeeping(self, now: float) -> None:
+        if self.accept_paused and now >= self.accept_paused:
+            self.accept_paused = 0.0
+            self.poller.register(self.listener.fileno(), READ)
+        bound_log()  # (workers write to it too)
         for conn in list(self.conns.values()):
             if not conn.authed and now - conn.opened > self.handshake_timeout:
                 self.close_conn(conn, "no handshake within %g s" % self.handshake_timeout)
@@ -731,6 +763,11 @@ class Node:
 
     # -- connections ---------------------------------------------------------------------
 
+    accept_paused = 0.0  # while the listener rests: until when (see ``housekeeping``)
+    accept_failures = 0  # accepts failed in a row (logged at the first and when it ends)
+    turned_away = 0  # connections turned away since that was last logged
+    turned_away_logged = 0.0
+
     def accept(self) -> None:
         while True:
             try:
@@ -738,14 +775,44 @@ class Node:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log("accept failed: %s" % exc)
+                # Out of descriptors (EMFILE, ENFILE) or memory: the connection stays in the
+                # backlog, and the listener would be ready again at once. It rests instead.
+                self.accept_paused = time.monotonic() + ACCEPT_BACKOFF
+                self.poller.unregister(self.listener.fileno())
+                if not self.accept_failures:
+                    log("accept failed: %s; trying again every %g s" % (exc, ACCEPT_BACKOFF))
+                self.accept_failures += 1
                 return
+            if self.accept_failures:
+                log("accepting connections again (%d attempts failed)" % self.accept_failures)
+                self.accept_failures = 0
+            pending = sum(1 for c in self.conns.values() if not c.authed)
+            if pending >= MAX_PENDING_HANDSHAKES:
+                self.turn_away(sock, pending)
+                continue
             sock.setblocking(False)
             self.conn_count += 1
             conn = Conn(sock, self.conn_count)
             self.conns[conn.fd] = conn
             self.watch(conn)
             self.send(conn, wire.encode(self.hello(conn)))
+
+    def turn_away(self, sock: socket.socket, pending: int) -> None:
+        """Too many connections wait for their handshake: close this one at once."""
+        self.stats["refused"] += 1
+        self.turned_away += 1
+        try:
+            sock.setblocking(False)
+            sock.send(wire.encode({"op": "refused", "reason": "too many connections waiting "
+                                   "for the handshake (%d)" % pending}))
+        except OSError:
+            pass
+        sock.close()
+        now = time.monotonic()
+        if now - self.turned_away_logged >= 1.0:
+            log("turned away %d connection(s): %d already wait for the handshake"
+                % (self.turned_away, pending))
+            self.turned_away, self.turned_away_logged = 0, now
 
     def hello(self, conn: Conn) -> dict:
         return {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": self.version,
@@ -783,31 +850,51 @@ class Node:
         for head, payload, raw in messages:
             if conn.closed:
                 return
-            if conn.authed:
-                self.handle(conn, head, raw)
-            else:
-                self.authenticate(conn, head)
+            try:
+                if conn.authed:
+                    self.handle(conn, head, raw)
+                else:
+                    self.authenticate(conn, head)
+            except Exception as exc:  # noqa: BLE001 - a bug in one handler ends one connection
+                self.internal_error(conn, head, exc)
+                return
         self.dispatch()
 
+    def internal_error(self, conn: Conn, head: dict, exc: Exception) -> None:
+        """The last resort: handling a message raised. That connection ends, logged with
+        the reason and where it came from; the node and every other connection go on."""
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = "internal error handling %r: %s: %s (%s line %d)" % (
+            head.get("op"), type(exc).__name__, exc, os.path.basename(where.filename), where.lineno)
+        try:
+            self.close_conn(conn, reason)
+        except Exception as again:  # noqa: BLE001
+            log("%s: %s; closing it failed too: %r" % (conn.label, reason, again))
+
     def authenticate(self, conn: Conn, head: dict) -> None:
-        if head.get("op") == "splice" and len(conn.fds) == 2 and isinstance(conn.sock, socket.socket):
-            self.splice(conn)
+        op = head["op"]
+        if op not in ops.HANDSHAKE:
+            self.refuse(conn, "expected the handshake, got %r" % op[:64])
             return
-        if head.get("op") != "auth":
-            self.refuse(conn, "expected the handshake, got %r" % head.get("op"))
+        problem = ops.check(head, ops.HANDSHAKE)
+        if problem is not None:
+            self.refuse(conn, problem)
             return
-        client_nonce = head.get("nonce")
-        if not isinstance(client_nonce, str) or len(client_nonce) > 64:
-            self.refuse(conn, "malformed handshake")
+        if op == "splice":
+            if len(conn.fds) == 2 and isinstance(conn.sock, socket.socket):
+                self.splice(conn)
+            else:
+                self.refuse(conn, "expected the handshake, got 'splice' without a channel")
             return
+        client_nonce = head["nonce"]
         expected = wire.client_mac(self.cookie, conn.nonce, client_nonce)
-        if not wire.macs_equal(head.get("mac"), expected):
+        if not wire.macs_equal(head["mac"], expected):
             self.refuse(conn, "wrong cookie: this client belongs to another cluster")
             return
         conn.authed = True
         conn.decoder.max_payload = self.max_payload
         heartbeat = head.get("heartbeat")
-        if isinstance(heartbeat, (int, float)) and heartbeat > 0:
+        if heartbeat:
             conn.heartbeat = float(heartbeat)
         self.send(conn, wire.encode({"op": "welcome",
                                      "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
@@ -849,35 +936,50 @@ class Node:
         self.close_conn(conn, "refused: " + reason)
 
     def handle(self, conn: Conn, head: dict, raw: bytes) -> None:
+        """One message from an authenticated controller: checked against ``ops.NODE_TAKES``
+        (a malformed one ends the connection), then handed to its handler."""
         op = head["op"]
-        if op == "call" or op == "map":
+        handler = self.HANDLERS.get(op)
+        if handler is None:
             task_id = head.get("id")
-            key = head.get("fk")
-            if key is not None and key not in conn.functions:
-                self.send(conn, wire.encode({"op": "result", "id": task_id, "ok": False, "error": {
-                    "type": "ProtocolError", "message": "function %s was not defined" % key,
-                    "traceback": "", "node": self.name, "kind": "protocol"}}))
-                return
-            self.seq += 1
-            task = Task(self.seq, conn, task_id, raw, key, op == "map")
-            self.tasks_by_seq[task.seq] = task
-            conn.tasks[task_id] = task
-            self.queue.append(task)
-        elif op == "defn":
-            key = head.get("key")
-            if isinstance(key, str):
-                conn.functions[key] = raw
-        elif op == "ping":
-            self.send(conn, wire.encode(self.pong(head)))
-        elif op == "cancel":
-            self.cancel(conn, head.get("id"))
-        elif op == "stop":
-            log("stop requested by %s" % conn.label)
-            self.send(conn, wire.encode({"op": "stopping", "id": head.get("id"), "pid": self.pid}))
-            self.stopping = True
-        else:
-            self.send(conn, wire.encode({"op": "error", "id": head.get("id"),
-                                         "message": "unknown operation %r" % op}))
+            self.send(conn, wire.encode({"op": "error", "id": task_id if ops.REQUEST_ID.test(task_id)
+                                         else None, "message": "unknown operation %r" % op[:64]}))
+            return
+        problem = ops.check(head, ops.NODE_TAKES)
+        if problem is not None:
+            self.refuse(conn, problem)
+            return
+        handler(self, conn, head, raw)
+
+    def handle_task(self, conn: Conn, head: dict, raw: bytes) -> None:  # call, map
+        task_id = head["id"]
+        key = head.get("fk")
+        if key is not None and key not in conn.functions:
+            self.send(conn, wire.encode(ops.error_head(
+                "protocol", task_id, "ProtocolError", "function %s was not defined" % key, self.name)))
+            return
+        self.seq += 1
+        task = Task(self.seq, conn, task_id, raw, key, head["op"] == "map")
+        self.tasks_by_seq[task.seq] = task
+        conn.tasks[task_id] = task
+        self.queue.append(task)
+
+    def handle_defn(self, conn: Conn, head: dict, raw: bytes) -> None:
+        conn.functions[head["key"]] = raw
+
+    def handle_ping(self, conn: Conn, head: dict, raw: bytes) -> None:
+        self.send(conn, wire.encode(self.pong(head)))
+
+    def handle_cancel(self, conn: Conn, head: dict, raw: bytes) -> None:
+        self.cancel(conn, head["id"])
+
+    def handle_stop(self, conn: Conn, head: dict, raw: bytes) -> None:
+        log("stop requested by %s" % conn.label)
+        self.send(conn, wire.encode({"op": "stopping", "id": head.get("id"), "pid": self.pid}))
+        self.stopping = True
+
+    HANDLERS = {"call": handle_task, "map": handle_task, "defn": handle_defn,
+                "ping": handle_ping, "cancel": handle_cancel, "stop": handle_stop}
 
     def pong(self, head: dict) -> dict:
         try:
@@ -1147,8 +1249,9 @@ def main(argv: list[str] | None = None) -> None:
             out.flush()
             os._exit(0)
         os.setsid()
+    global _log_path
     try:
-        if os.path.exists(log_path) and os.path.getsize(log_path) > (1 << 20):
+        if os.path.exists(log_path) and os.path.getsize(log_path) > LOG_BYTES:
             os.replace(log_path, log_path + ".1")
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -1157,6 +1260,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(log_fd, 2)
         os.close(devnull)
         os.close(log_fd)
+        _log_path = log_path  # kept under LOG_BYTES while the node runs
     except OSError:
         pass
     with open(path[:-len(".sock")] + ".pid", "w") as fh:

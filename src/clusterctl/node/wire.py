@@ -34,6 +34,7 @@ KIND_MESSAGE = 1
 HEADER = struct.Struct("!2sBxII")
 HEADER_SIZE = HEADER.size
 MAX_HEAD = 1 << 20  # a control head is small; anything bigger is not ours
+MAX_DEPTH = 32  # a control head is flat; one nested deeper is not ours
 DEFAULT_MAX_PAYLOAD = 1 << 30  # one pickled payload (a task's arguments or result)
 HANDSHAKE_TIMEOUT = 10.0
 COOKIE_BYTES = 32
@@ -43,8 +44,10 @@ class FrameError(Exception):
     """The byte stream is not a valid clusterctl frame (garbage, oversized, truncated)."""
 
 
-# one encoder and decoder for every head: json.dumps with options builds a new one per call
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+# one encoder and decoder for every head: json.dumps with options builds a new one per call.
+# Text goes out as UTF-8 (not as \u escapes), so a head that arrives with a \u escape is
+# rare and can be checked closely; a lone surrogate, which is not text, goes out as "?".
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _decode_json = json.JSONDecoder().decode
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
@@ -77,7 +80,7 @@ def _head_bytes(head: dict) -> bytes:
                 prefix = _map_prefixes[key] = _MAP_PREFIX + key.encode() + _MAP_ID
             if prefix is not None and list(head) == _MAP_KEYS:
                 return b"%s%d}" % (prefix, request_id)
-    return _encode_json(head).encode()
+    return _encode_json(head).encode("utf-8", "replace")
 
 
 def encode(head: dict, payload: bytes = b"") -> bytes:
@@ -119,8 +122,34 @@ def _json_int(digits: bytes) -> bool:
     return 0 < len(digits) < 20 and digits.isdigit() and (digits[0] != 48 or len(digits) == 1)
 
 
+def _check_value(value) -> None:
+    """Raise FrameError if ``value`` nests deeper than ``MAX_DEPTH`` or holds a string that
+    is not text (a lone surrogate, which JSON's \\u escapes can make)."""
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str:
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise FrameError("control head holds a string that is not text (a lone surrogate)") from None
+        elif kind is dict or kind is list:
+            if depth > MAX_DEPTH:
+                raise FrameError("control head is nested too deeply (limit %d)" % MAX_DEPTH)
+            if kind is dict:
+                for key, member in item.items():
+                    push((key, depth))
+                    push((member, depth + 1))
+            else:
+                for member in item:
+                    push((member, depth + 1))
+
+
 def decode_head(raw) -> dict:
-    """Parse a control head; anything but a UTF-8 JSON object with a string ``op`` is an error."""
+    """Parse a control head; anything but a UTF-8 JSON object with a string ``op`` is an
+    error, and so is one nested deeper than ``MAX_DEPTH`` or holding a lone surrogate."""
     if type(raw) is not bytes:
         raw = bytes(raw)
     if raw[:20] == _OK_PREFIX and raw[-11:] == _OK_SUFFIX:
@@ -137,6 +166,11 @@ def decode_head(raw) -> dict:
         head = _decode_json(str(raw, "utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise FrameError("control head is not JSON: %s" % exc) from None
+    except RecursionError:
+        raise FrameError("control head is nested too deeply (limit %d)" % MAX_DEPTH) from None
+    # only a head with many brackets can be deep, only one with a \u escape hold a surrogate
+    if b"\\u" in raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_value(head)
     if type(head) is not dict or type(head.get("op")) is not str:
         raise FrameError("control head has no operation")
     return head
@@ -240,7 +274,8 @@ def node_mac(cookie: bytes, node_nonce: str, client_nonce: str) -> str:
 
 
 def macs_equal(a: object, b: str) -> bool:
-    return isinstance(a, str) and hmac.compare_digest(a.encode(), b.encode())
+    """``a`` is the MAC ``b`` (a peer's ``a`` may be anything, even a string that is not text)."""
+    return type(a) is str and a.isascii() and hmac.compare_digest(a, b)
 
 
 def cookie_fingerprint(cookie: bytes) -> str:
