@@ -19,31 +19,38 @@ import threading
 import time
 
 
-class LatencyProxy:
-    """Relays connections made to ``127.0.0.1:port`` to ``target``, ``delay`` s late each way."""
+class _Relay:
+    """What both relays share: a listener, a thread per job, and a close that ends every
+    connection through the relay and joins its threads. A subclass opens the upstream
+    socket (``_open_upstream``) and starts the threads that move the bytes (``_relay``)."""
 
-    def __init__(self, target: tuple[str, int], delay: float) -> None:
-        self.target = target
-        self.delay = delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+    name = "relay"
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
         self._start(self._accept)
 
-    def __enter__(self) -> "LatencyProxy":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
     def _start(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name="latency-proxy")
+        thread = threading.Thread(target=target, args=args, daemon=True, name=self.name)
         with self._lock:
             self._threads.append(thread)
         thread.start()
+
+    def _open_upstream(self) -> socket.socket:
+        raise NotImplementedError
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
 
     def _accept(self) -> None:
         while True:
@@ -52,21 +59,62 @@ class LatencyProxy:
             except OSError:
                 return  # closed
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._open_upstream()
             except OSError:
                 client.close()
                 continue
-            upstream.settimeout(None)
             with self._lock:
                 if self._closed:
                     client.close()
                     upstream.close()
                     return
                 self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                held: queue.SimpleQueue = queue.SimpleQueue()
-                self._start(self._read, src, held)
-                self._start(self._write, held, dst)
+            self._relay(client, upstream)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            sockets, self._sockets = self._sockets, []
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
+        self.listener.close()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
+            except OSError:
+                pass
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=5)
+        for sock in sockets:
+            sock.close()
+
+
+class LatencyProxy(_Relay):
+    """Relays connections made to ``127.0.0.1:port`` to ``target``, ``delay`` s late each way."""
+
+    name = "latency-proxy"
+
+    def __init__(self, target: tuple[str, int], delay: float) -> None:
+        self.target = target
+        self.delay = delay
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        super().__init__(listener)
+
+    def _open_upstream(self) -> socket.socket:
+        upstream = socket.create_connection(self.target, timeout=5)
+        upstream.settimeout(None)
+        return upstream
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        for src, dst in ((client, upstream), (upstream, client)):
+            held: queue.SimpleQueue = queue.SimpleQueue()
+            self._start(self._read, src, held)
+            self._start(self._write, held, dst)
 
     def _read(self, src: socket.socket, held: queue.SimpleQueue) -> None:
         while True:
@@ -92,28 +140,8 @@ class LatencyProxy:
             except OSError:
                 return
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            sockets, self._sockets = self._sockets, []
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        except OSError:
-            pass
-        self.listener.close()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout=5)
 
-
-class ThrottledRelay:
+class ThrottledRelay(_Relay):
     """Relays connections made to the unix socket ``path`` to the unix socket ``target``,
     at about ``rate`` bytes a second in each direction: a slow link for tests.
 
@@ -126,54 +154,30 @@ class ThrottledRelay:
     """
 
     PIECE = 1 << 14
+    name = "throttled-relay"
 
     def __init__(self, target: str, path: str, rate: float) -> None:
         self.target = target
         self.path = path
         self.rate = rate
         self.forwarded = {"up": 0, "down": 0}
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(8)
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self._start(self._accept)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(8)
+        super().__init__(listener)
 
-    def __enter__(self) -> "ThrottledRelay":
-        return self
+    def _open_upstream(self) -> socket.socket:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(self.target)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def _start(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name="throttled-relay")
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(self.target)
-            except OSError:
-                client.close()
-                upstream.close()
-                continue
-            with self._lock:
-                if self._closed:
-                    client.close()
-                    upstream.close()
-                    return
-                self._sockets += [client, upstream]
-            self._start(self._pump, client, upstream, "up")
-            self._start(self._pump, upstream, client, "down")
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        self._start(self._pump, client, upstream, "up")
+        self._start(self._pump, upstream, client, "down")
 
     def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
         free_at = time.monotonic()  # when the rate allows the next piece
@@ -192,24 +196,3 @@ class ThrottledRelay:
             free_at = max(free_at, now) + len(data) / self.rate
             if free_at > now:
                 time.sleep(free_at - now)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            sockets, self._sockets = self._sockets, []
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        except OSError:
-            pass
-        self.listener.close()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
-            except OSError:
-                pass
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout=5)
-        for sock in sockets:
-            sock.close()

@@ -24,6 +24,7 @@ from clusterctl.hosts import HostSpec
 from clusterctl.node import boot, wire
 
 from conftest import wait_for
+from rawclient import handshake, raw_socket, until_closed
 
 # the functions below run on nodes, which cannot import this test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -71,37 +72,6 @@ def node_roots(env) -> list[int]:
 
 
 # -- a hand-made client ---------------------------------------------------------------------
-
-def raw_socket(env, node: str = "n1") -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(str(env.run_dir / f"{node}.sock"))
-    return sock
-
-
-def until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
-    """Everything the node still sends, up to the moment it closes the connection."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
-def handshake(sock: socket.socket, cookie: bytes) -> dict:
-    """Authenticate as a client holding ``cookie``; the node's answer."""
-    hello, _ = wire.read_message(sock, max_payload=0)
-    assert hello["op"] == "hello"
-    nonce = wire.new_nonce()
-    sock.sendall(wire.encode({"op": "auth", "proto": wire.PROTOCOL_VERSION, "nonce": nonce,
-                              "mac": wire.client_mac(cookie, hello["nonce"], nonce)}))
-    answer, _ = wire.read_message(sock, max_payload=0)
-    if answer["op"] == "welcome":
-        assert wire.macs_equal(answer["mac"], wire.node_mac(cookie, hello["nonce"], nonce))
-    return answer
-
 
 def assert_serving(cluster: Cluster, node: str = "n1") -> None:
     assert cluster.rpc(node, "operator.add", 20, 22) == 42

@@ -24,7 +24,8 @@ from clusterctl import errors
 from clusterctl.connection import NodeConnection
 from clusterctl.node import wire
 
-from test_node_input import frame, handshake, pong_pid, raw_socket
+from rawclient import frame, handshake, raw_socket
+from test_node_input import pong_pid
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
