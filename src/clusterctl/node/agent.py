@@ -618,15 +618,14 @@ class Node:
         if conn.closed or task.dropping:  # (a dropped task was answered when it was cancelled)
             return
         if task.cancelled:
-            error = {"type": "Cancelled", "message": "cancelled while running", "traceback": "",
-                     "node": self.name, "kind": "cancelled"}
+            head = ops.error_head("cancelled", task.id, "Cancelled", "cancelled while running",
+                                  self.name)
         else:
             self.stats["failed"] += 1
-            error = {"type": "WorkerCrashed",
-                     "message": "worker process %d %s while running this task; it was replaced"
-                                % (worker.pid, how),
-                     "traceback": "", "node": self.name, "kind": "crashed"}
-        self.send(conn, wire.encode({"op": "result", "id": task.id, "ok": False, "error": error}))
+            head = ops.error_head("crashed", task.id, "WorkerCrashed",
+                                  "worker process %d %s while running this task; it was replaced"
+                                  % (worker.pid, how), self.name)
+        self.send(conn, wire.encode(head))
 
     def read_worker(self, worker: WorkerSlot) -> bool:
         """Take in what a worker sent; False if there was nothing to read."""
@@ -720,10 +719,10 @@ class Node:
         if payload_len <= self.max_payload:
             return frame
         self.stats["failed"] += 1
-        return wire.encode({"op": "result", "id": task.id, "ok": False, "error": {
-            "type": "ResultTooLarge", "traceback": "", "node": self.name, "kind": "result",
-            "message": "the pickled result is %d bytes, over the frame limit of %d bytes"
-                       % (payload_len, self.max_payload)}})
+        return wire.encode(ops.error_head(
+            "result", task.id, "ResultTooLarge",
+            "the pickled result is %d bytes, over the frame limit of %d bytes"
+            % (payload_len, self.max_payload), self.name))
 
     def dispatch(self) -> None:
         """Hand queued tasks to workers: idle workers first, then one more ahead each."""
@@ -1026,9 +1025,8 @@ class Node:
                     return
                 self.drop(worker, task)
                 self.flush(worker)  # (the worker has the word before the controller does)
-        self.send(conn, wire.encode({"op": "result", "id": task_id, "ok": False, "error": {
-            "type": "Cancelled", "message": "cancelled", "traceback": "",
-            "node": self.name, "kind": "cancelled"}}))
+        self.send(conn, wire.encode(ops.error_head("cancelled", task_id, "Cancelled", "cancelled",
+                                                   self.name)))
 
     def drop(self, worker: WorkerSlot, task: Task) -> None:
         """Tell a worker to skip a task it was handed ahead (see ``worker.DROP_FLAG``)."""

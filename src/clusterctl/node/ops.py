@@ -42,6 +42,8 @@ NONCE = Field(lambda v: type(v) is str and _hex(v) is not None,
 MAC = Field(lambda v: type(v) is str and _hex(v) is not None,
             "a MAC (1 to 64 lower-case hex digits)")
 COUNT = Field(lambda v: type(v) is int and 0 <= v <= MAX_ID, "a count (a non-negative integer)")
+
+
 def _number(low: float, high: float):
     """A test for an int or float from ``low`` to ``high`` (compared exactly, so an int
     too big for a float, or a NaN, is simply out of range)."""
