@@ -15,7 +15,7 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.connection import NodeConnection
+from clusterctl.connection import NodeConnection, decode_result
 from clusterctl.hosts import HostSpec
 from clusterctl.node import wire
 
@@ -123,6 +123,9 @@ def test_unknown_operation_is_answered_and_the_connection_stays(node, env):
         assert answer == {"op": "error", "id": 9, "message": "unknown operation 'teleport'"}
         sock.sendall(wire.encode({"op": "ping", "id": 10}))
         assert wire.read_message(sock)[0]["pid"] == pid
+    # and that answer, reaching a waiting request, reads as what it says
+    with pytest.raises(errors.ProtocolError, match="n1: unknown operation 'teleport'"):
+        decode_result("n1", answer, b"", None)
 
 
 # -- the controller's side of the handshake -------------------------------------------------

@@ -667,6 +667,8 @@ def decode_result(node: str, head: dict | None, payload, error: errors.ClusterEr
     """A call's reply as its value, or raise the error it carries."""
     if error is not None:
         raise error
+    if head.get("op") == "error":  # the node could not take the request (an unknown op)
+        raise errors.ProtocolError(node, str(head.get("message") or "the node refused the request"))
     if head.get("ok"):
         try:
             return pickle.loads(payload)
