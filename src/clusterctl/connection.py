@@ -1,26 +1,7 @@
 """The controller's end of one node connection: handshake, requests, heartbeats.
 
-A connection wraps a byte stream (a unix socket for a local node, an SSH channel for a
-remote one; both offer ``sendall``, ``recv``, ``settimeout``, ``fileno`` and ``close``).
-Requests carry a number and are answered out of order.
-
-Who reads the stream (leader/follower): a thread that waits for its own reply reads
-the stream itself when nobody else is reading, and routes every reply it comes across
-(to other waiting threads, or to pmap's callbacks) until its own has arrived; other
-waiting threads sleep until their reply is routed to them or the reading role is free.
-So a blocking rpc costs one wake-up, not a hand-off between threads. Replies that
-nobody waits for in person (requests made with a callback) are read by the
-connection's own thread, which also keeps the heartbeat: it sends a ping whenever the
-line has been quiet for a heartbeat interval, takes in what arrived while nobody was
-reading, and declares the node lost when for the heartbeat timeout nothing at all has
-arrived and no large send has got a byte out (a long upload over a slow link is not a
-lost node: the node answers nothing until it has the whole request). That bounds how
-long a cut network or a frozen host can hide, whoever reads or writes.
-
-Callbacks run in whichever thread reads the reply, so they must be quick and must not
-wait for replies themselves; an exception from one goes to ``sys.unraisablehook``.
-The stream stays in blocking mode once the handshake is done (a large send is never
-cut short by a read timeout); readers wait with ``poll`` on its ``fileno``.
+See docs/how-it-works.md, sections "A task's round trip" (who reads the stream,
+callbacks) and "Heartbeats and loss".
 """
 
 from __future__ import annotations

@@ -1,55 +1,7 @@
 """Parallel map over the world: every slot of every node, every result exactly once.
 
-    with Cluster() as cluster:
-        squares = list(cluster.pmap(lambda x: x * x, range(1000)))
-        for outcome in cluster.pmap_results(parse, paths, ordered=False):
-            print(outcome.index, outcome.value if outcome.ok else outcome.error)
-
-How it works (the scheduler runs in the caller's thread, inside the iterator):
-
-- **Blocks and chunks.** The input is read lazily into *blocks*: runs of consecutive
-  items, each sent to one node as one ``map`` request (a *chunk*). The reply fills the
-  block's results. A chunk that has to be redone (its node was lost, its worker
-  crashed, an item is retried) is a new chunk over part of the same block, so the
-  block is where exactly-once is enforced: each item's slot is filled once, and any
-  later answer for a filled slot is dropped.
-- **Load balancing.** Work is pulled, not pushed: a node gets a new chunk when one of
-  its chunks comes back, so a node that finishes faster gets more. Each node has a
-  window of chunks in flight (two per slot, more when its round trip is long
-  compared to a chunk), so its workers never wait for the network.
-- **Adaptive chunks.** Workers report how long each chunk took; the next chunk for
-  that node is sized to take about ``TARGET_CHUNK_SECONDS``, starting from one item and
-  at most doubling, capped in bytes, and (when the input's length is known) small
-  enough near the end that no node is left with a long tail.
-- **Bounded memory.** Input is read only when a node has room; in-flight payload
-  bytes (``MAX_INFLIGHT_BYTES``) and results held back for ordering
-  (``MAX_BUFFERED_BYTES``) are bounded, and so, ordered, are the items read ahead of
-  the first one not handed out yet: at most ``READ_AHEAD_ITEMS``. Up to that bound the
-  slots stay busy while a slow item holds up the results after it; a consumer that
-  stops pulling stops the reading.
-- **Failures.** A user exception fails its item (``on_error``: raise, skip, collect),
-  after ``retries`` attempts on other nodes. A worker crash splits its chunk in halves
-  until the item that crashes is alone; an item that crashes ``poison_after`` times is
-  reported as poison. A lost node (connection closed, or no heartbeat within the
-  cluster's ``heartbeat_timeout``) has its chunks requeued on the other nodes. A node
-  that cannot load the function is left out, with its error kept for the report.
-- **Speculation.** A chunk overdue on its node (stuck, or queued behind a long item) is
-  started again on another slot: while input is read, on a node with room in its
-  window (before new input), and once the input is all out, on an idle slot. The
-  first answer wins and the other attempt is cancelled (``speculate=False`` turns this
-  off).
-- **Time limit.** With ``item_timeout``, a chunk of n items may take item_timeout for
-  its slowest item plus time for the others (four times their expected time, at most
-  item_timeout each). One over its limit is cancelled on its node (which kills the
-  worker running it); a chunk of several items is split in halves, as after a crash,
-  until the item that is too slow is alone; that item fails like an exception, with
-  type ``ItemTimeout`` (retried under ``retries``). The limit counts from when the
-  chunk can have started on its node (see ``_time_limit``).
-- **Cancellation.** Leaving the iterator early (break, an error, Ctrl-C) cancels
-  everything still in flight and waits (briefly) until the nodes confirm that the
-  workers running it are gone.
-- **Nodes join as they come.** Each node is connected and pinged in its own thread and
-  gets work as soon as it answers, so a slow or unreachable host delays no other.
+The scheduler runs in the caller's thread, inside the iterator. See docs/how-it-works.md,
+sections "pmap: chunks, windows and read-ahead" and "pmap: exactly once".
 """
 
 from __future__ import annotations

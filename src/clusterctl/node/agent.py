@@ -1,35 +1,9 @@
 """The node: a detached daemon that owns a unix socket and a pool of worker processes.
 
-It runs on every host of the world, from code the controller ships, so it imports only
-the standard library, cloudpickle (in the workers) and its own modules (wire, ops, boot).
-
-Why it is built this way:
-
-- **Reachable only by its user.** The socket lives in a 0700 directory owned by the
-  user; SSH (or the local user) is the only way in. No network port is opened.
-- **One thread, one poller.** The node never runs user code itself; it routes
-  frames between controller connections and workers without unpickling anything, so a
-  single-threaded loop is both simple and fast, and forking workers from it is safe.
-  The loop is on the path of every call, so it is kept lean: epoll (poll where there
-  is none) on file descriptors directly, writes tried at once and queued only when the
-  socket is full, frames forwarded as they arrived, without copying or re-encoding.
-- **It survives its users.** A task that raises, a worker that segfaults, a client
-  that sends garbage, a wrong cookie or an oversized frame: each is answered or logged
-  and the node keeps serving.
-- **Work belongs to its connection.** When a controller's connection closes or its
-  heartbeats stop, the node cancels that connection's queued and running tasks.
-- **Cancelled work never runs.** A task handed ahead to a busy worker is dropped there
-  (see ``worker.DROP_FLAG``); a running one is killed with its worker's process group.
-  Killing never waits: a killed worker is reaped when it has exited (its pidfd in the
-  poller, else housekeeping), and replacements are forked one a turn of the loop.
-- **It goes away by itself** after ``--idle`` seconds with no connection and no task.
-
-Start-up talks to the starter on stdout: ``ready PID`` once the socket listens,
-``running`` if a node with that name already answers on the socket, or
-``error: REASON``. The cookie arrives on stdin, so it never shows in ``ps``.
-
-``CLUSTERCTL_HANDSHAKE_TIMEOUT`` in the node's environment (seconds) overrides how long
-a new connection may take to authenticate (``wire.HANDSHAKE_TIMEOUT``); tests shorten it.
+Ships to hosts, so it imports only the standard library and its own modules.
+``CLUSTERCTL_HANDSHAKE_TIMEOUT`` (seconds) in its environment overrides
+``wire.HANDSHAKE_TIMEOUT``. See docs/how-it-works.md, sections "Starting the node
+process", "Inside a node" and "Cancellation, crashes and kills".
 """
 
 from __future__ import annotations

@@ -1,34 +1,9 @@
 """The remote side of an SSH bootstrap: get the agent code in place, start the node, relay.
 
-The controller sends this file's source through the SSH exec channel to a one-line stub
-(``STUB``) that reads it from stdin and runs it. Standard library only, and small,
-because it runs before anything is installed. It also holds the checks of places on
-disk (run directory, socket, code cache) that the node and the local transport import,
-so there is one of each.
-
-The conversation, one JSON line each way (the controller never sends ahead, so nothing
-read by Python's buffered stdin is lost when the relay switches to raw reads):
-
-1. controller -> ``{"code_id", "name", "agent_args", "cookie", "start", "run_dir"}``
-2. boot -> ``{"python": "3.11.7", "need_code": bool}`` (or ``{"error": ...}``)
-3. controller -> a length line: -1 to stop here (e.g. the Python versions differ), 0 to
-   go on with the cached code, or the size of the bundle followed by its zip bytes;
-   boot -> ``{"installed": true}`` or ``{"error": ...}`` after unpacking a bundle. The zip is unpacked under a
-   staging name unique across hosts (host name, pid, random: homes may be shared over
-   NFS), checked against the code id and renamed into
-   ``$XDG_CACHE_HOME/clusterctl/code/<code_id>``, so a second bootstrap ships nothing and
-   a half-written bundle is never used. Cached code counts as present only when the
-   cache is ours, not writable by group or others, and the directory holds exactly the
-   files its ``MANIFEST`` names with the hash of its code id; a damaged one is shipped
-   again and replaced. A cache that others could write is refused (``{"error": ...}``).
-4. boot checks that the run directory is ours and private and the socket ours before it
-   connects; it starts the node if none answers (and ``start``), then answers
-   ``{"node": "ready" | "running" | "absent"}``.
-5. it passes the channel's own stdin and stdout to the node over the node's unix
-   socket (``SCM_RIGHTS``), and the node serves the controller on them directly: no
-   process copies bytes in between and no TCP forwarding is needed. The script waits
-   until the node closes its connection, then exits. Where descriptors cannot be
-   passed, it relays the bytes itself instead.
+Sent as source to ``STUB`` and run before anything is installed, so standard library only.
+It also holds the checks of places on disk (run directory, socket, code cache) that the
+node and the local transport use. See docs/how-it-works.md, sections "Booting a node over
+SSH" through "The splice".
 """
 
 # The first stage the controller runs remotely: read a length, then that much source, run it.

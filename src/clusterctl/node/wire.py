@@ -1,22 +1,7 @@
 """The wire protocol, shared by the controller and the node: framing and the handshake.
 
-It ships to remote hosts with the agent, so it imports only the standard library.
-
-Every frame is a fixed 12-byte header, a JSON control head and an optional payload::
-
-    b"CC" | kind (1 byte) | 0 | head length (4 bytes) | payload length (4 bytes)
-
-The head is a closed, non-executable JSON object that names the operation (``op``).
-The payload, when present, is the *pickle envelope*: user functions, arguments and
-results as cloudpickle bytes. It is only ever unpickled by a worker or by the
-controller after the handshake succeeded, never by the framing code. Both lengths
-are checked against limits before a single byte of the body is read, so an
-oversized or garbage frame costs the receiver nothing but closing the connection.
-
-The handshake proves that both sides hold the cluster cookie without sending it:
-the node opens with ``hello`` (versions, pid, slots and a random nonce), the client
-answers ``auth`` with an HMAC over both nonces, the node answers ``welcome`` with its
-own HMAC (so the client knows it reached a node of its cluster) or ``refused``.
+Ships to hosts, so it imports only the standard library. See docs/how-it-works.md,
+sections "Frames" and "The handshake".
 """
 
 from __future__ import annotations

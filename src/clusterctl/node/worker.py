@@ -1,43 +1,7 @@
 """A worker slot: one forked process that runs tasks one at a time for its node.
 
-Workers are where user code runs, so a segfault, an ``os._exit`` or an out-of-memory
-kill takes down one worker and never the node: the node sees the worker's channel
-close, fails the task it was running and forks a replacement. Each worker leads a
-process group of its own, and the node ends a worker by killing that group, so the
-processes a task started (a ``subprocess`` still running) go with it.
-
-Between node and worker every message is ``seq (8 bytes) | length (4 bytes) | frame``,
-where ``frame`` is a wire frame; ``seq`` is the node's number for the task, echoed back
-so the node can route the result without parsing it. Replies come in task order.
-
-Tiny pmap chunks are answered several to a write: the node marks such a task with
-``HOLD_FLAG``, and the worker may hold its reply back while the next task it has already
-read runs, if this one took under ``HOLD_SECONDS``. Everything held is sent before the
-worker waits for input and before it starts a task not so marked, so a crash or a kill
-can only lose replies of marked tasks, which the node then runs again (see
-``agent.Node.replace_worker``). The price: a held reply may wait for one more task.
-
-A task the node cancels after handing it ahead is dropped: the node sends its ``seq``
-with ``DROP_FLAG`` set and an empty frame. Between two tasks, after the one just run has
-its reply and before that reply is sent, the worker takes in whatever the node sent
-meanwhile; a dropped task it has not started is removed, and the worker answers with
-that ``seq`` and ``DROP_FLAG`` set (an empty frame) ahead of the reply, instead of
-running it. So once the node has the reply of the task before a dropped one without
-that answer, the dropped one has started, and the node kills the worker (see
-``agent.Node.cancel``). A drop of a task already run is ignored.
-
-Operations a worker understands (the head's ``op``):
-
-- ``defn`` ``{key}`` + pickled function: remember a function under ``key``;
-- ``forget`` ``{key}``: drop it;
-- ``call`` ``{id, mod, fun}`` or ``{id, fk}`` + pickled ``(fn, args, kwargs)``;
-- ``map`` ``{id, fk}`` + pickled list of items: apply the function to each item,
-  answer with one outcome per item, so a batch of tiny items costs one message.
-
-A worker is on the path of every call, so the common case is kept cheap: functions
-named by module are looked up once, results are pickled with plain ``pickle`` when it
-can (cloudpickle only when it must), and a successful result's head is formatted
-directly (``wire.encode_ok_result``).
+See docs/how-it-works.md, section "The node-worker channel" (message layout, operations,
+``HOLD_FLAG`` and ``DROP_FLAG``).
 """
 
 from __future__ import annotations
