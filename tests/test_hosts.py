@@ -501,7 +501,7 @@ def test_load_hosts_permission_denied():
 
 @pytest.fixture
 def config_dir(tmp_path, monkeypatch) -> Path:
-    """An empty XDG config home, so click.get_app_dir resolves under tmp_path."""
+    """An empty XDG config home, so the config directory resolves under tmp_path."""
     xdg = tmp_path / "xdg"
     xdg.mkdir()
     monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
