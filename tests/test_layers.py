@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import click
+import importlinter  # noqa: F401 - the [test] extras have it; the checks below run it
 import pytest
 
 import clusterctl
@@ -40,7 +41,6 @@ lint_imports_command()
 
 def lint(src: Path) -> subprocess.CompletedProcess:
     """import-linter over the package under ``src``, with this project's contracts."""
-    pytest.importorskip("importlinter", reason="import-linter is in the [test] extras")
     env = dict(os.environ, PYTHONPATH=str(src))
     return subprocess.run([sys.executable, "-c", LINT, str(src), "--no-cache", "--no-logo",
                            str(PYPROJECT)], cwd=src, env=env, capture_output=True, text=True,
