@@ -212,7 +212,7 @@ def test_the_controller_handshake(hello, welcome):
     else:
         raise AssertionError("a node that cannot know the cookie was welcomed")
     finally:
-        conn._close_stream()
+        conn.close_unstarted()
         theirs.close()
         writer.join(5)
 

@@ -221,7 +221,7 @@ def test_a_node_that_cannot_prove_the_cookie_is_refused(tmp_path, mac):
                            match="could not prove it holds our cookie|malformed answer to our proof"):
             conn.authenticate(5)
     finally:
-        conn._close_stream()
+        conn.close_unstarted()
         fake.close()
     assert not fake.errors
 
@@ -245,7 +245,7 @@ def test_a_node_with_the_right_mac_is_welcome(tmp_path):
         conn.authenticate(5)
         assert wire.macs_equal(box["auth"]["mac"], wire.client_mac(cookie, nonce, box["auth"]["nonce"]))
     finally:
-        conn._close_stream()
+        conn.close_unstarted()
         fake.close()
 
 

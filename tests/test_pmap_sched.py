@@ -129,8 +129,8 @@ class FakeCluster:
     def nodes(self):
         return list(self.conns)
 
-    def _names(self, nodes):
-        return list(nodes)
+    def node_names(self, nodes=None):
+        return list(self.conns) if nodes is None else list(nodes)
 
     def connect(self, name):
         conn = self.conns[name]

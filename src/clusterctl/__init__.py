@@ -6,14 +6,18 @@ where they are needed, so ``clusterctl --help`` and short commands start fast.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Cluster", "MulticallResult", "NodeInfo", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("Cluster", "MulticallResult", "NodeInfo"):
-        from . import cluster
+    if name == "Cluster":
+        from .cluster import Cluster
 
-        return getattr(cluster, name)
+        return Cluster
+    if name in ("MulticallResult", "NodeInfo"):
+        from . import results
+
+        return getattr(results, name)
     raise AttributeError(f"module 'clusterctl' has no attribute {name!r}")

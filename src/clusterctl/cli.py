@@ -12,14 +12,14 @@ Heavy imports (the cluster API, rich, paramiko) happen inside the commands, so
 from __future__ import annotations
 
 import ast
-import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from . import __version__
-from .errors import (EXIT_INTERRUPTED, EXIT_SOME_NODES_FAILED, ClusterError, UsageError)
+from .version import __version__
+from .cli_common import Options, node_list, run
+from .cli_pmap import pmap_command
+from .errors import EXIT_SOME_NODES_FAILED, ClusterError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -28,54 +28,6 @@ Exit codes:
   2    usage error (bad option, argument or node name)
   3    some nodes failed (world, multicall, down)
   130  interrupted (Ctrl-C)"""
-
-
-@dataclass
-class Options:
-    """The global options, handed to every command."""
-
-    hosts: str | None
-    json: bool
-    timeout: float | None
-    debug: bool
-    ssh_config: str | None
-    known_hosts: str | None
-    accept_new_host_keys: bool
-
-    def cluster(self):
-        from .cluster import Cluster
-
-        ssh = {}
-        if self.ssh_config:
-            ssh["config_file"] = self.ssh_config
-        if self.known_hosts:
-            ssh["known_hosts"] = self.known_hosts
-        if self.accept_new_host_keys:
-            ssh["accept_new_host_keys"] = True
-        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh)
-        try:
-            self.ask_about_host_keys(cluster)
-        except BaseException:
-            cluster.close()
-            raise
-        return cluster
-
-    def ask_about_host_keys(self, cluster) -> None:
-        """OpenSSH's "ask": list every unknown host key once, before any live display,
-        and trust them if the user says so. Nobody to ask: they are refused later,
-        with a message saying how to trust them."""
-        if self.accept_new_host_keys or not sys.stdin.isatty() or not sys.stderr.isatty():
-            return
-        if all(cluster.spec(n).is_local for n in cluster.nodes):
-            return
-        unknowns = cluster.unknown_host_keys()
-        if not unknowns:
-            return
-        click.echo("The authenticity of these hosts can't be established:", err=True)
-        for u in unknowns:
-            click.echo(f"  {u.host_label}  {u.key_type} key fingerprint {u.fingerprint}", err=True)
-        if click.confirm("Trust them and add their keys to known_hosts?", default=False, err=True):
-            cluster.trust_host_keys(unknowns)
 
 
 def parse_arg(text: str) -> Any:
@@ -96,40 +48,6 @@ def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str):
     except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
     return [s.name for s in specs if s.name.startswith(incomplete)]
-
-
-def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
-    """Run a command body; render any error once and exit with its code."""
-    opts: Options = ctx.obj
-    try:
-        code = body(opts) or 0
-    except ClusterError as exc:
-        _show_error(opts, exc)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    except click.exceptions.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, hide the traceback
-        if opts.debug:
-            raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
-                   "(run again with --debug for the traceback, and please report it)", err=True)
-        code = 1
-    ctx.exit(code)
-
-
-def _show_error(opts: Options, exc: ClusterError) -> None:
-    from . import render
-
-    if opts.debug:
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    if opts.json:
-        click.echo(render.dump_json({"error": render.error_json(exc)}))
-    click.echo("error: " + render.error_text(exc), err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -227,7 +145,7 @@ def multicall(ctx: click.Context, module: str, function: str, args: tuple[str, .
         from . import render
 
         values = [parse_arg(a) for a in args]
-        names = _node_list(nodes)
+        names = node_list(nodes)
         with opts.cluster() as cluster:
             results = cluster.multicall(f"{module}:{function}", *values, nodes=names)
         if opts.json:
@@ -249,7 +167,7 @@ def down(ctx: click.Context, nodes: str | None) -> None:
         from . import render
 
         with opts.cluster() as cluster:
-            outcomes = cluster.down(_node_list(nodes))
+            outcomes = cluster.down(node_list(nodes))
         if opts.json:
             click.echo(render.dump_json({n: (v if isinstance(v, str) else render.outcome_json(v))
                                          for n, v in outcomes.items()}))
@@ -261,27 +179,9 @@ def down(ctx: click.Context, nodes: str | None) -> None:
     run(ctx, body)
 
 
-def _register_pmap() -> None:
-    from .cli_pmap import pmap_command
-
-    cli.add_command(pmap_command, "pmap")
-
-
-def _node_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UsageError("--nodes names no node", hint="write --nodes n1,n2")
-    return names
+cli.add_command(pmap_command, "pmap")  # the pmap command lives in its own module
 
 
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="clusterctl")
-
-
-try:  # the pmap command lives in its own module
-    _register_pmap()
-except ImportError:  # pragma: no cover - only while the module does not exist yet
-    pass

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import click
 
-from .cli import Options, run
+from .cli_common import Options, node_list, run
 from .errors import EXIT_SOME_NODES_FAILED, ClusterError, UsageError
 
 SCRIPT_MODULE = "__clusterctl_script__"
@@ -204,7 +204,6 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
 
     def body(opts: Options) -> int:
         from . import render_pmap
-        from .cli import _node_list
         from .pmap import ItemErrors, PMap
 
         namespace = load_script(script)
@@ -219,7 +218,7 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
             with opts.cluster() as cluster:
                 run_ = PMap(cluster, fn, source, ordered=not unordered, chunksize=chunksize,
                             retries=retries, on_error=on_error, limit=limit,
-                            poison_after=poison_after, nodes=_node_list(nodes),
+                            poison_after=poison_after, nodes=node_list(nodes),
                             speculate=speculate, total=total, item_timeout=item_timeout)
                 results = run_.values(indexed=indexed)
                 try:

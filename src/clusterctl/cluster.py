@@ -28,64 +28,14 @@ from .connection import NodeConnection, decode_result
 from .cookie import load_or_create_cookie
 from .hosts import HostSpec, load_hosts, resolve_world
 from .node import wire
+from .pickling import dumps
+from .results import MulticallResult, NodeInfo
 from .transport import LocalTransport, NodeSettings, wait_pid_gone
 
 _SSH_POOL_LOCK = threading.Lock()
 
 DEFAULT_CONNECT_TIMEOUT = 30.0
 MAX_PARALLEL = 32  # nodes connected or called at once
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """One node as ``world`` saw it: pong (answered) or pang (with the reason)."""
-
-    name: str
-    host: str
-    status: str
-    reason: str | None = None
-    python: str | None = None
-    slots: int | None = None
-    load: tuple[float, float, float] | None = None
-    rtt: float | None = None
-    pid: int | None = None
-    version: str | None = None
-    cpus: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "pong"
-
-
-class MulticallResult(Mapping):
-    """node -> result, or node -> the ClusterError that node gave; in hosts-file order."""
-
-    def __init__(self, outcomes: dict[str, Any]) -> None:
-        self._outcomes = outcomes
-
-    def __getitem__(self, node: str) -> Any:
-        return self._outcomes[node]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._outcomes)
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
-
-    @property
-    def succeeded(self) -> dict[str, Any]:
-        return {n: v for n, v in self._outcomes.items() if not isinstance(v, errors.ClusterError)}
-
-    @property
-    def failed(self) -> dict[str, errors.ClusterError]:
-        return {n: v for n, v in self._outcomes.items() if isinstance(v, errors.ClusterError)}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def __repr__(self) -> str:
-        return f"MulticallResult({self._outcomes!r})"
 
 
 @dataclass
@@ -113,20 +63,6 @@ def function_message(fn: str | Callable) -> tuple[dict, Callable | None]:
     if not callable(fn):
         raise errors.UsageError(f"{fn!r} is neither a function nor a 'module.function' name")
     return {"op": "call"}, fn
-
-
-def dumps(obj: Any, what: str) -> bytes:
-    """cloudpickle with a clear error naming what could not be pickled."""
-    import pickle
-
-    import cloudpickle
-
-    try:
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 - pickling raises many types
-        raise errors.SerializationError(f"cannot pickle the {what}: {type(exc).__name__}: {exc}",
-                                        hint="pass plain data, and functions that do not "
-                                             "capture open files, sockets, locks or threads")
 
 
 class Cluster:
@@ -181,7 +117,7 @@ class Cluster:
 
         ``on_node`` is called (from a worker thread) as each node's answer arrives.
         """
-        names = self._names(nodes)
+        names = self.node_names(nodes)
 
         def one(name: str) -> NodeInfo:
             info = self._ping(name)
@@ -197,7 +133,7 @@ class Cluster:
         For a front end that asks the user once, listing them all, before any live
         display; pass the accepted ones to ``trust_host_keys``.
         """
-        specs = [self.spec(n) for n in self._names(nodes)]
+        specs = [self.spec(n) for n in self.node_names(nodes)]
         remote = [s for s in specs if not s.is_local]
         if not remote:
             return []
@@ -255,7 +191,7 @@ class Cluster:
         """Call ``fn`` on every node (or ``nodes``) at once; node -> result or error."""
         head, by_value = function_message(fn)
         payload = dumps((by_value, args, kwargs), "function and its arguments")
-        names = self._names(nodes)
+        names = self.node_names(nodes)
         timeout = self._timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -317,7 +253,7 @@ class Cluster:
 
     def down(self, nodes: Iterable[str] | None = None) -> dict[str, str | errors.ClusterError]:
         """Stop nodes (all by default): node -> "stopped", "not running" or the error."""
-        names = self._names(nodes)
+        names = self.node_names(nodes)
 
         def one(name: str):
             try:
@@ -400,18 +336,18 @@ class Cluster:
                 hello = conn.read_hello(remaining)
                 conn.authenticate(remaining)
             except errors.ClusterError:
-                conn._close_stream()
+                conn.close_unstarted()
                 raise
             except Exception as exc:  # a bug, or a peer we did not foresee: this host only
-                conn._close_stream()
+                conn.close_unstarted()
                 raise errors.ProtocolError(spec.name, f"the handshake failed: {type(exc).__name__}: "
                                                       f"{exc}") from exc
             except BaseException:
-                conn._close_stream()
+                conn.close_unstarted()
                 raise
             if hello.get("code") != self.settings.bundle.code_id or hello.get("proto") != wire.PROTOCOL_VERSION:
                 if attempt == 2:
-                    conn._close_stream()
+                    conn.close_unstarted()
                     raise errors.HandshakeError(spec.name, "the node still runs other code after a restart")
                 conn.start()
                 self._stop_connected(conn)  # an older (or newer) clusterctl's node: replace it
@@ -421,7 +357,7 @@ class Cluster:
             python = str(hello.get("python", ""))
             ours = "%d.%d" % sys.version_info[:2]
             if python.rsplit(".", 1)[0] != ours:
-                conn._close_stream()
+                conn.close_unstarted()
                 raise errors.HandshakeError(
                     spec.name, f"the node runs Python {python}, the controller Python "
                     f"{sys.version.split()[0]}; functions only travel between equal major.minor versions",
@@ -448,7 +384,9 @@ class Cluster:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _names(self, nodes: Iterable[str] | None) -> list[str]:
+    def node_names(self, nodes: Iterable[str] | None = None) -> list[str]:
+        """``nodes`` as a list, each checked to be in the world (``UnknownNodeError`` if
+        not); every node, in hosts-file order, if None."""
         if nodes is None:
             return list(self._slots)
         names = list(nodes)

@@ -614,8 +614,9 @@ class NodeConnection:
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
-    def _close_stream(self) -> None:
-        """Close a stream that was never started (a failed handshake)."""
+    def close_unstarted(self) -> None:
+        """Close the stream of a connection that was never started (its handshake failed,
+        or the node it reached will not be used)."""
         self._shutdown_stream()
         with self._lock:
             self._close_stream_locked()

@@ -12,14 +12,13 @@ import os
 import stat
 from pathlib import Path
 
-import click
-
+from .dirs import config_dir
 from .errors import ClusterError
 from .node.wire import COOKIE_BYTES
 
 
 def cookie_path() -> Path:
-    return Path(click.get_app_dir("clusterctl")) / "cookie"
+    return config_dir() / "cookie"
 
 
 def load_or_create_cookie(path: Path | None = None) -> bytes:

@@ -48,8 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
+from clusterctl.dirs import config_dir
 from clusterctl.errors import HostsFileError
 
 __all__ = [
@@ -74,7 +73,6 @@ LOCAL = "local"
 ENV_VAR = "CLUSTERCTL_HOSTS"
 """Environment variable naming a hosts file (second in the lookup order)."""
 
-APP_NAME = "clusterctl"
 HOSTS_FILENAME = "hosts"
 
 MAX_EXPANSION = 10_000
@@ -592,7 +590,7 @@ def find_hosts_file(explicit: str | None = None, *, env: Mapping[str, str] | Non
     """Locate the hosts file to use, or None when there is none (one local node then).
 
     Order: ``explicit`` (``--hosts FILE``), ``$CLUSTERCTL_HOSTS``, ``./hosts``, then
-    ``hosts`` in ``click.get_app_dir("clusterctl")`` (which follows XDG_CONFIG_HOME).
+    ``hosts`` in the user config directory (``dirs.config_dir()``, which follows XDG_CONFIG_HOME).
     A file the user named (flag or variable) must exist: silently falling back to the
     default world would run their work somewhere they did not ask for. An empty
     variable counts as unset, and a *directory* called ``hosts`` in the current
@@ -631,7 +629,7 @@ def _find(explicit: str | None, *, env: Mapping[str, str] | None,
     here = base / HOSTS_FILENAME
     if here.is_file():
         return here, f"./{HOSTS_FILENAME}", "current directory"
-    config = Path(click.get_app_dir(APP_NAME)) / HOSTS_FILENAME
+    config = config_dir() / HOSTS_FILENAME
     if config.is_file():
         return config, _display(config), "config directory"
     return None

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import errors
 from .connection import remote_error
+from .pickling import dumps
 
 ON_ERROR = ("raise", "skip", "collect")
 DEFAULT_POISON_AFTER = 3
@@ -315,8 +316,6 @@ class PMap:
                  poison_after: int = DEFAULT_POISON_AFTER, nodes: Iterable[str] | None = None,
                  speculate: bool = True, total: int | None = None,
                  item_timeout: float | None = None) -> None:
-        from .cluster import dumps
-
         if not callable(fn):
             raise errors.UsageError(f"pmap needs a function, not {type(fn).__name__}")
         if on_error not in ON_ERROR:
@@ -343,7 +342,7 @@ class PMap:
         self.poison_after = poison_after
         self.speculate = speculate
         self.item_timeout = None if item_timeout is None else float(item_timeout)
-        self.names = cluster._names(nodes) if nodes is not None else list(cluster.nodes)
+        self.names = cluster.node_names(nodes)
         if not self.names:
             raise errors.UsageError("pmap was given no nodes to run on")
         self._fn_bytes = dumps(fn, "function")

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import errors
-from .cluster import NodeInfo
+from .results import NodeInfo
 
 
 def stdout_console() -> Console:

@@ -18,10 +18,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import __version__, errors
+from . import errors
 from .bundle import Bundle, launch_code
 from .hosts import HostSpec
-from .node import agent, boot
+from .node import boot, wire
+from .version import __version__
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class NodeSettings:
     cookie: bytes
     bundle: Bundle
     version: str = __version__
-    idle: float = agent.DEFAULT_IDLE
-    max_payload: int = agent.wire.DEFAULT_MAX_PAYLOAD
+    idle: float = wire.DEFAULT_IDLE
+    max_payload: int = wire.DEFAULT_MAX_PAYLOAD
 
 
 def agent_arguments(spec: HostSpec, settings: NodeSettings, run_dir: str | None = None) -> list[str]:
@@ -83,7 +84,7 @@ class LocalTransport:
     def __init__(self, spec: HostSpec, settings: NodeSettings) -> None:
         self.spec = spec
         self.settings = settings
-        self.run_dir = agent.run_dir()
+        self.run_dir = boot.run_dir()
         self.python = os.path.expanduser(spec.python) if spec.python else sys.executable
 
     @property
@@ -92,7 +93,7 @@ class LocalTransport:
 
     @property
     def socket_path(self) -> str:
-        return agent.socket_path(self.run_dir, self.spec.name)
+        return boot.socket_path(self.run_dir, self.spec.name)
 
     def open(self, *, start: bool, deadline: float):
         """A connected stream to the node, starting it first if ``start``; None if it
@@ -110,14 +111,14 @@ class LocalTransport:
             raise errors.NodeStartError(name, f"the node started but its socket refuses ({exc})")
 
     def _open(self, start: bool, deadline: float):
-        if agent.ensure_private_dir(self.run_dir, create=False):
+        if boot.private_dir(self.run_dir, create=False):
             try:
                 return self._connect(deadline)
             except (FileNotFoundError, ConnectionRefusedError):
                 pass
         if not start:
             return None
-        agent.ensure_private_dir(self.run_dir)
+        boot.private_dir(self.run_dir)
         with file_lock(os.path.join(self.run_dir, self.spec.name + ".lock"), deadline):
             try:
                 return self._connect(deadline)
@@ -140,12 +141,12 @@ class LocalTransport:
     def _start(self, deadline: float) -> None:
         name = self.spec.name
         try:
-            code_dir = self.settings.bundle.install(agent.cache_dir())
+            code_dir = self.settings.bundle.install(boot.cache_root())
         except RuntimeError as exc:  # the cache is not ours, or others may write to it
             raise errors.NodeStartError(name, str(exc), hint="nodes run code from the cache: it must be "
                                         "yours and writable only by you") from None
         except (OSError, ValueError) as exc:
-            raise errors.NodeStartError(name, f"cannot write the code cache {agent.cache_dir()}: "
+            raise errors.NodeStartError(name, f"cannot write the code cache {boot.cache_root()}: "
                                         f"{getattr(exc, 'strerror', None) or exc}") from None
         command = [self.python, "-c", launch_code(str(code_dir)),
                    *agent_arguments(self.spec, self.settings, self.run_dir)]

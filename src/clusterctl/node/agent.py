@@ -30,7 +30,7 @@ WORKER_FUNCTION_CACHE = 256
 HOUSEKEEPING_INTERVAL = 0.5
 EXIT_GRACE_SECONDS = 2.0  # a killed worker not gone by then is reported without its status
 SHUTDOWN_REAP_SECONDS = 2.0  # how long a stopping node waits for its killed workers to exit
-DEFAULT_IDLE = 1800.0
+DEFAULT_IDLE = wire.DEFAULT_IDLE
 HANDSHAKE_TIMEOUT_ENV = "CLUSTERCTL_HANDSHAKE_TIMEOUT"
 SOCKET_PATH_MAX = 107
 RECV_SIZE = 1 << 16
@@ -70,7 +70,7 @@ def ensure_private_dir(path: str, create: bool = True) -> bool:
 
 
 def socket_path(directory: str, name: str) -> str:
-    return os.path.join(directory, name + ".sock")
+    return boot.socket_path(directory, name)
 
 
 _log_path: str | None = None  # the log file on descriptors 1 and 2, once ``main`` set it up

@@ -52,6 +52,11 @@ def run_dir() -> str:
     return os.path.join("/tmp", "clusterctl-%d" % os.getuid())
 
 
+def socket_path(directory: str, name: str) -> str:
+    """The unix socket of the node called ``name`` in the run directory ``directory``."""
+    return os.path.join(directory, name + ".sock")
+
+
 def _check_owner(path: str, st, what: str) -> None:
     if st.st_uid != os.getuid():
         raise RuntimeError("%s %s belongs to uid %d, not to us (uid %d): remove it, or use "
@@ -419,7 +424,7 @@ def main() -> None:
             _fail("cannot write the code cache %s: %s" % (code_dir, exc.strerror or exc))
         _say({"installed": True})
     directory = params.get("run_dir") or run_dir()
-    path = os.path.join(directory, params["name"] + ".sock")
+    path = socket_path(directory, params["name"])
     try:
         sock = _connect(directory, path)
     except RuntimeError as exc:

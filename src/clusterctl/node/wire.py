@@ -22,6 +22,7 @@ MAX_HEAD = 1 << 20  # a control head is small; anything bigger is not ours
 MAX_DEPTH = 32  # a control head is flat; one nested deeper is not ours
 DEFAULT_MAX_PAYLOAD = 1 << 30  # one pickled payload (a task's arguments or result)
 HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_IDLE = 1800.0  # seconds a node with no connection and no task waits, then exits
 COOKIE_BYTES = 32
 
 

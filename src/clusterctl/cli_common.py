@@ -1,0 +1,104 @@
+"""What every command shares: the global options, and running a command body."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import click
+
+from .errors import EXIT_INTERRUPTED, ClusterError, UsageError
+
+
+@dataclass
+class Options:
+    """The global options, handed to every command."""
+
+    hosts: str | None
+    json: bool
+    timeout: float | None
+    debug: bool
+    ssh_config: str | None
+    known_hosts: str | None
+    accept_new_host_keys: bool
+
+    def cluster(self):
+        from .cluster import Cluster
+
+        ssh = {}
+        if self.ssh_config:
+            ssh["config_file"] = self.ssh_config
+        if self.known_hosts:
+            ssh["known_hosts"] = self.known_hosts
+        if self.accept_new_host_keys:
+            ssh["accept_new_host_keys"] = True
+        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh)
+        try:
+            self.ask_about_host_keys(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+        return cluster
+
+    def ask_about_host_keys(self, cluster) -> None:
+        """OpenSSH's "ask": list every unknown host key once, before any live display,
+        and trust them if the user says so. Nobody to ask: they are refused later,
+        with a message saying how to trust them."""
+        if self.accept_new_host_keys or not sys.stdin.isatty() or not sys.stderr.isatty():
+            return
+        if all(cluster.spec(n).is_local for n in cluster.nodes):
+            return
+        unknowns = cluster.unknown_host_keys()
+        if not unknowns:
+            return
+        click.echo("The authenticity of these hosts can't be established:", err=True)
+        for u in unknowns:
+            click.echo(f"  {u.host_label}  {u.key_type} key fingerprint {u.fingerprint}", err=True)
+        if click.confirm("Trust them and add their keys to known_hosts?", default=False, err=True):
+            cluster.trust_host_keys(unknowns)
+
+
+def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
+    """Run a command body; render any error once and exit with its code."""
+    opts: Options = ctx.obj
+    try:
+        code = body(opts) or 0
+    except ClusterError as exc:
+        show_error(opts, exc)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.exceptions.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, hide the traceback
+        if opts.debug:
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
+                   "(run again with --debug for the traceback, and please report it)", err=True)
+        code = 1
+    ctx.exit(code)
+
+
+def show_error(opts: Options, exc: ClusterError) -> None:
+    """An error as one line on stderr (and as JSON on stdout with ``--json``)."""
+    from . import render
+
+    if opts.debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    if opts.json:
+        click.echo(render.dump_json({"error": render.error_json(exc)}))
+    click.echo("error: " + render.error_text(exc), err=True)
+
+
+def node_list(text: str | None) -> list[str] | None:
+    """The names of a ``--nodes n1,n2`` option; None (all nodes) if it was not given."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--nodes names no node", hint="write --nodes n1,n2")
+    return names

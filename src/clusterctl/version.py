@@ -1,0 +1,3 @@
+"""clusterctl's version, which a node must match."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""The layers hold: the import contracts in pyproject.toml, the node's standard-library-only
+rule, and a ``--help`` that loads neither paramiko nor rich.
+
+Each check is also run on a copy of the package with one forbidden import added, so it
+is known to fail when the rule is broken.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import importlinter  # noqa: F401 - the [test] extras have it; the checks below run it
+import pytest
+
+import clusterctl
+from clusterctl import dirs
+
+PACKAGE = Path(clusterctl.__file__).resolve().parent
+SRC = PACKAGE.parent
+ROOT = SRC.parent
+PYPROJECT = ROOT / "pyproject.toml"
+
+# Run in a fresh interpreter: check that it found the tree it was meant to lint, then lint.
+LINT = """
+import importlib.util, sys
+origin = importlib.util.find_spec("clusterctl").origin
+if not origin.startswith(sys.argv[1]):
+    sys.exit("linted the wrong tree: " + origin)
+sys.argv[1:] = sys.argv[2:]
+from importlinter.cli import lint_imports_command
+lint_imports_command()
+"""
+
+
+def lint(src: Path) -> subprocess.CompletedProcess:
+    """import-linter over the package under ``src``, with this project's contracts."""
+    env = dict(os.environ, PYTHONPATH=str(src))
+    return subprocess.run([sys.executable, "-c", LINT, str(src), "--no-cache", "--no-logo",
+                           str(PYPROJECT)], cwd=src, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def copy_of_package(tmp_path: Path) -> Path:
+    """A copy of ``src/clusterctl`` under ``tmp_path/src``; returns that ``src``."""
+    src = tmp_path / "src"
+    shutil.copytree(PACKAGE, src / "clusterctl", ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+def add_line(path: Path, line: str) -> None:
+    with path.open("a") as fh:
+        fh.write("\n" + line + "\n")
+
+
+# ------------------------------------------------------------------ the contracts
+
+def test_the_import_contracts_hold():
+    result = lint(SRC)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("module, line, broken", [
+    ("node/wire.py", "import clusterctl.cli", "The node code imports nothing from the controller"),
+    ("errors.py", "from . import connection", "Layers"),
+    ("results.py", "from . import render", "Layers"),
+    ("pmap.py", "from .cluster import Cluster", "No import circles"),
+    ("transport.py", "from .node import agent", "never its daemon or workers"),
+    ("cookie.py", "import click", "click only in the command line"),
+    ("cluster.py", "import rich", "rich only in render"),
+])
+def test_the_contracts_fail_when_a_forbidden_import_is_added(tmp_path, module, line, broken):
+    src = copy_of_package(tmp_path)
+    assert lint(src).returncode == 0  # the copy as it is passes
+    add_line(src / "clusterctl" / module, line)
+    result = lint(src)
+    assert result.returncode != 0, result.stdout
+    report = result.stdout[result.stdout.index("Broken contracts"):]
+    assert broken in report, result.stdout
+
+
+def test_every_module_has_a_layer(tmp_path):
+    """The layers contract is exhaustive: a new module must be given a layer."""
+    src = copy_of_package(tmp_path)
+    (src / "clusterctl" / "newcomer.py").write_text("X = 1\n")
+    result = lint(src)
+    assert result.returncode != 0 and "newcomer" in result.stdout, result.stdout
+
+
+# ------------------------------------------------------- the node: standard library only
+
+# Named in sys.stdlib_module_names of newer Pythons only (boot tries it first, then falls back).
+NEWER_STDLIB = {"_sha2"}
+
+
+def foreign_imports(node_dir: Path) -> list[str]:
+    """Imports in the node's modules of anything but the standard library, cloudpickle
+    (in the worker only) and the node's own modules: ``"file:line: name"`` each."""
+    allowed = set(sys.stdlib_module_names) | NEWER_STDLIB
+    found = []
+    for path in sorted(node_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    continue  # from . import x: the node's own modules
+                names = ["." * node.level + (node.module or "")]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in allowed or name == "clusterctl.node" or name.startswith("clusterctl.node."):
+                    continue
+                if top == "cloudpickle" and path.name == "worker.py":
+                    continue
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_the_node_imports_only_the_standard_library():
+    assert foreign_imports(PACKAGE / "node") == []
+
+
+@pytest.mark.parametrize("module, line", [
+    ("wire.py", "import click"),
+    ("ops.py", "from clusterctl import errors"),
+    ("agent.py", "from .. import cluster"),
+    ("agent.py", "import cloudpickle"),
+])
+def test_the_node_check_finds_a_foreign_import(tmp_path, module, line):
+    src = copy_of_package(tmp_path)
+    add_line(src / "clusterctl" / "node" / module, line)
+    found = foreign_imports(src / "clusterctl" / "node")
+    assert len(found) == 1 and found[0].startswith(module + ":"), found
+
+
+# ------------------------------------------------------------- a light --help
+
+HELP = """
+import json, sys
+import clusterctl.cli
+for args in (["--help"], ["pmap", "--help"]):
+    try:
+        clusterctl.cli.cli.main(args, prog_name="clusterctl", standalone_mode=False)
+    except SystemExit:
+        pass
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("paramiko", "rich"))))
+"""
+
+
+def heavy_modules_after_help(src: Path) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(src))
+    result = subprocess.run([sys.executable, "-c", HELP], env=env, cwd=src, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: clusterctl" in result.stdout
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_help_imports_neither_paramiko_nor_rich():
+    assert heavy_modules_after_help(SRC) == []
+
+
+def test_the_help_check_sees_a_heavy_import(tmp_path):
+    src = copy_of_package(tmp_path)
+    add_line(src / "clusterctl" / "cli_common.py", "import rich.console")
+    assert "rich" in heavy_modules_after_help(src)
+
+
+# ------------------------------------------------------------- the config directory
+
+@pytest.mark.parametrize("xdg", [None, "/somewhere/else"])
+def test_the_config_dir_is_clicks_app_dir(monkeypatch, xdg):
+    """Files written where click.get_app_dir pointed (cookie, hosts) are still found."""
+    if xdg is None:
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+    assert dirs.config_dir() == Path(click.get_app_dir("clusterctl"))
