@@ -6,9 +6,10 @@ line *before* anything connects, not an SSH failure ten seconds later on node 37
 Parsing is therefore strict and happens up front on the controller; it produces frozen
 :class:`HostSpec` values that the transport and cluster layers take as they are.
 
-This module is controller side only. It imports click (for the per-user config
-directory) and the standard library, never paramiko or rich, so reading the hosts file
-is fast and cannot fail for reasons that have nothing to do with the file.
+This module is controller side only. It imports the standard library and
+``clusterctl.dirs`` (the per-user config directory), never click, paramiko or rich, so
+reading the hosts file is fast and cannot fail for reasons that have nothing to do with
+the file.
 
 Syntax, one host a line (``hosts.example`` at the repository root shows all of it)::
 
