@@ -11,7 +11,7 @@
    loop, against the ideal speedup for the cores used. Goal: at least 90% of ideal. The
    same work on a ``multiprocessing.Pool`` is printed beside it: on a shared machine
    two busy cores rarely give twice one.
-4. Payload over SSH: items of 4 MB to one host of an SSH test bed (tests/sshbed.py),
+4. Payload over SSH: items of 4 MB to one host of an SSH test bed (tests/support/sshbed.py),
    against OpenSSH ``ssh HOST cat >/dev/null`` moving the same bytes. Goal: at least
    0.6x. Skipped, with the reason, when the test bed cannot run here (or with ``--no-ssh``).
 
@@ -155,7 +155,7 @@ def local_figures(args, rows: Rows) -> None:
 
 
 def ssh_figures(args, rows: Rows, root: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     try:
         from sshbed import SSHTestBed, available_reason
     except ImportError as exc:

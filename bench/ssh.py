@@ -2,7 +2,7 @@
 
     python bench/ssh.py [--hosts 8] [--n 2000]
 
-Sets up its own ``SSHTestBed`` (tests/sshbed.py) with ``--hosts`` hosts in a temporary
+Sets up its own ``SSHTestBed`` (tests/support/sshbed.py) with ``--hosts`` hosts in a temporary
 directory, runs the controller in private XDG directories, and measures, in one run,
 each figure beside its baseline:
 
@@ -375,7 +375,7 @@ def print_table(rows: list[tuple]) -> None:
 
 
 def run(args: argparse.Namespace, root: Path) -> int:
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "support"))
     from sshbed import SSHTestBed, available_reason
 
     reason = available_reason()

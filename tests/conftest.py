@@ -1,9 +1,11 @@
-"""Shared fixtures: an isolated per-test environment and a process leak check.
+"""Shared fixtures: an isolated per-test environment, a process leak check, and clusters.
 
 Every test gets its own XDG runtime, config and cache directories (short paths, since
 unix socket paths are limited to 107 bytes), so its nodes, cookie and code cache are
 its own. After the test, any process whose command line names the test's runtime
 directory (a node or a worker it forked) is a leak: it is killed and the test fails.
+A test that takes ``cluster`` runs over each transport: local nodes, and SSH to hosts
+of the run's test bed. Helpers the tests import are in tests/support/helpers.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import faulthandler
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from clusterctl.hosts import HostSpec
+from helpers import Env
 
 
 SESSION_DEADLINE = 40 * 60  # the suite takes about 5 minutes on 2 cores
@@ -31,102 +33,6 @@ def pytest_sessionstart(session):
     reach it (a fixture's teardown blocked in C) prints every thread's stack and ends,
     instead of holding CI until its own limit."""
     faulthandler.dump_traceback_later(SESSION_DEADLINE, exit=True)
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """(pid, command line) of every process whose command line contains ``text``."""
-    found = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmd and state != "Z":
-            found.append((int(entry), cmd.strip()))
-    return found
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
-
-
-class Env:
-    """The test's private directories and helpers to use them."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.run = root / "r"
-        self.config = root / "c"
-        self.cache = root / "k"
-        self.cwd = root / "w"
-        for d in (self.run, self.config, self.cache, self.cwd):
-            d.mkdir(mode=0o700)
-
-    @property
-    def run_dir(self) -> Path:
-        """Where local nodes put their sockets, pid files and logs."""
-        return self.run / "clusterctl"
-
-    def hosts_file(self, text: str, name: str = "hosts") -> Path:
-        path = self.cwd / name
-        path.write_text(text)
-        return path
-
-    def node_processes(self) -> list[tuple[int, str]]:
-        return processes_mentioning(str(self.run))
-
-    def node_log(self, name: str) -> str:
-        try:
-            return (self.run_dir / f"{name}.log").read_text()
-        except OSError:
-            return ""
-
-    def node_pid(self, name: str) -> int:
-        return int((self.run_dir / f"{name}.pid").read_text())
-
-    def cli(self, *args: str, timeout: float = 60, input: str | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-        """Run the real ``clusterctl`` command in a subprocess, in the test's directory."""
-        return subprocess.run([sys.executable, "-m", "clusterctl", *args], cwd=self.cwd,
-                              capture_output=True, text=True, timeout=timeout, input=input,
-                              env={**os.environ, **(env or {})})
-
-
-# A shell that starts a job in the background (as CI runners may) leaves SIGINT ignored
-# for it and everything it starts, and Python then never turns Ctrl-C into
-# KeyboardInterrupt. The CLI under test gets Ctrl-C back the way a terminal gives it.
-INTERRUPTIBLE = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                 "sys.argv[0] = 'clusterctl'; runpy.run_module('clusterctl', run_name='__main__')")
-
-
-def interruptible_cli(args, cwd) -> subprocess.Popen:
-    """The real ``clusterctl ARGS`` in a subprocess that Ctrl-C (SIGINT) interrupts."""
-    return subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def end_process(proc: subprocess.Popen) -> None:
-    """Kill a test's subprocess if it still runs, reap it and close its pipes."""
-    if proc.poll() is None:
-        proc.kill()
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-    proc.wait()
 
 
 @pytest.fixture
@@ -164,8 +70,9 @@ def local_specs():
 
 
 @pytest.fixture
-def cluster(env, local_specs):
-    """A Cluster over two local nodes, brought down (all processes gone) after the test."""
+def local_cluster(env, local_specs):
+    """A Cluster over two local nodes n1 and n2, brought down (all processes gone) after
+    the test: for tests that look at the nodes' processes or files on this machine."""
     from clusterctl import Cluster
 
     c = Cluster(local_specs, heartbeat_timeout=10.0)
@@ -175,3 +82,44 @@ def cluster(env, local_specs):
         c.close()
         with Cluster(local_specs) as closer:
             closer.down()
+
+
+# The transports a test that takes ``cluster`` runs over. The SSH one uses the run's one
+# test bed (tests/support/sharedbed.py) and skips, with the reason, without one.
+TRANSPORTS = ["local", pytest.param("ssh", marks=[pytest.mark.ssh, pytest.mark.timeout(180)])]
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that takes ``cluster`` runs once per transport (like execnet's ``gw``),
+    unless it is marked ``local_only``."""
+    if "cluster" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("local_only"):
+        metafunc.parametrize("cluster", TRANSPORTS, indirect=True)
+
+
+@pytest.fixture
+def cluster(request, env, local_specs):
+    """A Cluster of two nodes n1 and n2 with two slots each, over the transport of the
+    test's parameter: local nodes (``local_cluster``), or SSH to two test-bed hosts. All
+    its nodes are brought down after the test, and none may be left behind."""
+    if getattr(request, "param", "local") == "local":
+        yield request.getfixturevalue("local_cluster")
+        return
+    from sharedbed import World, heal_hosts, reset_hosts, shared_bed
+    from sshbed import assert_no_clusterctl_left
+
+    bed = shared_bed()
+    world = World(bed, env.root)
+    try:
+        yield world.cluster("h1 name=n1 slots=2\nh2 name=n2 slots=2\n", heartbeat_timeout=10.0)
+    finally:
+        heal_hosts(bed)
+        world.down_everything()
+        reset_hosts(bed)
+        assert_no_clusterctl_left(bed)
+
+
+def pytest_sessionfinish(session):
+    """The shared SSH test bed, if one was started, stops with the run."""
+    sharedbed = sys.modules.get("sharedbed")
+    if sharedbed is not None:
+        sharedbed.release_shared_bed()

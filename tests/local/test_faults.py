@@ -23,8 +23,10 @@ from clusterctl.bundle import Bundle, agent_bundle
 from clusterctl.hosts import HostSpec
 from clusterctl.node import boot, wire
 
-from conftest import wait_for
+from helpers import wait_for
 from rawclient import handshake, raw_socket, until_closed
+
+pytestmark = pytest.mark.local_only  # faults of local nodes, their processes and sockets
 
 # the functions below run on nodes, which cannot import this test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

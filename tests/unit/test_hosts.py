@@ -23,7 +23,7 @@ from clusterctl.hosts import (
     resolve_world,
 )
 
-EXAMPLE = Path(__file__).parents[1] / "hosts.example"
+EXAMPLE = Path(__file__).parents[2] / "hosts.example"
 
 
 def names(text: str) -> list[str]:

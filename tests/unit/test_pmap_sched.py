@@ -18,7 +18,7 @@ from clusterctl import errors
 from clusterctl.pmap import (READ_AHEAD_ITEMS, AllNodesLost, ItemError, ItemErrors, ItemTimeout,
                              PMap, PoisonItem)
 
-from conftest import wait_for
+from helpers import wait_for
 
 
 class FakeConn:

@@ -1,4 +1,4 @@
-"""clusterctl over real OpenSSH servers: the multi-host test bed from tests/sshbed.py.
+"""clusterctl over real OpenSSH servers: the multi-host test bed from tests/support/sshbed.py.
 
 Every test brings its nodes down and checks that no clusterctl process is left on any
 host. The bed's hosts do not allow TCP forwarding (but the jump host), so these tests
@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from clusterctl import Cluster, errors
-from conftest import wait_for
-from sshbed import SSHTestBed, available_reason
-from sshbed import assert_no_clusterctl_left
+from clusterctl import errors
+from helpers import wait_for
+from sharedbed import JUMP
+from sshbed import available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
@@ -27,58 +26,6 @@ pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
 _reason = available_reason()
 if _reason:
     pytestmark.append(pytest.mark.skip(reason=f"SSH test bed unavailable: {_reason}"))
-
-N_HOSTS = 4
-JUMP = "h4"
-
-
-@pytest.fixture(scope="module")
-def bed():
-    workdir = Path(tempfile.mkdtemp(prefix="ccb", dir="/tmp"))
-    try:
-        with SSHTestBed(N_HOSTS, workdir, forwarding={JUMP}) as test_bed:
-            yield test_bed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-class World:
-    """A hosts file over bed hosts, and Clusters made from it with the bed's ssh files."""
-
-    def __init__(self, bed: SSHTestBed, root: Path) -> None:
-        self.bed = bed
-        self.root = root
-        self.clusters: list[Cluster] = []
-        self.hosts_files: list[tuple[Path, dict]] = []
-
-    def cluster(self, hosts_text: str, **options) -> Cluster:
-        ssh = {"config_file": str(self.bed.ssh_config), "known_hosts": str(self.bed.known_hosts)}
-        ssh.update(options.pop("ssh", {}))
-        path = self.root / f"hosts{len(self.hosts_files)}"
-        path.write_text(hosts_text)
-        self.hosts_files.append((path, ssh))
-        c = Cluster(path, ssh_options=ssh, connect_timeout=options.pop("connect_timeout", 20), **options)
-        self.clusters.append(c)
-        return c
-
-    def down_everything(self) -> None:
-        for c in self.clusters:
-            c.close()
-        for path, ssh in self.hosts_files:
-            try:
-                with Cluster(path, ssh_options=ssh, connect_timeout=10) as closer:
-                    closer.down()
-            except errors.ClusterError:
-                pass
-
-
-@pytest.fixture
-def world(bed, tmp_path):
-    w = World(bed, tmp_path)
-    yield w
-    w.down_everything()
-    assert_no_clusterctl_left(bed)
-
 
 def test_world_rpc_multicall_across_hosts(world):
     c = world.cluster("h1\nh2 slots=3\nh3\n")

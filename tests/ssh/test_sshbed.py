@@ -1,4 +1,4 @@
-"""Tests of the SSH test bed itself (tests/sshbed.py)."""
+"""Tests of the SSH test bed itself (tests/support/sshbed.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
-try:  # tests/ as a package or as a plain directory on sys.path
-    from . import sshbed
-except ImportError:
-    import sshbed
+import sshbed
 
 SSHTestBed = sshbed.SSHTestBed
 NotSupported = sshbed.NotSupported
 
 REASON = sshbed.available_reason()
+OWN_BEDS = True  # builds its own beds: the shared one stops first
 
 pytestmark = [
     pytest.mark.ssh,

@@ -1,4 +1,6 @@
-"""The API end to end on real local nodes: world, rpc, multicall, down."""
+"""The API end to end: world, rpc, multicall, down, errors. A test that takes ``cluster``
+runs over local nodes and over SSH to test-bed hosts; one marked ``local_only`` looks at
+the local nodes' processes or files."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import pytest
 from clusterctl import Cluster, errors
 from clusterctl.hosts import HostSpec
 
-from conftest import wait_for
+from helpers import wait_for
 
 
+@pytest.mark.local_only
 def test_world_starts_nodes_and_reports_them(cluster, env):
     infos = cluster.world()
     assert [i.name for i in infos] == ["n1", "n2"]
@@ -66,6 +69,7 @@ def assert_same_node(cluster, env, node: int) -> None:
     assert pong["stats"]["worker_crashes"] == 1
 
 
+@pytest.mark.local_only
 def test_worker_segfault_fails_the_task_and_the_node_survives(cluster, env):
     node = cluster.world()[0].pid
     with pytest.raises(errors.WorkerCrashed) as info:
@@ -75,6 +79,7 @@ def test_worker_segfault_fails_the_task_and_the_node_survives(cluster, env):
     assert_same_node(cluster, env, node)
 
 
+@pytest.mark.local_only
 def test_worker_sigkill_mid_task_is_reported_and_replaced(cluster, env):
     node = cluster.world()[0].pid
     with pytest.raises(errors.WorkerCrashed) as info:

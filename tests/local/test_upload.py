@@ -4,19 +4,17 @@ The node is reached through a relay that passes about 2 MB a second each way, an
 heartbeat timeout is 1 s, so a 6 MB argument takes about three heartbeat timeouts to
 travel. While it travels the node answers nothing (it has not got the request yet), so
 only the progress of our own write shows that the node is still there. A node that
-stops reading altogether must still be declared lost within about the timeout.
+stops reading altogether must still be declared lost within about the timeout. The same
+over an SSH channel is in tests/ssh/test_upload_ssh.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +23,7 @@ from clusterctl.hosts import HostSpec
 from clusterctl.node import agent
 from clusterctl.transport import LocalTransport
 
-from conftest import wait_for
+from helpers import wait_for
 from latency_proxy import ThrottledRelay
 
 RATE = 2 << 20  # bytes a second through the relay, each way
@@ -117,66 +115,3 @@ def test_a_node_that_stops_reading_during_an_upload_is_lost_within_the_timeout(r
     assert relayed.relay.forwarded["up"] < SIZE  # it was lost mid-send
     assert "no heartbeat" in str(conn.lost)
     assert isinstance(outcome.get("error"), errors.NodeLost)
-
-
-# -- the same over an SSH channel (the send goes out a window at a time) -----------------
-
-@pytest.fixture(scope="module")
-def bed():
-    from sshbed import SSHTestBed, available_reason
-
-    reason = available_reason()
-    if reason:
-        pytest.skip(f"SSH test bed unavailable: {reason}")
-    workdir = Path(tempfile.mkdtemp(prefix="ccu", dir="/tmp"))
-    try:
-        with SSHTestBed(1, workdir) as test_bed:
-            yield test_bed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def ssh_cluster(bed, tmp_path):
-    from sshbed import assert_no_clusterctl_left
-
-    hosts = tmp_path / "hosts"
-    hosts.write_text("h1\n")
-    ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
-    options = dict(ssh_options=ssh, connect_timeout=20)
-    cluster = Cluster(hosts, heartbeat_interval=0.3, heartbeat_timeout=1.5, **options)
-    try:
-        yield cluster
-    finally:
-        bed.start_host("h1")
-        cluster.close()
-        with Cluster(hosts, **options) as closer:
-            closer.down()
-        assert_no_clusterctl_left(bed)
-
-
-@pytest.mark.ssh
-@pytest.mark.slow
-def test_over_ssh_a_large_upload_arrives_whole_and_a_frozen_host_is_lost_mid_send(ssh_cluster, bed):
-    blob = os.urandom(24 << 20)
-    assert ssh_cluster.rpc("h1", "zlib.crc32", blob) == zlib.crc32(blob)
-    conn = ssh_cluster.connect("h1")
-    assert conn.lost is None
-    outcome = {}
-
-    def upload():
-        try:
-            outcome["result"] = ssh_cluster.rpc("h1", "zlib.crc32", blob * 2)
-        except errors.ClusterError as exc:
-            outcome["error"] = exc
-
-    bed.stop_host("h1")  # its window and the buffers on the way fill, then nothing moves
-    t0 = time.monotonic()
-    thread = threading.Thread(target=upload, daemon=True)
-    thread.start()
-    thread.join(15)
-    took = time.monotonic() - t0
-    assert not thread.is_alive(), "the send to a frozen host never ended"
-    assert isinstance(outcome.get("error"), errors.NodeLost), outcome
-    assert 1.0 < took < 1.5 + 3.0
-    assert "no heartbeat" in str(conn.lost)

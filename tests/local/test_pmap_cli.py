@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from conftest import end_process, interruptible_cli, wait_for
+from helpers import end_process, interruptible_cli, wait_for
 
 HOSTS = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "examples")
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ code id before a node runs from it; a broken one is repaired by the next start. 
 ``python=`` never reaches a remote shell as shell syntax.
 
 The boot script is run here directly, as the SSH stub runs it (``python -S``), so its
-checks are tested without sshd; the injection test runs over the SSH test bed.
+checks are tested without sshd; the tests over the SSH test bed are in
+tests/ssh/test_places_ssh.py.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -314,62 +313,6 @@ def test_installed_code_is_private_whatever_the_umask(env, booted):
             assert path.stat().st_mode & 0o022 == 0, path
 
 
-# -- python= over SSH -------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def bed():
-    from sshbed import SSHTestBed, available_reason
-
-    reason = available_reason()
-    if reason:
-        pytest.skip(f"SSH test bed unavailable: {reason}")
-    workdir = Path(tempfile.mkdtemp(prefix="ccp", dir="/tmp"))
-    try:
-        with SSHTestBed(1, workdir) as test_bed:
-            yield test_bed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.mark.ssh
-@pytest.mark.timeout(120)
-def test_python_option_is_not_run_by_the_remote_shell(bed, tmp_path):
-    from sshbed import assert_no_clusterctl_left
-
-    marker = tmp_path / "injected"
-    # were it run by the shell: touch, then the boot stub as usual
-    python = f"touch${{IFS}}{marker};python3"
-    spec = HostSpec(name="h1", target="h1", host="h1", python=python, source="hosts:1")
-    ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
-    with Cluster([spec], ssh_options=ssh, connect_timeout=20) as c:
-        info, = c.world()
-    assert not marker.exists()  # the shell ran no command of the option's
-    assert info.status == "pang"
-    assert f"no Python at {python!r}" in info.reason
-    assert_no_clusterctl_left(bed)
-
-
-@pytest.mark.ssh
-@pytest.mark.timeout(120)
-def test_python_option_with_a_home_relative_path_still_works(bed, tmp_path):
-    from sshbed import assert_no_clusterctl_left
-
-    # sshd starts the remote shell in the home directory; "~/" is the one shell form kept
-    home = Path(os.path.expanduser("~"))
-    link = Path(tempfile.mkdtemp(prefix=".ccpy", dir=home))
-    try:
-        (link / "py").symlink_to(sys.executable)
-        spec = HostSpec(name="h1", target="h1", host="h1", python=f"~/{link.name}/py", source="hosts:1")
-        ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
-        with Cluster([spec], ssh_options=ssh, connect_timeout=20) as c:
-            info, = c.world()
-            assert info.status == "pong", info.reason
-            c.down()
-    finally:
-        shutil.rmtree(link, ignore_errors=True)
-    assert_no_clusterctl_left(bed)
-
-
 def test_concurrent_installs_over_a_damaged_dir_leave_one_good_copy(env):
     import threading
 
@@ -394,26 +337,3 @@ def test_concurrent_installs_over_a_damaged_dir_leave_one_good_copy(env):
     assert failures == []
     assert boot.code_ok(str(code_dir), bundle.code_id)
     assert code_entries(code_dir.parent) == [code_dir.name]
-
-
-@pytest.mark.ssh
-@pytest.mark.timeout(120)
-def test_a_damaged_remote_code_cache_is_shipped_again_and_replaced(bed):
-    from sshbed import assert_no_clusterctl_left
-
-    ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
-    specs = [HostSpec(name="h1", target="h1", host="h1", source="hosts:1")]
-    with Cluster(specs, ssh_options=ssh, connect_timeout=20) as c:
-        assert c.world()[0].ok
-        c.down()
-    code_dir = bed.host("h1").env_dir / "cache" / "clusterctl" / "code" / agent_bundle().code_id
-    (code_dir / "clusterctl_node" / "worker.py").write_text("raise SystemExit('damaged')\n")
-    try:
-        with Cluster(specs, ssh_options=ssh, connect_timeout=20) as c:
-            info, = c.world()
-            assert info.status == "pong", info.reason
-            assert c._ssh.shipped == 1
-            assert c.rpc("h1", "operator.add", 1, 2) == 3
-            c.down()
-    finally:
-        assert_no_clusterctl_left(bed)

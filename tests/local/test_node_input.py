@@ -19,8 +19,10 @@ from clusterctl.connection import NodeConnection, decode_result
 from clusterctl.hosts import HostSpec
 from clusterctl.node import wire
 
-from conftest import wait_for
+from helpers import wait_for
 from rawclient import frame, handshake, raw_socket, until_closed
+
+pytestmark = pytest.mark.local_only  # raw sockets to local nodes
 
 # the functions below run on nodes, which cannot import this test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -6,7 +6,7 @@ pong from the same node process.
 
 The suite runs a short pass (about 30 s). A longer one::
 
-    CLUSTERCTL_FUZZ_EXAMPLES=5000 python3 -m pytest tests/test_fuzz.py
+    CLUSTERCTL_FUZZ_EXAMPLES=5000 python3 -m pytest tests/local/test_fuzz.py
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from clusterctl.node import wire
 from rawclient import frame, handshake, raw_socket
 from test_node_input import pong_pid
 
-pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+pytestmark = [pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+              pytest.mark.local_only]  # raw sockets to a local node
 
 EXAMPLES = int(os.environ.get("CLUSTERCTL_FUZZ_EXAMPLES", "0")) or None
 

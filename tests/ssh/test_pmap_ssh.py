@@ -1,4 +1,4 @@
-"""pmap over real OpenSSH hosts (tests/sshbed.py): a host killed, cut off or slowed mid-run.
+"""pmap over real OpenSSH hosts (tests/support/sshbed.py): a host killed, cut off or slowed mid-run.
 
 Each test checks that every item came back exactly once, and (through the ``world``
 fixture of test_ssh) that no clusterctl process is left on any host afterwards.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import signal
-import tempfile
 import textwrap
 import threading
 import time
@@ -19,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl import Cluster, errors
+from clusterctl import Cluster
 from clusterctl.pmap import PMap
-from conftest import end_process, interruptible_cli, wait_for
+from helpers import end_process, interruptible_cli, wait_for
 from latency_proxy import LatencyProxy
-from sshbed import SSHTestBed, available_reason
-from sshbed import assert_no_clusterctl_left
+from sshbed import available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
@@ -34,56 +31,6 @@ if _reason:
     pytestmark.append(pytest.mark.skip(reason=f"SSH test bed unavailable: {_reason}"))
 
 HOSTS = "h1 slots=2\nh2 slots=2\nh3 slots=2\n"
-
-
-class World:
-    """Clusters over bed hosts, with the bed's ssh files; all brought down at the end."""
-
-    def __init__(self, bed: SSHTestBed, root: Path) -> None:
-        self.bed = bed
-        self.root = root
-        self.made: list[tuple[Cluster, Path]] = []
-        self.ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
-
-    def cluster(self, hosts_text: str, **options) -> Cluster:
-        path = self.root / f"hosts{len(self.made)}"
-        path.write_text(hosts_text)
-        c = Cluster(path, ssh_options=self.ssh, connect_timeout=20, **options)
-        self.made.append((c, path))
-        return c
-
-    def down_everything(self) -> None:
-        for c, path in self.made:
-            c.close()
-            try:
-                with Cluster(path, ssh_options=self.ssh, connect_timeout=10) as closer:
-                    closer.down()
-            except errors.ClusterError:
-                pass
-
-
-@pytest.fixture(scope="module")
-def bed():
-    workdir = Path(tempfile.mkdtemp(prefix="ccp", dir="/tmp"))
-    try:
-        with SSHTestBed(3, workdir) as test_bed:
-            yield test_bed
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def world(bed, tmp_path):
-    w = World(bed, tmp_path)
-    yield w
-    for alias in bed.aliases:
-        for undo in (lambda: bed.restore(alias), lambda: bed.slow(alias, 0)):
-            try:
-                undo()
-            except Exception:  # noqa: BLE001 - only a cut or slowed host needs it
-                pass
-    w.down_everything()
-    assert_no_clusterctl_left(bed)
 
 
 def test_pmap_over_three_hosts_equals_map(world):

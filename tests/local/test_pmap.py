@@ -22,7 +22,9 @@ from clusterctl import Cluster, errors
 from clusterctl.hosts import HostSpec
 from clusterctl.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
 
-from conftest import wait_for
+from helpers import wait_for
+
+pytestmark = pytest.mark.local_only  # pmap over SSH hosts: tests/ssh/test_pmap_ssh.py
 
 # the helpers below travel by value, as a script's do (this module is not importable on nodes)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -18,7 +18,7 @@ import pytest
 from clusterctl import Cluster
 from clusterctl.cli import cli
 
-from conftest import end_process, interruptible_cli, wait_for
+from helpers import end_process, interruptible_cli, wait_for
 
 TWO_NODES = "# two local nodes\nlocal name=n1 slots=1\nlocal name=n2 slots=1\n"
 

@@ -22,7 +22,7 @@ from clusterctl.node import wire
 from clusterctl.node.worker import CHANNEL
 from clusterctl.pmap import PMap
 
-from conftest import end_process, interruptible_cli, wait_for
+from helpers import end_process, interruptible_cli, wait_for
 from test_faults import alive, children
 
 # the functions below run on nodes, which cannot import this test module

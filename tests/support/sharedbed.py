@@ -1,0 +1,105 @@
+"""One SSH test bed for the whole run, and clusters over its hosts.
+
+The netns bed is one per machine, so the tests share one: :func:`shared_bed` starts it
+on first use (four hosts ``h1``..``h4``; only the jump host ``h4`` allows TCP forwarding)
+and :func:`release_shared_bed` stops it (at the end of the run, or before a test that
+builds beds of its own). A test that changes a host (cuts it, slows it, freezes it,
+turns forwarding on) is put back by :func:`heal_hosts` and :func:`reset_hosts`, which
+the fixtures run after every test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from clusterctl import Cluster, errors
+from sshbed import SSHTestBed, available_reason
+
+N_HOSTS = 4
+JUMP = "h4"
+FORWARDING = frozenset({JUMP})
+
+_bed: SSHTestBed | None = None
+_workdir: Path | None = None
+_failed: str | None = None
+
+
+def shared_bed() -> SSHTestBed:
+    """The run's bed, started on first use; skips the test (with the reason) without one."""
+    global _bed, _workdir, _failed
+    if _bed is not None:
+        return _bed
+    reason = _failed or available_reason()
+    if reason:
+        pytest.skip(f"SSH test bed unavailable: {reason}")
+    workdir = Path(tempfile.mkdtemp(prefix="ccb", dir="/tmp"))
+    try:
+        _bed = SSHTestBed(N_HOSTS, workdir, forwarding=FORWARDING).start()
+    except Exception as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        _failed = f"the bed did not start: {exc}"
+        raise
+    _workdir = workdir
+    return _bed
+
+
+def release_shared_bed() -> None:
+    """Stop the run's bed if it runs (the next :func:`shared_bed` starts a new one)."""
+    global _bed, _workdir
+    bed, workdir, _bed, _workdir = _bed, _workdir, None, None
+    if bed is not None:
+        try:
+            bed.stop()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def heal_hosts(bed: SSHTestBed) -> None:
+    """Undo the faults a test put on the hosts: network back up, no delay, not frozen
+    (before its clusters are brought down, which needs the hosts)."""
+    for alias in bed.aliases:
+        for undo in (lambda: bed.restore(alias), lambda: bed.slow(alias, 0), lambda: bed.start_host(alias)):
+            try:
+                undo()
+            except Exception:  # noqa: BLE001 - a loopback bed has no network to restore
+                pass
+
+
+def reset_hosts(bed: SSHTestBed) -> None:
+    """:func:`heal_hosts`, and forwarding as at the start (after the clusters are down: a
+    cluster may reach its host through a jump host)."""
+    heal_hosts(bed)
+    for alias in bed.aliases:
+        bed.set_forwarding(alias, alias in FORWARDING)
+
+
+class World:
+    """Clusters over bed hosts with the bed's ssh files, all brought down at the end."""
+
+    def __init__(self, bed: SSHTestBed, root: Path) -> None:
+        self.bed = bed
+        self.root = root
+        self.made: list[tuple[Cluster, Path]] = []
+        self.ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
+
+    def cluster(self, hosts_text: str, **options) -> Cluster:
+        """A Cluster over a new hosts file; ``ssh=`` adds to the bed's ssh options."""
+        ssh = {**self.ssh, **options.pop("ssh", {})}
+        path = self.root / f"hosts{len(self.made)}"
+        path.write_text(hosts_text)
+        c = Cluster(path, ssh_options=ssh, connect_timeout=options.pop("connect_timeout", 20), **options)
+        self.made.append((c, path))
+        return c
+
+    def down_everything(self) -> None:
+        for c, path in self.made:
+            c.close()
+            try:
+                with Cluster(path, ssh_options=c.ssh_options, connect_timeout=10) as closer:
+                    closer.down()
+            except errors.ClusterError:
+                pass
