@@ -774,6 +774,11 @@ class Node:
         """Too many connections wait for their handshake: close this one at once."""
         self.stats["refused"] += 1
         self.turned_away += 1
+        now = time.monotonic()
+        if now - self.turned_away_logged >= 1.0:  # (logged before the client hears of it)
+            log("turned away %d connection(s): %d already wait for the handshake"
+                % (self.turned_away, pending))
+            self.turned_away, self.turned_away_logged = 0, now
         try:
             sock.setblocking(False)
             sock.send(wire.encode({"op": "refused", "reason": "too many connections waiting "
@@ -781,11 +786,6 @@ class Node:
         except OSError:
             pass
         sock.close()
-        now = time.monotonic()
-        if now - self.turned_away_logged >= 1.0:
-            log("turned away %d connection(s): %d already wait for the handshake"
-                % (self.turned_away, pending))
-            self.turned_away, self.turned_away_logged = 0, now
 
     def hello(self, conn: Conn) -> dict:
         return {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": self.version,
