@@ -131,7 +131,15 @@ def test_a_host_behind_200_ms_of_latency_gets_fewer_items(world, bed, tmp_path):
                               + bed.ssh_config.read_text())
             world.ssh = dict(world.ssh, config_file=str(config))
             c = world.cluster(HOSTS.replace("h1 slots=2", "h1far name=h1 slots=2"))
-            assert all(i.ok for i in c.world())
+            infos = c.world()
+            if not all(i.ok for i in infos):
+                # Seen once in a full CI-like run, never alone: h1's SSH login through the
+                # relay failed reading the banner (EBADF). This test is about scheduling
+                # under latency, so the world gets one more try, and the first reason is
+                # kept in the message if that fails too.
+                first = [(i.name, i.reason) for i in infos if not i.ok]
+                infos = c.world()
+                assert all(i.ok for i in infos), (first, [(i.name, i.reason) for i in infos])
             assert c.world()[0].rtt > 0.2  # the ping went through the relay
         else:
             c = world.cluster(HOSTS)
