@@ -347,9 +347,12 @@ def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed, tmp_path):
     marker = tmp_path / "started"
 
     def long_task(path=str(marker)):
+        import os as o
         import time as t
 
-        open(path, "w").close()
+        with open(path + ".tmp", "w") as f:
+            f.write(str(o.getppid()))  # the node that runs it
+        o.replace(path + ".tmp", path)
         t.sleep(30)
 
     outcome = {}
@@ -382,7 +385,13 @@ def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed, tmp_path):
         while "controller went away" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         text = log.read_text()
-        assert "no heartbeat" in text and "controller went away" in text
+        node = int(marker.read_text())
+        mine = [line for line in text.splitlines() if f"[{node}]" in line]
+        alive = node in {pid for pid, _ in clusterctl_pids(bed, "h2")}
+        assert any("no heartbeat" in line for line in mine) and "controller went away" in text, (
+            f"node {node} ran the task and is {'alive' if alive else 'gone'}; "
+            f"its log lines: {mine[-8:]}; processes on h2: {clusterctl_pids(bed, 'h2')}; "
+            f"the log ends: {text.splitlines()[-6:]}")
     finally:
         bed.restore("h2")
 
