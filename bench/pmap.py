@@ -111,7 +111,7 @@ class Rows:
 
 def local_figures(args, rows: Rows) -> None:
     from clusterctl import Cluster
-    from clusterctl.hosts import HostSpec
+    from clusterctl.config.hosts import HostSpec
 
     workers = args.workers
     specs = [HostSpec(name="bench", target="local", slots=workers)]

@@ -89,7 +89,7 @@ def help_startup(runs: int = 5) -> float:
 
 def rpc_latencies(n: int, warmup: int) -> dict[str, list[float]]:
     from clusterctl import Cluster
-    from clusterctl.hosts import HostSpec
+    from clusterctl.config.hosts import HostSpec
 
     specs = [HostSpec(name="bench", target="local", slots=1)]
     results: dict[str, list[float]] = {}

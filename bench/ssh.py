@@ -220,7 +220,7 @@ class Bench:
 
     def request_size(self) -> int:
         """Bytes of the frame Cluster.rpc sends for operator.add(1, 2)."""
-        from clusterctl.cluster import dumps, function_message
+        from clusterctl.api.cluster import dumps, function_message
         from clusterctl.node import wire
 
         head, by_value = function_message("operator.add")
@@ -384,7 +384,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         return 1
 
     import clusterctl
-    from clusterctl.bundle import agent_bundle
+    from clusterctl.transport.bundle import agent_bundle
 
     results: dict[str, list[float]] = {}
     lat: dict[str, list[float]] = {}

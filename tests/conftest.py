@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl.hosts import HostSpec
+from clusterctl.config.hosts import HostSpec
 from helpers import Env
 
 

@@ -6,18 +6,18 @@ where they are needed, so ``clusterctl --help`` and short commands start fast.
 
 from __future__ import annotations
 
-from .version import __version__
+from clusterctl.version import __version__
 
 __all__ = ["Cluster", "MulticallResult", "NodeInfo", "__version__"]
 
 
 def __getattr__(name: str):
     if name == "Cluster":
-        from .cluster import Cluster
+        from clusterctl.api.cluster import Cluster
 
         return Cluster
     if name in ("MulticallResult", "NodeInfo"):
-        from . import results
+        from clusterctl.api import results
 
         return getattr(results, name)
     raise AttributeError(f"module 'clusterctl' has no attribute {name!r}")

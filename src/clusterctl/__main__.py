@@ -1,5 +1,5 @@
 """``python -m clusterctl`` runs the command-line interface."""
 
-from .cli import main
+from clusterctl.cli.main import main
 
 main()

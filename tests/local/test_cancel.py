@@ -16,11 +16,11 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.cluster import dumps, function_message
-from clusterctl.hosts import HostSpec
+from clusterctl.api.cluster import dumps, function_message
+from clusterctl.config.hosts import HostSpec
 from clusterctl.node import wire
 from clusterctl.node.worker import CHANNEL
-from clusterctl.pmap import PMap
+from clusterctl.api.pmap import PMap
 
 from helpers import end_process, interruptible_cli, wait_for
 from test_faults import alive, children

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from clusterctl import Cluster
-from clusterctl.cli import cli
+from clusterctl.cli.main import cli
 
 from helpers import end_process, interruptible_cli, wait_for
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.hosts import HostSpec
+from clusterctl.config.hosts import HostSpec
 
 from helpers import wait_for
 

@@ -19,8 +19,8 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.bundle import Bundle, agent_bundle
-from clusterctl.hosts import HostSpec
+from clusterctl.transport.bundle import Bundle, agent_bundle
+from clusterctl.config.hosts import HostSpec
 from clusterctl.node import boot, wire
 
 from helpers import wait_for
@@ -310,7 +310,7 @@ def test_task_queued_behind_a_crash_still_runs(started):
 CONTROLLER = textwrap.dedent("""
     import os, sys, time
     from clusterctl import Cluster
-    from clusterctl.hosts import HostSpec
+    from clusterctl.config.hosts import HostSpec
 
     marker = sys.argv[1]
 
@@ -531,7 +531,7 @@ def test_node_running_other_code_is_replaced_at_connect(env, local_specs):
 
 
 def test_concurrent_starters_make_one_node(env, local_specs):
-    from clusterctl.cookie import load_or_create_cookie
+    from clusterctl.config.cookie import load_or_create_cookie
 
     load_or_create_cookie()  # the race under test is the node's start, not the cookie's
     barrier = threading.Barrier(3, timeout=20)
@@ -564,7 +564,7 @@ def test_cookie_is_created_private(env, local_specs):
 
 
 def test_threads_creating_the_cookie_at_once_agree_on_one(env):
-    from clusterctl.cookie import load_or_create_cookie
+    from clusterctl.config.cookie import load_or_create_cookie
 
     barrier = threading.Barrier(8, timeout=20)
     found = []

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusterctl import errors
-from clusterctl.connection import NodeConnection
+from clusterctl.session.connection import NodeConnection
 from clusterctl.node import wire
 
 from rawclient import frame, handshake, raw_socket

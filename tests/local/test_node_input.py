@@ -15,8 +15,8 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.connection import NodeConnection, decode_result
-from clusterctl.hosts import HostSpec
+from clusterctl.session.connection import NodeConnection, decode_result
+from clusterctl.config.hosts import HostSpec
 from clusterctl.node import wire
 
 from helpers import wait_for

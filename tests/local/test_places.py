@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.bundle import agent_bundle
-from clusterctl.hosts import HostSpec
+from clusterctl.transport.bundle import agent_bundle
+from clusterctl.config.hosts import HostSpec
 from clusterctl.node import boot
-from clusterctl.ssh import bundle_zip
-from clusterctl.transport import LocalTransport, NodeSettings
+from clusterctl.transport.ssh import bundle_zip
+from clusterctl.transport.local import LocalTransport, NodeSettings
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a directory to another user")

@@ -19,8 +19,8 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.hosts import HostSpec
-from clusterctl.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
+from clusterctl.config.hosts import HostSpec
+from clusterctl.api.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
 
 from helpers import wait_for
 

@@ -19,9 +19,9 @@ import zlib
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.hosts import HostSpec
+from clusterctl.config.hosts import HostSpec
 from clusterctl.node import agent
-from clusterctl.transport import LocalTransport
+from clusterctl.transport.local import LocalTransport
 
 from helpers import wait_for
 from latency_proxy import ThrottledRelay

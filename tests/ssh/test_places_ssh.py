@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from clusterctl import Cluster
-from clusterctl.bundle import agent_bundle
-from clusterctl.hosts import HostSpec
+from clusterctl.transport.bundle import agent_bundle
+from clusterctl.config.hosts import HostSpec
 from sshbed import assert_no_clusterctl_left
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from clusterctl import Cluster
-from clusterctl.pmap import PMap
+from clusterctl.api.pmap import PMap
 from helpers import end_process, interruptible_cli, wait_for
 from latency_proxy import LatencyProxy
 from sshbed import available_reason

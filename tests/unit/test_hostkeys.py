@@ -27,7 +27,7 @@ import paramiko
 import pytest
 
 from clusterctl.errors import HandshakeError, NodeError
-from clusterctl.hostkeys import (
+from clusterctl.transport.hostkeys import (
     ChangedHostKey,
     HostKeyError,
     HostKeyPolicy,
@@ -41,7 +41,7 @@ from clusterctl.hostkeys import (
     order_host_key_algorithms,
     verify_server_key,
 )
-from clusterctl.sshconfig import DEFAULT_HOST_KEY_ALGORITHMS
+from clusterctl.transport.sshconfig import DEFAULT_HOST_KEY_ALGORITHMS
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="no ssh-keygen on PATH")

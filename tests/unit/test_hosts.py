@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clusterctl.errors import ClusterError, HostsFileError
-from clusterctl.hosts import (
+from clusterctl.config.hosts import (
     DEFAULT_PYTHON,
     HostSpec,
     default_world,
@@ -196,7 +196,7 @@ def test_plain_python_paths_are_accepted(python):
 
 
 def test_python_command_is_one_quoted_word_for_the_remote_shell():
-    from clusterctl.ssh import shell_word
+    from clusterctl.transport.ssh import shell_word
 
     assert shell_word("python3") == "python3"
     assert shell_word("python3;touch${IFS}/tmp/x") == "'python3;touch${IFS}/tmp/x'"
@@ -672,9 +672,9 @@ def test_hosts_module_imports_neither_paramiko_nor_rich():
     """hosts.py is read by every command: it must not pull in SSH, rendering or click."""
     import ast
 
-    import clusterctl.hosts
+    import clusterctl.config.hosts
 
-    tree = ast.parse(Path(clusterctl.hosts.__file__).read_text())
+    tree = ast.parse(Path(clusterctl.config.hosts.__file__).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)

@@ -20,7 +20,7 @@ import importlinter  # noqa: F401 - the [test] extras have it; the checks below 
 import pytest
 
 import clusterctl
-from clusterctl import dirs
+from clusterctl.config import dirs
 
 PACKAGE = Path(clusterctl.__file__).resolve().parent
 SRC = PACKAGE.parent
@@ -68,13 +68,16 @@ def test_the_import_contracts_hold():
 
 
 @pytest.mark.parametrize("module, line, broken", [
-    ("node/wire.py", "import clusterctl.cli", "The node code imports nothing from the controller"),
-    ("errors.py", "from . import connection", "Layers"),
-    ("results.py", "from . import render", "Layers"),
-    ("pmap.py", "from .cluster import Cluster", "No import circles"),
-    ("transport.py", "from .node import agent", "never its daemon or workers"),
-    ("cookie.py", "import click", "click only in the command line"),
-    ("cluster.py", "import rich", "rich only in render"),
+    ("node/wire.py", "import clusterctl.cli.main", "The node code imports nothing from the controller"),
+    ("errors.py", "from clusterctl import session", "Layers"),
+    ("api/results.py", "from clusterctl import render", "Layers"),
+    ("session/connection.py", "from clusterctl.api import cluster", "Layers"),
+    ("config/hosts.py", "from clusterctl.transport import ssh", "Layers"),
+    ("api/pmap.py", "from clusterctl.api.cluster import Cluster", "No import circles"),
+    ("transport/local.py", "from clusterctl.node import agent", "never its daemon or workers"),
+    ("config/cookie.py", "import click", "click only in the command line"),
+    ("api/cluster.py", "import rich", "rich only in render"),
+    ("session/connection.py", "import paramiko", "paramiko only in the SSH transport"),
 ])
 def test_the_contracts_fail_when_a_forbidden_import_is_added(tmp_path, module, line, broken):
     src = copy_of_package(tmp_path)
@@ -146,10 +149,10 @@ def test_the_node_check_finds_a_foreign_import(tmp_path, module, line):
 
 HELP = """
 import json, sys
-import clusterctl.cli
+import clusterctl.cli.main
 for args in (["--help"], ["pmap", "--help"]):
     try:
-        clusterctl.cli.cli.main(args, prog_name="clusterctl", standalone_mode=False)
+        clusterctl.cli.main.cli.main(args, prog_name="clusterctl", standalone_mode=False)
     except SystemExit:
         pass
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("paramiko", "rich"))))
@@ -171,7 +174,7 @@ def test_help_imports_neither_paramiko_nor_rich():
 
 def test_the_help_check_sees_a_heavy_import(tmp_path):
     src = copy_of_package(tmp_path)
-    add_line(src / "clusterctl" / "cli_common.py", "import rich.console")
+    add_line(src / "clusterctl" / "cli" / "common.py", "import rich.console")
     assert "rich" in heavy_modules_after_help(src)
 
 

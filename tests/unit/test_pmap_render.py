@@ -6,8 +6,8 @@ from io import StringIO
 
 from rich.console import Console
 
-from clusterctl.pmap import ItemError, NodeStats, PmapStats, PoisonItem
-from clusterctl.render_pmap import PmapProgress, errors_table, fmt_duration, summary
+from clusterctl.api.pmap import ItemError, NodeStats, PmapStats, PoisonItem
+from clusterctl.render.pmap import PmapProgress, errors_table, fmt_duration, summary
 
 
 def render(renderable) -> str:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from clusterctl import errors
-from clusterctl.pmap import (READ_AHEAD_ITEMS, AllNodesLost, ItemError, ItemErrors, ItemTimeout,
+from clusterctl.api.pmap import (READ_AHEAD_ITEMS, AllNodesLost, ItemError, ItemErrors, ItemTimeout,
                              PMap, PoisonItem)
 
 from helpers import wait_for

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl import sshconfig
+from clusterctl.transport import sshconfig
 from clusterctl.errors import ClusterError
-from clusterctl.sshconfig import SSHConfigError, SSHTarget, resolve
+from clusterctl.transport.sshconfig import SSHConfigError, SSHTarget, resolve
 
 HAVE_SSH = shutil.which("ssh") is not None
 

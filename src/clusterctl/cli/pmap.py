@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import click
 
-from .cli_common import Options, node_list, run
-from .errors import EXIT_SOME_NODES_FAILED, ClusterError, UsageError
+from clusterctl.cli.common import Options, node_list, run
+from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError, UsageError
 
 SCRIPT_MODULE = "__clusterctl_script__"
 
@@ -142,7 +142,7 @@ def to_json(value: Any) -> str:
     try:
         return json.dumps(value)
     except (TypeError, ValueError):
-        from .render import jsonable
+        from clusterctl.render.tables import jsonable
 
         return json.dumps(jsonable(value))
 
@@ -203,8 +203,8 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
     """
 
     def body(opts: Options) -> int:
-        from . import render_pmap
-        from .pmap import ItemErrors, PMap
+        from clusterctl.render import pmap as render_pmap
+        from clusterctl.api.pmap import ItemErrors, PMap
 
         namespace = load_script(script)
         fn = script_function(namespace, fn_name, script)

@@ -15,7 +15,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .pmap import ItemError, PmapStats
+from clusterctl.api.pmap import ItemError, PmapStats
 
 STATE_STYLES = {"running": "green", "connecting": "yellow", "lost": "red", "failed": "red"}
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import errors
-from .results import NodeInfo
+from clusterctl import errors
+from clusterctl.api.results import NodeInfo
 
 
 def stdout_console() -> Console:

@@ -22,15 +22,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import errors
-from .bundle import agent_bundle
-from .connection import NodeConnection, decode_result
-from .cookie import load_or_create_cookie
-from .hosts import HostSpec, load_hosts, resolve_world
-from .node import wire
-from .pickling import dumps
-from .results import MulticallResult, NodeInfo
-from .transport import LocalTransport, NodeSettings, wait_pid_gone
+from clusterctl import errors
+from clusterctl.transport.bundle import agent_bundle
+from clusterctl.session.connection import NodeConnection, decode_result
+from clusterctl.config.cookie import load_or_create_cookie
+from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
+from clusterctl.node import wire
+from clusterctl.api.pickling import dumps
+from clusterctl.api.results import MulticallResult, NodeInfo
+from clusterctl.transport.local import LocalTransport, NodeSettings, wait_pid_gone
 
 _SSH_POOL_LOCK = threading.Lock()
 
@@ -239,13 +239,13 @@ class Cluster:
         In input order unless ``ordered=False``; see ``clusterctl.pmap.pmap`` for the
         options (chunksize, retries, on_error, item_timeout, ...).
         """
-        from .pmap import pmap
+        from clusterctl.api.pmap import pmap
 
         return pmap(self, fn, iterable, **options)
 
     def pmap_results(self, fn: Callable, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Like ``pmap``, but yields one outcome per item, with errors as values."""
-        from .pmap import pmap_results
+        from clusterctl.api.pmap import pmap_results
 
         return pmap_results(self, fn, iterable, **options)
 
@@ -374,7 +374,7 @@ class Cluster:
     def _ssh_pool(self):
         with _SSH_POOL_LOCK:  # hosts connect in parallel: one pool, or some are never closed
             if self._ssh is None:
-                from .ssh import SSHPool  # paramiko is imported only when a host needs it
+                from clusterctl.transport.ssh import SSHPool  # paramiko is imported only when a host needs it
 
                 self._ssh = SSHPool(self.settings, **self.ssh_options)
             return self._ssh

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import paramiko
 
-from . import errors
-from .bundle import Bundle
-from .hostkeys import (KnownHosts, UnknownHostKey, fingerprint, offered_host_key_algorithms,
+from clusterctl import errors
+from clusterctl.transport.bundle import Bundle
+from clusterctl.transport.hostkeys import (KnownHosts, UnknownHostKey, fingerprint, offered_host_key_algorithms,
                        verify_server_key)
-from .hosts import HostSpec
-from .node import boot as boot_module
-from .sshconfig import DEFAULT_HOST_KEY_ALGORITHMS, SSHTarget, resolve
-from .transport import NodeSettings, agent_arguments
+from clusterctl.config.hosts import HostSpec
+from clusterctl.node import boot as boot_module
+from clusterctl.transport.sshconfig import DEFAULT_HOST_KEY_ALGORITHMS, SSHTarget, resolve
+from clusterctl.transport.local import NodeSettings, agent_arguments
 
 MAX_HANDSHAKES = 8
 WINDOW_SIZE = 8 * 1024 * 1024

@@ -12,9 +12,9 @@ import os
 import stat
 from pathlib import Path
 
-from .dirs import config_dir
-from .errors import ClusterError
-from .node.wire import COOKIE_BYTES
+from clusterctl.config.dirs import config_dir
+from clusterctl.errors import ClusterError
+from clusterctl.node.wire import COOKIE_BYTES
 
 
 def cookie_path() -> Path:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import click
 
-from .errors import EXIT_INTERRUPTED, ClusterError, UsageError
+from clusterctl.errors import EXIT_INTERRUPTED, ClusterError, UsageError
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Options:
     accept_new_host_keys: bool
 
     def cluster(self):
-        from .cluster import Cluster
+        from clusterctl.api.cluster import Cluster
 
         ssh = {}
         if self.ssh_config:
@@ -83,7 +83,7 @@ def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
 
 def show_error(opts: Options, exc: ClusterError) -> None:
     """An error as one line on stderr (and as JSON on stdout with ``--json``)."""
-    from . import render
+    from clusterctl.render import tables as render
 
     if opts.debug:
         import traceback

@@ -19,9 +19,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from . import errors
-from .connection import remote_error
-from .pickling import dumps
+from clusterctl import errors
+from clusterctl.session.connection import remote_error
+from clusterctl.api.pickling import dumps
 
 ON_ERROR = ("raise", "skip", "collect")
 DEFAULT_POISON_AFTER = 3

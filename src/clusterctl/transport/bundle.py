@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .node import boot
+from clusterctl.node import boot
 
 PACKAGE = "clusterctl_node"
 AGENT_MODULE = PACKAGE + ".agent"
@@ -54,7 +54,7 @@ def agent_bundle() -> Bundle:
     import cloudpickle
 
     files: list[tuple[str, bytes]] = []
-    node_dir = Path(__file__).parent / "node"
+    node_dir = Path(boot.__file__).parent
     for path in sorted(node_dir.glob("*.py")):
         files.append((f"{PACKAGE}/{path.name}", path.read_bytes()))
     cp_dir = Path(cloudpickle.__file__).parent

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors
+from clusterctl import errors
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import errors
-from .bundle import Bundle, launch_code
-from .hosts import HostSpec
-from .node import boot, wire
-from .version import __version__
+from clusterctl import errors
+from clusterctl.transport.bundle import Bundle, launch_code
+from clusterctl.config.hosts import HostSpec
+from clusterctl.node import boot, wire
+from clusterctl.version import __version__
 
 
 @dataclass(frozen=True)

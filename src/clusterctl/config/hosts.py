@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from clusterctl.dirs import config_dir
+from clusterctl.config.dirs import config_dir
 from clusterctl.errors import HostsFileError
 
 __all__ = [

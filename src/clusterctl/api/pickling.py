@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors
+from clusterctl import errors
 
 
 def dumps(obj: Any, what: str) -> bytes:

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import errors
-from .node import ops, wire
+from clusterctl import errors
+from clusterctl.node import ops, wire
 
 Callback = Callable[[dict | None, Any, "errors.ClusterError | None"], None]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
-from .version import __version__
-from .cli_common import Options, node_list, run
-from .cli_pmap import pmap_command
-from .errors import EXIT_SOME_NODES_FAILED, ClusterError
+from clusterctl.version import __version__
+from clusterctl.cli.common import Options, node_list, run
+from clusterctl.cli.pmap import pmap_command
+from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -41,7 +41,7 @@ def parse_arg(text: str) -> Any:
 def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str):
     """Node names from the hosts file, for shell completion."""
     try:
-        from .hosts import resolve_world
+        from clusterctl.config.hosts import resolve_world
 
         hosts = ctx.find_root().params.get("hosts")
         specs, _ = resolve_world(hosts)
@@ -87,7 +87,7 @@ def world(ctx: click.Context) -> None:
     """
 
     def body(opts: Options) -> int:
-        from . import render
+        from clusterctl.render import tables as render
 
         with opts.cluster() as cluster, render.WorldProgress(len(cluster.nodes)) as progress:
             infos = cluster.world(on_node=progress.advance)
@@ -114,7 +114,7 @@ def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[s
     """
 
     def body(opts: Options) -> int:
-        from . import render
+        from clusterctl.render import tables as render
 
         values = [parse_arg(a) for a in args]
         with opts.cluster() as cluster:
@@ -142,7 +142,7 @@ def multicall(ctx: click.Context, module: str, function: str, args: tuple[str, .
     """
 
     def body(opts: Options) -> int:
-        from . import render
+        from clusterctl.render import tables as render
 
         values = [parse_arg(a) for a in args]
         names = node_list(nodes)
@@ -164,7 +164,7 @@ def down(ctx: click.Context, nodes: str | None) -> None:
     """Stop the nodes (all of the world by default) and wait until they are gone."""
 
     def body(opts: Options) -> int:
-        from . import render
+        from clusterctl.render import tables as render
 
         with opts.cluster() as cluster:
             outcomes = cluster.down(node_list(nodes))

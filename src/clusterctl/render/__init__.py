@@ -1,0 +1,1 @@
+"""Terminal output with rich, and nothing else: tables, progress, summaries."""
