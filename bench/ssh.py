@@ -220,7 +220,8 @@ class Bench:
 
     def request_size(self) -> int:
         """Bytes of the frame Cluster.rpc sends for operator.add(1, 2)."""
-        from clusterctl.api.cluster import dumps, function_message
+        from clusterctl.api.calls import function_message
+        from clusterctl.api.pickling import dumps
         from clusterctl.node import wire
 
         head, by_value = function_message("operator.add")

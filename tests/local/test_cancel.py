@@ -16,7 +16,8 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.api.cluster import dumps, function_message
+from clusterctl.api.calls import function_message
+from clusterctl.api.pickling import dumps
 from clusterctl.config.hosts import HostSpec
 from clusterctl.node import wire
 from clusterctl.node.worker import CHANNEL

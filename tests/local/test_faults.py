@@ -592,3 +592,22 @@ def test_cookie_readable_by_others_is_refused(env, local_specs):
     assert "readable by others" in str(info.value)
     assert info.value.hint == f"run: chmod 400 {path}"
     assert env.node_processes() == []
+
+
+def test_a_local_node_on_another_python_is_refused_and_can_still_be_stopped(env, tmp_path):
+    """A node whose Python differs in major.minor cannot take our pickled functions: world
+    says so and names python=; ``down`` still stops it (stopping pickles nothing)."""
+    shim = tmp_path / "py39"
+    # runs `python -c CODE ARGS...` as a Python that says it is 3.9.18
+    shim.write_text("#!/bin/sh\nshift\ncode=\"$1\"\nshift\nexec %s -c 'import sys; "
+                    "sys.version_info = (3, 9, 18, \"final\", 0); code = sys.argv[1]; "
+                    "sys.argv = [\"-c\"] + sys.argv[2:]; exec(code)' \"$code\" \"$@\"\n" % sys.executable)
+    shim.chmod(0o755)
+    spec = HostSpec(name="n1", target="local", slots=1, python=str(shim), source="hosts:1")
+    with Cluster([spec]) as cluster:
+        info, = cluster.world()
+        assert info.status == "pang"
+        assert "3.9.18" in info.reason and "python=" in info.reason and "hosts:1" in info.reason
+        assert env.node_processes()  # the node runs: only its Python was refused
+        assert cluster.down() == {"n1": "stopped"}
+    wait_for(lambda: not env.node_processes(), message="the node to exit")

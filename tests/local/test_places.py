@@ -30,7 +30,8 @@ from clusterctl.transport.bundle import agent_bundle
 from clusterctl.config.hosts import HostSpec
 from clusterctl.node import boot
 from clusterctl.transport.ssh import bundle_zip
-from clusterctl.transport.local import LocalTransport, NodeSettings
+from clusterctl.transport.base import NodeSettings
+from clusterctl.transport.local import LocalTransport
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a directory to another user")

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from clusterctl import errors
 from clusterctl.render import tables as render
-from clusterctl.api.cluster import NodeInfo
+from clusterctl.api.results import NodeInfo
 
 INFOS = [
     NodeInfo("n1", "localhost", "pong", python="3.11.7", slots=2, load=(0.5, 0.25, 0.125),

@@ -162,6 +162,10 @@ class _LineError(Exception):
         self.hint = hint
 
 
+class DestinationError(_LineError):
+    """An SSH destination that is not ``[user@]host[:port]`` (see :func:`parse_destination`)."""
+
+
 # --------------------------------------------------------------------------- ranges
 
 
@@ -322,7 +326,7 @@ def _parse_line(raw: str, lineno: int,
         if target == LOCAL:
             base = LOCAL
         else:
-            user, host, port = _parse_target(target)
+            user, host, port = parse_destination(target)
             fields.update(user=user, host=host, port=port)
             base = _derived_name(host)
         entries.append((names[index] if names else None, base, lineno, fields))
@@ -435,15 +439,16 @@ def _expand_names(name: object, count: int, first: str) -> list[str]:
     return names
 
 
-def _parse_target(target: str) -> tuple[str | None, str, int | None]:
-    """Split an SSH destination ``[user@]host[:port]`` (host may be ``[IPv6]``)."""
+def parse_destination(target: str) -> tuple[str | None, str, int | None]:
+    """Split an SSH destination ``[user@]host[:port]`` (host may be ``[IPv6]``), as a
+    hosts file line or a ProxyJump hop writes it; DestinationError says what is wrong."""
     user: str | None
     user, at, rest = target.rpartition("@")  # like ssh: the last '@' ends the user
     if not at:
         user = None
     elif not _USER_RE.fullmatch(user):
         what = "empty user" if user == "" else f"bad user {user!r}"
-        raise _LineError(f"{what} in {target!r}",
+        raise DestinationError(f"{what} in {target!r}",
                          hint="write user@host, or just host to use the User from ~/.ssh/config;"
                               " no passwords here: use keys or ssh-agent")
     port_text: str | None = None
@@ -451,31 +456,31 @@ def _parse_target(target: str) -> tuple[str | None, str, int | None]:
         end = rest.find("]")
         address, after = rest[1:end], rest[end + 1:]
         if not _is_ipv6(address):
-            raise _LineError(f"[{address}] in {target!r} is not an IPv6 address",
+            raise DestinationError(f"[{address}] in {target!r} is not an IPv6 address",
                              hint="brackets hold an IPv6 address, e.g. [fe80::1]:22, "
                                   "or a range, e.g. node[01-16]")
         host = address
         if after.startswith(":"):
             port_text = after[1:]
         elif after:
-            raise _LineError(f"unexpected {after!r} after ']' in {target!r}",
+            raise DestinationError(f"unexpected {after!r} after ']' in {target!r}",
                              hint="write an IPv6 address with a port as [fe80::1]:2222")
     else:
         if rest.count(":") > 1:
-            raise _LineError(f"{rest!r} looks like an IPv6 address without brackets",
+            raise DestinationError(f"{rest!r} looks like an IPv6 address without brackets",
                              hint=f"write it in brackets: [{rest}], or [{rest}]:22 with a port")
         host, colon, after = rest.partition(":")
         if colon:
             port_text = after
         if host == "":
-            raise _LineError(f"no host in {target!r}",
+            raise DestinationError(f"no host in {target!r}",
                              hint="write [user@]host[:port], 'local', or an ~/.ssh/config alias")
         if not _HOST_RE.fullmatch(host):
-            raise _LineError(f"{host!r} is not a host name or ssh alias",
+            raise DestinationError(f"{host!r} is not a host name or ssh alias",
                              hint="a host is letters, digits, '.', '_' and '-', starting with a "
                                   "letter or digit; IPv6 goes in brackets: [fe80::1]")
     if host == LOCAL:
-        raise _LineError(f"{target!r}: 'local' means this machine without SSH and takes "
+        raise DestinationError(f"{target!r}: 'local' means this machine without SSH and takes "
                          "no user or port",
                          hint="write just 'local', or 'localhost' to go through SSH")
     port = None if port_text is None else _parse_port(port_text, target)
@@ -486,7 +491,7 @@ def _parse_port(text: str, target: str) -> int:
     """A TCP port, 1..65535."""
     if not _DIGITS_RE.fullmatch(text) or not 1 <= int(text) <= 65535:
         shown = "empty port" if text == "" else f"bad port {text!r}"
-        raise _LineError(f"{shown} in {target!r}", hint="a port is a number from 1 to 65535")
+        raise DestinationError(f"{shown} in {target!r}", hint="a port is a number from 1 to 65535")
     return int(text)
 
 

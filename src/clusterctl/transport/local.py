@@ -1,11 +1,5 @@
-"""How bytes reach a node: the transports, and starting a node where none runs.
-
-Two kinds only. ``local``: the node runs on this machine and the controller connects to
-its unix socket directly. ``ssh``: the node runs on a remote host and the controller
-reaches it through an SSH exec channel (see ``clusterctl.ssh``). Both hand the cluster a
-byte stream on which the node speaks first; everything above (handshake, version
-check, requests) is the same for both.
-"""
+"""The local transport: a node on this machine, started from the code cache and reached
+through its unix socket. See docs/how-it-works.md ("Transports")."""
 
 from __future__ import annotations
 
@@ -16,46 +10,15 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from clusterctl import errors
-from clusterctl.transport.bundle import Bundle, launch_code
+from clusterctl.transport.base import NodeSettings, agent_arguments, parse_start_reply
+from clusterctl.transport.bundle import launch_code
 from clusterctl.config.hosts import HostSpec
-from clusterctl.node import boot, wire
-from clusterctl.version import __version__
+from clusterctl.node import boot
 
 
-@dataclass(frozen=True)
-class NodeSettings:
-    """What every transport needs to start and reach a node."""
-
-    cookie: bytes
-    bundle: Bundle
-    version: str = __version__
-    idle: float = wire.DEFAULT_IDLE
-    max_payload: int = wire.DEFAULT_MAX_PAYLOAD
-
-
-def agent_arguments(spec: HostSpec, settings: NodeSettings, run_dir: str | None = None) -> list[str]:
-    """The command-line options of a node started for ``spec``."""
-    args = ["--name", spec.name, "--slots", str(spec.slots or 0),
-            "--idle", repr(spec.idle if spec.idle is not None else settings.idle),
-            "--version", settings.version, "--code-id", settings.bundle.code_id,
-            "--max-payload", str(settings.max_payload)]
-    if run_dir:
-        args += ["--run-dir", run_dir]
-    return args
-
-
-def parse_start_reply(node: str, out: str, err: str, how: str) -> None:
-    """Understand what a node's start-up printed; raise NodeStartError if it failed."""
-    line = out.strip().splitlines()[0] if out.strip() else ""
-    if line.startswith("ready") or line == "running":
-        return
-    if line.startswith("error:"):
-        raise errors.NodeStartError(node, line[len("error:"):].strip())
-    detail = (err.strip().splitlines() or ["no output"])[-1]
-    raise errors.NodeStartError(node, f"{how} did not start a node: {detail}")
+STOP_WAIT = 10.0  # a local node asked to stop is gone within this, or is ended by its pid
 
 
 @contextmanager
@@ -169,9 +132,13 @@ class LocalTransport:
             raise errors.NodeStartError(name, "the node did not report ready in time")
         parse_start_reply(name, out, err, self.python)
 
-    def stop_by_pid(self, pid: int, timeout: float) -> bool:
-        """Fallback for ``down``: end a node process that will not answer, by its pid."""
-        return terminate_pid(pid, timeout)
+    def wait_stopped(self, pid, timeout: float) -> None:
+        """After a stop: wait until the node process ``pid`` is gone, and end it by its
+        pid if it will not go (it is ours: its socket was in our private run dir)."""
+        if not isinstance(pid, int):
+            return
+        if not wait_pid_gone(pid, STOP_WAIT) and not terminate_pid(pid, 5.0):
+            raise errors.NodeError(self.spec.name, f"node process {pid} did not exit")
 
 
 def terminate_pid(pid: int, timeout: float) -> bool:

@@ -33,10 +33,11 @@ from clusterctl import errors
 from clusterctl.transport.bundle import Bundle
 from clusterctl.transport.hostkeys import (KnownHosts, UnknownHostKey, fingerprint, offered_host_key_algorithms,
                        verify_server_key)
-from clusterctl.config.hosts import HostSpec
+from clusterctl.config.hosts import DestinationError, HostSpec, parse_destination
 from clusterctl.node import boot as boot_module
 from clusterctl.transport.sshconfig import DEFAULT_HOST_KEY_ALGORITHMS, SSHTarget, resolve
-from clusterctl.transport.local import NodeSettings, agent_arguments
+from clusterctl.transport.base import NodeSettings, agent_arguments
+from clusterctl.version import require_same_python
 
 MAX_HANDSHAKES = 8
 WINDOW_SIZE = 8 * 1024 * 1024
@@ -224,7 +225,10 @@ class SSHPool:
             raise errors.NodeUnreachable(node, f"cannot connect to {where}: {exc.strerror or exc}")
 
     def _jump_target(self, hop: str, earlier: list[str]) -> SSHTarget:
-        user, host, port = _split_destination(hop)
+        try:
+            user, host, port = parse_destination(hop)
+        except DestinationError as exc:
+            raise errors.ClusterError(f"bad ProxyJump hop {hop!r}: {exc.message}", hint=exc.hint) from None
         target = self.target(host, user, port)
         if earlier:  # a multi-hop chain: this hop is itself reached through the earlier ones
             target = _with_jump(target, tuple(earlier))
@@ -299,23 +303,6 @@ def _load_key(path: str):
         except (paramiko.SSHException, ValueError, OSError):
             continue
     return None
-
-
-def _split_destination(text: str) -> tuple[str | None, str, int | None]:
-    user = None
-    if "@" in text:
-        user, _, text = text.rpartition("@")
-    port = None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = int(p)
-    else:
-        host = text
-    return user, host, port
 
 
 def _with_jump(target: SSHTarget, jumps: tuple[str, ...]) -> SSHTarget:
@@ -445,12 +432,5 @@ class SSHTransport:
         raise errors.NodeError(self.spec.name, f"node process {pid} did not exit")
 
     def _check_python(self, reply: dict) -> None:
-        import sys
-
-        theirs = str(reply.get("python", "?"))
-        ours = "%d.%d" % sys.version_info[:2]
-        if theirs.rsplit(".", 1)[0] != ours:
-            raise errors.HandshakeError(
-                self.spec.name, f"{self.spec.target} runs Python {theirs} at {self.python!r}, the controller "
-                f"Python {sys.version.split()[0]}; functions only travel between equal major.minor versions",
-                hint=f"set python= for this host to a Python {ours} ({self.spec.source})")
+        require_same_python(self.spec.name, str(reply.get("python", "?")),
+                            where=f"{self.spec.target} at {self.python!r}", source=self.spec.source)
