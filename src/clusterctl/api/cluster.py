@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from clusterctl import errors
 from clusterctl.transport.bundle import agent_bundle
-from clusterctl.session.connection import NodeConnection, decode_result
+from clusterctl.session.connection import NodeConnection
+from clusterctl.session.outcomes import decode_result
 from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
 from clusterctl.node import wire
