@@ -15,7 +15,8 @@ import cloudpickle
 import pytest
 
 from clusterctl import Cluster, errors
-from clusterctl.session.connection import NodeConnection, decode_result
+from clusterctl.session.connection import NodeConnection
+from clusterctl.session.outcomes import decode_result
 from clusterctl.config.hosts import HostSpec
 from clusterctl.node import wire
 

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 from clusterctl import errors
 from clusterctl.api.pickling import dumps
-from clusterctl.session.connection import NodeConnection, decode_result
+from clusterctl.session.connection import NodeConnection
+from clusterctl.session.outcomes import decode_result
 
 
 def function_message(fn: str | Callable) -> tuple[dict, Callable | None]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from clusterctl import errors
-from clusterctl.session.connection import remote_error
+from clusterctl.session.outcomes import remote_error
 from clusterctl.api.pickling import dumps
 
 ON_ERROR = ("raise", "skip", "collect")
