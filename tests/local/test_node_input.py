@@ -286,12 +286,12 @@ def test_an_oversized_frame_from_the_node_is_refused_before_its_body(tmp_path):
 # -- bounded under abuse --------------------------------------------------------------------
 
 def test_connections_waiting_for_the_handshake_are_limited(node, env):
-    from clusterctl.node import agent
+    from clusterctl.node import sessions
 
     pid, cookie = node
     waiting = []
     try:
-        for _ in range(getattr(agent, "MAX_PENDING_HANDSHAKES", 64)):
+        for _ in range(getattr(sessions, "MAX_PENDING_HANDSHAKES", 64)):
             sock = raw_socket(env)
             waiting.append(sock)
             assert wire.read_message(sock, max_payload=0)[0]["op"] == "hello"
@@ -359,13 +359,13 @@ def _print_a_lot(megabytes: int) -> int:
 
 
 def test_the_log_stays_bounded_while_the_node_runs(cluster, env):
-    from clusterctl.node import agent
+    from clusterctl.node import log
 
     [info] = cluster.world(["n1"])
     log_path = env.run_dir / "n1.log"
     assert cluster.rpc("n1", _print_a_lot, 3) == 3  # a task's output goes to the node's log
-    wait_for(lambda: log_path.stat().st_size <= getattr(agent, "LOG_BYTES", 1 << 20), timeout=5,
+    wait_for(lambda: log_path.stat().st_size <= getattr(log, "LOG_BYTES", 1 << 20), timeout=5,
              message="the log to be cut back")
-    assert (env.run_dir / "n1.log.1").stat().st_size <= getattr(agent, "LOG_BYTES", 1 << 20)
+    assert (env.run_dir / "n1.log.1").stat().st_size <= getattr(log, "LOG_BYTES", 1 << 20)
     cluster.rpc("n1", "os.getpid")
     assert cluster.world(["n1"])[0].pid == info.pid

@@ -214,7 +214,7 @@ def test_boot_repairs_a_corrupted_code_dir(env, booted):
     code_dir = install_by_boot(booted)
     wire = code_dir / "clusterctl_node" / "wire.py"
     good = wire.read_bytes()
-    wire.write_bytes(good[: len(good) // 2])  # agent.py is still there
+    wire.write_bytes(good[: len(good) // 2])  # daemon.py is still there
     (code_dir / "cloudpickle" / "cloudpickle.py").unlink()
     b = booted()
     assert b.reply()["need_code"] is True  # the broken directory does not count as present
@@ -319,7 +319,7 @@ def test_concurrent_installs_over_a_damaged_dir_leave_one_good_copy(env):
 
     bundle = agent_bundle()
     code_dir = bundle.install(env.cache / "clusterctl")
-    (code_dir / "clusterctl_node" / "agent.py").write_text("broken\n")
+    (code_dir / "clusterctl_node" / "daemon.py").write_text("broken\n")
     barrier = threading.Barrier(4, timeout=20)
     failures = []
 

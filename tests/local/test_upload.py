@@ -20,7 +20,7 @@ import pytest
 
 from clusterctl import Cluster, errors
 from clusterctl.config.hosts import HostSpec
-from clusterctl.node import agent
+from clusterctl.node import daemon
 from clusterctl.transport.local import LocalTransport
 
 from helpers import wait_for
@@ -38,7 +38,7 @@ class Relayed:
         self.spec = HostSpec(name="n1", target="local", slots=1)
         with Cluster([self.spec]) as starter:  # started and reached directly
             self.pid = starter.world()[0].pid
-        real = agent.socket_path(agent.run_dir(), "n1")
+        real = daemon.socket_path(daemon.run_dir(), "n1")
         self.relay = ThrottledRelay(real, str(env.root / "relay.sock"), RATE)
         self.patch = pytest.MonkeyPatch()
         self.patch.setattr(LocalTransport, "socket_path", property(lambda _: self.relay.path))

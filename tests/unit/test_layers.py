@@ -74,7 +74,8 @@ def test_the_import_contracts_hold():
     ("session/connection.py", "from clusterctl.api import cluster", "Layers"),
     ("config/hosts.py", "from clusterctl.transport import ssh", "Layers"),
     ("api/pmap.py", "from clusterctl.api.cluster import Cluster", "No import circles"),
-    ("transport/local.py", "from clusterctl.node import agent", "never its daemon or workers"),
+    ("transport/local.py", "from clusterctl.node import daemon", "never its daemon or workers"),
+    ("api/cluster.py", "from clusterctl.node import pool", "never its daemon or workers"),
     ("config/cookie.py", "import click", "click only in the command line"),
     ("api/cluster.py", "import rich", "rich only in render"),
     ("session/connection.py", "import paramiko", "paramiko only in the SSH transport"),
@@ -135,8 +136,8 @@ def test_the_node_imports_only_the_standard_library():
 @pytest.mark.parametrize("module, line", [
     ("wire.py", "import click"),
     ("ops.py", "from clusterctl import errors"),
-    ("agent.py", "from .. import cluster"),
-    ("agent.py", "import cloudpickle"),
+    ("daemon.py", "from .. import cluster"),
+    ("sessions.py", "import cloudpickle"),
 ])
 def test_the_node_check_finds_a_foreign_import(tmp_path, module, line):
     src = copy_of_package(tmp_path)

@@ -261,9 +261,9 @@ def test_macs_equal_takes_any_string(bad):
 
 
 def test_every_operation_of_the_table_has_a_handler():
-    from clusterctl.node import agent, ops
+    from clusterctl.node import ops, sessions
 
-    assert set(agent.Node.HANDLERS) == set(ops.NODE_TAKES)
+    assert set(sessions.Sessions.HANDLERS) == set(ops.NODE_TAKES)
 
 
 @pytest.mark.parametrize("head, problem", [

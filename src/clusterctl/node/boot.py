@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 
 # -- places on disk -----------------------------------------------------------------------
 #
-# One set of checks for the host side: the node (agent.py) imports them from here, and this
+# One set of checks for the host side: the node (daemon.py) imports them from here, and this
 # script uses them before it connects to a socket or runs code from the cache. Another local
 # user who made the run directory first would otherwise receive the SSH channel, and one who
 # can write to the cache would run code as us.
@@ -436,7 +436,7 @@ def main() -> None:
             return
         import subprocess
 
-        launch = ("import sys; sys.path.insert(0, %r); from clusterctl_node.agent import main; main()"
+        launch = ("import sys; sys.path.insert(0, %r); from clusterctl_node.daemon import main; main()"
                   % code_dir)
         try:
             proc = subprocess.Popen([sys.executable, "-c", launch] + params["agent_args"],

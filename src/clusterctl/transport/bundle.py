@@ -18,7 +18,7 @@ from pathlib import Path
 from clusterctl.node import boot
 
 PACKAGE = "clusterctl_node"
-AGENT_MODULE = PACKAGE + ".agent"
+DAEMON_MODULE = PACKAGE + ".daemon"  # the module a host runs to start a node
 
 
 @dataclass(frozen=True)
@@ -66,4 +66,4 @@ def agent_bundle() -> Bundle:
 def launch_code(code_dir: str) -> str:
     """The one line a host's Python runs to start a node from an installed bundle."""
     return ("import sys; sys.path.insert(0, %r); from %s import main; main()"
-            % (code_dir, AGENT_MODULE))
+            % (code_dir, DAEMON_MODULE))

@@ -1,0 +1,269 @@
+"""The node: a detached daemon that owns a unix socket and a pool of worker processes.
+
+Run on a host as ``python -c "... from clusterctl_node.daemon import main; main()"``.
+``CLUSTERCTL_HANDSHAKE_TIMEOUT`` (seconds) in its environment overrides
+``wire.HANDSHAKE_TIMEOUT``. See docs/how-it-works.md, sections "Starting the node
+process", "Inside a node" and "Cancellation, crashes and kills".
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+
+from . import boot, wire
+from .log import bound_log, log, redirect_to
+from .loop import POLL_SECONDS, Loop
+from .pool import Pool
+from .sessions import Sessions
+
+HOUSEKEEPING_INTERVAL = 0.5
+DEFAULT_IDLE = wire.DEFAULT_IDLE
+HANDSHAKE_TIMEOUT_ENV = "CLUSTERCTL_HANDSHAKE_TIMEOUT"
+SOCKET_PATH_MAX = 107
+
+
+# -- where things live on a host -------------------------------------------------------
+
+def run_dir() -> str:
+    """The per-user directory for sockets, pid files and logs (0700)."""
+    return boot.run_dir()
+
+
+def cache_dir() -> str:
+    """Where shipped code is kept, content-addressed."""
+    return boot.cache_root()
+
+
+def ensure_private_dir(path: str, create: bool = True) -> bool:
+    """Create ``path`` 0700, or check that an existing one is ours and private (the check
+    the boot script and the local transport make too, before they connect to a socket in
+    it); RuntimeError naming the path and its owner if not. False if it is missing and
+    not ``create``."""
+    return boot.private_dir(path, create)
+
+
+def socket_path(directory: str, name: str) -> str:
+    return boot.socket_path(directory, name)
+
+
+# -- the node ----------------------------------------------------------------------------
+
+class Node:
+    """The daemon as a whole: it puts together the loop (descriptors and writing), the
+    pool (workers and their tasks) and the sessions (controller connections), and owns
+    what belongs to none of them: the turns of the loop, housekeeping, exiting when idle,
+    and the orderly stop that leaves no socket, pid file or worker behind."""
+
+    def __init__(self, *, name: str, slots: int, listener: socket.socket, cookie: bytes,
+                 idle: float, version: str, code_id: str, max_payload: int,
+                 sock_path: str, handshake_timeout: float = wire.HANDSHAKE_TIMEOUT) -> None:
+        self.name = name
+        self.slots = slots
+        self.listener = listener
+        self.idle = idle
+        self.version = version
+        self.code_id = code_id
+        self.sock_path = sock_path
+        self.sock_ino = os.stat(sock_path).st_ino
+        self.pid = os.getpid()
+        self.stopping = False
+        self.last_busy = time.monotonic()
+        self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0, "rerun": 0}
+        self.loop = Loop()
+        self.pool = Pool(self.loop, name=name, max_payload=max_payload, stats=self.stats,
+                         close_in_child=self.close_in_child)
+        self.sessions = Sessions(self.loop, self.pool, listener, name=name, slots=slots,
+                                 cookie=cookie, version=version, code_id=code_id,
+                                 max_payload=max_payload, handshake_timeout=handshake_timeout,
+                                 stats=self.stats, on_stop=self.stop)
+
+    def stop(self) -> None:
+        """Stop at the end of this turn of the loop (a stop request, SIGTERM, idleness)."""
+        self.stopping = True
+        self.pool.stop()
+
+    def close_in_child(self) -> None:
+        """In a newly forked worker: let go of the node's poller, listener and connections."""
+        self.loop.close_in_child()
+        self.sessions.close_in_child()
+
+    def serve(self) -> None:
+        self.sessions.listen()
+        self.pool.start(self.slots)
+        log("node %s serving on %s with %d slots (version %s, code %s)"
+            % (self.name, self.sock_path, self.slots, self.version, self.code_id))
+        turn = self.loop.turn
+        timeout = HOUSEKEEPING_INTERVAL * POLL_SECONDS
+        monotonic = time.monotonic
+        next_housekeeping = monotonic() + HOUSEKEEPING_INTERVAL
+        while not self.stopping:
+            turn(timeout)
+            now = monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                self.housekeeping(now)
+        self.shutdown()
+
+    def housekeeping(self, now: float) -> None:
+        bound_log()  # (workers write to it too)
+        self.sessions.housekeeping(now)
+        if self.pool.processes.dying:
+            self.pool.processes.reap_dying(now)
+        if self.sessions.busy() or self.pool.busy():
+            self.last_busy = now
+        elif now - self.last_busy > self.idle:
+            log("idle for %.0f s with nothing to do: exiting" % self.idle)
+            self.stop()
+
+    def shutdown(self) -> None:
+        self.sessions.close_all()
+        self.pool.shutdown()
+        try:
+            if os.stat(self.sock_path).st_ino == self.sock_ino:
+                os.unlink(self.sock_path)
+        except OSError:
+            pass
+        pid_path = self.sock_path[:-len(".sock")] + ".pid"
+        try:
+            with open(pid_path) as fh:
+                if fh.read().strip() == str(self.pid):
+                    os.unlink(pid_path)
+        except OSError:
+            pass
+        self.listener.close()
+        log("node %s stopped" % self.name)
+
+
+# -- start-up ----------------------------------------------------------------------------
+
+def bind_socket(path: str) -> socket.socket | None:
+    """Listen on ``path``; None if a live node already answers there."""
+    if len(path.encode()) > SOCKET_PATH_MAX:
+        raise RuntimeError("socket path %s is longer than %d bytes; set XDG_RUNTIME_DIR to a "
+                           "shorter directory" % (path, SOCKET_PATH_MAX))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            sock.close()
+            raise RuntimeError("cannot bind %s: %s" % (path, exc.strerror)) from None
+        try:
+            boot.check_socket(path)  # never connect to another user's socket
+        except RuntimeError:
+            sock.close()
+            raise
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(2.0)
+            probe.connect(path)
+            sock.close()
+            return None
+        except OSError:
+            os.unlink(path)  # a stale socket from a node that died
+            sock.bind(path)
+        finally:
+            probe.close()
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def handshake_timeout() -> float:
+    """``wire.HANDSHAKE_TIMEOUT``, or the positive number of seconds in the environment."""
+    try:
+        value = float(os.environ.get(HANDSHAKE_TIMEOUT_ENV, ""))
+    except ValueError:
+        return wire.HANDSHAKE_TIMEOUT
+    return value if value > 0 else wire.HANDSHAKE_TIMEOUT
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="clusterctl-node")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--slots", type=int, default=0)
+    parser.add_argument("--idle", type=float, default=DEFAULT_IDLE)
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--version", default="unknown")
+    parser.add_argument("--code-id", default="unknown")
+    parser.add_argument("--max-payload", type=int, default=wire.DEFAULT_MAX_PAYLOAD)
+    parser.add_argument("--foreground", action="store_true")
+    return parser.parse_args(argv)
+
+
+def answer_and_exit(line: str, status: int) -> None:
+    """Tell the one who started the node how it went (its one line on stdout), and exit."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    sys.exit(status)
+
+
+def read_cookie() -> bytes:
+    """The cluster's cookie, in hex on the first line of standard input."""
+    try:
+        cookie = bytes.fromhex(sys.stdin.readline().strip())
+        if len(cookie) < 16:
+            raise ValueError
+    except ValueError:
+        answer_and_exit("error: no valid cookie on standard input", 1)
+    return cookie
+
+
+def listen(args: argparse.Namespace) -> tuple[socket.socket, str]:
+    """The node's listening socket and its path; exits if it cannot bind, or if a node
+    runs there already (then it answers ``running``)."""
+    directory = args.run_dir or run_dir()
+    try:
+        ensure_private_dir(directory)
+        path = socket_path(directory, args.name)
+        listener = bind_socket(path)
+    except RuntimeError as exc:
+        answer_and_exit("error: %s" % exc, 1)
+    if listener is None:
+        answer_and_exit("running", 0)
+    return listener, path
+
+
+def detach() -> None:
+    """Answer ``ready PID`` from the parent and go on in a child of a new session."""
+    pid = os.fork()
+    if pid:
+        sys.stdout.write("ready %d\n" % pid)
+        sys.stdout.flush()
+        os._exit(0)
+    os.setsid()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cookie = read_cookie()
+    listener, path = listen(args)
+    slots = args.slots if args.slots > 0 else (os.cpu_count() or 1)
+    if not args.foreground:
+        detach()
+    redirect_to(path[:-len(".sock")] + ".log")
+    with open(path[:-len(".sock")] + ".pid", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.chdir(os.path.expanduser("~"))
+    node = Node(name=args.name, slots=slots, listener=listener, cookie=cookie, idle=args.idle,
+                version=args.version, code_id=args.code_id, max_payload=args.max_payload,
+                sock_path=path, handshake_timeout=handshake_timeout())
+
+    def on_term(signum, frame):  # noqa: ARG001
+        node.stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    node.serve()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Controller connections: accepted, greeted, authenticated, then served op by op.
+
+See docs/how-it-works.md, "Starting the node process" and "Inside a node".
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import sys
+import time
+import traceback
+
+from . import ops, wire
+from .log import log
+from .loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop, PipeStream
+from .pool import Pool
+
+MAX_PENDING_HANDSHAKES = 64  # connections not authenticated yet; more are turned away at once
+ACCEPT_BACKOFF = 1.0  # seconds the listener rests when no descriptor is left for a connection
+
+
+class Connection(Endpoint):
+    """One controller connection: its frame decoder, its handshake state, and the tasks
+    and functions it sent."""
+
+    __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
+                 "functions", "label", "fds")
+
+    def __init__(self, sock, number: int, on_readable, on_broken) -> None:
+        super().__init__(sock, on_readable, on_broken)
+        self.decoder = wire.FrameDecoder(max_payload=0)  # no payload before the handshake
+        self.authed = False
+        self.nonce = wire.new_nonce()
+        self.opened = self.last_rx = time.monotonic()
+        self.heartbeat = 0.0
+        self.tasks: dict = {}
+        self.functions: dict[str, bytes] = {}
+        self.label = "connection %d" % number
+        self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
+
+
+class Acceptor:
+    """Takes connections off the listener. It keeps the node up under abuse: past
+    ``MAX_PENDING_HANDSHAKES`` unauthenticated connections a new one is turned away at
+    once, and when descriptors run out the listener rests instead of spinning."""
+
+    def __init__(self, loop: Loop, listener: socket.socket, stats: dict, *, pending, admit) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.endpoint = Endpoint(listener, self.accept)
+        self.stats = stats
+        self.pending = pending  # () -> connections waiting for their handshake
+        self.admit = admit  # (sock) -> serve this accepted socket
+        self.paused = 0.0  # while the listener rests: until when (see ``resume``)
+        self.failures = 0  # accepts failed in a row (logged at the first and when it ends)
+        self.turned_away = 0  # connections turned away since that was last logged
+        self.turned_away_logged = 0.0
+
+    def listen(self) -> None:
+        self.listener.setblocking(False)
+        self.loop.watch(self.endpoint)
+
+    def accept(self, _endpoint: Endpoint) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of descriptors (EMFILE, ENFILE) or memory: the connection stays in the
+                # backlog, and the listener would be ready again at once. It rests instead.
+                self.paused = time.monotonic() + ACCEPT_BACKOFF
+                self.loop.unwatch(self.endpoint)
+                if not self.failures:
+                    log("accept failed: %s; trying again every %g s" % (exc, ACCEPT_BACKOFF))
+                self.failures += 1
+                return
+            if self.failures:
+                log("accepting connections again (%d attempts failed)" % self.failures)
+                self.failures = 0
+            pending = self.pending()
+            if pending >= MAX_PENDING_HANDSHAKES:
+                self.turn_away(sock, pending)
+                continue
+            sock.setblocking(False)
+            self.admit(sock)
+
+    def resume(self, now: float) -> None:
+        """Housekeeping: the listener's rest is over."""
+        if self.paused and now >= self.paused:
+            self.paused = 0.0
+            self.loop.watch(self.endpoint)
+
+    def turn_away(self, sock: socket.socket, pending: int) -> None:
+        """Too many connections wait for their handshake: close this one at once."""
+        self.stats["refused"] += 1
+        self.turned_away += 1
+        now = time.monotonic()
+        if now - self.turned_away_logged >= 1.0:  # (logged before the client hears of it)
+            log("turned away %d connection(s): %d already wait for the handshake"
+                % (self.turned_away, pending))
+            self.turned_away, self.turned_away_logged = 0, now
+        try:
+            sock.setblocking(False)
+            sock.send(wire.encode({"op": "refused", "reason": "too many connections waiting "
+                                   "for the handshake (%d)" % pending}))
+        except OSError:
+            pass
+        sock.close()
+
+
+class Sessions:
+    """The node's controller connections. Each is greeted, must authenticate (or hand
+    over an SSH channel, ``splice``) within the handshake timeout, then has each message
+    checked against ``ops.NODE_TAKES`` and handed to its handler in ``HANDLERS``; one
+    that stops sending heartbeats is closed. Tasks go to the pool, output to the loop."""
+
+    def __init__(self, loop: Loop, pool: Pool, listener: socket.socket, *, name: str,
+                 slots: int, cookie: bytes, version: str, code_id: str, max_payload: int,
+                 handshake_timeout: float, stats: dict, on_stop) -> None:
+        self.loop = loop
+        self.pool = pool
+        self.name = name
+        self.slots = slots
+        self.cookie = cookie
+        self.version = version
+        self.code_id = code_id
+        self.max_payload = max_payload
+        self.handshake_timeout = handshake_timeout
+        self.stats = stats
+        self.on_stop = on_stop  # () -> the node stops (a controller asked it to)
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.cpus = os.cpu_count()
+        self.conns: dict[int, Connection] = {}
+        self.conn_count = 0
+        self.acceptor = Acceptor(loop, listener, stats, pending=self.pending, admit=self.admit)
+
+    def listen(self) -> None:
+        self.acceptor.listen()
+
+    def pending(self) -> int:
+        return sum(1 for c in self.conns.values() if not c.authed)
+
+    def busy(self) -> bool:
+        return bool(self.conns)
+
+    def housekeeping(self, now: float) -> None:
+        """End connections that did not authenticate in time or went silent."""
+        self.acceptor.resume(now)
+        for conn in list(self.conns.values()):
+            if not conn.authed and now - conn.opened > self.handshake_timeout:
+                self.close_conn(conn, "no handshake within %g s" % self.handshake_timeout)
+            elif conn.heartbeat and now - conn.last_rx > conn.heartbeat:
+                self.close_conn(conn, "no heartbeat for %.1f s" % (now - conn.last_rx))
+
+    def close_all(self) -> None:
+        """The node is stopping: what is queued goes out, then every connection closes."""
+        for conn in list(self.conns.values()):
+            self.loop.flush_blocking(conn)
+            self.close_conn(conn, "node stopping", quiet=True)
+
+    def close_in_child(self) -> None:
+        """In a forked worker: let go of the listener and of every connection."""
+        self.acceptor.listener.close()
+        for conn in self.conns.values():
+            conn.sock.close()
+            for fd in conn.fds:
+                os.close(fd)
+
+    # -- opening and the handshake -------------------------------------------------------
+
+    def open_conn(self, sock) -> Connection:
+        self.conn_count += 1
+        conn = Connection(sock, self.conn_count, self.read_conn, self.close_conn)
+        self.conns[conn.fd] = conn
+        self.loop.watch(conn)
+        return conn
+
+    def admit(self, sock: socket.socket) -> None:
+        self.greet(self.open_conn(sock))
+
+    def greet(self, conn: Connection) -> None:
+        self.loop.send(conn, wire.encode(
+            {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": self.version,
+             "code": self.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
+             "executable": sys.executable, "pid": self.pid, "slots": self.slots,
+             "node": self.name, "nonce": conn.nonce, "host": socket.gethostname()}))
+
+    def authenticate(self, conn: Connection, head: dict) -> None:
+        op = head["op"]
+        if op not in ops.HANDSHAKE:
+            self.refuse(conn, "expected the handshake, got %r" % op[:64])
+            return
+        problem = ops.check(head, ops.HANDSHAKE)
+        if problem is not None:
+            self.refuse(conn, problem)
+            return
+        if op == "splice":
+            if len(conn.fds) == 2 and isinstance(conn.sock, socket.socket):
+                self.splice(conn)
+            else:
+                self.refuse(conn, "expected the handshake, got 'splice' without a channel")
+            return
+        client_nonce = head["nonce"]
+        expected = wire.client_mac(self.cookie, conn.nonce, client_nonce)
+        if not wire.macs_equal(head["mac"], expected):
+            self.refuse(conn, "wrong cookie: this client belongs to another cluster")
+            return
+        conn.authed = True
+        conn.decoder.max_payload = self.max_payload
+        heartbeat = head.get("heartbeat")
+        if heartbeat:
+            conn.heartbeat = float(heartbeat)
+        self.loop.send(conn, wire.encode(
+            {"op": "welcome", "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
+
+    def splice(self, conn: Connection) -> None:
+        """The boot script of an SSH channel passed the channel's stdin and stdout: serve a
+        controller connection on them, greeting it there; the script's own connection
+        stays open, untouched, until that connection closes."""
+        rfd, wfd = conn.fds
+        if not all(stat.S_ISFIFO(m) or stat.S_ISSOCK(m) for m in (os.fstat(fd).st_mode
+                                                                   for fd in (rfd, wfd))):
+            self.refuse(conn, "the passed descriptors are not a channel's pipes")
+            return
+        conn.fds = []
+        self.conns.pop(conn.fd, None)
+        self.loop.unwatch(conn)
+        conn.closed = True  # (its queued greeting is dropped: the greeting goes to the channel)
+        stream = PipeStream(rfd, wfd, conn.sock)
+        try:
+            os.set_blocking(rfd, False)
+            os.set_blocking(wfd, False)
+            spliced = self.open_conn(stream)
+            spliced.label = "connection %d (ssh channel)" % self.conn_count
+        except OSError as exc:
+            self.conns.pop(rfd, None)
+            self.loop.endpoints.pop(rfd, None)
+            stream.close()
+            log("%s: cannot use the passed channel: %s" % (conn.label, exc))
+            return
+        self.greet(spliced)
+
+    def refuse(self, conn: Connection, reason: str) -> None:
+        self.stats["refused"] += 1
+        self.loop.send(conn, wire.encode({"op": "refused", "reason": reason}))
+        self.loop.flush_blocking(conn)
+        self.close_conn(conn, "refused: " + reason)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_conn(self, conn: Connection) -> None:
+        try:
+            decoder = conn.decoder
+            if conn.authed or not isinstance(conn.sock, socket.socket):
+                chunk = conn.sock.recv(RECV_SIZE if decoder.idle()
+                                       else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
+            else:  # before the handshake, a boot script may pass its channel (see splice)
+                chunk, fds, flags, _ = socket.recv_fds(conn.sock, RECV_SIZE, 2)
+                conn.fds.extend(fds)
+                if len(conn.fds) > 2 or flags & socket.MSG_CTRUNC:
+                    self.close_conn(conn, "sent more than a channel's two descriptors")
+                    return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close_conn(conn, "read failed: %s" % exc)
+            return
+        if not chunk:
+            self.close_conn(conn, "closed by the controller", quiet=True)
+            return
+        conn.last_rx = time.monotonic()
+        try:
+            messages = conn.decoder.feed(chunk)
+        except wire.FrameError as exc:
+            self.stats["refused"] += 1
+            self.close_conn(conn, "garbage on the socket: %s" % exc)
+            return
+        for head, payload, raw in messages:
+            if conn.closed:
+                return
+            try:
+                if conn.authed:
+                    self.handle(conn, head, raw)
+                else:
+                    self.authenticate(conn, head)
+            except Exception as exc:  # noqa: BLE001 - a bug in one handler ends one connection
+                self.internal_error(conn, head, exc)
+                return
+        self.pool.dispatch()
+
+    def internal_error(self, conn: Connection, head: dict, exc: Exception) -> None:
+        """The last resort: handling a message raised. That connection ends, logged with
+        the reason and where it came from; the node and every other connection go on."""
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = "internal error handling %r: %s: %s (%s line %d)" % (
+            head.get("op"), type(exc).__name__, exc, os.path.basename(where.filename), where.lineno)
+        try:
+            self.close_conn(conn, reason)
+        except Exception as again:  # noqa: BLE001
+            log("%s: %s; closing it failed too: %r" % (conn.label, reason, again))
+
+    # -- the operations ------------------------------------------------------------------
+
+    def handle(self, conn: Connection, head: dict, raw: bytes) -> None:
+        """One message from an authenticated controller: checked against ``ops.NODE_TAKES``
+        (a malformed one ends the connection), then handed to its handler."""
+        op = head["op"]
+        handler = self.HANDLERS.get(op)
+        if handler is None:
+            task_id = head.get("id")
+            self.loop.send(conn, wire.encode(
+                {"op": "error", "id": task_id if ops.REQUEST_ID.test(task_id) else None,
+                 "message": "unknown operation %r" % op[:64]}))
+            return
+        problem = ops.check(head, ops.NODE_TAKES)
+        if problem is not None:
+            self.refuse(conn, problem)
+            return
+        handler(self, conn, head, raw)
+
+    def handle_task(self, conn: Connection, head: dict, raw: bytes) -> None:  # call, map
+        task_id = head["id"]
+        key = head.get("fk")
+        if key is not None and key not in conn.functions:
+            self.loop.send(conn, wire.encode(ops.error_head(
+                "protocol", task_id, "ProtocolError", "function %s was not defined" % key, self.name)))
+            return
+        conn.tasks[task_id] = self.pool.submit(conn, task_id, raw, key, head["op"] == "map")
+
+    def handle_defn(self, conn: Connection, head: dict, raw: bytes) -> None:
+        conn.functions[head["key"]] = raw
+
+    def handle_ping(self, conn: Connection, head: dict, raw: bytes) -> None:
+        self.loop.send(conn, wire.encode(self.pong(head)))
+
+    def handle_cancel(self, conn: Connection, head: dict, raw: bytes) -> None:
+        task_id = head["id"]
+        task = conn.tasks.pop(task_id, None)
+        if task is not None and self.pool.cancel(task):
+            self.loop.send(conn, wire.encode(ops.error_head("cancelled", task_id, "Cancelled",
+                                                            "cancelled", self.name)))
+
+    def handle_stop(self, conn: Connection, head: dict, raw: bytes) -> None:
+        log("stop requested by %s" % conn.label)
+        self.loop.send(conn, wire.encode({"op": "stopping", "id": head.get("id"), "pid": self.pid}))
+        self.on_stop()
+
+    HANDLERS = {"call": handle_task, "map": handle_task, "defn": handle_defn,
+                "ping": handle_ping, "cancel": handle_cancel, "stop": handle_stop}
+
+    def pong(self, head: dict) -> dict:
+        try:
+            load = list(os.getloadavg())
+        except OSError:
+            load = None
+        now = time.time()
+        return {"op": "pong", "id": head.get("id"), "time": now, "load": load,
+                "running": self.pool.running(), "queued": len(self.pool.queue),
+                "slots": self.slots, "pid": self.pid, "uptime": now - self.started,
+                "stats": self.stats, "cpus": self.cpus}
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close_conn(self, conn: Connection, reason: str, quiet: bool = False) -> None:
+        if conn.closed:
+            return
+        if not quiet:
+            log("%s closed: %s" % (conn.label, reason))
+        conn.closed = True
+        self.conns.pop(conn.fd, None)
+        self.loop.unwatch(conn)
+        conn.sock.close()
+        for fd in conn.fds:
+            os.close(fd)
+        conn.fds = []
+        self.pool.connection_gone(conn)
