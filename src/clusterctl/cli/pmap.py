@@ -220,23 +220,11 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
                             retries=retries, on_error=on_error, limit=limit,
                             poison_after=poison_after, nodes=node_list(nodes),
                             speculate=speculate, total=total, item_timeout=item_timeout)
-                results = run_.values(indexed=indexed)
                 try:
-                    with render_pmap.PmapProgress(run_.stats, console, f"pmap {fn_name}") \
-                            if show_progress else _nothing():
-                        write_results(results, out, indexed)
+                    _write_run(run_, out, console if show_progress else None, f"pmap {fn_name}", indexed)
                 except KeyboardInterrupt:
                     interrupted = True
                     raise
-                except BrokenPipeError:  # the reader of our output went away: stop quietly
-                    _silence_stdout()
-                    return 0
-                finally:
-                    results.close()
-                    try:
-                        out.flush()
-                    except (BrokenPipeError, ValueError):
-                        _silence_stdout()
         except ItemErrors as exc:
             console.print(render_pmap.errors_table(exc.failures))
             return EXIT_SOME_NODES_FAILED
@@ -248,6 +236,27 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
         return 0
 
     run(ctx, body)
+
+
+def _write_run(run_, out, progress_console, title: str, indexed: bool) -> None:
+    """Write the results of a run to ``out`` as they come, with live progress on
+    ``progress_console`` (None: no progress). A reader of our output that went away
+    (a closed pipe) ends the run quietly."""
+    from clusterctl.render import pmap as render_pmap
+
+    results = run_.values(indexed=indexed)
+    try:
+        with render_pmap.PmapProgress(run_.stats, progress_console, title) \
+                if progress_console is not None else _nothing():
+            write_results(results, out, indexed)
+    except BrokenPipeError:
+        _silence_stdout()
+    finally:
+        results.close()
+        try:
+            out.flush()
+        except (BrokenPipeError, ValueError):
+            _silence_stdout()
 
 
 def write_results(results: Iterator[Any], out, indexed: bool) -> None:

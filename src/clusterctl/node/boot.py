@@ -396,12 +396,42 @@ def _relay(sock) -> None:
     os._exit(0)
 
 
+def launch_line(code_dir: str) -> str:
+    """The one line a host's Python runs to start a node from the code in ``code_dir``."""
+    return ("import sys; sys.path.insert(0, %r); from clusterctl_node.daemon import main; main()"
+            % code_dir)
+
+
 def main() -> None:
+    """Stage 2 on a host: say what is cached, take the code if sent, find or start the
+    node, and hand it this channel (see docs/how-it-works.md, "Boot stages")."""
     params = json.loads(sys.stdin.buffer.readline())
     code_id = str(params["code_id"])
     if not code_id.isalnum():
         _fail("bad code id %r" % code_id)
     code_dir = os.path.join(cache_root(), "code", code_id)
+    if not _take_code(code_dir, code_id):
+        return  # the controller declined (say, a Python version mismatch): start nothing
+    directory = params.get("run_dir") or run_dir()
+    path = socket_path(directory, params["name"])
+    state = "running"
+    sock = _connect_or_fail(directory, path)
+    if sock is None:
+        if not params.get("start"):
+            _say({"node": "absent"})
+            return
+        _start_node(params, code_dir)
+        sock = _connect_or_fail(directory, path)
+        if sock is None:
+            _fail("the node started but its socket %s refuses connections" % path)
+        state = "ready"
+    _say({"node": state})
+    _splice(sock)
+
+
+def _take_code(code_dir: str, code_id: str) -> bool:
+    """Tell the controller our Python and whether the code is cached; install the bundle
+    if it sends one. False if it declined to go on."""
     try:
         have = code_ok(code_dir, code_id)
     except RuntimeError as exc:
@@ -410,7 +440,7 @@ def main() -> None:
           "need_code": not have})
     line = sys.stdin.buffer.readline()  # the bundle's size, 0 for none, or no go at all
     if not line.strip() or int(line) < 0:
-        return  # the controller declined (say, a Python version mismatch): start nothing
+        return False
     size = int(line)
     if size:
         blob = sys.stdin.buffer.read(size)
@@ -423,44 +453,34 @@ def main() -> None:
         except OSError as exc:
             _fail("cannot write the code cache %s: %s" % (code_dir, exc.strerror or exc))
         _say({"installed": True})
-    directory = params.get("run_dir") or run_dir()
-    path = socket_path(directory, params["name"])
+    return True
+
+
+def _connect_or_fail(directory: str, path: str):
     try:
-        sock = _connect(directory, path)
+        return _connect(directory, path)
     except RuntimeError as exc:
         _fail(str(exc))
-    state = "running"
-    if sock is None:
-        if not params.get("start"):
-            _say({"node": "absent"})
-            return
-        import subprocess
 
-        launch = ("import sys; sys.path.insert(0, %r); from clusterctl_node.daemon import main; main()"
-                  % code_dir)
-        try:
-            proc = subprocess.Popen([sys.executable, "-c", launch] + params["agent_args"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True,
-                                    cwd=os.path.expanduser("~"))
-            out, err = proc.communicate((params["cookie"] + "\n").encode(), timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            _fail("cannot start the node: %s" % exc)
-        line = (out.decode(errors="replace").strip().splitlines() or [""])[0]
-        if line.startswith("error:"):
-            _fail(line[len("error:"):].strip())
-        if not (line.startswith("ready") or line == "running"):
-            detail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            _fail("the node did not start: %s" % detail)
-        try:
-            sock = _connect(directory, path)
-        except RuntimeError as exc:
-            _fail(str(exc))
-        if sock is None:
-            _fail("the node started but its socket %s refuses connections" % path)
-        state = "ready"
-    _say({"node": state})
-    _splice(sock)
+
+def _start_node(params: dict, code_dir: str) -> None:
+    """Start a detached node and wait for its ready line (it forks off and goes on)."""
+    import subprocess
+
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", launch_line(code_dir)] + params["agent_args"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                cwd=os.path.expanduser("~"))
+        out, err = proc.communicate((params["cookie"] + "\n").encode(), timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _fail("cannot start the node: %s" % exc)
+    line = (out.decode(errors="replace").strip().splitlines() or [""])[0]
+    if line.startswith("error:"):
+        _fail(line[len("error:"):].strip())
+    if not (line.startswith("ready") or line == "running"):
+        detail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        _fail("the node did not start: %s" % detail)
 
 
 if __name__ == "__main__":  # run by the stub (its globals are __main__'s), not on import

@@ -18,7 +18,6 @@ from pathlib import Path
 from clusterctl.node import boot
 
 PACKAGE = "clusterctl_node"
-DAEMON_MODULE = PACKAGE + ".daemon"  # the module a host runs to start a node
 
 
 @dataclass(frozen=True)
@@ -65,5 +64,4 @@ def agent_bundle() -> Bundle:
 
 def launch_code(code_dir: str) -> str:
     """The one line a host's Python runs to start a node from an installed bundle."""
-    return ("import sys; sys.path.insert(0, %r); from %s import main; main()"
-            % (code_dir, DAEMON_MODULE))
+    return boot.launch_line(code_dir)

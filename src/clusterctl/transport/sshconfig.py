@@ -449,19 +449,7 @@ def _flatten(path: str, *, user_conf: bool, outer: list[str], resume: str,
     deeper than OpenSSH's limit of 16. Returns True when it wrote a block header.
     """
     real = os.path.realpath(path)
-    if real in stack:
-        chain = " -> ".join([*stack[stack.index(real):], real])
-        raise SSHConfigError("ssh config Include loop: %s" % chain,
-                             hint="remove the Include that leads back")
-    if len(stack) > MAX_INCLUDE_DEPTH:
-        raise SSHConfigError("ssh config Include nested deeper than %d at %s" % (MAX_INCLUDE_DEPTH, path),
-                             hint="flatten the Include chain")
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SSHConfigError("cannot read ssh config %s: %s" % (path, exc.strerror or exc),
-                             hint="fix the file's permissions")
+    text = _read_included(path, real, stack)
     wrote_header = False
     scope, header = outer, resume
     for number, raw in enumerate(text.splitlines(), 1):
@@ -497,6 +485,24 @@ def _flatten(path: str, *, user_conf: bool, outer: list[str], resume: str,
         else:
             out.append(line)
     return wrote_header
+
+
+def _read_included(path: str, real: str, stack: tuple[str, ...]) -> str:
+    """The text of config file ``path`` (``real`` its resolved path), after checking
+    that the Include chain ``stack`` leading to it neither loops nor nests too deep."""
+    if real in stack:
+        chain = " -> ".join([*stack[stack.index(real):], real])
+        raise SSHConfigError("ssh config Include loop: %s" % chain,
+                             hint="remove the Include that leads back")
+    if len(stack) > MAX_INCLUDE_DEPTH:
+        raise SSHConfigError("ssh config Include nested deeper than %d at %s" % (MAX_INCLUDE_DEPTH, path),
+                             hint="flatten the Include chain")
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise SSHConfigError("cannot read ssh config %s: %s" % (path, exc.strerror or exc),
+                             hint="fix the file's permissions")
 
 
 def _criteria(keyword: str, value: str) -> list[str]:
