@@ -69,7 +69,7 @@ def test_a_damaged_remote_code_cache_is_shipped_again_and_replaced(bed):
         with Cluster(specs, ssh_options=ssh, connect_timeout=20) as c:
             info, = c.world()
             assert info.status == "pong", info.reason
-            assert c._ssh.shipped == 1
+            assert c.ssh.shipped == 1
             assert c.rpc("h1", "operator.add", 1, 2) == 3
             c.down()
     finally:

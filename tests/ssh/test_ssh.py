@@ -49,17 +49,17 @@ def test_second_bootstrap_ships_no_code_and_nodes_persist(world, bed):
         shutil.rmtree(bed.host(alias).env_dir / "cache" / "clusterctl", ignore_errors=True)
     first = world.cluster(hosts)
     pids = {i.name: i.pid for i in first.world()}
-    assert first._ssh.shipped == 2  # the first bootstrap ships the code to each host
+    assert first.ssh.shipped == 2  # the first bootstrap ships the code to each host
     first.close()
     second = world.cluster(hosts)
     again = {i.name: i.pid for i in second.world()}
     assert again == pids  # the same nodes answered: they outlived the first controller
-    assert second._ssh.shipped == 0
+    assert second.ssh.shipped == 0
     assert second.down() == {"h1": "stopped", "h2": "stopped"}
     assert clusterctl_pids(bed, "h1") == [] and clusterctl_pids(bed, "h2") == []
     third = world.cluster(hosts)
     assert all(i.ok for i in third.world())
-    assert third._ssh.shipped == 0  # the code cache survives down
+    assert third.ssh.shipped == 0  # the code cache survives down
 
 
 def test_proxyjump_through_a_jump_host(world, bed):
@@ -94,8 +94,8 @@ def _asking_config(bed, tmp_path, first: str = "StrictHostKeyChecking ask") -> P
 
 def _server_key(cluster, alias: str) -> str:
     """``type base64`` of the host key the cluster's live connection to a bed host got."""
-    target = cluster._ssh.target(alias)
-    transport, = [t for key, t in cluster._ssh._transports.items() if key[:2] == (target.hostname, target.port)]
+    target = cluster.ssh.target(alias)
+    transport, = [t for key, t in cluster.ssh._transports.items() if key[:2] == (target.hostname, target.port)]
     key = transport.get_remote_server_key()
     return f"{key.get_name()} {key.get_base64()}"
 
@@ -441,7 +441,7 @@ def test_proxycommand_runs_through_a_shell_and_is_reaped(world, bed, tmp_path):
         c = world.cluster("via-command name=piped\n", ssh={"config_file": str(config)})
         info, = c.world()
         assert info.ok, info
-        proxies = list(c._ssh._proxies)
+        proxies = list(c.ssh._proxies)
         assert proxies and proxies[0].proc.poll() is None
         assert c.down() == {"piped": "stopped"}
         c.close()

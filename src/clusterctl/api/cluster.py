@@ -68,6 +68,12 @@ class Cluster:
         """What nodes are started with and checked against (cookie, code, limits)."""
         return self._links.settings
 
+    @property
+    def ssh(self):
+        """The SSH client pool (None until a host needed SSH): what was shipped, and
+        the connections it holds."""
+        return self._links.ssh
+
     @settings.setter
     def settings(self, settings: NodeSettings) -> None:
         self._links.settings = settings

@@ -41,7 +41,7 @@ class NodeLinks:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.ssh_options = dict(ssh_options)
-        self._ssh = None
+        self.ssh = None  # the SSH client pool, once a host needed it
         self._closed = False
 
     @property
@@ -85,17 +85,17 @@ class NodeLinks:
             if link.conn is not None:
                 link.conn.close()
                 link.conn = None
-        if self._ssh is not None:
-            self._ssh.close()
+        if self.ssh is not None:
+            self.ssh.close()
 
     def ssh_pool(self):
         """The SSH client pool, made on first need: paramiko is imported only then."""
         with _SSH_POOL_LOCK:  # hosts connect in parallel: one pool, or some are never closed
-            if self._ssh is None:
+            if self.ssh is None:
                 from clusterctl.transport.ssh import SSHPool
 
-                self._ssh = SSHPool(self.settings, **self.ssh_options)
-            return self._ssh
+                self.ssh = SSHPool(self.settings, **self.ssh_options)
+            return self.ssh
 
     def transport(self, spec: HostSpec) -> Transport:
         if spec.is_local:
