@@ -68,15 +68,15 @@ class Cluster:
         """What nodes are started with and checked against (cookie, code, limits)."""
         return self._links.settings
 
+    @settings.setter
+    def settings(self, settings: NodeSettings) -> None:
+        self._links.settings = settings
+
     @property
     def ssh(self):
         """The SSH client pool (None until a host needed SSH): what was shipped, and
         the connections it holds."""
         return self._links.ssh
-
-    @settings.setter
-    def settings(self, settings: NodeSettings) -> None:
-        self._links.settings = settings
 
     # -- the world ---------------------------------------------------------------------
 
@@ -221,7 +221,6 @@ class Cluster:
 
         def one(name: str):
             try:
-                self.spec(name)
                 return self._links.stop(name)
             except errors.ClusterError as exc:
                 return exc

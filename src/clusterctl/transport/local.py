@@ -134,7 +134,8 @@ class LocalTransport:
 
     def wait_stopped(self, pid, timeout: float) -> None:
         """After a stop: wait until the node process ``pid`` is gone, and end it by its
-        pid if it will not go (it is ours: its socket was in our private run dir)."""
+        pid if it will not go (it is ours: its socket was in our private run dir). A
+        local node needs no network, so it gets ``STOP_WAIT`` whatever ``timeout`` is."""
         if not isinstance(pid, int):
             return
         if not wait_pid_gone(pid, STOP_WAIT) and not terminate_pid(pid, 5.0):
