@@ -1,0 +1,295 @@
+"""One parallel map: the loop in the caller's thread that connects the nodes, keeps the
+scheduler busy and hands out the results; and ``pmap`` and ``pmap_results``."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from clusterctl import errors
+from clusterctl.api.pickling import dumps
+from clusterctl.api.pmap.blocks import FAILED, PENDING, Block
+from clusterctl.api.pmap.buffer import ResultBuffer
+from clusterctl.api.pmap.connectors import JOINED, Connectors
+from clusterctl.api.pmap.inbox import Inbox
+from clusterctl.api.pmap.item_errors import AllNodesLost, ItemError, ItemErrors
+from clusterctl.api.pmap.nodes import MapNode, slots_of
+from clusterctl.api.pmap.options import Options
+from clusterctl.api.pmap.outcome import Outcome
+from clusterctl.api.pmap.scheduler import Scheduler
+from clusterctl.api.pmap.source import Source
+from clusterctl.api.pmap.stats import NodeStats, PmapStats, reason_of
+from clusterctl.api.pmap.tuning import (CANCEL_WAIT_SECONDS, DEFAULT_POISON_AFTER,
+                                        JOIN_GRACE_SECONDS, WAIT_SECONDS)
+
+
+class PMap:
+    """One parallel map: its live statistics, and its outcomes.
+
+    ``pmap`` and ``pmap_results`` wrap it; use it directly to watch ``stats`` while it
+    runs (the CLI's progress display does). Iterate ``values()`` or ``outcomes()``, once.
+    """
+
+    def __init__(self, cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+                 ordered: bool = True, chunksize: int | None = None, retries: int = 0,
+                 retry_on: tuple[type[BaseException], ...] | None = None,
+                 on_error: str = "raise", limit: int | None = None,
+                 poison_after: int = DEFAULT_POISON_AFTER, nodes: Iterable[str] | None = None,
+                 speculate: bool = True, total: int | None = None,
+                 item_timeout: float | None = None) -> None:
+        if not callable(fn):
+            raise errors.UsageError(f"pmap needs a function, not {type(fn).__name__}")
+        self.options = Options(ordered=ordered, chunksize=chunksize, retries=retries,
+                               retry_on=retry_on, on_error=on_error, poison_after=poison_after,
+                               speculate=speculate, item_timeout=item_timeout)
+        source = Source(iterable, total=total, limit=limit)
+        self.cluster = cluster
+        self.names = cluster.node_names(nodes)
+        if not self.names:
+            raise errors.UsageError("pmap was given no nodes to run on")
+        self._fn_bytes = dumps(fn, "function")
+        fn_key = "pmap-" + hashlib.sha256(self._fn_bytes).hexdigest()[:24]
+        self.stats = PmapStats(total=source.total, nodes={n: NodeStats(n) for n in self.names})
+        self._inbox = Inbox()
+        self._buffer = ResultBuffer(ordered)
+        self._scheduler = Scheduler(self.options, self.stats, source, self._buffer,
+                                    self._inbox, fn_key)
+        self._connectors = Connectors(cluster, self._inbox.post)
+        self._join_errors: dict[str, errors.ClusterError] = {}
+        self._started = False
+        self._closing = False
+
+    @property
+    def failures(self) -> list[ItemError]:
+        """``on_error="collect"``: every item failed so far."""
+        return self._scheduler.failures
+
+    # -- what the caller iterates ------------------------------------------------------
+
+    def values(self, *, indexed: bool = False) -> Iterator[Any]:
+        """The results (in input order unless ``ordered=False``), failed items per
+        ``on_error``; with ``indexed``, ``(index, result)`` pairs."""
+        raise_mode = self.options.on_error == "raise"
+        blocks = self._blocks()
+        try:
+            for block in blocks:
+                if not block.errors:
+                    if indexed:
+                        yield from zip(itertools.count(block.start), block.values)
+                    else:
+                        yield from block.values
+                    continue
+                found = block.errors
+                for j, value in enumerate(block.values):
+                    if value is FAILED:
+                        if raise_mode:
+                            raise found[j]
+                    elif value is not PENDING:
+                        yield (block.start + j, value) if indexed else value
+        finally:
+            blocks.close()
+        if self.options.on_error == "collect" and self.failures:
+            self.failures.sort(key=lambda e: e.index)
+            raise ItemErrors(self.failures, self.stats.done)
+
+    def outcomes(self) -> Iterator[Outcome]:
+        """One ``Outcome`` per item, errors as values; ``on_error`` does not apply."""
+        self.options.on_error = "values"
+        blocks = self._blocks()
+        try:
+            for block in blocks:
+                start, found = block.start, block.errors
+                for j, value in enumerate(block.values):
+                    if value is FAILED:
+                        yield Outcome(start + j, error=found[j])
+                    else:
+                        yield Outcome(start + j, value)
+        finally:
+            blocks.close()
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _blocks(self) -> Iterator[Block]:
+        if self._started:
+            raise errors.UsageError("a pmap can be iterated only once")
+        self._started = True
+        self.stats.started = time.monotonic()
+        self._inbox.open()
+        scheduler = self._scheduler
+        try:
+            self._connectors.start(self.names)
+            while True:
+                scheduler.fill()
+                block = self._ready()
+                if block is not None:
+                    yield block
+                    stop = scheduler.stop_index
+                    if block.errors and stop is not None and self.options.ordered and \
+                            block.start <= stop < block.start + block.n:
+                        raise scheduler.stop_error
+                    self._inbox.drain(None, self._handle)
+                    continue
+                if self._finished():
+                    self._settle_connects()
+                    return
+                self._check_alive()
+                self._inbox.drain(WAIT_SECONDS, self._handle)
+        finally:
+            self._shutdown()
+            self.stats.finished = time.monotonic()
+
+    def _ready(self) -> Block | None:
+        scheduler = self._scheduler
+        if not self.options.ordered and scheduler.stop_error is not None:
+            raise scheduler.stop_error
+        return self._buffer.ready(scheduler.stop_index)
+
+    def _finished(self) -> bool:
+        stopped = self.options.ordered and self._scheduler.stop_index is not None
+        return self._buffer.empty() and (self._scheduler.source.done or stopped)
+
+    def _handle(self, event) -> None:
+        if event[0] is JOINED:
+            self._joined(*event[1:])
+        else:
+            self._scheduler.answer(*event)
+
+    def _check_alive(self) -> None:
+        """Raise if no node is left (or coming) to do the work that remains."""
+        nodes = self._scheduler.nodes
+        if self._connectors.pending or any(n.running for n in nodes.values()):
+            return
+        done = self.stats.done
+        of = f" of {self.stats.total}" if self.stats.total is not None else ""
+        load_errors = self._scheduler.load_errors
+        if load_errors and len(load_errors) == len(nodes):
+            error = load_errors[0]
+            error.hint = (f"no node could load the function or its items ({done}{of} items "
+                          "completed); make what it imports importable on the nodes")
+            raise error
+        reasons = {name: s.reason for name, s in self.stats.nodes.items() if s.reason}
+        if not nodes and len(self._join_errors) == 1:
+            raise next(iter(self._join_errors.values()))
+        listing = "; ".join(f"{n}: {r}" for n, r in reasons.items())
+        verb = "was lost" if nodes else "could be reached"
+        what = "every node " + verb if nodes else "no node " + verb
+        raise AllNodesLost(f"{what} ({listing}); {done}{of} items completed",
+                           completed=done, reasons=reasons)
+
+    # -- nodes joining -----------------------------------------------------------------
+
+    def _joined(self, name: str, conn, error: errors.ClusterError | None,
+                late: bool = False) -> None:
+        """A connector finished: the node joins the run, or is reported as failed. One
+        that joins ``late`` (or while the map closes) gets no work."""
+        self._connectors.joined()
+        stats = self.stats.nodes[name]
+        if error is not None or conn is None:
+            self._join_errors[name] = error
+            stats.state, stats.reason = "failed", reason_of(error)
+        elif late or self._closing:
+            stats.state, stats.slots = "running", slots_of(conn)
+        else:
+            self._add_node(MapNode(name, conn, stats))
+
+    def _add_node(self, node: MapNode) -> None:
+        stats = node.stats
+        stats.slots = node.slots
+        stats.state = "running"
+        stats.joined = time.monotonic()
+        self._scheduler.add_node(node)
+        conn = node.conn
+        conn.send({"op": "defn", "key": self._scheduler.fn_key}, self._fn_bytes)
+        if conn.lost is not None:
+            self._scheduler.retire(node, "lost", reason_of(conn.lost))
+
+    # -- the end -----------------------------------------------------------------------
+
+    def _settle_connects(self) -> None:
+        """The work is done before every node joined: give the nodes being started a moment
+        to finish starting, so none comes up after the caller moved on (e.g. to ``down``)."""
+        self._connectors.wait(JOIN_GRACE_SECONDS)
+        while (event := self._inbox.take()) is not None:
+            if event[0] is JOINED:  # joined too late to get work: report it as it is
+                self._joined(*event[1:], late=True)
+
+    def _shutdown(self) -> None:
+        """Cancel all work still in flight and wait (a little) until the nodes confirm it:
+        then no worker runs anything of this map any more."""
+        self._closing = True
+        scheduler = self._scheduler
+        for node in scheduler.nodes.values():
+            for chunk in list(node.inflight.values()):
+                try:
+                    scheduler.cancel(chunk, wait=True)
+                except Exception:  # noqa: BLE001 - best effort: a broken connection cancels too
+                    pass
+        scheduler.retry.clear()
+        self._buffer.clear()
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        try:
+            while scheduler.cancelling:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._inbox.drain(min(left, WAIT_SECONDS), self._handle)
+        finally:
+            for node in scheduler.nodes.values():
+                self._inbox.unwatch(node)
+            self._inbox.close()
+
+
+# -- the API ----------------------------------------------------------------------------
+
+def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered: bool = True,
+         chunksize: int | None = None, retries: int = 0,
+         retry_on: tuple[type[BaseException], ...] | None = None, on_error: str = "raise",
+         limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
+         nodes: Iterable[str] | None = None, speculate: bool = True,
+         item_timeout: float | None = None) -> Iterator[Any]:
+    """Apply ``fn`` to every item of ``iterable`` over all nodes' slots; yield the results.
+
+    - ``ordered``: results in input order (default), else as they finish.
+    - ``chunksize``: items per message; None adapts it to the function's speed.
+    - ``retries``: how often an item whose function raised is tried again (on another
+      node if there is one); ``retry_on`` limits that to these exception types.
+    - ``on_error``: ``"raise"`` (stop at the first failed item, after yielding the
+      results before it, and raise its ``ItemError`` with the remote traceback),
+      ``"skip"`` (leave failed items out), ``"collect"`` (leave them out, then raise
+      ``ItemErrors`` listing all of them).
+    - ``limit``: read at most this many items (for endless generators).
+    - ``poison_after``: an item that crashed its worker, or was running when its node
+      was lost, this many times is failed as ``PoisonItem``.
+    - ``nodes``: the node names to use (default: the whole world).
+    - ``speculate``: start items that are overdue (stuck, or queued behind a long item)
+      again on another slot; the first result wins and the other run is cancelled.
+      Turn it off if running an item twice would be wrong (a lost node's items are
+      always run again, so the function should be idempotent anyway).
+    - ``item_timeout``: seconds an item may run; one that runs longer is stopped (its
+      worker is killed) and fails like an exception, as ``ItemError`` with
+      ``remote_type`` ``"ItemTimeout"`` (retried under ``retries``). The limit counts
+      from when the item can have started on its node, so it may be generous, never short.
+
+    The iterator does the work as it is consumed; leaving it early cancels the rest.
+    Raises ``AllNodesLost`` if no node is left to finish the work.
+    """
+    run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
+               retry_on=retry_on, on_error=on_error, limit=limit, poison_after=poison_after,
+               nodes=nodes, speculate=speculate, item_timeout=item_timeout)
+    return run.values()
+
+
+def pmap_results(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+                 ordered: bool = True, chunksize: int | None = None, retries: int = 0,
+                 retry_on: tuple[type[BaseException], ...] | None = None,
+                 limit: int | None = None, poison_after: int = DEFAULT_POISON_AFTER,
+                 nodes: Iterable[str] | None = None, speculate: bool = True,
+                 item_timeout: float | None = None) -> Iterator[Outcome]:
+    """Like ``pmap``, but yield one ``Outcome`` per item (``index``, ``value`` or ``error``),
+    so a failed item never stops the others."""
+    run = PMap(cluster, fn, iterable, ordered=ordered, chunksize=chunksize, retries=retries,
+               retry_on=retry_on, limit=limit, poison_after=poison_after, nodes=nodes,
+               speculate=speculate, item_timeout=item_timeout)
+    return run.outcomes()
