@@ -95,11 +95,20 @@ class World:
         self.made.append((c, path))
         return c
 
-    def down_everything(self) -> None:
+    def down_everything(self, attempts: int = 3) -> None:
+        """Bring every cluster's nodes down. A node that could not be reached to be
+        stopped (a login that timed out on a loaded machine, a relay's hiccup) is tried
+        again, up to ``attempts`` times: a node left running fails the test after it."""
         for c, path in self.made:
             c.close()
-            try:
-                with Cluster(path, ssh_options=c.ssh_options, connect_timeout=10) as closer:
-                    closer.down()
-            except errors.ClusterError:
-                pass
+            names = None
+            for _ in range(attempts):
+                try:
+                    with Cluster(path, ssh_options=c.ssh_options, connect_timeout=10) as closer:
+                        outcomes = closer.down(names)
+                except errors.ClusterError:
+                    continue
+                names = [n for n, outcome in outcomes.items()
+                         if isinstance(outcome, errors.ClusterError)]
+                if not names:
+                    break
