@@ -126,3 +126,11 @@ class Cancelled(ClusterError):
     """The work was cancelled before it finished (Ctrl-C, a timeout, a stop)."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class HubError(ClusterError):
+    """The hub (the per-user daemon holding the SSH connections) could not be started or
+    reached, or was lost."""
+
+    hint = ("run the command again: a new hub starts; set CLUSTERCTL_HUB=off to connect "
+            "without one")

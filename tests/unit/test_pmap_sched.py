@@ -132,7 +132,7 @@ class FakeCluster:
     def node_names(self, nodes=None):
         return list(self.conns) if nodes is None else list(nodes)
 
-    def connect(self, name):
+    def connect(self, name, direct=False):
         conn = self.conns[name]
         if conn.lost is not None:
             raise conn.lost

@@ -25,6 +25,8 @@ from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
 from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
+from clusterctl.hub.client import HubClient
+from clusterctl.hub.place import enabled as hub_enabled
 from clusterctl.session.connection import NodeConnection
 from clusterctl.transport.base import NodeSettings
 from clusterctl.transport.bundle import agent_bundle
@@ -39,12 +41,15 @@ class Cluster:
     the user config dir, else one local node), a path to a hosts file, or a list of
     ``HostSpec``. ``timeout`` is the default for calls (None: wait as long as it takes,
     with node loss still detected by heartbeat within ``heartbeat_timeout`` seconds).
+    ``hub``: reach SSH hosts through the user's hub, which holds their SSH connections
+    (started on demand); None: yes, unless ``CLUSTERCTL_HUB=off`` or a ``cookie`` is given.
     """
 
     def __init__(self, hosts: str | os.PathLike | Iterable[HostSpec] | None = None, *,
                  timeout: float | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 10.0,
-                 cookie: bytes | None = None, ssh_options: Mapping[str, Any] | None = None) -> None:
+                 cookie: bytes | None = None, ssh_options: Mapping[str, Any] | None = None,
+                 hub: bool | None = None) -> None:
         if hosts is None:
             specs, self.source = resolve_world(None)
         elif isinstance(hosts, (str, os.PathLike)):
@@ -59,9 +64,12 @@ class Cluster:
         self.heartbeat_timeout = heartbeat_timeout
         self.ssh_options = dict(ssh_options or {})
         settings = NodeSettings(cookie=cookie or load_or_create_cookie(), bundle=agent_bundle())
+        if hub is None:  # the hub knows the user's cookie only
+            hub = cookie is None and hub_enabled()
         self._links = NodeLinks(specs, settings, connect_timeout=connect_timeout,
                                 heartbeat_interval=heartbeat_interval,
-                                heartbeat_timeout=heartbeat_timeout, ssh_options=self.ssh_options)
+                                heartbeat_timeout=heartbeat_timeout, ssh_options=self.ssh_options,
+                                hub=HubClient(settings) if hub else None)
 
     @property
     def settings(self) -> NodeSettings:
@@ -119,10 +127,9 @@ class Cluster:
         remote = [s for s in specs if not s.is_local]
         if not remote:
             return []
-        pool = self._links.ssh_pool()
         deadline = time.monotonic() + self.connect_timeout
         found = in_parallel([s.name for s in remote],
-                               lambda name: pool.unknown_host_key(self.spec(name), deadline))
+                            lambda name: self._links.unknown_host_key(self.spec(name), deadline))
         unique = {}
         for unknown in found:
             if unknown is not None:
@@ -131,9 +138,8 @@ class Cluster:
 
     def trust_host_keys(self, unknowns: Iterable) -> None:
         """Accept these host keys; each is appended to known_hosts when next connected."""
-        pool = self._links.ssh_pool()
         for unknown in unknowns:
-            pool.trust(unknown)
+            self._links.trust(unknown)
 
     def _ping(self, name: str) -> NodeInfo:
         spec = self.spec(name)
@@ -216,7 +222,8 @@ class Cluster:
     # -- stopping ----------------------------------------------------------------------
 
     def down(self, nodes: Iterable[str] | None = None) -> dict[str, str | errors.ClusterError]:
-        """Stop nodes (all by default): node -> "stopped", "not running" or the error."""
+        """Stop nodes (all by default, and then the hub, if one runs): node -> "stopped",
+        "not running" or the error."""
         names = self.node_names(nodes)
 
         def one(name: str):
@@ -225,7 +232,14 @@ class Cluster:
             except errors.ClusterError as exc:
                 return exc
 
-        return dict(zip(names, in_parallel(names, one)))
+        outcomes = dict(zip(names, in_parallel(names, one)))
+        if nodes is None:
+            self.stop_hub()
+        return outcomes
+
+    def stop_hub(self) -> bool:
+        """Stop the hub if one runs (the nodes keep running): True if one did."""
+        return self._links.stop_hub()
 
     def close(self) -> None:
         """Close every connection (the nodes keep running; their work for us is cancelled)."""
@@ -239,10 +253,11 @@ class Cluster:
 
     # -- connections -------------------------------------------------------------------
 
-    def connect(self, node: str) -> NodeConnection:
-        """The connection to ``node``, starting the node if it is not running."""
+    def connect(self, node: str, *, direct: bool = False) -> NodeConnection:
+        """The connection to ``node``, starting the node if it is not running; with
+        ``direct``, one that does not go through the hub."""
         self.spec(node)
-        return self._links.connect(node)
+        return self._links.connect(node, direct=direct)
 
     def _host_label(self, spec: HostSpec) -> str:
         return "localhost" if spec.is_local else spec.target

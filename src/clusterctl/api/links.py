@@ -3,6 +3,7 @@ none runs), checked at the handshake, replaced after loss, closed together."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class _Link:
     spec: HostSpec
     lock: threading.Lock = field(default_factory=threading.Lock)
     conn: NodeConnection | None = None
+    direct: NodeConnection | None = None  # one that bypasses the hub (pmap's)
 
 
 class NodeLinks:
@@ -34,8 +36,9 @@ class NodeLinks:
 
     def __init__(self, specs: list[HostSpec], settings: NodeSettings, *, connect_timeout: float,
                  heartbeat_interval: float, heartbeat_timeout: float,
-                 ssh_options: Mapping[str, Any]) -> None:
+                 ssh_options: Mapping[str, Any], hub=None) -> None:
         self._links = {s.name: _Link(s) for s in specs}
+        self.hub = hub  # a HubClient: SSH nodes are reached through the hub; None: directly
         self.settings = settings
         self.connect_timeout = connect_timeout
         self.heartbeat_interval = heartbeat_interval
@@ -52,16 +55,24 @@ class NodeLinks:
         """The hosts-file line of ``node``; KeyError if there is none."""
         return self._links[node].spec
 
-    def connect(self, node: str) -> NodeConnection:
-        """The connection to ``node``, starting the node if it is not running."""
+    def connect(self, node: str, *, direct: bool = False) -> NodeConnection:
+        """The connection to ``node``, starting the node if it is not running. With
+        ``direct``, one of its own that does not go through the hub (for a pmap, which
+        then never depends on the hub)."""
         link = self._links[node]
+        direct = direct and self.hub is not None and not link.spec.is_local
         with link.lock:
-            if link.conn is not None and link.conn.lost is None:
-                return link.conn
+            conn = link.direct if direct else link.conn
+            if conn is not None and conn.lost is None:
+                return conn
             if self._closed:
                 raise errors.ClusterError("the cluster was closed")
-            link.conn = self._open(link.spec, start=True)
-            return link.conn
+            conn = self._open(link.spec, start=True, direct=direct)
+            if direct:
+                link.direct = conn
+            else:
+                link.conn = conn
+            return conn
 
     def stop(self, node: str) -> str:
         """Stop ``node``: "stopped", or "not running" if no node ran there."""
@@ -82,9 +93,10 @@ class NodeLinks:
             return
         self._closed = True
         for link in self._links.values():
-            if link.conn is not None:
-                link.conn.close()
-                link.conn = None
+            for conn in (link.conn, link.direct):
+                if conn is not None:
+                    conn.close()
+            link.conn = link.direct = None
         if self.ssh is not None:
             self.ssh.close()
 
@@ -97,19 +109,47 @@ class NodeLinks:
                 self.ssh = SSHPool(self.settings, **self.ssh_options)
             return self.ssh
 
-    def transport(self, spec: HostSpec) -> Transport:
+    def transport(self, spec: HostSpec, direct: bool = False) -> Transport:
         if spec.is_local:
             return LocalTransport(spec, self.settings)
+        if self.hub is not None and not direct:
+            from clusterctl.hub.client import HubTransport
+
+            return HubTransport(spec, self.hub, hub_ssh_options(self.ssh_options))
         return self.ssh_pool().transport(spec)
+
+    # -- host keys, through the hub when there is one ------------------------------------
+
+    def unknown_host_key(self, spec: HostSpec, deadline: float):
+        """The UnknownHostKey to ask the user about for ``spec``'s host, or None."""
+        if self.hub is None:
+            return self.ssh_pool().unknown_host_key(spec, deadline)
+        return self.hub.call("unknown_host_key", {"spec": spec, "ssh": hub_ssh_options(self.ssh_options),
+                                                  "timeout": max(1.0, deadline - time.monotonic())},
+                             max(1.0, deadline - time.monotonic()) + 5.0)
+
+    def trust(self, unknown) -> None:
+        """Accept a host key the user was shown (appended to known_hosts when next connected)."""
+        if self.hub is None:
+            self.ssh_pool().trust(unknown)
+        else:
+            self.hub.call("trust", {"ssh": hub_ssh_options(self.ssh_options), "unknown": unknown},
+                          self.connect_timeout)
+
+    def stop_hub(self) -> bool:
+        """Stop the hub, if one runs: True if one was asked to."""
+        if self.hub is None:
+            return False
+        return self.hub.stop(self.connect_timeout)
 
     # -- opening -----------------------------------------------------------------------
 
-    def _open(self, spec: HostSpec, start: bool) -> NodeConnection | None:
+    def _open(self, spec: HostSpec, start: bool, direct: bool = False) -> NodeConnection | None:
         """A started connection to the node of ``spec``, or None if none runs and
         ``start`` is false. A node running other code (an older or newer clusterctl)
         is stopped and, if ``start``, replaced once."""
         deadline = time.monotonic() + self.connect_timeout
-        transport = self.transport(spec)
+        transport = self.transport(spec, direct)
         for attempt in (1, 2):
             stream = transport.open(start=start, deadline=deadline)
             if stream is None:
@@ -169,3 +209,13 @@ class NodeLinks:
 def hello_runs_our_code(hello: dict, settings: NodeSettings) -> bool:
     """Whether a node's hello says it runs this controller's code and protocol."""
     return hello.get("code") == settings.bundle.code_id and hello.get("proto") == wire.PROTOCOL_VERSION
+
+
+def hub_ssh_options(ssh_options: Mapping[str, Any]) -> dict:
+    """The SSH options as the hub needs them: files as absolute paths (the hub's working
+    directory is not the command's)."""
+    options = dict(ssh_options)
+    for key in ("config_file", "known_hosts"):
+        if options.get(key):
+            options[key] = os.path.abspath(os.path.expanduser(str(options[key])))
+    return options

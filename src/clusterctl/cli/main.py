@@ -18,6 +18,7 @@ import click
 
 from clusterctl.version import __version__
 from clusterctl.cli.common import Options, node_list, run
+from clusterctl.cli.hub import hub_command
 from clusterctl.cli.pmap import pmap_command
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError
 
@@ -180,6 +181,7 @@ def down(ctx: click.Context, nodes: str | None) -> None:
 
 
 cli.add_command(pmap_command, "pmap")  # the pmap command lives in its own module
+cli.add_command(hub_command, "hub")
 
 
 def main() -> None:

@@ -283,6 +283,13 @@ class SSHPool:
         """Accept a key the user was shown: it is appended at the next connection."""
         self.trusted.add((unknown.hostname, unknown.port, unknown.fingerprint))
 
+    def describe(self) -> list[dict]:
+        """Each SSH connection held: where to, and whether it is up."""
+        with self._lock:
+            held = list(self._transports.items())
+        return [{"host": key[0], "port": key[1], "user": key[2], "jump": key[3],
+                 "active": transport.is_active()} for key, transport in held]
+
     def close(self) -> None:
         for transport in self._transports.values():
             transport.close()
@@ -325,9 +332,10 @@ class SSHTransport:
 
     kind = "ssh"
 
-    def __init__(self, spec: HostSpec, pool: SSHPool) -> None:
+    def __init__(self, spec: HostSpec, pool: SSHPool, settings: NodeSettings | None = None) -> None:
         self.spec = spec
         self.pool = pool
+        self.settings = settings or pool.settings  # (the hub's pools serve several limits)
         self.python = spec.python or "python3"
 
     @property
@@ -349,9 +357,10 @@ class SSHTransport:
             channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
             stdin = channel
             stdin.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
-            params = {"code_id": self.pool.settings.bundle.code_id, "name": name,
-                      "agent_args": agent_arguments(spec, self.pool.settings),
-                      "cookie": self.pool.settings.cookie.hex(), "start": start}
+            settings = self.settings
+            params = {"code_id": settings.bundle.code_id, "name": name,
+                      "agent_args": agent_arguments(spec, settings),
+                      "cookie": settings.cookie.hex(), "start": start}
             stdin.sendall(json.dumps(params).encode() + b"\n")
             reply = self._reply(channel)
             try:

@@ -1,0 +1,225 @@
+"""A command's side of the hub: reach it (starting it when none runs, replacing one that
+runs other code), prove the cookie, ask; and ``HubTransport``, which reaches an SSH node
+through it, so the command pays no SSH handshake of its own."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from clusterctl import errors
+from clusterctl.config.hosts import HostSpec
+from clusterctl.hub import place, protocol
+from clusterctl.node import boot
+from clusterctl.session.handshake import authenticate, read_hello
+from clusterctl.session.outcomes import stream_failure
+from clusterctl.transport.base import NodeSettings
+
+START_SECONDS = 10.0  # a hub that is not serving this long after its start has failed
+STOP_SECONDS = 5.0  # a hub asked to stop (another version's) is gone within this
+
+
+class HubClient:
+    """The way to the user's hub, for commands with ``settings`` (cookie and code)."""
+
+    def __init__(self, settings: NodeSettings, directory: str | None = None) -> None:
+        self.settings = settings
+        self.directory = directory or place.hub_dir()
+
+    def call(self, what: str, args: dict, timeout: float, *, start: bool = True):
+        """One request and its result (None without asking, if ``start`` is false and
+        no hub runs)."""
+        sock = self.connect(timeout, start=start)
+        if sock is None:
+            return None
+        try:
+            sock.sendall(protocol.request(what, args))
+            return protocol.read_reply(sock)
+        except (EOFError, OSError, socket.timeout) as exc:
+            raise errors.HubError(f"the hub did not answer ({stream_failure(exc)})") from None
+        finally:
+            sock.close()
+
+    def open_stream(self, spec: HostSpec, ssh_options: dict, *, start: bool, deadline: float):
+        """A stream to the node of ``spec`` through the hub, or None if none runs and
+        ``start`` is false. The node speaks first on it, as on an SSH channel."""
+        timeout = max(1.0, deadline - time.monotonic())
+        sock = self.connect(timeout)
+        args = {"spec": spec, "ssh": ssh_options, "start": start, "timeout": timeout,
+                "limits": {"idle": self.settings.idle, "max_payload": self.settings.max_payload}}
+        try:
+            sock.settimeout(timeout + 5.0)  # the hub gives up first, and says why
+            sock.sendall(protocol.request("open", args))
+            result = protocol.read_reply(sock)
+        except (EOFError, OSError, socket.timeout) as exc:
+            sock.close()
+            raise errors.NodeUnreachable(spec.name, f"the hub did not answer ({stream_failure(exc)})",
+                                         hint=errors.HubError.hint) from None
+        except BaseException:
+            sock.close()
+            raise
+        if result is None:
+            sock.close()
+            return None
+        sock.settimeout(None)
+        return sock
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the hub to stop, if one runs (its streams end with it): True if one did."""
+        sock = self.connect(timeout, start=False)
+        if sock is None:
+            return False
+        pid = None
+        try:
+            sock.sendall(protocol.request("status", {}))
+            pid = protocol.read_reply(sock).get("pid")
+        except (EOFError, OSError, errors.ClusterError):
+            pass
+        finally:
+            sock.close()
+        sock = self.connect(timeout, start=False)
+        if sock is not None:
+            self._replace(sock, pid)
+        return True
+
+    # -- reaching the hub --------------------------------------------------------------
+
+    def connect(self, timeout: float, *, start: bool = True) -> socket.socket | None:
+        """An authenticated connection to the hub; one is started if none runs (and
+        ``start``), and one that runs other code is stopped and replaced."""
+        deadline = time.monotonic() + timeout
+        for _ in range(3):
+            sock = self._dial()
+            if sock is None:
+                if not start:
+                    return None
+                self._start(deadline)
+                sock = self._dial_until(deadline)
+            hello = read_hello(sock, "hub", max(0.5, deadline - time.monotonic()))
+            try:
+                authenticate(sock, "hub", hello, cookie=self.settings.cookie,
+                             heartbeat_timeout=60.0, timeout=max(0.5, deadline - time.monotonic()))
+            except BaseException:
+                sock.close()
+                raise
+            if hello.get("code") == self.settings.bundle.code_id:
+                return sock
+            self._replace(sock, hello.get("pid"))  # another clusterctl's hub
+            if not start:
+                return None
+        raise errors.HubError("the hub keeps running other code than this clusterctl")
+
+    def _dial(self) -> socket.socket | None:
+        path = place.socket_path(self.directory)
+        try:
+            if not boot.private_dir(self.directory, create=False):
+                return None
+            boot.check_socket(path)
+        except RuntimeError as exc:
+            raise errors.HubError(str(exc), hint="set XDG_RUNTIME_DIR to a private directory") from None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        return sock
+
+    def _dial_until(self, deadline: float) -> socket.socket:
+        while True:
+            sock = self._dial()
+            if sock is not None:
+                return sock
+            if time.monotonic() > deadline:
+                raise errors.HubError(f"the hub did not come up (its log: "
+                                      f"{place.log_path(self.directory)})")
+            time.sleep(0.01)
+
+    def _start(self, deadline: float) -> None:
+        """Start a hub (detached); return once it serves, or another one does."""
+        try:
+            boot.private_dir(self.directory)
+        except RuntimeError as exc:
+            raise errors.HubError(str(exc), hint="set XDG_RUNTIME_DIR to a private directory") from None
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])  # where clusterctl is imported from
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        with open(place.log_path(self.directory), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "clusterctl.hub.daemon", "--dir", self.directory],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
+                start_new_session=True, close_fds=True)
+        try:
+            line = _read_line(proc.stdout, min(START_SECONDS, max(1.0, deadline - time.monotonic())))
+        finally:
+            proc.stdout.close()
+            try:
+                proc.wait(START_SECONDS)  # the first process exits once the hub is detached
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if not (line.startswith("ready") or line == "running"):
+            raise errors.HubError(f"the hub did not start (its log: {place.log_path(self.directory)})")
+
+    def _replace(self, sock: socket.socket, pid) -> None:
+        """Ask a hub that runs other code to stop, and wait until it is gone."""
+        try:
+            sock.sendall(protocol.request("stop", {}))
+            protocol.read_reply(sock)
+        except (EOFError, OSError, errors.ClusterError):
+            pass
+        finally:
+            sock.close()
+        if not isinstance(pid, int):
+            return
+        deadline = time.monotonic() + STOP_SECONDS
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+
+
+def _read_line(stream, timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        return ""
+    return stream.readline().decode(errors="replace").strip()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class HubTransport:
+    """A node on a remote host, reached through the hub's SSH connection to it."""
+
+    kind = "ssh"
+
+    def __init__(self, spec: HostSpec, hub: HubClient, ssh_options: dict) -> None:
+        self.spec = spec
+        self.hub = hub
+        self.ssh_options = ssh_options
+
+    @property
+    def host_label(self) -> str:
+        return self.spec.target
+
+    def open(self, *, start: bool, deadline: float):
+        return self.hub.open_stream(self.spec, self.ssh_options, start=start, deadline=deadline)
+
+    def wait_stopped(self, pid, timeout: float) -> None:
+        self.hub.call("wait_stopped", {"spec": self.spec, "ssh": self.ssh_options, "pid": pid,
+                                       "timeout": timeout}, timeout + 5.0)

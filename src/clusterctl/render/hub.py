@@ -1,0 +1,49 @@
+"""The hub's state, for ``clusterctl hub``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def fmt_uptime(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def show(console: Console, status: dict) -> None:
+    streams = status["streams"]
+    finished = status["finished"]
+    up = sum(s["up"] for s in streams) + finished["up"]
+    down = sum(s["down"] for s in streams) + finished["down"]
+    console.print(f"hub pid {status['pid']}, up {fmt_uptime(status['uptime'])}, "
+                  f"clusterctl {status['version']}; {len(streams)} open streams "
+                  f"({finished['streams']} ended), {status['requests']} requests; "
+                  f"traffic {fmt_bytes(up)} to nodes, {fmt_bytes(down)} back; "
+                  f"exits after {status['idle_exit']:g} s idle")
+    table = Table(box=None, header_style="bold")
+    for column in ("host", "port", "user", "via", "ssh"):
+        table.add_column(column)
+    per_host: dict[str, int] = {}
+    for s in streams:
+        per_host[s["node"]] = per_host.get(s["node"], 0) + 1
+    for pool in status["pools"]:
+        for h in pool["hosts"]:
+            table.add_row(str(h["host"]), str(h["port"]), str(h["user"] or ""), str(h["jump"] or ""),
+                          "up" if h["active"] else "down")
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print("no SSH connections held")
+    if per_host:
+        console.print("streams by node: " + ", ".join(f"{n} {k}" for n, k in sorted(per_host.items())))

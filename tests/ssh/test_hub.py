@@ -1,0 +1,152 @@
+"""The hub over the test bed: warm commands reuse its SSH connections; it is started on
+demand, one per user, replaced when killed (the nodes are not), stopped by ``down``,
+gone when idle; a pmap does not depend on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from clusterctl import Cluster, errors
+from clusterctl.api.pmap import PMap
+from clusterctl.hub import place
+from clusterctl.hub.client import HubClient
+from clusterctl.node import wire
+
+from helpers import processes_mentioning, wait_for
+
+pytestmark = [pytest.mark.ssh, pytest.mark.timeout(180)]
+
+HOSTS = "h1 slots=2\nh2 slots=2\n"
+
+
+def hub_status(c: Cluster) -> dict:
+    return HubClient(c.settings).call("status", {}, 10.0, start=False)
+
+
+def hub_pid(env) -> int | None:
+    return place.read_pid(str(env.run_dir / "hub"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_commands_reach_the_nodes_through_one_hub_and_its_one_connection_per_host(env, world):
+    first = world.cluster(HOSTS)
+    assert first.rpc("h1", "os.getppid") == first.connect("h1").hello["pid"]
+    assert first.ssh is None  # no SSH connection of its own: the hub's
+    second = world.cluster(HOSTS)
+    assert second.rpc("h1", "os.getppid") == first.rpc("h1", "os.getppid")
+    status = hub_status(second)
+    assert status["pid"] == hub_pid(env)
+    hosts = [h for pool in status["pools"] for h in pool["hosts"]]
+    assert len(hosts) == 1 and hosts[0]["active"], status  # h1 only, one connection
+    assert sorted(s["node"] for s in status["streams"]) == ["h1", "h1"]  # one per command
+    assert all(s["up"] > 0 and s["down"] > 0 for s in status["streams"])
+
+
+def test_a_killed_hub_is_replaced_by_the_next_command_and_no_node_restarts(env, world):
+    c = world.cluster(HOSTS)
+    pids = {n: c.rpc(n, "os.getppid") for n in ("h1", "h2")}
+    old = hub_pid(env)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), message="the hub to die")
+    assert c.rpc("h1", "os.getppid") == pids["h1"]  # its stream went: it connects again
+    again = world.cluster(HOSTS)
+    assert {n: again.rpc(n, "os.getppid") for n in ("h1", "h2")} == pids
+    assert hub_pid(env) not in (None, old)
+
+
+def test_a_hub_killed_during_an_rpc_is_reported_as_a_lost_node_quickly(env, world):
+    c = world.cluster(HOSTS)
+    c.rpc("h1", "os.getppid")
+    threading.Timer(0.5, os.kill, (hub_pid(env), signal.SIGKILL)).start()
+    started = time.monotonic()
+    with pytest.raises(errors.NodeLost) as caught:
+        c.rpc("h1", "time.sleep", 30)
+    assert time.monotonic() - started < 10
+    assert "unknown" in caught.value.one_line() or "lost" in caught.value.one_line()
+
+
+def test_a_pmap_does_not_depend_on_the_hub(env, world):
+    """pmap keeps direct connections: the hub killed mid-run loses no node and no item."""
+    c = world.cluster(HOSTS)
+    c.rpc("h1", "os.getppid")  # the hub runs
+    pid = hub_pid(env)
+    run = PMap(c, lambda x: time.sleep(0.01) or x * x, range(800))
+    values = run.values()
+    first = [next(values) for _ in range(50)]
+    os.kill(pid, signal.SIGKILL)
+    results = first + list(values)
+    assert not alive(pid)
+    assert results == [x * x for x in range(800)]
+    assert {n.state for n in run.stats.nodes.values()} == {"running"}, run.stats.nodes
+    assert run.stats.duplicates == 0 and run.stats.requeued == 0
+
+
+def test_two_commands_at_once_start_one_hub(env, world):
+    clusters = [world.cluster(HOSTS) for _ in range(4)]
+    pids: list = []
+    threads = [threading.Thread(target=lambda c=c: pids.append(c.rpc("h1", "os.getppid")))
+               for c in clusters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(pids) == 4 and len(set(pids)) == 1
+    hubs = [p for p, cmd in processes_mentioning(str(env.run)) if "clusterctl.hub.daemon" in cmd]
+    assert hubs == [hub_pid(env)], hubs
+
+
+def test_down_stops_the_hub_with_the_nodes(env, world):
+    c = world.cluster(HOSTS)
+    c.world()
+    pid = hub_pid(env)
+    assert alive(pid)
+    assert set(c.down().values()) == {"stopped"}
+    wait_for(lambda: not alive(pid), message="the hub to stop")
+    assert not (env.run_dir / "hub" / "hub.sock").exists()
+
+
+def test_an_idle_hub_exits_by_itself(env, world, monkeypatch):
+    monkeypatch.setenv(place.IDLE_ENV, "1")
+    c = world.cluster(HOSTS)
+    c.rpc("h1", "os.getppid")
+    pid = hub_pid(env)
+    time.sleep(2.0)
+    assert alive(pid)  # a connected command keeps it
+    c.close()
+    wait_for(lambda: not alive(pid), timeout=10, message="the idle hub to exit")
+
+
+def test_the_hub_refuses_a_wrong_cookie_and_garbage_and_serves_on(env, world):
+    c = world.cluster(HOSTS)
+    c.rpc("h1", "os.getppid")
+    path = str(env.run_dir / "hub" / "hub.sock")
+    for sent in (b"\x00" * 64, b"GET / HTTP/1.0\r\n\r\n",
+                 wire.encode({"op": "auth", "nonce": "ab", "mac": "00" * 32})):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(path)
+            wire.read_message(s, max_payload=0)  # the hello
+            s.sendall(sent)
+            try:
+                rest = s.recv(4096)
+            except OSError:
+                rest = b""
+            assert b"welcome" not in rest
+    other = Cluster(world.root / "hosts0", ssh_options=world.ssh, cookie=b"x" * 32, hub=True)
+    with pytest.raises(errors.ClusterError, match="refused"):
+        other.rpc("h1", "os.getppid")
+    other.close()
+    assert world.cluster(HOSTS).rpc("h1", "os.getppid") == c.rpc("h1", "os.getppid")
