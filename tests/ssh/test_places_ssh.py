@@ -66,7 +66,7 @@ def test_a_damaged_remote_code_cache_is_shipped_again_and_replaced(bed):
     code_dir = bed.host("h1").env_dir / "cache" / "clusterctl" / "code" / agent_bundle().code_id
     (code_dir / "clusterctl_node" / "worker.py").write_text("raise SystemExit('damaged')\n")
     try:
-        with Cluster(specs, ssh_options=ssh, connect_timeout=20) as c:
+        with Cluster(specs, ssh_options=ssh, connect_timeout=20, hub=False) as c:  # its own pool
             info, = c.world()
             assert info.status == "pong", info.reason
             assert c.ssh.shipped == 1

@@ -44,20 +44,22 @@ def test_world_rpc_multicall_across_hosts(world):
 
 
 def test_second_bootstrap_ships_no_code_and_nodes_persist(world, bed):
+    """Direct connections (no hub), so the pool's count of bundles shipped is ours to read;
+    through the hub, test_hub.py counts them."""
     hosts = "h1\nh2\n"
     for alias in ("h1", "h2"):  # earlier tests cached the code: start from an empty cache
         shutil.rmtree(bed.host(alias).env_dir / "cache" / "clusterctl", ignore_errors=True)
-    first = world.cluster(hosts)
+    first = world.cluster(hosts, hub=False)
     pids = {i.name: i.pid for i in first.world()}
     assert first.ssh.shipped == 2  # the first bootstrap ships the code to each host
     first.close()
-    second = world.cluster(hosts)
+    second = world.cluster(hosts, hub=False)
     again = {i.name: i.pid for i in second.world()}
     assert again == pids  # the same nodes answered: they outlived the first controller
     assert second.ssh.shipped == 0
     assert second.down() == {"h1": "stopped", "h2": "stopped"}
     assert clusterctl_pids(bed, "h1") == [] and clusterctl_pids(bed, "h2") == []
-    third = world.cluster(hosts)
+    third = world.cluster(hosts, hub=False)
     assert all(i.ok for i in third.world())
     assert third.ssh.shipped == 0  # the code cache survives down
 
@@ -148,7 +150,7 @@ def test_host_recorded_with_another_key_type_connects_under_strict_checking(worl
         known = tmp_path / "known_hosts"
         known.write_text(f"{bed.host('h3').known_hosts_name} {recorded}\n")
         before = known.read_bytes()
-        c = world.cluster("h3\n", ssh={"known_hosts": str(known)})   # the bed's config: yes
+        c = world.cluster("h3\n", ssh={"known_hosts": str(known)}, hub=False)   # the bed's config: yes; its own pool, to read the key
         info, = c.world()
         assert info.ok, info
         assert c.rpc("h3", "operator.add", 2, 3) == 5
@@ -172,7 +174,7 @@ def test_accept_new_uses_the_recorded_key_type_not_a_new_ed25519_key(world, bed,
             ssh = {"config_file": str(_asking_config(bed, tmp_path, "StrictHostKeyChecking accept-new"))}
         else:
             ssh = {"config_file": str(_asking_config(bed, tmp_path)), "accept_new_host_keys": True}
-        c = world.cluster("h3\n", ssh={"known_hosts": str(known), **ssh})
+        c = world.cluster("h3\n", ssh={"known_hosts": str(known), **ssh}, hub=False)  # its own pool
         info, = c.world()
         assert info.ok, info
         assert _server_key(c, "h3") == recorded
@@ -438,7 +440,7 @@ def test_proxycommand_runs_through_a_shell_and_is_reaped(world, bed, tmp_path):
                                          f"    ProxyCommand ssh -F \"$BED_SSH_CONFIG\" -W %h:%p {JUMP}\n")
     os.environ["BED_SSH_CONFIG"] = str(bed.ssh_config)
     try:
-        c = world.cluster("via-command name=piped\n", ssh={"config_file": str(config)})
+        c = world.cluster("via-command name=piped\n", ssh={"config_file": str(config)}, hub=False)
         info, = c.world()
         assert info.ok, info
         proxies = list(c.ssh._proxies)

@@ -132,7 +132,10 @@ class FakeCluster:
     def node_names(self, nodes=None):
         return list(self.conns) if nodes is None else list(nodes)
 
-    def connect(self, name, direct=False):
+    def lost_with_hub(self, name):
+        return False
+
+    def connect(self, name):
         conn = self.conns[name]
         if conn.lost is not None:
             raise conn.lost

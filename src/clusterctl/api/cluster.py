@@ -253,11 +253,15 @@ class Cluster:
 
     # -- connections -------------------------------------------------------------------
 
-    def connect(self, node: str, *, direct: bool = False) -> NodeConnection:
-        """The connection to ``node``, starting the node if it is not running; with
-        ``direct``, one that does not go through the hub."""
+    def connect(self, node: str) -> NodeConnection:
+        """The connection to ``node``, starting the node if it is not running."""
         self.spec(node)
-        return self._links.connect(node, direct=direct)
+        return self._links.connect(node)
+
+    def lost_with_hub(self, node: str) -> bool:
+        """Whether ``node``'s connection was lost with the hub that carried it (the node
+        may be fine: a new connection goes through a new hub)."""
+        return self._links.lost_with_hub(node)
 
     def _host_label(self, spec: HostSpec) -> str:
         return "localhost" if spec.is_local else spec.target

@@ -27,7 +27,7 @@ class _Link:
     spec: HostSpec
     lock: threading.Lock = field(default_factory=threading.Lock)
     conn: NodeConnection | None = None
-    direct: NodeConnection | None = None  # one that bypasses the hub (pmap's)
+    hub_pid: int | None = None  # the hub that carried ``conn``, if one did
 
 
 class NodeLinks:
@@ -55,24 +55,31 @@ class NodeLinks:
         """The hosts-file line of ``node``; KeyError if there is none."""
         return self._links[node].spec
 
-    def connect(self, node: str, *, direct: bool = False) -> NodeConnection:
-        """The connection to ``node``, starting the node if it is not running. With
-        ``direct``, one of its own that does not go through the hub (for a pmap, which
-        then never depends on the hub)."""
+    def connect(self, node: str) -> NodeConnection:
+        """The connection to ``node``, starting the node if it is not running."""
         link = self._links[node]
-        direct = direct and self.hub is not None and not link.spec.is_local
         with link.lock:
-            conn = link.direct if direct else link.conn
-            if conn is not None and conn.lost is None:
-                return conn
+            if link.conn is not None and link.conn.lost is None:
+                return link.conn
             if self._closed:
                 raise errors.ClusterError("the cluster was closed")
-            conn = self._open(link.spec, start=True, direct=direct)
-            if direct:
-                link.direct = conn
-            else:
-                link.conn = conn
-            return conn
+            link.hub_pid = self._hub_pid(link.spec)  # (if it dies while we connect)
+            link.conn = self._open(link.spec, start=True)
+            link.hub_pid = self._hub_pid(link.spec)
+            return link.conn
+
+    def lost_with_hub(self, node: str) -> bool:
+        """Whether ``node``'s connection went through a hub that is gone since: the node
+        itself may be fine, and a new hub reaches it."""
+        pid = self._links[node].hub_pid
+        return pid is not None and not process_alive(pid)
+
+    def _hub_pid(self, spec: HostSpec) -> int | None:
+        if self.hub is None or spec.is_local:
+            return None
+        from clusterctl.hub.place import read_pid
+
+        return read_pid(self.hub.directory)
 
     def stop(self, node: str) -> str:
         """Stop ``node``: "stopped", or "not running" if no node ran there."""
@@ -93,10 +100,9 @@ class NodeLinks:
             return
         self._closed = True
         for link in self._links.values():
-            for conn in (link.conn, link.direct):
-                if conn is not None:
-                    conn.close()
-            link.conn = link.direct = None
+            if link.conn is not None:
+                link.conn.close()
+                link.conn = None
         if self.ssh is not None:
             self.ssh.close()
 
@@ -109,10 +115,10 @@ class NodeLinks:
                 self.ssh = SSHPool(self.settings, **self.ssh_options)
             return self.ssh
 
-    def transport(self, spec: HostSpec, direct: bool = False) -> Transport:
+    def transport(self, spec: HostSpec) -> Transport:
         if spec.is_local:
             return LocalTransport(spec, self.settings)
-        if self.hub is not None and not direct:
+        if self.hub is not None:
             from clusterctl.hub.client import HubTransport
 
             return HubTransport(spec, self.hub, hub_ssh_options(self.ssh_options))
@@ -144,12 +150,12 @@ class NodeLinks:
 
     # -- opening -----------------------------------------------------------------------
 
-    def _open(self, spec: HostSpec, start: bool, direct: bool = False) -> NodeConnection | None:
+    def _open(self, spec: HostSpec, start: bool) -> NodeConnection | None:
         """A started connection to the node of ``spec``, or None if none runs and
         ``start`` is false. A node running other code (an older or newer clusterctl)
         is stopped and, if ``start``, replaced once."""
         deadline = time.monotonic() + self.connect_timeout
-        transport = self.transport(spec, direct)
+        transport = self.transport(spec)
         for attempt in (1, 2):
             stream = transport.open(start=start, deadline=deadline)
             if stream is None:
@@ -219,3 +225,12 @@ def hub_ssh_options(ssh_options: Mapping[str, Any]) -> dict:
         if options.get(key):
             options[key] = os.path.abspath(os.path.expanduser(str(options[key])))
     return options
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -101,8 +101,8 @@ class HubClient:
                     return None
                 self._start(deadline)
                 sock = self._dial_until(deadline)
-            hello = read_hello(sock, "hub", max(0.5, deadline - time.monotonic()))
             try:
+                hello = read_hello(sock, "hub", max(0.5, deadline - time.monotonic()))
                 authenticate(sock, "hub", hello, cookie=self.settings.cookie,
                              heartbeat_timeout=60.0, timeout=max(0.5, deadline - time.monotonic()))
             except BaseException:

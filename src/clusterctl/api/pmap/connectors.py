@@ -31,11 +31,11 @@ class Connectors:
         """Post ``(JOINED, name, connection, None)``, or ``(JOINED, name, None, error)``."""
         cluster = self._cluster
         try:
-            conn, error = cluster.connect(name, direct=True), None
+            conn, error = cluster.connect(name), None
             try:
                 conn.ping(cluster.connect_timeout)  # the round trip sizes its window
             except errors.NodeLost:  # a connection left from before, to a node since gone
-                conn = cluster.connect(name, direct=True)
+                conn = cluster.connect(name)
                 conn.ping(cluster.connect_timeout)
         except errors.ClusterError as exc:
             conn, error = None, exc

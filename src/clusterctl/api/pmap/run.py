@@ -22,7 +22,7 @@ from clusterctl.api.pmap.scheduler import Scheduler
 from clusterctl.api.pmap.source import Source
 from clusterctl.api.pmap.stats import NodeStats, PmapStats, reason_of
 from clusterctl.api.pmap.tuning import (CANCEL_WAIT_SECONDS, DEFAULT_POISON_AFTER,
-                                        JOIN_GRACE_SECONDS, WAIT_SECONDS)
+                                        JOIN_GRACE_SECONDS, MAX_REJOINS, WAIT_SECONDS)
 
 
 class PMap:
@@ -57,6 +57,8 @@ class PMap:
         self._scheduler = Scheduler(self.options, self.stats, source, self._buffer,
                                     self._inbox, fn_key)
         self._connectors = Connectors(cluster, self._inbox.post)
+        self._scheduler.on_lost = self._rejoin
+        self._rejoins: dict[str, int] = {}
         self._join_errors: dict[str, errors.ClusterError] = {}
         self._started = False
         self._closing = False
@@ -186,6 +188,8 @@ class PMap:
         that joins ``late`` (or while the map closes) gets no work."""
         self._connectors.joined()
         stats = self.stats.nodes[name]
+        if (error is not None or conn is None) and not late and self._try_again(name):
+            return
         if error is not None or conn is None:
             self._join_errors[name] = error
             stats.state, stats.reason = "failed", reason_of(error)
@@ -194,11 +198,27 @@ class PMap:
         else:
             self._add_node(MapNode(name, conn, stats))
 
+    def _rejoin(self, node: MapNode) -> None:
+        self._try_again(node.name)
+
+    def _try_again(self, name: str) -> bool:
+        """A node lost (or not reached) with the hub that carried its connection joins
+        again through a new hub; its chunks in flight were requeued, so nothing of the
+        map is lost or delivered twice. True if it is being connected again."""
+        tries = self._rejoins.get(name, 0)
+        if self._closing or tries >= MAX_REJOINS or not self.cluster.lost_with_hub(name):
+            return False
+        self._rejoins[name] = tries + 1
+        self.stats.nodes[name].state = "connecting"
+        self._connectors.start([name])
+        return True
+
     def _add_node(self, node: MapNode) -> None:
         stats = node.stats
         stats.slots = node.slots
         stats.state = "running"
         stats.joined = time.monotonic()
+        stats.left = None
         self._scheduler.add_node(node)
         conn = node.conn
         conn.send({"op": "defn", "key": self._scheduler.fn_key}, self._fn_bytes)

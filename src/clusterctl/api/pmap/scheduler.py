@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Callable
 
 from clusterctl import errors
 from clusterctl.api.pmap import answers, speculation, timeouts
@@ -56,6 +57,7 @@ class Scheduler:
         self._touched: set[MapNode] = set()  # nodes sent requests not flushed yet
         self._speculated_at = 0.0  # when overdue chunks were last looked for
         self._expiry_at = 0.0  # item_timeout: when chunks over their limit were last looked for
+        self.on_lost: Callable[[MapNode], None] = lambda node: None  # after a node is lost
 
     def add_node(self, node: MapNode) -> None:
         self.nodes[node.name] = node
@@ -312,6 +314,8 @@ class Scheduler:
             self._take_back(chunk)
             if not chunk.covered():
                 self.faults.requeue(chunk, node, lost=state == "lost")
+        if state == "lost":
+            self.on_lost(node)
 
     def cancel(self, chunk: Chunk, wait: bool = False) -> None:
         """Cancel a chunk on its node. With ``wait``, its answer (the node's confirmation,

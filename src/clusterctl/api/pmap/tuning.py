@@ -20,3 +20,4 @@ SPECULATE_AFTER = 0.05  # a chunk is overdue this long past twice its expected t
 SPECULATE_SCAN_SECONDS = 0.25  # while input is still read, look for overdue chunks this often
 SPECULATE_EARLY_AFTER = 1.0  # ... and start one again once this long past 4 times its expected time
 TIMEOUT_SCAN_SECONDS = 0.1  # with item_timeout, look for chunks over their limit this often
+MAX_REJOINS = 3  # times a node lost with the hub joins again through a new one
