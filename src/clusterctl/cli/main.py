@@ -94,7 +94,7 @@ def world(ctx: click.Context) -> None:
         if opts.json:
             click.echo(render.dump_json(render.world_json(infos)))
         else:
-            render.stdout_console().print(render.world_table(infos))
+            render.print_world(render.stdout_console(), infos)
         return 0 if all(i.ok for i in infos) else EXIT_SOME_NODES_FAILED
 
     run(ctx, body)
