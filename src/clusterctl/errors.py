@@ -142,6 +142,21 @@ class RemoteError(NodeError):
                                  self.remote_traceback))
 
 
+class UnpicklableResult(RemoteError, SerializationError):
+    """The function ran, but its result cannot be pickled to travel back (a generator,
+    a lock, an open file). The message names the result's type; the hint says what to
+    return instead; there is no remote traceback, since none of it is the user's code."""
+
+    summary = "result cannot be pickled"
+
+    def __init__(self, node: str, remote_type: str, remote_message: str,
+                 remote_traceback: str = "", *, exception: BaseException | None = None) -> None:
+        super().__init__(node, remote_type, remote_message, remote_traceback, exception=exception)
+        self.message = f"{node}: {remote_message}"
+        self.args = (self.message,)
+        self.reason = remote_message
+
+
 class WorkerCrashed(RemoteError):
     """The worker process running the task died (segfault, SIGKILL, out of memory).
 
