@@ -222,6 +222,31 @@ def test_timeout_cancels(env, hosts):
     assert env.cli("rpc", "n1", "operator", "add", "1", "2").stdout == "3\n"
 
 
+def test_a_generator_result_is_one_line_without_our_frames(env, hosts):
+    result = env.cli("rpc", "n1", "os", "walk", ".")  # os.walk returns a generator
+    assert_clean_error(result, 1, "n1: the result could not be pickled: the function returned a "
+                                  "generator (return a list instead: list(...) of it)")
+    assert "clusterctl" not in result.stderr and "cloudpickle" not in result.stderr
+
+
+def test_options_after_the_arguments_are_options(env, hosts):
+    result = env.cli("rpc", "n1", "time", "sleep", "30", "--timeout", "0.5")
+    assert_clean_error(result, 1, "no result within 0.5 s")
+    result = env.cli("multicall", "time", "sleep", "30", "--timeout", "0.5", "--nodes", "n2", env=WIDE)
+    assert result.returncode == 3 and "error: no result within" in result.stdout
+    assert result.stdout.count("no result") == 1  # n2 only
+
+
+def test_an_argument_that_starts_with_two_dashes_follows_a_double_dash(env, hosts):
+    result = env.cli("rpc", "n1", "builtins", "repr", "--", "--timeout")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "'--timeout'\n", "")
+    result = env.cli("multicall", "--nodes", "n1", "operator", "add", "--", "--a", "-b", env=WIDE)
+    assert result.returncode == 0 and "--a-b" in result.stdout
+    result = env.cli("rpc", "n1", "builtins", "repr", "--timout", "1")  # a typo is not an argument
+    assert result.returncode == 2 and result.stdout == ""
+    assert "no such option: --timout" in result.stderr and "-- --timout" in result.stderr
+
+
 # -- multicall and down ---------------------------------------------------------------------
 
 def test_multicall_table_and_json(env, hosts):
