@@ -14,16 +14,22 @@ EXIT_INTERRUPTED = 130
 
 
 class ClusterError(Exception):
-    """Root of clusterctl's errors. ``hint`` says what the user can do about it."""
+    """Root of clusterctl's errors. ``hint`` says what the user can do about it;
+    ``summary`` is the cause in a few words, for a table cell (``host key changed``,
+    ``timed out``): each class has one, and an error may carry a more precise one."""
 
     exit_code = EXIT_ERROR
     hint: str | None = None
+    summary = "failed"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None,
+                 summary: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if hint is not None:
             self.hint = hint
+        if summary is not None:
+            self.summary = summary
 
     def one_line(self) -> str:
         """The cause and, when known, the fix, on one line."""
@@ -35,11 +41,15 @@ class ClusterError(Exception):
 class UsageError(ClusterError):
     """The command line asked for something that cannot be: exit code 2."""
 
+    summary = "usage error"
+
     exit_code = EXIT_USAGE
 
 
 class HostsFileError(ClusterError):
     """A hosts file that cannot be read or parsed; the message names file and line."""
+
+    summary = "bad hosts file"
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
                  hint: str | None = None) -> None:
@@ -52,12 +62,15 @@ class HostsFileError(ClusterError):
 class UnknownNodeError(UsageError):
     """A node name that the hosts file does not define."""
 
+    summary = "no such node"
+
 
 class NodeError(ClusterError):
     """Something went wrong with one node; ``node`` names it."""
 
-    def __init__(self, node: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(f"{node}: {message}", hint=hint)
+    def __init__(self, node: str, message: str, *, hint: str | None = None,
+                 summary: str | None = None) -> None:
+        super().__init__(f"{node}: {message}", hint=hint, summary=summary)
         self.node = node
         self.reason = message
 
@@ -65,17 +78,25 @@ class NodeError(ClusterError):
 class NodeStartError(NodeError):
     """A node process could not be started on its host."""
 
+    summary = "did not start"
+
 
 class NodeUnreachable(NodeError):
     """No connection to the node could be made (host down, refused, timed out)."""
+
+    summary = "unreachable"
 
 
 class HandshakeError(NodeError):
     """The node answered but the handshake failed (cookie, protocol, Python version)."""
 
+    summary = "handshake failed"
+
 
 class ProtocolError(NodeError):
     """The peer sent something that is not clusterctl's wire protocol."""
+
+    summary = "protocol error"
 
 
 class NodeLost(NodeError):
@@ -84,13 +105,19 @@ class NodeLost(NodeError):
     For an rpc the outcome is unknown: the function may or may not have run.
     """
 
+    summary = "lost"
+
 
 class CallTimeout(NodeError):
     """A call did not finish within its timeout; the remote work was cancelled."""
 
+    summary = "timed out"
+
 
 class SerializationError(ClusterError):
     """A function, argument or result could not be pickled or unpickled."""
+
+    summary = "cannot pickle"
 
 
 class RemoteError(NodeError):
@@ -115,15 +142,34 @@ class RemoteError(NodeError):
                                  self.remote_traceback))
 
 
+class UnpicklableResult(RemoteError, SerializationError):
+    """The function ran, but its result cannot be pickled to travel back (a generator,
+    a lock, an open file). The message names the result's type; the hint says what to
+    return instead; there is no remote traceback, since none of it is the user's code."""
+
+    summary = "result cannot be pickled"
+
+    def __init__(self, node: str, remote_type: str, remote_message: str,
+                 remote_traceback: str = "", *, exception: BaseException | None = None) -> None:
+        super().__init__(node, remote_type, remote_message, remote_traceback, exception=exception)
+        self.message = f"{node}: {remote_message}"
+        self.args = (self.message,)
+        self.reason = remote_message
+
+
 class WorkerCrashed(RemoteError):
     """The worker process running the task died (segfault, SIGKILL, out of memory).
 
     The node replaced the worker and stays up; the task itself is failed.
     """
 
+    summary = "worker crashed"
+
 
 class Cancelled(ClusterError):
     """The work was cancelled before it finished (Ctrl-C, a timeout, a stop)."""
+
+    summary = "cancelled"
 
     exit_code = EXIT_INTERRUPTED
 

@@ -18,7 +18,9 @@ def require_same_python(node: str, theirs: str, *, where: str, source: str) -> N
     ours = "%d.%d" % sys.version_info[:2]
     if str(theirs).rsplit(".", 1)[0] == ours:
         return
+    theirs_minor = ".".join(str(theirs).split(".")[:2])
     raise errors.HandshakeError(
         node, f"{where} runs Python {theirs}, the controller Python {sys.version.split()[0]}; "
         "functions only travel between equal major.minor versions",
-        hint=f"set python= for this host to a Python {ours} ({source})")
+        hint=f"set python= for this host to a Python {ours} ({source})",
+        summary=f"python {theirs_minor}, need {ours}")

@@ -16,17 +16,17 @@ from clusterctl.api.results import NodeInfo
 INFOS = [
     NodeInfo("n1", "localhost", "pong", python="3.11.7", slots=2, load=(0.5, 0.25, 0.125),
              rtt=0.000123, pid=10, version="0.1.0"),
-    NodeInfo("gpu7", "alice@[fe80::1]:2222", "pang", reason="SSH channel to gpu7 failed: timed out"),
+    NodeInfo("gpu7", "alice@[fe80::1]:2222", "pang", reason="SSH channel to gpu7 failed: timed out",
+             error=errors.NodeUnreachable("gpu7", "SSH channel to gpu7 failed: timed out",
+                                          summary="timed out")),
     NodeInfo("n3", "[bold]odd", "pong", python="3.11.7", slots=16, load=(2.0, 1.0, 0.0), rtt=0.0123),
 ]
 
 WORLD = """\
- node ┃ host                 ┃ status                   ┃ python ┃ slots ┃ load avg       ┃     rtt
-━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━
- n1   │ localhost            │ pong                     │ 3.11.7 │     2 │ 0.50 0.25 0.12 │  123 µs
- gpu7 │ alice@[fe80::1]:2222 │ pang: SSH channel to     │ -      │     - │ -              │       -
-      │                      │ gpu7 failed: timed out   │        │       │                │
- n3   │ [bold]odd            │ pong                     │ 3.11.7 │    16 │ 2.00 1.00 0.00 │ 12.3 ms
+node  host                  status           python  slots  load avg            rtt
+n1    localhost             pong             3.11.7      2  0.50 0.25 0.12   123 µs
+gpu7  alice@[fe80::1]:2222  pang: timed out  -           -  -                     -
+n3    [bold]odd             pong             3.11.7     16  2.00 1.00 0.00  12.3 ms
 """
 
 OUTCOMES = {
@@ -85,7 +85,7 @@ def test_no_color_is_honoured(monkeypatch):
     for table in (render.world_table(INFOS), render.multicall_table(OUTCOMES)):
         text = rendered(table, force_terminal=True)
         assert not re.search(r"\x1b\[[0-9;]*3[0-9]m", text)  # no foreground colour at all
-        assert re.sub(r"\x1b\[[0-9;]*m", "", text).startswith(" node ┃")
+        assert re.sub(r"\x1b\[[0-9;]*m", "", text).lstrip().startswith("node ")
 
 
 def test_no_escape_codes_when_not_a_terminal(monkeypatch):
@@ -113,7 +113,7 @@ def test_short_error_drops_the_node_prefix():
 
 def test_json_shapes():
     assert render.world_json(INFOS[:1]) == [{
-        "node": "n1", "host": "localhost", "status": "pong", "reason": None, "python": "3.11.7",
+        "node": "n1", "host": "localhost", "status": "pong", "reason": None, "summary": None, "python": "3.11.7",
         "slots": 2, "load": [0.5, 0.25, 0.125], "rtt": 0.000123, "pid": 10, "version": "0.1.0"}]
     assert render.outcome_json(OUTCOMES["n4"]) == {"ok": False, "error": {
         "type": "NodeStartError", "message": "n4: no Python at 'x'", "hint": "fix python= (hosts:4)",
@@ -127,3 +127,96 @@ def test_value_text():
     assert render.value_text("plain") == "plain"
     assert render.value_text(1024.0) == "1024.0"
     assert render.value_text({"a": [1, 2]}) == "{'a': [1, 2]}"
+
+
+# -- world at 80 columns: a line per node or cause, whole messages below -----------------------
+
+def rendered_world(infos, width: int = 80) -> str:
+    console = Console(width=width, file=io.StringIO())
+    render.print_world(console, infos)
+    return console.file.getvalue()
+
+
+def changed_host_key(tmp_path) -> errors.ClusterError:
+    """A real ChangedHostKey, from a known_hosts file deep enough that its path is long."""
+    import paramiko
+    from clusterctl.transport.hostkeys import KnownHosts
+
+    old, new = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    folder = tmp_path / "a-home-directory-with-a-long-name" / "and" / ".ssh"
+    folder.mkdir(parents=True)
+    path = folder / "known_hosts"
+    path.write_text(f"[127.0.0.1]:2222 {old.get_name()} {old.get_base64()}\n")
+    with pytest.raises(errors.ClusterError) as info:
+        KnownHosts([str(path)]).check("h2", "127.0.0.1", 2222, new)
+    return info.value
+
+
+def test_a_changed_host_key_is_one_line_and_its_fix_is_whole(tmp_path):
+    error = changed_host_key(tmp_path)
+    infos = [INFOS[0], NodeInfo("h2", "127.0.0.1:2222", "pang", reason=error.one_line(), error=error)]
+    text = rendered_world(infos)
+    assert "…" not in text
+    table, details = text.split("\n\n", 1)
+    assert [line.split()[:3] for line in lines(table)[1:]] == [
+        ["n1", "localhost", "pong"], ["h2", "127.0.0.1:2222", "pang:"]]
+    assert "pang: host key changed" in table and "CHANGED" not in table
+    words = " ".join(details.split())
+    assert words.startswith("h2: " + error.message)
+    assert "fix: " + error.hint in words
+    known_hosts = str(tmp_path / "a-home-directory-with-a-long-name" / "and" / ".ssh" / "known_hosts")
+    assert len(known_hosts) > 80 and any(known_hosts in line for line in details.splitlines())
+
+
+def test_identical_failures_are_one_line_naming_the_nodes_as_a_range():
+    infos = [INFOS[0]] + [
+        NodeInfo(f"h{i}", f"nohost-{i}.invalid", "pang", reason="...", error=errors.NodeUnreachable(
+            f"h{i}", f"cannot resolve nohost-{i}.invalid: Name or service not known",
+            hint=f"check the host name, or run: ssh -G nohost-{i}.invalid", summary="no such host"))
+        for i in range(1, 101)]
+    text = rendered_world(infos)
+    assert "…" not in text
+    assert lines(text) == [
+        "node     host       status              python  slots  load avg           rtt",
+        "n1       localhost  pong                3.11.7      2  0.50 0.25 0.12  123 µs",
+        "h1-h100  100 hosts  pang: no such host  -           -  -                    -",
+        "",
+        "h1-h100 (100 nodes: no such host), e.g. h1: cannot resolve nohost-1.invalid:",
+        "    Name or service not known",
+        "  fix: check the host name, or run: ssh -G nohost-1.invalid",
+    ]
+
+
+def test_failures_alike_in_every_word_are_told_once_and_other_causes_apart():
+    refused = [NodeInfo(n, "db", "pang", reason="...", error=errors.NodeStartError(
+        n, "no Python at '/opt/py/bin/python3'", summary="no python")) for n in ("db1", "db2")]
+    lost = NodeInfo("h7", "h7", "pang", reason="...", error=errors.NodeLost("h7", "no heartbeat"))
+    assert lines(rendered_world([refused[0], lost, refused[1]])) == [
+        "node     host  status           python  slots  load avg  rtt",
+        "db1-db2  db    pang: no python  -           -  -           -",
+        "h7       h7    pang: lost       -           -  -           -",
+        "",
+        "db1-db2 (2 nodes): no Python at '/opt/py/bin/python3'",
+        "h7: no heartbeat",
+    ]
+
+
+def test_a_narrow_world_shows_the_one_minute_load():
+    wide, narrow = rendered_world(INFOS, 120), rendered_world(INFOS, 70)
+    assert "0.50 0.25 0.12" in wide and "load avg" in wide
+    assert "load " in narrow and "0.50 " in narrow and "0.25" not in narrow
+    assert all(len(line) <= 70 for line in lines(narrow))
+
+
+def test_errors_carry_a_cause_in_a_few_words(tmp_path):
+    import sys
+
+    from clusterctl.version import require_same_python
+
+    assert changed_host_key(tmp_path).summary == "host key changed"
+    with pytest.raises(errors.HandshakeError) as info:
+        require_same_python("n1", "3.9.18", where="the node", source="hosts:1")
+    assert info.value.summary == "python 3.9, need %d.%d" % sys.version_info[:2]
+    assert errors.NodeLost("n1", "gone").summary == "lost"
+    assert NodeInfo("n1", "h", "pang", error=errors.CallTimeout("n1", "late")).summary == "timed out"
+    assert INFOS[0].summary is None

@@ -25,6 +25,7 @@ from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
 from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
+from clusterctl.config.names import unknown_node
 from clusterctl.hub.client import HubClient
 from clusterctl.hub.place import enabled as hub_enabled
 from clusterctl.session.connection import NodeConnection
@@ -97,9 +98,8 @@ class Cluster:
         try:
             return self._links.spec(node)
         except KeyError:
-            known = ", ".join(self._links.names) or "none"
-            raise errors.UnknownNodeError(f"no node named {node!r} in the world",
-                                          hint=f"known nodes: {known} ({self.source})") from None
+            message, known = unknown_node(node, self._links.names)
+            raise errors.UnknownNodeError(message, hint=f"{known}; {self.source}") from None
 
     def world(self, nodes: Iterable[str] | None = None, *,
               on_node: Callable[[NodeInfo], None] | None = None) -> list[NodeInfo]:
@@ -150,7 +150,7 @@ class Cluster:
             reason = getattr(exc, "reason", exc.message)
             if exc.hint:
                 reason = f"{reason} ({exc.hint})"
-            return NodeInfo(name, self._host_label(spec), "pang", reason=reason)
+            return NodeInfo(name, self._host_label(spec), "pang", reason=reason, error=exc)
         hello = conn.hello
         load = pong.get("load")
         return NodeInfo(name, self._host_label(spec), "pong", python=hello.get("python"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl import errors
@@ -11,7 +11,10 @@ from clusterctl import errors
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """One node as ``world`` saw it: pong (answered) or pang (with the reason)."""
+    """One node as ``world`` saw it: pong (answered) or pang (with the reason).
+
+    ``reason`` is the whole message (and hint) of a pang, ``error`` the error itself,
+    and ``summary`` the cause in a few words (``host key changed``, ``timed out``)."""
 
     name: str
     host: str
@@ -24,10 +27,18 @@ class NodeInfo:
     pid: int | None = None
     version: str | None = None
     cpus: int | None = None
+    error: errors.ClusterError | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.status == "pong"
+
+    @property
+    def summary(self) -> str | None:
+        """A pang's cause in a few words; None for a pong."""
+        if self.ok:
+            return None
+        return self.error.summary if self.error is not None else "failed"
 
 
 class MulticallResult(Mapping):

@@ -59,6 +59,34 @@ class Options:
             cluster.trust_host_keys(unknowns)
 
 
+class CallCommand(click.Command):
+    """A command that ends in ARGS... for a function: an argument may start with ``-``
+    (``-5``), the command's own options (``--timeout``) are options wherever they are,
+    and an argument that starts with ``--`` goes after ``--``; before it, an unknown
+    ``--word`` is a usage error rather than an argument taken by mistake."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("context_settings", {})["ignore_unknown_options"] = True
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        known = {name for param in self.get_params(ctx) for name in param.opts + param.secondary_opts}
+        for arg in args[:end]:
+            name = arg.split("=", 1)[0]
+            if name.startswith("--") and len(name) > 2 and name not in known:
+                raise click.UsageError(f"no such option: {name} (an argument that starts with -- "
+                                       f"goes after --, as in: {ctx.command_path} ... -- {arg})", ctx=ctx)
+        return super().parse_args(ctx, args)
+
+
+def timeout_option(command: Callable) -> Callable:
+    """``--timeout SECONDS`` on a command, as the global option (which it overrides)."""
+    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                        help="Give up on the call after this many seconds (the remote work is "
+                             "cancelled); the same as the global --timeout.")(command)
+
+
 def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
     """Run a command body; render any error once and exit with its code."""
     opts: Options = ctx.obj

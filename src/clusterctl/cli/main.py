@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from clusterctl.version import __version__
-from clusterctl.cli.common import Options, node_list, run
+from clusterctl.cli.common import CallCommand, Options, node_list, run, timeout_option
 from clusterctl.cli.hub import hub_command
 from clusterctl.cli.pmap import pmap_command
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError
@@ -95,27 +95,33 @@ def world(ctx: click.Context) -> None:
         if opts.json:
             click.echo(render.dump_json(render.world_json(infos)))
         else:
-            render.stdout_console().print(render.world_table(infos))
+            render.print_world(render.stdout_console(), infos)
         return 0 if all(i.ok for i in infos) else EXIT_SOME_NODES_FAILED
 
     run(ctx, body)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=CallCommand)
 @click.argument("node", shell_complete=complete_nodes)
 @click.argument("module")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@timeout_option
 @click.pass_context
-def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[str, ...]) -> None:
+def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[str, ...],
+        timeout: float | None) -> None:
     """Call MODULE.FUNCTION(ARGS...) on NODE and print the result.
 
     Each ARG is read as a Python literal (2, 'a', [1, 2], {'k': 1}) if it is one, else
-    taken as a string. Example: clusterctl rpc n1 math pow 2 10
+    taken as a string. Options may come after the ARGS; an ARG that starts with -- goes
+    after --. Example: clusterctl rpc n1 math pow 2 10 --timeout 5
     """
 
     def body(opts: Options) -> int:
         from clusterctl.render import tables as render
+
+        if timeout is not None:
+            opts.timeout = timeout
 
         values = [parse_arg(a) for a in args]
         with opts.cluster() as cluster:
@@ -129,21 +135,26 @@ def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[s
     run(ctx, body)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=CallCommand)
 @click.argument("module")
 @click.argument("function")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
+@timeout_option
 @click.pass_context
 def multicall(ctx: click.Context, module: str, function: str, args: tuple[str, ...],
-              nodes: str | None) -> None:
+              nodes: str | None, timeout: float | None) -> None:
     """Call MODULE.FUNCTION(ARGS...) on every node; show each node's result or error.
 
-    Exit code 3 if any node failed. Example: clusterctl multicall os getloadavg
+    ARGS are read as for rpc; options may come after them, and an ARG that starts with
+    -- goes after --. Exit code 3 if any node failed. Example: clusterctl multicall os getloadavg
     """
 
     def body(opts: Options) -> int:
         from clusterctl.render import tables as render
+
+        if timeout is not None:
+            opts.timeout = timeout
 
         values = [parse_arg(a) for a in args]
         names = node_list(nodes)

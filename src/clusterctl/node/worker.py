@@ -6,6 +6,7 @@ See docs/how-it-works.md, section "The node-worker channel" (message layout, ope
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import os
 import pickle
@@ -73,6 +74,26 @@ def describe_exception(exc: BaseException, node: str, kind: str = "raised",
         text = "".join(traceback.format_exception(type(exc), exc, tb))
     return {"type": qualified_type(exc), "message": str(exc), "traceback": text,
             "node": node, "kind": kind}
+
+
+def unpicklable_result(value, exc: BaseException, node: str) -> dict:
+    """The error of a result that cannot travel back, as data: one line naming its type,
+    a hint of what to return instead, and no traceback (the frames would be ours and
+    the pickler's, none of them the user's)."""
+    cls = type(value)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    problem = str(exc) or type(exc).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    message = f"the result could not be pickled: the function returned {article} {name}"
+    if f"'{name}'" not in problem:
+        message += f" ({problem})"
+    if isinstance(value, collections.abc.Iterator):
+        hint = "return a list instead: list(...) of it"
+    else:
+        hint = ("return plain data instead: numbers, strings, lists, dicts, or objects of "
+                "classes the controller can import")
+    return {"type": qualified_type(exc), "message": message, "traceback": "", "node": node,
+            "kind": "unpicklable", "hint": hint}
 
 
 def error_frame(task_id, error: dict, exc: BaseException | None = None) -> bytes:
@@ -313,9 +334,7 @@ class Worker:
         try:
             data = dumps_result(value)
         except BaseException as exc:  # noqa: BLE001
-            err = describe_exception(exc, self.node, "result", 0)
-            err["message"] = "the result could not be pickled: %s" % err["message"]
-            return error_frame(task_id, err)
+            return error_frame(task_id, unpicklable_result(value, exc, self.node))
         return wire.encode_ok_result(task_id, data)
 
     def map(self, head: dict, payload) -> bytes:
@@ -372,9 +391,7 @@ def _checked_outcome(outcome, node: str):
         _dumps(outcome)
         return outcome
     except BaseException as exc:  # noqa: BLE001
-        err = describe_exception(exc, node, "result", 0)
-        err["message"] = "the result could not be pickled: %s" % err["message"]
-        return (False, err, None)
+        return (False, unpicklable_result(outcome[1], exc, node), None)
 
 
 def _die_with_parent() -> None:

@@ -33,7 +33,7 @@ def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterErro
     kind = info.get("kind")
     if kind == "cancelled":
         return errors.Cancelled(f"{node}: {info.get('message', 'cancelled')}")
-    cls = errors.WorkerCrashed if kind == "crashed" else errors.RemoteError
+    cls = {"crashed": errors.WorkerCrashed, "unpicklable": errors.UnpicklableResult}.get(kind, errors.RemoteError)
     original = None
     if payload:
         try:
@@ -42,6 +42,8 @@ def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterErro
             original = None
     error = cls(node, info.get("type", "Error"), info.get("message", ""),
                 info.get("traceback", ""), exception=original)
+    if kind == "unpicklable":
+        error.hint = info.get("hint")
     if kind == "import":
         error.hint = "the module must be importable on the node and define that function"
         error.remote_traceback = ""

@@ -93,6 +93,8 @@ class HostKeyError(HandshakeError):
     is rather than behind NodeError's ``node:`` prefix.
     """
 
+    summary = "host key refused"
+
     def __init__(self, node: str, message: str, *, hint: str | None = None,
                  hostname: str | None = None, port: int | None = None,
                  host_label: str | None = None, key_type: str | None = None,
@@ -128,6 +130,8 @@ class UnknownHostKey(HostKeyError):
     ``known_hosts_file`` is the file the key would be added to.
     """
 
+    summary = "host key not known"
+
 
 class ChangedHostKey(HostKeyError):
     """known_hosts has another key of the same type for the host: always refused.
@@ -135,6 +139,8 @@ class ChangedHostKey(HostKeyError):
     ``known_hosts_file`` and ``line`` locate that entry; ``old_fingerprint`` is its
     key, ``new_fingerprint`` (also ``fingerprint``) the one the host offered.
     """
+
+    summary = "host key changed"
 
     def __init__(self, node: str, message: str, *, old_fingerprint: str,
                  **kwargs) -> None:
@@ -145,6 +151,8 @@ class ChangedHostKey(HostKeyError):
 
 class RevokedHostKey(HostKeyError):
     """The host offered a key that known_hosts marks ``@revoked``: always refused."""
+
+    summary = "host key revoked"
 
 
 # --------------------------------------------------------------------------- keys

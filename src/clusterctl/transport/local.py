@@ -119,10 +119,12 @@ class LocalTransport:
                                     cwd=os.path.expanduser("~"))
         except FileNotFoundError:
             raise errors.NodeStartError(name, f"no Python at {self.python!r}",
-                                        hint=f"fix python= for this node in the hosts file ({self.spec.source})")
+                                        hint=f"fix python= for this node in the hosts file ({self.spec.source})",
+                                        summary="no python")
         except PermissionError:
             raise errors.NodeStartError(name, f"{self.python!r} is not executable",
-                                        hint=f"fix python= for this node in the hosts file ({self.spec.source})")
+                                        hint=f"fix python= for this node in the hosts file ({self.spec.source})",
+                                        summary="python not executable")
         try:
             out, err = proc.communicate(self.settings.cookie.hex() + "\n",
                                         timeout=max(1.0, deadline - time.monotonic()))

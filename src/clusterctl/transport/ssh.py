@@ -156,7 +156,8 @@ class SSHPool:
                 hint = None
                 if "banner" in text.lower():
                     hint = "the host may be refusing handshakes (sshd MaxStartups) or not run sshd"
-                raise errors.NodeUnreachable(node, f"SSH handshake with {where} failed: {text}", hint=hint)
+                raise errors.NodeUnreachable(node, f"SSH handshake with {where} failed: {text}", hint=hint,
+                                             summary="SSH handshake failed")
         try:
             # --accept-new-host-keys upgrades ssh's default, ask; an explicit
             # StrictHostKeyChecking yes stays yes (verify_server_key refuses, saying why)
@@ -218,11 +219,15 @@ class SSHPool:
             return sock
         except socket.gaierror as exc:
             raise errors.NodeUnreachable(node, f"cannot resolve {target.hostname}: {exc.strerror}",
-                                         hint=f"check the host name, or run: ssh -G {target.alias}")
+                                         hint=f"check the host name, or run: ssh -G {target.alias}",
+                                         summary="no such host")
         except socket.timeout:
-            raise errors.NodeUnreachable(node, f"connecting to {where} timed out after {timeout:g} s")
+            raise errors.NodeUnreachable(node, f"connecting to {where} timed out after {timeout:g} s",
+                                         summary="timed out")
         except OSError as exc:
-            raise errors.NodeUnreachable(node, f"cannot connect to {where}: {exc.strerror or exc}")
+            refused = isinstance(exc, ConnectionRefusedError)
+            raise errors.NodeUnreachable(node, f"cannot connect to {where}: {exc.strerror or exc}",
+                                         summary="connection refused" if refused else None)
 
     def _jump_target(self, hop: str, earlier: list[str]) -> SSHTarget:
         try:
@@ -243,14 +248,16 @@ class SSHPool:
                 tried.append(key.get_name())
                 continue
             except paramiko.SSHException as exc:
-                raise errors.NodeUnreachable(node, f"SSH authentication failed: {exc}")
+                raise errors.NodeUnreachable(node, f"SSH authentication failed: {exc}",
+                                             summary="auth failed")
             if transport.is_authenticated():
                 return
         what = ", ".join(tried) if tried else "no keys found"
         raise errors.HandshakeError(
             node, f"permission denied (publickey) for {target.user}@{target.hostname}:{target.port} "
                   f"(tried: {what})",
-            hint=f"check the user and IdentityFile for this host, or try: ssh -v {target.alias}")
+            hint=f"check the user and IdentityFile for this host, or try: ssh -v {target.alias}",
+            summary="auth refused")
 
     def _keys(self, target: SSHTarget):
         if not target.identities_only:
@@ -419,7 +426,8 @@ class SSHTransport:
         last = text.splitlines()[-1] if text else "no output"
         if status == 127 or "not found" in text:
             return errors.NodeStartError(self.spec.name, f"no Python at {self.python!r} on {self.spec.target}: {last}",
-                                         hint=f"install python3 there or set python= for this host ({self.spec.source})")
+                                         hint=f"install python3 there or set python= for this host ({self.spec.source})",
+                                         summary="no python")
         return errors.NodeStartError(self.spec.name, f"the bootstrap exited with status {status}: {last}")
 
     def wait_stopped(self, pid, timeout: float) -> None:

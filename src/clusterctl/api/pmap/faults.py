@@ -52,10 +52,13 @@ class Faults:
                                           avoid=frozenset((node.name,))))
             return
         node.stats.failures += 1
-        self._fail(block, offset, ItemError(
+        error = ItemError(
             block.start + offset, info.get("node", node.name), info.get("type", "Error"),
             info.get("message", ""), info.get("traceback", ""), exception=exc,
-            attempts=chunk.tries + 1))
+            attempts=chunk.tries + 1)
+        if info.get("hint"):  # a result that cannot be pickled: what to return instead
+            error.hint = info["hint"]
+        self._fail(block, offset, error)
 
     def retryable(self, info: dict, exc) -> bool:
         retry_on = self.options.retry_on
