@@ -135,6 +135,7 @@ def test_world_of_many_failing_hosts_at_80_columns(env):
                              str(env.root / "known_hosts"), "world", env={"COLUMNS": "80"})
         finally:
             env.cli("down", "--nodes", "n1")
+            env.cli("hub", "--stop")  # the SSH hosts went through the hub
     assert result.returncode == 3, result.stderr
     assert "…" not in result.stdout and result.stderr == ""
     table, details = result.stdout.split("\n\n")

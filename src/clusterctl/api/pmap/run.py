@@ -255,6 +255,8 @@ class PMap:
                 if left <= 0:
                     break
                 self._inbox.drain(min(left, WAIT_SECONDS), self._handle)
+            if self._connectors.pending:  # left early (an error): no node may come up later
+                self._settle_connects()
         finally:
             for node in scheduler.nodes.values():
                 self._inbox.unwatch(node)
