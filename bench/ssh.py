@@ -10,9 +10,12 @@ each figure beside its baseline:
 2. a cold ``clusterctl world`` on one host: no node running and the host's code cache
    emptied first, so the agent bundle is shipped and the node started;
 3. a warm ``clusterctl world`` on one host and on all hosts (nodes already running);
-4. ``clusterctl rpc h1 os getpid`` from the shell (warm node);
-5. warm ``Cluster.rpc("h1", "operator.add", 1, 2)`` round trips through the API,
-   beside a raw paramiko exec channel echoing length-prefixed frames of the same size.
+4. ``clusterctl rpc h1 os getpid`` from the shell (warm node, warm hub), against the
+   OpenSSH command and against the same command through an OpenSSH ControlMaster that
+   is already open; the same rpc without the hub (``CLUSTERCTL_HUB=off``) beside it;
+5. warm ``Cluster.rpc("h1", "operator.add", 1, 2)`` round trips through the API, through
+   the hub and directly (``hub=False``), beside a raw paramiko exec channel echoing
+   length-prefixed frames of the same size.
 
 Figures 2-4 are wall times of fresh ``python -m clusterctl`` processes, as a user at a
 shell sees them. Every node is brought down at the end (``Cluster.down()``) and the
@@ -105,14 +108,15 @@ class Bench:
 
     # -- processes -------------------------------------------------------------------
 
-    def cli(self, hosts: Path, *command: str, timeout: float = 120) -> tuple[float, str]:
+    def cli(self, hosts: Path, *command: str, timeout: float = 120,
+            env: dict | None = None) -> tuple[float, str]:
         """Wall time and stdout of one ``python -m clusterctl`` process; BenchError if it fails."""
         argv = [sys.executable, "-m", "clusterctl", "--hosts", str(hosts),
                 "--ssh-config", str(self.bed.ssh_config), "--known-hosts", str(self.bed.known_hosts),
                 *command]
         t0 = time.perf_counter()
         proc = subprocess.run(argv, cwd=self.cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
         elapsed = time.perf_counter() - t0
         if proc.returncode != 0:
             raise BenchError(f"`clusterctl {' '.join(command)}` exited {proc.returncode}: "
@@ -122,8 +126,8 @@ class Bench:
                                  f"{proc.stderr.strip()[-300:]}")
         return elapsed, proc.stdout
 
-    def openssh(self, alias: str, command: str) -> tuple[float, str]:
-        argv = self.bed.ssh_argv(alias, command)
+    def openssh(self, alias: str, command: str, options=()) -> tuple[float, str]:
+        argv = self.bed.ssh_argv(alias, command, options)
         t0 = time.perf_counter()
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=60)
@@ -155,6 +159,20 @@ class Bench:
         samples = []
         for _ in range(runs):
             elapsed, out = self.openssh("h1", BASELINE_COMMAND)
+            if not out.strip().isdigit():
+                raise BenchError(f"unexpected output from ssh: {out!r}")
+            samples.append(elapsed)
+        return samples
+
+    def openssh_master(self, runs: int) -> list[float]:
+        """The baseline command through a ControlMaster connection opened beforehand."""
+        options = ["-o", f"ControlPath={self.root}/cm-%C", "-o", "ControlMaster=auto",
+                   "-o", "ControlPersist=60"]
+        self.master_options = options
+        self.openssh("h1", BASELINE_COMMAND, options)  # opens the master
+        samples = []
+        for _ in range(runs):
+            elapsed, out = self.openssh("h1", BASELINE_COMMAND, options)
             if not out.strip().isdigit():
                 raise BenchError(f"unexpected output from ssh: {out!r}")
             samples.append(elapsed)
@@ -209,10 +227,11 @@ class Bench:
             samples.append(elapsed)
         return samples
 
-    def cli_rpc(self, runs: int) -> list[float]:
+    def cli_rpc(self, runs: int, env: dict | None = None) -> list[float]:
         samples = []
+        self.cli(self.hosts1, "rpc", "h1", "os", "getpid", env=env)  # warm: the hub, the node
         for _ in range(runs):
-            elapsed, out = self.cli(self.hosts1, "rpc", "h1", "os", "getpid")
+            elapsed, out = self.cli(self.hosts1, "rpc", "h1", "os", "getpid", env=env)
             if not out.strip().isdigit():
                 raise BenchError(f"unexpected output from clusterctl rpc: {out!r}")
             samples.append(elapsed)
@@ -258,16 +277,19 @@ class Bench:
                 got += len(chunk)
 
         cluster = self.cluster(self.hosts1)
-        infos = cluster.world()
-        if not infos[0].ok:
-            raise BenchError(f"API world: h1 is {infos[0].status}: {infos[0].reason}")
+        direct = self.cluster(self.hosts1, hub=False)
+        for c in (cluster, direct):
+            infos = c.world()
+            if not infos[0].ok:
+                raise BenchError(f"API world: h1 is {infos[0].status}: {infos[0].reason}")
+            if c.rpc("h1", "operator.add", 1, 2) != 3:
+                raise BenchError("operator.add(1, 2) did not return 3")
         conn = cluster.connect("h1")
-        if cluster.rpc("h1", "operator.add", 1, 2) != 3:
-            raise BenchError("operator.add(1, 2) did not return 3")
 
         calls = {
             "echo": echo,
             "rpc": lambda: cluster.rpc("h1", "operator.add", 1, 2),
+            "direct": lambda: direct.rpc("h1", "operator.add", 1, 2),
             "ping": lambda: conn.ping(10.0),
         }
         for call in calls.values():
@@ -293,6 +315,9 @@ class Bench:
     def close(self) -> list[str]:
         """Close everything, bring every node down; what went wrong, if anything."""
         trouble = []
+        if getattr(self, "master_options", None):  # the ControlMaster ssh left running
+            subprocess.run(self.bed.ssh_argv("h1", None, [*self.master_options, "-O", "exit"]),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
         for c in self.clusters:
             try:
                 c.close()
@@ -405,6 +430,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
             ("first_all", lambda: bench.warm_world(bench.hosts_all, 1, bed.n_hosts)),
             ("warm_all", lambda: bench.warm_world(bench.hosts_all, args.cli_runs, bed.n_hosts)),
             ("cli_rpc", lambda: bench.cli_rpc(args.cli_runs)),
+            ("cli_direct", lambda: bench.cli_rpc(args.cli_runs, {"CLUSTERCTL_HUB": "off"})),
+            ("ssh_master", lambda: bench.openssh_master(args.ssh_runs)),
         ]
         try:
             for name, step in steps:
@@ -439,16 +466,21 @@ def run(args: argparse.Namespace, root: Path) -> int:
     wall("3. warm world, 1 host", "warm1", ssh, ssh_label, None)
     warm1 = median(results["warm1"]) if "warm1" in results else None
     wall(f"3. warm world, {args.hosts} hosts", "warm_all", warm1, "warm world 1 host", 2.0)
-    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", ssh, ssh_label, 2.0)
+    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", ssh, ssh_label, 0.35)
+    master = median(results["ssh_master"]) if "ssh_master" in results else None
+    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", master, "ssh via ControlMaster", 1.5)
+    wall("   (info) the same without the hub", "cli_direct", ssh, ssh_label, None)
     if lat:
         e50, e99 = percentiles(lat["echo"])
         r50, r99 = percentiles(lat["rpc"])
         p50, p99 = percentiles(lat["ping"])
-        rows.append(("5. API rpc operator.add p50", us(r50), us(e50), "raw paramiko echo", r50 / e50, 1.5))
+        d50, _ = percentiles(lat["direct"])
+        rows.append(("5. API rpc operator.add p50 (hub)", us(r50), us(e50), "raw paramiko echo", r50 / e50, 2.0))
+        rows.append(("   (info) API rpc p50, no hub", us(d50), us(e50), "raw paramiko echo", d50 / e50, None))
         rows.append(("5. API rpc operator.add p99", us(r99), us(e99), "raw paramiko echo", r99 / e99, None))
         rows.append(("   (info) API ping, no worker, p50", us(p50), us(e50), "raw paramiko echo", p50 / e50, None))
     else:
-        rows.append(("5. API rpc operator.add p50", "error", "-", "", None, 1.5))
+        rows.append(("5. API rpc operator.add p50 (hub)", "error", "-", "", None, 2.0))
     if "first_all" in results and warm1:
         first_world_all = results["first_all"][0]
         rows.append((f"   (info) first world, {args.hosts} hosts ({args.hosts - 1} cold)",
@@ -459,7 +491,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
     print()
     for key, label in (("ssh", "OpenSSH ssh"), ("ssh_all", f"OpenSSH x{args.hosts}"),
                        ("cold", "cold world"), ("warm1", "warm world 1"),
-                       ("warm_all", f"warm world {args.hosts}"), ("cli_rpc", "CLI rpc")):
+                       ("warm_all", f"warm world {args.hosts}"), ("cli_rpc", "CLI rpc"),
+                       ("cli_direct", "CLI rpc, no hub"), ("ssh_master", "ssh ControlMaster")):
         if key in results:
             print(f"  {label:16} n={len(results[key])}  median {ms(median(results[key]))}  "
                   f"range {spread(results[key])}")

@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -34,12 +36,7 @@ def hub_pid(env) -> int | None:
     return place.read_pid(str(env.run_dir / "hub"))
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+alive = place.process_alive
 
 
 def test_commands_reach_the_nodes_through_one_hub_and_its_one_connection_per_host(env, world, bed):
@@ -155,3 +152,21 @@ def test_the_hub_refuses_a_wrong_cookie_and_garbage_and_serves_on(env, world):
         other.rpc("h1", "os.getppid")
     other.close()
     assert world.cluster(HOSTS).rpc("h1", "os.getppid") == c.rpc("h1", "os.getppid")
+
+
+def test_a_warm_command_through_the_hub_imports_no_paramiko(env, world):
+    """The command's side of the hub needs no SSH library: a warm `rpc` pays neither a
+    handshake nor paramiko's import."""
+    c = world.cluster(HOSTS)
+    c.rpc("h1", "os.getppid")  # the hub and the node run
+    probe = ("import atexit, sys; atexit.register(lambda: sys.stderr.write("
+             "'paramiko loaded: %s' % ('paramiko' in sys.modules))); "
+             "from clusterctl.cli.main import main; sys.argv[0] = 'clusterctl'; main()")
+    hosts = world.root / "hosts0"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "--hosts", str(hosts), "--ssh-config", world.ssh["config_file"],
+         "--known-hosts", world.ssh["known_hosts"], "rpc", "h1", "os", "getppid"],
+        capture_output=True, text=True, timeout=60, cwd=env.cwd)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == c.rpc("h1", "os.getppid")
+    assert result.stderr.endswith("paramiko loaded: False"), result.stderr

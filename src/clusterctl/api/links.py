@@ -71,6 +71,8 @@ class NodeLinks:
     def lost_with_hub(self, node: str) -> bool:
         """Whether ``node``'s connection went through a hub that is gone since: the node
         itself may be fine, and a new hub reaches it."""
+        from clusterctl.hub.place import process_alive
+
         pid = self._links[node].hub_pid
         return pid is not None and not process_alive(pid)
 
@@ -226,11 +228,3 @@ def hub_ssh_options(ssh_options: Mapping[str, Any]) -> dict:
             options[key] = os.path.abspath(os.path.expanduser(str(options[key])))
     return options
 
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

@@ -179,7 +179,7 @@ class HubClient:
         if not isinstance(pid, int):
             return
         deadline = time.monotonic() + STOP_SECONDS
-        while _alive(pid):
+        while place.process_alive(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 break
@@ -191,16 +191,6 @@ def _read_line(stream, timeout: float) -> str:
     if not ready:
         return ""
     return stream.readline().decode(errors="replace").strip()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class HubTransport:
