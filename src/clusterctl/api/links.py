@@ -60,7 +60,9 @@ class NodeLinks:
         link = self._links[node]
         with link.lock:
             if link.conn is not None and link.conn.lost is None:
-                return link.conn
+                if not self.lost_with_hub(node):
+                    return link.conn
+                link.conn.close()  # its hub is gone: the stream is dead, if not seen yet
             if self._closed:
                 raise errors.ClusterError("the cluster was closed")
             link.hub_pid = self._hub_pid(link.spec)  # (if it dies while we connect)

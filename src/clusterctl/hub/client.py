@@ -23,6 +23,7 @@ from clusterctl.transport.base import NodeSettings
 
 START_SECONDS = 10.0  # a hub that is not serving this long after its start has failed
 STOP_SECONDS = 5.0  # a hub asked to stop (another version's) is gone within this
+DYING_TRIES = 20  # a hub that greets nobody (it is being killed): dial again, 50 ms apart
 
 
 class HubClient:
@@ -94,7 +95,8 @@ class HubClient:
         """An authenticated connection to the hub; one is started if none runs (and
         ``start``), and one that runs other code is stopped and replaced."""
         deadline = time.monotonic() + timeout
-        for _ in range(3):
+        dying = 0
+        for _ in range(3 + DYING_TRIES):
             sock = self._dial()
             if sock is None:
                 if not start:
@@ -103,6 +105,15 @@ class HubClient:
                 sock = self._dial_until(deadline)
             try:
                 hello = read_hello(sock, "hub", max(0.5, deadline - time.monotonic()))
+            except errors.HandshakeError:
+                sock.close()
+                # a hub killed a moment ago: its socket took us in before it closed
+                dying += 1
+                if dying > DYING_TRIES or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            try:
                 authenticate(sock, "hub", hello, cookie=self.settings.cookie,
                              heartbeat_timeout=60.0, timeout=max(0.5, deadline - time.monotonic()))
             except BaseException:
