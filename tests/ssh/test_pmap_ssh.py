@@ -36,7 +36,10 @@ HOSTS = "h1 slots=2\nh2 slots=2\nh3 slots=2\n"
 def test_pmap_over_three_hosts_equals_map(world):
     c = world.cluster(HOSTS)
     assert all(i.ok for i in c.world())
-    run = PMap(c, lambda x: (x * x, os.environ["XDG_CACHE_HOME"][-8:]), range(3000))
+    # a millisecond an item: long enough that every host takes part however slow the
+    # others are to answer their first ping, on a loaded machine
+    run = PMap(c, lambda x: (time.sleep(0.001), x * x, os.environ["XDG_CACHE_HOME"][-8:])[1:],
+               range(3000))
     results = list(run.values())
     assert [r[0] for r in results] == [x * x for x in range(3000)]
     assert all(run.stats.nodes[h].items > 0 for h in ("h1", "h2", "h3"))
