@@ -4,6 +4,7 @@ gone when idle; a pmap does not depend on it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -170,3 +171,18 @@ def test_a_warm_command_through_the_hub_imports_no_paramiko(env, world):
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == c.rpc("h1", "os.getppid")
     assert result.stderr.endswith("paramiko loaded: False"), result.stderr
+
+
+def test_clusterctl_hub_shows_the_hub_and_stops_it(env, world, bed):
+    c = world.cluster(HOSTS)
+    c.rpc("h1", "os.getppid")
+    shown = env.cli("hub", env={"COLUMNS": "100"})
+    assert shown.returncode == 0, shown.stderr
+    pid = hub_pid(env)
+    assert f"hub pid {pid}" in shown.stdout and "1 open streams" in shown.stdout
+    assert bed.host("h1").address in shown.stdout and " up" in shown.stdout
+    as_json = json.loads(env.cli("--json", "hub").stdout)
+    assert as_json["pid"] == pid and [s["node"] for s in as_json["streams"]] == ["h1"]
+    assert env.cli("hub", "--stop").stdout == "hub stopped\n"
+    assert not alive(pid)
+    assert env.cli("hub").stdout.startswith("no hub runs")
