@@ -155,13 +155,14 @@ def test_the_hub_refuses_a_wrong_cookie_and_garbage_and_serves_on(env, world):
     assert world.cluster(HOSTS).rpc("h1", "os.getppid") == c.rpc("h1", "os.getppid")
 
 
-def test_a_warm_command_through_the_hub_imports_no_paramiko(env, world):
+def test_a_warm_command_through_the_hub_imports_neither_paramiko_nor_cloudpickle(env, world):
     """The command's side of the hub needs no SSH library: a warm `rpc` pays neither a
-    handshake nor paramiko's import."""
+    handshake nor paramiko's import; with plain arguments, not cloudpickle's either."""
     c = world.cluster(HOSTS)
     c.rpc("h1", "os.getppid")  # the hub and the node run
     probe = ("import atexit, sys; atexit.register(lambda: sys.stderr.write("
-             "'paramiko loaded: %s' % ('paramiko' in sys.modules))); "
+             "'paramiko loaded: %s, cloudpickle loaded: %s' % ("
+             "'paramiko' in sys.modules, 'cloudpickle' in sys.modules))); "
              "from clusterctl.cli.main import main; sys.argv[0] = 'clusterctl'; main()")
     hosts = world.root / "hosts0"
     result = subprocess.run(
@@ -170,7 +171,7 @@ def test_a_warm_command_through_the_hub_imports_no_paramiko(env, world):
         capture_output=True, text=True, timeout=60, cwd=env.cwd)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == c.rpc("h1", "os.getppid")
-    assert result.stderr.endswith("paramiko loaded: False"), result.stderr
+    assert result.stderr.endswith("paramiko loaded: False, cloudpickle loaded: False"), result.stderr
 
 
 def test_clusterctl_hub_shows_the_hub_and_stops_it(env, world, bed):

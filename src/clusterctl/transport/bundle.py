@@ -49,14 +49,20 @@ class Bundle:
 
 @lru_cache(maxsize=1)
 def agent_bundle() -> Bundle:
-    """The bundle of this clusterctl's agent code and the cloudpickle it pickles with."""
-    import cloudpickle
+    """The bundle of this clusterctl's agent code and the cloudpickle it pickles with.
 
+    cloudpickle is found, not imported: a command that pickles only plain data never
+    pays its import (about 40 ms)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("cloudpickle")
+    if spec is None or not spec.origin:
+        raise ImportError("cloudpickle is not installed")
     files: list[tuple[str, bytes]] = []
     node_dir = Path(boot.__file__).parent
     for path in sorted(node_dir.glob("*.py")):
         files.append((f"{PACKAGE}/{path.name}", path.read_bytes()))
-    cp_dir = Path(cloudpickle.__file__).parent
+    cp_dir = Path(spec.origin).parent
     for path in sorted(cp_dir.glob("*.py")):
         files.append((f"cloudpickle/{path.name}", path.read_bytes()))
     return Bundle(tuple(files), boot.code_digest(files))
