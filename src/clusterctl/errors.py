@@ -38,6 +38,16 @@ class ClusterError(Exception):
         return self.message
 
 
+def restore_error(cls: type, args: tuple, state: dict) -> BaseException:
+    """An error of ``cls`` rebuilt from its ``args`` and attributes, without calling its
+    ``__init__`` (whose arguments differ from class to class): for errors that travel
+    pickled between processes."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class UsageError(ClusterError):
     """The command line asked for something that cannot be: exit code 2."""
 

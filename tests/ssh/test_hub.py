@@ -59,9 +59,11 @@ def test_commands_reach_the_nodes_through_one_hub_and_its_one_connection_per_hos
 def test_a_killed_hub_is_replaced_by_the_next_command_and_no_node_restarts(env, world):
     c = world.cluster(HOSTS)
     pids = {n: c.rpc(n, "os.getppid") for n in ("h1", "h2")}
+    conn = c.connect("h1")
     old = hub_pid(env)
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: not alive(old), message="the hub to die")
+    wait_for(lambda: conn.lost is not None, message="the stream's end to be seen")
     assert c.rpc("h1", "os.getppid") == pids["h1"]  # its stream went: it connects again
     again = world.cluster(HOSTS)
     assert {n: again.rpc(n, "os.getppid") for n in ("h1", "h2")} == pids

@@ -39,6 +39,7 @@ class NodeLinks:
                  ssh_options: Mapping[str, Any], hub=None) -> None:
         self._links = {s.name: _Link(s) for s in specs}
         self.hub = hub  # a HubClient: SSH nodes are reached through the hub; None: directly
+        self._hub_ssh = hub_ssh_options(ssh_options)
         self.settings = settings
         self.connect_timeout = connect_timeout
         self.heartbeat_interval = heartbeat_interval
@@ -60,9 +61,7 @@ class NodeLinks:
         link = self._links[node]
         with link.lock:
             if link.conn is not None and link.conn.lost is None:
-                if not self.lost_with_hub(node):
-                    return link.conn
-                link.conn.close()  # its hub is gone: the stream is dead, if not seen yet
+                return link.conn
             if self._closed:
                 raise errors.ClusterError("the cluster was closed")
             link.hub_pid = self._hub_pid(link.spec)  # (if it dies while we connect)
@@ -125,7 +124,7 @@ class NodeLinks:
         if self.hub is not None:
             from clusterctl.hub.client import HubTransport
 
-            return HubTransport(spec, self.hub, hub_ssh_options(self.ssh_options))
+            return HubTransport(spec, self.hub, self._hub_ssh)
         return self.ssh_pool().transport(spec)
 
     # -- host keys, through the hub when there is one ------------------------------------
@@ -134,7 +133,7 @@ class NodeLinks:
         """The UnknownHostKey to ask the user about for ``spec``'s host, or None."""
         if self.hub is None:
             return self.ssh_pool().unknown_host_key(spec, deadline)
-        return self.hub.call("unknown_host_key", {"spec": spec, "ssh": hub_ssh_options(self.ssh_options),
+        return self.hub.call("unknown_host_key", {"spec": spec, "ssh": self._hub_ssh,
                                                   "timeout": max(1.0, deadline - time.monotonic())},
                              max(1.0, deadline - time.monotonic()) + 5.0)
 
@@ -143,7 +142,7 @@ class NodeLinks:
         if self.hub is None:
             self.ssh_pool().trust(unknown)
         else:
-            self.hub.call("trust", {"ssh": hub_ssh_options(self.ssh_options), "unknown": unknown},
+            self.hub.call("trust", {"ssh": self._hub_ssh, "unknown": unknown},
                           self.connect_timeout)
 
     def stop_hub(self) -> bool:

@@ -73,20 +73,10 @@ class HubClient:
 
     def stop(self, timeout: float) -> bool:
         """Ask the hub to stop, if one runs (its streams end with it): True if one did."""
-        sock = self.connect(timeout, start=False)
-        if sock is None:
+        found = self._reach(timeout, start=False)
+        if found is None:
             return False
-        pid = None
-        try:
-            sock.sendall(protocol.request("status", {}))
-            pid = protocol.read_reply(sock).get("pid")
-        except (EOFError, OSError, errors.ClusterError):
-            pass
-        finally:
-            sock.close()
-        sock = self.connect(timeout, start=False)
-        if sock is not None:
-            self._replace(sock, pid)
+        self._replace(*found)
         return True
 
     # -- reaching the hub --------------------------------------------------------------
@@ -94,6 +84,11 @@ class HubClient:
     def connect(self, timeout: float, *, start: bool = True) -> socket.socket | None:
         """An authenticated connection to the hub; one is started if none runs (and
         ``start``), and one that runs other code is stopped and replaced."""
+        found = self._reach(timeout, start=start)
+        return None if found is None else found[0]
+
+    def _reach(self, timeout: float, *, start: bool):
+        """``connect``, with the pid the hub's greeting gave: (socket, pid), or None."""
         deadline = time.monotonic() + timeout
         dying = 0
         for _ in range(3 + DYING_TRIES):
@@ -120,7 +115,7 @@ class HubClient:
                 sock.close()
                 raise
             if hello.get("code") == self.settings.bundle.code_id:
-                return sock
+                return sock, hello.get("pid")
             self._replace(sock, hello.get("pid"))  # another clusterctl's hub
             if not start:
                 return None

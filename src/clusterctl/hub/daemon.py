@@ -24,7 +24,7 @@ from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.hub import place, protocol
 from clusterctl.hub.connections import Connections
 from clusterctl.hub.splice import Splice
-from clusterctl.node import boot, wire
+from clusterctl.node import boot, ops, wire
 from clusterctl.transport.base import NodeSettings
 from clusterctl.transport.bundle import agent_bundle
 from clusterctl.version import __version__
@@ -107,8 +107,8 @@ class Hub:
                                   "pid": os.getpid(), "node": "hub"}))
         head, _ = wire.read_message(sock, max_payload=0)
         theirs = head.get("nonce")
-        if head.get("op") != "auth" or type(theirs) is not str or not wire.macs_equal(
-                head.get("mac"), wire.client_mac(self.cookie, nonce, theirs)):
+        if head["op"] != "auth" or ops.check(head, ops.HANDSHAKE) is not None or \
+                not wire.macs_equal(head["mac"], wire.client_mac(self.cookie, nonce, theirs)):
             sock.sendall(wire.encode({"op": "refused", "reason": "bad cookie"}))
             return False
         sock.sendall(wire.encode({"op": "welcome", "mac": wire.node_mac(self.cookie, nonce, theirs)}))

@@ -52,9 +52,7 @@ def restore_error(state) -> errors.ClusterError:
         cls = getattr(importlib.import_module(module), name, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.ClusterError)):
         cls = errors.ClusterError
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(attributes)
+    error = errors.restore_error(cls, args, attributes)
     if not hasattr(error, "message"):
         error.message = str(args[0]) if args else name
     return error

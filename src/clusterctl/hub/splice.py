@@ -46,25 +46,20 @@ class Splice:
             pass
 
     def _to_node(self) -> None:
-        try:
-            while True:
-                data = self.sock.recv(CHUNK)
-                if not data:
-                    break
-                self.channel.sendall(data)
-                self.up += len(data)
-        except Exception:  # noqa: BLE001 - either end went away: the stream ends
-            pass
-        self._end()
+        self._pump(self.sock.recv, self.channel.sendall, "up")
 
     def _to_command(self) -> None:
+        self._pump(self.channel.recv, self.sock.sendall, "down")
+
+    def _pump(self, read, write, counter: str) -> None:
+        """Copy until the reading end closes or either end fails; count in ``counter``."""
         try:
             while True:
-                data = self.channel.recv(CHUNK)
+                data = read(CHUNK)
                 if not data:
                     break
-                self.sock.sendall(data)
-                self.down += len(data)
+                write(data)
+                setattr(self, counter, getattr(self, counter) + len(data))
         except Exception:  # noqa: BLE001 - either end went away: the stream ends
             pass
         self._end()

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from clusterctl.errors import HandshakeError
+from clusterctl.errors import HandshakeError, restore_error
 
 __all__ = [
     "ChangedHostKey",
@@ -114,14 +114,7 @@ class HostKeyError(HandshakeError):
     def __reduce__(self):
         # Picklable although __init__ takes more than the message (errors may travel
         # between processes with results).
-        return (_restore_error, (type(self), self.args, self.__dict__))
-
-
-def _restore_error(cls, args, state):
-    error = cls.__new__(cls)
-    error.args = args
-    error.__dict__.update(state)
-    return error
+        return (restore_error, (type(self), self.args, self.__dict__))
 
 
 class UnknownHostKey(HostKeyError):
