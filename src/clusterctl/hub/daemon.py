@@ -183,7 +183,6 @@ class Hub:
         return {"pid": os.getpid(), "uptime": time.time() - self.started, "version": __version__,
                 "code": self.settings.bundle.code_id, "idle_exit": self.idle,
                 "requests": self.requests, "streams": streams, "finished": finished,
-                "spares": self.connections.spares(),
                 "pools": self.connections.describe()}
 
 

@@ -30,7 +30,6 @@ def show(console: Console, status: dict) -> None:
                   f"clusterctl {status['version']}; {len(streams)} open streams "
                   f"({finished['streams']} ended), {status['requests']} requests; "
                   f"traffic {fmt_bytes(up)} to nodes, {fmt_bytes(down)} back; "
-                  f"{status.get('spares', 0)} channels launched ahead; "
                   f"exits after {status['idle_exit']:g} s idle")
     table = Table(box=None, header_style="bold")
     for column in ("host", "port", "user", "via", "ssh"):

@@ -349,19 +349,26 @@ class SSHTransport:
     def host_label(self) -> str:
         return self.spec.target
 
-    def open(self, *, start: bool, deadline: float, launched=None):
-        """The node's stream (started if ``start``), or None if none runs. ``launched``:
-        a channel that ``launch`` made ahead (the hub keeps one per host ready, since
-        sshd takes most of the time of a new channel): only the boot exchange is left."""
-        channel = launched if launched is not None else self.launch(deadline)
+    def open(self, *, start: bool, deadline: float):
         spec = self.spec
+        name = spec.name
+        target = self.pool.target(spec.host, spec.user, spec.port)
+        transport = self.pool.client(name, target, deadline)
+        timeout = max(1.0, deadline - time.monotonic())
         try:
-            channel.settimeout(max(1.0, deadline - time.monotonic()))
+            channel = transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
+            stdin = channel
+            stdin.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
             settings = self.settings
-            params = {"code_id": settings.bundle.code_id, "name": spec.name,
+            params = {"code_id": settings.bundle.code_id, "name": name,
                       "agent_args": agent_arguments(spec, settings),
                       "cookie": settings.cookie.hex(), "start": start}
-            channel.sendall(json.dumps(params).encode() + b"\n")
+            stdin.sendall(json.dumps(params).encode() + b"\n")
             reply = self._reply(channel)
             try:
                 self._check_python(reply)
@@ -378,33 +385,13 @@ class SSHTransport:
             state = self._reply(channel).get("node")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             channel.close()
-            raise errors.NodeUnreachable(spec.name, f"SSH channel to {spec.host} failed: {exc}")
+            raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
         except BaseException:
             channel.close()
             raise
         if state == "absent":
             channel.close()
             return None
-        return channel
-
-    def launch(self, deadline: float):
-        """A new exec channel running the boot stub, sent the boot script: stage 2 then
-        waits for the node's parameters (``open`` sends them)."""
-        spec = self.spec
-        target = self.pool.target(spec.host, spec.user, spec.port)
-        transport = self.pool.client(spec.name, target, deadline)
-        timeout = max(1.0, deadline - time.monotonic())
-        try:
-            channel = transport.open_session(timeout=timeout)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise errors.NodeUnreachable(spec.name, f"SSH channel to {target.hostname} failed: {exc}")
-        try:
-            channel.settimeout(timeout)
-            channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
-            channel.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            channel.close()
-            raise errors.NodeUnreachable(spec.name, f"SSH channel to {target.hostname} failed: {exc}")
         return channel
 
     def _reply(self, channel) -> dict:
