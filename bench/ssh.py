@@ -417,7 +417,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
     first_world_all: float | None = None
     teardown: list[str] = []
     t_start = time.monotonic()
-    with SSHTestBed(args.hosts, root / "bed") as bed:
+    aliases = [f"h{i}" for i in range(1, args.hosts + 1)]
+    with SSHTestBed(args.hosts, root / "bed", forwarding=aliases) as bed:  # as a stock sshd
         bench = Bench(bed, root, args)
         print(f"bed: {bed.n_hosts} hosts, mode {bed.mode}, started in {bed.start_seconds:.2f} s; "
               f"clusterctl {clusterctl.__version__}, code id {agent_bundle().code_id}, "

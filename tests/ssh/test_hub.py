@@ -189,3 +189,29 @@ def test_clusterctl_hub_shows_the_hub_and_stops_it(env, world, bed):
     assert env.cli("hub", "--stop").stdout == "hub stopped\n"
     assert not alive(pid)
     assert env.cli("hub").stdout.startswith("no hub runs")
+
+
+def test_a_node_reached_before_is_reached_again_through_a_forward_of_its_socket(env, world, bed):
+    """h4 allows forwarding (as a stock sshd does), h1 does not: after the first boot,
+    h4's node is reached through a socket forward, h1's through the boot stub each time;
+    a node gone since is found and started again by the boot stub."""
+    hosts = "h4 slots=1\nh1 slots=1\n"
+
+    def forwarded() -> int:
+        return sum(pool["forwarded"] for pool in hub_status(c)["pools"])
+
+    c = world.cluster(hosts)
+    pids = {n: c.rpc(n, "os.getppid") for n in ("h4", "h1")}
+    assert forwarded() == 0  # the first time, both booted
+    for expected in (1, 2):  # later commands: h4 forwarded, h1 booted (refusal remembered)
+        c = world.cluster(hosts)
+        assert {n: c.rpc(n, "os.getppid") for n in ("h4", "h1")} == pids
+        assert forwarded() == expected
+    os.kill(pids["h4"], signal.SIGKILL)
+    wait_for(lambda: not alive(pids["h4"]), message="h4's node to die")
+    c = world.cluster(hosts)
+    new = c.rpc("h4", "os.getppid")
+    assert new != pids["h4"] and alive(new)  # the forward failed: booted and started anew
+    assert forwarded() == 2
+    c = world.cluster(hosts)
+    assert c.rpc("h4", "os.getppid") == new and forwarded() == 3

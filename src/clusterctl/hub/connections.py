@@ -53,7 +53,7 @@ class Connections:
         with self._lock:
             pools = list(self._pools.items())
         return [{"config_file": key[0], "known_hosts": key[1], "hosts": pool.describe(),
-                 "shipped": pool.shipped} for key, pool in pools]
+                 "shipped": pool.shipped, "forwarded": pool.forwarded} for key, pool in pools]
 
     def close(self) -> None:
         with self._lock:

@@ -425,7 +425,7 @@ def main() -> None:
         if sock is None:
             _fail("the node started but its socket %s refuses connections" % path)
         state = "ready"
-    _say({"node": state})
+    _say({"node": state, "socket": os.path.abspath(path)})
     _splice(sock)
 
 

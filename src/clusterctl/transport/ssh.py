@@ -5,7 +5,9 @@ Each node connection is one exec channel running the boot stub (see
 ``clusterctl.node.boot``): the controller ships the boot script, then the agent bundle
 only if the host's cache lacks it, and the node is handed the channel's own stdin and
 stdout (over its unix socket), so it serves the controller on the channel directly.
-No port is forwarded and nothing is installed beyond the cache. The boot stub runs with
+A node the pool reached before is reached again through
+a forward of its unix socket (``open_socket_forward``), where sshd allows it: no session,
+no login shell. No TCP port is forwarded and nothing is installed beyond the cache. The boot stub runs with
 ``python -S``: it needs only the standard library, and skipping site-packages makes a
 warm bootstrap of many hosts noticeably quicker.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shlex
 import socket
@@ -44,6 +47,9 @@ WINDOW_SIZE = 8 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 DEFAULT_CONNECT_TIMEOUT = 15.0
 _BOOT_SOURCE = Path(boot_module.__file__).read_bytes()
+# paramiko logs a refused channel at ERROR before raising it; we turn every failure into
+# an error of our own, so without a handler of the program's, its lines would only be noise
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def bundle_zip(bundle: Bundle) -> bytes:
@@ -96,11 +102,34 @@ class SSHPool:
         self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._jump_handshakes: dict[tuple[str, ...], threading.BoundedSemaphore] = {}
         self._zip: bytes | None = None
+        self._sockets: dict[tuple, str] = {}  # (host key, node name) -> the node's socket there
+        self._no_forwarding: set[tuple] = set()  # host keys whose sshd refuses socket forwards
         self.shipped = 0  # bundles sent, for tests and the benchmark
+        self.forwarded = 0  # node connections opened as socket forwards (no boot, no shell)
         self.trusted: set[tuple[str, int, str]] = set()  # (host, port, fingerprint) the user accepted
 
     def transport(self, spec: HostSpec) -> "SSHTransport":
         return SSHTransport(spec, self)
+
+    # -- nodes reached before: their sockets --------------------------------------------
+
+    def node_socket(self, target: SSHTarget, name: str) -> str | None:
+        """Where the boot stub found node ``name``'s socket on the host, if the host's sshd
+        may still forward to it."""
+        key = host_key(target)
+        with self._lock:
+            return None if key in self._no_forwarding else self._sockets.get((key, name))
+
+    def remember_socket(self, target: SSHTarget, name: str, path: str | None) -> None:
+        with self._lock:
+            if path:
+                self._sockets[(host_key(target), name)] = path
+            else:
+                self._sockets.pop((host_key(target), name), None)
+
+    def forwarding_refused(self, target: SSHTarget) -> None:
+        with self._lock:
+            self._no_forwarding.add(host_key(target))
 
     def bundle_zip(self) -> bytes:
         if self._zip is None:
@@ -119,7 +148,7 @@ class SSHPool:
 
     def client(self, node: str, target: SSHTarget, deadline: float) -> paramiko.Transport:
         """A live, authenticated transport to ``target`` (shared, made once)."""
-        key = (target.hostname, target.port, target.user, target.proxy_jump, target.proxy_command)
+        key = host_key(target)
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -306,6 +335,50 @@ class SSHPool:
         self._proxies.clear()
 
 
+def host_key(target: SSHTarget) -> tuple:
+    """What one SSH connection is shared by: where it goes and how it gets there."""
+    return (target.hostname, target.port, target.user, target.proxy_jump, target.proxy_command)
+
+
+def open_socket_forward(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:
+    """A ``direct-streamlocal@openssh.com`` channel: sshd connects it to the unix socket
+    ``path`` on the host, with no session, no login shell and no command (OpenSSH's
+    ``ssh -W /path``). paramiko opens only the channel kinds of RFC 4254, so this sends
+    the open request the way ``Transport.open_channel`` does, with this kind's fields
+    (socket path, two reserved fields). Raises paramiko.ChannelException when the host
+    refuses. OpenSSH allows it where it allows TCP forwarding (AllowTcpForwarding and
+    AllowStreamLocalForwarding, both yes by default; ``restrict`` in authorized_keys
+    turns it off)."""
+    if not transport.active:
+        raise paramiko.SSHException("SSH session not active")
+    with transport.lock:
+        chanid = transport._next_channel()
+        message = paramiko.Message()
+        message.add_byte(paramiko.common.cMSG_CHANNEL_OPEN)
+        message.add_string("direct-streamlocal@openssh.com")
+        message.add_int(chanid)
+        message.add_int(WINDOW_SIZE)
+        message.add_int(MAX_PACKET)
+        message.add_string(path)
+        message.add_string("")  # reserved
+        message.add_int(0)  # reserved
+        channel = paramiko.Channel(chanid)
+        transport._channels.put(chanid, channel)
+        transport.channel_events[chanid] = opened = threading.Event()
+        transport.channels_seen[chanid] = True
+        channel._set_transport(transport)
+        channel._set_window(WINDOW_SIZE, MAX_PACKET)
+    transport._send_user_message(message)
+    end = time.monotonic() + timeout
+    while not opened.wait(0.1):
+        if not transport.active or time.monotonic() > end:
+            channel.close()
+            raise transport.get_exception() or paramiko.SSHException("timeout opening a socket forward")
+    if transport._channels.get(chanid) is None:
+        raise transport.get_exception() or paramiko.SSHException("socket forward refused")
+    return channel
+
+
 def _load_key(path: str):
     if not os.path.exists(path):
         return None
@@ -350,10 +423,37 @@ class SSHTransport:
         return self.spec.target
 
     def open(self, *, start: bool, deadline: float):
+        """A channel the node serves on, or None if no node runs and ``start`` is false.
+        A node this pool reached before is reached again through a forward of its socket
+        (a few ms); else, or if that fails, the boot stub runs (an exec channel: sshd's
+        session set-up and the login shell, ~100-200 ms) and finds or starts the node."""
+        target = self.pool.target(self.spec.host, self.spec.user, self.spec.port)
+        transport = self.pool.client(self.spec.name, target, deadline)
+        tried = self.pool.node_socket(target, self.spec.name)
+        if tried is not None:
+            channel = self._forward(transport, tried, deadline)
+            if channel is not None:
+                return channel
+        channel, state = self._boot(transport, target, start=start, deadline=deadline)
+        if tried is not None and state == "running":
+            # the node was there all along: sshd refused the forward (sshd says "connect
+            # failed" both for that and for no listener), so this host boots every time
+            self.pool.forwarding_refused(target)
+        return channel
+
+    def _forward(self, transport: paramiko.Transport, path: str, deadline: float):
+        try:
+            channel = open_socket_forward(transport, path, max(1.0, deadline - time.monotonic()))
+        except (paramiko.SSHException, OSError, EOFError):
+            return None
+        self.pool.forwarded += 1
+        channel.settimeout(max(1.0, deadline - time.monotonic()))
+        return channel
+
+    def _boot(self, transport: paramiko.Transport, target: SSHTarget, *, start: bool,
+              deadline: float):
         spec = self.spec
         name = spec.name
-        target = self.pool.target(spec.host, spec.user, spec.port)
-        transport = self.pool.client(name, target, deadline)
         timeout = max(1.0, deadline - time.monotonic())
         try:
             channel = transport.open_session(timeout=timeout)
@@ -382,7 +482,8 @@ class SSHTransport:
                 self._reply(channel)
             else:
                 channel.sendall(b"0\n")
-            state = self._reply(channel).get("node")
+            reply = self._reply(channel)
+            state = reply.get("node")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             channel.close()
             raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
@@ -391,8 +492,9 @@ class SSHTransport:
             raise
         if state == "absent":
             channel.close()
-            return None
-        return channel
+            return None, state
+        self.pool.remember_socket(target, name, reply.get("socket"))
+        return channel, state
 
     def _reply(self, channel) -> dict:
         line = b""
