@@ -5,9 +5,9 @@ Each node connection is one exec channel running the boot stub (see
 ``clusterctl.node.boot``): the controller ships the boot script, then the agent bundle
 only if the host's cache lacks it, and the node is handed the channel's own stdin and
 stdout (over its unix socket), so it serves the controller on the channel directly.
-A node the pool reached before is reached again through
-a forward of its unix socket (``open_socket_forward``), where sshd allows it: no session,
-no login shell. No TCP port is forwarded and nothing is installed beyond the cache. The boot stub runs with
+A node the pool reached before is reached again through a forward of its unix socket
+(``open_socket_forward``), where sshd allows it: no session, no login shell. No TCP port
+is forwarded and nothing is installed beyond the cache. The boot stub runs with
 ``python -S``: it needs only the standard library, and skipping site-packages makes a
 warm bootstrap of many hosts noticeably quicker.
 
@@ -120,12 +120,9 @@ class SSHPool:
         with self._lock:
             return None if key in self._no_forwarding else self._sockets.get((key, name))
 
-    def remember_socket(self, target: SSHTarget, name: str, path: str | None) -> None:
+    def remember_socket(self, target: SSHTarget, name: str, path: str) -> None:
         with self._lock:
-            if path:
-                self._sockets[(host_key(target), name)] = path
-            else:
-                self._sockets.pop((host_key(target), name), None)
+            self._sockets[(host_key(target), name)] = path
 
     def forwarding_refused(self, target: SSHTarget) -> None:
         with self._lock:
@@ -493,7 +490,7 @@ class SSHTransport:
         if state == "absent":
             channel.close()
             return None, state
-        self.pool.remember_socket(target, name, reply.get("socket"))
+        self.pool.remember_socket(target, name, reply["socket"])
         return channel, state
 
     def _reply(self, channel) -> dict:
