@@ -4,6 +4,8 @@ test_pmap_sched.py; real nodes in tests/local/test_pmap.py."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from clusterctl import errors
@@ -13,10 +15,13 @@ from clusterctl.api.pmap.buffer import ResultBuffer
 from clusterctl.api.pmap.item_errors import ItemError
 from clusterctl.api.pmap.nodes import MapNode
 from clusterctl.api.pmap.options import Options
+from clusterctl.api.pmap.overhead import ControllerCost
 from clusterctl.api.pmap.sizing import Sizing
 from clusterctl.api.pmap.source import Source
 from clusterctl.api.pmap.stats import NodeStats
-from clusterctl.api.pmap.tuning import MAX_CHUNK_ITEMS, MIN_DEPTH, READ_AHEAD_ITEMS
+from clusterctl.api.pmap.tuning import (CONTROLLER_SHARE, COST_SAMPLE_CHUNKS, MAX_CHUNK_ITEMS,
+                                        MAX_CHUNK_SECONDS, MIN_DEPTH, READ_AHEAD_ITEMS,
+                                        TARGET_CHUNK_SECONDS)
 
 
 class Conn:
@@ -114,6 +119,48 @@ def test_chunks_start_at_one_item_then_at_most_double():
     fresh.learn(fast, 1, 1e-9, 10)
     assert fresh.target_items(fast, None, 2) == MAX_CHUNK_ITEMS
     assert Sizing(7).chunk_items(n1, None, 2) == 7
+
+
+def test_chunks_grow_with_the_slots_so_the_controller_keeps_up():
+    """100 one-slot nodes answering 10 ms items one by one would be 10,000 messages a
+    second: the chunk time grows with slots times the controller's cost per chunk."""
+    cost = ControllerCost()
+    sizing, n1 = Sizing(None, cost), node(slots=1)
+    sizing.learn(n1, 1, 0.0101, 10)  # a 10 ms sleep, a little late
+    assert sizing.chunk_seconds(100) == TARGET_CHUNK_SECONDS  # nothing measured yet
+    assert sizing.target_items(n1, None, 100) == 2  # 1.98 items of 10.1 ms are 2, not 1
+    cost.per_chunk = 200e-6
+    assert sizing.chunk_seconds(2) == TARGET_CHUNK_SECONDS  # 2 slots: 1.6% of a core
+    assert sizing.chunk_seconds(100) == pytest.approx(100 * 200e-6 / CONTROLLER_SHARE)
+    assert sizing.target_items(n1, None, 100) == round(0.4 / 0.0101)
+    assert sizing.chunk_seconds(100_000) == MAX_CHUNK_SECONDS
+    assert sizing.target_items(n1, 400, 100) == 1  # the end of the input still shrinks them
+
+
+def burn(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_controller_cost_counts_the_maps_own_cpu_per_chunk_only():
+    cost = ControllerCost()
+    cost.resume()
+    burn(0.02)  # the map's own work for the next COST_SAMPLE_CHUNKS answers
+    for _ in range(COST_SAMPLE_CHUNKS):
+        cost.answered()
+    first = cost.per_chunk
+    assert 0.02 / COST_SAMPLE_CHUNKS <= first < 0.06 / COST_SAMPLE_CHUNKS
+    started = time.thread_time()
+    burn(0.02)  # pickling items: grows with the chunk, not a cost of the message
+    cost.item_work(started)
+    cost.pause()
+    burn(0.02)  # the caller consuming results
+    cost.resume()
+    for _ in range(COST_SAMPLE_CHUNKS):
+        cost.answered()
+    assert cost.per_chunk < 0.8 * first  # the second sample was near zero
 
 
 def test_a_window_is_deeper_for_a_longer_round_trip():

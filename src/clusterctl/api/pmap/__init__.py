@@ -3,7 +3,8 @@
 The rooms, from the top: ``run`` (``PMap``, the loop in the caller's thread, and
 ``pmap``/``pmap_results``), ``scheduler`` (which node gets which chunk; answers in),
 ``faults`` (retries, splits, poison), ``speculation`` and ``timeouts`` (overdue and
-too-slow chunks), ``sizing`` (chunk and window sizes), ``buffer`` (the hand-out order),
+too-slow chunks), ``sizing`` (chunk and window sizes), ``overhead`` (the controller's own
+CPU per chunk, which sizing weighs), ``buffer`` (the hand-out order),
 ``source`` (reading and pickling the input), ``connectors`` and ``inbox`` (nodes joining,
 and what reaches the map's thread), ``answers``, ``blocks``, ``nodes``, ``options``,
 ``stats``, ``outcome``, ``item_errors`` and ``tuning``. See docs/how-it-works.md,

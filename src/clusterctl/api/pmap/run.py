@@ -120,13 +120,17 @@ class PMap:
         self.stats.started = time.monotonic()
         self._inbox.open()
         scheduler = self._scheduler
+        cost = scheduler.cost  # the map's own CPU: not while the caller has the results
+        cost.resume()
         try:
             self._connectors.start(self.names)
             while True:
                 scheduler.fill()
                 block = self._ready()
                 if block is not None:
+                    cost.pause()
                     yield block
+                    cost.resume()
                     stop = scheduler.stop_index
                     if block.errors and stop is not None and self.options.ordered and \
                             block.start <= stop < block.start + block.n:

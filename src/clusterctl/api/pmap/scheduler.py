@@ -20,6 +20,7 @@ from clusterctl.api.pmap.inbox import Inbox
 from clusterctl.api.pmap.item_errors import ItemError
 from clusterctl.api.pmap.nodes import MapNode
 from clusterctl.api.pmap.options import Options
+from clusterctl.api.pmap.overhead import ControllerCost
 from clusterctl.api.pmap.sizing import Sizing
 from clusterctl.api.pmap.source import Source
 from clusterctl.api.pmap.stats import PmapStats, reason_of
@@ -43,8 +44,11 @@ class Scheduler:
         self.buffer = buffer
         self.inbox = inbox
         self.fn_key = fn_key
-        self.sizing = Sizing(options.chunksize)
+        self.cost = ControllerCost(active=options.chunksize is None)
+        self.sizing = Sizing(options.chunksize, self.cost)
         self.nodes: dict[str, MapNode] = {}
+        self.slots = 0  # of the running nodes
+        self._wanting: set[MapNode] = set()  # running nodes with room in their window
         self.retry: deque[Chunk] = deque()
         self.faults = Faults(options, stats, self.retry, self.fail_cell, self._stopped)
         self.failures: list[ItemError] = []
@@ -61,8 +65,13 @@ class Scheduler:
 
     def add_node(self, node: MapNode) -> None:
         self.nodes[node.name] = node
+        self._count_slots()
         self._size_window(node)
+        self._resize_ahead()
         self.inbox.watch(node)
+
+    def _count_slots(self) -> None:
+        self.slots = sum(n.slots for n in self.nodes.values() if n.running)
 
     def running(self) -> list[MapNode]:
         return [n for n in self.nodes.values() if n.running]
@@ -135,15 +144,23 @@ class Scheduler:
 
     def _free_node(self) -> MapNode | None:
         """The node with the most room for another chunk. A node with a deep window gets
-        work once a quarter of it is free, and is then filled up: fewer, fuller writes."""
+        work once a quarter of it is free, and is then filled up: fewer, fuller writes.
+        Only nodes with room are looked at, so a fill costs the same with 100 nodes as
+        with 2."""
         best, most = None, 0.0
         touched = self._touched
-        for node in self.nodes.values():
-            if node.running:
-                free = node.room()
-                if free >= (1 if node in touched else node.refill) and free / node.slots > most:
-                    best, most = node, free / node.slots
+        for node in self._wanting:
+            free = node.room()
+            if free >= (1 if node in touched else node.refill) and free / node.slots > most:
+                best, most = node, free / node.slots
         return best
+
+    def _has_room(self, node: MapNode) -> None:
+        """Keep ``_wanting`` true for ``node`` after its room or its state changed."""
+        if node.running and node.room() > 0:
+            self._wanting.add(node)
+        else:
+            self._wanting.discard(node)
 
     def _next_chunk(self, node: MapNode) -> Chunk | None:
         """A retry this node may take, or else new input."""
@@ -157,11 +174,13 @@ class Scheduler:
             return None
         if node.inflight and self._inflight_bytes >= MAX_INFLIGHT_BYTES:
             return None
-        n = self.sizing.chunk_items(node, source.left(), self._slots())
+        n = self.sizing.chunk_items(node, source.left(), self.slots)
         n = self.buffer.readable(n, source.next_index)
         if not n:
             return None
+        started = self.cost.clock()
         chunk = source.read(n)
+        self.cost.item_work(started)
         if source.done:
             self.stats.total = source.total
         if chunk is None:
@@ -172,9 +191,6 @@ class Scheduler:
 
     def _only_avoided(self, chunk: Chunk) -> bool:
         return all(n.name in chunk.avoid for n in self.nodes.values() if n.running)
-
-    def _slots(self) -> int:
-        return sum(n.slots for n in self.nodes.values() if n.running)
 
     def _send(self, node: MapNode, chunk: Chunk) -> None:
         chunk.node = node
@@ -187,6 +203,7 @@ class Scheduler:
             chunk.limit = timeouts.time_limit(timeout, chunk.n, self.sizing.per_item(node))
             timeouts.start_clock(node, chunk)
         node.inflight[id(chunk)] = chunk
+        self._has_room(node)
         self._inflight_bytes += len(chunk.payload)
         head = {"op": "map", "fk": self.fn_key}
         post = self.inbox.post
@@ -209,6 +226,7 @@ class Scheduler:
         chunk.live = False
         node = chunk.node
         if node.inflight.pop(id(chunk), None) is not None:
+            self._has_room(node)
             self._inflight_bytes -= len(chunk.payload)
             if self.options.item_timeout is not None and node.running:
                 timeouts.restart_clocks(node, chunk.seq, time.monotonic())
@@ -251,11 +269,15 @@ class Scheduler:
         """Put a chunk's results into its block's cells."""
         stats = node.stats
         stats.chunks += 1
+        self.cost.answered()
+        started = self.cost.clock()
         try:
             spent, all_ok, data = answers.decode(payload, chunk, len(node.inflight) / node.slots)
         except Exception as exc:  # noqa: BLE001 - every item of the chunk fails with it
             self.faults.undecodable(chunk, node, exc)
             return
+        finally:
+            self.cost.item_work(started)
         if self.sizing.learn(node, chunk.n, spent, len(payload)):
             self._size_window(node)
         stats.busy += spent
@@ -305,6 +327,8 @@ class Scheduler:
         if not node.running:
             return
         node.running = False
+        self._wanting.discard(node)
+        self._count_slots()
         node.stats.state = state
         node.stats.reason = reason
         node.stats.left = time.monotonic()
@@ -331,8 +355,11 @@ class Scheduler:
         conn.cancel(chunk.rid)
 
     def _size_window(self, node: MapNode) -> None:
-        self.sizing.size_window(node, self.source.left(), self._slots())
-        self._resize_ahead()
+        window = node.window
+        self.sizing.size_window(node, self.source.left(), self.slots)
+        self._has_room(node)
+        if node.window != window:
+            self._resize_ahead()
 
     def _resize_ahead(self) -> None:
         self.buffer.ahead = 4 * sum(n.window for n in self.nodes.values() if n.running) + 8

@@ -1,9 +1,10 @@
 """How big a chunk is and how many go in flight to a node, from what the map learned of
 the function: seconds per item, and bytes per item and per result (all smoothed).
 
-A chunk aims at TARGET_CHUNK_SECONDS of work, so the per-message cost stays near 1%;
-chunks at most double from one to the next, and shrink near the end of a known input
-so every node ends together. A node's window holds enough chunks that the next is
+A chunk aims at TARGET_CHUNK_SECONDS of work, so the per-message cost stays near 1%, or
+longer when the controller's own cost per chunk times the slots would take more than
+CONTROLLER_SHARE of its CPU (many nodes); chunks at most double from one to the next,
+and shrink near the end of a known input so every node ends together. A node's window holds enough chunks that the next is
 there when a worker is free, also while answers and new chunks travel.
 """
 
@@ -12,13 +13,16 @@ from __future__ import annotations
 import math
 
 from clusterctl.api.pmap.nodes import MapNode
-from clusterctl.api.pmap.tuning import (MAX_CHUNK_BYTES, MAX_CHUNK_ITEMS, MAX_DEPTH,
-                                        MIN_CHUNK_SECONDS, MIN_DEPTH, TARGET_CHUNK_SECONDS)
+from clusterctl.api.pmap.overhead import ControllerCost
+from clusterctl.api.pmap.tuning import (CONTROLLER_SHARE, MAX_CHUNK_BYTES, MAX_CHUNK_ITEMS,
+                                        MAX_CHUNK_SECONDS, MAX_DEPTH, MIN_CHUNK_SECONDS, MIN_DEPTH,
+                                        TARGET_CHUNK_SECONDS)
 
 
 class Sizing:
-    def __init__(self, chunksize: int | None) -> None:
+    def __init__(self, chunksize: int | None, cost: ControllerCost | None = None) -> None:
         self.chunksize = chunksize  # fixed by the caller, or None: adapted
+        self.cost = cost or ControllerCost()
         self.item_time: float | None = None  # seconds per item, over all nodes
         self.item_bytes: float | None = None  # pickled input per item
         self.result_bytes: float | None = None  # pickled results per item
@@ -38,18 +42,27 @@ class Sizing:
         n = self.target_items(node, left, slots)
         return max(1, min(n, 2 * max(node.max_n, self.max_n // 4) + 1))  # at most doubling
 
+    def chunk_seconds(self, slots: int) -> float:
+        """A chunk's compute time: TARGET_CHUNK_SECONDS, or longer so that the messages of
+        ``slots`` slots, each answering a chunk this long, take the controller at most
+        CONTROLLER_SHARE of its CPU."""
+        per_chunk = self.cost.per_chunk
+        if per_chunk is None:
+            return TARGET_CHUNK_SECONDS
+        return min(MAX_CHUNK_SECONDS, max(TARGET_CHUNK_SECONDS, slots * per_chunk / CONTROLLER_SHARE))
+
     def target_items(self, node: MapNode, left: int | None, slots: int) -> int:
-        """Items for a chunk of about TARGET_CHUNK_SECONDS on this node, within the caps."""
+        """Items for a chunk of about ``chunk_seconds`` on this node, within the caps."""
         if self.chunksize:
             return self.chunksize
         per_item = max(self.per_item(node) or 1.0, 1e-8)
-        n = TARGET_CHUNK_SECONDS / per_item
+        n = round(self.chunk_seconds(slots) / per_item)  # (1.98 items of 10.1 ms make 2)
         for size in (self.item_bytes, self.result_bytes):
             if size:
-                n = min(n, MAX_CHUNK_BYTES / size)
+                n = min(n, int(MAX_CHUNK_BYTES / size))
         if left is not None:  # near the end, smaller chunks, so every node ends together
-            n = min(n, max(math.ceil(left / (4 * (slots or 1))), MIN_CHUNK_SECONDS / per_item))
-        return max(1, min(int(n), MAX_CHUNK_ITEMS))
+            n = min(n, max(math.ceil(left / (4 * (slots or 1))), int(MIN_CHUNK_SECONDS / per_item)))
+        return max(1, min(n, MAX_CHUNK_ITEMS))
 
     def read(self, nbytes: int, n: int) -> None:
         """A chunk of ``n`` items was read and pickled to ``nbytes``."""

@@ -5,6 +5,9 @@ Why each is what it is: section "pmap: chunks, windows and read-ahead".
 
 DEFAULT_POISON_AFTER = 3
 TARGET_CHUNK_SECONDS = 0.02  # a chunk's compute time: per-message overhead is ~1% of it
+MAX_CHUNK_SECONDS = 1.0  # ... longer with many slots, so the controller keeps up, but not beyond
+CONTROLLER_SHARE = 0.05  # the controller's CPU for the messages of all slots: at most this share
+COST_SAMPLE_CHUNKS = 16  # the controller's own cost per chunk is measured over this many answers
 MIN_CHUNK_SECONDS = 0.002  # near the end of a known input, chunks shrink, but not below this
 MAX_CHUNK_ITEMS = 50_000
 MAX_CHUNK_BYTES = 8 << 20  # pickled items (or results) of one chunk, when items are small
