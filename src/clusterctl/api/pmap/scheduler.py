@@ -48,7 +48,9 @@ class Scheduler:
         self.sizing = Sizing(options.chunksize, self.cost)
         self.nodes: dict[str, MapNode] = {}
         self.slots = 0  # of the running nodes
-        self._wanting: set[MapNode] = set()  # running nodes with room in their window
+        # running nodes with room in their window, as an ordered set: among nodes with as
+        # much room, the one that has had it longest gets work first
+        self._wanting: dict[MapNode, None] = {}
         self.retry: deque[Chunk] = deque()
         self.faults = Faults(options, stats, self.retry, self.fail_cell, self._stopped)
         self.failures: list[ItemError] = []
@@ -158,9 +160,9 @@ class Scheduler:
     def _has_room(self, node: MapNode) -> None:
         """Keep ``_wanting`` true for ``node`` after its room or its state changed."""
         if node.running and node.room() > 0:
-            self._wanting.add(node)
+            self._wanting.setdefault(node, None)
         else:
-            self._wanting.discard(node)
+            self._wanting.pop(node, None)
 
     def _next_chunk(self, node: MapNode) -> Chunk | None:
         """A retry this node may take, or else new input."""
@@ -327,7 +329,7 @@ class Scheduler:
         if not node.running:
             return
         node.running = False
-        self._wanting.discard(node)
+        self._wanting.pop(node, None)
         self._count_slots()
         node.stats.state = state
         node.stats.reason = reason
