@@ -37,3 +37,49 @@ class MapNode:
 def slots_of(conn) -> int:
     """A connected node's worker processes, as its hello said (at least one)."""
     return max(1, int(conn.hello.get("slots") or 1))
+
+
+class Roster:
+    """The nodes of one map by name, the slots of the running ones, and the running ones
+    with room for another chunk: only those are looked at when work is handed out, so
+    that costs the same with 100 nodes as with 2. They are an ordered set: among nodes
+    with as much room, the one that has had it longest gets work first."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, MapNode] = {}
+        self.slots = 0  # of the running nodes
+        self._wanting: dict[MapNode, None] = {}
+
+    def add(self, node: MapNode) -> None:
+        self.nodes[node.name] = node
+        self.changed(node)
+        self._count_slots()
+
+    def retired(self, node: MapNode) -> None:
+        """``node`` stopped running (set ``running`` first)."""
+        self._wanting.pop(node, None)
+        self._count_slots()
+
+    def changed(self, node: MapNode) -> None:
+        """``node``'s room (its chunks in flight, or its window) changed."""
+        if node.running and node.room() > 0:
+            self._wanting.setdefault(node, None)
+        else:
+            self._wanting.pop(node, None)
+
+    def running(self) -> list[MapNode]:
+        return [n for n in self.nodes.values() if n.running]
+
+    def freest(self, touched: set[MapNode]) -> MapNode | None:
+        """The node with the most room per slot for another chunk. A node with a deep
+        window gets work once a quarter of it (``refill``) is free, and is then filled up
+        (while it is ``touched``): fewer, fuller writes."""
+        best, most = None, 0.0
+        for node in self._wanting:
+            free = node.room()
+            if free >= (1 if node in touched else node.refill) and free / node.slots > most:
+                best, most = node, free / node.slots
+        return best
+
+    def _count_slots(self) -> None:
+        self.slots = sum(n.slots for n in self.nodes.values() if n.running)

@@ -18,7 +18,7 @@ from clusterctl.api.pmap.buffer import ResultBuffer
 from clusterctl.api.pmap.faults import Faults
 from clusterctl.api.pmap.inbox import Inbox
 from clusterctl.api.pmap.item_errors import ItemError
-from clusterctl.api.pmap.nodes import MapNode
+from clusterctl.api.pmap.nodes import MapNode, Roster
 from clusterctl.api.pmap.options import Options
 from clusterctl.api.pmap.overhead import ControllerCost
 from clusterctl.api.pmap.sizing import Sizing
@@ -46,11 +46,8 @@ class Scheduler:
         self.fn_key = fn_key
         self.cost = ControllerCost(active=options.chunksize is None)
         self.sizing = Sizing(options.chunksize, self.cost)
-        self.nodes: dict[str, MapNode] = {}
-        self.slots = 0  # of the running nodes
-        # running nodes with room in their window, as an ordered set: among nodes with as
-        # much room, the one that has had it longest gets work first
-        self._wanting: dict[MapNode, None] = {}
+        self.roster = Roster()
+        self.nodes = self.roster.nodes
         self.retry: deque[Chunk] = deque()
         self.faults = Faults(options, stats, self.retry, self.fail_cell, self._stopped)
         self.failures: list[ItemError] = []
@@ -66,17 +63,13 @@ class Scheduler:
         self.on_lost: Callable[[MapNode], None] = lambda node: None  # after a node is lost
 
     def add_node(self, node: MapNode) -> None:
-        self.nodes[node.name] = node
-        self._count_slots()
+        self.roster.add(node)
         self._size_window(node)
         self._resize_ahead()
         self.inbox.watch(node)
 
-    def _count_slots(self) -> None:
-        self.slots = sum(n.slots for n in self.nodes.values() if n.running)
-
     def running(self) -> list[MapNode]:
-        return [n for n in self.nodes.values() if n.running]
+        return self.roster.running()
 
     # -- handing out work --------------------------------------------------------------
 
@@ -92,7 +85,7 @@ class Scheduler:
     def _fill_windows(self) -> None:
         self._scan()
         while True:
-            node = self._free_node()
+            node = self.roster.freest(self._touched)
             if node is None:
                 return
             chunk = self._next_chunk(node)
@@ -144,26 +137,6 @@ class Scheduler:
                     self._send(node, chunk)
                     break
 
-    def _free_node(self) -> MapNode | None:
-        """The node with the most room for another chunk. A node with a deep window gets
-        work once a quarter of it is free, and is then filled up: fewer, fuller writes.
-        Only nodes with room are looked at, so a fill costs the same with 100 nodes as
-        with 2."""
-        best, most = None, 0.0
-        touched = self._touched
-        for node in self._wanting:
-            free = node.room()
-            if free >= (1 if node in touched else node.refill) and free / node.slots > most:
-                best, most = node, free / node.slots
-        return best
-
-    def _has_room(self, node: MapNode) -> None:
-        """Keep ``_wanting`` true for ``node`` after its room or its state changed."""
-        if node.running and node.room() > 0:
-            self._wanting.setdefault(node, None)
-        else:
-            self._wanting.pop(node, None)
-
     def _next_chunk(self, node: MapNode) -> Chunk | None:
         """A retry this node may take, or else new input."""
         retry = self.retry
@@ -176,7 +149,7 @@ class Scheduler:
             return None
         if node.inflight and self._inflight_bytes >= MAX_INFLIGHT_BYTES:
             return None
-        n = self.sizing.chunk_items(node, source.left(), self.slots)
+        n = self.sizing.chunk_items(node, source.left(), self.roster.slots)
         n = self.buffer.readable(n, source.next_index)
         if not n:
             return None
@@ -205,7 +178,7 @@ class Scheduler:
             chunk.limit = timeouts.time_limit(timeout, chunk.n, self.sizing.per_item(node))
             timeouts.start_clock(node, chunk)
         node.inflight[id(chunk)] = chunk
-        self._has_room(node)
+        self.roster.changed(node)
         self._inflight_bytes += len(chunk.payload)
         head = {"op": "map", "fk": self.fn_key}
         post = self.inbox.post
@@ -228,7 +201,7 @@ class Scheduler:
         chunk.live = False
         node = chunk.node
         if node.inflight.pop(id(chunk), None) is not None:
-            self._has_room(node)
+            self.roster.changed(node)
             self._inflight_bytes -= len(chunk.payload)
             if self.options.item_timeout is not None and node.running:
                 timeouts.restart_clocks(node, chunk.seq, time.monotonic())
@@ -329,8 +302,7 @@ class Scheduler:
         if not node.running:
             return
         node.running = False
-        self._wanting.pop(node, None)
-        self._count_slots()
+        self.roster.retired(node)
         node.stats.state = state
         node.stats.reason = reason
         node.stats.left = time.monotonic()
@@ -358,8 +330,8 @@ class Scheduler:
 
     def _size_window(self, node: MapNode) -> None:
         window = node.window
-        self.sizing.size_window(node, self.source.left(), self.slots)
-        self._has_room(node)
+        self.sizing.size_window(node, self.source.left(), self.roster.slots)
+        self.roster.changed(node)
         if node.window != window:
             self._resize_ahead()
 
