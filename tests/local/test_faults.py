@@ -497,6 +497,33 @@ def test_idle_node_exits_by_itself(env):
     assert "idle for 1 s" in env.node_log("idler")
 
 
+def test_a_watching_connection_does_not_keep_a_node_from_idling_out(env):
+    """The hub keeps a connection to each node to watch it (heartbeat, ping): a node
+    that nobody else uses still exits when idle; a command's connection keeps it."""
+    from clusterctl.session.opening import Heartbeat, open_node
+    from clusterctl.transport.local import LocalTransport
+
+    spec = HostSpec(name="watched", target="local", slots=1, idle=1.0)
+    cluster, watch = Cluster([spec]), None
+    try:
+        pid = cluster.world()[0].pid
+        settings = cluster.settings
+        watch = open_node(spec, LocalTransport(spec, settings), settings, start=False,
+                          deadline=time.monotonic() + 10, heartbeat=Heartbeat(0.5, 5.0),
+                          stop_timeout=5.0, watch=True)
+        assert watch.hello["pid"] == pid
+        time.sleep(1.5)
+        assert alive(pid)  # the command's own connection keeps it
+        cluster.close()
+        wait_for(lambda: not alive(pid), timeout=10, message="the watched, idle node to exit")
+        assert "idle for 1 s" in env.node_log("watched")
+        wait_for(lambda: watch.lost is not None, message="the watch to see it go")
+    finally:
+        cluster.close()
+        if watch is not None:
+            watch.close()
+
+
 def test_a_busy_node_does_not_idle_out(env):
     spec = HostSpec(name="busy", target="local", slots=1, idle=0.5)
     with Cluster([spec]) as cluster:

@@ -215,3 +215,50 @@ def test_a_node_reached_before_is_reached_again_through_a_forward_of_its_socket(
     assert forwarded() == 2
     c = world.cluster(hosts)
     assert c.rpc("h4", "os.getppid") == new and forwarded() == 3
+
+
+def test_world_asks_the_hub_once_and_the_hub_watches_each_node(env, world):
+    """A command's world is one request to the hub, which pings each node on the
+    connection it keeps to it (no stream of the command's own): the same pids as the
+    nodes' own rpc answers, and the hub lists them as up."""
+    c = world.cluster(HOSTS)
+    infos = c.world()
+    assert [i.status for i in infos] == ["pong", "pong"] and all(i.rtt for i in infos)
+    status = hub_status(c)
+    assert status["finished"]["streams"] == 0 and status["streams"] == []  # no stream opened
+    watched = {n["node"]: n for n in status["nodes"]}
+    assert {n: w["state"] for n, w in watched.items()} == {"h1": "up", "h2": "up"}
+    assert {n: w["pid"] for n, w in watched.items()} == {i.name: i.pid for i in infos}
+    assert {n: c.rpc(n, "os.getppid") for n in ("h1", "h2")} == {i.name: i.pid for i in infos}
+    again = world.cluster(HOSTS).world()  # a second command: the same connections
+    assert [i.pid for i in again] == [i.pid for i in infos]
+    assert len(hub_status(c)["nodes"]) == 2
+
+
+def test_a_node_lost_is_seen_by_the_hub_within_the_heartbeat_bound(env, world, bed):
+    c = world.cluster(HOSTS, heartbeat_timeout=3.0)
+    assert all(i.ok for i in c.world())
+    bed.cut("h2")
+    cut = time.monotonic()
+
+    def h2() -> dict:
+        return {n["node"]: n for n in hub_status(c)["nodes"]}["h2"]
+
+    wait_for(lambda: h2()["state"] == "lost", timeout=10, message="the hub to see h2 lost")
+    assert time.monotonic() - cut < 3.0 + 2.0  # the heartbeat bound, and a check's period
+    assert "heartbeat" in h2()["reason"], h2()
+    assert {n["node"]: n["state"] for n in hub_status(c)["nodes"]}["h1"] == "up"
+    bed.restore("h2")
+    infos = world.cluster(HOSTS, heartbeat_timeout=3.0).world()  # the hub connects again
+    assert all(i.ok for i in infos), infos
+    assert h2()["state"] == "up"
+
+
+def test_the_hubs_watch_does_not_keep_an_idle_node_running(env, world):
+    c = world.cluster("h1 slots=1 idle=2\n")
+    pid = c.world()[0].pid
+    assert {n["node"]: n["state"] for n in hub_status(c)["nodes"]} == {"h1": "up"}
+    c.close()
+    wait_for(lambda: not alive(pid), timeout=15, message="the idle node to exit")
+    wait_for(lambda: hub_status(c)["nodes"][0]["state"] == "lost", timeout=5,
+             message="the hub to see it go")

@@ -312,7 +312,7 @@ def test_results_are_cached_per_target(tmp_path, mode):
 
 
 def test_insisting_on_ssh_without_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(sshconfig.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh there
     with pytest.raises(SSHConfigError, match="no ssh"):
         resolve("a", config_file=str(tmp_path / "c"), use_ssh_binary=True)
     write(tmp_path / "c", "Host a\n  Port 2001\n")

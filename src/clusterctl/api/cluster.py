@@ -108,14 +108,18 @@ class Cluster:
         ``on_node`` is called (from a worker thread) as each node's answer arrives.
         """
         names = self.node_names(nodes)
+        hubbed = self._links.through_hub(names)
+        found: dict[str, NodeInfo] = {}
 
-        def one(name: str) -> NodeInfo:
-            info = self._ping(name)
-            if on_node is not None:
-                on_node(info)
-            return info
+        def one(name: str | None) -> None:
+            infos = self._hub_world(hubbed) if name is None else [self._ping(name)]
+            for info in infos:
+                found[info.name] = info
+                if on_node is not None:
+                    on_node(info)
 
-        return in_parallel(names, one)
+        in_parallel(([None] if hubbed else []) + [n for n in names if n not in set(hubbed)], one)
+        return [found[name] for name in names]
 
     def unknown_host_keys(self, nodes: Iterable[str] | None = None) -> list:
         """SSH hosts whose key is not in known_hosts and whose config says to ask.
@@ -142,20 +146,35 @@ class Cluster:
             self._links.trust(unknown)
 
     def _ping(self, name: str) -> NodeInfo:
-        spec = self.spec(name)
         try:
             conn = self.connect(name)
             pong = conn.ping(self.connect_timeout)
         except errors.ClusterError as exc:
-            reason = getattr(exc, "reason", exc.message)
-            if exc.hint:
-                reason = f"{reason} ({exc.hint})"
-            return NodeInfo(name, self._host_label(spec), "pang", reason=reason, error=exc)
-        hello = conn.hello
+            return self._pang(name, exc)
+        return self._pong(name, conn.hello, pong, conn.rtt)
+
+    def _hub_world(self, names: list[str]) -> list[NodeInfo]:
+        """``world`` of the nodes reached through the hub, in one request to it."""
+        infos = []
+        for name, (kind, found) in zip(names, self._links.hub_world(names)):
+            if kind == "pong":
+                infos.append(self._pong(name, found["hello"], found["pong"], found["rtt"]))
+            else:
+                error = found if kind == "pang" else errors.NodeUnreachable(name, "not running")
+                infos.append(self._pang(name, error))
+        return infos
+
+    def _pong(self, name: str, hello: dict, pong: dict, rtt: float | None) -> NodeInfo:
         load = pong.get("load")
-        return NodeInfo(name, self._host_label(spec), "pong", python=hello.get("python"),
-                        slots=hello.get("slots"), load=tuple(load) if load else None, rtt=conn.rtt,
+        return NodeInfo(name, self._host_label(self.spec(name)), "pong", python=hello.get("python"),
+                        slots=hello.get("slots"), load=tuple(load) if load else None, rtt=rtt,
                         pid=hello.get("pid"), version=hello.get("version"), cpus=pong.get("cpus"))
+
+    def _pang(self, name: str, exc: errors.ClusterError) -> NodeInfo:
+        reason = getattr(exc, "reason", exc.message)
+        if exc.hint:
+            reason = f"{reason} ({exc.hint})"
+        return NodeInfo(name, self._host_label(self.spec(name)), "pang", reason=reason, error=exc)
 
     # -- calls -------------------------------------------------------------------------
 

@@ -11,11 +11,9 @@ from typing import Any, Mapping
 
 from clusterctl import errors
 from clusterctl.config.hosts import HostSpec
-from clusterctl.node import wire
 from clusterctl.session.connection import NodeConnection
+from clusterctl.session.opening import Heartbeat, open_node, stop_connected
 from clusterctl.transport.base import NodeSettings, Transport
-from clusterctl.transport.local import LocalTransport
-from clusterctl.version import require_same_python
 
 _SSH_POOL_LOCK = threading.Lock()
 
@@ -42,8 +40,7 @@ class NodeLinks:
         self._hub_ssh = hub_ssh_options(ssh_options)
         self.settings = settings
         self.connect_timeout = connect_timeout
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat = Heartbeat(heartbeat_interval, heartbeat_timeout)
         self.ssh_options = dict(ssh_options)
         self.ssh = None  # the SSH client pool, once a host needed it
         self._closed = False
@@ -120,6 +117,8 @@ class NodeLinks:
 
     def transport(self, spec: HostSpec) -> Transport:
         if spec.is_local:
+            from clusterctl.transport.local import LocalTransport  # (subprocess: not for SSH)
+
             return LocalTransport(spec, self.settings)
         if self.hub is not None:
             from clusterctl.hub.client import HubTransport
@@ -145,6 +144,23 @@ class NodeLinks:
             self.hub.call("trust", {"ssh": self._hub_ssh, "unknown": unknown},
                           self.connect_timeout)
 
+    def through_hub(self, names: list[str]) -> list[str]:
+        """Which of ``names`` are reached through the hub (SSH nodes, when there is one)."""
+        if self.hub is None:
+            return []
+        return [n for n in names if not self._links[n].spec.is_local]
+
+    def hub_world(self, names: list[str]) -> list[tuple[str, object]]:
+        """Ping ``names`` (all through the hub) in one request to it: per node ("pong",
+        hello pong and rtt) or ("pang", ClusterError). The hub keeps a connection to each
+        node, so this is one round trip for the command however many nodes there are."""
+        specs = [self._links[n].spec for n in names]
+        try:
+            return self.hub.world(specs, self._hub_ssh, timeout=self.connect_timeout,
+                                  heartbeat=(self.heartbeat.interval, self.heartbeat.timeout))
+        except errors.ClusterError as exc:  # no hub to ask: every node fails with that
+            return [("pang", exc)] * len(names)
+
     def stop_hub(self) -> bool:
         """Stop the hub, if one runs: True if one was asked to."""
         if self.hub is None:
@@ -154,70 +170,13 @@ class NodeLinks:
     # -- opening -----------------------------------------------------------------------
 
     def _open(self, spec: HostSpec, start: bool) -> NodeConnection | None:
-        """A started connection to the node of ``spec``, or None if none runs and
-        ``start`` is false. A node running other code (an older or newer clusterctl)
-        is stopped and, if ``start``, replaced once."""
-        deadline = time.monotonic() + self.connect_timeout
-        transport = self.transport(spec)
-        for attempt in (1, 2):
-            stream = transport.open(start=start, deadline=deadline)
-            if stream is None:
-                return None
-            conn = self._handshake(spec, stream, deadline)
-            if hello_runs_our_code(conn.hello, self.settings):
-                if start:  # calls will travel pickled (a connection only to stop needs no check)
-                    try:
-                        require_same_python(spec.name, str(conn.hello.get("python", "")),
-                                            where="the node", source=spec.source)
-                    except errors.ClusterError:
-                        conn.close_unstarted()
-                        raise
-                conn.start()
-                return conn
-            if attempt == 2:
-                conn.close_unstarted()
-                raise errors.HandshakeError(spec.name, "the node still runs other code after a restart")
-            conn.start()
-            self._stop_connected(conn)
-            if not start:
-                return None
-        return None
-
-    def _handshake(self, spec: HostSpec, stream, deadline: float) -> NodeConnection:
-        """A NodeConnection on ``stream`` that has read the hello and authenticated (not
-        started); any failure closes it and is this host's error only."""
-        conn = NodeConnection(spec.name, stream, cookie=self.settings.cookie,
-                              heartbeat_interval=self.heartbeat_interval,
-                              heartbeat_timeout=self.heartbeat_timeout,
-                              max_payload=self.settings.max_payload)
-        try:
-            remaining = max(0.5, deadline - time.monotonic())
-            conn.read_hello(remaining)
-            conn.authenticate(remaining)
-        except errors.ClusterError:
-            conn.close_unstarted()
-            raise
-        except Exception as exc:  # a bug, or a peer we did not foresee: this host only
-            conn.close_unstarted()
-            raise errors.ProtocolError(spec.name, f"the handshake failed: {type(exc).__name__}: "
-                                                  f"{exc}") from exc
-        except BaseException:
-            conn.close_unstarted()
-            raise
-        return conn
+        """A started connection to the node of ``spec`` (see ``session.opening``)."""
+        return open_node(spec, self.transport(spec), self.settings, start=start,
+                         deadline=time.monotonic() + self.connect_timeout,
+                         heartbeat=self.heartbeat, stop_timeout=self.connect_timeout)
 
     def _stop_connected(self, conn: NodeConnection) -> None:
-        """Tell a node to stop and wait until its process is gone."""
-        pid = conn.hello.get("pid")
-        pending = conn.request({"op": "stop"})
-        pending.wait(self.connect_timeout)
-        conn.close()
-        self.transport(self.spec(conn.node)).wait_stopped(pid, self.connect_timeout)
-
-
-def hello_runs_our_code(hello: dict, settings: NodeSettings) -> bool:
-    """Whether a node's hello says it runs this controller's code and protocol."""
-    return hello.get("code") == settings.bundle.code_id and hello.get("proto") == wire.PROTOCOL_VERSION
+        stop_connected(conn, self.transport(self.spec(conn.node)), self.connect_timeout)
 
 
 def hub_ssh_options(ssh_options: Mapping[str, Any]) -> dict:

@@ -111,7 +111,7 @@ def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
 
 def show_error(opts: Options, exc: ClusterError) -> None:
     """An error as one line on stderr (and as JSON on stdout with ``--json``)."""
-    from clusterctl.render import tables as render
+    from clusterctl.render import plain as render
 
     if opts.debug:
         import traceback

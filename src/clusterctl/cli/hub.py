@@ -13,7 +13,8 @@ from clusterctl.cli.common import Options, run
 @click.pass_context
 def hub_command(ctx: click.Context, stop: bool) -> None:
     """Show the hub: the per-user daemon that holds the SSH connections to the hosts, so
-    commands pay no SSH handshake. Commands start it when they need it; it exits by
+    commands pay no SSH handshake, and watches every node it reached (up, or lost and
+    why). Commands start it when they need it; it exits by
     itself when idle (CLUSTERCTL_HUB_IDLE seconds, default 600); `clusterctl down`
     stops it with the nodes. CLUSTERCTL_HUB=off makes commands connect directly."""
 

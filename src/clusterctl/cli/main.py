@@ -18,8 +18,6 @@ import click
 
 from clusterctl.version import __version__
 from clusterctl.cli.common import CallCommand, Options, node_list, run, timeout_option
-from clusterctl.cli.hub import hub_command
-from clusterctl.cli.pmap import pmap_command
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError
 
 EXIT_CODES_HELP = """\b
@@ -51,8 +49,27 @@ def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str):
     return [s.name for s in specs if s.name.startswith(incomplete)]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EXIT_CODES_HELP)
+class Commands(click.Group):
+    """The commands; those in modules of their own are imported only when asked for (a
+    warm ``rpc`` starts sooner without pmap's)."""
+
+    LAZY = {"pmap": ("clusterctl.cli.pmap", "pmap_command"),
+            "hub": ("clusterctl.cli.hub", "hub_command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attribute = self.LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=Commands, epilog=EXIT_CODES_HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--hosts", metavar="FILE", type=click.Path(dir_okay=False),
               help="Hosts file. Default: $CLUSTERCTL_HOSTS, ./hosts, then the user config "
                    "directory; with none, one local node with a slot per CPU.")
@@ -118,7 +135,7 @@ def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[s
     """
 
     def body(opts: Options) -> int:
-        from clusterctl.render import tables as render
+        from clusterctl.render import plain as render  # (no rich: one value to print)
 
         if timeout is not None:
             opts.timeout = timeout
@@ -189,10 +206,6 @@ def down(ctx: click.Context, nodes: str | None) -> None:
         return EXIT_SOME_NODES_FAILED if failed else 0
 
     run(ctx, body)
-
-
-cli.add_command(pmap_command, "pmap")  # the pmap command lives in its own module
-cli.add_command(hub_command, "hub")
 
 
 def main() -> None:

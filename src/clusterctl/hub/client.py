@@ -53,7 +53,7 @@ class HubClient:
         timeout = max(1.0, deadline - time.monotonic())
         sock = self.connect(timeout)
         args = {"spec": spec, "ssh": ssh_options, "start": start, "timeout": timeout,
-                "limits": {"idle": self.settings.idle, "max_payload": self.settings.max_payload}}
+                "limits": self._limits()}
         try:
             sock.settimeout(timeout + 5.0)  # the hub gives up first, and says why
             sock.sendall(protocol.request("open", args))
@@ -70,6 +70,24 @@ class HubClient:
             return None
         sock.settimeout(None)
         return sock
+
+    def world(self, specs: list[HostSpec], ssh_options: dict, *, heartbeat: tuple[float, float],
+              timeout: float) -> list[tuple[str, object]]:
+        """Ping the nodes of ``specs`` on the hub's own connections to them (starting the
+        nodes that do not run): per node ("pong", its hello, pong and rtt), or ("pang",
+        the ClusterError). A hub that dies meanwhile is replaced and asked once more."""
+        args = {"specs": specs, "ssh": ssh_options, "start": True, "timeout": timeout,
+                "heartbeat": heartbeat, "limits": self._limits()}
+        try:
+            found = self.call("world", args, timeout + 5.0)
+        except errors.HubError:
+            found = self.call("world", args, timeout + 5.0)
+        return [(kind, protocol.restore_error(value) if kind == "pang" else value)
+                for kind, value in found]
+
+    def _limits(self) -> dict:
+        """The limits a node started for this command gets."""
+        return {"idle": self.settings.idle, "max_payload": self.settings.max_payload}
 
     def stop(self, timeout: float) -> bool:
         """Ask the hub to stop, if one runs (its streams end with it): True if one did."""

@@ -22,7 +22,7 @@ class Connections:
         self._lock = threading.Lock()
 
     def pool(self, ssh_options: dict) -> SSHPool:
-        key = tuple(ssh_options.get(k) for k in POOL_KEYS)
+        key = self.pool_key(ssh_options)
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
@@ -33,11 +33,22 @@ class Connections:
     def open(self, spec: HostSpec, ssh_options: dict, limits: dict, start: bool,
              timeout: float):
         """A channel to the node of ``spec`` (started if ``start``), or None if none runs."""
-        settings = NodeSettings(cookie=self.settings.cookie, bundle=self.settings.bundle,
-                                version=self.settings.version, idle=limits["idle"],
-                                max_payload=limits["max_payload"])
-        transport = SSHTransport(spec, self.pool(ssh_options), settings=settings)
+        transport = self.transport(spec, ssh_options, limits)
         return transport.open(start=start, deadline=time.monotonic() + timeout)
+
+    def transport(self, spec: HostSpec, ssh_options: dict, limits: dict) -> SSHTransport:
+        """How the node of ``spec`` is reached, and started with the command's ``limits``."""
+        return SSHTransport(spec, self.pool(ssh_options), settings=self.limited(limits))
+
+    def limited(self, limits: dict) -> NodeSettings:
+        """The hub's cookie and code, with a command's limits (idle, max_payload)."""
+        return NodeSettings(cookie=self.settings.cookie, bundle=self.settings.bundle,
+                            version=self.settings.version, idle=limits["idle"],
+                            max_payload=limits["max_payload"])
+
+    @staticmethod
+    def pool_key(ssh_options: dict) -> tuple:
+        return tuple(ssh_options.get(k) for k in POOL_KEYS)
 
     def unknown_host_key(self, spec: HostSpec, ssh_options: dict, timeout: float):
         return self.pool(ssh_options).unknown_host_key(spec, time.monotonic() + timeout)

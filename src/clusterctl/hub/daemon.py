@@ -24,6 +24,7 @@ from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.hub import place, protocol
 from clusterctl.hub.connections import Connections
 from clusterctl.hub.splice import Splice
+from clusterctl.hub.watch import Watches, watch_heartbeat
 from clusterctl.node import boot, ops, wire
 from clusterctl.transport.base import NodeSettings
 from clusterctl.transport.bundle import agent_bundle
@@ -44,6 +45,7 @@ class Hub:
         self.idle = idle
         self.settings = NodeSettings(cookie=cookie, bundle=agent_bundle())
         self.connections = Connections(self.settings)
+        self.watches = Watches()
         self.started = time.time()
         self.stopping = threading.Event()
         self.splices: set[Splice] = set()
@@ -74,6 +76,7 @@ class Hub:
                 splices = list(self.splices)
             for splice in splices:
                 splice.close()
+            self.watches.close()
             self.connections.close()
 
     def _idle_for(self) -> float:
@@ -146,6 +149,8 @@ class Hub:
             return c.trust(args["ssh"], args["unknown"])
         if what == "wait_stopped":
             return c.wait_stopped(args["spec"], args["ssh"], args["pid"], args["timeout"])
+        if what == "world":
+            return self.world(args)
         if what == "status":
             return self.status()
         return None  # stop
@@ -168,6 +173,19 @@ class Hub:
         splice.start()
         return True
 
+    def world(self, args: dict) -> list[tuple]:
+        """Ping each node of ``args["specs"]`` on the hub's own connection to it (made,
+        and the node started if ``args["start"]``, when there is none): per node
+        ("pong", hello pong and rtt), ("absent", None) or ("pang", an error's state)."""
+        c = self.connections
+        ssh, limits = args["ssh"], args["limits"]
+        key = c.pool_key(ssh)
+        jobs = [(key, spec, lambda spec=spec: c.transport(spec, ssh, limits)) for spec in args["specs"]]
+        found = self.watches.world(jobs, start=args["start"], heartbeat=watch_heartbeat(*args["heartbeat"]),
+                                   settings=c.limited(limits), timeout=args["timeout"])
+        return [(kind, protocol.error_state(value) if kind == "pang" else value)
+                for kind, value in found]
+
     def _ended(self, splice: Splice) -> None:
         with self._lock:
             self.splices.discard(splice)
@@ -183,7 +201,7 @@ class Hub:
         return {"pid": os.getpid(), "uptime": time.time() - self.started, "version": __version__,
                 "code": self.settings.bundle.code_id, "idle_exit": self.idle,
                 "requests": self.requests, "streams": streams, "finished": finished,
-                "pools": self.connections.describe()}
+                "pools": self.connections.describe(), "nodes": self.watches.describe()}
 
 
 # -- the process -------------------------------------------------------------------------

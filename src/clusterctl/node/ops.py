@@ -42,6 +42,7 @@ NONCE = Field(lambda v: type(v) is str and _hex(v) is not None,
 MAC = Field(lambda v: type(v) is str and _hex(v) is not None,
             "a MAC (1 to 64 lower-case hex digits)")
 COUNT = Field(lambda v: type(v) is int and 0 <= v <= MAX_ID, "a count (a non-negative integer)")
+FLAG = Field(lambda v: type(v) is bool, "true or false")
 
 
 def _number(low: float, high: float):
@@ -73,7 +74,7 @@ def _table(*ops: Op) -> dict[str, Op]:
 # before the handshake, what a node takes from a client
 HANDSHAKE = _table(
     Op("auth", nonce=(NONCE, REQUIRED), mac=(MAC, REQUIRED), proto=(COUNT, OPTIONAL),
-       heartbeat=(SECONDS, OPTIONAL)),
+       heartbeat=(SECONDS, OPTIONAL), watch=(FLAG, OPTIONAL)),
     Op("splice"),  # a boot script passing an SSH channel's descriptors
 )
 

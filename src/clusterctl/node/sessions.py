@@ -26,7 +26,7 @@ class Connection(Endpoint):
     and functions it sent."""
 
     __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
-                 "functions", "label", "fds")
+                 "functions", "label", "fds", "watching")
 
     def __init__(self, sock, number: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -39,6 +39,7 @@ class Connection(Endpoint):
         self.functions: dict[str, bytes] = {}
         self.label = "connection %d" % number
         self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
+        self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
 
 
 class Acceptor:
@@ -145,7 +146,9 @@ class Sessions:
         return sum(1 for c in self.conns.values() if not c.authed)
 
     def busy(self) -> bool:
-        return bool(self.conns)
+        """Whether a controller is connected (the hub watching the node does not count:
+        a node nobody uses still exits when idle)."""
+        return any(not c.watching for c in self.conns.values())
 
     def housekeeping(self, now: float) -> None:
         """End connections that did not authenticate in time or went silent."""
@@ -214,6 +217,7 @@ class Sessions:
         heartbeat = head.get("heartbeat")
         if heartbeat:
             conn.heartbeat = float(heartbeat)
+        conn.watching = head.get("watch") is True
         self.loop.send(conn, wire.encode(
             {"op": "welcome", "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
 

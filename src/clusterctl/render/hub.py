@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def fmt_bytes(n: int) -> str:
@@ -47,3 +50,28 @@ def show(console: Console, status: dict) -> None:
         console.print("no SSH connections held")
     if per_host:
         console.print("streams by node: " + ", ".join(f"{n} {k}" for n, k in sorted(per_host.items())))
+    show_nodes(console, status.get("nodes", []))
+
+
+STATE_STYLES = {"up": "green", "lost": "red", "connecting": "yellow"}
+
+
+def show_nodes(console: Console, nodes: list[dict]) -> None:
+    """The nodes the hub watches (by heartbeat): a line each, with how long they have
+    been so and, for a lost one, why."""
+    if not nodes:
+        return
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n["state"]] = counts.get(n["state"], 0) + 1
+    console.print("nodes watched: " + ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
+    table = Table(box=None, header_style="bold")
+    for column in ("node", "host", "state", "for", "rtt", "reason"):
+        table.add_column(column, overflow="fold")
+    now = time.time()
+    for n in nodes:
+        rtt = "-" if n["rtt"] is None else f"{n['rtt'] * 1e3:.1f} ms"
+        table.add_row(Text(n["node"]), Text(n["target"]),
+                      Text(n["state"], style=STATE_STYLES.get(n["state"], "")),
+                      fmt_uptime(max(0.0, now - n["since"])), rtt, Text(n["reason"] or ""))
+    console.print(table)

@@ -8,19 +8,19 @@ error messages must show as they are, not be read as rich markup.
 
 from __future__ import annotations
 
-import io
-import json
 import textwrap
 from typing import Any, Iterable
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from clusterctl import errors
 from clusterctl.api.results import NodeInfo
 from clusterctl.config import names
+# the plain text and JSON, for the callers that render tables too
+from clusterctl.render.plain import (dump_json, error_json, error_text, fmt_load, fmt_rtt,  # noqa: F401
+                                     jsonable, outcome_json, short_error, value_text, world_json)
 
 
 def stdout_console() -> Console:
@@ -29,22 +29,6 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=False)
-
-
-def fmt_rtt(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_load(load) -> str:
-    if not load:
-        return "-"
-    return " ".join(f"{x:.2f}" for x in load)
 
 
 class WorldProgress:
@@ -96,41 +80,86 @@ def world_rows(infos: Iterable[NodeInfo]) -> list[list[NodeInfo]]:
     return rows
 
 
-def world_table(infos: Iterable[NodeInfo], width: int | None = None) -> Table:
+def world_table(infos: Iterable[NodeInfo]) -> "WorldTable":
     """One line per node, or per cause of failure (the nodes as ranges: ``h1-h100``);
-    the failures' whole messages are ``world_failures``, shown below it. Narrower than
-    the table would be, with ``width`` given, it shows the 1-minute load only."""
-    rows = world_rows(infos)
-    table = _world_table(rows, full_load=True)
-    if width is not None and _natural_width(table) > width:
-        table = _world_table(rows, full_load=False)
-    return table
+    the failures' whole messages are ``world_failures``, shown below it."""
+    return WorldTable(world_rows(infos))
 
 
-def _natural_width(table: Table) -> int:
-    console = Console(width=10_000, file=io.StringIO())
-    return Measurement.get(console, console.options, table).maximum
+WORLD_COLUMNS = ("node", "host", "status", "python", "slots", "load avg", "rtt")
+RIGHT_ALIGNED = ("slots", "rtt")
 
 
-def _world_table(rows: list[list[NodeInfo]], *, full_load: bool) -> Table:
-    # no rules: columns two spaces apart, as ps or kubectl, so 80 columns hold a line per node
-    table = Table(title=None, box=None, pad_edge=False, header_style="bold")
-    for column in ("node", "host", "status", "python", "slots", "load avg" if full_load else "load", "rtt"):
-        table.add_column(column, justify="right" if column in ("slots", "rtt") else "left",
-                         overflow="fold", no_wrap=column in ("status", "python", "rtt"))
+class WorldTable:
+    """The world table, laid out for the console it is printed on: columns two spaces
+    apart, as ps or kubectl, so 80 columns hold a line per node. Narrower than the table
+    would be, it shows the 1-minute load only, and folds long names if it must.
+
+    A table that fits is written as plain lines, its widths counted here: rich's Table
+    measures every cell several times, which took a third of a second for 100 nodes.
+    """
+
+    def __init__(self, rows: list[list[NodeInfo]]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options):
+        for full_load in (True, False):
+            cells = _world_cells(self.rows, full_load=full_load)
+            widths = [max(c.cell_len for c in column) for column in zip(*cells)]
+            if sum(widths) + 2 * (len(widths) - 1) <= options.max_width:
+                yield _aligned_lines(cells, widths)
+                return
+        yield _folding_table(cells)
+
+
+def _world_cells(rows: list[list[NodeInfo]], *, full_load: bool) -> list[list[Text]]:
+    """The header and a row of cells per table row."""
+    header = [Text(c if full_load or c != "load avg" else "load", style="bold") for c in WORLD_COLUMNS]
+    cells = [header]
     for row in rows:
         info = row[0]
         if info.ok:
             load = fmt_load(info.load if full_load or not info.load else info.load[:1])
-            table.add_row(Text(info.name), Text(info.host), Text("pong", style="green"),
+            cells.append([Text(info.name), Text(info.host), Text("pong", style="green"),
                           Text(info.python or "-"), Text(str(info.slots) if info.slots else "-"),
-                          Text(load), Text(fmt_rtt(info.rtt)))
+                          Text(load), Text(fmt_rtt(info.rtt))])
             continue
         hosts = {i.host for i in row}
         host = info.host if len(hosts) == 1 else f"{len(hosts)} hosts"
-        table.add_row(Text(names.compress(i.name for i in row)), Text(host),
+        cells.append([Text(names.compress(i.name for i in row)), Text(host),
                       Text(f"pang: {info.summary}", style="red"), Text("-"), Text("-"), Text("-"),
-                      Text("-"))
+                      Text("-")])
+    return cells
+
+
+def _aligned_lines(cells: list[list[Text]], widths: list[int]) -> Text:
+    lines = []
+    for row in cells:
+        line = Text()
+        for i, (cell, width) in enumerate(zip(row, widths)):
+            pad = " " * (width - cell.cell_len)
+            if i:
+                line.append("  ")
+            if WORLD_COLUMNS[i] in RIGHT_ALIGNED:
+                line.append(pad)
+                line.append_text(cell)
+            else:
+                line.append_text(cell)
+                if i < len(row) - 1:
+                    line.append(pad)
+        lines.append(line)
+    return Text("\n", no_wrap=True).join(lines)
+
+
+def _folding_table(cells: list[list[Text]]) -> Table:
+    """Too wide even with the short load: rich's Table, which folds the long cells."""
+    table = Table(title=None, box=None, pad_edge=False, header_style="bold")
+    for header in cells[0]:
+        column = WORLD_COLUMNS[len(table.columns)]
+        table.add_column(header.plain, justify="right" if column in RIGHT_ALIGNED else "left",
+                         overflow="fold", no_wrap=column in ("status", "python", "rtt"))
+    for row in cells[1:]:
+        table.add_row(*row)
     return table
 
 
@@ -171,36 +200,12 @@ def _wrapped(text: str, width: int) -> list[str]:
 def print_world(console: Console, infos: Iterable[NodeInfo]) -> None:
     """The world table, then the failures' whole messages as plain text."""
     infos = list(infos)
-    console.print(world_table(infos, console.width))
+    console.print(world_table(infos))
     failures = world_failures(infos, console.width)
     if failures:
         console.print()
     for line in failures:
         console.print(Text(line), soft_wrap=True)
-
-
-def error_text(exc: errors.ClusterError) -> str:
-    """An error's one line (plus, for a remote exception, the remote traceback)."""
-    text = exc.one_line()
-    if isinstance(exc, errors.RemoteError) and exc.remote_traceback:
-        text += "\nremote traceback (node %s):\n%s" % (exc.node, exc.remote_traceback.rstrip())
-    return text
-
-
-def short_error(exc: errors.ClusterError) -> str:
-    """An error in one line, without the node prefix (for a node -> error table)."""
-    if isinstance(exc, errors.NodeError):
-        text = exc.reason
-        return f"{text} ({exc.hint})" if exc.hint else text
-    return exc.one_line()
-
-
-def value_text(value: Any) -> str:
-    from rich.pretty import pretty_repr
-
-    if isinstance(value, str):
-        return value
-    return pretty_repr(value)
 
 
 def multicall_table(outcomes: dict[str, Any]) -> Table:
@@ -227,42 +232,3 @@ def down_table(outcomes: dict[str, Any]) -> Table:
     return table
 
 
-# -- JSON ----------------------------------------------------------------------------------
-
-def jsonable(value: Any) -> Any:
-    """A value as JSON can carry it: containers recursed, anything else as its repr."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return repr(value)
-
-
-def error_json(exc: errors.ClusterError) -> dict:
-    data = {"type": type(exc).__name__, "message": exc.message}
-    if exc.hint:
-        data["hint"] = exc.hint
-    if isinstance(exc, errors.NodeError):
-        data["node"] = exc.node
-    if isinstance(exc, errors.RemoteError):
-        data["remote_type"] = exc.remote_type
-        data["remote_traceback"] = exc.remote_traceback
-    return data
-
-
-def outcome_json(value: Any) -> dict:
-    if isinstance(value, errors.ClusterError):
-        return {"ok": False, "error": error_json(value)}
-    return {"ok": True, "result": jsonable(value)}
-
-
-def world_json(infos: Iterable[NodeInfo]) -> list[dict]:
-    return [{"node": i.name, "host": i.host, "status": i.status, "reason": i.reason,
-             "summary": i.summary, "python": i.python, "slots": i.slots, "load": list(i.load) if i.load else None,
-             "rtt": i.rtt, "pid": i.pid, "version": i.version} for i in infos]
-
-
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False)

@@ -27,13 +27,14 @@ class NodeConnection:
 
     def __init__(self, node: str, stream, *, cookie: bytes, heartbeat_interval: float = 2.0,
                  heartbeat_timeout: float = 10.0, max_payload: int = wire.DEFAULT_MAX_PAYLOAD,
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None, watch: bool = False) -> None:
         self.node = node
         self.stream = stream
         self.cookie = cookie
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.max_payload = max_payload
+        self.watch = watch  # the hub's watch of the node: pings only (``authenticate``)
         self.hello: dict = {}
         self._sender = Sender(stream, heartbeat_interval)
         self._router = ReplyRouter(node, stream, self._sender, heartbeat_interval=heartbeat_interval,
@@ -59,7 +60,8 @@ class NodeConnection:
     def authenticate(self, timeout: float) -> None:
         """Prove we hold the cookie and check that the node does too."""
         handshake.authenticate(self.stream, self.node, self.hello, cookie=self.cookie,
-                               heartbeat_timeout=self.heartbeat_timeout, timeout=timeout)
+                               heartbeat_timeout=self.heartbeat_timeout, timeout=timeout,
+                               watch=self.watch)
 
     def start(self) -> None:
         """Begin routing replies and keeping the heartbeat."""

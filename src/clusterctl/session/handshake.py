@@ -35,9 +35,10 @@ def read_hello(stream, node: str, timeout: float) -> dict:
 
 
 def authenticate(stream, node: str, hello: dict, *, cookie: bytes, heartbeat_timeout: float,
-                 timeout: float) -> None:
+                 timeout: float, watch: bool = False) -> None:
     """Prove we hold the cookie and check that the node does too. ``heartbeat_timeout``
-    goes with our proof: the node gives up on us after that long without a word."""
+    goes with our proof: the node gives up on us after that long without a word. A
+    ``watch`` (the hub's) only pings: it does not keep the node from exiting when idle."""
     nonce = wire.new_nonce()
     node_nonce = hello.get("nonce", "")  # (checked by ``read_hello``)
     stream.settimeout(timeout)
@@ -45,7 +46,7 @@ def authenticate(stream, node: str, hello: dict, *, cookie: bytes, heartbeat_tim
         stream.sendall(wire.encode({
             "op": "auth", "proto": wire.PROTOCOL_VERSION, "nonce": nonce,
             "mac": wire.client_mac(cookie, node_nonce, nonce),
-            "heartbeat": heartbeat_timeout}))
+            "heartbeat": heartbeat_timeout, **({"watch": True} if watch else {})}))
         head, _ = wire.read_message(stream, max_payload=0)
     except (EOFError, OSError, socket.timeout) as exc:
         raise errors.HandshakeError(node, f"the node closed the handshake ({stream_failure(exc)})")

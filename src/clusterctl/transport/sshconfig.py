@@ -36,6 +36,7 @@ import fnmatch
 import getpass
 import glob
 import hashlib
+import functools
 import os
 import re
 import shlex
@@ -166,6 +167,7 @@ def clear_cache() -> None:
     """
     _cache.clear()
     _builtin_cache.clear()
+    _which_ssh.cache_clear()
 
 
 def resolve(host: str, *, user: str | None = None, port: int | None = None,
@@ -180,7 +182,7 @@ def resolve(host: str, *, user: str | None = None, port: int | None = None,
     Raises :class:`SSHConfigError` when the configuration cannot be read.
     """
     _check_target(host, user, port)
-    ssh = shutil.which("ssh") if use_ssh_binary is not False else None
+    ssh = _which_ssh(os.environ.get("PATH")) if use_ssh_binary is not False else None
     if use_ssh_binary and ssh is None:
         raise SSHConfigError("cannot resolve %s with ssh -G: no ssh on PATH" % host,
                              hint="install the OpenSSH client (ssh), or pass use_ssh_binary=None")
@@ -194,6 +196,13 @@ def resolve(host: str, *, user: str | None = None, port: int | None = None,
             target = _resolve_with_paramiko(host, user, port, config)
         _cache[key] = target
     return target
+
+
+@functools.lru_cache(maxsize=4)
+def _which_ssh(path: str | None) -> str | None:
+    """Where ``ssh`` is on ``path``: looked up once per PATH (the hub resolves a host
+    for every stream it opens, and a lookup is a stat per PATH entry)."""
+    return shutil.which("ssh", path=path)
 
 
 def _check_target(host: str, user: str | None, port: int | None) -> None:

@@ -1,0 +1,157 @@
+"""The hub's own connection to every node it has reached: a heartbeat that tells the hub,
+within the heartbeat bound, that a node was lost, and a ping that answers a command's
+``world``. A command asks once for all its nodes (one round trip, however many), and the
+hub pings each on the connection it keeps: no stream, no handshake, no thread per node
+and command. See docs/how-it-works.md, section "The hub".
+
+The connection is a watch (``handshake.authenticate``): it only pings, so a node nobody
+uses still exits when idle. Work never goes over it: work belongs to the command that
+sent it, on a stream of the command's own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from clusterctl import errors
+from clusterctl.config.hosts import HostSpec
+from clusterctl.session.connection import NodeConnection
+from clusterctl.session.opening import Heartbeat, open_node
+from clusterctl.transport.base import Transport
+
+MAX_PARALLEL = 64  # nodes a world request opens or pings at once
+PINGS_PER_TIMEOUT = 4  # a watch sends a heartbeat this often within the heartbeat timeout
+
+
+def watch_heartbeat(interval: float, timeout: float) -> Heartbeat:
+    """The heartbeat of a watch, from the command's: the same timeout (a lost node is
+    seen as soon), but no more pings than it needs, since the hub watches every node."""
+    return Heartbeat(max(interval, timeout / PINGS_PER_TIMEOUT), timeout)
+
+
+class Watch:
+    """One node as the hub sees it: ``state`` is "connecting", "up" (with the last
+    ``pong``) or "lost" (with its ``reason``), since ``since`` (a time.time())."""
+
+    def __init__(self, spec: HostSpec) -> None:
+        self.spec = spec
+        self.state = "connecting"
+        self.since = time.time()
+        self.reason = ""
+        self.pong: dict = {}
+        self.conn: NodeConnection | None = None
+        self._lock = threading.Lock()  # one opening at a time
+
+    def ping(self, transport: Callable[[], Transport], *, start: bool, heartbeat: Heartbeat,
+             settings, timeout: float) -> dict | None:
+        """The node's hello, a fresh pong and the round trip, connecting first if the
+        hub has no live connection to it; None if no node runs and ``start`` is false."""
+        conn = self._connection(transport, start=start, heartbeat=heartbeat, settings=settings,
+                                timeout=timeout)
+        if conn is None:
+            return None
+        try:
+            pong = conn.ping(timeout)
+        except errors.ClusterError as exc:
+            if conn.lost is not None:
+                self._set("lost", exc.one_line())
+            raise
+        self.pong = pong
+        self._set("up", "")
+        return {"hello": dict(conn.hello), "pong": pong, "rtt": conn.rtt}
+
+    def _connection(self, transport, *, start, heartbeat, settings, timeout) -> NodeConnection | None:
+        with self._lock:
+            conn = self.conn
+            if conn is not None and conn.lost is None:
+                return conn
+            if self.state != "lost":
+                self._set("connecting", "")
+            try:
+                conn = open_node(self.spec, transport(), settings, start=start,
+                                 deadline=time.monotonic() + timeout, heartbeat=heartbeat,
+                                 stop_timeout=timeout, on_close=self._closed, watch=True)
+            except errors.ClusterError as exc:
+                self._set("lost", exc.one_line())
+                raise
+            self.conn = conn
+            if conn is None:
+                self._set("lost", "not running")
+            return conn
+
+    def _closed(self) -> None:
+        """The connection ended: the node was lost (no heartbeat), or went away."""
+        conn = self.conn
+        if conn is not None and conn.lost is not None and not conn.closed:
+            self._set("lost", conn.lost.one_line())
+
+    def _set(self, state: str, reason: str) -> None:
+        if state != self.state or reason != self.reason:
+            self.state, self.reason, self.since = state, reason, time.time()
+
+    def describe(self) -> dict:
+        conn = self.conn
+        return {"node": self.spec.name, "target": self.spec.target, "state": self.state,
+                "since": self.since, "reason": self.reason,
+                "rtt": conn.rtt if conn is not None else None,
+                "pid": conn.hello.get("pid") if conn is not None else None}
+
+    def close(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            conn.close()
+
+
+class Watches:
+    """Every node the hub watches, keyed by how its host was resolved and its name."""
+
+    def __init__(self) -> None:
+        self._watches: dict[tuple, Watch] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def world(self, jobs: list[tuple[tuple, HostSpec, Callable[[], Transport]]], *, start: bool,
+              heartbeat: Heartbeat, settings, timeout: float) -> list[tuple[str, object]]:
+        """Ping every node of ``jobs`` (pool key, spec, transport maker) at once:
+        ("pong", hello pong and rtt), ("absent", None), or ("pang", the ClusterError)."""
+
+        def one(job) -> tuple[str, object]:
+            key, spec, transport = job
+            try:
+                found = self._watch(key, spec).ping(transport, start=start, heartbeat=heartbeat,
+                                                    settings=settings, timeout=timeout)
+            except errors.ClusterError as exc:
+                return "pang", exc
+            except Exception as exc:  # noqa: BLE001 - a bug, or a peer not foreseen: this node's
+                return "pang", errors.NodeUnreachable(spec.name, f"{type(exc).__name__}: {exc}")
+            return ("absent", None) if found is None else ("pong", found)
+
+        if len(jobs) == 1:
+            return [one(jobs[0])]
+        with ThreadPoolExecutor(min(MAX_PARALLEL, len(jobs)), "clusterctl-hub-world") as pool:
+            return list(pool.map(one, jobs))
+
+    def _watch(self, key: tuple, spec: HostSpec) -> Watch:
+        with self._lock:
+            if self._closed:
+                raise errors.HubError("the hub is stopping")
+            key = (key, spec.name, spec.host, spec.user, spec.port)
+            watch = self._watches.get(key)
+            if watch is None:
+                watch = self._watches[key] = Watch(spec)
+            return watch
+
+    def describe(self) -> list[dict]:
+        with self._lock:
+            watches = list(self._watches.values())
+        return [w.describe() for w in watches]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            watches, self._watches = list(self._watches.values()), {}
+        for watch in watches:
+            watch.close()

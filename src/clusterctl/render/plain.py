@@ -1,0 +1,112 @@
+"""Text and JSON for the command line that need no rich: a command that prints one
+value (``rpc``) or only JSON imports nothing heavier. ``tables`` re-exports these."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from clusterctl import errors
+from clusterctl.api.results import NodeInfo
+
+PLAIN_TYPES = (int, float, complex, bool, bytes, type(None))
+
+
+def fmt_rtt(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_load(load) -> str:
+    if not load:
+        return "-"
+    return " ".join(f"{x:.2f}" for x in load)
+
+
+def error_text(exc: errors.ClusterError) -> str:
+    """An error's one line (plus, for a remote exception, the remote traceback)."""
+    text = exc.one_line()
+    if isinstance(exc, errors.RemoteError) and exc.remote_traceback:
+        text += "\nremote traceback (node %s):\n%s" % (exc.node, exc.remote_traceback.rstrip())
+    return text
+
+
+def short_error(exc: errors.ClusterError) -> str:
+    """An error in one line, without the node prefix (for a node -> error table)."""
+    if isinstance(exc, errors.NodeError):
+        text = exc.reason
+        return f"{text} ({exc.hint})" if exc.hint else text
+    return exc.one_line()
+
+
+def value_text(value: Any) -> str:
+    """A result as the CLI prints it: a string as it is, a small plain value as its repr,
+    anything else as rich's pretty repr (indented when it does not fit 80 columns)."""
+    if isinstance(value, str):
+        return value
+    if _plain(value, 200):
+        text = repr(value)
+        if len(text) <= 80:
+            return text
+    from rich.pretty import pretty_repr
+
+    return pretty_repr(value)
+
+
+def _plain(value: Any, budget: int) -> bool:
+    """Whether ``value`` is built of plain values and containers only (at most ``budget``
+    of them): its repr is then what rich's pretty repr shows on one line."""
+    kind = type(value)
+    if kind in PLAIN_TYPES or kind is str:
+        return True
+    if kind in (list, tuple) and len(value) <= budget:
+        return all(_plain(v, budget // 2) for v in value)
+    if kind is dict and len(value) <= budget:
+        return all(_plain(k, budget // 2) and _plain(v, budget // 2) for k, v in value.items())
+    return False
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON can carry it: containers recursed, anything else as its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def error_json(exc: errors.ClusterError) -> dict:
+    data = {"type": type(exc).__name__, "message": exc.message}
+    if exc.hint:
+        data["hint"] = exc.hint
+    if isinstance(exc, errors.NodeError):
+        data["node"] = exc.node
+    if isinstance(exc, errors.RemoteError):
+        data["remote_type"] = exc.remote_type
+        data["remote_traceback"] = exc.remote_traceback
+    return data
+
+
+def outcome_json(value: Any) -> dict:
+    if isinstance(value, errors.ClusterError):
+        return {"ok": False, "error": error_json(value)}
+    return {"ok": True, "result": jsonable(value)}
+
+
+def world_json(infos: Iterable[NodeInfo]) -> list[dict]:
+    return [{"node": i.name, "host": i.host, "status": i.status, "reason": i.reason,
+             "summary": i.summary, "python": i.python, "slots": i.slots, "load": list(i.load) if i.load else None,
+             "rtt": i.rtt, "pid": i.pid, "version": i.version} for i in infos]
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False)
