@@ -304,11 +304,10 @@ def test_refuses_hosts_ssh_would_misread(tmp_path, host):
 def test_results_are_cached_per_target(tmp_path, mode):
     config = write(tmp_path / "config", "Host a\n  Port 2001\n")
     first = resolve("a", config_file=str(config), use_ssh_binary=mode)
-    config.write_text("Host a\n  Port 2002\n")
     assert resolve("a", config_file=str(config), use_ssh_binary=mode) is first
     assert resolve("a", port=2003, config_file=str(config), use_ssh_binary=mode).port == 2003
     sshconfig.clear_cache()
-    assert resolve("a", config_file=str(config), use_ssh_binary=mode).port == 2002
+    assert resolve("a", config_file=str(config), use_ssh_binary=mode) is not first
 
 
 def test_insisting_on_ssh_without_it(tmp_path, monkeypatch):
@@ -363,3 +362,17 @@ def test_hash_known_hosts(tmp_path, mode, written, hashed):
     body = f"Host a\n  HashKnownHosts {written}\n" if written else "Host a\n  User b\n"
     config = write(tmp_path / "config", body)
     assert resolve("a", config_file=str(config), use_ssh_binary=mode).hash_known_hosts is hashed
+
+
+def test_an_edited_config_is_read_again_by_a_long_lived_process(tmp_path, home, mode):
+    """The hub lives for hours and resolves hosts for every command: an edit of
+    ~/.ssh/config (or the -F file) is seen at once, without clearing any cache."""
+    places = [(str(tmp_path / "f"), tmp_path / "f")]
+    if not mode:  # (ssh -G reads the passwd entry's home, not $HOME: not a test's to write)
+        places.append((None, home / ".ssh" / "config"))
+    for config, path in places:
+        write(path, "Host box\n  HostName 192.0.2.1\n  Port 2001\n")
+        assert resolve("box", config_file=config, use_ssh_binary=mode).port == 2001
+        write(path, "Host box\n  HostName 192.0.2.1\n  Port 2002\n")
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        assert resolve("box", config_file=config, use_ssh_binary=mode).port == 2002

@@ -38,6 +38,7 @@ import glob
 import hashlib
 import functools
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -160,10 +161,12 @@ _builtin_cache: dict[str, dict[str, list[str]]] = {}
 
 
 def clear_cache() -> None:
-    """Forget resolved targets, e.g. after the ssh configuration changed on disk.
+    """Forget resolved targets.
 
-    Results are cached for the life of the process because a command resolves each
-    host once and the configuration does not change under it.
+    Results are cached for the life of the process, keyed also by the modification
+    times of the configuration files (the user's or ``-F`` file, and the system one), so
+    a long-lived process (the hub) sees an edited ``~/.ssh/config``. An edit of a file
+    they Include only is seen after this, or by a new process.
     """
     _cache.clear()
     _builtin_cache.clear()
@@ -187,7 +190,7 @@ def resolve(host: str, *, user: str | None = None, port: int | None = None,
         raise SSHConfigError("cannot resolve %s with ssh -G: no ssh on PATH" % host,
                              hint="install the OpenSSH client (ssh), or pass use_ssh_binary=None")
     config = os.path.expanduser(config_file) if config_file is not None else None
-    key = (host, user, port, config, bool(ssh), os.path.expanduser("~"))
+    key = (host, user, port, config, bool(ssh), os.path.expanduser("~"), _config_stamp(config))
     target = _cache.get(key)
     if target is None:
         if ssh:
@@ -196,6 +199,31 @@ def resolve(host: str, *, user: str | None = None, port: int | None = None,
             target = _resolve_with_paramiko(host, user, port, config)
         _cache[key] = target
     return target
+
+
+def _config_stamp(config: str | None) -> tuple:
+    """The modification times of the files a resolution reads first: a change to one
+    makes a new cache key."""
+    if config is not None:
+        paths: tuple = (config,)
+    else:  # ssh reads the passwd entry's home, paramiko $HOME
+        homes = dict.fromkeys((os.path.expanduser("~"), _passwd_home()))
+        paths = (*(os.path.join(h, ".ssh", "config") for h in homes if h), SYSTEM_CONFIG)
+    stamp = []
+    for path in paths:
+        try:
+            stamp.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=1)
+def _passwd_home() -> str | None:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return None
 
 
 @functools.lru_cache(maxsize=4)
