@@ -180,9 +180,11 @@ class Hub:
         c = self.connections
         ssh, limits = args["ssh"], args["limits"]
         key = c.pool_key(ssh)
-        jobs = [(key, spec, lambda spec=spec: c.transport(spec, ssh, limits)) for spec in args["specs"]]
-        found = self.watches.world(jobs, start=args["start"], heartbeat=watch_heartbeat(*args["heartbeat"]),
-                                   settings=c.limited(limits), timeout=args["timeout"])
+        jobs = [(key, spec, lambda spec=spec: c.transport(spec, ssh, limits))
+                for spec in args["specs"]]
+        found = self.watches.world(jobs, start=args["start"], settings=c.limited(limits),
+                                   heartbeat=watch_heartbeat(*args["heartbeat"]),
+                                   timeout=args["timeout"])
         return [(kind, protocol.error_state(value) if kind == "pang" else value)
                 for kind, value in found]
 
