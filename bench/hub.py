@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from isolation import private_dirs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,16 +62,6 @@ def hub_pid() -> int | None:
         return int(Path(place.pid_path(place.hub_dir())).read_text())
     except (OSError, ValueError):
         return None
-
-
-def isolate(root: Path) -> dict:
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-                                            "CLUSTERCTL_HOSTS")}
-    for key, sub in (("XDG_RUNTIME_DIR", "r"), ("XDG_CONFIG_HOME", "c"), ("XDG_CACHE_HOME", "k")):
-        (root / sub).mkdir(mode=0o700)
-        os.environ[key] = str(root / sub)
-    os.environ.pop("CLUSTERCTL_HOSTS", None)
-    return saved
 
 
 def one_run(hosts: Path, ssh: dict, items: int) -> dict:
@@ -140,9 +130,7 @@ def main() -> None:
     reason = available_reason()
     if reason:
         raise SystemExit(f"cannot run: SSH test bed unavailable: {reason}")
-    root = Path(tempfile.mkdtemp(prefix="cchb", dir="/tmp"))
-    saved = isolate(root)
-    try:
+    with private_dirs("cchb") as root:
         from clusterctl import Cluster
 
         aliases = [f"h{i}" for i in range(1, args.hosts + 1)]
@@ -167,13 +155,6 @@ def main() -> None:
             finally:
                 with Cluster(hosts, ssh_options=ssh, connect_timeout=60) as closer:
                     closer.down()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ import argparse
 import math
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from isolation import private_dirs
 
 REPO = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
@@ -63,24 +63,6 @@ def best(repeat: int, measure) -> float:
         measure()
         times.append(time.perf_counter() - t0)
     return min(times)
-
-
-def isolate(root: Path) -> dict:
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-                                            "CLUSTERCTL_HOSTS")}
-    for key, sub in (("XDG_RUNTIME_DIR", "r"), ("XDG_CONFIG_HOME", "c"), ("XDG_CACHE_HOME", "k")):
-        (root / sub).mkdir(mode=0o700)
-        os.environ[key] = str(root / sub)
-    os.environ.pop("CLUSTERCTL_HOSTS", None)
-    return saved
-
-
-def restore(saved: dict) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 class Rows:
@@ -218,18 +200,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best counts)")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="ccpb", dir="/tmp"))
-    saved = isolate(root)
     rows = Rows()
-    try:
+    with private_dirs("ccpb") as root:
         local_figures(args, rows)
         if args.no_ssh:
             rows.note("payload over SSH", "skipped (--no-ssh)")
         else:
             ssh_figures(args, rows, root)
-    finally:
-        restore(saved)
-        shutil.rmtree(root, ignore_errors=True)
     rows.print()
     print(f"({CORES} CPUs; best of {args.repeat} runs each; Python {sys.version.split()[0]})")
 

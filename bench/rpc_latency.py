@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
+
+from isolation import private_dirs
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -115,22 +115,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
-    root = tempfile.mkdtemp(prefix="ccbench", dir="/tmp")
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
-    for key, sub in (("XDG_RUNTIME_DIR", "r"), ("XDG_CONFIG_HOME", "c"), ("XDG_CACHE_HOME", "k")):
-        os.makedirs(os.path.join(root, sub), mode=0o700)
-        os.environ[key] = os.path.join(root, sub)
-    try:
+    with private_dirs("ccbench"):
         baseline = pipe_baseline(args.n, args.warmup)
         rpcs = rpc_latencies(args.n, args.warmup)
         startup = help_startup()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(root, ignore_errors=True)
 
     base50, base99 = percentiles(baseline)
     print(f"{'round trip':28} {'p50 µs':>9} {'p99 µs':>9} {'p50 / pipe':>11}")

@@ -32,9 +32,10 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from isolation import private_dirs
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_COMMAND = "python3 -c 'import os; print(os.getpid())'"
@@ -61,15 +62,6 @@ while True:
 
 class BenchError(Exception):
     """A measurement could not be taken (the message says why)."""
-
-
-def isolate_controller(root: Path) -> None:
-    """Private XDG directories for this process and the CLI processes it starts."""
-    for key, sub in (("XDG_RUNTIME_DIR", "r"), ("XDG_CONFIG_HOME", "c"), ("XDG_CACHE_HOME", "k")):
-        path = root / sub
-        path.mkdir(mode=0o700)
-        os.environ[key] = str(path)
-    os.environ.pop("CLUSTERCTL_HOSTS", None)
 
 
 def median(samples: list[float]) -> float:
@@ -538,20 +530,11 @@ def main() -> None:
     compiled = compile_sources()
     if compiled:
         print(f"note: {compiled}", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="ccsb", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-                                            "CLUSTERCTL_HOSTS")}
     code = 1
     try:
-        isolate_controller(root)  # before clusterctl is imported (in run)
-        code = run(args, root)
+        with private_dirs("ccsb") as root:  # before clusterctl is imported (in run)
+            code = run(args, root)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(root, ignore_errors=True)
         print(f"load at end:   {load_text()}")
     sys.exit(code)
 
