@@ -262,3 +262,26 @@ def test_the_hubs_watch_does_not_keep_an_idle_node_running(env, world):
     wait_for(lambda: not alive(pid), timeout=15, message="the idle node to exit")
     wait_for(lambda: hub_status(c)["nodes"][0]["state"] == "lost", timeout=5,
              message="the hub to see it go")
+
+
+def test_a_hub_killed_during_world_is_replaced_and_asked_again(env, world, bed):
+    """The hub dies while it starts the nodes for a world: the command starts a new hub
+    and asks it once more; every node answers, and keeps answering with the same pid."""
+    for host in ("h1", "h2"):  # a cold start (the code shipped) takes long enough to be cut
+        shutil.rmtree(bed.host(host).env_dir / "cache" / "clusterctl", ignore_errors=True)
+    c = world.cluster(HOSTS)
+    killed = []
+
+    def kill_the_first_hub() -> None:
+        wait_for(lambda: hub_pid(env) is not None, message="a hub to start")
+        time.sleep(0.3)
+        killed.append(hub_pid(env))
+        os.kill(killed[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_first_hub)
+    killer.start()
+    infos = c.world()
+    killer.join()
+    assert [i.status for i in infos] == ["pong", "pong"], infos
+    assert not alive(killed[0]) and hub_pid(env) not in (None, killed[0])
+    assert {i.name: i.pid for i in c.world()} == {i.name: i.pid for i in infos}

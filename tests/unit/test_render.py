@@ -142,7 +142,8 @@ def test_json_shapes():
 @pytest.mark.parametrize("value", [
     0, -5, 2 ** 70, 1.5, float("nan"), 1j, True, None, b"\x00ab", [1, 2], (1,), (), {"k": [1, (2, 3)]},
     ["a" * 30, "b" * 30, "c" * 30], list(range(100)), {i: str(i) for i in range(40)}, [[]],
-    {"nested": {"deeper": [1.0, None, b"x"]}}, {1, 2}, frozenset()])
+    {"nested": {"deeper": [1.0, None, b"x"]}}, {3, 1, 2}, frozenset({"a", 5}), frozenset(),
+    [{"a", "b"}, {(1, 2), 3}], {1: frozenset({2})}])
 def test_a_value_is_printed_as_rich_would_without_importing_it(value):
     """``rpc`` prints small plain values as their repr, without importing rich: the same
     text rich's pretty repr gives; others (long, or not plain) still go through rich."""

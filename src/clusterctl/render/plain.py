@@ -7,10 +7,8 @@ import json
 from typing import Any, Iterable
 
 from clusterctl import errors
+from clusterctl.api.pickling import is_plain
 from clusterctl.api.results import NodeInfo
-
-PLAIN_TYPES = (int, float, complex, bool, bytes, type(None))
-
 
 def fmt_rtt(seconds: float | None) -> str:
     if seconds is None:
@@ -49,26 +47,13 @@ def value_text(value: Any) -> str:
     anything else as rich's pretty repr (indented when it does not fit 80 columns)."""
     if isinstance(value, str):
         return value
-    if _plain(value, 200):
+    if is_plain(value):  # (rich's pretty repr of plain data on one line is its repr)
         text = repr(value)
         if len(text) <= 80:
             return text
     from rich.pretty import pretty_repr
 
     return pretty_repr(value)
-
-
-def _plain(value: Any, budget: int) -> bool:
-    """Whether ``value`` is built of plain values and containers only (at most ``budget``
-    of them): its repr is then what rich's pretty repr shows on one line."""
-    kind = type(value)
-    if kind in PLAIN_TYPES or kind is str:
-        return True
-    if kind in (list, tuple) and len(value) <= budget:
-        return all(_plain(v, budget // 2) for v in value)
-    if kind is dict and len(value) <= budget:
-        return all(_plain(k, budget // 2) and _plain(v, budget // 2) for k, v in value.items())
-    return False
 
 
 # -- JSON ----------------------------------------------------------------------------------
