@@ -176,6 +176,19 @@ class WorkerCrashed(RemoteError):
     summary = "worker crashed"
 
 
+class Refused(NodeError):
+    """A restricted host turned the request down: its owner's policy does not allow the
+    function, or the request carried pickled code or data (which such a host never takes).
+    Nothing ran."""
+
+    summary = "refused"
+
+    def __init__(self, node: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(node, message, hint=hint or "a restricted host runs only the "
+                         "module.function names its owner allows, with plain data; ask the "
+                         "host's owner to allow what you need")
+
+
 class Cancelled(ClusterError):
     """The work was cancelled before it finished (Ctrl-C, a timeout, a stop)."""
 

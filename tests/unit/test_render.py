@@ -130,7 +130,8 @@ def test_short_error_drops_the_node_prefix():
 def test_json_shapes():
     assert render.world_json(INFOS[:1]) == [{
         "node": "n1", "host": "localhost", "status": "pong", "reason": None, "summary": None, "python": "3.11.7",
-        "slots": 2, "load": [0.5, 0.25, 0.125], "rtt": 0.000123, "pid": 10, "version": "0.1.0"}]
+        "slots": 2, "load": [0.5, 0.25, 0.125], "rtt": 0.000123, "pid": 10, "version": "0.1.0",
+        "restricted": None}]
     assert render.outcome_json(OUTCOMES["n4"]) == {"ok": False, "error": {
         "type": "NodeStartError", "message": "n4: no Python at 'x'", "hint": "fix python= (hosts:4)",
         "node": "n4"}}

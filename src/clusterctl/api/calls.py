@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from clusterctl import errors
 from clusterctl.api.pickling import dumps
+from clusterctl.node import plain
 from clusterctl.session.connection import NodeConnection
 from clusterctl.session.outcomes import decode_result
 
@@ -36,6 +37,44 @@ def call_message(fn: str | Callable, args: tuple, kwargs: dict) -> tuple[dict, b
     return head, dumps((by_value, args, kwargs), "function and its arguments")
 
 
+def plain_call_message(node: str, fn: str | Callable, args: tuple, kwargs: dict) -> tuple[dict, bytes]:
+    """The head and payload of a call of ``fn(*args, **kwargs)`` on the restricted node
+    ``node``: ``fn`` by name, the arguments as plain data. Refused here, before anything
+    is sent, if it cannot be that (the node would refuse it too)."""
+    mod, fun = restricted_name(node, fn)
+    try:
+        payload = b"[%s,%s]" % (plain.dumps(list(args), "the arguments"),
+                                plain.dumps(kwargs, "the keyword arguments"))
+    except plain.PlainDataError as exc:
+        raise errors.SerializationError(
+            f"{node} is a restricted host and takes only plain data: {exc}",
+            hint="pass JSON values (numbers, strings, lists, dicts), tuples or bytes")
+    return {"op": "call", "mod": mod, "fun": fun, "enc": "json"}, payload
+
+
+def restricted_name(node: str, fn: str | Callable) -> tuple[str, str]:
+    """``fn`` as (module, function) for a restricted node; Refused if it is a function
+    object (it would travel pickled) or names an attribute path."""
+    if not isinstance(fn, str):
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        raise errors.Refused(node, f"a restricted host takes no pickled code, and {name} would "
+                                   "travel pickled; name an allowed function instead, as 'module.function'")
+    head, _ = function_message(fn)
+    if "." in head["fun"]:
+        raise errors.Refused(node, f"{fn!r} names an attribute path; a restricted host calls "
+                                   "functions named 'module.function' only")
+    return head["mod"], head["fun"]
+
+
+def message_for(conn: NodeConnection, fn: str | Callable, args: tuple, kwargs: dict,
+                pickled: tuple[dict, bytes] | None) -> tuple[dict, bytes]:
+    """The call's message for this connection's node: ``pickled`` (made once for every
+    ordinary node) or, for a restricted node, the plain form."""
+    if conn.restricted:
+        return plain_call_message(conn.node, fn, args, kwargs)
+    return pickled if pickled is not None else call_message(fn, args, kwargs)
+
+
 def await_result(conn: NodeConnection, head: dict, pending, timeout: float | None) -> Any:
     """The value of a call sent as ``head`` on ``conn``, or its error raised.
 
@@ -54,4 +93,4 @@ def await_result(conn: NodeConnection, head: dict, pending, timeout: float | Non
     if isinstance(pending.error, errors.NodeLost):
         raise errors.NodeLost(conn.node, f"{pending.error.reason}; the outcome of the call is "
                               "unknown (the function may or may not have run)")
-    return decode_result(conn.node, pending.head, pending.payload, pending.error)
+    return decode_result(conn.node, pending.head, pending.payload, pending.error, conn.restricted)

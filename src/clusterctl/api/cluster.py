@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable
 
 from clusterctl import errors
-from clusterctl.api.calls import await_result, call_message
+from clusterctl.api.calls import await_result, call_message, message_for
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
@@ -168,7 +168,8 @@ class Cluster:
         load = pong.get("load")
         return NodeInfo(name, self._host_label(self.spec(name)), "pong", python=hello.get("python"),
                         slots=hello.get("slots"), load=tuple(load) if load else None, rtt=rtt,
-                        pid=hello.get("pid"), version=hello.get("version"), cpus=pong.get("cpus"))
+                        pid=hello.get("pid"), version=hello.get("version"), cpus=pong.get("cpus"),
+                        restricted=hello.get("restricted"))
 
     def _pang(self, name: str, exc: errors.ClusterError) -> NodeInfo:
         reason = getattr(exc, "reason", exc.message)
@@ -187,8 +188,9 @@ class Cluster:
         (the remote work is cancelled), ``NodeLost`` if the node was lost mid-call (the
         outcome is then unknown).
         """
-        head, payload = call_message(fn, args, kwargs)
+        pickled = call_message(fn, args, kwargs)
         conn = self.connect(node)
+        head, payload = message_for(conn, fn, args, kwargs, pickled)
         pending = conn.request(head, payload)
         return await_result(conn, head, pending, self._timeout(timeout))
 
@@ -205,8 +207,9 @@ class Cluster:
         def one(name: str):
             try:
                 conn = self.connect(name)
-                call_head = dict(head)
-                pending = conn.request(call_head, payload)
+                call_head, call_payload = message_for(conn, fn, args, kwargs, (head, payload))
+                call_head = dict(call_head)
+                pending = conn.request(call_head, call_payload)
                 if "id" in call_head:
                     sent.append((conn, call_head["id"]))
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

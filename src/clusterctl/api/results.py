@@ -14,7 +14,9 @@ class NodeInfo:
     """One node as ``world`` saw it: pong (answered) or pang (with the reason).
 
     ``reason`` is the whole message (and hint) of a pang, ``error`` the error itself,
-    and ``summary`` the cause in a few words (``host key changed``, ``timed out``)."""
+    and ``summary`` the cause in a few words (``host key changed``, ``timed out``).
+    ``restricted`` is set for a restricted host's node (the count of its policy's
+    ``allow`` rules); ``version`` is then the clusterctl installed on that host."""
 
     name: str
     host: str
@@ -27,6 +29,7 @@ class NodeInfo:
     pid: int | None = None
     version: str | None = None
     cpus: int | None = None
+    restricted: int | None = None  # a restricted host's node: how many ``allow`` rules it has
     error: errors.ClusterError | None = field(default=None, compare=False, repr=False)
 
     @property

@@ -406,6 +406,9 @@ def main() -> None:
     """Stage 2 on a host: say what is cached, take the code if sent, find or start the
     node, and hand it this channel (see docs/how-it-works.md, "Boot stages")."""
     params = json.loads(sys.stdin.buffer.readline())
+    if "wait_stopped" in params:
+        wait_stopped(params)
+        return
     code_id = str(params["code_id"])
     if not code_id.isalnum():
         _fail("bad code id %r" % code_id)
@@ -420,7 +423,8 @@ def main() -> None:
         if not params.get("start"):
             _say({"node": "absent"})
             return
-        _start_node(params, code_dir)
+        start_node([sys.executable, "-c", launch_line(code_dir)] + params["agent_args"],
+                   params["cookie"])
         sock = _connect_or_fail(directory, path)
         if sock is None:
             _fail("the node started but its socket %s refuses connections" % path)
@@ -463,16 +467,39 @@ def _connect_or_fail(directory: str, path: str):
         _fail(str(exc))
 
 
-def _start_node(params: dict, code_dir: str) -> None:
-    """Start a detached node and wait for its ready line (it forks off and goes on)."""
+def wait_stopped(params: dict) -> None:
+    """After a stop: wait until process ``wait_stopped`` is gone (at most ``timeout``
+    seconds), and say whether it went."""
+    import time
+
+    pid, timeout = params["wait_stopped"], params.get("timeout", 10)
+    if type(pid) is not int or pid <= 0 or type(timeout) not in (int, float):
+        _fail("bad wait_stopped request")
+    deadline = time.monotonic() + min(max(timeout, 0), 600)
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        except OSError:
+            pass  # (another user's process: it is still there)
+        if time.monotonic() > deadline:
+            _say({"stopped": False})
+            return
+        time.sleep(0.02)
+    _say({"stopped": True})
+
+
+def start_node(argv: list, cookie: str) -> None:
+    """Start a detached node with ``argv`` and wait for its ready line (it forks off and
+    goes on); the cookie goes on its standard input."""
     import subprocess
 
     try:
-        proc = subprocess.Popen([sys.executable, "-c", launch_line(code_dir)] + params["agent_args"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True,
                                 cwd=os.path.expanduser("~"))
-        out, err = proc.communicate((params["cookie"] + "\n").encode(), timeout=60)
+        out, err = proc.communicate((cookie + "\n").encode(), timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         _fail("cannot start the node: %s" % exc)
     line = (out.decode(errors="replace").strip().splitlines() or [""])[0]

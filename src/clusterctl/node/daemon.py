@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from . import boot, wire
+from . import boot, policy as policies, wire
 from .log import bound_log, log, redirect_to
 from .loop import POLL_SECONDS, Loop
 from .pool import Pool
@@ -62,8 +62,11 @@ class Node:
 
     def __init__(self, *, name: str, slots: int, listener: socket.socket, cookie: bytes,
                  idle: float, version: str, code_id: str, max_payload: int,
-                 sock_path: str, handshake_timeout: float = wire.HANDSHAKE_TIMEOUT) -> None:
+                 sock_path: str, handshake_timeout: float = wire.HANDSHAKE_TIMEOUT,
+                 policy: policies.Policy | None = None) -> None:
         self.name = name
+        self.policy = policy  # a restricted node's: checked for changes in housekeeping
+        self.policy_seen = policies.fingerprint(policy.path) if policy is not None else None
         self.slots = slots
         self.listener = listener
         self.idle = idle
@@ -77,11 +80,11 @@ class Node:
         self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0, "rerun": 0}
         self.loop = Loop()
         self.pool = Pool(self.loop, name=name, max_payload=max_payload, stats=self.stats,
-                         close_in_child=self.close_in_child)
+                         close_in_child=self.close_in_child, policy=policy)
         self.sessions = Sessions(self.loop, self.pool, listener, name=name, slots=slots,
                                  cookie=cookie, version=version, code_id=code_id,
                                  max_payload=max_payload, handshake_timeout=handshake_timeout,
-                                 stats=self.stats, on_stop=self.stop)
+                                 stats=self.stats, on_stop=self.stop, policy=policy)
 
     def stop(self) -> None:
         """Stop at the end of this turn of the loop (a stop request, SIGTERM, idleness)."""
@@ -98,6 +101,8 @@ class Node:
         self.pool.start(self.slots)
         log("node %s serving on %s with %d slots (version %s, code %s)"
             % (self.name, self.sock_path, self.slots, self.version, self.code_id))
+        if self.policy is not None:
+            log("restricted by the policy %s: allows %s" % (self.policy.path, self.policy.summary()))
         turn = self.loop.turn
         timeout = HOUSEKEEPING_INTERVAL * POLL_SECONDS
         monotonic = time.monotonic
@@ -113,6 +118,10 @@ class Node:
     def housekeeping(self, now: float) -> None:
         bound_log()  # (workers write to it too)
         self.sessions.housekeeping(now)
+        if self.policy is not None and policies.fingerprint(self.policy.path) != self.policy_seen:
+            log("the policy file %s changed: stopping (the next connection starts a node that "
+                "reads it anew)" % self.policy.path)
+            self.stop()
         if self.pool.processes.dying:
             self.pool.processes.reap_dying(now)
         if self.sessions.busy() or self.pool.busy():
@@ -194,6 +203,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--code-id", default="unknown")
     parser.add_argument("--max-payload", type=int, default=wire.DEFAULT_MAX_PAYLOAD)
     parser.add_argument("--foreground", action="store_true")
+    parser.add_argument("--policy", default=None, help="restricted: the owner's policy file")
     return parser.parse_args(argv)
 
 
@@ -243,8 +253,16 @@ def detach() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     cookie = read_cookie()
+    policy = None
+    if args.policy is not None:
+        try:
+            policy = policies.load(args.policy)
+        except policies.PolicyError as exc:
+            answer_and_exit("error: %s" % exc, 1)
     listener, path = listen(args)
     slots = args.slots if args.slots > 0 else (os.cpu_count() or 1)
+    if policy is not None and policy.slots is not None:
+        slots = min(slots, policy.slots)
     if not args.foreground:
         detach()
     redirect_to(path[:-len(".sock")] + ".log")
@@ -253,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(os.path.expanduser("~"))
     node = Node(name=args.name, slots=slots, listener=listener, cookie=cookie, idle=args.idle,
                 version=args.version, code_id=args.code_id, max_payload=args.max_payload,
-                sock_path=path, handshake_timeout=handshake_timeout())
+                sock_path=path, handshake_timeout=handshake_timeout(), policy=policy)
 
     def on_term(signum, frame):  # noqa: ARG001
         node.stop()

@@ -81,8 +81,9 @@ HANDSHAKE = _table(
 # after the handshake, what a node takes from its controller
 NODE_TAKES = _table(
     Op("call", id=(REQUEST_ID, REQUIRED), fk=(KEY, OPTIONAL), mod=(TEXT, OPTIONAL),
-       fun=(TEXT, OPTIONAL)),
-    Op("map", id=(REQUEST_ID, REQUIRED), fk=(KEY, REQUIRED)),
+       fun=(TEXT, OPTIONAL), enc=(TEXT, OPTIONAL)),
+    Op("map", id=(REQUEST_ID, REQUIRED), fk=(KEY, OPTIONAL), mod=(TEXT, OPTIONAL),
+       fun=(TEXT, OPTIONAL), enc=(TEXT, OPTIONAL)),
     Op("defn", key=(KEY, REQUIRED)),
     Op("ping", id=(REQUEST_ID, OPTIONAL), t=(TIME, OPTIONAL)),
     Op("cancel", id=(REQUEST_ID, REQUIRED)),
@@ -94,7 +95,7 @@ CONTROLLER_TAKES = _table(
     Op("hello", proto=(COUNT, REQUIRED), nonce=(NONCE, REQUIRED), version=(TEXT, OPTIONAL),
        code=(TEXT, OPTIONAL), python=(TEXT, OPTIONAL), executable=(TEXT, OPTIONAL),
        pid=(COUNT, OPTIONAL), slots=(COUNT, OPTIONAL), node=(TEXT, OPTIONAL),
-       host=(TEXT, OPTIONAL)),
+       host=(TEXT, OPTIONAL), restricted=(COUNT, OPTIONAL)),
     Op("welcome", mac=(MAC, REQUIRED)),
     Op("refused", reason=(TEXT, OPTIONAL)),
 )

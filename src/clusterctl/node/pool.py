@@ -96,14 +96,15 @@ class Pool:
     ``WorkerProcesses``'s; sending is the loop's."""
 
     def __init__(self, loop: Loop, *, name: str, max_payload: int, stats: dict,
-                 close_in_child) -> None:
+                 close_in_child, policy=None) -> None:
         self.loop = loop
         self.name = name
         self.max_payload = max_payload
         self.stats = stats
         self.close_node_in_child = close_in_child
         self.processes = WorkerProcesses(loop, name=name, close_in_child=self.close_in_child,
-                                         on_exit=self.worker_ended, on_refork=self.fork_again)
+                                         on_exit=self.worker_ended, on_refork=self.fork_again,
+                                         policy=policy)
         self.workers: list[WorkerSlot] = []
         self.queue: deque = deque()
         self.tasks_by_seq: dict[int, Task] = {}

@@ -13,6 +13,7 @@ from collections import deque
 
 from .log import log
 from .loop import Endpoint, Loop
+from .plainworker import plain_worker_main
 from .worker import worker_main
 
 EXIT_GRACE_SECONDS = 2.0  # a killed worker not gone by then is reported without its status
@@ -68,8 +69,10 @@ class WorkerProcesses:
     how)`` once a killed worker is reaped, ``on_refork(slot)`` when a replacement for an
     ended slot is due. ``close_in_child`` lets a new worker drop the node's descriptors."""
 
-    def __init__(self, loop: Loop, *, name: str, close_in_child, on_exit, on_refork) -> None:
+    def __init__(self, loop: Loop, *, name: str, close_in_child, on_exit, on_refork,
+                 policy=None) -> None:
         self.loop = loop
+        self.policy = policy  # a restricted node's Policy: its workers are PlainWorkers
         self.name = name
         self.pid = os.getpid()
         self.close_in_child = close_in_child
@@ -94,6 +97,8 @@ class WorkerProcesses:
                     os.close(self.spawner.fd)
                     os.close(self.spawner.wfd_pipe)
             finally:
+                if self.policy is not None:
+                    plain_worker_main(theirs, self.name, self.pid, self.policy)
                 worker_main(theirs, self.name, self.pid)
         try:  # its own process group (it does so too: whichever comes first)
             os.setpgid(pid, pid)

@@ -120,8 +120,9 @@ class Sessions:
 
     def __init__(self, loop: Loop, pool: Pool, listener: socket.socket, *, name: str,
                  slots: int, cookie: bytes, version: str, code_id: str, max_payload: int,
-                 handshake_timeout: float, stats: dict, on_stop) -> None:
+                 handshake_timeout: float, stats: dict, on_stop, policy=None) -> None:
         self.loop = loop
+        self.policy = policy  # a restricted node's Policy: the gate every message passes
         self.pool = pool
         self.name = name
         self.slots = slots
@@ -190,7 +191,8 @@ class Sessions:
             {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": self.version,
              "code": self.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
              "executable": sys.executable, "pid": self.pid, "slots": self.slots,
-             "node": self.name, "nonce": conn.nonce, "host": socket.gethostname()}))
+             "node": self.name, "nonce": conn.nonce, "host": socket.gethostname(),
+             **({"restricted": len(self.policy.allows)} if self.policy is not None else {})}))
 
     def authenticate(self, conn: Connection, head: dict) -> None:
         op = head["op"]
@@ -206,6 +208,10 @@ class Sessions:
                 self.splice(conn)
             else:
                 self.refuse(conn, "expected the handshake, got 'splice' without a channel")
+            return
+        proto = head.get("proto", wire.PROTOCOL_VERSION)
+        if not wire.OLDEST_PROTOCOL <= proto <= wire.PROTOCOL_VERSION:
+            self.refuse(conn, wire.protocol_mismatch(proto, self.version))
             return
         client_nonce = head["nonce"]
         expected = wire.client_mac(self.cookie, conn.nonce, client_nonce)
@@ -324,11 +330,28 @@ class Sessions:
         if problem is not None:
             self.refuse(conn, problem)
             return
+        if self.policy is not None:
+            refusal = self.policy.refuses(head)
+            if refusal is not None:
+                self.turn_down(conn, head, refusal)
+                return
         handler(self, conn, head, raw)
+
+    def turn_down(self, conn: Connection, head: dict, reason: str) -> None:
+        """A restricted node's gate said no: a task gets a refusal as its result (a
+        definition has no answer: the call that uses it gets the refusal)."""
+        self.stats["refused"] += 1
+        log("%s: refused %r: %s" % (conn.label, head["op"], reason))
+        if head["op"] in ("call", "map"):
+            self.loop.send(conn, wire.encode(ops.error_head("refused", head["id"], "Refused", reason, self.name)))
 
     def handle_task(self, conn: Connection, head: dict, raw: bytes) -> None:  # call, map
         task_id = head["id"]
         key = head.get("fk")
+        if key is None and head["op"] == "map" and not (head.get("mod") and head.get("fun")):
+            self.loop.send(conn, wire.encode(ops.error_head(
+                "protocol", task_id, "ProtocolError", "a map names no function", self.name)))
+            return
         if key is not None and key not in conn.functions:
             self.loop.send(conn, wire.encode(ops.error_head(
                 "protocol", task_id, "ProtocolError", "function %s was not defined" % key, self.name)))

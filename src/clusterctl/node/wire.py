@@ -13,7 +13,8 @@ import os
 import re
 import struct
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the protocol this code speaks best
+OLDEST_PROTOCOL = 1  # the oldest it still speaks: an installed (restricted) agent in between works
 MAGIC = b"CC"
 KIND_MESSAGE = 1
 HEADER = struct.Struct("!2sBxII")
@@ -242,6 +243,15 @@ def read_message(sock, max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple[dict, by
 
 
 # -- the handshake -------------------------------------------------------------------
+
+def protocol_mismatch(theirs, our_version: str) -> str:
+    """Why a peer speaking protocol ``theirs`` is refused, naming both sides (a node
+    says it to a controller; ``our_version`` is clusterctl's)."""
+    side = "older" if type(theirs) is int and theirs < OLDEST_PROTOCOL else "newer"
+    return ("protocol %s (the controller's) is %s than this node speaks (protocols %d to %d, "
+            "clusterctl %s): %s" % (theirs, side, OLDEST_PROTOCOL, PROTOCOL_VERSION, our_version,
+                                   "upgrade clusterctl on the controller" if side == "older"
+                                   else "ask the host's owner to upgrade the clusterctl installed there"))
 
 def new_nonce() -> str:
     return os.urandom(16).hex()

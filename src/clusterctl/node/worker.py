@@ -345,6 +345,8 @@ class Worker:
         task_id = head.get("id")
         try:
             fn = self.function(head)
+            if fn is None:
+                fn = resolve_by_name(head["mod"], head["fun"])
             items = pickle.loads(payload)
         except BaseException as exc:  # noqa: BLE001
             return error_frame(task_id, describe_exception(exc, self.node, "unpickle", 0), exc)
@@ -406,8 +408,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(sock, node: str, parent_pid: int) -> None:
-    """Entry point in the forked child. Never returns."""
+def worker_main(sock, node: str, parent_pid: int, make=Worker) -> None:
+    """Entry point in the forked child. Never returns. ``make(sock, node)`` gives the
+    worker (a restricted node's ``PlainWorker`` sets its limits there first)."""
     code = 0
     try:
         try:  # a process group of its own: killing the group ends what its tasks started too
@@ -420,7 +423,7 @@ def worker_main(sock, node: str, parent_pid: int) -> None:
         _die_with_parent()
         if os.getppid() != parent_pid:
             os._exit(0)
-        Worker(sock, node).run()
+        make(sock, node).run()
     except BaseException:  # noqa: BLE001
         traceback.print_exc()
         code = 1

@@ -90,7 +90,8 @@ def outcome_json(value: Any) -> dict:
 def world_json(infos: Iterable[NodeInfo]) -> list[dict]:
     return [{"node": i.name, "host": i.host, "status": i.status, "reason": i.reason,
              "summary": i.summary, "python": i.python, "slots": i.slots, "load": list(i.load) if i.load else None,
-             "rtt": i.rtt, "pid": i.pid, "version": i.version} for i in infos]
+             "rtt": i.rtt, "pid": i.pid, "version": i.version, "restricted": i.restricted}
+            for i in infos]
 
 
 def dump_json(data: Any) -> str:

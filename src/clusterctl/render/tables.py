@@ -120,7 +120,10 @@ def _world_cells(rows: list[list[NodeInfo]], *, full_load: bool) -> list[list[Te
         info = row[0]
         if info.ok:
             load = fmt_load(info.load if full_load or not info.load else info.load[:1])
-            cells.append([Text(info.name), Text(info.host), Text("pong", style="green"),
+            status = Text("pong", style="green")
+            if info.restricted is not None:
+                status.append(f" restricted {info.version or '?'}, allows {info.restricted}", style="yellow")
+            cells.append([Text(info.name), Text(info.host), status,
                           Text(info.python or "-"), Text(str(info.slots) if info.slots else "-"),
                           Text(load), Text(fmt_rtt(info.rtt))])
             continue

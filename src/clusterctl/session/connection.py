@@ -46,6 +46,12 @@ class NodeConnection:
         self.clock_offset: float | None = None
 
     @property
+    def restricted(self) -> bool:
+        """Whether the node is a restricted host's (its hello says how many ``allow``
+        rules it has): calls go by name with plain data, nothing is unpickled from it."""
+        return self.hello.get("restricted") is not None
+
+    @property
     def lost(self) -> errors.ClusterError | None:
         """Why the connection ended (lost, or closed); None while it works."""
         return self._router.lost

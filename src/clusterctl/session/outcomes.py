@@ -9,14 +9,24 @@ import pickle
 import socket
 
 from clusterctl import errors
+from clusterctl.node import plain
 
 
-def decode_result(node: str, head: dict | None, payload, error: errors.ClusterError | None):
-    """A call's reply as its value, or raise the error it carries."""
+def decode_result(node: str, head: dict | None, payload, error: errors.ClusterError | None,
+                  plain_data: bool = False):
+    """A call's reply as its value, or raise the error it carries. ``plain_data``: the
+    node is a restricted host's, whose replies are plain data's JSON and never unpickled."""
     if error is not None:
         raise error
     if head.get("op") == "error":  # the node could not take the request (an unknown op)
         raise errors.ProtocolError(node, str(head.get("message") or "the node refused the request"))
+    if plain_data:
+        if head.get("ok"):
+            try:
+                return plain.loads(payload)
+            except plain.PlainDataError as exc:
+                raise errors.ProtocolError(node, f"a restricted node's result is not plain data: {exc}")
+        raise remote_error(head.get("error") or {}, b"", node)
     if head.get("ok"):
         try:
             return pickle.loads(payload)
@@ -33,6 +43,8 @@ def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterErro
     kind = info.get("kind")
     if kind == "cancelled":
         return errors.Cancelled(f"{node}: {info.get('message', 'cancelled')}")
+    if kind == "refused":
+        return errors.Refused(node, str(info.get("message", "refused")))
     cls = {"crashed": errors.WorkerCrashed, "unpicklable": errors.UnpicklableResult}.get(kind, errors.RemoteError)
     original = None
     if payload:

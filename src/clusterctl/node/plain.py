@@ -1,0 +1,135 @@
+"""Plain data as JSON: how arguments and results travel to and from a restricted host,
+which never unpickles anything (and whose results the controller never unpickles
+either: the host's owner is not the controller's user).
+
+JSON gives ``None``, booleans, integers, floats (``NaN`` and the infinities too, as
+Python's ``json`` writes them), strings, lists and dicts with string keys. Three forms,
+each a JSON object with one key, carry what JSON lacks:
+
+- ``{"$tuple": [...]}``: a tuple;
+- ``{"$bytes": "<base64>"}``: bytes (a bytearray or memoryview goes as bytes too);
+- ``{"$dict": [[key, value], ...]}``: a dict whose keys are not all strings, or a dict
+  of exactly one key that starts with ``$`` (so it is never mistaken for a form).
+
+Anything else (a set, an object of a class) is not plain data: ``PlainDataError`` names
+it and where it was. Decoding takes only these forms; a one-key object whose key starts
+with ``$`` and is none of them is an error, not a dict.
+
+Ships to hosts, so it imports only the standard library. See docs/how-it-works.md,
+"Restricted hosts".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+MAX_DEPTH = 100  # nesting deeper than this is refused both ways (json recurses)
+
+_FORMS = ("$tuple", "$bytes", "$dict")
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+_decode = json.JSONDecoder().decode
+
+
+class PlainDataError(ValueError):
+    """A value that is not plain data, or bytes that are not plain data's JSON."""
+
+
+def dumps(value, name: str = "the value") -> bytes:
+    """``value`` as plain data's JSON (UTF-8); PlainDataError if it is not plain data,
+    saying where in it (``name[2]['x'] is a set``)."""
+    try:
+        text = _encode(_to_json(value, name, 0))
+    except (ValueError, TypeError) as exc:  # (what _to_json let through cannot happen)
+        raise PlainDataError(str(exc)) from None
+    return text.encode("utf-8", "surrogatepass")
+
+
+def loads(data) -> object:
+    """The value that ``data`` (JSON from ``dumps``) holds; PlainDataError if it is not
+    plain data's JSON."""
+    try:
+        text = bytes(data).decode("utf-8")
+        raw = _decode(text)
+    except RecursionError:
+        raise PlainDataError("the data is nested too deeply (limit %d)" % MAX_DEPTH) from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, int too long
+        raise PlainDataError("not plain data's JSON: %s" % exc) from None
+    return _from_json(raw, 0)
+
+
+def kind_of(value) -> str:
+    """A value's type for people: ``a set``, ``an mymod.Point``."""
+    cls = type(value)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else "%s.%s" % (cls.__module__, cls.__qualname__)
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+def _to_json(value, where: str, depth: int):
+    if depth > MAX_DEPTH:
+        raise PlainDataError("%s is nested too deeply (limit %d)" % (where, MAX_DEPTH))
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        if kind is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PlainDataError("%s is a string that is not text (a lone surrogate)" % where) from None
+        return value
+    if kind is list:
+        return [_to_json(v, "%s[%d]" % (where, i), depth + 1) for i, v in enumerate(value)]
+    if kind is tuple:
+        return {"$tuple": [_to_json(v, "%s[%d]" % (where, i), depth + 1) for i, v in enumerate(value)]}
+    if kind in (bytes, bytearray, memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if kind is dict:
+        if all(type(k) is str for k in value) and not (len(value) == 1 and next(iter(value)).startswith("$")):
+            out = {}
+            for k, v in value.items():
+                _to_json(k, "a key of %s" % where, depth + 1)  # (text check)
+                out[k] = _to_json(v, "%s[%r]" % (where, k), depth + 1)
+            return out
+        return {"$dict": [[_to_json(k, "a key of %s" % where, depth + 1),
+                           _to_json(v, "%s[%r]" % (where, k), depth + 1)] for k, v in value.items()]}
+    raise PlainDataError("%s is %s, not plain data (JSON values, tuples and bytes)" % (where, kind_of(value)))
+
+
+def _from_json(raw, depth: int):
+    if depth > MAX_DEPTH:
+        raise PlainDataError("the data is nested too deeply (limit %d)" % MAX_DEPTH)
+    kind = type(raw)
+    if kind is list:
+        return [_from_json(v, depth + 1) for v in raw]
+    if kind is not dict:
+        return raw
+    if len(raw) == 1:
+        (key, inner), = raw.items()
+        if key.startswith("$"):
+            return _form(key, inner, depth)
+    return {k: _from_json(v, depth + 1) for k, v in raw.items()}
+
+
+def _form(key: str, inner, depth: int):
+    if key == "$tuple" and type(inner) is list:
+        return tuple(_from_json(v, depth + 1) for v in inner)
+    if key == "$bytes" and type(inner) is str:
+        try:
+            return base64.b64decode(inner.encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error) as exc:
+            raise PlainDataError("bad $bytes form: %s" % exc) from None
+    if key == "$dict" and type(inner) is list:
+        out = {}
+        for pair in inner:
+            if type(pair) is not list or len(pair) != 2:
+                raise PlainDataError("bad $dict form: each entry must be a [key, value] pair")
+            k = _from_json(pair[0], depth + 1)
+            try:
+                out[k] = _from_json(pair[1], depth + 1)
+            except TypeError:  # an unhashable key (a list, a dict)
+                raise PlainDataError("bad $dict form: the key %s cannot be a dict key" % kind_of(k)) from None
+        return out
+    if key in _FORMS:
+        raise PlainDataError("bad %s form: it holds %s" % (key, kind_of(inner)))
+    raise PlainDataError("unknown form %r (a one-key object whose key starts with $ is one of %s)"
+                         % (key[:64], ", ".join(_FORMS)))
