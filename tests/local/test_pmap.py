@@ -489,3 +489,17 @@ def test_an_item_that_never_ends_fails_by_item_timeout(cluster):
         wait_for(lambda: cluster.connect(name).ping(5)["running"] == 0, 2, message=f"{name} idle")
     with pytest.raises(ItemError, match="ItemTimeout"):
         list(cluster.pmap(work, range(10), item_timeout=0.5))
+
+
+def test_pmap_by_name_takes_and_gives_plain_data(cluster):
+    """A "module.function" name: the nodes import it, items and results travel as plain
+    data (tuples and bytes in their defined forms), nothing pickled."""
+    items = [(1, 2), b"ab", {"k": [1, (2,)]}, 7]
+    assert list(cluster.pmap("builtins.repr", items)) == [repr(i) for i in items]
+    assert list(cluster.pmap("copy.copy", items, chunksize=1)) == items
+    with pytest.raises(errors.SerializationError, match=r"input item 1 is a set"):
+        list(cluster.pmap("builtins.repr", [1, {2}]))
+    outcomes = list(cluster.pmap_results("builtins.set", [[1], 2]))
+    assert "not plain data" in str(outcomes[0].error) and "TypeError" in str(outcomes[1].error)
+    with pytest.raises(errors.UsageError, match="does not name a function"):
+        cluster.pmap("sqrt", [1])

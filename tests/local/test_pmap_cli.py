@@ -257,3 +257,22 @@ def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(world):
     time.sleep(0.6)
     assert len(log.read_text().split()) == started
     assert len(world.node_processes()) == 6  # the nodes and their workers, idle, for the next command
+
+
+def test_call_maps_a_module_function_by_name_with_plain_data(world):
+    items = [1, 4, 9, 16]
+    text = "".join(json.dumps(i) + "\n" for i in items)
+    run = world.cli("pmap", "--call", "math.sqrt", input=text)
+    assert run.returncode == 0, run.stderr
+    assert lines(run.stdout) == [1.0, 2.0, 3.0, 4.0]
+    (world.cwd / "items.jsonl").write_text('[1, 2]\n"x"\n4\n')
+    failed = world.cli("pmap", "--call", "math.sqrt", "-i", "items.jsonl", "--on-error", "collect")
+    assert failed.returncode == 3 and lines(failed.stdout) == [2.0]
+    assert "TypeError" in failed.stderr and "Traceback" not in failed.stderr.split("TypeError")[0]
+    neither = world.cli("pmap")
+    assert neither.returncode == 2 and "give a SCRIPT.py, or --call MODULE.FUNCTION" in neither.stderr
+    both = world.cli("pmap", script(world, "def task(x):\n    return x\n"), "--call", "math.sqrt",
+                     input="1\n")
+    assert both.returncode == 2 and "not both" in both.stderr
+    no_items = world.cli("pmap", "--call", "math.sqrt", "-i", "missing.jsonl")
+    assert no_items.returncode == 2 and "cannot read --input missing.jsonl" in no_items.stderr

@@ -76,7 +76,7 @@ class Restricted:
         self.policy_dir.mkdir(mode=0o755)
         self.policy = self.policy_dir / "policy"
         self.marker = tmp_path / "unpickled"
-        self.write_policy(f"allow mathlib.*\nallow os.getpid   # one function\n"
+        self.write_policy(f"allow mathlib.*\nallow os.getpid   # one function\nallow operator.neg\nallow time.sleep\n"
                           f"path {lib}\nslots 2\nnice 5\nmemory 512M\n")
         self.force(f"{sys.executable} -m clusterctl.node.restricted --policy {self.policy}")
 
@@ -125,7 +125,7 @@ def test_allowed_rpc_works_with_plain_data_and_world_shows_the_restricted_node(w
         ((1, b"\x00\xff"), {1: "one"}), {"key": None}]
     infos = {i.name: i for i in c.world()}
     r, u = infos["r"], infos["u"]
-    assert r.ok and r.restricted == 2 and r.version  # two allow rules; its installed version
+    assert r.ok and r.restricted == 4 and r.version  # four allow rules; its installed version
     assert u.ok and u.restricted is None
     assert r.slots == 2  # the owner's limit, though the hosts file asks for 8
     assert c.rpc("r", "mathlib.workers") == 2  # and so many worker processes
@@ -264,9 +264,9 @@ def test_cli_rpc_and_world_on_a_restricted_host(world, restricted, tmp_path):
     base = [sys.executable, "-m", "clusterctl", "--hosts", str(hosts), "--ssh-config",
             str(world.bed.ssh_config), "--known-hosts", str(world.bed.known_hosts)]
 
-    def cli(*args):
+    def cli(*args, input=None):
         return subprocess.run(base + list(args), capture_output=True, text=True, timeout=90,
-                              stdin=subprocess.DEVNULL)
+                              **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
 
     run = cli("rpc", "r", "mathlib", "add", "2", "40")
     assert run.returncode == 0, run.stderr
@@ -276,9 +276,12 @@ def test_cli_rpc_and_world_on_a_restricted_host(world, restricted, tmp_path):
     assert "os.system is not allowed" in run.stderr
     run = cli("--json", "world")
     node, = json.loads(run.stdout)
-    assert node["restricted"] == 2 and node["status"] == "pong"
+    assert node["restricted"] == 4 and node["status"] == "pong"
     run = cli("world")
     assert "restricted" in run.stdout
+    run = cli("pmap", "--call", "operator.neg", "--no-summary", input="1\n2\n3\n")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["-1", "-2", "-3"]
 
 
 def test_an_agent_of_another_protocol_is_refused_naming_both_versions(world, restricted, tmp_path):
@@ -305,3 +308,21 @@ def test_an_agent_of_another_protocol_is_refused_naming_both_versions(world, res
     assert "upgrade clusterctl here" in info.reason
     pid_file = world.bed.host(HOST).env_dir / "run" / "clusterctl" / "restricted" / "r.pid"
     os.kill(int(pid_file.read_text()), 15)  # no controller of ours can stop it: the owner would
+
+
+def test_pmap_by_name_runs_on_restricted_and_ordinary_nodes_pickled_code_on_ordinary_only(world, restricted):
+    from clusterctl.api.pmap import PMap
+
+    c = world.cluster(f"{HOST} name=r\nh1 name=u\n")
+    assert list(c.pmap("operator.neg", range(300), chunksize=3)) == [-i for i in range(300)]
+    assert all(i.ok for i in c.world())
+    run = PMap(c, "time.sleep", [0.05] * 80, chunksize=1)  # 1 s of work on 4 slots
+    assert list(run.values()) == [None] * 80
+    assert run.stats.nodes["r"].items > 0 and run.stats.nodes["u"].items > 0
+    shipped = PMap(c, lambda x: x + 1, range(50))
+    assert list(shipped.values()) == list(range(1, 51))
+    r = shipped.stats.nodes["r"]
+    assert r.state == "failed" and r.items == 0 and "takes no pickled code" in r.reason
+    with pytest.raises(errors.Refused, match="r: a restricted host takes no pickled code"):
+        list(c.pmap(lambda x: x, range(5), nodes=["r"]))
+    assert not restricted.marker.exists()

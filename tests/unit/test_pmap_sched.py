@@ -24,6 +24,8 @@ from helpers import wait_for
 class FakeConn:
     """Speaks the connection's public surface; ``policy`` decides each answer."""
 
+    restricted = False
+
     def __init__(self, node: str, slots: int, policy) -> None:
         self.node = node
         self.hello = {"slots": slots, "pid": 1}

@@ -225,8 +225,11 @@ class Cluster:
 
     # -- parallel map ------------------------------------------------------------------
 
-    def pmap(self, fn: Callable, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
+    def pmap(self, fn: Callable | str, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Apply ``fn`` to every item over all nodes' slots; yield the results.
+
+        ``fn`` is a function (it travels pickled) or a ``"module.function"`` name (items
+        and results then travel as plain data, and restricted hosts take part).
 
         In input order unless ``ordered=False``; see ``clusterctl.pmap.pmap`` for the
         options (chunksize, retries, on_error, item_timeout, ...).
@@ -235,7 +238,7 @@ class Cluster:
 
         return pmap(self, fn, iterable, **options)
 
-    def pmap_results(self, fn: Callable, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
+    def pmap_results(self, fn: Callable | str, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Like ``pmap``, but yields one outcome per item, with errors as values."""
         from clusterctl.api.pmap import pmap_results
 

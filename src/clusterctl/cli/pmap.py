@@ -148,9 +148,13 @@ def to_json(value: Any) -> str:
 
 
 @click.command("pmap")
-@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--fn", "fn_name", default="task", show_default=True, metavar="NAME",
               help="The function in SCRIPT to apply to each item.")
+@click.option("--call", "call_name", metavar="MODULE.FUNCTION",
+              help="Instead of SCRIPT: map this function, which the nodes import by name; "
+                   "items (from --input or stdin) and results travel as plain data, nothing "
+                   "pickled, so restricted hosts that allow it take part.")
 @click.option("--input", "-i", "input_path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
               help="Items as JSON lines ('-': stdin). Default: the script's inputs(), else stdin.")
 @click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),
@@ -183,7 +187,8 @@ def to_json(value: Any) -> str:
 @click.option("--summary/--no-summary", default=True, show_default=True,
               help="Show the per-node summary on stderr at the end.")
 @click.pass_context
-def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str | None,
+def pmap_command(ctx: click.Context, script: str | None, fn_name: str, call_name: str | None,
+                 input_path: str | None,
                  output_path: str | None, unordered: bool, indexed: bool, chunksize: int | None,
                  retries: int, on_error: str, limit: int | None, poison_after: int,
                  nodes: str | None, speculate: bool, item_timeout: float | None,
@@ -199,6 +204,9 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
     held back (up to a bound) while the slots work on; --item-timeout stops an item
     that never ends.
 
+    Or, with --call MODULE.FUNCTION instead of SCRIPT, map a function the nodes import
+    by name, with items as JSON lines: the way to use restricted hosts.
+
     Example: clusterctl pmap examples/primes.py --limit 20
     """
 
@@ -206,9 +214,7 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
         from clusterctl.render import pmap as render_pmap
         from clusterctl.api.pmap import ItemErrors, PMap
 
-        namespace = load_script(script)
-        fn = script_function(namespace, fn_name, script)
-        source, total, close_source = open_inputs(namespace, script, input_path)
+        fn, title, (source, total, close_source) = the_work(script, fn_name, call_name, input_path)
         out, close_out = open_output(output_path)
         console = render_pmap.stderr_console()
         show_progress = console.is_terminal if progress is None else progress
@@ -221,7 +227,7 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
                             poison_after=poison_after, nodes=node_list(nodes),
                             speculate=speculate, total=total, item_timeout=item_timeout)
                 try:
-                    _write_run(run_, out, console if show_progress else None, f"pmap {fn_name}", indexed)
+                    _write_run(run_, out, console if show_progress else None, title, indexed)
                 except KeyboardInterrupt:
                     interrupted = True
                     raise
@@ -236,6 +242,19 @@ def pmap_command(ctx: click.Context, script: str, fn_name: str, input_path: str 
         return 0
 
     run(ctx, body)
+
+
+def the_work(script: str | None, fn_name: str, call_name: str | None, input_path: str | None):
+    """The function (a script's, or a name with --call), the progress title, and the
+    items as ``open_inputs`` gives them."""
+    if (script is None) == (call_name is None):
+        raise UsageError("give a SCRIPT.py, or --call MODULE.FUNCTION" if script is None
+                         else "give a SCRIPT.py or --call MODULE.FUNCTION, not both")
+    if call_name is not None:
+        return call_name, f"pmap {call_name}", open_inputs({}, f"--call {call_name}", input_path)
+    namespace = load_script(script)
+    return (script_function(namespace, fn_name, script), f"pmap {fn_name}",
+            open_inputs(namespace, script, input_path))
 
 
 def _write_run(run_, out, progress_console, title: str, indexed: bool) -> None:
@@ -282,7 +301,9 @@ def open_inputs(namespace: dict, script: str, input_path: str | None):
         if items is not None:
             return items, total, _no_op
         if sys.stdin is None or sys.stdin.isatty():
-            raise UsageError(f"no items: {script} defines no inputs(), and no --input was given",
+            raise UsageError(f"no items: {script} defines no inputs(), and no --input was given"
+                             if not script.startswith("--call") else
+                             f"no items for {script}: pass --input FILE (JSON lines) or pipe them to stdin",
                              hint="define `def inputs():` in the script, pass --input FILE "
                                   "(JSON lines), or pipe JSON lines to stdin")
     return json_lines(sys.stdin, "<stdin>"), None, _no_op

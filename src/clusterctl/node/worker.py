@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 
-from . import wire
+from . import plain, wire
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
 HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
@@ -319,6 +319,8 @@ class Worker:
         return fn, args, kwargs
 
     def call(self, head: dict, payload) -> bytes:
+        if head.get("enc") == "json":
+            return self.plain_call(head, payload)
         task_id = head.get("id")
         try:
             fn, args, kwargs = self._load_call(head, payload)
@@ -342,6 +344,8 @@ class Worker:
         the seconds spent in calls, and if every item succeeded the plain list of values,
         otherwise one outcome per item, ``(True, value)`` or ``(False, error dict,
         exception or None)``. Its head is the plain successful result."""
+        if head.get("enc") == "json":
+            return self.plain_map(head, payload)
         task_id = head.get("id")
         try:
             fn = self.function(head)
@@ -378,6 +382,88 @@ class Worker:
         except BaseException:  # noqa: BLE001 - find which result could not travel
             data = _dumps((spent, False, [_checked_outcome(o, self.node) for o in outcomes]))
         return wire.encode_ok_result(task_id, data)
+
+
+    # -- plain data: a function by name, JSON both ways (what a restricted node takes) ----
+
+    def plain_call(self, head: dict, payload) -> bytes:
+        """A call by name with plain data's ``[args, kwargs]``; the result as plain data,
+        an exception as text only (nothing is pickled either way)."""
+        task_id = head.get("id")
+        try:
+            args, kwargs = decode_arguments(payload)
+        except plain.PlainDataError as exc:
+            return error_frame(task_id, refused("the arguments are not plain data: %s" % exc, self.node))
+        try:
+            fn = resolve_by_name(head["mod"], head["fun"])
+        except BaseException as exc:  # noqa: BLE001
+            return error_frame(task_id, describe_exception(exc, self.node, "import", 0))
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - the exception goes back as text only
+            return error_frame(task_id, describe_exception(exc, self.node))
+        try:
+            return wire.encode_ok_result(task_id, plain.dumps(value))
+        except plain.PlainDataError as exc:
+            return error_frame(task_id, not_plain_result(exc, self.node))
+
+    def plain_map(self, head: dict, payload) -> bytes:
+        """A batch of plain-data items for a function by name; the reply is plain data's
+        ``[seconds, all_ok, data]`` as ``map`` gives it, an outcome being ``[true, value]``
+        or ``[false, error dict]``."""
+        task_id = head.get("id")
+        try:
+            items = plain.loads(payload)
+            if type(items) is not list:
+                raise plain.PlainDataError("a map's items must be a list, not %s" % plain.kind_of(items))
+        except plain.PlainDataError as exc:
+            return error_frame(task_id, refused("the items are not plain data: %s" % exc, self.node))
+        try:
+            fn = resolve_by_name(head["mod"], head["fun"])
+        except BaseException as exc:  # noqa: BLE001
+            return error_frame(task_id, describe_exception(exc, self.node, "import", 0))
+        started = time.perf_counter()
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.append([True, fn(item)])
+            except BaseException as exc:  # noqa: BLE001
+                outcomes.append([False, describe_exception(exc, self.node)])
+        spent = time.perf_counter() - started
+        if all(ok for ok, _ in outcomes):
+            try:
+                return wire.encode_ok_result(task_id, plain.dumps([spent, True, [v for _, v in outcomes]]))
+            except plain.PlainDataError:
+                pass  # find which result could not travel
+        for outcome in outcomes:
+            if outcome[0]:
+                try:
+                    plain.dumps(outcome[1])
+                except plain.PlainDataError as exc:
+                    outcome[:] = [False, not_plain_result(exc, self.node)]
+        return wire.encode_ok_result(task_id, plain.dumps([spent, False, outcomes]))
+
+
+def refused(message: str, node: str) -> dict:
+    """A refusal as a result's error: one line, no traceback."""
+    return {"type": "Refused", "message": message, "traceback": "", "node": node, "kind": "refused"}
+
+
+def not_plain_result(exc: plain.PlainDataError, node: str) -> dict:
+    return {"type": "PlainDataError", "message": "the result is not plain data: %s" % exc,
+            "traceback": "", "node": node, "kind": "unpicklable",
+            "hint": "results travel as plain data here (JSON): return numbers, strings, "
+                    "lists, dicts, tuples or bytes"}
+
+
+def decode_arguments(payload) -> tuple[list, dict]:
+    """A call's ``[args, kwargs]`` from plain data's JSON."""
+    value = plain.loads(payload)
+    if not (type(value) is list and len(value) == 2 and type(value[0]) is list and type(value[1]) is dict):
+        raise plain.PlainDataError("a call's payload must be [arguments, keyword arguments]")
+    if not all(type(k) is str for k in value[1]):
+        raise plain.PlainDataError("keyword argument names must be strings")
+    return value[0], value[1]
 
 
 def _picklable(exc: BaseException):

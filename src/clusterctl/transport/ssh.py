@@ -548,6 +548,7 @@ class SSHTransport:
                 channel.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
                 channel.sendall(json.dumps({"wait_stopped": pid, "timeout": timeout}).encode() + b"\n")
                 reply = self._reply(channel)
+                channel.status_event.wait(timeout)  # the script has exited: nothing of ours is left
             finally:
                 channel.close()
         except (paramiko.SSHException, OSError) as exc:

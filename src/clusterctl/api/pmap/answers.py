@@ -4,7 +4,6 @@ data is the results, or (not all ok) one outcome per item: ``(True, result)`` or
 
 from __future__ import annotations
 
-import pickle
 import time
 from typing import Callable
 
@@ -12,11 +11,11 @@ from clusterctl.api.pmap.blocks import Chunk
 from clusterctl.api.pmap.stats import PmapStats
 
 
-def decode(payload: bytes, chunk: Chunk, busy_share: float) -> tuple[float, bool, list]:
-    """The answer to ``chunk``, unpickled; raises if it cannot be, or does not fit. A
-    time spent that makes no sense is estimated from the round trip (``busy_share``:
-    the chunks in flight per slot on its node)."""
-    spent, all_ok, data = pickle.loads(payload)
+def decode(answer, chunk: Chunk, busy_share: float) -> tuple[float, bool, list]:
+    """The answer to ``chunk`` (decoded by the map's codec) checked; raises if it does
+    not fit. A time spent that makes no sense is estimated from the round trip
+    (``busy_share``: the chunks in flight per slot on its node)."""
+    spent, all_ok, data = answer
     if len(data) != chunk.n:
         raise ValueError(f"{len(data)} results for {chunk.n} items")
     if type(spent) is not float or not 0.0 <= spent < 1e9:

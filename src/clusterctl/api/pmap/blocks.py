@@ -7,7 +7,6 @@ result (or an error); a chunk may cover all of it or, after a split or a retry, 
 
 from __future__ import annotations
 
-import pickle
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -111,10 +110,6 @@ class Chunk:
     def covered(self) -> bool:
         """Its twin is still running, so this attempt's failure loses nothing."""
         return self.twin is not None and self.twin.live
-
-    def items(self) -> list:
-        """Its input items, unpickled from the payload sent."""
-        return pickle.loads(self.payload)
 
     def again(self, offset: int | None = None, n: int | None = None, payload: bytes | None = None,
               **changes) -> "Chunk":

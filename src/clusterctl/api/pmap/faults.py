@@ -14,7 +14,6 @@ from clusterctl.api.pmap.blocks import Block, Chunk
 from clusterctl.api.pmap.item_errors import ItemError, ItemTimeout, PoisonItem
 from clusterctl.api.pmap.nodes import MapNode
 from clusterctl.api.pmap.options import Options
-from clusterctl.api.pmap.source import pickle_items
 from clusterctl.api.pmap.stats import PmapStats
 from clusterctl.session.outcomes import remote_error
 
@@ -26,8 +25,9 @@ class Faults:
 
     def __init__(self, options: Options, stats: PmapStats, retry: deque[Chunk],
                  fail: Callable[[Block, int, ItemError], None],
-                 stopped: Callable[[Chunk], bool]) -> None:
+                 stopped: Callable[[Chunk], bool], codec) -> None:
         self.options = options
+        self.codec = codec  # how a chunk's items travel: to take them apart and make new chunks
         self.stats = stats
         self.retry = retry
         self._fail = fail
@@ -47,7 +47,7 @@ class Faults:
         if chunk.tries < self.options.retries and self.retryable(info, exc):
             node.stats.retries += 1
             self.stats.retries += 1
-            payload = pickle_items(chunk.items()[j:j + 1], block.start + offset)
+            payload = self.codec.encode(self.codec.items(chunk.payload)[j:j + 1], block.start + offset)
             self.retry.append(chunk.again(offset, 1, payload, tries=chunk.tries + 1,
                                           avoid=frozenset((node.name,))))
             return
@@ -154,11 +154,11 @@ class Faults:
         """Do a chunk again as two halves (to find the item that crashes, or is too slow,
         or too large to send)."""
         self._count_requeued(node, chunk.n)
-        items = chunk.items()
+        items = self.codec.items(chunk.payload)
         half = chunk.n // 2
         for offset, part in ((half, items[half:]), (0, items[:half])):
             start = chunk.offset + offset
-            payload = pickle_items(part, chunk.block.start + start)
+            payload = self.codec.encode(part, chunk.block.start + start)
             self.retry.appendleft(chunk.again(start, len(part), payload, **changes))
 
     def _poison(self, chunk: Chunk, node: MapNode, strikes: int, crash) -> None:

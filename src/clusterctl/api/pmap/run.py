@@ -3,15 +3,14 @@ scheduler busy and hands out the results; and ``pmap`` and ``pmap_results``."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import time
 from typing import Any, Callable, Iterable, Iterator
 
 from clusterctl import errors
-from clusterctl.api.pickling import dumps
 from clusterctl.api.pmap.blocks import FAILED, PENDING, Block
 from clusterctl.api.pmap.buffer import ResultBuffer
+from clusterctl.api.pmap.codec import codec_for
 from clusterctl.api.pmap.connectors import JOINED, Connectors
 from clusterctl.api.pmap.inbox import Inbox
 from clusterctl.api.pmap.item_errors import AllNodesLost, ItemError, ItemErrors
@@ -32,30 +31,28 @@ class PMap:
     runs (the CLI's progress display does). Iterate ``values()`` or ``outcomes()``, once.
     """
 
-    def __init__(self, cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *,
+    def __init__(self, cluster, fn: Callable[[Any], Any] | str, iterable: Iterable[Any], *,
                  ordered: bool = True, chunksize: int | None = None, retries: int = 0,
                  retry_on: tuple[type[BaseException], ...] | None = None,
                  on_error: str = "raise", limit: int | None = None,
                  poison_after: int = DEFAULT_POISON_AFTER, nodes: Iterable[str] | None = None,
                  speculate: bool = True, total: int | None = None,
                  item_timeout: float | None = None) -> None:
-        if not callable(fn):
-            raise errors.UsageError(f"pmap needs a function, not {type(fn).__name__}")
+        codec = codec_for(fn)
         self.options = Options(ordered=ordered, chunksize=chunksize, retries=retries,
                                retry_on=retry_on, on_error=on_error, poison_after=poison_after,
                                speculate=speculate, item_timeout=item_timeout)
-        source = Source(iterable, total=total, limit=limit)
+        source = Source(iterable, total=total, limit=limit, encode=codec.encode)
         self.cluster = cluster
         self.names = cluster.node_names(nodes)
         if not self.names:
             raise errors.UsageError("pmap was given no nodes to run on")
-        self._fn_bytes = dumps(fn, "function")
-        fn_key = "pmap-" + hashlib.sha256(self._fn_bytes).hexdigest()[:24]
+        self._codec = codec
         self.stats = PmapStats(total=source.total, nodes={n: NodeStats(n) for n in self.names})
         self._inbox = Inbox()
         self._buffer = ResultBuffer(ordered)
         self._scheduler = Scheduler(self.options, self.stats, source, self._buffer,
-                                    self._inbox, fn_key)
+                                    self._inbox, codec)
         self._connectors = Connectors(cluster, self._inbox.post)
         self._scheduler.on_lost = self._rejoin
         self._rejoins: dict[str, int] = {}
@@ -194,6 +191,12 @@ class PMap:
         stats = self.stats.nodes[name]
         if (error is not None or conn is None) and not late and self._try_again(name):
             return
+        if error is None and conn is not None and conn.restricted and not self._codec.plain:
+            error = errors.Refused(name, f"a restricted host takes no pickled code: {self._codec.name} "
+                                         "travels pickled, so it runs on ordinary nodes only; map "
+                                         "a module function by name (--call module.function) to "
+                                         "use this host")
+            conn = None
         if error is not None or conn is None:
             self._join_errors[name] = error
             stats.state, stats.reason = "failed", reason_of(error)
@@ -225,7 +228,9 @@ class PMap:
         stats.left = None
         self._scheduler.add_node(node)
         conn = node.conn
-        conn.send({"op": "defn", "key": self._scheduler.fn_key}, self._fn_bytes)
+        definition = self._codec.definition()
+        if definition is not None:
+            conn.send(*definition)
         if conn.lost is not None:
             self._scheduler.retire(node, "lost", reason_of(conn.lost))
 
@@ -276,6 +281,11 @@ def pmap(cluster, fn: Callable[[Any], Any], iterable: Iterable[Any], *, ordered:
          nodes: Iterable[str] | None = None, speculate: bool = True,
          item_timeout: float | None = None) -> Iterator[Any]:
     """Apply ``fn`` to every item of ``iterable`` over all nodes' slots; yield the results.
+
+    ``fn`` is a function, which travels pickled by value, or a ``"module.function"`` name
+    that every node imports: then items and results travel as plain data (JSON values,
+    tuples, bytes), nothing is pickled, and restricted hosts that allow the function
+    take part (a restricted host never takes part in a map of pickled code).
 
     - ``ordered``: results in input order (default), else as they finish.
     - ``chunksize``: items per message; None adapts it to the function's speed.

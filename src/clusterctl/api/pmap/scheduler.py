@@ -31,25 +31,25 @@ from clusterctl.api.pmap.tuning import (MAX_INFLIGHT_BYTES, SPECULATE_SCAN_SECON
 class Scheduler:
     """The chunks in flight on each node, the retry queue, and where the map stopped.
 
-    ``fn_key`` names the function the nodes were sent (``defn``) for the ``map``s.
+    ``codec`` says how the function, items and results travel (``codec.py``).
     Items failed for good are ``failures`` (``on_error="collect"``); with "raise", the
     first is ``stop_error``.
     """
 
     def __init__(self, options: Options, stats: PmapStats, source: Source,
-                 buffer: ResultBuffer, inbox: Inbox, fn_key: str) -> None:
+                 buffer: ResultBuffer, inbox: Inbox, codec) -> None:
         self.options = options
         self.stats = stats
         self.source = source
         self.buffer = buffer
         self.inbox = inbox
-        self.fn_key = fn_key
+        self.codec = codec
         self.cost = ControllerCost(active=options.chunksize is None)
         self.sizing = Sizing(options.chunksize, self.cost)
         self.roster = Roster()
         self.nodes = self.roster.nodes
         self.retry: deque[Chunk] = deque()
-        self.faults = Faults(options, stats, self.retry, self.fail_cell, self._stopped)
+        self.faults = Faults(options, stats, self.retry, self.fail_cell, self._stopped, codec)
         self.failures: list[ItemError] = []
         self.load_errors: list[errors.ClusterError] = []
         self.stop_index: int | None = None
@@ -180,7 +180,7 @@ class Scheduler:
         node.inflight[id(chunk)] = chunk
         self.roster.changed(node)
         self._inflight_bytes += len(chunk.payload)
-        head = {"op": "map", "fk": self.fn_key}
+        head = self.codec.head()
         post = self.inbox.post
         self._touched.add(node)
         try:
@@ -247,7 +247,8 @@ class Scheduler:
         self.cost.answered()
         started = self.cost.clock()
         try:
-            spent, all_ok, data = answers.decode(payload, chunk, len(node.inflight) / node.slots)
+            spent, all_ok, data = answers.decode(self.codec.answer(payload), chunk,
+                                                 len(node.inflight) / node.slots)
         except Exception as exc:  # noqa: BLE001 - every item of the chunk fails with it
             self.faults.undecodable(chunk, node, exc)
             return

@@ -18,7 +18,7 @@ class Source:
     end of the input)."""
 
     def __init__(self, iterable: Iterable[Any], *, total: int | None = None,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, encode=None) -> None:
         check_count("limit", limit, least=0, optional=True)
         if total is None:
             try:
@@ -29,6 +29,7 @@ class Source:
             iterable = itertools.islice(iterable, limit)
             total = limit if total is None else min(total, limit)
         self._items = iter(iterable)
+        self.encode = encode or pickle_items  # (items, index of the first) -> a chunk's payload
         self.total = total
         self.next_index = 0  # the index of the next item read
         self.done = False  # every item is read
@@ -47,7 +48,7 @@ class Source:
                 return None
         block = Block(self.next_index, len(items))
         self.next_index += block.n
-        return Chunk(block, 0, block.n, pickle_items(items, block.start))
+        return Chunk(block, 0, block.n, self.encode(items, block.start))
 
 
 def pickle_items(items: list, start: int) -> bytes:
