@@ -285,3 +285,15 @@ def test_a_hub_killed_during_world_is_replaced_and_asked_again(env, world, bed):
     assert [i.status for i in infos] == ["pong", "pong"], infos
     assert not alive(killed[0]) and hub_pid(env) not in (None, killed[0])
     assert {i.name: i.pid for i in c.world()} == {i.name: i.pid for i in infos}
+
+
+def test_world_right_after_down_of_one_node_starts_it_again(world):
+    """The hub's watch of a node stopped a moment ago may not have seen its connection
+    end: the world's ping finds it broken, and the watch connects anew (starting the
+    node) instead of reporting a pang."""
+    c = world.cluster("h1\nh2\n")
+    assert all(i.ok for i in c.world())
+    for _ in range(3):
+        assert c.down(["h1"]) == {"h1": "stopped"}
+        info, = c.world(["h1"])
+        assert info.ok, info

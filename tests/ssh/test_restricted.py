@@ -97,15 +97,20 @@ class Restricted:
 
 
 @pytest.fixture
-def restricted(bed, world, tmp_path):
-    """A key's forced command binds the SSH logins made after it is written: the hub,
-    which keeps its logins, is stopped before and after."""
-    world.cluster(f"{HOST}\n").stop_hub()
+def restricted(bed, world, tmp_path, monkeypatch):
+    """h3 restricted for one test. Commands connect directly (``CLUSTERCTL_HUB=off``): a
+    key's forced command binds the SSH logins made after it is written, and a hub keeps
+    its logins; the test that goes through the hub stops it first, and the hub is
+    stopped after every test, so none keeps a restricted login for later tests."""
+    monkeypatch.setenv("CLUSTERCTL_HUB", "off")
     r = Restricted(bed, tmp_path)
     yield r
     world.down_everything()  # through the agent, before the key is given back its freedom
+    world.made.clear()  # (all down: the world's own teardown has nothing left to stop)
     r.restore()
-    world.cluster(f"{HOST}\n").stop_hub()
+    stopper = world.cluster(f"{HOST}\n", hub=True)
+    world.made.clear()
+    stopper.stop_hub()
 
 
 class Unpickled:
@@ -119,7 +124,8 @@ class Unpickled:
 
 
 def test_allowed_rpc_works_with_plain_data_and_world_shows_the_restricted_node(world, restricted):
-    c = world.cluster(f"{HOST} name=r slots=8\nh1 name=u\n")
+    c = world.cluster(f"{HOST} name=r slots=8\nh1 name=u\n", hub=True)  # through the hub
+    c.stop_hub()  # (a hub from an earlier test would still hold its unrestricted login)
     assert c.rpc("r", "mathlib.add", 2, 3) == 5
     assert c.rpc("r", "mathlib.echo", (1, b"\x00\xff"), {1: "one"}, key=None) == [
         ((1, b"\x00\xff"), {1: "one"}), {"key": None}]

@@ -48,17 +48,24 @@ class Watch:
     def ping(self, transport: Callable[[], Transport], *, start: bool, heartbeat: Heartbeat,
              settings, timeout: float) -> dict | None:
         """The node's hello, a fresh pong and the round trip, connecting first if the
-        hub has no live connection to it; None if no node runs and ``start`` is false."""
-        conn = self._connection(transport, start=start, heartbeat=heartbeat, settings=settings,
-                                timeout=timeout)
-        if conn is None:
-            return None
-        try:
-            pong = conn.ping(timeout)
-        except errors.ClusterError as exc:
-            if conn.lost is not None:
+        hub has no live connection to it; None if no node runs and ``start`` is false.
+        A connection that broke before the hub noticed (the node was stopped a moment
+        ago, by ``down --nodes``) is replaced once, as a missing one would be."""
+        for attempt in (1, 2):
+            had = self.conn
+            conn = self._connection(transport, start=start, heartbeat=heartbeat,
+                                    settings=settings, timeout=timeout)
+            if conn is None:
+                return None
+            try:
+                pong = conn.ping(timeout)
+                break
+            except errors.ClusterError as exc:
+                if conn.lost is None:
+                    raise
                 self._set("lost", exc.one_line())
-            raise
+                if attempt == 2 or conn is not had:
+                    raise
         self.pong = pong
         self._set("up", "")
         return {"hello": dict(conn.hello), "pong": pong, "rtt": conn.rtt}

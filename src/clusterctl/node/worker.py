@@ -413,9 +413,7 @@ class Worker:
         or ``[false, error dict]``."""
         task_id = head.get("id")
         try:
-            items = plain.loads(payload)
-            if type(items) is not list:
-                raise plain.PlainDataError("a map's items must be a list, not %s" % plain.kind_of(items))
+            items = decode_items(payload)
         except plain.PlainDataError as exc:
             return error_frame(task_id, refused("the items are not plain data: %s" % exc, self.node))
         try:
@@ -423,18 +421,26 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001
             return error_frame(task_id, describe_exception(exc, self.node, "import", 0))
         started = time.perf_counter()
-        outcomes = []
+        values: list = []
+        outcomes = None  # one [ok, value or error] per item, once an item failed
         for item in items:
             try:
-                outcomes.append([True, fn(item)])
+                value = fn(item)
             except BaseException as exc:  # noqa: BLE001
+                if outcomes is None:
+                    outcomes = [[True, v] for v in values]
                 outcomes.append([False, describe_exception(exc, self.node)])
+                continue
+            if outcomes is None:
+                values.append(value)
+            else:
+                outcomes.append([True, value])
         spent = time.perf_counter() - started
-        if all(ok for ok, _ in outcomes):
+        if outcomes is None:
             try:
-                return wire.encode_ok_result(task_id, plain.dumps([spent, True, [v for _, v in outcomes]]))
-            except plain.PlainDataError:
-                pass  # find which result could not travel
+                return wire.encode_ok_result(task_id, plain.dumps([spent, True, values]))
+            except plain.PlainDataError:  # find which result could not travel
+                outcomes = [[True, v] for v in values]
         for outcome in outcomes:
             if outcome[0]:
                 try:
@@ -454,6 +460,14 @@ def not_plain_result(exc: plain.PlainDataError, node: str) -> dict:
             "traceback": "", "node": node, "kind": "unpicklable",
             "hint": "results travel as plain data here (JSON): return numbers, strings, "
                     "lists, dicts, tuples or bytes"}
+
+
+def decode_items(payload) -> list:
+    """A map's items from plain data's JSON."""
+    items = plain.loads(payload)
+    if type(items) is not list:
+        raise plain.PlainDataError("a map's items must be a list, not %s" % plain.kind_of(items))
+    return items
 
 
 def decode_arguments(payload) -> tuple[list, dict]:
