@@ -139,7 +139,82 @@ def _resolve(mod: str, fun: str):
     return obj
 
 
-class Worker:
+class PlainTasks:
+    """A worker's tasks of plain data: a function by name, JSON both ways, nothing
+    pickled (what a restricted node takes, and any node for a map by name). Mixed into
+    ``Worker``, which gives ``node``."""
+
+    node: str
+
+    def _plain_task(self, head: dict, payload, decode, what: str):
+        """A plain task's function (by name) and its decoded data, with None; or, if
+        either cannot be had, (None, (None, None), the error's frame)."""
+        try:
+            data = decode(payload)
+        except plain.PlainDataError as exc:
+            return None, (None, None), error_frame(head.get("id"), refused(
+                "the %s are not plain data: %s" % (what, exc), self.node))
+        try:
+            return resolve_by_name(head["mod"], head["fun"]), data, None
+        except BaseException as exc:  # noqa: BLE001
+            return None, (None, None), error_frame(head.get("id"), describe_exception(
+                exc, self.node, "import", 0))
+
+    def plain_call(self, head: dict, payload) -> bytes:
+        """A call by name with plain data's ``[args, kwargs]``; the result as plain data,
+        an exception as text only (nothing is pickled either way)."""
+        task_id = head.get("id")
+        fn, (args, kwargs), failed = self._plain_task(head, payload, decode_arguments, "arguments")
+        if failed is not None:
+            return failed
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - the exception goes back as text only
+            return error_frame(task_id, describe_exception(exc, self.node))
+        try:
+            return wire.encode_ok_result(task_id, plain.dumps(value))
+        except plain.PlainDataError as exc:
+            return error_frame(task_id, not_plain_result(exc, self.node))
+
+    def plain_map(self, head: dict, payload) -> bytes:
+        """A batch of plain-data items for a function by name; the reply is plain data's
+        ``[seconds, all_ok, data]`` as ``map`` gives it, an outcome being ``[true, value]``
+        or ``[false, error dict]``."""
+        task_id = head.get("id")
+        fn, items, failed = self._plain_task(head, payload, decode_items, "items")
+        if failed is not None:
+            return failed
+        started = time.perf_counter()
+        values: list = []
+        outcomes = None  # one [ok, value or error] per item, once an item failed
+        for item in items:
+            try:
+                value = fn(item)
+            except BaseException as exc:  # noqa: BLE001
+                if outcomes is None:
+                    outcomes = [[True, v] for v in values]
+                outcomes.append([False, describe_exception(exc, self.node)])
+                continue
+            if outcomes is None:
+                values.append(value)
+            else:
+                outcomes.append([True, value])
+        spent = time.perf_counter() - started
+        if outcomes is None:
+            try:
+                return wire.encode_ok_result(task_id, plain.dumps([spent, True, values]))
+            except plain.PlainDataError:  # find which result could not travel
+                outcomes = [[True, v] for v in values]
+        for outcome in outcomes:
+            if outcome[0]:
+                try:
+                    plain.dumps(outcome[1])
+                except plain.PlainDataError as exc:
+                    outcome[:] = [False, not_plain_result(exc, self.node)]
+        return wire.encode_ok_result(task_id, plain.dumps([spent, False, outcomes]))
+
+
+class Worker(PlainTasks):
     """The loop of one worker process."""
 
     def __init__(self, sock, node: str) -> None:
@@ -382,72 +457,6 @@ class Worker:
         except BaseException:  # noqa: BLE001 - find which result could not travel
             data = _dumps((spent, False, [_checked_outcome(o, self.node) for o in outcomes]))
         return wire.encode_ok_result(task_id, data)
-
-
-    # -- plain data: a function by name, JSON both ways (what a restricted node takes) ----
-
-    def plain_call(self, head: dict, payload) -> bytes:
-        """A call by name with plain data's ``[args, kwargs]``; the result as plain data,
-        an exception as text only (nothing is pickled either way)."""
-        task_id = head.get("id")
-        try:
-            args, kwargs = decode_arguments(payload)
-        except plain.PlainDataError as exc:
-            return error_frame(task_id, refused("the arguments are not plain data: %s" % exc, self.node))
-        try:
-            fn = resolve_by_name(head["mod"], head["fun"])
-        except BaseException as exc:  # noqa: BLE001
-            return error_frame(task_id, describe_exception(exc, self.node, "import", 0))
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the exception goes back as text only
-            return error_frame(task_id, describe_exception(exc, self.node))
-        try:
-            return wire.encode_ok_result(task_id, plain.dumps(value))
-        except plain.PlainDataError as exc:
-            return error_frame(task_id, not_plain_result(exc, self.node))
-
-    def plain_map(self, head: dict, payload) -> bytes:
-        """A batch of plain-data items for a function by name; the reply is plain data's
-        ``[seconds, all_ok, data]`` as ``map`` gives it, an outcome being ``[true, value]``
-        or ``[false, error dict]``."""
-        task_id = head.get("id")
-        try:
-            items = decode_items(payload)
-        except plain.PlainDataError as exc:
-            return error_frame(task_id, refused("the items are not plain data: %s" % exc, self.node))
-        try:
-            fn = resolve_by_name(head["mod"], head["fun"])
-        except BaseException as exc:  # noqa: BLE001
-            return error_frame(task_id, describe_exception(exc, self.node, "import", 0))
-        started = time.perf_counter()
-        values: list = []
-        outcomes = None  # one [ok, value or error] per item, once an item failed
-        for item in items:
-            try:
-                value = fn(item)
-            except BaseException as exc:  # noqa: BLE001
-                if outcomes is None:
-                    outcomes = [[True, v] for v in values]
-                outcomes.append([False, describe_exception(exc, self.node)])
-                continue
-            if outcomes is None:
-                values.append(value)
-            else:
-                outcomes.append([True, value])
-        spent = time.perf_counter() - started
-        if outcomes is None:
-            try:
-                return wire.encode_ok_result(task_id, plain.dumps([spent, True, values]))
-            except plain.PlainDataError:  # find which result could not travel
-                outcomes = [[True, v] for v in values]
-        for outcome in outcomes:
-            if outcome[0]:
-                try:
-                    plain.dumps(outcome[1])
-                except plain.PlainDataError as exc:
-                    outcome[:] = [False, not_plain_result(exc, self.node)]
-        return wire.encode_ok_result(task_id, plain.dumps([spent, False, outcomes]))
 
 
 def refused(message: str, node: str) -> dict:
