@@ -209,6 +209,7 @@ def test_a_policy_file_of_another_user_is_refused(tmp_path):
     ({"op": "ping", "id": 1}, None),
     ({"op": "stop"}, None),
     ({"op": "cancel", "id": 1}, None),
+    ({"op": "spawn", "id": 1, "mod": "mathlib", "fun": "add"}, "does not take 'spawn' messages"),
 ])
 def test_the_gate(head, refused):
     why = policy.parse(GOOD, "/etc/p").refuses(head)

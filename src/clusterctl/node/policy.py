@@ -35,6 +35,9 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 MAX_SLOTS = 4096
 MIN_MEMORY = 32 << 20  # less than this and a worker cannot even start Python
 RULES = ("allow", "path", "slots", "nice", "memory")
+# What a restricted node takes after the handshake; any other kind (one added later, a
+# spawn, say) is refused until it is written into the gate.
+SERVED = frozenset(("call", "map", "ping", "cancel", "stop"))
 
 
 class PolicyError(Exception):
@@ -75,11 +78,14 @@ class Policy:
         """The gate of a restricted node: why the message ``head`` must not be acted on,
         or None. Pickled code (a definition, a call or map of a defined function) and
         pickled arguments are refused whatever the rules; a call or map by name must be
-        of an allowed function. Pings, cancels and stops pass."""
+        of an allowed function. Pings, cancels and stops pass; nothing else does."""
         op = head.get("op")
         if op == "defn" or (op in ("call", "map") and "fk" in head):
             return ("a restricted host takes no pickled code: it runs only module.function "
                     "names its owner allows (policy %s)" % self.path)
+        if op not in SERVED:
+            return ("a restricted host does not take %r messages: it serves calls and maps of "
+                    "the functions its owner allows (policy %s)" % (str(op)[:64], self.path))
         if op in ("call", "map"):
             if head.get("enc") != "json":
                 return "a restricted host takes arguments only as plain data (JSON), never pickled"
