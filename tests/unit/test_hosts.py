@@ -662,9 +662,9 @@ def test_hosts_example_fully_uncommented_is_one_valid_file():
         lines.append(line)
     specs = parse_hosts("\n".join(lines), "example")
     got = [s.name for s in specs]
-    assert len(got) == 48 == len(set(got))
+    assert len(got) == 49 == len(set(got))
     assert got[:3] == ["n1", "n2", "local"]
-    assert {"node04-1", "node04-2", "gpubox", "gpu", "v6b", "w4", "2001-db8--10"} <= set(got)
+    assert {"node04-1", "node04-2", "gpubox", "gpu", "v6b", "w4", "2001-db8--10", "lab"} <= set(got)
     assert [s.port for s in specs if s.host == "localhost"] == [2201, 2202, 2203, 2204]
 
 
