@@ -24,13 +24,11 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from isolation import private_dirs
+from isolation import private_dirs, ssh_test_bed
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def nap(x):
@@ -124,10 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     SLEEP = args.sleep
 
-    sys.path.insert(0, str(REPO / "tests" / "support"))
-    from sshbed import SSHTestBed, available_reason
-
-    reason = available_reason()
+    SSHTestBed, reason = ssh_test_bed()
     if reason:
         raise SystemExit(f"cannot run: SSH test bed unavailable: {reason}")
     with private_dirs("cchb") as root:

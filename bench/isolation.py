@@ -1,12 +1,13 @@
 """A benchmark's controller in private directories: its own run, config and cache
 directories (so its nodes, hub and cookie are its own, and the user's are untouched),
-put back and removed at the end."""
+put back and removed at the end; and the SSH test bed the benchmarks run their hosts on."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -34,3 +35,16 @@ def private_dirs(prefix: str) -> Iterator[Path]:
             else:
                 os.environ[key] = value
         shutil.rmtree(root, ignore_errors=True)
+
+
+def ssh_test_bed():
+    """``(SSHTestBed, None)`` from tests/support, or ``(None, why it cannot run here)``."""
+    support = str(Path(__file__).resolve().parent.parent / "tests" / "support")
+    if support not in sys.path:
+        sys.path.insert(0, support)
+    try:
+        from sshbed import SSHTestBed, available_reason
+    except ImportError as exc:
+        return None, f"the SSH test bed is not available ({exc})"
+    reason = available_reason()
+    return (None, reason) if reason else (SSHTestBed, None)

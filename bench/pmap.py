@@ -31,9 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from isolation import private_dirs
+from isolation import private_dirs, ssh_test_bed
 
-REPO = Path(__file__).resolve().parent.parent
 CORES = os.cpu_count() or 1
 
 
@@ -137,13 +136,7 @@ def local_figures(args, rows: Rows) -> None:
 
 
 def ssh_figures(args, rows: Rows, root: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests" / "support"))
-    try:
-        from sshbed import SSHTestBed, available_reason
-    except ImportError as exc:
-        rows.note("payload over SSH", f"skipped: the SSH test bed is not available ({exc})")
-        return
-    reason = available_reason()
+    SSHTestBed, reason = ssh_test_bed()
     if reason:
         rows.note("payload over SSH", f"skipped: {reason}")
         return

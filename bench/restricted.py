@@ -27,9 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from isolation import private_dirs
+from isolation import private_dirs, ssh_test_bed
 
-REPO = Path(__file__).resolve().parent.parent
 POLICY = "allow operator.*\nslots 2\n"
 
 
@@ -47,10 +46,7 @@ def p50(samples: list[float]) -> float:
 
 
 def run(args: argparse.Namespace, root: Path) -> int:
-    sys.path.insert(0, str(REPO / "tests" / "support"))
-    from sshbed import SSHTestBed, available_reason
-
-    reason = available_reason()
+    SSHTestBed, reason = ssh_test_bed()
     if reason:
         print(f"cannot run: SSH test bed unavailable: {reason}", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from isolation import private_dirs
+from isolation import private_dirs, ssh_test_bed
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_COMMAND = "python3 -c 'import os; print(os.getpid())'"
@@ -393,10 +393,7 @@ def print_table(rows: list[tuple]) -> None:
 
 
 def run(args: argparse.Namespace, root: Path) -> int:
-    sys.path.insert(0, str(REPO / "tests" / "support"))
-    from sshbed import SSHTestBed, available_reason
-
-    reason = available_reason()
+    SSHTestBed, reason = ssh_test_bed()
     if reason:
         print(f"cannot run: SSH test bed unavailable: {reason}", file=sys.stderr)
         return 1

@@ -93,6 +93,26 @@ def test_auth_with_a_heartbeat_too_big_for_a_float(node, env):
     assert pong_pid(env, cookie) == pid
 
 
+@pytest.mark.parametrize("proto", [wire.PROTOCOL_VERSION + 1, wire.OLDEST_PROTOCOL - 1])
+def test_auth_of_a_protocol_out_of_the_nodes_range_is_refused_naming_both(node, env, proto):
+    """The right cookie, but a protocol the node does not speak: refused, with the
+    controller's protocol, the node's range and version, and whom to ask."""
+    pid, cookie = node
+    with raw_socket(env) as sock:
+        hello, _ = wire.read_message(sock, max_payload=0)
+        nonce = wire.new_nonce()
+        sock.sendall(wire.encode({"op": "auth", "proto": proto, "nonce": nonce,
+                                  "mac": wire.client_mac(cookie, hello["nonce"], nonce)}))
+        answer, _ = wire.read_message(sock, max_payload=0)
+    assert answer["op"] == "refused"
+    reason = answer["reason"]
+    assert f"protocol {proto} (the controller's)" in reason
+    assert f"protocols {wire.OLDEST_PROTOCOL} to {wire.PROTOCOL_VERSION}" in reason
+    assert ("upgrade clusterctl on the controller" if proto < wire.OLDEST_PROTOCOL
+            else "ask the host's owner") in reason
+    assert pong_pid(env, cookie) == pid
+
+
 # -- after the handshake --------------------------------------------------------------------
 
 @pytest.mark.parametrize("head, reason", [

@@ -67,12 +67,12 @@ def restricted_name(node: str, fn: str | Callable) -> tuple[str, str]:
 
 
 def message_for(conn: NodeConnection, fn: str | Callable, args: tuple, kwargs: dict,
-                pickled: tuple[dict, bytes] | None) -> tuple[dict, bytes]:
-    """The call's message for this connection's node: ``pickled`` (made once for every
-    ordinary node) or, for a restricted node, the plain form."""
+                pickled: tuple[dict, bytes]) -> tuple[dict, bytes]:
+    """The call's message for this connection's node: ``pickled`` (``call_message``'s,
+    made once for every ordinary node) or, for a restricted node, the plain form."""
     if conn.restricted:
         return plain_call_message(conn.node, fn, args, kwargs)
-    return pickled if pickled is not None else call_message(fn, args, kwargs)
+    return pickled
 
 
 def await_result(conn: NodeConnection, head: dict, pending, timeout: float | None) -> Any:

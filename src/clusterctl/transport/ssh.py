@@ -458,14 +458,10 @@ class SSHTransport:
             raise errors.NodeUnreachable(name, f"SSH channel to {target.hostname} failed: {exc}")
         try:
             channel.settimeout(timeout)
-            channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
-            stdin = channel
-            stdin.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
             settings = self.settings
-            params = {"code_id": settings.bundle.code_id, "name": name,
-                      "agent_args": agent_arguments(spec, settings),
-                      "cookie": settings.cookie.hex(), "start": start}
-            stdin.sendall(json.dumps(params).encode() + b"\n")
+            self._run_boot(channel, {"code_id": settings.bundle.code_id, "name": name,
+                                     "agent_args": agent_arguments(spec, settings),
+                                     "cookie": settings.cookie.hex(), "start": start})
             reply = self._reply(channel)
             restricted = reply.get("restricted") is not None  # an agent the host's owner installed
             try:
@@ -495,6 +491,14 @@ class SSHTransport:
         if not restricted:  # (a restricted host's sshd forwards nothing: it boots every time)
             self.pool.remember_socket(target, name, reply["socket"])
         return channel, state
+
+    def _run_boot(self, channel, params: dict) -> None:
+        """Start the boot conversation on ``channel``: the stub, the boot script, then
+        ``params`` (section "Booting a node over SSH"; a restricted host's agent reads
+        the same and runs none of it)."""
+        channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
+        channel.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
+        channel.sendall(json.dumps(params).encode() + b"\n")
 
     def _reply(self, channel) -> dict:
         line = b""
@@ -544,9 +548,7 @@ class SSHTransport:
             channel = transport.open_session(timeout=timeout)
             try:
                 channel.settimeout(timeout + 5)
-                channel.exec_command(f"{shell_word(self.python)} -S -c {shlex.quote(boot_module.STUB)}")
-                channel.sendall(b"%d\n" % len(_BOOT_SOURCE) + _BOOT_SOURCE)
-                channel.sendall(json.dumps({"wait_stopped": pid, "timeout": timeout}).encode() + b"\n")
+                self._run_boot(channel, {"wait_stopped": pid, "timeout": timeout})
                 reply = self._reply(channel)
                 channel.status_event.wait(timeout)  # the script has exited: nothing of ours is left
             finally:
