@@ -76,6 +76,17 @@ def describe_exception(exc: BaseException, node: str, kind: str = "raised",
             "node": node, "kind": kind}
 
 
+def item_failure(fn, exc: BaseException, node: str) -> dict:
+    """An item's exception as data. A function that wraps others (a pipeline's stages)
+    says how many frames of its own to leave out (``wrapper_frames``) and which of its
+    parts raised (``failed_in``, reported as ``where``)."""
+    info = describe_exception(exc, node, skip_frames=1 + getattr(fn, "wrapper_frames", 0))
+    where = getattr(fn, "failed_in", None)
+    if where:
+        info["where"] = where
+    return info
+
+
 def unpicklable_result(value, exc: BaseException, node: str) -> dict:
     """The error of a result that cannot travel back, as data: one line naming its type,
     a hint of what to return instead, and no traceback (the frames would be ours and
@@ -440,7 +451,7 @@ class Worker(PlainTasks):
             except BaseException as exc:  # noqa: BLE001
                 if outcomes is None:
                     outcomes = [(True, v) for v in values]
-                outcomes.append((False, describe_exception(exc, self.node), _picklable(exc)))
+                outcomes.append((False, item_failure(fn, exc, self.node), _picklable(exc)))
                 continue
             if outcomes is None:
                 values.append(value)

@@ -55,7 +55,7 @@ class Faults:
         error = ItemError(
             block.start + offset, info.get("node", node.name), info.get("type", "Error"),
             info.get("message", ""), info.get("traceback", ""), exception=exc,
-            attempts=chunk.tries + 1)
+            attempts=chunk.tries + 1, where=info.get("where"))
         if info.get("hint"):  # a result that cannot be pickled: what to return instead
             error.hint = info["hint"]
         self._fail(block, offset, error)

@@ -24,7 +24,7 @@ class Inbox:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: int | None = None  # the thread running the map
         self._poller = select.poll()
-        self._polled: dict[int, MapNode] = {}  # fd -> node whose connection this thread reads
+        self._polled: dict[int, list[MapNode]] = {}  # fd -> nodes whose connection this thread reads
         self._wake_r = self._wake_w = -1
         self._wake_lock = threading.Lock()
         self._pumped = 0.0  # when this thread last read the nodes' connections
@@ -84,37 +84,48 @@ class Inbox:
                 except OSError:
                     pass
                 continue
-            node = self._polled.get(fd)
-            if node is None:
+            watchers = self._polled.get(fd)
+            if not watchers:
                 continue
-            conn = node.conn
+            conn = watchers[0].conn
             if conn.lost is not None or conn.fileno() != fd:
-                self.unwatch(node)  # its fd is closed, or about to be reused
+                for node in list(watchers):  # its fd is closed, or about to be reused
+                    self.unwatch(node)
                 continue
             conn.pump()
 
     def watch(self, node: MapNode) -> None:
-        """Read ``node``'s connection in the map's thread, if it has a descriptor to poll."""
+        """Read ``node``'s connection in the map's thread, if it has a descriptor to poll.
+        Several nodes may share one connection (a pipeline's stages on one host): it is
+        read here until the last of them is unwatched."""
         fd = node.conn.fileno()
         if fd is None:
             return  # its connection's thread reads for it
-        node.conn.adopt()
         node.fd = fd
-        self._polled[fd] = node
-        self._poller.register(fd, select.POLLIN)
+        watchers = self._polled.get(fd)
+        if watchers is None:
+            node.conn.adopt()
+            self._polled[fd] = watchers = []
+            self._poller.register(fd, select.POLLIN)
+        watchers.append(node)
 
     def unwatch(self, node: MapNode) -> None:
-        """Give ``node``'s connection back to its own thread."""
+        """Give ``node``'s connection back to its own thread (once no node watches it)."""
         fd = node.fd
         if fd is None:
             return
         node.fd = None
-        if self._polled.get(fd) is node:
-            del self._polled[fd]
-            try:
-                self._poller.unregister(fd)
-            except (KeyError, ValueError):
-                pass
+        watchers = self._polled.get(fd)
+        if watchers is None or not any(w is node for w in watchers):
+            return
+        watchers[:] = [w for w in watchers if w is not node]
+        if watchers:
+            return
+        del self._polled[fd]
+        try:
+            self._poller.unregister(fd)
+        except (KeyError, ValueError):
+            pass
         node.conn.unadopt()
 
     def close(self) -> None:

@@ -10,21 +10,32 @@ class ItemError(errors.RemoteError):
     """One item failed: its function raised (after its retries), or it crashed workers.
 
     ``index`` is the item's position in the input, ``node`` where it last ran,
-    ``remote_traceback`` the traceback there, ``attempts`` how often it was tried.
+    ``remote_traceback`` the traceback there, ``attempts`` how often it was tried, and
+    ``where`` the part of the work it failed in (a pipeline's stage), if known.
     """
 
     def __init__(self, index: int, node: str, remote_type: str, remote_message: str,
                  remote_traceback: str = "", *, exception: BaseException | None = None,
-                 attempts: int = 1) -> None:
+                 attempts: int = 1, where: str | None = None) -> None:
         super().__init__(node, remote_type, remote_message, remote_traceback, exception=exception)
         self.index = index
         self.attempts = attempts
-        tries = f" (tried {attempts} times)" if attempts > 1 else ""
-        self.message = f"item {index} failed on {node}: {remote_type}: {remote_message}{tries}"
+        self.locate(where)
+
+    def locate(self, where: str | None) -> None:
+        """Say which part of the work (``"stage 2 (parse)"``) the item failed in."""
+        self.where = where
+        self.message = self._describe(f" in {where}" if where else "")
+
+    def _describe(self, in_where: str) -> str:
+        tries = f" (tried {self.attempts} times)" if self.attempts > 1 else ""
+        return (f"item {self.index} failed{in_where} on {self.node}: {self.remote_type}: "
+                f"{self.remote_message}{tries}")
 
     def __reduce__(self):
         return (_rebuild_item_error, (self.__class__, self.index, self.node, self.remote_type,
-                                      self.remote_message, self.remote_traceback, self.attempts))
+                                      self.remote_message, self.remote_traceback, self.attempts,
+                                      self.where))
 
 
 class ItemTimeout(Exception):
@@ -36,18 +47,16 @@ class ItemTimeout(Exception):
 class PoisonItem(ItemError):
     """An item that crashed the worker (or took its node down) every time it ran."""
 
-    def __init__(self, index: int, node: str, remote_type: str, remote_message: str,
-                 remote_traceback: str = "", *, exception: BaseException | None = None,
-                 attempts: int = 1) -> None:
-        super().__init__(index, node, remote_type, remote_message, remote_traceback,
-                         exception=exception, attempts=attempts)
-        self.message = (f"item {index} is poison: it crashed a worker or lost its node each of "
-                        f"the {attempts} times it ran (last on {node}: {remote_message}); "
-                        "it was not retried further")
+    def _describe(self, in_where: str) -> str:
+        return (f"item {self.index} is poison{in_where}: it crashed a worker or lost its node "
+                f"each of the {self.attempts} times it ran (last on {self.node}: "
+                f"{self.remote_message}); it was not retried further")
 
 
-def _rebuild_item_error(cls, index, node, remote_type, remote_message, remote_traceback, attempts):
-    return cls(index, node, remote_type, remote_message, remote_traceback, attempts=attempts)
+def _rebuild_item_error(cls, index, node, remote_type, remote_message, remote_traceback, attempts,
+                        where=None):
+    return cls(index, node, remote_type, remote_message, remote_traceback, attempts=attempts,
+               where=where)
 
 
 class ItemErrors(errors.ClusterError):

@@ -26,6 +26,7 @@ class Options:
     poison_after: int = DEFAULT_POISON_AFTER
     speculate: bool = True
     item_timeout: float | None = None
+    max_inflight: int | None = None  # chunks in flight over all nodes (a pipeline stage's replicas)
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
@@ -34,6 +35,7 @@ class Options:
         check_count("chunksize", self.chunksize, least=1, optional=True)
         check_count("retries", self.retries, least=0)
         check_count("poison_after", self.poison_after, least=1)
+        check_count("max_inflight", self.max_inflight, least=1, optional=True)
         timeout = self.item_timeout
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \

@@ -11,17 +11,15 @@ from clusterctl import errors
 from clusterctl.api.pmap.blocks import FAILED, PENDING, Block
 from clusterctl.api.pmap.buffer import ResultBuffer
 from clusterctl.api.pmap.codec import codec_for
-from clusterctl.api.pmap.connectors import JOINED, Connectors
+from clusterctl.api.pmap.crew import Crew, Member
 from clusterctl.api.pmap.inbox import Inbox
-from clusterctl.api.pmap.item_errors import AllNodesLost, ItemError, ItemErrors
-from clusterctl.api.pmap.nodes import MapNode, slots_of
+from clusterctl.api.pmap.item_errors import ItemError, ItemErrors
 from clusterctl.api.pmap.options import Options
 from clusterctl.api.pmap.outcome import Outcome
 from clusterctl.api.pmap.scheduler import Scheduler
 from clusterctl.api.pmap.source import Source
-from clusterctl.api.pmap.stats import NodeStats, PmapStats, reason_of
-from clusterctl.api.pmap.tuning import (CANCEL_WAIT_SECONDS, DEFAULT_POISON_AFTER,
-                                        JOIN_GRACE_SECONDS, MAX_REJOINS, WAIT_SECONDS)
+from clusterctl.api.pmap.stats import NodeStats, PmapStats
+from clusterctl.api.pmap.tuning import DEFAULT_POISON_AFTER, WAIT_SECONDS
 
 
 class PMap:
@@ -47,18 +45,14 @@ class PMap:
         self.names = cluster.node_names(nodes)
         if not self.names:
             raise errors.UsageError("pmap was given no nodes to run on")
-        self._codec = codec
         self.stats = PmapStats(total=source.total, nodes={n: NodeStats(n) for n in self.names})
         self._inbox = Inbox()
         self._buffer = ResultBuffer(ordered)
         self._scheduler = Scheduler(self.options, self.stats, source, self._buffer,
                                     self._inbox, codec)
-        self._connectors = Connectors(cluster, self._inbox.post)
-        self._scheduler.on_lost = self._rejoin
-        self._rejoins: dict[str, int] = {}
-        self._join_errors: dict[str, errors.ClusterError] = {}
+        self._member = Member(self._scheduler, self.names)
+        self._crew = Crew(cluster, self._inbox, [self._member])
         self._started = False
-        self._closing = False
 
     @property
     def failures(self) -> list[ItemError]:
@@ -117,10 +111,11 @@ class PMap:
         self.stats.started = time.monotonic()
         self._inbox.open()
         scheduler = self._scheduler
+        crew = self._crew
         cost = scheduler.cost  # the map's own CPU: not while the caller has the results
         cost.resume()
         try:
-            self._connectors.start(self.names)
+            crew.start()
             while True:
                 scheduler.fill()
                 block = self._ready()
@@ -135,12 +130,12 @@ class PMap:
                     self._inbox.drain(None, self._handle)
                     continue
                 if self._finished():
-                    self._settle_connects()
+                    crew.settle()
                     return
-                self._check_alive()
+                crew.check_alive(self._member)
                 self._inbox.drain(WAIT_SECONDS, self._handle)
         finally:
-            self._shutdown()
+            crew.shutdown(self._handle)
             self.stats.finished = time.monotonic()
 
     def _ready(self) -> Block | None:
@@ -154,122 +149,10 @@ class PMap:
         return self._buffer.empty() and (self._scheduler.source.done or stopped)
 
     def _handle(self, event) -> None:
-        if event[0] is JOINED:
-            self._joined(*event[1:])
+        if self._crew.is_join(event):
+            self._crew.joined(*event[1:])
         else:
             self._scheduler.answer(*event)
-
-    def _check_alive(self) -> None:
-        """Raise if no node is left (or coming) to do the work that remains."""
-        nodes = self._scheduler.nodes
-        if self._connectors.pending or any(n.running for n in nodes.values()):
-            return
-        done = self.stats.done
-        of = f" of {self.stats.total}" if self.stats.total is not None else ""
-        load_errors = self._scheduler.load_errors
-        if load_errors and len(load_errors) == len(nodes):
-            error = load_errors[0]
-            error.hint = (f"no node could load the function or its items ({done}{of} items "
-                          "completed); make what it imports importable on the nodes")
-            raise error
-        reasons = {name: s.reason for name, s in self.stats.nodes.items() if s.reason}
-        if not nodes and len(self._join_errors) == 1:
-            raise next(iter(self._join_errors.values()))
-        listing = "; ".join(f"{n}: {r}" for n, r in reasons.items())
-        verb = "was lost" if nodes else "could be reached"
-        what = "every node " + verb if nodes else "no node " + verb
-        raise AllNodesLost(f"{what} ({listing}); {done}{of} items completed",
-                           completed=done, reasons=reasons)
-
-    # -- nodes joining -----------------------------------------------------------------
-
-    def _joined(self, name: str, conn, error: errors.ClusterError | None,
-                late: bool = False) -> None:
-        """A connector finished: the node joins the run, or is reported as failed. One
-        that joins ``late`` (or while the map closes) gets no work."""
-        self._connectors.joined()
-        stats = self.stats.nodes[name]
-        if (error is not None or conn is None) and not late and self._try_again(name):
-            return
-        if error is None and conn is not None and conn.restricted and not self._codec.plain:
-            error = errors.Refused(name, f"a restricted host takes no pickled code: {self._codec.name} "
-                                         "travels pickled, so it runs on ordinary nodes only; map "
-                                         "a module function by name (--call module.function) to "
-                                         "use this host")
-            conn = None
-        if error is not None or conn is None:
-            self._join_errors[name] = error
-            stats.state, stats.reason = "failed", reason_of(error)
-        elif late or self._closing:
-            stats.state, stats.slots = "running", slots_of(conn)
-        else:
-            self._add_node(MapNode(name, conn, stats))
-
-    def _rejoin(self, node: MapNode) -> None:
-        self._try_again(node.name)
-
-    def _try_again(self, name: str) -> bool:
-        """A node lost (or not reached) with the hub that carried its connection joins
-        again through a new hub; its chunks in flight were requeued, so nothing of the
-        map is lost or delivered twice. True if it is being connected again."""
-        tries = self._rejoins.get(name, 0)
-        if self._closing or tries >= MAX_REJOINS or not self.cluster.lost_with_hub(name):
-            return False
-        self._rejoins[name] = tries + 1
-        self.stats.nodes[name].state = "connecting"
-        self._connectors.start([name])
-        return True
-
-    def _add_node(self, node: MapNode) -> None:
-        stats = node.stats
-        stats.slots = node.slots
-        stats.state = "running"
-        stats.joined = time.monotonic()
-        stats.left = None
-        self._scheduler.add_node(node)
-        conn = node.conn
-        definition = self._codec.definition()
-        if definition is not None:
-            conn.send(*definition)
-        if conn.lost is not None:
-            self._scheduler.retire(node, "lost", reason_of(conn.lost))
-
-    # -- the end -----------------------------------------------------------------------
-
-    def _settle_connects(self) -> None:
-        """The work is done before every node joined: give the nodes being started a moment
-        to finish starting, so none comes up after the caller moved on (e.g. to ``down``)."""
-        self._connectors.wait(JOIN_GRACE_SECONDS)
-        while (event := self._inbox.take()) is not None:
-            if event[0] is JOINED:  # joined too late to get work: report it as it is
-                self._joined(*event[1:], late=True)
-
-    def _shutdown(self) -> None:
-        """Cancel all work still in flight and wait (a little) until the nodes confirm it:
-        then no worker runs anything of this map any more."""
-        self._closing = True
-        scheduler = self._scheduler
-        for node in scheduler.nodes.values():
-            for chunk in list(node.inflight.values()):
-                try:
-                    scheduler.cancel(chunk, wait=True)
-                except Exception:  # noqa: BLE001 - best effort: a broken connection cancels too
-                    pass
-        scheduler.retry.clear()
-        self._buffer.clear()
-        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        try:
-            while scheduler.cancelling:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._inbox.drain(min(left, WAIT_SECONDS), self._handle)
-            if self._connectors.pending:  # left early (an error): no node may come up later
-                self._settle_connects()
-        finally:
-            for node in scheduler.nodes.values():
-                self._inbox.unwatch(node)
-            self._inbox.close()
 
 
 # -- the API ----------------------------------------------------------------------------

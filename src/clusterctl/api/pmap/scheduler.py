@@ -37,12 +37,14 @@ class Scheduler:
     """
 
     def __init__(self, options: Options, stats: PmapStats, source: Source,
-                 buffer: ResultBuffer, inbox: Inbox, codec) -> None:
+                 buffer: ResultBuffer, inbox: Inbox, codec,
+                 post: Callable | None = None) -> None:
         self.options = options
         self.stats = stats
         self.source = source
         self.buffer = buffer
         self.inbox = inbox
+        self.post = post or inbox.post  # where answers go (tagged, when schedulers share an inbox)
         self.codec = codec
         self.cost = ControllerCost(active=options.chunksize is None)
         self.sizing = Sizing(options.chunksize, self.cost)
@@ -56,6 +58,7 @@ class Scheduler:
         self.stop_error: ItemError | None = None
         self.cancelling: set[int] = set()  # chunks cancelled at the end, not confirmed yet
         self._inflight_bytes = 0
+        self.inflight_chunks = 0  # over all nodes (``options.max_inflight`` caps it)
         self._seq = 0  # chunks sent
         self._touched: set[MapNode] = set()  # nodes sent requests not flushed yet
         self._speculated_at = 0.0  # when overdue chunks were last looked for
@@ -84,7 +87,7 @@ class Scheduler:
 
     def _fill_windows(self) -> None:
         self._scan()
-        while True:
+        while not self._at_cap():
             node = self.roster.freest(self._touched)
             if node is None:
                 return
@@ -106,7 +109,7 @@ class Scheduler:
         now = time.monotonic()
         if self.options.item_timeout is not None and now - self._expiry_at >= TIMEOUT_SCAN_SECONDS:
             self._expiry_at = now
-            self._expire(now)
+            timeouts.cancel_over_limit(self.running(), now)
         if early and now - self._speculated_at >= SPECULATE_SCAN_SECONDS:
             self._speculated_at = now
             self._speculate(early=True)
@@ -120,7 +123,7 @@ class Scheduler:
             return
         for chunk in speculation.overdue(nodes, self.sizing.per_item, time.monotonic(), early):
             targets = [n for n in targets if room(n)]
-            if not targets:
+            if not targets or self._at_cap():
                 return
             twin = chunk.again()
             twin.twin, chunk.twin = chunk, twin
@@ -130,12 +133,11 @@ class Scheduler:
     def _place_retries(self) -> None:
         """Retries that avoid the node with the most room go to others that have room."""
         for chunk in list(self.retry):
-            for node in self.nodes.values():
-                if node.running and node.room() > 0 and (
-                        node.name not in chunk.avoid or self._only_avoided(chunk)):
-                    self.retry.remove(chunk)
-                    self._send(node, chunk)
-                    break
+            node = next((n for n in self.nodes.values() if n.running and n.room() > 0 and (
+                n.name not in chunk.avoid or self._only_avoided(chunk))), None)
+            if node is not None and not self._at_cap():
+                self.retry.remove(chunk)
+                self._send(node, chunk)
 
     def _next_chunk(self, node: MapNode) -> Chunk | None:
         """A retry this node may take, or else new input."""
@@ -164,6 +166,10 @@ class Scheduler:
         self.sizing.read(len(chunk.payload), chunk.n)
         return chunk
 
+    def _at_cap(self) -> bool:
+        cap = self.options.max_inflight
+        return cap is not None and self.inflight_chunks >= cap
+
     def _only_avoided(self, chunk: Chunk) -> bool:
         return all(n.name in chunk.avoid for n in self.nodes.values() if n.running)
 
@@ -178,10 +184,11 @@ class Scheduler:
             chunk.limit = timeouts.time_limit(timeout, chunk.n, self.sizing.per_item(node))
             timeouts.start_clock(node, chunk)
         node.inflight[id(chunk)] = chunk
+        self.inflight_chunks += 1
         self.roster.changed(node)
         self._inflight_bytes += len(chunk.payload)
         head = self.codec.head()
-        post = self.inbox.post
+        post = self.post
         self._touched.add(node)
         try:
             node.conn.request(head, chunk.payload, flush=False,
@@ -201,18 +208,11 @@ class Scheduler:
         chunk.live = False
         node = chunk.node
         if node.inflight.pop(id(chunk), None) is not None:
+            self.inflight_chunks -= 1
             self.roster.changed(node)
             self._inflight_bytes -= len(chunk.payload)
             if self.options.item_timeout is not None and node.running:
                 timeouts.restart_clocks(node, chunk.seq, time.monotonic())
-
-    def _expire(self, now: float) -> None:
-        """Cancel the chunks that are over their time limit (see ``timeouts``)."""
-        for node in self.running():
-            for chunk in timeouts.over_limit(node, now):
-                chunk.expired = True
-                if chunk.rid is not None:
-                    node.conn.cancel(chunk.rid)
 
     # -- answers -----------------------------------------------------------------------
 

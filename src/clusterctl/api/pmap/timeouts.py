@@ -54,3 +54,12 @@ def not_started(info: dict, chunk: Chunk) -> bool:
     """The node's answer to a chunk cancelled for its limit says it had not started (it
     waited behind another task); sent again twice at most so."""
     return "running" not in str(info.get("message", "")) and chunk.unstarted < 2
+
+
+def cancel_over_limit(nodes, now: float) -> None:
+    """Cancel the chunks that are over their time limit on ``nodes``."""
+    for node in nodes:
+        for chunk in over_limit(node, now):
+            chunk.expired = True
+            if chunk.rid is not None:
+                node.conn.cancel(chunk.rid)
