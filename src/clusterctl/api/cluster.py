@@ -244,6 +244,25 @@ class Cluster:
 
         return pmap_results(self, fn, iterable, **options)
 
+    # -- pipelines ---------------------------------------------------------------------
+
+    def pipeline(self, stages, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
+        """Run every item through ``stages`` (functions, or ``(function, {"replicas": n,
+        "nodes": [...]})`` pairs) over the world's slots; yield the results, in input
+        order unless ``ordered=False``. Items stream through bounded queues between the
+        stages, every item exactly once; the options are pmap's (retries, on_error,
+        limit, ...). ``clusterctl.api.pipeline.Pipeline`` gives the live statistics
+        (T_S, T_A, ρ per stage) and ``fold``."""
+        from clusterctl.api.pipeline import pipeline
+
+        return pipeline(self, stages, iterable, **options)
+
+    def pipeline_results(self, stages, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
+        """Like ``pipeline``, but yields one outcome per item, with errors as values."""
+        from clusterctl.api.pipeline import pipeline_results
+
+        return pipeline_results(self, stages, iterable, **options)
+
     # -- stopping ----------------------------------------------------------------------
 
     def down(self, nodes: Iterable[str] | None = None) -> dict[str, str | errors.ClusterError]:

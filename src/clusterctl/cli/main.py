@@ -54,6 +54,7 @@ class Commands(click.Group):
     warm ``rpc`` starts sooner without pmap's)."""
 
     LAZY = {"pmap": ("clusterctl.cli.pmap", "pmap_command"),
+            "pipeline": ("clusterctl.cli.pipeline", "pipeline_command"),
             "hub": ("clusterctl.cli.hub", "hub_command")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -47,6 +47,9 @@ class Faults:
         if chunk.tries < self.options.retries and self.retryable(info, exc):
             node.stats.retries += 1
             self.stats.retries += 1
+            where = info.get("where")
+            if where:
+                self.stats.retried_in[where] = self.stats.retried_in.get(where, 0) + 1
             payload = self.codec.encode(self.codec.items(chunk.payload)[j:j + 1], block.start + offset)
             self.retry.append(chunk.again(offset, 1, payload, tries=chunk.tries + 1,
                                           avoid=frozenset((node.name,))))

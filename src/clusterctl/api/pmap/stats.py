@@ -43,6 +43,7 @@ class PmapStats:
     requeued: int = 0
     duplicates: int = 0  # late answers for items already done, dropped
     speculated: int = 0  # items started again at the end, on an idle slot, to end sooner
+    retried_in: dict[str, int] = field(default_factory=dict)  # retries by where they failed
     started: float | None = None
     finished: float | None = None
     nodes: dict[str, NodeStats] = field(default_factory=dict)

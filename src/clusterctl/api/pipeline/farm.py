@@ -1,0 +1,164 @@
+"""One farm of a pipeline: consecutive stages run together on a set of nodes, by a pmap
+scheduler of their own (chunks, windows, retries, lost nodes, exactly once), fed from
+the input or from the bounded queue the farm before fills."""
+
+from __future__ import annotations
+
+import cloudpickle
+
+from clusterctl.api.pipeline.feed import Feed
+from clusterctl.api.pipeline.stages import StageSpec, group_label
+from clusterctl.api.pipeline.stats import FarmStats, StageStats
+from clusterctl.api.pmap.blocks import FAILED, PENDING
+from clusterctl.api.pmap.buffer import ResultBuffer
+from clusterctl.api.pmap.codec import PickledItems
+from clusterctl.api.pmap.crew import Member
+from clusterctl.api.pmap.inbox import Inbox
+from clusterctl.api.pmap.item_errors import ItemError
+from clusterctl.api.pmap.options import Options
+from clusterctl.api.pmap.scheduler import Scheduler
+from clusterctl.api.pmap.stats import NodeStats, PmapStats
+from clusterctl.node import stages as node_stages
+
+# The node's package has another name on a host: its Stages class travels by value.
+cloudpickle.register_pickle_by_value(node_stages)
+
+QUEUE_MIN_ITEMS = 64  # a queue between farms holds at least this many items ...
+QUEUE_MAX_BYTES = 64 << 20  # ... and, beyond twice what the farm has in flight, this many bytes
+
+
+class Farm:
+    """``group``'s stages on ``names``; ``source`` is a ``Source`` or a ``Feed``."""
+
+    def __init__(self, number: int, group: list[StageSpec], names: list[str], options: Options,
+                 source, inbox: Inbox, stages: list[StageStats], farm_stats: FarmStats) -> None:
+        self.number = number
+        self.group = group
+        self.label = group_label(group)
+        self.stages = stages  # this farm's, in order
+        self.farm_stats = farm_stats
+        self._by_label = {spec.label: i for i, spec in enumerate(group)}
+        codec = PickledItems(node_stages.Stages([s.fn for s in group], [s.label for s in group]))
+        codec.name = self.label
+        self.source = source
+        self.stats = PmapStats(total=source.total, nodes={n: NodeStats(n) for n in names})
+        self.buffer = ResultBuffer(options.ordered)
+        self.scheduler = Scheduler(options, self.stats, source, self.buffer, inbox, codec,
+                                   post=lambda event: inbox.post((self, event)))
+        self.member = Member(self.scheduler, names, self.label)
+        self.closed_out = False  # the next farm's queue was closed after this farm finished
+
+    @property
+    def feed(self) -> Feed | None:
+        return self.source if isinstance(self.source, Feed) else None
+
+    # -- the queue in front ------------------------------------------------------------
+
+    def wants_more(self) -> bool:
+        """Whether the queue in front has room (the farm before may hand out more)."""
+        feed = self.feed
+        return feed is None or feed.count < self.queue_cap()
+
+    def queue_cap(self) -> int:
+        """Twice the items this farm can have in flight (at least QUEUE_MIN_ITEMS), within
+        QUEUE_MAX_BYTES of pickled items: enough to keep its slots busy, bounded."""
+        scheduler = self.scheduler
+        sizing = scheduler.sizing
+        running = scheduler.running()
+        slots = sum(n.slots for n in running) or 1
+        inflight = 0
+        for node in running:
+            per_chunk = sizing.target_items(node, None, slots) if sizing.per_item(node) else 1
+            inflight += node.window * per_chunk
+        cap = scheduler.options.max_inflight
+        if cap is not None:
+            inflight = min(inflight, cap * max(1, sizing.max_n or 1) * 2)
+        items = max(QUEUE_MIN_ITEMS, 2 * inflight)
+        per_item = sizing.item_bytes
+        if per_item:
+            items = min(items, max(2 * slots, int(QUEUE_MAX_BYTES // per_item)))
+        return items
+
+    def note_arrivals(self, now: float) -> None:
+        """Count the items that reached this farm (read from the input, or queued)."""
+        head = self.stages[0]
+        feed = self.feed
+        arrived = feed.fed if feed is not None else self.source.next_index
+        if arrived != head.items_in:
+            if head.first_in is None:
+                head.first_in = now
+            head.last_in = now
+            head.items_in = arrived
+        if feed is not None:
+            head.queue = feed.count
+            head.queue_max = max(head.queue_max, feed.count)
+        head.input_closed = self.source.done
+        self.farm_stats.slots = sum(n.slots for n in self.scheduler.running())
+        self.stats.total = self.source.total if self.source.done else self.stats.total
+
+    # -- results out -------------------------------------------------------------------
+
+    def finished(self) -> bool:
+        scheduler = self.scheduler
+        stopped = self.scheduler.options.ordered and scheduler.stop_index is not None
+        return self.buffer.empty() and (self.source.done or stopped)
+
+    def take(self):
+        """The next block of results ready to go on, or None: ``(runs, failures)``, runs
+        of consecutive ``[index, values]`` that succeeded and ``(index, ItemError)`` pairs,
+        with every stage's counters brought up to date."""
+        scheduler = self.scheduler
+        if not scheduler.options.ordered and scheduler.stop_error is not None:
+            raise scheduler.stop_error
+        block = self.buffer.ready(scheduler.stop_index)
+        if block is None:
+            return None
+        stop = scheduler.stop_index
+        runs: list[list] = []
+        failures: list[tuple[int, ItemError]] = []
+        stages = self.stages
+        busy = [0.0] * len(stages)
+        ok = 0
+        index = block.start
+        for cell in block.values or ():
+            if stop is not None and index > stop and scheduler.options.ordered:
+                break
+            if cell is FAILED:
+                failures.append((index, self._failed(block.errors[index - block.start])))
+            elif cell is not PENDING:
+                value, times = cell
+                for j, seconds in enumerate(times):
+                    busy[j] += seconds
+                ok += 1
+                if runs and runs[-1][0] + len(runs[-1][1]) == index:
+                    runs[-1][1].append(value)
+                else:
+                    runs.append([index, [value]])
+            index += 1
+        for j, stage in enumerate(stages):
+            stage.busy += busy[j]
+            stage.items_out += ok
+            if j:
+                stage.items_in = stages[j - 1].items_out
+        return runs, failures
+
+    def _failed(self, error: ItemError) -> ItemError:
+        """Count a failed item at the stage it failed in (or the farm's first, if it
+        cannot be told: a crash), and name that stage in its error."""
+        at = self._by_label.get(error.where or "")
+        if at is None:
+            at = 0
+            error.locate(self.label)
+        for j, stage in enumerate(self.stages):
+            if j < at:
+                stage.items_out += 1
+            elif j == at:
+                stage.failed += 1
+        return error
+
+    def count_retries(self) -> None:
+        retried = self.stats.retried_in
+        for spec, stage in zip(self.group, self.stages):
+            stage.retries = retried.get(spec.label, 0)
+        if len(self.stages) == 1:
+            self.stages[0].retries = self.stats.retries

@@ -1,0 +1,160 @@
+"""``clusterctl pipeline SCRIPT.py``: items through the script's stages, on every slot.
+
+The script is loaded as pmap's is; it defines ``stages`` (functions, or (function,
+options) pairs), its items (``inputs()``, or --input / stdin), and optionally a
+``fold``. Results go to stdout as JSON lines; with a fold, only the fold's value.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from clusterctl.cli.common import Options, node_list, run
+from clusterctl.cli.pmap import (ScriptError, _nothing, _silence_stdout, load_script, open_inputs,
+                                 open_output, to_json, user_traceback, write_results)
+from clusterctl.errors import EXIT_SOME_NODES_FAILED, UsageError
+
+
+def script_stages(namespace: dict, path: str):
+    stages = namespace.get("stages")
+    if stages is None:
+        raise UsageError(f"{path} defines no stages",
+                         hint="define `stages = [first, second, ...]`, functions of one item "
+                              "(or (function, {\"replicas\": N, \"nodes\": [...]}) pairs)")
+    return stages
+
+
+def script_fold(namespace: dict, path: str) -> tuple[Any, Any] | None:
+    """``fold = (function, initial)``, or ``def fold(accumulator, result)`` with an
+    ``initial`` value (None if the script gives none)."""
+    fold = namespace.get("fold")
+    if fold is None:
+        return None
+    if isinstance(fold, tuple) and len(fold) == 2 and callable(fold[0]):
+        return fold
+    if callable(fold):
+        return fold, namespace.get("initial")
+    raise UsageError(f"fold in {path} is a {type(fold).__name__}",
+                     hint="define `def fold(accumulator, result):` (and `initial = ...`), "
+                          "or `fold = (function, initial)`")
+
+
+@click.command("pipeline")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "-i", "input_path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Items as JSON lines ('-': stdin). Default: the script's inputs(), else stdin.")
+@click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the results here instead of stdout (with a fold: as well as folding them).")
+@click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Try an item whose stage raised up to N more times, on another node first.")
+@click.option("--on-error", type=click.Choice(["raise", "skip", "collect"]), default="raise",
+              show_default=True,
+              help="raise: stop at the first failed item; skip: leave failed items out; "
+                   "collect: leave them out and list them at the end (exit code 3).")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Read at most N items.")
+@click.option("--poison-after", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Fail an item that crashed its worker (or lost its node) N times.")
+@click.option("--nodes", "-n", metavar="NAMES",
+              help="Comma-separated node names for the stages that are not pinned (default: all).")
+@click.option("--item-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop an item whose stages run longer (its worker is killed): it fails as "
+                   "ItemTimeout, and is tried again under --retries.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show the live per-stage table on stderr (default: when stderr is a terminal).")
+@click.option("--summary/--no-summary", default=True, show_default=True,
+              help="Show the per-stage table and the bottleneck on stderr at the end.")
+@click.pass_context
+def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
+                     output_path: str | None, unordered: bool, retries: int, on_error: str,
+                     limit: int | None, poison_after: int, nodes: str | None,
+                     item_timeout: float | None, progress: bool | None, summary: bool) -> None:
+    """Run every item through the stages SCRIPT defines, each stage a farm on the slots.
+
+    SCRIPT defines `stages`, a list of functions of one item, or of (function, options)
+    pairs, the options `replicas` (at most that many slots) and `nodes` (pin the stage
+    to those nodes, e.g. the GPU host). Items come from `inputs()`, --input or stdin, as
+    for pmap; results go to stdout as JSON lines, in input order unless --unordered.
+    Items stream through bounded queues, so a slow stage holds back the input instead
+    of filling memory; every item gives exactly one result, even when a node is lost.
+    A `fold` (def fold(accumulator, result) with `initial`, or fold = (function,
+    initial)) folds the results here, and its value is printed instead of them.
+
+    On stderr, per stage: items in and out, queue, replicas, the service time T_S, the
+    inter-arrival time T_A and ρ = T_S / (replicas × T_A); the bottleneck is named.
+
+    Example: clusterctl pipeline examples/text_pipeline.py
+    """
+
+    def body(opts: Options) -> int:
+        from clusterctl.api.pipeline import Pipeline
+        from clusterctl.api.pmap import ItemErrors
+        from clusterctl.render import pipeline as render_pipeline
+        from clusterctl.render import pmap as render_pmap
+
+        namespace = load_script(script)
+        stages = script_stages(namespace, script)
+        fold = script_fold(namespace, script)
+        source, total, close_source = open_inputs(namespace, script, input_path)
+        out, close_out = open_output(output_path)
+        console = render_pmap.stderr_console()
+        show_progress = console.is_terminal if progress is None else progress
+        interrupted = False
+        run_ = None
+        try:
+            with opts.cluster() as cluster:
+                run_ = Pipeline(cluster, stages, source, ordered=not unordered, retries=retries,
+                                on_error=on_error, limit=limit, poison_after=poison_after,
+                                nodes=node_list(nodes), total=total, item_timeout=item_timeout)
+                try:
+                    with render_pipeline.PipelineProgress(run_.stats, console, f"pipeline {script}") \
+                            if show_progress else _nothing():
+                        _deliver(run_, out, fold, output_path is not None, os.path.abspath(script))
+                except KeyboardInterrupt:
+                    interrupted = True
+                    raise
+        except ItemErrors as exc:
+            console.print(render_pmap.errors_table(exc.failures))
+            return EXIT_SOME_NODES_FAILED
+        finally:
+            close_out()
+            close_source()
+            if run_ is not None and summary and run_.stats.started is not None:
+                console.print(render_pipeline.summary(run_.stats, interrupted))
+        return 0
+
+    run(ctx, body)
+
+
+def _deliver(run_, out, fold, tee: bool, script: str) -> None:
+    """Write the results to ``out``; with a fold, fold them (writing them too if ``tee``)
+    and print the fold's value to stdout."""
+    import sys
+
+    results = run_.values()
+    try:
+        if fold is None:
+            write_results(results, out, False)
+            return
+        fn, accumulator = fold
+        for value in results:
+            if tee:
+                out.write(to_json(value) + "\n")
+            try:
+                accumulator = fn(accumulator, value)
+            except Exception as exc:  # noqa: BLE001 - the user's fold: show their traceback
+                raise ScriptError(f"fold raised on a result: {type(exc).__name__}: {exc}\n"
+                                  + user_traceback(exc, script)) from None
+        sys.stdout.write(to_json(accumulator) + "\n")
+    except BrokenPipeError:
+        _silence_stdout()
+    finally:
+        results.close()
+        try:
+            out.flush()
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            _silence_stdout()

@@ -1,0 +1,111 @@
+"""How a pipeline looks: a live table of its stages (items in and out, queue, replicas,
+T_S, T_A, ρ, the bottleneck marked), and at the end the same table with failures and
+retries, and one line naming the bottleneck and why. All on stderr: stdout carries the
+results."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from clusterctl.api.pipeline import PipelineStats, StageFigures, bottleneck, figures
+from clusterctl.render.pmap import fmt_count, fmt_duration, fmt_rate
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A service or inter-arrival time: µs, ms or s."""
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_rho(rho: float | None) -> str:
+    return "-" if rho is None else f"{rho:.2f}"
+
+
+def fmt_replicas(replicas: float | None) -> str:
+    if replicas is None:
+        return "-"
+    return f"{replicas:.0f}" if abs(replicas - round(replicas)) < 0.05 else f"{replicas:.1f}"
+
+
+def stage_table(rows: list[StageFigures], neck: StageFigures | None, final: bool) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    columns = ["stage", "in", "out", "queue", "replicas", "T_S", "T_A", "ρ"]
+    if final:
+        columns[4:4] = ["failed", "retries"]
+        columns[3] = "queue max"
+    for column in columns:
+        table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=True)
+    for row in rows:
+        name = Text(f"{row.index + 1} {row.name}")
+        if row is neck:
+            name.append(" ◀ bottleneck", style="bold red")
+        cells = [name, fmt_count(row.items_in), fmt_count(row.items_out),
+                 fmt_count(row.queue_max if final else row.queue)]
+        if final:
+            cells += [fmt_count(row.failed), fmt_count(row.retries)]
+        cells += [fmt_replicas(row.replicas), fmt_seconds(row.t_s), fmt_seconds(row.t_a),
+                  Text(fmt_rho(row.rho), style="bold red" if row is neck else "")]
+        table.add_row(*cells)
+    return table
+
+
+def headline(stats: PipelineStats, interrupted: bool = False) -> Text:
+    """``1,000 items in 2.3 s (435/s) through 3 stages``, and what went wrong."""
+    of = f" of {stats.total:,}" if stats.total is not None and stats.total != stats.done else ""
+    n = len(stats.stages)
+    text = Text(f"{stats.done:,}{of} items in {fmt_duration(stats.elapsed())} "
+                f"({fmt_rate(stats.rate())}) through {n} stage{'s' * (n != 1)}")
+    if stats.failed:
+        text.append(f"; {stats.failed:,} failed", style="yellow")
+    lost = [f"{name} ({state})" for name, state in stats.nodes.items()
+            if state.startswith(("lost", "failed"))]
+    if lost:
+        text.append("; nodes out: " + ", ".join(lost), style="yellow")
+    if interrupted:
+        text.append("; interrupted", style="red")
+    return text
+
+
+class PipelineProgress:
+    """The live view, read from the run's stats each time rich refreshes it."""
+
+    def __init__(self, stats: PipelineStats, console: Console, label: str = "pipeline") -> None:
+        self.stats = stats
+        self.console = console
+        self.label = label
+        self._live: Live | None = None
+
+    def __rich__(self) -> RenderableType:
+        rows = figures(self.stats)
+        neck, _ = bottleneck(rows)
+        title = Text(self.label + "  ", style="bold")
+        title.append_text(headline(self.stats))
+        return Group(title, stage_table(rows, neck, final=False))
+
+    def __enter__(self) -> "PipelineProgress":
+        self._live = Live(self, console=self.console, refresh_per_second=4, transient=True,
+                          redirect_stdout=False, redirect_stderr=False)
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def summary(stats: PipelineStats, interrupted: bool = False) -> Group:
+    """The end: the headline, the table per stage, and the bottleneck with why."""
+    rows = figures(stats)
+    neck, why = bottleneck(rows)
+    verdict = Text("bottleneck: " if neck is not None else "bottleneck: none; ", style="bold")
+    verdict.append(why)
+    return Group(headline(stats, interrupted), stage_table(rows, neck, final=True), verdict)
