@@ -18,11 +18,10 @@ import time
 import cloudpickle
 import pytest
 
-from clusterctl import Cluster, errors
-from clusterctl.config.hosts import HostSpec
+from clusterctl import errors
 from clusterctl.api.pmap import AllNodesLost, ItemError, ItemErrors, PMap, PoisonItem
 
-from helpers import wait_for
+from helpers import node_pid, wait_for
 
 pytestmark = pytest.mark.local_only  # pmap over SSH hosts: tests/ssh/test_pmap_ssh.py
 
@@ -39,36 +38,6 @@ def hypot_of(x):
 
 def offset_of(x):
     return x % 3
-
-
-@pytest.fixture
-def make_cluster(env):
-    """Build Clusters over local nodes; every node is brought down after the test."""
-    made: list[tuple[Cluster, list[HostSpec]]] = []
-
-    def make(slots=(2, 2), **options) -> Cluster:
-        specs = [HostSpec(name=f"n{i + 1}", target="local", slots=s) for i, s in enumerate(slots)]
-        cluster = Cluster(specs, **options)
-        made.append((cluster, specs))
-        return cluster
-
-    yield make
-    for cluster, specs in made:
-        cluster.close()
-        for name in [s.name for s in specs]:  # a stopped node must run again to be stopped
-            try:
-                os.kill(env.node_pid(name), signal.SIGCONT)
-            except (OSError, ValueError):
-                pass
-        with Cluster(specs) as closer:
-            closer.down()
-
-
-def node_pid(cluster: Cluster, name: str) -> int:
-    """The node's pid; the world is pinged first, so pmap starts on these connections
-    (and starts no node again in the background after the test killed it)."""
-    cluster.world()
-    return cluster.connect(name).hello["pid"]
 
 
 # -- results equal map -------------------------------------------------------------------

@@ -104,3 +104,10 @@ def end_process(proc: subprocess.Popen) -> None:
         if pipe is not None:
             pipe.close()
     proc.wait()
+
+
+def node_pid(cluster, name: str) -> int:
+    """The node's pid; the world is pinged first, so a run starts on these connections
+    (and starts no node again in the background after the test killed it)."""
+    cluster.world()
+    return cluster.connect(name).hello["pid"]

@@ -46,11 +46,16 @@ class Farm:
         self.scheduler = Scheduler(options, self.stats, source, self.buffer, inbox, codec,
                                    post=lambda event: inbox.post((self, event)))
         self.member = Member(self.scheduler, names, self.label)
-        self.closed_out = False  # the next farm's queue was closed after this farm finished
+        self.taken = 0  # items handed out of this farm (results and failures)
 
     @property
     def feed(self) -> Feed | None:
-        return self.source if isinstance(self.source, Feed) else None
+        inner = self.source.source
+        return inner if isinstance(inner, Feed) else None
+
+    def held(self) -> int:
+        """Items read into this farm and not handed out yet (in flight, or held back)."""
+        return self.source.read_out - self.taken
 
     # -- the queue in front ------------------------------------------------------------
 
@@ -83,7 +88,7 @@ class Farm:
         """Count the items that reached this farm (read from the input, or queued)."""
         head = self.stages[0]
         feed = self.feed
-        arrived = feed.fed if feed is not None else self.source.next_index
+        arrived = feed.fed if feed is not None else self.source.read_out
         if arrived != head.items_in:
             if head.first_in is None:
                 head.first_in = now
@@ -120,6 +125,7 @@ class Farm:
         busy = [0.0] * len(stages)
         ok = 0
         index = block.start
+        self.taken += block.n
         for cell in block.values or ():
             if stop is not None and index > stop and scheduler.options.ordered:
                 break

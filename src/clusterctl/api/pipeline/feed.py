@@ -62,3 +62,56 @@ class Feed:
         self.next_index = start + len(taken)
         block = Block(start, len(taken))
         return Chunk(block, 0, block.n, self.encode(taken, start))
+
+
+class Metered:
+    """A farm's input (a ``Source`` or a ``Feed``) read no further than ``allow`` items at
+    a time (None: as far as the scheduler wants): the farm before a full queue reads
+    only what the queue has room for, so its chunks do not grow past what the next
+    farm can take."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.allow: int | None = None
+        self.read_out = 0  # items read out, in all
+
+    def read(self, n: int) -> Chunk | None:
+        if self.allow is not None:
+            n = min(n, self.allow)
+            if n <= 0:
+                return None
+        chunk = self.source.read(n)
+        if chunk is not None:
+            self.read_out += chunk.n
+            if self.allow is not None:
+                self.allow -= chunk.n
+        return chunk
+
+    def left(self) -> int | None:
+        return self.source.left()
+
+    @property
+    def done(self) -> bool:
+        return self.source.done
+
+    @property
+    def total(self) -> int | None:
+        return self.source.total
+
+    @property
+    def next_index(self) -> int:
+        return self.source.next_index
+
+    @property
+    def count(self) -> int:
+        return self.source.count
+
+    @property
+    def closed(self) -> bool:
+        return self.source.closed
+
+    def put(self, start: int, values: list) -> None:
+        self.source.put(start, values)
+
+    def close(self) -> None:
+        self.source.close()

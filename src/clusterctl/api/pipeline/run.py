@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from clusterctl import errors
 from clusterctl.api.pipeline.farm import Farm
-from clusterctl.api.pipeline.feed import Feed
+from clusterctl.api.pipeline.feed import Feed, Metered
 from clusterctl.api.pipeline.stages import farm_nodes, parse_stages, plan
 from clusterctl.api.pipeline.stats import FarmStats, PipelineStats, StageStats
 from clusterctl.api.pmap.crew import Crew
@@ -49,11 +49,11 @@ class Pipeline:
         stage_stats: list[StageStats] = []
         farm_stats: list[FarmStats] = []
         self.farms: list[Farm] = []
-        source = Source(iterable, total=total, limit=limit, encode=pickle_items)
+        source = Metered(Source(iterable, total=total, limit=limit, encode=pickle_items))
         for number, group in enumerate(groups):
             on = farm_nodes(group, names, pinned, known)
             options = Options(ordered=ordered, retries=retries, retry_on=retry_on,
-                              on_error="raise" if on_error == "raise" else "values",
+                              on_error="raise" if on_error == "raise" else "skip",
                               poison_after=poison_after, speculate=speculate,
                               item_timeout=item_timeout, max_inflight=group[0].replicas)
             mine = [StageStats(s.index, s.name, number, j == 0) for j, s in enumerate(group)]
@@ -61,8 +61,9 @@ class Pipeline:
             farm_stats.append(FarmStats(group[0].replicas, on))
             self.farms.append(Farm(number, group, on, options, source, self._inbox, mine,
                                    farm_stats[-1]))
-            source = Feed(pickle_items)
-        self.stats = PipelineStats(stage_stats, farm_stats, total=self.farms[0].source.total)
+            source = Metered(Feed(pickle_items))
+        self.stats = PipelineStats(stage_stats, farm_stats, total=self.farms[0].source.total,
+                                   farm_nodes=[f.stats.nodes for f in self.farms])
         self._crew = Crew(cluster, self._inbox, [f.member for f in self.farms])
         self.failures: list[ItemError] = []  # on_error="collect": every item failed so far
         self._pending: list[tuple[int, ItemError]] = []  # failed earlier, not handed out yet
@@ -89,6 +90,8 @@ class Pipeline:
     def outcomes(self) -> Iterator[Outcome]:
         """One ``Outcome`` per item, errors as values; ``on_error`` does not apply."""
         self.on_error = "values"
+        for farm in self.farms:  # a failed item stops no farm: it is handed out in its place
+            farm.scheduler.options.on_error = "skip"
         for index, value, error in self._outputs():
             yield Outcome(index, value, error)
 
@@ -142,7 +145,10 @@ class Pipeline:
         for k, farm in enumerate(farms):
             farm.note_arrivals(now)
             downstream = farms[k + 1] if k + 1 < len(farms) else None
-            if downstream is None or downstream.wants_more():
+            if downstream is None:
+                farm.scheduler.fill()
+            elif downstream.wants_more():
+                farm.source.allow = downstream.queue_cap() - downstream.source.count - farm.held()
                 farm.scheduler.fill()
             if downstream is None:
                 continue
@@ -192,19 +198,9 @@ class Pipeline:
     def _handle(self, event) -> None:
         if self._crew.is_join(event):
             self._crew.joined(*event[1:])
-            for name in self._crew.names:
-                self.stats.nodes[name] = _node_state(self.farms, name)
         else:
             farm, answer = event
             farm.scheduler.answer(*answer)
-
-
-def _node_state(farms: list[Farm], name: str) -> str:
-    for farm in farms:
-        node = farm.stats.nodes.get(name)
-        if node is not None:
-            return node.state if not node.reason else f"{node.state}: {node.reason}"
-    return "connecting"
 
 
 # -- the API ----------------------------------------------------------------------------

@@ -75,7 +75,18 @@ class PipelineStats:
     failed: int = 0
     started: float | None = None
     finished: float | None = None
-    nodes: dict = field(default_factory=dict)  # node -> state ("running", "lost: why", ...)
+    farm_nodes: list[dict] = field(default_factory=list)  # per farm: node -> its NodeStats
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        """Each node's state (``running``, ``lost: why``, ...), the worst over the farms."""
+        states: dict[str, str] = {}
+        for nodes in self.farm_nodes:
+            for name, node in nodes.items():
+                state = node.state if not node.reason else f"{node.state}: {node.reason}"
+                if name not in states or states[name] in ("running", "connecting"):
+                    states[name] = state
+        return states
 
     def elapsed(self) -> float:
         if self.started is None:
