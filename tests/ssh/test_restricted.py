@@ -332,3 +332,18 @@ def test_pmap_by_name_runs_on_restricted_and_ordinary_nodes_pickled_code_on_ordi
     with pytest.raises(errors.Refused, match="r: a restricted host takes no pickled code"):
         list(c.pmap(lambda x: x, range(5), nodes=["r"]))
     assert not restricted.marker.exists()
+
+
+def test_a_pipeline_keeps_off_a_restricted_host_and_says_why(world, restricted):
+    """A pipeline's stages travel pickled: a restricted node is left out, refused in one
+    line, and the others do the work; on the restricted host alone the refusal is the error."""
+    from clusterctl.api.pipeline import Pipeline
+
+    c = world.cluster(f"{HOST} name=r\nh1 name=u\n")
+    run = Pipeline(c, [lambda x: x + 1, lambda x: x * 2], range(50))
+    assert list(run.values()) == [(x + 1) * 2 for x in range(50)]
+    assert run.stats.nodes["r"].startswith("failed: a restricted host takes no pickled code")
+    with pytest.raises(errors.Refused, match="a pipeline's stages .* travel pickled"):
+        list(c.pipeline([abs], range(5), nodes=["r"]))
+    assert not restricted.marker.exists()
+

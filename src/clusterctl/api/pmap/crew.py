@@ -78,10 +78,7 @@ class Crew:
         stats = member.stats.nodes[name]
         codec = member.scheduler.codec
         if error is None and conn is not None and conn.restricted and not codec.plain:
-            conn, error = None, errors.Refused(
-                name, f"a restricted host takes no pickled code: {codec.name} travels pickled, "
-                      "so it runs on ordinary nodes only; map a module function by name "
-                      "(--call module.function) to use this host")
+            conn, error = None, errors.Refused(name, _pickled_refusal(member, codec))
         if error is not None or conn is None:
             member.join_errors[name] = error
             stats.state, stats.reason = "failed", reason_of(error)
@@ -195,3 +192,13 @@ class Crew:
                 for node in scheduler.nodes.values():
                     self.inbox.unwatch(node)
             self.inbox.close()
+
+
+def _pickled_refusal(member: Member, codec) -> str:
+    """Why a restricted host cannot take part (a pipeline's stages always travel pickled)."""
+    if member.label:
+        return (f"a restricted host takes no pickled code: a pipeline's stages ({member.label}) "
+                "travel pickled, so they run on ordinary nodes only")
+    return (f"a restricted host takes no pickled code: {codec.name} travels pickled, so it runs "
+            "on ordinary nodes only; map a module function by name (--call module.function) "
+            "to use this host")
