@@ -13,9 +13,10 @@ from typing import Any
 import click
 
 from clusterctl.cli.common import Options, node_list, run
-from clusterctl.cli.pmap import (ScriptError, _nothing, _silence_stdout, load_script, open_inputs,
-                                 open_output, to_json, user_traceback, write_results)
-from clusterctl.errors import EXIT_SOME_NODES_FAILED, UsageError
+from clusterctl.cli.pmap import (ScriptError, _nothing, _silence_stdout, failure_options, load_script,
+                                 open_inputs,
+                                 run_reported, to_json, user_traceback, write_results)
+from clusterctl.errors import UsageError
 
 
 def script_stages(namespace: dict, path: str):
@@ -51,13 +52,7 @@ def script_fold(namespace: dict, path: str) -> tuple[Any, Any] | None:
 @click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Try an item whose stage raised up to N more times, on another node first.")
-@click.option("--on-error", type=click.Choice(["raise", "skip", "collect"]), default="raise",
-              show_default=True,
-              help="raise: stop at the first failed item; skip: leave failed items out; "
-                   "collect: leave them out and list them at the end (exit code 3).")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Read at most N items.")
-@click.option("--poison-after", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
-              help="Fail an item that crashed its worker (or lost its node) N times.")
+@failure_options
 @click.option("--nodes", "-n", metavar="NAMES",
               help="Comma-separated node names for the stages that are not pinned (default: all).")
 @click.option("--item-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -91,40 +86,26 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
 
     def body(opts: Options) -> int:
         from clusterctl.api.pipeline import Pipeline
-        from clusterctl.api.pmap import ItemErrors
         from clusterctl.render import pipeline as render_pipeline
-        from clusterctl.render import pmap as render_pmap
 
         namespace = load_script(script)
         stages = script_stages(namespace, script)
         fold = script_fold(namespace, script)
         source, total, close_source = open_inputs(namespace, script, input_path)
-        out, close_out = open_output(output_path)
-        console = render_pmap.stderr_console()
-        show_progress = console.is_terminal if progress is None else progress
-        interrupted = False
-        run_ = None
-        try:
-            with opts.cluster() as cluster:
-                run_ = Pipeline(cluster, stages, source, ordered=not unordered, retries=retries,
-                                on_error=on_error, limit=limit, poison_after=poison_after,
-                                nodes=node_list(nodes), total=total, item_timeout=item_timeout)
-                try:
-                    with render_pipeline.PipelineProgress(run_.stats, console, f"pipeline {script}") \
-                            if show_progress else _nothing():
-                        _deliver(run_, out, fold, output_path is not None, os.path.abspath(script))
-                except KeyboardInterrupt:
-                    interrupted = True
-                    raise
-        except ItemErrors as exc:
-            console.print(render_pmap.errors_table(exc.failures))
-            return EXIT_SOME_NODES_FAILED
-        finally:
-            close_out()
-            close_source()
-            if run_ is not None and summary and run_.stats.started is not None:
-                console.print(render_pipeline.summary(run_.stats, interrupted))
-        return 0
+
+        def start(cluster):
+            return Pipeline(cluster, stages, source, ordered=not unordered, retries=retries,
+                            on_error=on_error, limit=limit, poison_after=poison_after,
+                            nodes=node_list(nodes), total=total, item_timeout=item_timeout)
+
+        def deliver(run_, out, console) -> None:
+            with render_pipeline.PipelineProgress(run_.stats, console, f"pipeline {script}") \
+                    if console is not None else _nothing():
+                _deliver(run_, out, fold, output_path is not None, os.path.abspath(script))
+
+        return run_reported(opts, start, deliver, render_pipeline.summary,
+                            output_path=output_path, progress=progress, summary=summary,
+                            close_source=close_source)
 
     run(ctx, body)
 

@@ -147,6 +147,23 @@ def to_json(value: Any) -> str:
         return json.dumps(jsonable(value))
 
 
+def failure_options(command):
+    """--on-error, --limit and --poison-after, as pmap and pipeline take them."""
+    for option in reversed((
+            click.option("--on-error", type=click.Choice(["raise", "skip", "collect"]),
+                         default="raise", show_default=True,
+                         help="raise: stop at the first failed item; skip: leave failed items "
+                              "out; collect: leave them out and list them at the end (exit "
+                              "code 3)."),
+            click.option("--limit", type=click.IntRange(min=0), metavar="N",
+                         help="Read at most N items."),
+            click.option("--poison-after", type=click.IntRange(min=1), default=3,
+                         show_default=True, metavar="N",
+                         help="Fail an item that crashed its worker (or lost its node) N times."))):
+        command = option(command)
+    return command
+
+
 @click.command("pmap")
 @click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--fn", "fn_name", default="task", show_default=True, metavar="NAME",
@@ -166,13 +183,7 @@ def to_json(value: Any) -> str:
               help="Items per message (default: adapted to the function's speed).")
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Try an item whose function raised up to N more times, on another node first.")
-@click.option("--on-error", type=click.Choice(["raise", "skip", "collect"]), default="raise",
-              show_default=True,
-              help="raise: stop at the first failed item; skip: leave failed items out; "
-                   "collect: leave them out and list them at the end (exit code 3).")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Read at most N items.")
-@click.option("--poison-after", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
-              help="Fail an item that crashed its worker (or lost its node) N times.")
+@failure_options
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.option("--speculate/--no-speculate", default=True, show_default=True,
               help="Start items overdue on their node (stuck, or queued behind a long item) "
@@ -211,37 +222,55 @@ def pmap_command(ctx: click.Context, script: str | None, fn_name: str, call_name
     """
 
     def body(opts: Options) -> int:
+        from clusterctl.api.pmap import PMap
         from clusterctl.render import pmap as render_pmap
-        from clusterctl.api.pmap import ItemErrors, PMap
 
         fn, title, (source, total, close_source) = the_work(script, fn_name, call_name, input_path)
-        out, close_out = open_output(output_path)
-        console = render_pmap.stderr_console()
-        show_progress = console.is_terminal if progress is None else progress
-        interrupted = False
-        run_: PMap | None = None
-        try:
-            with opts.cluster() as cluster:
-                run_ = PMap(cluster, fn, source, ordered=not unordered, chunksize=chunksize,
-                            retries=retries, on_error=on_error, limit=limit,
-                            poison_after=poison_after, nodes=node_list(nodes),
-                            speculate=speculate, total=total, item_timeout=item_timeout)
-                try:
-                    _write_run(run_, out, console if show_progress else None, title, indexed)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    raise
-        except ItemErrors as exc:
-            console.print(render_pmap.errors_table(exc.failures))
-            return EXIT_SOME_NODES_FAILED
-        finally:
-            close_out()
-            close_source()
-            if run_ is not None and summary and run_.stats.started is not None:
-                console.print(render_pmap.summary(run_.stats, interrupted))
-        return 0
+
+        def start(cluster):
+            return PMap(cluster, fn, source, ordered=not unordered, chunksize=chunksize,
+                        retries=retries, on_error=on_error, limit=limit,
+                        poison_after=poison_after, nodes=node_list(nodes),
+                        speculate=speculate, total=total, item_timeout=item_timeout)
+
+        return run_reported(opts, start, lambda run_, out, console: _write_run(
+            run_, out, console, title, indexed), render_pmap.summary, output_path=output_path,
+            progress=progress, summary=summary, close_source=close_source)
 
     run(ctx, body)
+
+
+def run_reported(opts: Options, start, deliver, summarize, *, output_path: str | None,
+                 progress: bool | None, summary: bool, close_source) -> int:
+    """Run a map-like command (pmap, pipeline): ``start(cluster)`` makes the run,
+    ``deliver(run, out, console)`` writes its results (with live progress on
+    ``console``, None when not shown); failed items (``--on-error=collect``) and
+    ``summarize(stats, interrupted)`` go to stderr at the end, after Ctrl-C too."""
+    from clusterctl.api.pmap import ItemErrors
+    from clusterctl.render import pmap as render_pmap
+
+    out, close_out = open_output(output_path)
+    console = render_pmap.stderr_console()
+    shown = console.is_terminal if progress is None else progress
+    interrupted = False
+    run_ = None
+    try:
+        with opts.cluster() as cluster:
+            run_ = start(cluster)
+            try:
+                deliver(run_, out, console if shown else None)
+            except KeyboardInterrupt:
+                interrupted = True
+                raise
+    except ItemErrors as exc:
+        console.print(render_pmap.errors_table(exc.failures))
+        return EXIT_SOME_NODES_FAILED
+    finally:
+        close_out()
+        close_source()
+        if run_ is not None and summary and run_.stats.started is not None:
+            console.print(summarize(run_.stats, interrupted))
+    return 0
 
 
 def the_work(script: str | None, fn_name: str, call_name: str | None, input_path: str | None):

@@ -6,12 +6,11 @@ results."""
 from __future__ import annotations
 
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from clusterctl.api.pipeline import PipelineStats, StageFigures, bottleneck, figures
-from clusterctl.render.pmap import fmt_count, fmt_duration, fmt_rate
+from clusterctl.render.pmap import LiveView, fmt_count, fmt_duration, fmt_rate
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -74,14 +73,13 @@ def headline(stats: PipelineStats, interrupted: bool = False) -> Text:
     return text
 
 
-class PipelineProgress:
-    """The live view, read from the run's stats each time rich refreshes it."""
+class PipelineProgress(LiveView):
+    """The live view: the headline and the stage table, redrawn from the run's stats."""
+
+    refresh_per_second = 4
 
     def __init__(self, stats: PipelineStats, console: Console, label: str = "pipeline") -> None:
-        self.stats = stats
-        self.console = console
-        self.label = label
-        self._live: Live | None = None
+        super().__init__(stats, console, label)
 
     def __rich__(self) -> RenderableType:
         rows = figures(self.stats)
@@ -89,17 +87,6 @@ class PipelineProgress:
         title = Text(self.label + "  ", style="bold")
         title.append_text(headline(self.stats))
         return Group(title, stage_table(rows, neck, final=False))
-
-    def __enter__(self) -> "PipelineProgress":
-        self._live = Live(self, console=self.console, refresh_per_second=4, transient=True,
-                          redirect_stdout=False, redirect_stderr=False)
-        self._live.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
 
 def summary(stats: PipelineStats, interrupted: bool = False) -> Group:

@@ -47,14 +47,35 @@ def fmt_percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{fraction * 100:.0f}%"
 
 
-class PmapProgress:
-    """The live line: bar, done/total, rate, ETA, and each node's count and state."""
+class LiveView:
+    """A view redrawn from a run's live stats while the run goes (``with`` it); it
+    leaves nothing on the screen after, where the summary follows."""
 
-    def __init__(self, stats: PmapStats, console: Console, label: str = "pmap") -> None:
+    refresh_per_second = 8
+
+    def __init__(self, stats, console: Console, label: str) -> None:
         self.stats = stats
         self.console = console
         self.label = label
         self._live: Live | None = None
+
+    def __enter__(self):
+        self._live = Live(self, console=self.console, refresh_per_second=self.refresh_per_second,
+                          transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class PmapProgress(LiveView):
+    """The live line: bar, done/total, rate, ETA, and each node's count and state."""
+
+    def __init__(self, stats: PmapStats, console: Console, label: str = "pmap") -> None:
+        super().__init__(stats, console, label)
 
     def __rich__(self) -> RenderableType:
         s = self.stats
@@ -78,17 +99,6 @@ class PmapProgress:
         if trouble:
             nodes.append("  " + trouble, style="yellow")
         return Group(grid, nodes)
-
-    def __enter__(self) -> "PmapProgress":
-        self._live = Live(self, console=self.console, refresh_per_second=8, transient=True,
-                          redirect_stdout=False, redirect_stderr=False)
-        self._live.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
 
 def stderr_console() -> Console:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from clusterctl.api.pmap.stats import Timed
+
 MIN_SPAN = 1e-3  # arrivals closer than this in all came at once: no T_A to tell
 BUSY_RHO = 0.6  # below this no stage is busy: the input or the consumer sets the pace
 
@@ -67,7 +69,7 @@ class StageFigures:
 
 
 @dataclass
-class PipelineStats:
+class PipelineStats(Timed):
     stages: list[StageStats]
     farms: list[FarmStats]
     total: int | None = None
@@ -88,14 +90,6 @@ class PipelineStats:
                     states[name] = state
         return states
 
-    def elapsed(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or time.monotonic()) - self.started
-
-    def rate(self) -> float | None:
-        elapsed = self.elapsed()
-        return self.done / elapsed if elapsed > 0 and self.done else None
 
 
 def figures(stats: PipelineStats, now: float | None = None) -> list[StageFigures]:

@@ -32,8 +32,21 @@ class NodeStats:
         return min(1.0, self.busy / (span * self.slots)) if span > 0 else None
 
 
+class Timed:
+    """The clock of a run with ``started``, ``finished`` and ``done`` fields."""
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def rate(self) -> float | None:
+        elapsed = self.elapsed()
+        return self.done / elapsed if elapsed > 0 and self.done else None
+
+
 @dataclass
-class PmapStats:
+class PmapStats(Timed):
     """Counters of a whole run; ``nodes`` in hosts-file order."""
 
     total: int | None = None
@@ -47,15 +60,6 @@ class PmapStats:
     started: float | None = None
     finished: float | None = None
     nodes: dict[str, NodeStats] = field(default_factory=dict)
-
-    def elapsed(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or time.monotonic()) - self.started
-
-    def rate(self) -> float | None:
-        elapsed = self.elapsed()
-        return self.done / elapsed if elapsed > 0 and self.done else None
 
     def eta(self) -> float | None:
         rate = self.rate()
