@@ -4,6 +4,8 @@ the input or from the bounded queue the farm before fills."""
 
 from __future__ import annotations
 
+import time
+
 import cloudpickle
 
 from clusterctl.api.pipeline.feed import Feed
@@ -25,6 +27,7 @@ cloudpickle.register_pickle_by_value(node_stages)
 
 QUEUE_MIN_ITEMS = 64  # a queue between farms holds at least this many items ...
 QUEUE_MAX_BYTES = 64 << 20  # ... and, beyond twice what the farm has in flight, this many bytes
+CAP_SECONDS = 0.05  # how often a queue's capacity is worked out again
 
 
 class Farm:
@@ -38,7 +41,9 @@ class Farm:
         self.stages = stages  # this farm's, in order
         self.farm_stats = farm_stats
         self._by_label = {spec.label: i for i, spec in enumerate(group)}
-        codec = PickledItems(node_stages.Stages([s.fn for s in group], [s.label for s in group]))
+        self.fused = len(group) > 1  # a lone stage runs as it is: its chunks' time is its own
+        codec = PickledItems(node_stages.Stages([s.fn for s in group], [s.label for s in group])
+                             if self.fused else group[0].fn)
         codec.name = self.label
         self.source = source
         self.stats = PmapStats(total=source.total, nodes={n: NodeStats(n) for n in names})
@@ -47,6 +52,7 @@ class Farm:
                                    post=lambda event: inbox.post((self, event)))
         self.member = Member(self.scheduler, names, self.label)
         self.taken = 0  # items handed out of this farm (results and failures)
+        self._cap, self._cap_at = QUEUE_MIN_ITEMS, 0.0
 
     @property
     def feed(self) -> Feed | None:
@@ -66,7 +72,15 @@ class Farm:
 
     def queue_cap(self) -> int:
         """Twice the items this farm can have in flight (at least QUEUE_MIN_ITEMS), within
-        QUEUE_MAX_BYTES of pickled items: enough to keep its slots busy, bounded."""
+        QUEUE_MAX_BYTES of pickled items: enough to keep its slots busy, bounded. Worked
+        out again every CAP_SECONDS (its windows and chunks change slowly)."""
+        now = time.monotonic()
+        if now - self._cap_at >= CAP_SECONDS:
+            self._cap_at = now
+            self._cap = self._queue_cap()
+        return self._cap
+
+    def _queue_cap(self) -> int:
         scheduler = self.scheduler
         sizing = scheduler.sizing
         running = scheduler.running()
@@ -98,7 +112,7 @@ class Farm:
             head.queue = feed.count
             head.queue_max = max(head.queue_max, feed.count)
         head.input_closed = self.source.done
-        self.farm_stats.slots = sum(n.slots for n in self.scheduler.running())
+        self.farm_stats.slots = self.scheduler.roster.slots
         self.stats.total = self.source.total if self.source.done else self.stats.total
 
     # -- results out -------------------------------------------------------------------
@@ -118,35 +132,58 @@ class Farm:
         block = self.buffer.ready(scheduler.stop_index)
         if block is None:
             return None
-        stop = scheduler.stop_index
+        self.taken += block.n
+        if not block.errors and not block.remaining:  # every item came through: the common case
+            values = block.values
+            if self.fused:
+                runs = [[block.start, [cell[0] for cell in values]]]
+                busy = [sum(column) for column in zip(*[cell[1] for cell in values])]
+            else:
+                runs, busy = [[block.start, values]], None
+            self._count(block.n, busy)
+            return runs, []
+        return self._sift(block)
+
+    def _sift(self, block):
+        """``take`` for a block with failed items, or stopped part way (on_error="raise")."""
+        scheduler = self.scheduler
+        stop = scheduler.stop_index if scheduler.options.ordered else None
         runs: list[list] = []
         failures: list[tuple[int, ItemError]] = []
-        stages = self.stages
-        busy = [0.0] * len(stages)
+        busy = [0.0] * len(self.stages) if self.fused else None
         ok = 0
         index = block.start
-        self.taken += block.n
         for cell in block.values or ():
-            if stop is not None and index > stop and scheduler.options.ordered:
+            if stop is not None and index > stop:
                 break
             if cell is FAILED:
                 failures.append((index, self._failed(block.errors[index - block.start])))
             elif cell is not PENDING:
-                value, times = cell
-                for j, seconds in enumerate(times):
-                    busy[j] += seconds
+                if busy is not None:
+                    cell, times = cell
+                    for j, seconds in enumerate(times):
+                        busy[j] += seconds
                 ok += 1
                 if runs and runs[-1][0] + len(runs[-1][1]) == index:
-                    runs[-1][1].append(value)
+                    runs[-1][1].append(cell)
                 else:
-                    runs.append([index, [value]])
+                    runs.append([index, [cell]])
             index += 1
+        self._count(ok, busy)
+        return runs, failures
+
+    def _count(self, ok: int, busy: list[float] | None) -> None:
+        """``ok`` more items came through every stage, taking ``busy`` seconds in each
+        (None: a lone stage, whose time is its chunks')."""
+        stages = self.stages
+        if busy is None:
+            stages[0].busy = sum(node.busy for node in self.stats.nodes.values())
         for j, stage in enumerate(stages):
-            stage.busy += busy[j]
+            if busy is not None:
+                stage.busy += busy[j]
             stage.items_out += ok
             if j:
                 stage.items_in = stages[j - 1].items_out
-        return runs, failures
 
     def _failed(self, error: ItemError) -> ItemError:
         """Count a failed item at the stage it failed in (or the farm's first, if it

@@ -78,9 +78,9 @@ class Pipeline:
     def values(self) -> Iterator[Any]:
         """The results (in input order unless ``ordered=False``); failed items as
         ``on_error`` says."""
-        for index, value, error in self._outputs():
+        for start, values, error in self._outputs():
             if error is None:
-                yield value
+                yield from values
             elif self.on_error == "raise":
                 raise error
         if self.on_error == "collect" and self.failures:
@@ -92,8 +92,12 @@ class Pipeline:
         self.on_error = "values"
         for farm in self.farms:  # a failed item stops no farm: it is handed out in its place
             farm.scheduler.options.on_error = "skip"
-        for index, value, error in self._outputs():
-            yield Outcome(index, value, error)
+        for start, values, error in self._outputs():
+            if error is not None:
+                yield Outcome(start, error=error)
+                continue
+            for offset, value in enumerate(values):
+                yield Outcome(start + offset, value)
 
     def fold(self, fn: Callable[[Any, Any], Any], initial: Any = None) -> Any:
         """Fold the results into one value, here, as they come out (in input order unless
@@ -106,6 +110,8 @@ class Pipeline:
     # -- the loop ----------------------------------------------------------------------
 
     def _outputs(self) -> Iterator[tuple[int, Any, ItemError | None]]:
+        """Runs of results ``(start, values, None)`` and failed items ``(index, None,
+        error)``, in input order unless unordered."""
         if self._started:
             raise errors.UsageError("a pipeline can be iterated only once")
         self._started = True
@@ -162,14 +168,14 @@ class Pipeline:
                 feed.close()
 
     def _handed_out(self, runs, failures) -> Iterator[tuple[int, Any, ItemError | None]]:
-        """The last farm's block: its results, and (in order) the items that failed
-        before them, in this farm or earlier."""
+        """The last farm's block: runs of results ``(start, values, None)``, and (in
+        order) the items that failed before them, in this farm or earlier, as
+        ``(index, None, error)``."""
         self._failed(failures)
         for start, values in runs:
             yield from self._flush_failures(start)
             self.stats.done += len(values)
-            for offset, value in enumerate(values):
-                yield start + offset, value, None
+            yield start, values, None
         if not self.ordered:
             yield from self._flush_failures(None)
 
