@@ -279,3 +279,18 @@ def test_a_fixed_share_caps_the_slots_a_stage_uses(make_cluster, env):
 
     got = list(cluster.pipeline([inc, (capped, {"replicas": 2})], range(120)))
     assert max(got) <= 2 and len(got) == 120
+
+
+def test_a_slowed_node_gets_fewer_items(make_cluster):
+    cluster = make_cluster()
+    slow_pid = node_pid(cluster, "n1")
+    node_pid(cluster, "n2")
+
+    def work(x):
+        time.sleep(0.02 if os.getppid() == slow_pid else 0.004)
+        return x
+
+    run = Pipeline(cluster, [inc, work], range(400))
+    assert list(run.values()) == list(range(1, 401))
+    items = {name: node.items for name, node in run.farms[0].stats.nodes.items()}
+    assert items["n1"] < items["n2"] / 2, items
