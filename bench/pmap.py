@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from isolation import private_dirs, ssh_test_bed
+from report import Rows
 
 CORES = os.cpu_count() or 1
 
@@ -62,32 +63,6 @@ def best(repeat: int, measure) -> float:
         measure()
         times.append(time.perf_counter() - t0)
     return min(times)
-
-
-class Rows:
-    """The report: each figure beside its baseline, and the ratio against the goal."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str, str]] = []
-
-    def add(self, what: str, ours: str, baseline: str, ratio: float, goal: float | None) -> None:
-        if goal is None:
-            verdict = "(no goal set)"
-        else:
-            verdict = f">= {goal:g}x " + ("ok" if ratio >= goal else "below goal")
-        self.rows.append((what, ours, baseline, f"{ratio:.2f}x", verdict))
-
-    def note(self, what: str, text: str) -> None:
-        self.rows.append((what, text, "", "", ""))
-
-    def print(self) -> None:
-        header = ("measurement", "clusterctl pmap", "baseline", "ratio", "goal")
-        rows = [header] + self.rows
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        for i, row in enumerate(rows):
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-            if i == 0:
-                print("  ".join("-" * w for w in widths))
 
 
 def local_figures(args, rows: Rows) -> None:
@@ -193,7 +168,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best counts)")
     args = parser.parse_args()
 
-    rows = Rows()
+    rows = Rows("clusterctl pmap")
     with private_dirs("ccpb") as root:
         local_figures(args, rows)
         if args.no_ssh:

@@ -99,10 +99,12 @@ class Farm:
         return items
 
     def note_arrivals(self, now: float) -> None:
-        """Count the items that reached this farm (read from the input, or queued)."""
+        """Count the items that entered this farm: read from the input, or taken from its
+        queue (not put into it: the queue takes a burst at the start, while the farm takes
+        items only as fast as it serves them)."""
         head = self.stages[0]
         feed = self.feed
-        arrived = feed.fed if feed is not None else self.source.read_out
+        arrived = self.source.read_out
         if arrived != head.items_in:
             if head.first_in is None:
                 head.first_in = now

@@ -2,8 +2,9 @@
 took by hand from their traces.
 
 - T_S, the service time: seconds the stage's function took per item, on one slot.
-- T_A, the inter-arrival time: seconds between items reaching the stage (a farm's
-  inner stages get the items as they leave the stage before, on the same slot).
+- T_A, the inter-arrival time: seconds between items entering the stage (taken from
+  its queue, or read from the input; a farm's inner stages get the items as they
+  leave the stage before, on the same slot).
 - replicas: the slots serving the stage. A farm's slots (or its fixed ``replicas=``)
   are shared among the stages fused in it in proportion to the time each takes.
 - ρ = T_S / (replicas × T_A): how busy those slots are. Near 1, the stage holds the
@@ -30,7 +31,7 @@ class StageStats:
     name: str
     group: int  # the farm it runs in
     head: bool  # the first stage of its farm (its items come from a queue, or the input)
-    items_in: int = 0  # head: items that reached the farm (inner stages: the stage before's out)
+    items_in: int = 0  # head: items that entered the farm (inner stages: the stage before's out)
     items_out: int = 0
     failed: int = 0
     retries: int = 0
