@@ -24,8 +24,9 @@ from clusterctl.api.pmap.tuning import DEFAULT_POISON_AFTER, WAIT_SECONDS
 
 
 class Pipeline:
-    """One pipeline: its live statistics (``stats``; ``stats.figures`` has T_S, T_A, ρ)
-    and its outcomes. Iterate ``values()`` or ``outcomes()`` once, or ``fold``."""
+    """One pipeline: its live statistics (``stats``; ``figures(stats)`` gives each stage's
+    T_S, T_A, replicas and ρ, ``bottleneck`` names the stage holding the run back) and
+    its outcomes. Iterate ``values()`` or ``outcomes()`` once, or ``fold`` the values."""
 
     def __init__(self, cluster, stages, iterable: Iterable[Any], *, ordered: bool = True,
                  retries: int = 0, retry_on: tuple[type[BaseException], ...] | None = None,
@@ -68,10 +69,6 @@ class Pipeline:
         self.failures: list[ItemError] = []  # on_error="collect": every item failed so far
         self._pending: list[tuple[int, ItemError]] = []  # failed earlier, not handed out yet
         self._started = False
-
-    @property
-    def node_names(self) -> list[str]:
-        return self._crew.names
 
     # -- what the caller iterates ------------------------------------------------------
 
@@ -148,6 +145,7 @@ class Pipeline:
         out on to the next farm's queue; close a queue once the farm before is done."""
         now = time.monotonic()
         farms = self.farms
+        self.stats.total = farms[0].source.total
         for k, farm in enumerate(farms):
             farm.note_arrivals(now)
             downstream = farms[k + 1] if k + 1 < len(farms) else None

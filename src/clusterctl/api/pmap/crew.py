@@ -91,6 +91,7 @@ class Crew:
         stats = node.stats
         stats.slots = node.slots
         stats.state = "running"
+        stats.reason = ""  # (it may join again, after a loss)
         stats.joined = time.monotonic()
         stats.left = None
         scheduler.add_node(node)
@@ -150,8 +151,9 @@ class Crew:
         listing = "; ".join(f"{n}: {r}" for n, r in reasons.items())
         verb = "was lost" if nodes else "could be reached"
         who = "every node" + what + " " + verb if nodes else "no node" + what + " " + verb
-        raise AllNodesLost(f"{who} ({listing}); {done}{of} items completed",
-                           completed=done, reasons=reasons)
+        completed = f"{done}{of} items had come through it" if member.label else \
+            f"{done}{of} items completed"
+        raise AllNodesLost(f"{who} ({listing}); {completed}", completed=done, reasons=reasons)
 
     # -- the end -----------------------------------------------------------------------
 
