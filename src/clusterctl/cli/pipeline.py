@@ -34,13 +34,22 @@ def script_fold(namespace: dict, path: str) -> tuple[Any, Any] | None:
     fold = namespace.get("fold")
     if fold is None:
         return None
-    if isinstance(fold, tuple) and len(fold) == 2 and callable(fold[0]):
+    hint = ("define `def fold(accumulator, result):` (and `initial = ...`), or "
+            "`fold = (function, initial)`")
+    if isinstance(fold, tuple) and len(fold) == 2:
+        if not callable(fold[0]):
+            raise UsageError(f"fold in {path} is a pair whose first part is {_a(fold[0])}, "
+                             "not a function", hint=hint)
         return fold
     if callable(fold):
         return fold, namespace.get("initial")
-    raise UsageError(f"fold in {path} is a {type(fold).__name__}",
-                     hint="define `def fold(accumulator, result):` (and `initial = ...`), "
-                          "or `fold = (function, initial)`")
+    raise UsageError(f"fold in {path} is {_a(fold)}, not a function", hint=hint)
+
+
+def _a(value) -> str:
+    """``an int``, ``a tuple``: what a value is, with its article."""
+    name = type(value).__name__
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
 
 
 @click.command("pipeline")
@@ -112,8 +121,11 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
 
 def _deliver(run_, out, fold, tee: bool, script: str) -> None:
     """Write the results to ``out``; with a fold, fold them (writing them too if ``tee``)
-    and print the fold's value to stdout."""
+    and print the fold's value to stdout, also of the items that did not fail when some
+    did (``--on-error=collect``)."""
     import sys
+
+    from clusterctl.api.pmap import ItemErrors
 
     results = run_.values()
     try:
@@ -121,14 +133,14 @@ def _deliver(run_, out, fold, tee: bool, script: str) -> None:
             write_results(results, out, False)
             return
         fn, accumulator = fold
-        for value in results:
-            if tee:
-                out.write(to_json(value) + "\n")
-            try:
-                accumulator = fn(accumulator, value)
-            except Exception as exc:  # noqa: BLE001 - the user's fold: show their traceback
-                raise ScriptError(f"fold raised on a result: {type(exc).__name__}: {exc}\n"
-                                  + user_traceback(exc, script)) from None
+        try:
+            for value in results:
+                if tee:
+                    out.write(to_json(value) + "\n")
+                accumulator = _fold_one(fn, accumulator, value, script)
+        except ItemErrors:
+            sys.stdout.write(to_json(accumulator) + "\n")
+            raise
         sys.stdout.write(to_json(accumulator) + "\n")
     except BrokenPipeError:
         _silence_stdout()
@@ -139,3 +151,11 @@ def _deliver(run_, out, fold, tee: bool, script: str) -> None:
             sys.stdout.flush()
         except (BrokenPipeError, ValueError):
             _silence_stdout()
+
+
+def _fold_one(fn, accumulator, value, script: str):
+    try:
+        return fn(accumulator, value)
+    except Exception as exc:  # noqa: BLE001 - the user's fold: show their traceback
+        raise ScriptError(f"fold raised on a result: {type(exc).__name__}: {exc}\n"
+                          + user_traceback(exc, script)) from None

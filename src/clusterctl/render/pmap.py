@@ -156,14 +156,19 @@ def summary(stats: PmapStats, interrupted: bool = False) -> Group:
 
 
 def errors_table(failures: Iterable[ItemError], limit: int = 20) -> Group:
-    """The failed items (``--on-error=collect``): index, node, error; the first ``limit``."""
+    """The failed items (``--on-error=collect``): index, the stage (a pipeline's), node,
+    error; the first ``limit``."""
     failures = list(failures)
+    located = any(getattr(error, "where", None) for error in failures)  # a pipeline's stages
     table = Table(show_edge=False, header_style="bold")
     table.add_column("item", justify="right")
+    if located:
+        table.add_column("stage")
     table.add_column("node")
     table.add_column("error")
     for error in failures[:limit]:
-        table.add_row(str(error.index), error.node,
+        cells = [str(error.index)] + ([error.where or "-"] if located else [])
+        table.add_row(*cells, error.node,
                       Text(f"{error.remote_type}: {error.remote_message}", style="red"))
     parts: list[RenderableType] = [Text(f"{len(failures):,} item{'s' * (len(failures) != 1)} failed:",
                                         style="bold red"), table]

@@ -53,6 +53,7 @@ class Farm:
         self.member = Member(self.scheduler, names, self.label)
         self.taken = 0  # items handed out of this farm (results and failures)
         self._cap, self._cap_at = QUEUE_MIN_ITEMS, 0.0
+        self._stopped: ItemError | None = None  # unordered: the error the farm stopped at
 
     @property
     def feed(self) -> Feed | None:
@@ -129,8 +130,11 @@ class Farm:
         of consecutive ``[index, values]`` that succeeded and ``(index, ItemError)`` pairs,
         with every stage's counters brought up to date."""
         scheduler = self.scheduler
-        if not scheduler.options.ordered and scheduler.stop_error is not None:
-            raise scheduler.stop_error
+        stop_error = scheduler.stop_error
+        if stop_error is not None and not scheduler.options.ordered and self._stopped is None:
+            # on_error="raise", unordered: the failed item's block may never complete
+            self._stopped = stop_error
+            return [], [(stop_error.index, self._failed(stop_error))]
         block = self.buffer.ready(scheduler.stop_index)
         if block is None:
             return None
@@ -159,7 +163,9 @@ class Farm:
             if stop is not None and index > stop:
                 break
             if cell is FAILED:
-                failures.append((index, self._failed(block.errors[index - block.start])))
+                error = block.errors[index - block.start]
+                if error is not self._stopped:  # (handed out already)
+                    failures.append((index, self._failed(error)))
             elif cell is not PENDING:
                 if busy is not None:
                     cell, times = cell

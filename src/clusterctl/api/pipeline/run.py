@@ -120,6 +120,8 @@ class Pipeline:
             crew.start()
             while True:
                 self._step()
+                if not self.ordered and self._pending:
+                    yield from self._flush_failures(None)
                 taken = last.take()
                 if taken is not None:
                     yield from self._handed_out(*taken)
