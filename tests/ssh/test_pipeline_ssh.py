@@ -1,5 +1,6 @@
 """Pipelines over real OpenSSH hosts (tests/support/sshbed.py): a host cut off, a node
-killed, a pinned stage, a slowed host, and Ctrl-C to the CLI.
+killed, a pinned stage, and Ctrl-C to the CLI (a slowed node: tests/local/test_pipeline.py;
+a host far away is pmap's scheduler's to handle: tests/ssh/test_pmap_ssh.py).
 
 Each fault test checks that every item came back exactly once: the results equal the
 composition of the stages over the input, in order, with no item missing or doubled;
@@ -10,7 +11,6 @@ each host of the bed (``<workdir>/hI/cache``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -25,7 +25,6 @@ import pytest
 from clusterctl import Cluster
 from clusterctl.api.pipeline import Pipeline, figures
 from helpers import end_process, interruptible_cli, wait_for
-from latency_proxy import LatencyProxy
 from sshbed import available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
 
@@ -200,41 +199,6 @@ def test_a_pinned_stage_runs_only_on_its_host(world):
     assert_every_stage_saw_every_item(run, n)
     assert [f.stats.nodes.keys() for f in run.farms] == [{"h1", "h3"}, {"h2"}, {"h1", "h3"}]
     assert figures(run.stats)[1].replicas == 2  # h2's slots
-
-
-def test_a_host_behind_200_ms_of_latency_gets_fewer_items(world, bed, tmp_path):
-    """h1 is 200 ms further away (round trip): by netem on its link where the kernel has
-    it, else through a relay on loopback that holds every byte 100 ms each way."""
-    with contextlib.ExitStack() as stack:
-        if bed.unsupported_reason("slow"):
-            h1 = bed.host("h1")
-            proxy = stack.enter_context(LatencyProxy((h1.address, h1.port), delay=0.1))
-            stack.callback(world.down_everything)  # through the relay, while it still runs
-            config = tmp_path / "ssh_config"
-            config.write_text(f"Host h1far\n  HostName 127.0.0.1\n  Port {proxy.port}\n"
-                              f"  HostKeyAlias {h1.known_hosts_name}\n"
-                              + bed.ssh_config.read_text())
-            world.ssh = dict(world.ssh, config_file=str(config))
-            c = world.cluster(HOSTS.replace("h1 slots=2", "h1far name=h1 slots=2"))
-            infos = c.world()
-            if not all(i.ok for i in infos):  # a login through the relay may fail once
-                first = [(i.name, i.reason) for i in infos if not i.ok]
-                infos = c.world()
-                assert all(i.ok for i in infos), (first, [(i.name, i.reason) for i in infos])
-            assert c.world()[0].rtt > 0.2  # the ping went through the relay
-        else:
-            c = world.cluster(HOSTS)
-            assert all(i.ok for i in c.world())
-            bed.slow("h1", 200)
-
-        def work(x):
-            time.sleep(0.02)
-            return x
-
-        run = Pipeline(c, [inc, work], range(400))
-        assert list(run.values()) == list(range(1, 401))
-        counts = {h: run.farms[0].stats.nodes[h].items for h in ("h1", "h2", "h3")}
-        assert counts["h1"] < min(counts["h2"], counts["h3"]), counts
 
 
 # -- the CLI -----------------------------------------------------------------------------

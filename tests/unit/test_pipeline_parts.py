@@ -149,3 +149,50 @@ def test_no_busy_stage_means_the_input_sets_the_pace():
 def test_arrivals_all_at_once_give_no_inter_arrival_time():
     rows = figures(stats_of([1.0, 1.0, 1.0], 5, [0, 1, 2], first=1.0, last=1.0))
     assert rows[0].t_a is None and rows[0].rho is None
+
+
+# -- how it looks ------------------------------------------------------------------------
+
+def render(renderable) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
+    console = Console(width=140, file=StringIO(), color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def rendered_stats() -> PipelineStats:
+    from clusterctl.api.pmap import NodeStats
+
+    stats = stats_of([4.0, 38.0, 4.0], 1001, [0, 1, 2], queue_max=(0, 500, 3))
+    stats.done, stats.total, stats.failed = 990, 1001, 11
+    stats.stages[1].queue = 120
+    stats.stages[1].failed = 11
+    stats.farm_nodes = [{"a": NodeStats("a", state="running")},
+                        {"b": NodeStats("b", state="lost", reason="no heartbeat for 10.2 s")}]
+    return stats
+
+
+def test_the_live_view_shows_every_stage_with_its_figures_and_marks_the_bottleneck():
+    from clusterctl.render.pipeline import PipelineProgress
+
+    text = render(PipelineProgress(rendered_stats(), None, "pipeline job.py").__rich__())
+    assert "990 of 1,001 items in 10.0 s (99.0/s) through 3 stages; 11 failed" in text
+    assert "nodes out: b (lost: no heartbeat for 10.2 s)" in text
+    rows = {line.split()[1]: line for line in text.splitlines() if line.strip()[:1].isdigit()}
+    assert set(rows) == {"f", "g", "h"}
+    assert "◀ bottleneck" in rows["g"] and "◀" not in rows["f"] + rows["h"]
+    assert "120" in rows["g"]  # the queue now, live
+    assert "38.0 ms" in rows["g"] and "10.0 ms" in rows["g"] and "0.95" in rows["g"]
+
+
+def test_the_summary_has_failures_and_the_queue_max_and_names_the_bottleneck_with_why():
+    from clusterctl.render.pipeline import summary
+
+    text = render(summary(rendered_stats(), interrupted=True))
+    assert "; interrupted" in text and "queue max" in text and "retries" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("2 g"))
+    assert "500" in row and "11" in row
+    assert "bottleneck: stage 2 (g): ρ 0.95, its queue grew to 500 items" in text
