@@ -31,7 +31,8 @@ CAP_SECONDS = 0.05  # how often a queue's capacity is worked out again
 
 
 class Farm:
-    """``group``'s stages on ``names``; ``source`` is a ``Source`` or a ``Feed``."""
+    """``group``'s stages on ``names``; ``source`` is the input (a ``Source``) or the queue
+    in front (a ``Feed``), metered (``Metered``)."""
 
     def __init__(self, number: int, group: list[StageSpec], names: list[str], options: Options,
                  source, inbox: Inbox, stages: list[StageStats], farm_stats: FarmStats) -> None:
