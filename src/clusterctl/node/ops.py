@@ -88,6 +88,8 @@ NODE_TAKES = _table(
     Op("ping", id=(REQUEST_ID, OPTIONAL), t=(TIME, OPTIONAL)),
     Op("cancel", id=(REQUEST_ID, REQUIRED)),
     Op("stop", id=(REQUEST_ID, OPTIONAL)),
+    Op("trace", id=(REQUEST_ID, OPTIONAL), start=(FLAG, OPTIONAL), stop=(FLAG, OPTIONAL),
+       capacity=(COUNT, OPTIONAL)),
 )
 
 # during the handshake, what a controller takes from a node

@@ -26,7 +26,7 @@ class Task:
     """One call or map chunk from a controller, from its arrival until it is answered."""
 
     __slots__ = ("seq", "conn", "id", "frame", "fk", "worker", "cancelled", "is_map", "held",
-                 "suspect", "failed", "dropping")
+                 "suspect", "failed", "dropping", "arrived", "handed")
 
     def __init__(self, seq: int, conn, task_id, frame: bytes, fk, is_map: bool) -> None:
         self.seq = seq
@@ -41,6 +41,7 @@ class Task:
         self.suspect = False  # it was in a worker that crashed holding replies back
         self.failed = False  # answered as failed (crashed, or cancelled while running)
         self.dropping = False  # cancelled after it was handed ahead: its worker must skip it
+        self.arrived = self.handed = 0.0  # when it came and went to a worker (traced only)
 
 
 class WorkerSlot(Endpoint):
@@ -48,7 +49,7 @@ class WorkerSlot(Endpoint):
     functions it has been sent."""
 
     __slots__ = ("pid", "inbox", "assigned", "functions", "index", "depth", "pace",
-                 "last_result", "ended", "crashed", "failing", "reaper")
+                 "last_result", "ended", "crashed", "failing", "reaper", "free_at")
 
     def __init__(self, sock: socket.socket, pid: int, index: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -64,6 +65,7 @@ class WorkerSlot(Endpoint):
         self.crashed = False  # it crashed and is not reaped yet: its end is reported then
         self.failing: Task | None = None  # ... and the task it crashed in answered
         self.reaper = None  # its pidfd in the poller while it is dying
+        self.free_at = 0.0  # when it last finished a traced task
 
     def teach(self, key: str, definitions: dict, send) -> None:
         """Before a task that calls function ``key``: send its definition if this worker
@@ -221,6 +223,8 @@ class Pool:
             del conn.tasks[task.id]
         if conn.closed or task.dropping:  # (a dropped task was answered when it was cancelled)
             return
+        if conn.recorder is not None:
+            trace(task, worker, 0, "cancelled" if task.cancelled else "crashed")
         if task.cancelled:
             head = ops.error_head("cancelled", task.id, "Cancelled", "cancelled while running",
                                   self.name)
@@ -284,6 +288,8 @@ class Pool:
         self.tasks_by_seq.pop(seq, None)
         self.stats["tasks"] += 1
         conn = task.conn
+        if conn.recorder is not None:
+            trace(task, worker, len(frame), "ok")
         if task.cancelled or conn.closed:
             return
         conn.tasks.pop(task.id, None)
@@ -300,6 +306,8 @@ class Pool:
         """Queue a task (handed to a worker by the next ``dispatch``)."""
         self.seq += 1
         task = Task(self.seq, conn, task_id, frame, key, is_map)
+        if conn.recorder is not None:
+            task.arrived = time.monotonic()
         self.tasks_by_seq[task.seq] = task
         self.queue.append(task)
         return task
@@ -322,6 +330,8 @@ class Pool:
             worker.teach(task.fk, task.conn.functions, send)
         task.worker = worker
         worker.assigned.append(task)
+        if task.conn.recorder is not None:
+            task.handed = time.monotonic()
         seq = task.seq
         if worker.depth > PIPELINE_DEPTH and task.is_map and not task.suspect:
             task.held = True  # a tiny pmap chunk: its reply may travel with the next ones
@@ -361,14 +371,9 @@ class Pool:
                 if worker.assigned[0] is task:
                     self.replace_worker(worker, "was killed to cancel its task")
                     return False
-                self.drop(worker, task)
+                drop(self.loop, worker, task)
                 self.loop.flush(worker)  # (the worker has the word before the controller does)
         return True
-
-    def drop(self, worker: WorkerSlot, task: Task) -> None:
-        """Tell a worker to skip a task it was handed ahead (see ``worker.DROP_FLAG``)."""
-        task.dropping = True
-        self.loop.send(worker, CHANNEL.pack(task.seq | DROP_FLAG, 0))
 
     def connection_gone(self, conn) -> None:
         """A connection closed: its work goes with it. Queued tasks are forgotten, a worker
@@ -391,7 +396,7 @@ class Pool:
             dropped = False
             for task in worker.assigned:
                 if task.conn is conn and not task.dropping:
-                    self.drop(worker, task)
+                    drop(self.loop, worker, task)
                     dropped = True
             if dropped:
                 self.loop.flush(worker)
@@ -437,3 +442,19 @@ def split_channel(inbox: bytearray, chunk: bytes) -> list:
     elif pos < size:
         inbox += view[pos:]
     return results
+
+
+def drop(loop: Loop, worker: WorkerSlot, task: Task) -> None:
+    """Tell a worker to skip a task it was handed ahead (see ``worker.DROP_FLAG``)."""
+    task.dropping = True
+    loop.send(worker, CHANNEL.pack(task.seq | DROP_FLAG, 0))
+
+
+def trace(task: Task, worker: WorkerSlot, nbytes: int, how: str) -> None:
+    """Record a task that ended in its connection's trace (``tracing``)."""
+    now = time.monotonic()
+    started = max(task.handed, worker.free_at) if task.handed else now
+    worker.free_at = now
+    task.conn.recorder.add(["task", task.id, worker.index, task.arrived or started, started, now,
+                            len(task.frame), nbytes, how])
+

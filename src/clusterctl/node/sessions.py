@@ -5,6 +5,7 @@ See docs/how-it-works.md, "Starting the node process" and "Inside a node".
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -12,7 +13,7 @@ import sys
 import time
 import traceback
 
-from . import ops, wire
+from . import ops, tracing, wire
 from .log import log
 from .loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop, PipeStream
 from .pool import Pool
@@ -26,7 +27,7 @@ class Connection(Endpoint):
     and functions it sent."""
 
     __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
-                 "functions", "label", "fds", "watching")
+                 "functions", "label", "fds", "watching", "recorder")
 
     def __init__(self, sock, number: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -40,6 +41,7 @@ class Connection(Endpoint):
         self.label = "connection %d" % number
         self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
         self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
+        self.recorder: tracing.Recorder | None = None  # its tasks' trace, once it asked for one
 
 
 class Acceptor:
@@ -364,6 +366,17 @@ class Sessions:
     def handle_ping(self, conn: Connection, head: dict, raw: bytes) -> None:
         self.loop.send(conn, wire.encode(self.pong(head)))
 
+    def handle_trace(self, conn: Connection, head: dict, raw: bytes) -> None:
+        """Start recording this connection's tasks (``start``, a ring of ``capacity``
+        events), or hand over what was recorded since the last time (and ``stop``)."""
+        if head.get("start"):
+            conn.recorder = tracing.Recorder(head.get("capacity") or tracing.DEFAULT_CAPACITY)
+        events, dropped = conn.recorder.take() if conn.recorder is not None else ([], 0)
+        if head.get("stop"):
+            conn.recorder = None
+        reply = {"op": "traced", "id": head.get("id"), "mono": time.monotonic(), "dropped": dropped}
+        self.loop.send(conn, wire.encode(reply, json.dumps(events).encode()))
+
     def handle_cancel(self, conn: Connection, head: dict, raw: bytes) -> None:
         task_id = head["id"]
         task = conn.tasks.pop(task_id, None)
@@ -377,7 +390,8 @@ class Sessions:
         self.on_stop()
 
     HANDLERS = {"call": handle_task, "map": handle_task, "defn": handle_defn,
-                "ping": handle_ping, "cancel": handle_cancel, "stop": handle_stop}
+                "ping": handle_ping, "cancel": handle_cancel, "stop": handle_stop,
+                "trace": handle_trace}
 
     def pong(self, head: dict) -> dict:
         try:
@@ -385,7 +399,7 @@ class Sessions:
         except OSError:
             load = None
         now = time.time()
-        return {"op": "pong", "id": head.get("id"), "time": now, "load": load,
+        return {"op": "pong", "id": head.get("id"), "time": now, "mono": time.monotonic(), "load": load,
                 "running": self.pool.running(), "queued": len(self.pool.queue),
                 "slots": self.slots, "pid": self.pid, "uptime": now - self.started,
                 "stats": self.stats, "cpus": self.cpus}
