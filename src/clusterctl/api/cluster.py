@@ -44,13 +44,15 @@ class Cluster:
     with node loss still detected by heartbeat within ``heartbeat_timeout`` seconds).
     ``hub``: reach SSH hosts through the user's hub, which holds their SSH connections
     (started on demand); None: yes, unless ``CLUSTERCTL_HUB=off`` or a ``cookie`` is given.
+    ``trace``: record everything this cluster does on every node into this trace file,
+    written when the cluster is closed (``clusterctl trace --analyze`` reads it).
     """
 
     def __init__(self, hosts: str | os.PathLike | Iterable[HostSpec] | None = None, *,
                  timeout: float | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 10.0,
                  cookie: bytes | None = None, ssh_options: Mapping[str, Any] | None = None,
-                 hub: bool | None = None) -> None:
+                 hub: bool | None = None, trace: str | os.PathLike | None = None) -> None:
         if hosts is None:
             specs, self.source = resolve_world(None)
         elif isinstance(hosts, (str, os.PathLike)):
@@ -67,6 +69,11 @@ class Cluster:
         settings = NodeSettings(cookie=cookie or load_or_create_cookie(), bundle=agent_bundle())
         if hub is None:  # the hub knows the user's cookie only
             hub = cookie is None and hub_enabled()
+        self.recording = None  # the trace being recorded (``trace``), if any
+        if trace is not None:
+            from clusterctl.api.trace import Recording
+
+            self.recording = Recording(trace)
         self._links = NodeLinks(specs, settings, connect_timeout=connect_timeout,
                                 heartbeat_interval=heartbeat_interval,
                                 heartbeat_timeout=heartbeat_timeout, ssh_options=self.ssh_options,
@@ -286,8 +293,23 @@ class Cluster:
         return self._links.stop_hub()
 
     def close(self) -> None:
-        """Close every connection (the nodes keep running; their work for us is cancelled)."""
-        self._links.close()
+        """Close every connection (the nodes keep running; their work for us is cancelled).
+        With ``trace``, the trace file is written first."""
+        recording, self.recording = self.recording, None
+        try:
+            if recording is not None:
+                from clusterctl.api.trace import write
+
+                write(self, recording)
+        finally:
+            self._links.close()
+
+    def trace(self, path: str | os.PathLike):
+        """``with cluster.trace("run.json"):`` records what the cluster does inside it,
+        on every node, into a trace file (``clusterctl trace --analyze`` reads it)."""
+        from clusterctl.api.trace import traced
+
+        return traced(self, path)
 
     def __enter__(self) -> "Cluster":
         return self
@@ -300,7 +322,10 @@ class Cluster:
     def connect(self, node: str) -> NodeConnection:
         """The connection to ``node``, starting the node if it is not running."""
         self.spec(node)
-        return self._links.connect(node)
+        conn = self._links.connect(node)
+        if self.recording is not None:
+            self.recording.watch(node, conn)
+        return conn
 
     def lost_with_hub(self, node: str) -> bool:
         """Whether ``node``'s connection was lost with the hub that carried it (the node

@@ -35,7 +35,8 @@ class Farm:
     in front (a ``Feed``), metered (``Metered``)."""
 
     def __init__(self, number: int, group: list[StageSpec], names: list[str], options: Options,
-                 source, inbox: Inbox, stages: list[StageStats], farm_stats: FarmStats) -> None:
+                 source, inbox: Inbox, stages: list[StageStats], farm_stats: FarmStats,
+                 recording=None) -> None:
         self.number = number
         self.group = group
         self.label = group_label(group)
@@ -51,6 +52,8 @@ class Farm:
         self.buffer = ResultBuffer(options.ordered)
         self.scheduler = Scheduler(options, self.stats, source, self.buffer, inbox, codec,
                                    post=lambda event: inbox.post((self, event)))
+        if recording is not None:
+            self.scheduler.post = recording.posting(self.scheduler.post, self.label)
         self.member = Member(self.scheduler, names, self.label)
         self.taken = 0  # items handed out of this farm (results and failures)
         self._cap, self._cap_at = QUEUE_MIN_ITEMS, 0.0

@@ -5,6 +5,7 @@ after it is full, and hands out the last farm's results; and ``pipeline`` and
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -13,7 +14,8 @@ from clusterctl import errors
 from clusterctl.api.pipeline.farm import Farm
 from clusterctl.api.pipeline.feed import Feed, Metered
 from clusterctl.api.pipeline.stages import farm_nodes, parse_stages, plan
-from clusterctl.api.pipeline.stats import FarmStats, PipelineStats, StageStats
+from clusterctl.api.pipeline.stats import (FarmStats, PipelineStats, StageStats, bottleneck,
+                                           figures)
 from clusterctl.api.pmap.crew import Crew
 from clusterctl.api.pmap.inbox import Inbox
 from clusterctl.api.pmap.item_errors import ItemError, ItemErrors
@@ -61,7 +63,7 @@ class Pipeline:
             stage_stats += mine
             farm_stats.append(FarmStats(group[0].replicas, on))
             self.farms.append(Farm(number, group, on, options, source, self._inbox, mine,
-                                   farm_stats[-1]))
+                                   farm_stats[-1], getattr(cluster, "recording", None)))
             source = Metered(Feed(pickle_items))
         self.stats = PipelineStats(stage_stats, farm_stats, total=self.farms[0].source.total,
                                    farm_nodes=[f.stats.nodes for f in self.farms])
@@ -69,6 +71,7 @@ class Pipeline:
         self.failures: list[ItemError] = []  # on_error="collect": every item failed so far
         self._pending: list[tuple[int, ItemError]] = []  # failed earlier, not handed out yet
         self._started = False
+        self._recording = getattr(cluster, "recording", None)
 
     # -- what the caller iterates ------------------------------------------------------
 
@@ -141,6 +144,8 @@ class Pipeline:
             self.stats.finished = time.monotonic()
             for farm in self.farms:
                 farm.count_retries()
+            if self._recording is not None:
+                self._recording.describe_run(describe(self))
 
     def _step(self) -> None:
         """Hand out work where the queue after a farm has room; move what each farm put
@@ -207,6 +212,17 @@ class Pipeline:
         else:
             farm, answer = event
             farm.scheduler.answer(*answer)
+
+
+def describe(run: Pipeline) -> dict:
+    """What a trace keeps of a pipeline: its farms, and each stage's figures and the
+    bottleneck as the run's own display had them."""
+    rows = figures(run.stats)
+    neck, why = bottleneck(rows)
+    return {"kind": "pipeline", "farms": [{"label": f.label, "nodes": f.member.names} for f in run.farms],
+            "stages": [dataclasses.asdict(row) for row in rows],
+            "bottleneck": None if neck is None else neck.index, "why": why,
+            "done": run.stats.done, "failed": run.stats.failed, "elapsed": run.stats.elapsed()}
 
 
 # -- the API ----------------------------------------------------------------------------

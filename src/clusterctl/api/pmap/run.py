@@ -50,6 +50,10 @@ class PMap:
         self._buffer = ResultBuffer(ordered)
         self._scheduler = Scheduler(self.options, self.stats, source, self._buffer,
                                     self._inbox, codec)
+        recording = getattr(cluster, "recording", None)
+        if recording is not None:
+            self._scheduler.post = recording.posting(self._scheduler.post,
+                                                             f"pmap {codec.name}")
         self._member = Member(self._scheduler, self.names)
         self._crew = Crew(cluster, self._inbox, [self._member])
         self._started = False

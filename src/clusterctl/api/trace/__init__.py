@@ -1,0 +1,53 @@
+"""Traces: what a run did on every node, on one timeline, in a file Perfetto opens, and
+the analysis of such a file.
+
+The rooms: ``recording`` (the controller's events, the nodes' rings, the clock
+offsets), ``chrome`` (the file's layout) and ``analysis`` (the figures read back from a
+file). ``traced`` records a stretch of work with a cluster; ``Cluster(trace=FILE)`` and
+``cluster.trace(FILE)`` use it. See docs/how-it-works.md, section "Traces".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from contextlib import contextmanager
+from typing import Iterator
+
+from clusterctl.api.trace import chrome
+from clusterctl.api.trace.recording import Recording
+from clusterctl.node.tracing import DEFAULT_CAPACITY
+
+__all__ = ["Recording", "traced", "write"]
+
+
+@contextmanager
+def traced(cluster, path, capacity: int = DEFAULT_CAPACITY) -> Iterator[Recording]:
+    """Record what ``cluster`` does inside the ``with`` into ``path``; the file is
+    written also when the work ends by an exception (Ctrl-C, a lost node)."""
+    recording = Recording(path, capacity)
+    previous, cluster.recording = cluster.recording, recording
+    try:
+        yield recording
+    finally:
+        cluster.recording = previous
+        write(cluster, recording)
+
+
+def write(cluster, recording: Recording) -> None:
+    """Collect the nodes' events and write the trace file (atomically)."""
+    from clusterctl import __version__
+
+    def describe(name: str) -> tuple[str, int]:
+        spec = cluster.spec(name)
+        return ("localhost" if spec.is_local else spec.target), int(spec.slots or 0)
+
+    raw = recording.collect(describe)
+    raw.versions = {"clusterctl": __version__, "python": platform.python_version()}
+    data = chrome.layout(raw)
+    path = os.fspath(recording.path)
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, separators=(",", ":"))
+    os.replace(partial, path)
