@@ -304,12 +304,13 @@ class Cluster:
         finally:
             self._links.close()
 
-    def trace(self, path: str | os.PathLike):
+    def trace(self, path: str | os.PathLike, capacity: int | None = None):
         """``with cluster.trace("run.json"):`` records what the cluster does inside it,
-        on every node, into a trace file (``clusterctl trace --analyze`` reads it)."""
+        on every node, into a trace file (``clusterctl trace --analyze`` reads it).
+        ``capacity``: events each node keeps (the oldest are dropped, and counted)."""
         from clusterctl.api.trace import traced
 
-        return traced(self, path)
+        return traced(self, path, *([capacity] if capacity else []))
 
     def __enter__(self) -> "Cluster":
         return self

@@ -22,6 +22,7 @@ class Options:
     ssh_config: str | None
     known_hosts: str | None
     accept_new_host_keys: bool
+    trace: str | None = None  # --trace FILE
 
     def cluster(self):
         from clusterctl.api.cluster import Cluster
@@ -33,7 +34,7 @@ class Options:
             ssh["known_hosts"] = self.known_hosts
         if self.accept_new_host_keys:
             ssh["accept_new_host_keys"] = True
-        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh)
+        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh, trace=self.trace)
         try:
             self.ask_about_host_keys(cluster)
         except BaseException:

@@ -55,6 +55,7 @@ class Commands(click.Group):
 
     LAZY = {"pmap": ("clusterctl.cli.pmap", "pmap_command"),
             "pipeline": ("clusterctl.cli.pipeline", "pipeline_command"),
+            "trace": ("clusterctl.cli.trace", "trace_command"),
             "hub": ("clusterctl.cli.hub", "hub_command")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -86,15 +87,20 @@ class Commands(click.Group):
               help="Trust and record host keys of hosts never seen before, where the ssh config leaves "
                    "StrictHostKeyChecking at ask, its default (a changed key, and StrictHostKeyChecking "
                    "yes, still refuse).")
+@click.option("--trace", "trace_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Record what the command does on every node into FILE (Chrome trace JSON: "
+                   "open it in Perfetto, or read it with `clusterctl trace --analyze FILE`); "
+                   "written also when the command is interrupted.")
 @click.version_option(__version__, prog_name="clusterctl")
 @click.pass_context
 def cli(ctx: click.Context, hosts, as_json, timeout, debug, ssh_config, known_hosts,
-        accept_new_host_keys) -> None:
+        accept_new_host_keys, trace_path) -> None:
     """Run Python across the machines you can ssh into.
 
     Nodes start on demand and keep running between commands; `clusterctl down` stops them.
     """
-    ctx.obj = Options(hosts, as_json, timeout, debug, ssh_config, known_hosts, accept_new_host_keys)
+    ctx.obj = Options(hosts, as_json, timeout, debug, ssh_config, known_hosts, accept_new_host_keys,
+                      trace_path)
 
 
 @cli.command()
