@@ -69,11 +69,7 @@ class Cluster:
         settings = NodeSettings(cookie=cookie or load_or_create_cookie(), bundle=agent_bundle())
         if hub is None:  # the hub knows the user's cookie only
             hub = cookie is None and hub_enabled()
-        self.recording = None  # the trace being recorded (``trace``), if any
-        if trace is not None:
-            from clusterctl.api.trace import Recording
-
-            self.recording = Recording(trace)
+        self.recording = None if trace is None else _recording(trace)  # (``trace``)
         self._links = NodeLinks(specs, settings, connect_timeout=connect_timeout,
                                 heartbeat_interval=heartbeat_interval,
                                 heartbeat_timeout=heartbeat_timeout, ssh_options=self.ssh_options,
@@ -255,11 +251,8 @@ class Cluster:
 
     def pipeline(self, stages, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Run every item through ``stages`` (functions, or ``(function, {"replicas": n,
-        "nodes": [...]})`` pairs) over the world's slots; yield the results, in input
-        order unless ``ordered=False``. Items stream through bounded queues between the
-        stages, every item exactly once; the options are pmap's (retries, on_error,
-        limit, ...). ``clusterctl.api.pipeline.Pipeline`` gives the live statistics
-        (T_S, T_A, ρ per stage) and ``fold``."""
+        "nodes": [...]})`` pairs); yield the results, in input order unless
+        ``ordered=False``. The options are pmap's; see ``clusterctl.api.pipeline``."""
         from clusterctl.api.pipeline import pipeline
 
         return pipeline(self, stages, iterable, **options)
@@ -350,3 +343,9 @@ class Cluster:
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
+
+
+def _recording(path):
+    from clusterctl.api.trace import Recording
+
+    return Recording(path)

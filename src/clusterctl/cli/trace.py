@@ -32,14 +32,9 @@ def trace_command(ctx: click.Context, analyze_path: str) -> None:
 
             click.echo(dump_json(found.to_json()))
             return 0
-        from rich.console import Console
+        from clusterctl.render.trace import print_report
 
-        from clusterctl.render.trace import report
-
-        console = Console(soft_wrap=False)
-        if not console.is_terminal:
-            console = Console(soft_wrap=False, width=140)
-        console.print(report(found))
+        print_report(found)
         return 0
 
     run(ctx, body)

@@ -4,7 +4,7 @@ per node, so a run can be read without opening Perfetto."""
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +22,14 @@ def fmt_us(us: float | None) -> str:
 def lane(shares: list[float]) -> str:
     """One character per bucket, its height the busy share."""
     return "".join(BLOCKS[min(len(BLOCKS) - 1, round(s * (len(BLOCKS) - 1)))] for s in shares)
+
+
+def print_report(a: Analysis) -> None:
+    """The report on stdout (140 columns wide when stdout is not a terminal)."""
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(soft_wrap=False, width=140)
+    console.print(report(a))
 
 
 def report(a: Analysis) -> RenderableType:
