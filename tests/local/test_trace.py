@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import cloudpickle
 import pytest
@@ -24,6 +24,7 @@ from clusterctl.api.trace.analysis import analyze, load
 from clusterctl.config.hosts import HostSpec
 
 from helpers import node_pid
+from trace_checks import check_format
 
 pytestmark = pytest.mark.local_only
 
@@ -37,35 +38,6 @@ def nap(seconds):
 
 def inc(x):
     return x + 1
-
-
-def check_format(data: dict) -> None:
-    """The Chrome trace format's rules, as Perfetto needs them."""
-    events = data["traceEvents"]
-    assert events and isinstance(data["metadata"], dict)
-    for e in events:
-        assert {"ph", "pid", "name"} <= set(e), e
-        if e["ph"] != "M":
-            assert isinstance(e["ts"], (int, float)) and "tid" in e, e
-        if e["ph"] == "X":
-            assert e["dur"] >= 0, e
-    slices = defaultdict(list)
-    for e in events:
-        if e["ph"] == "X":
-            slices[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"]))
-    for key, spans in slices.items():  # strictly nested on each thread
-        stack: list[float] = []
-        for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):
-            while stack and stack[-1] <= start + 1e-3:
-                stack.pop()
-            # (times are microseconds with three decimals: a nanosecond is float rounding)
-            assert not stack or end <= stack[-1] + 1e-3, f"overlapping slices on {key}: {start}-{end}"
-            stack.append(end)
-    flows = defaultdict(Counter)
-    for e in events:
-        if e["ph"] in ("s", "f"):
-            flows[(e["cat"], e["id"])][e["ph"]] += 1
-    assert all(c == Counter({"s": 1, "f": 1}) for c in flows.values()), flows
 
 
 def test_a_traced_pmap_and_pipeline_give_a_well_formed_file_and_known_service_times(
