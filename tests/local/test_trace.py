@@ -59,6 +59,8 @@ def test_a_traced_pmap_and_pipeline_give_a_well_formed_file_and_known_service_ti
     assert {n.name for n in found.nodes} == {"n1", "n2"}
     assert all(n.offset_error_us is not None and n.offset_error_us < 50_000 for n in found.nodes)
     assert any(e.get("cat") == "stage" for e in data["traceEvents"])  # farm to farm arrows
+    queues = [e for e in data["traceEvents"] if e["ph"] == "C" and e["name"] == "queue"]
+    assert queues and all(set(e["args"]) == {"stage 2 (nap)"} for e in queues)
     assert found.pipelines and found.pipelines[0]["farms"][1]["label"] == "stage 2 (nap)"
 
 

@@ -24,6 +24,8 @@ from clusterctl.api.pmap.outcome import Outcome
 from clusterctl.api.pmap.source import Source, pickle_items
 from clusterctl.api.pmap.tuning import DEFAULT_POISON_AFTER, WAIT_SECONDS
 
+QUEUE_SAMPLE_SECONDS = 0.1  # traced: how often the queues' lengths are recorded
+
 
 class Pipeline:
     """One pipeline: its live statistics (``stats``; ``figures(stats)`` gives each stage's
@@ -72,6 +74,7 @@ class Pipeline:
         self._pending: list[tuple[int, ItemError]] = []  # failed earlier, not handed out yet
         self._started = False
         self._recording = getattr(cluster, "recording", None)
+        self._sampled = 0.0  # when the queues' lengths were last put in the trace
 
     # -- what the caller iterates ------------------------------------------------------
 
@@ -153,6 +156,9 @@ class Pipeline:
         now = time.monotonic()
         farms = self.farms
         self.stats.total = farms[0].source.total
+        if self._recording is not None and now - self._sampled >= QUEUE_SAMPLE_SECONDS:
+            self._sampled = now
+            self._recording.sample("queue", {f.label: f.feed.count for f in farms[1:]})
         for k, farm in enumerate(farms):
             farm.note_arrivals(now)
             downstream = farms[k + 1] if k + 1 < len(farms) else None

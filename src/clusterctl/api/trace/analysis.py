@@ -174,7 +174,7 @@ def _slots(tasks: list[dict], by_pid: dict, duration: float) -> list[SlotFigures
 def _runs(tasks: list[dict], by_pid: dict) -> list[RunFigures]:
     grouped = defaultdict(list)
     for task in tasks:
-        grouped[task["args"].get("run", "call")].append(task)
+        grouped[task["args"].get("run", "task")].append(task)
     out = []
     for label, own in grouped.items():
         per_item = [(t["dur"] / max(1, t["args"].get("items", [0, 1])[1]), t) for t in own

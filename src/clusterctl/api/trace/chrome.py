@@ -34,12 +34,14 @@ def layout(raw: RawTrace) -> dict:
     flows = _Flows(events)
     attempts = defaultdict(list)  # label -> [(index, n, sent us, chunk)] in the order sent
     for chunk in sorted(raw.chunks, key=lambda c: c[5]):
-        label, node, rid, index, n, sent, answered, out_bytes, in_bytes, how, tries, strikes = chunk
+        label, node, rid, index, n, sent, answered, out_bytes, in_bytes, how, tries, strikes, \
+            twin = chunk
         tid = tids[label]
         at = us(sent)
         events.append({"name": f"send items {index}-{index + n - 1}", "ph": "X", "pid": CONTROLLER_PID,
                        "tid": tid, "ts": at, "dur": 0, "cat": "chunk",
-                       "args": {"node": node, "rid": rid, "items": [index, n], "bytes": out_bytes}})
+                       "args": {"node": node, "rid": rid, "items": [index, n], "bytes": out_bytes,
+                                "speculative": twin}})
         task = slices.get((node, rid))
         if task is not None:
             flows.add("chunk", (CONTROLLER_PID, tid, at), (task[0], task[1], task[2]))
@@ -98,8 +100,8 @@ def _node_tasks(events, raw: RawTrace, pids, us) -> dict:
             end = max(us(ended - node.offset), start)
             last_end[slot] = end  # one worker runs one task at a time: slices never overlap
             chunk = chunks.get((name, rid))
-            label = chunk[0] if chunk else "call"
-            what = f"{label} items {chunk[3]}-{chunk[3] + chunk[4] - 1}" if chunk else "call"
+            label = chunk[0] if chunk else "task"  # (a call, or a twin cancelled unawaited)
+            what = f"{label} items {chunk[3]}-{chunk[3] + chunk[4] - 1}" if chunk else label
             args = {"rid": rid, "bytes_in": bytes_in, "bytes_out": bytes_out, "how": how,
                     "queued_us": round((started - queued) * 1e6, 3), "run": label}
             if chunk:
@@ -170,6 +172,9 @@ def _counters(events, raw: RawTrace, us) -> None:
         inflight[label] += step
         events.append({"name": "chunks in flight", "ph": "C", "pid": CONTROLLER_PID, "tid": 0,
                        "ts": us(t), "args": {label: inflight[label]}})
+    for t, name, values in raw.samples:
+        events.append({"name": name, "ph": "C", "pid": CONTROLLER_PID, "tid": 0, "ts": us(t),
+                       "args": values})
 
 
 def _metadata(raw: RawTrace) -> dict:

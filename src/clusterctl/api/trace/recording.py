@@ -49,6 +49,7 @@ class RawTrace:
     chunks: list = field(default_factory=list)  # see Recording.chunk_answered
     nodes: dict[str, NodeTrace] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)  # what each pmap / pipeline said of itself
+    samples: list = field(default_factory=list)  # (time, counter, {series: value})
     versions: dict = field(default_factory=dict)
 
 
@@ -95,10 +96,14 @@ class Recording:
             chunks.append((label, node.name if node is not None else "?", chunk.rid, chunk.index,
                            chunk.n, chunk.sent, time.monotonic(), len(chunk.payload),
                            len(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else 0,
-                           how, chunk.tries, chunk.strikes))
+                           how, chunk.tries, chunk.strikes, chunk.twin is not None))
             post(event)
 
         return traced
+
+    def sample(self, name: str, values: dict[str, int]) -> None:
+        """A counter's values now (a pipeline's queue lengths)."""
+        self.raw.samples.append((time.monotonic(), name, values))
 
     def describe_run(self, description: dict) -> None:
         """What a pmap or pipeline says of itself at its end (stages, figures, nodes)."""
