@@ -191,5 +191,7 @@ def test_cli_trace_and_analyze(env, tmp_path):
         bad.write_text("{}")
         refused = env.cli("trace", "--analyze", str(bad))
         assert refused.returncode == 2 and "not a clusterctl trace" in refused.stderr
+        nowhere = env.cli("--trace", str(tmp_path / "no" / "such" / "dir.json"), "world")
+        assert nowhere.returncode == 2 and "cannot write the trace to" in nowhere.stderr
     finally:
         env.cli("down")

@@ -15,6 +15,7 @@ import platform
 from contextlib import contextmanager
 from typing import Iterator
 
+from clusterctl import errors
 from clusterctl.api.trace import chrome
 from clusterctl.api.trace.recording import Recording
 from clusterctl.node.tracing import DEFAULT_CAPACITY
@@ -48,6 +49,10 @@ def write(cluster, recording: Recording) -> None:
     data = chrome.layout(raw)
     path = os.fspath(recording.path)
     partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, separators=(",", ":"))
-    os.replace(partial, path)
+    try:
+        with open(partial, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+        os.replace(partial, path)
+    except OSError as exc:
+        raise errors.UsageError(f"cannot write the trace to {path}: {exc.strerror}",
+                                hint="give --trace a path in a directory you can write") from None
