@@ -11,6 +11,18 @@ from clusterctl import Cluster
 from clusterctl.config.hosts import HostSpec
 
 
+TWO_NODES = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
+
+
+@pytest.fixture
+def world(env):
+    """A two-node hosts file (n1, n2) in the test's directory, for the commands the
+    tests run; the nodes are stopped afterwards."""
+    env.hosts_file(TWO_NODES)
+    yield env
+    env.cli("down")
+
+
 @pytest.fixture
 def make_cluster(env):
     """Build Clusters over local nodes n1, n2, ...; every node is brought down after the test."""

@@ -12,9 +12,8 @@ from collections import Counter
 
 import pytest
 
-from helpers import end_process, interruptible_cli, wait_for
+from helpers import end_process, interruptible_cli, lines, script, wait_for
 
-HOSTS = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "examples")
 
 # Three stages, and what their composition gives, for the tests that check results.
@@ -46,24 +45,6 @@ def with_range(n: int) -> str:
 
 def composed(x):
     return (x + 1) * 2 - 3
-
-
-@pytest.fixture
-def world(env):
-    """A two-node hosts file in the test's directory; the nodes are stopped afterwards."""
-    env.hosts_file(HOSTS)
-    yield env
-    env.cli("down")
-
-
-def script(env, text: str, name: str = "job.py") -> str:
-    path = env.cwd / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def lines(text: str) -> list:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def json_lines(items) -> str:

@@ -7,33 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from helpers import end_process, interruptible_cli, wait_for
+from helpers import end_process, interruptible_cli, lines, script, wait_for
 
-HOSTS = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "examples")
-
-
-@pytest.fixture
-def world(env):
-    """A two-node hosts file in the test's directory; the nodes are stopped afterwards."""
-    env.hosts_file(HOSTS)
-    yield env
-    env.cli("down")
-
-
-def script(env, text: str, name: str = "job.py") -> str:
-    path = env.cwd / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-def lines(text: str) -> list:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_script_function_inputs_helpers_and_imports(world):

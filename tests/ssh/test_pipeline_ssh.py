@@ -15,16 +15,14 @@ import os
 import signal
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import cloudpickle
 import pytest
 
-from clusterctl import Cluster
 from clusterctl.api.pipeline import Pipeline, figures
-from helpers import end_process, interruptible_cli, wait_for
+from helpers import CutUntilLost, end_process, wait_for
 from sshbed import available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
 
@@ -112,27 +110,13 @@ def test_a_host_cut_off_mid_run_loses_no_item(world, bed, tmp_path):
 
     n = 900
     run = Pipeline(c, [first, (second, {"replicas": 4}), third], range(n), speculate=False)
-    healed = {}
-
-    def cut_then_heal():
-        wait_for(lambda: started_on_h3() >= 4, 60, message="items to start on h3")
-        bed.cut("h3")
-        healed["cut"] = time.monotonic()
-        try:
-            wait_for(lambda: run.stats.nodes.get("h3", "").startswith("lost"), 30, interval=0.005,
-                     message="h3 to be declared lost")
-        finally:
-            healed["at"] = time.monotonic()
-            bed.restore("h3")
-
-    healer = threading.Thread(target=cut_then_heal, daemon=True)
-    healer.start()
+    cut = CutUntilLost(bed, "h3", lambda: started_on_h3() >= 4,
+                       lambda: run.stats.nodes.get("h3", "").startswith("lost"), start_timeout=60)
     got = list(run.values())
-    healer.join(60)
-    assert not healer.is_alive() and "cut" in healed, "h3 was never cut off"
+    assert cut.join() and cut.cut_at is not None, "h3 was never cut off"
     assert got == expected(range(n))
     assert_every_stage_saw_every_item(run, n)
-    assert healed["at"] < run.stats.finished  # restored mid-run
+    assert cut.restored_at < run.stats.finished  # restored mid-run
     h3 = run.stats.nodes["h3"]
     assert h3.startswith("lost") and "heartbeat" in h3, run.stats.nodes
     assert all(run.stats.nodes[h] == "running" for h in ("h1", "h2")), run.stats.nodes
@@ -236,12 +220,7 @@ def test_ctrl_c_mid_run_over_ssh_cancels_every_stage_on_every_host(world, bed, t
         def inputs():
             return range(10_000)
     """))
-    hosts = tmp_path / "hosts"
-    hosts.write_text(HOSTS)
-    world.made.append((Cluster(hosts, ssh_options=world.ssh), hosts))  # brought down after
-    proc = interruptible_cli(["--hosts", str(hosts), "--ssh-config", world.ssh["config_file"],
-                              "--known-hosts", world.ssh["known_hosts"], "pipeline",
-                              "--no-progress", str(script)], tmp_path)
+    proc = world.interruptible_cli(HOSTS, ["pipeline", "--no-progress", str(script)], tmp_path)
     try:
         def lines() -> list[str]:
             return log.read_text().split() if log.exists() else []

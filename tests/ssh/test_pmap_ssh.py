@@ -11,15 +11,13 @@ import hashlib
 import os
 import signal
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from clusterctl import Cluster
 from clusterctl.api.pmap import PMap
-from helpers import end_process, interruptible_cli, wait_for
+from helpers import CutUntilLost, end_process, wait_for
 from latency_proxy import LatencyProxy
 from sshbed import available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
@@ -94,24 +92,12 @@ def test_a_host_cut_off_mid_run_is_lost_by_heartbeat(world, bed, tmp_path):
         return [f for f in (line.split() for line in text.splitlines()) if f[0] == "1"]
 
     run = PMap(c, work, range(1200), speculate=False)
-    healed = {}
-
-    def cut_then_heal():
-        wait_for(lambda: len(started_on_h3()) >= 2, 30, message="items to start on h3")
-        bed.cut("h3")
-        try:
-            wait_for(lambda: run.stats.nodes["h3"].state == "lost", 30, interval=0.005,
-                     message="h3 to be declared lost")
-        finally:
-            healed["at"] = time.monotonic()
-            bed.restore("h3")
-
-    healer = threading.Thread(target=cut_then_heal, daemon=True)
-    healer.start()
+    cut = CutUntilLost(bed, "h3", lambda: len(started_on_h3()) >= 2,
+                       lambda: run.stats.nodes["h3"].state == "lost")
     got = list(run.values())
-    healer.join(60)
+    cut.join()
     assert got == list(range(1200))
-    assert healed["at"] < run.stats.finished  # restored mid-run
+    assert cut.restored_at < run.stats.finished  # restored mid-run
     h3 = run.stats.nodes["h3"]
     assert h3.state == "lost" and "heartbeat" in h3.reason
     assert run.stats.done == 1200 and run.stats.duplicates == 0
@@ -173,12 +159,7 @@ def test_ctrl_c_mid_run_over_ssh_cancels_the_work_on_every_host(world, bed, tmp_
         def inputs():
             return range(10_000)
     """))
-    hosts = tmp_path / "hosts"
-    hosts.write_text(HOSTS)
-    world.made.append((Cluster(hosts, ssh_options=world.ssh), hosts))  # brought down after
-    proc = interruptible_cli(["--hosts", str(hosts), "--ssh-config", world.ssh["config_file"],
-                              "--known-hosts", world.ssh["known_hosts"], "pmap", str(job)],
-                             tmp_path)
+    proc = world.interruptible_cli(HOSTS, ["pmap", str(job)], tmp_path)
     try:
         wait_for(lambda: log.exists() and len(log.read_text().split()) >= 12, 60,
                  message="items to start on the hosts")

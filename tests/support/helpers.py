@@ -3,9 +3,12 @@ and the real CLI in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -111,3 +114,43 @@ def node_pid(cluster, name: str) -> int:
     (and starts no node again in the background after the test killed it)."""
     cluster.world()
     return cluster.connect(name).hello["pid"]
+
+
+def script(env, text: str, name: str = "job.py") -> str:
+    """Write a script (dedented) into the test's directory; its path."""
+    path = env.cwd / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def lines(text: str) -> list:
+    """The JSON values of a command's output, one a line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class CutUntilLost:
+    """In a thread: once ``started()``, cut ``host`` off the bed's network; once
+    ``lost()``, restore it, while the run goes on. ``cut_at`` and ``restored_at`` say
+    when (``time.monotonic()``); ``join`` waits for the thread."""
+
+    def __init__(self, bed, host: str, started, lost, *, start_timeout: float = 30.0) -> None:
+        self.cut_at: float | None = None
+        self.restored_at: float | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        args=(bed, host, started, lost, start_timeout))
+        self._thread.start()
+
+    def _run(self, bed, host, started, lost, start_timeout) -> None:
+        wait_for(started, start_timeout, message=f"items to start on {host}")
+        bed.cut(host)
+        self.cut_at = time.monotonic()
+        try:
+            wait_for(lost, 30, interval=0.005, message=f"{host} to be declared lost")
+        finally:
+            self.restored_at = time.monotonic()
+            bed.restore(host)
+
+    def join(self, timeout: float = 60.0) -> bool:
+        """True once the thread is done."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

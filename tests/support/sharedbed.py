@@ -95,6 +95,17 @@ class World:
         self.made.append((c, path))
         return c
 
+    def interruptible_cli(self, hosts_text: str, args: list[str], cwd: Path):
+        """The real ``clusterctl ARGS`` over a new hosts file with the bed's ssh files, in a
+        subprocess Ctrl-C interrupts; its nodes are brought down at the end too."""
+        from helpers import interruptible_cli
+
+        hosts = cwd / "hosts"
+        hosts.write_text(hosts_text)
+        self.made.append((Cluster(hosts, ssh_options=self.ssh), hosts))
+        return interruptible_cli(["--hosts", str(hosts), "--ssh-config", self.ssh["config_file"],
+                                  "--known-hosts", self.ssh["known_hosts"], *args], cwd)
+
     def down_everything(self, attempts: int = 3) -> None:
         """Bring every cluster's nodes down. A node that could not be reached to be
         stopped (a login that timed out on a loaded machine, a relay's hiccup) is tried

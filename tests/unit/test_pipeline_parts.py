@@ -117,7 +117,7 @@ def stats_of(busy, items, farms, first=0.0, last=10.0, queue_max=(0, 0, 0)):
                                  first_in=first if head else None, last_in=last if head else None,
                                  input_closed=True, queue_max=queue_max[i]))
     groups = sorted(set(farms))
-    return PipelineStats(stages, [FarmStats(None, ["a"], slots=4) for _ in groups],
+    return PipelineStats(stages, [FarmStats(None, slots=4) for _ in groups],
                          started=0.0, finished=10.0)
 
 

@@ -303,7 +303,7 @@ class Cluster:
         ``capacity``: events each node keeps (the oldest are dropped, and counted)."""
         from clusterctl.api.trace import traced
 
-        return traced(self, path, *([capacity] if capacity else []))
+        return traced(self, path, capacity)
 
     def __enter__(self) -> "Cluster":
         return self

@@ -34,10 +34,9 @@ class Farm:
     """``group``'s stages on ``names``; ``source`` is the input (a ``Source``) or the queue
     in front (a ``Feed``), metered (``Metered``)."""
 
-    def __init__(self, number: int, group: list[StageSpec], names: list[str], options: Options,
+    def __init__(self, group: list[StageSpec], names: list[str], options: Options,
                  source, inbox: Inbox, stages: list[StageStats], farm_stats: FarmStats,
                  recording=None) -> None:
-        self.number = number
         self.group = group
         self.label = group_label(group)
         self.stages = stages  # this farm's, in order
@@ -120,7 +119,8 @@ class Farm:
             head.queue_max = max(head.queue_max, feed.count)
         head.input_closed = self.source.done
         self.farm_stats.slots = self.scheduler.roster.slots
-        self.stats.total = self.source.total if self.source.done else self.stats.total
+        if self.source.done:
+            self.stats.total = self.source.total
 
     # -- results out -------------------------------------------------------------------
 

@@ -63,8 +63,8 @@ class Pipeline:
                               item_timeout=item_timeout, max_inflight=group[0].replicas)
             mine = [StageStats(s.index, s.name, number, j == 0) for j, s in enumerate(group)]
             stage_stats += mine
-            farm_stats.append(FarmStats(group[0].replicas, on))
-            self.farms.append(Farm(number, group, on, options, source, self._inbox, mine,
+            farm_stats.append(FarmStats(group[0].replicas))
+            self.farms.append(Farm(group, on, options, source, self._inbox, mine,
                                    farm_stats[-1], getattr(cluster, "recording", None)))
             source = Metered(Feed(pickle_items))
         self.stats = PipelineStats(stage_stats, farm_stats, total=self.farms[0].source.total,

@@ -48,7 +48,6 @@ class FarmStats:
     """The share of slots a farm has: its fixed ``replicas``, else its running nodes' slots."""
 
     replicas: int | None
-    nodes: list[str]
     slots: int = 0
 
 

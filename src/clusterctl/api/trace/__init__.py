@@ -24,10 +24,11 @@ __all__ = ["Recording", "traced", "write"]
 
 
 @contextmanager
-def traced(cluster, path, capacity: int = DEFAULT_CAPACITY) -> Iterator[Recording]:
-    """Record what ``cluster`` does inside the ``with`` into ``path``; the file is
-    written also when the work ends by an exception (Ctrl-C, a lost node)."""
-    recording = Recording(path, capacity)
+def traced(cluster, path, capacity: int | None = None) -> Iterator[Recording]:
+    """Record what ``cluster`` does inside the ``with`` into ``path`` (each node keeping
+    ``capacity`` events at most); the file is written also when the work ends by an
+    exception (Ctrl-C, a lost node)."""
+    recording = Recording(path, capacity or DEFAULT_CAPACITY)
     previous, cluster.recording = cluster.recording, recording
     try:
         yield recording
