@@ -203,3 +203,37 @@ class HubError(ClusterError):
 
     hint = ("run the command again: a new hub starts; set CLUSTERCTL_HUB=off to connect "
             "without one")
+
+
+class ProcessError(ClusterError):
+    """A request about a spawned process could not be done (see the subclasses); the
+    message names the process (its id names its node)."""
+
+    summary = "process error"
+
+
+class NoProcess(ProcessError):
+    """No process has that id or name: it ended, or never was."""
+
+    summary = "no such process"
+    hint = "clusterctl ps lists the processes and their names"
+
+
+class NameTaken(ProcessError):
+    """A process name is unique in the world, and this one is registered already."""
+
+    summary = "name taken"
+    hint = "pick another name, or clusterctl kill the process that holds it"
+
+
+class MailboxFull(ProcessError):
+    """The receiver's mailbox had no room: mailboxes are bounded in bytes."""
+
+    summary = "mailbox full"
+    hint = "the receiver does not keep up: send less, or spawn it with a larger mailbox"
+
+
+class CallFailed(ProcessError):
+    """The called process ended, or could not be reached, before it replied."""
+
+    summary = "call failed"

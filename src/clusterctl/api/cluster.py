@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable
 
 from clusterctl import errors
+from clusterctl.api.actors import ProcessOps
 from clusterctl.api.calls import await_result, call_message, message_for
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
@@ -35,7 +36,7 @@ from clusterctl.transport.bundle import agent_bundle
 DEFAULT_CONNECT_TIMEOUT = 30.0
 
 
-class Cluster:
+class Cluster(ProcessOps):
     """The nodes of a hosts file, and the operations on them.
 
     ``hosts``: None to use the same lookup as the CLI (``$CLUSTERCTL_HOSTS``, ``./hosts``,

@@ -53,8 +53,9 @@ class NodeLinks:
         """The hosts-file line of ``node``; KeyError if there is none."""
         return self._links[node].spec
 
-    def connect(self, node: str) -> NodeConnection:
-        """The connection to ``node``, starting the node if it is not running."""
+    def connect(self, node: str, start: bool = True) -> NodeConnection | None:
+        """The connection to ``node``, starting the node if it is not running (without
+        ``start``: None if it is not)."""
         link = self._links[node]
         with link.lock:
             if link.conn is not None and link.conn.lost is None:
@@ -62,7 +63,7 @@ class NodeLinks:
             if self._closed:
                 raise errors.ClusterError("the cluster was closed")
             link.hub_pid = self._hub_pid(link.spec)  # (if it dies while we connect)
-            link.conn = self._open(link.spec, start=True)
+            link.conn = self._open(link.spec, start=start)
             link.hub_pid = self._hub_pid(link.spec)
             return link.conn
 

@@ -17,6 +17,8 @@ import sys
 import time
 
 from . import boot, policy as policies, wire
+from .actorrequests import ProcessRequests
+from .actors import Actors
 from .log import bound_log, log, redirect_to
 from .loop import POLL_SECONDS, Loop
 from .pool import Pool
@@ -81,20 +83,32 @@ class Node:
         self.loop = Loop()
         self.pool = Pool(self.loop, name=name, max_payload=max_payload, stats=self.stats,
                          close_in_child=self.close_in_child, policy=policy)
+        self.actors = Actors(self.loop, name=name, stats=self.stats,
+                             close_in_child=self.close_in_child)
+        requests = ProcessRequests(self.actors)
         self.sessions = Sessions(self.loop, self.pool, listener, name=name, slots=slots,
                                  cookie=cookie, version=version, code_id=code_id,
                                  max_payload=max_payload, handshake_timeout=handshake_timeout,
-                                 stats=self.stats, on_stop=self.stop, policy=policy)
+                                 stats=self.stats, on_stop=self.stop, policy=policy,
+                                 handlers=requests.handlers,
+                                 on_closed=self.actors.connection_gone,
+                                 processes=lambda: len(self.actors.by_num))
 
     def stop(self) -> None:
         """Stop at the end of this turn of the loop (a stop request, SIGTERM, idleness)."""
         self.stopping = True
         self.pool.stop()
+        self.actors.stopping = True
 
     def close_in_child(self) -> None:
-        """In a newly forked worker: let go of the node's poller, listener and connections."""
+        """In a newly forked worker or process: let go of the node's poller, listener and
+        connections, and of the other workers' and processes' channels."""
         self.loop.close_in_child()
         self.sessions.close_in_child()
+        for worker in self.pool.workers:
+            worker.sock.close()
+        for proc in self.actors.by_num.values():
+            proc.sock.close()
 
     def serve(self) -> None:
         self.sessions.listen()
@@ -124,7 +138,9 @@ class Node:
             self.stop()
         if self.pool.processes.dying:
             self.pool.processes.reap_dying(now)
-        if self.sessions.busy() or self.pool.busy():
+        if self.actors.procs.dying:
+            self.actors.procs.reap_dying(now)
+        if self.sessions.busy() or self.pool.busy() or self.actors.busy():
             self.last_busy = now
         elif now - self.last_busy > self.idle:
             log("idle for %.0f s with nothing to do: exiting" % self.idle)
@@ -132,6 +148,7 @@ class Node:
 
     def shutdown(self) -> None:
         self.sessions.close_all()
+        self.actors.shutdown()
         self.pool.shutdown()
         try:
             if os.stat(self.sock_path).st_ino == self.sock_ino:

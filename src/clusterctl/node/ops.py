@@ -43,6 +43,8 @@ MAC = Field(lambda v: type(v) is str and _hex(v) is not None,
             "a MAC (1 to 64 lower-case hex digits)")
 COUNT = Field(lambda v: type(v) is int and 0 <= v <= MAX_ID, "a count (a non-negative integer)")
 FLAG = Field(lambda v: type(v) is bool, "true or false")
+ADDRESS = Field(lambda v: type(v) is str and 0 < len(v) <= MAX_TEXT,
+                "a process id or name (a string of 1 to %d characters)" % MAX_TEXT)
 
 
 def _number(low: float, high: float):
@@ -60,7 +62,7 @@ class Op:
 
     __slots__ = ("name", "fields")
 
-    def __init__(self, name: str, **fields: tuple[Field, bool]) -> None:
+    def __init__(self, name: str, /, **fields: tuple[Field, bool]) -> None:
         self.name, self.fields = name, fields
 
 
@@ -90,6 +92,15 @@ NODE_TAKES = _table(
     Op("stop", id=(REQUEST_ID, OPTIONAL)),
     Op("trace", id=(REQUEST_ID, OPTIONAL), start=(FLAG, OPTIONAL), stop=(FLAG, OPTIONAL),
        capacity=(COUNT, OPTIONAL)),
+    # spawned processes (see actorrequests.py)
+    Op("spawn", id=(REQUEST_ID, REQUIRED), mod=(TEXT, OPTIONAL), fun=(TEXT, OPTIONAL),
+       name=(TEXT, OPTIONAL), restart=(TEXT, OPTIONAL), intensity=(COUNT, OPTIONAL),
+       period=(SECONDS, OPTIONAL), mailbox=(COUNT, OPTIONAL), label=(TEXT, OPTIONAL)),
+    Op("send", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED), call=(FLAG, OPTIONAL)),
+    Op("whereis", id=(REQUEST_ID, REQUIRED), name=(TEXT, REQUIRED)),
+    Op("kill", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
+    Op("ps", id=(REQUEST_ID, REQUIRED)),
+    Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
 )
 
 # during the handshake, what a controller takes from a node

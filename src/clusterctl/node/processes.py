@@ -82,8 +82,9 @@ class WorkerProcesses:
         self.spawner: Spawner | None = None  # made when a worker first needs replacing
         self.stopping = False  # no more forks: the node is stopping
 
-    def fork(self) -> tuple[socket.socket, int]:
-        """Start a worker process; the node's end of its channel (non-blocking) and its pid."""
+    def fork(self, main=None) -> tuple[socket.socket, int]:
+        """Start a worker process (or, with ``main``, a process that runs ``main(channel,
+        node name, node pid)``); the node's end of its channel (non-blocking) and its pid."""
         ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # the child: keep only its channel and stdio
@@ -97,6 +98,8 @@ class WorkerProcesses:
                     os.close(self.spawner.fd)
                     os.close(self.spawner.wfd_pipe)
             finally:
+                if main is not None:
+                    main(theirs, self.name, self.pid)
                 if self.policy is not None:
                     plain_worker_main(theirs, self.name, self.pid, self.policy)
                 worker_main(theirs, self.name, self.pid)

@@ -27,7 +27,7 @@ class Connection(Endpoint):
     and functions it sent."""
 
     __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
-                 "functions", "label", "fds", "watching", "recorder")
+                 "functions", "label", "fds", "watching", "recorder", "number")
 
     def __init__(self, sock, number: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -39,6 +39,7 @@ class Connection(Endpoint):
         self.tasks: dict = {}
         self.functions: dict[str, bytes] = {}
         self.label = "connection %d" % number
+        self.number = number
         self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
         self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
         self.recorder: tracing.Recorder | None = None  # its tasks' trace, once it asked for one
@@ -122,7 +123,8 @@ class Sessions:
 
     def __init__(self, loop: Loop, pool: Pool, listener: socket.socket, *, name: str,
                  slots: int, cookie: bytes, version: str, code_id: str, max_payload: int,
-                 handshake_timeout: float, stats: dict, on_stop, policy=None) -> None:
+                 handshake_timeout: float, stats: dict, on_stop, policy=None,
+                 handlers: dict | None = None, on_closed=None, processes=None) -> None:
         self.loop = loop
         self.policy = policy  # a restricted node's Policy: the gate every message passes
         self.pool = pool
@@ -135,6 +137,9 @@ class Sessions:
         self.handshake_timeout = handshake_timeout
         self.stats = stats
         self.on_stop = on_stop  # () -> the node stops (a controller asked it to)
+        self.extra = handlers or {}  # op -> handler(conn, head, raw): spawned processes'
+        self.on_closed = on_closed  # (conn) -> None: a connection closed
+        self.processes = processes  # () -> how many spawned processes run here
         self.pid = os.getpid()
         self.started = time.time()
         self.cpus = os.cpu_count()
@@ -322,6 +327,8 @@ class Sessions:
         (a malformed one ends the connection), then handed to its handler."""
         op = head["op"]
         handler = self.HANDLERS.get(op)
+        if handler is None and op in self.extra:
+            handler = Sessions.extra_handler
         if handler is None:
             task_id = head.get("id")
             self.loop.send(conn, wire.encode(
@@ -339,12 +346,16 @@ class Sessions:
                 return
         handler(self, conn, head, raw)
 
+    def extra_handler(self, conn: Connection, head: dict, raw: bytes) -> None:
+        self.extra[head["op"]](conn, head, raw)
+
     def turn_down(self, conn: Connection, head: dict, reason: str) -> None:
-        """A restricted node's gate said no: a task gets a refusal as its result (a
-        definition has no answer: the call that uses it gets the refusal)."""
+        """A restricted node's gate said no: a task (or a request about processes) gets a
+        refusal as its result (a definition has no answer: the call that uses it gets
+        the refusal)."""
         self.stats["refused"] += 1
         log("%s: refused %r: %s" % (conn.label, head["op"], reason))
-        if head["op"] in ("call", "map"):
+        if head["op"] in ("call", "map") or (head["op"] in self.extra and "id" in head):
             self.loop.send(conn, wire.encode(ops.error_head("refused", head["id"], "Refused", reason, self.name)))
 
     def handle_task(self, conn: Connection, head: dict, raw: bytes) -> None:  # call, map
@@ -402,7 +413,8 @@ class Sessions:
         return {"op": "pong", "id": head.get("id"), "time": now, "mono": time.monotonic(), "load": load,
                 "running": self.pool.running(), "queued": len(self.pool.queue),
                 "slots": self.slots, "pid": self.pid, "uptime": now - self.started,
-                "stats": self.stats, "cpus": self.cpus}
+                "stats": self.stats, "cpus": self.cpus,
+                "processes": self.processes() if self.processes is not None else 0}
 
     # -- closing -------------------------------------------------------------------------
 
@@ -419,3 +431,5 @@ class Sessions:
             os.close(fd)
         conn.fds = []
         self.pool.connection_gone(conn)
+        if self.on_closed is not None:
+            self.on_closed(conn)

@@ -37,6 +37,12 @@ def decode_result(node: str, head: dict | None, payload, error: errors.ClusterEr
     raise remote_error(head.get("error") or {}, payload, node)
 
 
+# a spawned process's request that failed, by the kind the node gave
+PROCESS_ERRORS = {"noproc": errors.NoProcess, "taken": errors.NameTaken, "full": errors.MailboxFull,
+                  "exited": errors.CallFailed, "remote": errors.CallFailed,
+                  "usage": errors.ProcessError}
+
+
 def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterError:
     """The error a node described, as a typed exception."""
     node = info.get("node", node)
@@ -45,6 +51,9 @@ def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterErro
         return errors.Cancelled(f"{node}: {info.get('message', 'cancelled')}")
     if kind == "refused":
         return errors.Refused(node, str(info.get("message", "refused")))
+    process_error = PROCESS_ERRORS.get(kind)
+    if process_error is not None:
+        return process_error(str(info.get("message", kind)))
     cls = {"crashed": errors.WorkerCrashed, "unpicklable": errors.UnpicklableResult}.get(kind, errors.RemoteError)
     original = None
     if payload:

@@ -1,0 +1,253 @@
+"""What a program (or a command) does with spawned processes: ``Cluster``'s spawn, send,
+call, whereis, kill, processes and monitor, as a part ``Cluster`` inherits.
+
+A program has no mailbox of its own: its ``send`` waits for the node to take the
+message (so a full mailbox is an error here and now), and its ``call`` is a request
+whose answer is the process's ``reply``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Callable, NamedTuple
+
+from clusterctl import errors
+from clusterctl.api.actors.placement import least_loaded
+from clusterctl.api.calls import await_result, function_message
+from clusterctl.api.fanout import in_parallel
+from clusterctl.api.pickling import dumps
+from clusterctl.node import supervision
+from clusterctl.node.addresses import address_problem, name_problem, node_of
+from clusterctl.session.connection import NodeConnection
+from clusterctl.session.outcomes import remote_error
+
+RESTRICTED = ("a restricted host runs no spawned processes (they run code that travels "
+              "pickled); spawn it on another node")
+
+
+class Down(NamedTuple):
+    """A monitored process ended: its id, the reason ("normal", "killed", the error, or
+    why its node was lost) and the remote traceback of an error."""
+
+    process: str
+    reason: str
+    traceback: str = ""
+
+
+class ProcessList(list):
+    """``processes()``: one dict per process, and ``errors``, the nodes that could not
+    be asked (node -> error)."""
+
+    errors: dict
+
+
+class Monitor:
+    """``monitor()``'s watch on a process: ``wait(timeout)`` gives its ``Down`` (or None
+    if it still runs after ``timeout`` seconds)."""
+
+    def __init__(self, to: str, conn: NodeConnection, pending) -> None:
+        self.to, self.conn, self.pending = to, conn, pending
+
+    def wait(self, timeout: float | None = None) -> Down | None:
+        if not self.pending.wait(timeout):
+            return None
+        if self.pending.error is not None:
+            return Down(self.to, "its node was lost: %s" % getattr(self.pending.error, "reason",
+                                                                   self.pending.error))
+        head = self.pending.head
+        return Down(head.get("who", self.to), head.get("reason", "?"), head.get("tb", ""))
+
+
+class ProcessOps:
+    """Spawned processes, for ``Cluster`` (which supplies ``connect``, ``nodes``, ``spec``,
+    ``_links`` and ``_timeout``)."""
+
+    def spawn(self, fn: str | Callable, *args: Any, node: str | None = None,
+              name: str | None = None, restart: str = "temporary",
+              intensity: int = supervision.DEFAULT_INTENSITY,
+              period: float = supervision.DEFAULT_PERIOD, mailbox: int | None = None,
+              **kwargs: Any) -> str:
+        """Start ``fn(*args, **kwargs)`` as a spawned process; its id (like ``n2.17``).
+
+        ``fn``: a function (it travels pickled) or ``"module.function"`` importable on the
+        node. ``node``: where (default: the least-loaded node). ``name``: register it,
+        unique in the world. ``restart``: "temporary" (never), "transient" (after an
+        abnormal end) or "permanent" (always), at most ``intensity`` restarts within
+        ``period`` seconds. ``mailbox``: the bytes of messages it may have waiting.
+        """
+        problem = supervision.problem(restart, intensity, period)
+        if problem is None and name is not None:
+            problem = name_problem(name)
+        if problem is None and mailbox is not None and (type(mailbox) is not int or mailbox < 1):
+            problem = f"the mailbox size is a number of bytes above 0, not {mailbox!r}"
+        if problem is not None:
+            raise errors.UsageError(problem)
+        if name is not None:
+            holder = self.whereis(name)
+            if holder is not None:
+                raise errors.NameTaken(f"the name {name} is taken by {holder}")
+        where = self._place() if node is None else node
+        conn = self.connect(where)
+        if conn.restricted:
+            raise errors.Refused(where, RESTRICTED)
+        called, by_value = function_message(fn)
+        head = {"op": "spawn", "restart": restart, "intensity": intensity, "period": period,
+                "label": _label(fn)}
+        head.update({k: called[k] for k in ("mod", "fun") if k in called})
+        if name is not None:
+            head["name"] = name
+        if mailbox is not None:
+            head["mailbox"] = mailbox
+        payload = dumps((by_value, args, kwargs), "function and its arguments")
+        return self._ask(conn, head, payload)["pid"]
+
+    def send(self, to: str, msg: Any) -> None:
+        """Put ``msg`` (any picklable value) in the mailbox of ``to`` (an id or a name);
+        ``MailboxFull`` or ``NoProcess`` if it cannot be."""
+        conn = self._conn_for(to)
+        self._ask(conn, {"op": "send", "to": to}, dumps(msg, "message"))
+
+    def call(self, to: str, msg: Any, timeout: float | None = None) -> Any:
+        """Send ``msg`` to ``to`` and return its ``reply``. ``CallFailed`` if the process
+        ends before it replies, ``NodeLost`` if its node is lost, ``CallTimeout``."""
+        conn = self._conn_for(to)
+        head = {"op": "send", "to": to, "call": True}
+        pending = conn.request(head, dumps(msg, "message"))
+        return await_result(conn, head, pending, self._timeout(timeout))
+
+    def whereis(self, name: str) -> str | None:
+        """The id of the process registered as ``name`` anywhere in the world, or None."""
+        problem = name_problem(name)
+        if problem is not None:
+            raise errors.UsageError(problem)
+
+        def one(node: str):
+            conn = self._running(node)
+            return None if conn is None else self._ask(conn, {"op": "whereis", "name": name}).get("pid")
+
+        found = [pid for pid in in_parallel(self._process_nodes(), _or_none(one)) if pid]
+        return found[0] if found else None
+
+    def kill(self, to: str) -> str:
+        """End the process ``to`` for good (it is not restarted); its id."""
+        return self._ask(self._conn_for(to), {"op": "kill", "to": to})["pid"]
+
+    def processes(self, nodes: Iterable[str] | None = None) -> ProcessList:
+        """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
+        function, state, uptime, mailbox, restarts, memory; nodes not running have none."""
+        names = self.node_names(nodes) if nodes is not None else self._process_nodes()
+        found = ProcessList()
+        found.errors = {}
+
+        def one(node: str):
+            conn = self._running(node)
+            if conn is None:
+                return []
+            pending = conn.request({"op": "ps"})
+            head = self._answer(conn, pending)
+            return json.loads(bytes(pending.payload) or b"[]") if head.get("op") == "procs" else []
+
+        for node, rows in zip(names, in_parallel(names, _or_error(one))):
+            if isinstance(rows, errors.ClusterError):
+                found.errors[node] = rows
+            else:
+                found.extend(rows)
+        return found
+
+    def monitor(self, to: str) -> Monitor:
+        """Watch ``to``: ``.wait(timeout)`` gives its ``Down`` when it ends (also when its
+        node is lost)."""
+        conn = self._conn_for(to)
+        return Monitor(to, conn, conn.request({"op": "monitor", "to": to}))
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _process_nodes(self) -> list[str]:
+        return self.nodes
+
+    def _running(self, node: str) -> NodeConnection | None:
+        """The connection to ``node`` if it runs (a restricted node runs no processes)."""
+        conn = self._links.connect(node, start=False)
+        return None if conn is None or conn.restricted else conn
+
+    def _conn_for(self, to: str) -> NodeConnection:
+        """The connection to the node of ``to``: its id's, or the holder of its name."""
+        problem = address_problem(to)
+        if problem is not None:
+            raise errors.UsageError(problem)
+        node = node_of(to)
+        if node is None:
+            candidates = self._process_nodes()
+            holder = None if len(candidates) == 1 else self.whereis(to)
+            if holder is None and len(candidates) != 1:
+                raise errors.NoProcess(f"no process is registered as {to}")
+            node = candidates[0] if holder is None else node_of(holder)
+        elif node not in self.nodes:
+            raise errors.NoProcess(f"no process {to}: this world has no node {node}")
+        conn = self._links.connect(node, start=False)
+        if conn is None:
+            raise errors.NoProcess(f"no process {to}: its node {node} is not running")
+        if conn.restricted:
+            raise errors.Refused(node, RESTRICTED)
+        return conn
+
+    def _place(self) -> str:
+        """The least-loaded node that can take a process."""
+        def one(node: str):
+            conn = self.connect(node)
+            if conn.restricted:
+                raise errors.Refused(node, RESTRICTED)
+            return conn.ping(self.connect_timeout)
+
+        nodes = self._process_nodes()
+        pongs = dict(zip(nodes, in_parallel(nodes, _or_error(one))))
+        usable = {n: p for n, p in pongs.items() if not isinstance(p, errors.ClusterError)}
+        if not usable:
+            reasons = "; ".join(str(e) for e in pongs.values()) or "every host is restricted"
+            raise errors.NodeUnreachable("world", f"no node can take a process: {reasons}")
+        return least_loaded(usable)
+
+    def _ask(self, conn: NodeConnection, head: dict, payload: bytes = b"") -> dict:
+        return self._answer(conn, conn.request(head, payload))
+
+    def _answer(self, conn: NodeConnection, pending) -> dict:
+        """The node's answer to a request, or its error raised."""
+        timeout = self._timeout(None)
+        if not pending.wait(timeout):
+            raise errors.CallTimeout(conn.node, f"no answer within {timeout:g} s")
+        if pending.error is not None:
+            raise pending.error
+        head = pending.head
+        if head.get("op") == "result" and not head.get("ok"):
+            raise remote_error(head.get("error") or {}, pending.payload, conn.node)
+        if head.get("op") == "error":
+            raise errors.ProtocolError(conn.node, str(head.get("message") or "refused"))
+        return head
+
+
+def _label(fn) -> str:
+    if isinstance(fn, str):
+        return fn
+    module = getattr(fn, "__module__", "") or ""
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return name if module.startswith("__") or not module else f"{module}.{name}"
+
+
+def _or_none(fn):
+    def safe(node: str):
+        try:
+            return fn(node)
+        except errors.ClusterError:
+            return None
+    return safe
+
+
+def _or_error(fn):
+    def safe(node: str):
+        try:
+            return fn(node)
+        except errors.ClusterError as exc:
+            return exc
+    return safe
+

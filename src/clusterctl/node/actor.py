@@ -1,0 +1,512 @@
+"""Inside a spawned process: its mailbox, and what its code calls to talk to the world.
+
+A spawned process runs one function in an OS process of its own, forked by its node.
+Its code imports these from ``clusterctl.actor`` (the same functions)::
+
+    from clusterctl.actor import receive, send, call, reply
+
+    def serve():
+        table = {}
+        while True:
+            match receive():
+                case ("store", key, value): table[key] = value; reply(True)
+                case ("lookup", key): reply(table.get(key))
+
+Messages travel as frames on the channel to the node, which routes them. ``send`` does
+not wait (as Erlang's ``!``); a message the receiver's mailbox had no room for comes
+back as a refusal, and the sender's next ``send``, ``call`` or ``receive`` raises
+``MailboxFull``. Ships to hosts: the standard library only (and cloudpickle, which the
+bundle carries). See docs/how-it-works.md, section "Spawned processes".
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+
+from . import wire
+from .addresses import address_problem
+
+try:
+    import cloudpickle
+except ImportError:  # pragma: no cover - the bundle always carries it
+    cloudpickle = None
+
+RECV_SIZE = 1 << 16
+TOOK_MAX = 1 << 16  # consumed bytes are reported to the node at least this often
+
+
+# -- what a process may see: errors and notices ---------------------------------------------
+
+class ProcessError(Exception):
+    """A spawned process's operation could not be done; the message says why."""
+
+
+class NotInProcess(ProcessError):
+    """A process operation was called outside a spawned process."""
+
+
+class NoProcess(ProcessError):
+    """No process has that id or name (it ended, or never was)."""
+
+
+class MailboxFull(ProcessError):
+    """The receiver's mailbox had no room for a message (mailboxes are bounded in bytes)."""
+
+
+class NameTaken(ProcessError):
+    """A name is registered to another process already."""
+
+
+class CallFailed(ProcessError):
+    """A call's callee ended (or was lost) before it replied."""
+
+
+class ReceiveTimeout(ProcessError, TimeoutError):
+    """``receive`` or ``call`` waited ``timeout`` seconds for nothing."""
+
+
+class Down(tuple):
+    """A monitor's notice: the monitored process ended. ``ref`` is what ``monitor``
+    returned, ``process`` its id, ``reason`` "normal", "killed" or the error, and
+    ``traceback`` the remote traceback of an error ("" otherwise)."""
+
+    __slots__ = ()
+
+    def __new__(cls, ref, process, reason, traceback=""):
+        return tuple.__new__(cls, (ref, process, reason, traceback))
+
+    ref = property(lambda s: s[0])
+    process = property(lambda s: s[1])
+    reason = property(lambda s: s[2])
+    traceback = property(lambda s: s[3])
+
+    def __repr__(self) -> str:
+        return "Down(ref=%r, process=%r, reason=%r)" % (self[0], self[1], self[2])
+
+
+class Exit(tuple):
+    """A linked process ended, delivered as a message to a process that traps exits
+    (``trap_exits()``); without trapping, an abnormal end kills the linked process too."""
+
+    __slots__ = ()
+
+    def __new__(cls, process, reason, traceback=""):
+        return tuple.__new__(cls, (process, reason, traceback))
+
+    process = property(lambda s: s[0])
+    reason = property(lambda s: s[1])
+    traceback = property(lambda s: s[2])
+
+    def __repr__(self) -> str:
+        return "Exit(process=%r, reason=%r)" % (self[0], self[1])
+
+
+class _Exiting(BaseException):
+    """``exit(reason)``: ends the process's function with that reason."""
+
+    def __init__(self, reason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- the process's side of the channel ---------------------------------------------------------
+
+class Envelope:
+    """A message in the mailbox, with who sent it and, for a call, its reference."""
+
+    __slots__ = ("msg", "sender", "ref", "size")
+
+    def __init__(self, msg, sender, ref, size: int) -> None:
+        self.msg, self.sender, self.ref, self.size = msg, sender, ref, size
+
+
+def _dumps(value) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - a lambda, a class by value: cloudpickle's job
+        pass
+    if cloudpickle is None:
+        raise ProcessError("cannot pickle %s" % type(value).__name__)
+    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class Runtime:
+    """The running process's end of its channel to the node: the mailbox (messages read
+    ahead of ``receive``, so a selective receive can pass over some), the calls waiting
+    for replies, and the answers to requests (register, spawn, ...)."""
+
+    def __init__(self, sock, ident: str, node: str, limit: int) -> None:
+        self.sock = sock
+        self.ident = ident
+        self.node = node
+        self.decoder = wire.FrameDecoder()
+        self.box: deque = deque()
+        self.replies: dict = {}  # call ref -> ("ok", value) | ("failed", reason)
+        self.answers: dict = {}  # request number -> head
+        self.refused: deque = deque()  # heads of sends that were refused
+        self.took = 0
+        self.took_every = max(1, min(TOOK_MAX, limit // 8))
+        self.last: Envelope | None = None
+        self.numbers = itertools.count(1)
+
+    # -- writing and reading ---------------------------------------------------------------
+
+    def write(self, head: dict, payload: bytes = b"") -> None:
+        self.sock.sendall(wire.encode(head, payload))
+
+    def read(self, deadline: float | None) -> bool:
+        """Read what the node sent, waiting until ``deadline`` for at least one frame;
+        False if none came. (The socket blocks, with a timeout only while waiting here.)"""
+        sock = self.sock
+        while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+            try:
+                chunk = sock.recv(RECV_SIZE)
+            except socket.timeout:
+                return False
+            finally:
+                if deadline is not None:
+                    sock.settimeout(None)
+            if not chunk:
+                os._exit(0)  # the node is gone: so are its processes
+            frames = self.decoder.feed(chunk)
+            for head, payload, _raw in frames:
+                self.take(head, payload)
+            if frames:
+                return True
+
+    def poll(self) -> None:
+        """Take in whatever the node sent already, without waiting."""
+        recv = self.sock.recv
+        try:
+            while True:
+                chunk = recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                if not chunk:
+                    os._exit(0)
+                for head, payload, _raw in self.decoder.feed(chunk):
+                    self.take(head, payload)
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def take(self, head: dict, payload) -> None:
+        op = head["op"]
+        if op == "send":  # a message (forwarded as its sender wrote it)
+            self.box.append(Envelope(pickle.loads(payload), head.get("from"), head.get("ref"),
+                                     len(payload)))
+        elif op == "reply":
+            self.replies[head["ref"]] = ("ok", pickle.loads(payload))
+        elif op == "failed":
+            self.replies[head["ref"]] = ("failed", head)
+        elif op == "answer":
+            self.answers[head["id"]] = head
+        elif op == "down":
+            self.box.append(Envelope(Down(head["ref"], head["who"], head["reason"], head.get("tb", "")),
+                                     None, None, 0))
+        elif op == "exit":
+            self.box.append(Envelope(Exit(head["who"], head["reason"], head.get("tb", "")), None, None, 0))
+        elif op == "refused":
+            self.refused.append(head)
+
+    def check_refused(self) -> None:
+        if self.refused:
+            head = self.refused.popleft()
+            cls = MailboxFull if head.get("kind") == "full" else NoProcess
+            raise cls(head.get("reason", "a message was refused"))
+
+    def consumed(self, envelope: Envelope) -> None:
+        self.last = envelope
+        self.took += envelope.size
+        if self.took >= self.took_every:
+            self.write({"op": "took", "bytes": self.took})
+            self.took = 0
+
+    # -- requests that have an answer ------------------------------------------------------
+
+    def request(self, head: dict, payload: bytes = b"") -> dict:
+        number = next(self.numbers)
+        head["id"] = number
+        self.write(head, payload)
+        while number not in self.answers:
+            self.read(None)
+        answer = self.answers.pop(number)
+        if not answer.get("ok"):
+            kind = answer.get("kind")
+            cls = {"taken": NameTaken, "noproc": NoProcess}.get(kind, ProcessError)
+            raise cls(answer.get("message", "refused"))
+        return answer
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def receive(self, timeout, match):
+        self.check_refused()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        box = self.box
+        seen = 0
+        while True:
+            if match is None:
+                if box:
+                    envelope = box.popleft()
+                    self.consumed(envelope)
+                    return envelope.msg
+            else:
+                for index in range(seen, len(box)):
+                    envelope = box[index]
+                    if match(envelope.msg):
+                        del box[index]
+                        self.consumed(envelope)
+                        return envelope.msg
+                seen = len(box)
+            if not self.read(deadline):
+                raise ReceiveTimeout("no %smessage within %g s"
+                                     % ("matching " if match is not None else "", timeout))
+
+    def send(self, to, msg) -> None:
+        to = address(to)
+        self.check_refused()
+        self.write({"op": "send", "to": to, "from": self.ident}, _dumps(msg))
+        self.poll()  # (a refusal of this or an earlier message is raised by the next one)
+
+    def call(self, to, msg, timeout):
+        to = address(to)
+        self.check_refused()
+        ref = "%s#%d" % (self.ident, next(self.numbers))
+        self.write({"op": "send", "to": to, "from": self.ident, "ref": ref}, _dumps(msg))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies = self.replies
+        while ref not in replies:
+            if not self.read(deadline):
+                self.write({"op": "forget", "ref": ref})
+                raise ReceiveTimeout("%s did not reply within %g s" % (to, timeout))
+        kind, value = replies.pop(ref)
+        if kind == "ok":
+            return value
+        cls = {"full": MailboxFull, "noproc": NoProcess}.get(value.get("kind"), CallFailed)
+        raise cls(value.get("reason", "the call failed"))
+
+    def reply(self, value, to=None) -> None:
+        envelope = self.last if to is None else to
+        if not isinstance(envelope, Envelope) or envelope.ref is None:
+            raise ProcessError("nothing to reply to: the last message received was not a call"
+                               if to is None else "reply(to=...) takes what caller() returned")
+        self.write({"op": "reply", "ref": envelope.ref}, _dumps(value))
+        envelope.ref = None  # one reply per call
+
+
+def address(to) -> str:
+    """A process id (``n2.17``) or a registered name, checked to be one."""
+    problem = address_problem(to)
+    if problem is not None:
+        raise ProcessError(problem)
+    return to
+
+
+# -- the module-level functions a process's code calls -------------------------------------------
+
+_runtime: Runtime | None = None
+
+
+def _current() -> Runtime:
+    if _runtime is None:
+        raise NotInProcess("this works only inside a spawned process (clusterctl spawn, "
+                           "Cluster.spawn); from a program, use Cluster.send and Cluster.call")
+    return _runtime
+
+
+def receive(timeout: float | None = None, match=None):
+    """The next message; with ``match``, the first message for which ``match(msg)`` is
+    true (the others stay in the mailbox, in order: Erlang's selective receive).
+    ``ReceiveTimeout`` after ``timeout`` seconds with none."""
+    return _current().receive(timeout, match)
+
+
+def send(to: str, msg) -> None:
+    """Send ``msg`` (any picklable value) to a process id or a registered name; does not
+    wait. Messages between two processes arrive in the order sent."""
+    _current().send(to, msg)
+
+
+def call(to: str, msg, timeout: float | None = None):
+    """Send ``msg`` and wait for the receiver's ``reply``; ``CallFailed`` if the receiver
+    ends first, ``NoProcess`` if there is none, ``ReceiveTimeout`` after ``timeout``."""
+    return _current().call(to, msg, timeout)
+
+
+def reply(value, to=None) -> None:
+    """Answer the call whose message ``receive`` returned last (or the one ``caller()``
+    returned then, given as ``to``)."""
+    _current().reply(value, to)
+
+
+def caller():
+    """The call just received, to ``reply(value, to=...)`` later; None if it was no call."""
+    last = _current().last
+    return last if last is not None and last.ref is not None else None
+
+
+def sender() -> str | None:
+    """Who sent the message ``receive`` returned last: a process id, or None for a
+    program or a command outside any process."""
+    last = _current().last
+    return None if last is None else last.sender
+
+
+def self() -> str:  # noqa: A001 - Erlang's name, in its own namespace
+    """This process's id, like ``n2.17``."""
+    return _current().ident
+
+
+def register(name: str) -> None:
+    """Give this process a name, unique in its world; ``NameTaken`` names the holder."""
+    _current().request({"op": "register", "name": name})
+
+
+def whereis(name: str) -> str | None:
+    """The id of the process registered as ``name``, or None."""
+    return _current().request({"op": "whereis", "name": name}).get("pid")
+
+
+def spawn(fn, *args, name: str | None = None, restart: str = "temporary", **kwargs) -> str:
+    """Start ``fn(*args, **kwargs)`` as a new process on this node; its id."""
+    head = {"op": "spawn", "restart": restart}
+    if name is not None:
+        head["name"] = name
+    return _current().request(head, _dumps((fn, args, kwargs)))["pid"]
+
+
+def link(to: str) -> None:
+    """Link to a process: when one of the two ends abnormally, the other is ended too
+    (or, if it traps exits, gets an ``Exit`` message)."""
+    _current().request({"op": "link", "to": address(to)})
+
+
+def unlink(to: str) -> None:
+    _current().request({"op": "unlink", "to": address(to)})
+
+
+def monitor(to: str) -> str:
+    """Watch a process: when it ends, a ``Down(ref, process, reason)`` message arrives
+    (at once if there is no such process). Returns the reference."""
+    rt = _current()
+    ref = "%s#%d" % (rt.ident, next(rt.numbers))
+    rt.request({"op": "monitor", "to": address(to), "ref": ref})
+    return ref
+
+
+def demonitor(ref: str) -> None:
+    _current().request({"op": "demonitor", "ref": ref})
+
+
+def trap_exits(on: bool = True) -> None:
+    """Take linked processes' ends as ``Exit`` messages instead of ending with them."""
+    _current().request({"op": "trap", "on": bool(on)})
+
+
+def exit(reason="normal") -> None:  # noqa: A001 - Erlang's name, in its own namespace
+    """End this process with ``reason`` ("normal" is a normal end)."""
+    raise _Exiting(reason)
+
+
+# -- the forked process -------------------------------------------------------------------------
+
+def _alias_modules() -> None:
+    """User code imports ``clusterctl.actor`` (and pickles refer to ``clusterctl.node.actor``);
+    here both are this module, the one holding the channel, whichever clusterctl (if any)
+    the host has installed."""
+    module = sys.modules[__name__]
+    for name in ("clusterctl.actor", "clusterctl.node.actor", "clusterctl_node.actor"):
+        sys.modules[name] = module
+
+
+def _load(head: dict, payload):
+    packed, args, kwargs = pickle.loads(payload)
+    if packed is not None:
+        return packed, args, kwargs
+    import importlib
+
+    obj = importlib.import_module(head["mod"])
+    for part in head["fun"].split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError("%s.%s is not callable (it is %s)" % (head["mod"], head["fun"], type(obj).__name__))
+    return obj, args, kwargs
+
+
+def describe(exc: BaseException, skip: int = 1) -> tuple[str, str]:
+    """An exception as (``Type: message``, its traceback without our frames)."""
+    tb = exc.__traceback__
+    for _ in range(skip):
+        tb = tb.tb_next if tb is not None else None
+    text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else ""
+    name = type(exc).__qualname__
+    message = str(exc)
+    return ("%s: %s" % (name, message) if message else name), text
+
+
+def run(sock, node: str) -> int:
+    """Read who this process is and what it runs, run it, and tell the node how it ended."""
+    global _runtime
+    head, payload = wire.read_message(sock)  # {"op": "start", "pid", "limit"}
+    spawn_head, spawn_payload = wire.read_message(sock)
+    _runtime = rt = Runtime(sock, head["pid"], node, head.get("limit") or (1 << 26))
+    _alias_modules()
+    try:
+        fn, args, kwargs = _load(spawn_head, spawn_payload)
+    except BaseException as exc:  # noqa: BLE001 - told to whoever spawned it
+        kind = "import" if isinstance(exc, (ImportError, AttributeError)) else "unpickle"
+        text, _ = describe(exc, 0)
+        rt.write({"op": "exiting", "kind": kind, "reason": "cannot load the function: " + text})
+        return 1
+    rt.write({"op": "started"})
+    try:
+        fn(*args, **kwargs)
+        rt.write({"op": "exiting", "kind": "normal", "reason": "normal"})
+    except _Exiting as exc:
+        reason = exc.reason if isinstance(exc.reason, str) else repr(exc.reason)
+        rt.write({"op": "exiting", "kind": "normal" if reason == "normal" else "exit",
+                  "reason": reason[:4000]})
+    except BaseException as exc:  # noqa: BLE001 - the process's end, told with its traceback
+        text, tb = describe(exc)
+        rt.write({"op": "exiting", "kind": "error", "reason": text[:4000], "tb": tb[-4000:]})
+    return 0
+
+
+def process_main(sock, node: str, parent_pid: int) -> None:
+    """Entry point in the forked child. Never returns."""
+    code = 0
+    try:
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        from .worker import _die_with_parent
+
+        _die_with_parent()
+        if os.getppid() != parent_pid:
+            os._exit(0)
+        sock.setblocking(True)
+        code = run(sock, node)
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(code)

@@ -1,0 +1,224 @@
+"""The requests about spawned processes, from controllers (spawn, send, call, whereis,
+kill, ps, monitor) and from the processes themselves (register, spawn, link, monitor,
+...), each checked and answered; the table and the routing are ``Actors``'.
+
+Ships to hosts: the standard library only. See docs/how-it-works.md, section "Spawned
+processes".
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import ops, supervision, wire
+from .actors import DEFAULT_MAILBOX, Actors, Caller, Proc
+from .addresses import name_problem
+from .log import log
+
+CONTROLLER_OPS = ("spawn", "send", "whereis", "kill", "ps", "monitor")
+ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "taken": "NameTaken",
+               "usage": "UsageError", "exited": "CallFailed", "remote": "NoRoute",
+               "import": "ImportError", "unpickle": "UnpicklingError"}
+
+
+def error_frame(kind: str, request, message: str, node: str) -> bytes:
+    return wire.encode(ops.error_head(kind, request, ERROR_TYPES.get(kind, "ProcessError"),
+                                      message, node))
+
+
+class ProcessRequests:
+    """Answers the requests about processes; ``handlers`` are the controllers' (for the
+    node's sessions), ``from_process`` takes a process's."""
+
+    def __init__(self, actors: Actors) -> None:
+        self.actors = actors
+        self.loop = actors.loop
+        self.name = actors.name
+        actors.on_request = self.from_process
+        self.handlers = {"spawn": self.conn_spawn, "send": self.conn_send,
+                         "whereis": self.conn_whereis, "kill": self.conn_kill,
+                         "ps": self.conn_ps, "monitor": self.conn_monitor}
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    def spawn(self, head: dict, payload, answer) -> None:
+        """Start a process from a spawn request; ``answer(ok, info)`` once it runs or cannot."""
+        kind = head.get("restart", "temporary")
+        intensity = head.get("intensity", supervision.DEFAULT_INTENSITY)
+        period = head.get("period", supervision.DEFAULT_PERIOD)
+        name = head.get("name")
+        problem = supervision.problem(kind, intensity, period)
+        if problem is None and name is not None:
+            problem = name_problem(name)
+        if problem is not None:
+            answer(False, {"kind": "usage", "message": problem})
+            return
+        if name is not None and name in self.actors.names:
+            answer(False, self.taken(name))
+            return
+        if self.actors.stopping:
+            answer(False, {"kind": "noproc", "message": "the node is stopping"})
+            return
+        fn = {"mod": head["mod"], "fun": head["fun"]} if head.get("mod") and head.get("fun") else {}
+        label = head.get("label") or ("%s.%s" % (fn["mod"], fn["fun"]) if fn else "a function")
+        self.actors.start(wire.encode(dict(op="spawn", **fn), bytes(payload)), label=str(label)[:200],
+                          name=name, restarts=supervision.Restarts(kind, intensity, period),
+                          limit=head.get("mailbox") or DEFAULT_MAILBOX, answer=answer)
+
+    def taken(self, name: str) -> dict:
+        return {"kind": "taken", "message": "the name %s is taken by %s"
+                % (name, self.actors.names[name].ident)}
+
+    # -- from controllers ----------------------------------------------------------------------------
+
+    def conn_spawn(self, conn, head: dict, raw: bytes) -> None:
+        request = head["id"]
+
+        def answer(ok: bool, info: dict) -> None:
+            if ok:
+                self.loop.send(conn, wire.encode({"op": "spawned", "id": request, "pid": info["pid"]}))
+            else:
+                self.loop.send(conn, error_frame(info["kind"], request, info["message"], self.name))
+
+        self.spawn(head, payload_of(raw), answer)
+
+    def conn_send(self, conn, head: dict, raw: bytes) -> None:
+        """A controller's message, or call (``call``: the reply is the request's result)."""
+        request, to = head["id"], head["to"]
+        payload = payload_of(raw)
+        caller = Caller(conn=conn, request=request)
+        ref = "c%d#%d" % (conn.number, request) if head.get("call") else None
+        frame = wire.encode({"op": "send", "to": to, **({"ref": ref} if ref else {})}, bytes(payload))
+        refused = self.actors.route(to, len(payload), frame, ref, caller)
+        if ref is None:
+            if refused is None:
+                self.loop.send(conn, wire.encode({"op": "sent", "id": request}))
+            else:
+                self.loop.send(conn, error_frame(refused[0], request, refused[1], self.name))
+
+    def conn_whereis(self, conn, head: dict, raw: bytes) -> None:
+        proc = self.actors.names.get(head.get("name"))
+        self.loop.send(conn, wire.encode({"op": "where", "id": head["id"],
+                                          "pid": proc.ident if proc else None}))
+
+    def conn_kill(self, conn, head: dict, raw: bytes) -> None:
+        """End a process for good (no restart), or forget one that stays down."""
+        request, to = head["id"], head["to"]
+        proc = self.actors.resolve(to)
+        if proc is not None:
+            log("process %s killed on request of %s" % (self.actors.describe(proc), conn.label))
+            self.actors.end(proc, {"kind": "killed", "reason": "killed"})
+            self.loop.send(conn, wire.encode({"op": "killed", "id": request, "pid": proc.ident}))
+            return
+        kept = [row for row in self.actors.given_up if to not in (row["id"], row["name"])]
+        if len(kept) < len(self.actors.given_up):
+            self.actors.given_up = kept
+            self.loop.send(conn, wire.encode({"op": "killed", "id": request, "pid": to}))
+            return
+        self.loop.send(conn, error_frame("noproc", request, "no process %s on %s" % (to, self.name),
+                                         self.name))
+
+    def conn_ps(self, conn, head: dict, raw: bytes) -> None:
+        self.loop.send(conn, wire.encode({"op": "procs", "id": head["id"]},
+                                         json.dumps(self.actors.rows()).encode()))
+
+    def conn_monitor(self, conn, head: dict, raw: bytes) -> None:
+        """A controller watches a process: answered with ``down`` when it ends."""
+        request, to = head["id"], head["to"]
+        target = self.actors.resolve(to)
+        if target is None:
+            self.loop.send(conn, wire.encode({"op": "down", "id": request, "who": to,
+                                              "reason": "noproc"}))
+            return
+        ref = "c%d#%d" % (conn.number, request)
+        target.monitors[ref] = Caller(conn=conn, request=request)
+        self.actors.watched[ref] = target
+
+    # -- from processes --------------------------------------------------------------------------------
+
+    def from_process(self, proc: Proc, head: dict, payload) -> None:
+        op, number = head["op"], head.get("id")
+
+        def answer(ok: bool, info: dict) -> None:
+            self.loop.send(proc, wire.encode({"op": "answer", "id": number, "ok": ok, **info}))
+
+        handler = self.PROCESS_HANDLERS.get(op)
+        if handler is None:
+            answer(False, {"kind": "usage", "message": "unknown request %r" % str(op)[:64]})
+            return
+        handler(self, proc, head, payload, answer)
+
+    def p_spawn(self, proc: Proc, head: dict, payload, answer) -> None:
+        self.spawn(head, payload, answer)
+
+    def p_register(self, proc: Proc, head: dict, payload, answer) -> None:
+        name = head.get("name")
+        problem = name_problem(name)
+        names = self.actors.names
+        if problem is not None:
+            answer(False, {"kind": "usage", "message": problem})
+        elif names.get(name) is proc:
+            answer(True, {})
+        elif name in names:
+            answer(False, self.taken(name))
+        elif proc.name is not None:
+            answer(False, {"kind": "usage", "message": "%s is registered as %s already"
+                           % (proc.ident, proc.name)})
+        else:
+            names[name] = proc
+            proc.name = name
+            answer(True, {})
+
+    def p_whereis(self, proc: Proc, head: dict, payload, answer) -> None:
+        holder = self.actors.names.get(head.get("name"))
+        answer(True, {"pid": holder.ident if holder else None})
+
+    def p_link(self, proc: Proc, head: dict, payload, answer) -> None:
+        other = self.actors.resolve(head["to"])
+        if other is None:
+            answer(False, {"kind": "noproc", "message": "no process %s to link to" % head["to"]})
+            return
+        if head["op"] == "link":
+            other.links.add(proc.ident)
+            proc.links.add(other.ident)
+        else:
+            other.links.discard(proc.ident)
+            proc.links.discard(other.ident)
+        answer(True, {})
+
+    def p_monitor(self, proc: Proc, head: dict, payload, answer) -> None:
+        ref = head["ref"]
+        target = self.actors.resolve(head["to"])
+        answer(True, {})
+        if target is None:
+            self.actors.notify(Caller(proc.ident), {"op": "down", "ref": ref, "who": head["to"],
+                                                    "reason": "noproc"})
+            return
+        target.monitors[ref] = Caller(proc.ident)
+        self.actors.watched[ref] = target
+
+    def p_demonitor(self, proc: Proc, head: dict, payload, answer) -> None:
+        target = self.actors.watched.pop(head["ref"], None)
+        if target is not None:
+            target.monitors.pop(head["ref"], None)
+        answer(True, {})
+
+    def p_trap(self, proc: Proc, head: dict, payload, answer) -> None:
+        proc.trap = bool(head.get("on"))
+        answer(True, {})
+
+    def p_unregister(self, proc: Proc, head: dict, payload, answer) -> None:
+        if proc.name is not None and self.actors.names.get(proc.name) is proc:
+            del self.actors.names[proc.name]
+        proc.name = None
+        answer(True, {})
+
+    PROCESS_HANDLERS = {"spawn": p_spawn, "register": p_register, "unregister": p_unregister,
+                        "whereis": p_whereis, "link": p_link, "unlink": p_link,
+                        "monitor": p_monitor, "demonitor": p_demonitor, "trap": p_trap}
+
+
+def payload_of(raw: bytes) -> memoryview:
+    """The payload of a whole frame (its head's length is in the header)."""
+    head_len, _ = wire.check_header(raw[:wire.HEADER_SIZE], 1 << 62)
+    return memoryview(raw)[wire.HEADER_SIZE + head_len:]
