@@ -56,7 +56,12 @@ class Commands(click.Group):
     LAZY = {"pmap": ("clusterctl.cli.pmap", "pmap_command"),
             "pipeline": ("clusterctl.cli.pipeline", "pipeline_command"),
             "trace": ("clusterctl.cli.trace", "trace_command"),
-            "hub": ("clusterctl.cli.hub", "hub_command")}
+            "hub": ("clusterctl.cli.hub", "hub_command"),
+            "spawn": ("clusterctl.cli.actors", "spawn_command"),
+            "ps": ("clusterctl.cli.actors", "ps_command"),
+            "send": ("clusterctl.cli.actors", "send_command"),
+            "call": ("clusterctl.cli.actors", "call_command"),
+            "kill": ("clusterctl.cli.actors", "kill_command")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.LAZY})

@@ -295,13 +295,15 @@ class Runtime:
         cls = {"full": MailboxFull, "noproc": NoProcess}.get(value.get("kind"), CallFailed)
         raise cls(value.get("reason", "the call failed"))
 
-    def reply(self, value, to=None) -> None:
+    def reply(self, value, to=None) -> bool:
         envelope = self.last if to is None else to
-        if not isinstance(envelope, Envelope) or envelope.ref is None:
-            raise ProcessError("nothing to reply to: the last message received was not a call"
-                               if to is None else "reply(to=...) takes what caller() returned")
+        if to is not None and not isinstance(envelope, Envelope):
+            raise ProcessError("reply(to=...) takes what caller() returned, not %r" % (to,))
+        if envelope is None or envelope.ref is None:
+            return False  # (the message was sent, not called: there is no one to answer)
         self.write({"op": "reply", "ref": envelope.ref}, _dumps(value))
         envelope.ref = None  # one reply per call
+        return True
 
 
 def address(to) -> str:
@@ -343,10 +345,11 @@ def call(to: str, msg, timeout: float | None = None):
     return _current().call(to, msg, timeout)
 
 
-def reply(value, to=None) -> None:
+def reply(value, to=None) -> bool:
     """Answer the call whose message ``receive`` returned last (or the one ``caller()``
-    returned then, given as ``to``)."""
-    _current().reply(value, to)
+    returned then, given as ``to``); False, and nothing sent, if that message was sent
+    rather than called (so a server may take both)."""
+    return _current().reply(value, to)
 
 
 def caller():

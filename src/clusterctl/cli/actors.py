@@ -1,0 +1,178 @@
+"""Spawned processes from the shell: spawn, ps, send, call, kill. Parse, call the
+API, render; the rest is ``clusterctl.api.actors``'."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from clusterctl.cli.common import CallCommand, Options, node_list, run, timeout_option
+from clusterctl.cli.main import complete_nodes, parse_arg
+from clusterctl.errors import EXIT_SOME_NODES_FAILED, UsageError
+
+RESTARTS = ("temporary", "transient", "permanent")
+
+
+def complete_processes(ctx: click.Context, param: click.Parameter, incomplete: str):
+    """Registered names and ids of the running nodes' processes, for shell completion
+    (nodes that are not running are not started)."""
+    try:
+        from clusterctl.api.cluster import Cluster
+
+        with Cluster(ctx.find_root().params.get("hosts"), connect_timeout=5, timeout=5) as cluster:
+            rows = cluster.processes()
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+    found = [r["name"] for r in rows if r.get("name")] + [r["id"] for r in rows]
+    return [item for item in dict.fromkeys(found) if item.startswith(incomplete)]
+
+
+def target_function(target: str, fun: str):
+    """TARGET FUN as what ``Cluster.spawn`` takes: a script's function (it travels by
+    value) or ``"module:function"``, imported on the node."""
+    if target.endswith(".py") or os.sep in target:
+        if not os.path.isfile(target):
+            raise UsageError(f"no script {target}", hint="give a path to a .py file, or a module "
+                                                         "importable on the node")
+        from clusterctl.cli.pmap import load_script
+
+        namespace = load_script(target)
+        fn = namespace.get(fun)
+        if not callable(fn):
+            defined = sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_")
+                             and getattr(v, "__module__", None) == namespace.get("__name__"))
+            raise UsageError(f"{target} defines no function {fun!r}",
+                             hint=f"it defines: {', '.join(defined) or 'no functions'}")
+        return fn
+    return f"{target}:{fun}"
+
+
+@click.command("spawn", cls=CallCommand)
+@click.option("--node", metavar="NODE", shell_complete=complete_nodes,
+              help="Where to run it (default: the least-loaded node).")
+@click.option("--name", metavar="NAME", help="Register it under NAME, unique in the world.")
+@click.option("--restart", type=click.Choice(RESTARTS), default="temporary", show_default=True,
+              help="Restart it never (temporary), after a crash (transient) or always (permanent).")
+@click.option("--intensity", type=click.IntRange(min=0), default=3, show_default=True,
+              metavar="N", help="At most N restarts ...")
+@click.option("--period", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, metavar="SECONDS", help="... within SECONDS; then it stays down.")
+@click.option("--mailbox", type=click.IntRange(min=1), metavar="BYTES",
+              help="Bytes of messages it may have waiting (default 64 MiB).")
+@click.argument("target")
+@click.argument("fun")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def spawn_command(ctx: click.Context, node, name, restart, intensity, period, mailbox,
+                  target: str, fun: str, args: tuple[str, ...]) -> None:
+    """Start FUN(ARGS...) as a long-lived process on a node; print its id.
+
+    TARGET is a script (its functions travel by value, as pmap's do) or a module
+    importable on the node. ARGS are read as for rpc. The process outlives this command
+    and keeps its node running; `clusterctl kill` or `down` stops it.
+    Example: clusterctl spawn --name kvs examples/kvs.py serve
+    """
+
+    def body(opts: Options) -> int:
+        from clusterctl.render import plain as render
+
+        fn = target_function(target, fun)
+        values = [parse_arg(a) for a in args]
+        with opts.cluster() as cluster:
+            pid = cluster.spawn(fn, *values, node=node, name=name, restart=restart,
+                                intensity=intensity, period=period, mailbox=mailbox)
+        if opts.json:
+            click.echo(render.dump_json({"id": pid, "node": pid.rpartition(".")[0], "name": name}))
+        else:
+            click.echo(pid)
+        return 0
+
+    run(ctx, body)
+
+
+@click.command("ps")
+@click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
+@click.pass_context
+def ps_command(ctx: click.Context, nodes: str | None) -> None:
+    """List the spawned processes of the running nodes: id, name, node, function, state,
+    uptime, mailbox, restarts, memory (and why one stays down)."""
+
+    def body(opts: Options) -> int:
+        from clusterctl.render import actors as render
+        from clusterctl.render import tables
+
+        with opts.cluster() as cluster:
+            rows = cluster.processes(node_list(nodes))
+        if opts.json:
+            click.echo(tables.dump_json(render.ps_json(rows, rows.errors)))
+        else:
+            if rows:
+                tables.stdout_console().print(render.ps_table(rows))
+            else:
+                click.echo("no processes")
+            for line in render.node_failures(rows.errors):
+                click.echo("error: " + line, err=True)
+        return EXIT_SOME_NODES_FAILED if rows.errors else 0
+
+    run(ctx, body)
+
+
+@click.command("send")
+@click.argument("to", shell_complete=complete_processes)
+@click.argument("msg")
+@click.pass_context
+def send_command(ctx: click.Context, to: str, msg: str) -> None:
+    """Put MSG in the mailbox of TO (a process id like n1.3, or a name).
+
+    MSG is read as a Python literal ("('store', 'a', 1)") if it is one, else as a string.
+    """
+
+    def body(opts: Options) -> int:
+        with opts.cluster() as cluster:
+            cluster.send(to, parse_arg(msg))
+        return 0
+
+    run(ctx, body)
+
+
+@click.command("call")
+@click.argument("to", shell_complete=complete_processes)
+@click.argument("msg")
+@timeout_option
+@click.pass_context
+def call_command(ctx: click.Context, to: str, msg: str, timeout: float | None) -> None:
+    """Send MSG to TO and print its reply.
+
+    MSG is read as for send. Example: clusterctl call kvs "('lookup', 'a')"
+    """
+
+    def body(opts: Options) -> int:
+        from clusterctl.render import plain as render
+
+        if timeout is not None:
+            opts.timeout = timeout
+        with opts.cluster() as cluster:
+            value = cluster.call(to, parse_arg(msg))
+        if opts.json:
+            click.echo(render.dump_json({"to": to, "result": render.jsonable(value)}))
+        else:
+            click.echo(render.value_text(value))
+        return 0
+
+    run(ctx, body)
+
+
+@click.command("kill")
+@click.argument("to", nargs=-1, required=True, shell_complete=complete_processes)
+@click.pass_context
+def kill_command(ctx: click.Context, to: tuple[str, ...]) -> None:
+    """End the processes TO... (ids or names) for good: they are not restarted."""
+
+    def body(opts: Options) -> int:
+        with opts.cluster() as cluster:
+            for one in to:
+                click.echo(f"killed {cluster.kill(one)}")
+        return 0
+
+    run(ctx, body)
