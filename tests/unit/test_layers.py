@@ -107,7 +107,8 @@ NEWER_STDLIB = {"_sha2"}
 
 def foreign_imports(node_dir: Path) -> list[str]:
     """Imports in the node's modules of anything but the standard library, cloudpickle
-    (in the worker only) and the node's own modules: ``"file:line: name"`` each."""
+    (in the worker and a spawned process only) and the node's own modules: ``"file:line:
+    name"`` each."""
     allowed = set(sys.stdlib_module_names) | NEWER_STDLIB
     found = []
     for path in sorted(node_dir.glob("*.py")):
@@ -124,7 +125,7 @@ def foreign_imports(node_dir: Path) -> list[str]:
                 top = name.split(".")[0]
                 if top in allowed or name == "clusterctl.node" or name.startswith("clusterctl.node."):
                     continue
-                if top == "cloudpickle" and path.name == "worker.py":
+                if top == "cloudpickle" and path.name in ("worker.py", "actor.py"):
                     continue
                 found.append(f"{path.name}:{node.lineno}: {name}")
     return found

@@ -375,7 +375,7 @@ class Sessions:
         conn.functions[head["key"]] = raw
 
     def handle_ping(self, conn: Connection, head: dict, raw: bytes) -> None:
-        self.loop.send(conn, wire.encode(self.pong(head)))
+        self.loop.send(conn, wire.encode(pong(self, head)))
 
     def handle_trace(self, conn: Connection, head: dict, raw: bytes) -> None:
         """Start recording this connection's tasks (``start``, a ring of ``capacity``
@@ -404,18 +404,6 @@ class Sessions:
                 "ping": handle_ping, "cancel": handle_cancel, "stop": handle_stop,
                 "trace": handle_trace}
 
-    def pong(self, head: dict) -> dict:
-        try:
-            load = list(os.getloadavg())
-        except OSError:
-            load = None
-        now = time.time()
-        return {"op": "pong", "id": head.get("id"), "time": now, "mono": time.monotonic(), "load": load,
-                "running": self.pool.running(), "queued": len(self.pool.queue),
-                "slots": self.slots, "pid": self.pid, "uptime": now - self.started,
-                "stats": self.stats, "cpus": self.cpus,
-                "processes": self.processes() if self.processes is not None else 0}
-
     # -- closing -------------------------------------------------------------------------
 
     def close_conn(self, conn: Connection, reason: str, quiet: bool = False) -> None:
@@ -433,3 +421,18 @@ class Sessions:
         self.pool.connection_gone(conn)
         if self.on_closed is not None:
             self.on_closed(conn)
+
+
+def pong(sessions: "Sessions", head: dict) -> dict:
+    """The answer to a ping: the node's clocks, load, work in hand and counters."""
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    now = time.time()
+    pool = sessions.pool
+    return {"op": "pong", "id": head.get("id"), "time": now, "mono": time.monotonic(), "load": load,
+            "running": pool.running(), "queued": len(pool.queue), "slots": sessions.slots,
+            "pid": sessions.pid, "uptime": now - sessions.started, "stats": sessions.stats,
+            "cpus": sessions.cpus,
+            "processes": sessions.processes() if sessions.processes is not None else 0}

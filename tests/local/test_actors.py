@@ -1,0 +1,599 @@
+"""Spawned processes on real local nodes: a key-value server, messages in order, selective
+receive, calls that fail or time out, monitors and links, the restart types and their
+intensity limit, names, bounded mailboxes, kill, placement, and processes outliving the
+program that spawned them (but not ``down``).
+
+Every process the tests start goes with the nodes, which ``make_cluster`` brings down
+after each test (and the ``env`` fixture fails a test that leaves one behind). Messages
+between processes stay on one node: routing between nodes is not there yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+from clusterctl import Cluster, errors
+from clusterctl.actor import (
+    Down, Exit, MailboxFull, NameTaken, NoProcess, NotInProcess, ReceiveTimeout, call, caller,
+    link, monitor, receive, register, reply, self, send, sender, spawn, trap_exits, whereis)
+from clusterctl.config.hosts import HostSpec
+
+from helpers import wait_for
+
+pytestmark = [pytest.mark.local_only, pytest.mark.timeout(60)]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# -- what the processes run (module level: they travel by value) -----------------------------
+
+def kvs():
+    """A key-value server; other messages make it crash, stop, stall or ignore a call."""
+    table = {}
+    while True:
+        msg = receive()
+        op = msg[0]
+        if op == "store":
+            table[msg[1]] = msg[2]
+            reply(True)
+        elif op == "lookup":
+            reply(table.get(msg[1]))
+        elif op == "whoami":
+            reply(self())
+        elif op == "crash":
+            raise ValueError("asked to crash: %s" % msg[1])
+        elif op == "stop":
+            return
+        elif op == "slow":
+            time.sleep(msg[1])
+            reply("slow done")
+        elif op == "ignore":
+            pass
+
+
+def runner():
+    """Runs ``fn(*args)`` for each call ``(fn, args)`` it gets, and replies with the outcome:
+    the in-process API, driven from the test."""
+    while True:
+        fn, args = receive()
+        to = caller()  # (fn may receive messages itself)
+        try:
+            value = ("ok", fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the outcome is the test's to check
+            value = ("raised", type(exc).__name__, str(exc))
+        reply(value, to=to)
+
+
+def sleeper():
+    time.sleep(600)  # never receives; down or kill ends it
+
+
+def crasher(text):
+    raise RuntimeError(text)
+
+
+def returner():
+    return "done"
+
+
+def segfault():
+    import resource
+
+    receive()  # once the test watches
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(10)
+
+
+def sends_to(to, msgs, pause=0.0):
+    time.sleep(pause)
+    for msg in msgs:
+        send(to, msg)
+
+
+def collect(n):
+    """Take ``n`` numbers (and who sent them), then answer the call "report" with them."""
+    got = [(receive(match=lambda m: isinstance(m, int)), sender()) for _ in range(n)]
+    receive(match=lambda m: m == "report")
+    reply(got)
+
+
+def selective():
+    """Messages 1..6 and then the call "go": the even ones first, then the rest, in order."""
+    receive(match=lambda m: m == "go")
+    go = caller()
+    evens = [receive(match=lambda m: m % 2 == 0) for _ in range(3)]
+    rest = [receive(timeout=5) for _ in range(3)]
+    reply((evens, rest), to=go)
+
+
+def linker():
+    """On "go": a partner linked that ends normally (no harm), then one that crashes."""
+    receive()
+    calm = spawn(kvs)
+    link(calm)
+    ref = monitor(calm)
+    send(calm, ("stop",))
+    receive(match=lambda m: isinstance(m, Down) and m.ref == ref, timeout=5)
+    doomed = spawn(kvs)
+    link(doomed)
+    send(doomed, ("crash", "cascade"))
+    receive()  # ended by the link while waiting here
+
+
+# run by runner():
+
+def links_and_monitors(nosuch):
+    trap_exits()
+    a = spawn(kvs)
+    link(a)
+    send(a, ("crash", "linked one"))
+    ex = receive(timeout=5, match=lambda m: isinstance(m, Exit))
+    b = spawn(kvs)
+    ref = monitor(b)
+    send(b, ("crash", "watched one"))
+    down = receive(timeout=5, match=lambda m: isinstance(m, Down))
+    ref2 = monitor(nosuch)
+    gone = receive(timeout=5, match=lambda m: isinstance(m, Down) and m.ref == ref2)
+    return (a, tuple(ex), b, ref, tuple(down), ref2, tuple(gone))
+
+
+def register_as(name):
+    register(name)
+    return whereis(name)
+
+
+def call_from_inside(to, msg):
+    return call(to, msg, timeout=5)
+
+
+def overfill(to, size):
+    send(to, b"x" * size)
+    send(to, b"x" * size)  # no room: refused
+    whereis("anything")  # a round trip to the node: its refusal is in by now
+    try:
+        send(to, b"")
+    except MailboxFull as exc:
+        return str(exc)
+    return "no MailboxFull"
+
+
+def overfill_then_receive(to, size):
+    send(to, b"x" * size)
+    send(to, b"x" * size)  # no room: refused
+    try:
+        receive(timeout=1)
+    except MailboxFull as exc:
+        return str(exc)
+    except ReceiveTimeout:
+        try:
+            send(to, b"")
+        except MailboxFull:
+            return "ReceiveTimeout, though the refusal had come back (the next send raised it)"
+        return "ReceiveTimeout"
+
+
+def poll_with_zero_timeout(seconds):
+    """Poll the mailbox with receive(timeout=0) while a helper sends one message."""
+    spawn(sends_to, self(), ["ping"], 0.1)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return receive(timeout=0)
+        except ReceiveTimeout:
+            time.sleep(0.01)
+    return ("nothing within %g s, though receive(timeout=1) then gives" % seconds, receive(timeout=1))
+
+
+def a_down_notice():
+    """Monitor a process that ends normally: the Down notice."""
+    ref = monitor(spawn(returner))
+    return receive(timeout=5, match=lambda m: isinstance(m, Down) and m.ref == ref)
+
+
+def pass_a_down_notice_on(to):
+    """Send the Down notice this process got to the runner ``to`` (as an argument of a call)."""
+    down = a_down_notice()
+    return call(to, (tuple, (down,)), timeout=5)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def run_in(cluster, proc, fn, *args):
+    """``fn(*args)`` inside the runner process ``proc``: ("ok", value) or ("raised", type, text)."""
+    return cluster.call(proc, (fn, args), timeout=15)
+
+
+def ended(cluster, proc, then=None, timeout=10.0):
+    """Watch ``proc``, do ``then()``, and return its Down."""
+    watch = cluster.monitor(proc)
+    if then is not None:
+        then()
+    down = watch.wait(timeout)
+    assert down is not None, f"{proc} did not end within {timeout} s"
+    return down
+
+
+def rows(cluster, **where):
+    return [r for r in cluster.processes() if all(r.get(k) == v for k, v in where.items())]
+
+
+# -- calls, messages, selective receive --------------------------------------------------------
+
+def test_a_kvs_server_stores_and_looks_up(make_cluster):
+    c = make_cluster()
+    pid = c.spawn(kvs, node="n1", name="kvs")
+    assert pid.startswith("n1.")
+    assert c.whereis("kvs") == pid
+    assert c.call("kvs", ("store", "a", [1, 2])) is True
+    assert c.call(pid, ("store", "b", "x" * 100_000)) is True
+    assert c.call("kvs", ("lookup", "a")) == [1, 2]
+    assert c.call("kvs", ("lookup", "b")) == "x" * 100_000
+    assert c.call("kvs", ("lookup", "nope")) is None
+    assert c.call("kvs", ("whoami",)) == pid
+    [row] = c.processes()
+    assert (row["id"], row["name"], row["node"], row["state"], row["restart"]) == \
+        (pid, "kvs", "n1", "running", "temporary")
+    assert row["function"].endswith("kvs") and alive(row["pid"]) and row["pid"] != os.getpid()
+
+
+def test_two_thousand_messages_arrive_in_order(make_cluster):
+    c = make_cluster()
+    sink = c.spawn(collect, 2000, node="n1")
+    source = c.spawn(sends_to, sink, list(range(2000)), node="n1")
+    got = c.call(sink, "report", timeout=20)
+    assert [n for n, _ in got] == list(range(2000))
+    assert {who for _, who in got} == {source}
+
+
+def test_selective_receive_leaves_the_others_in_order(make_cluster):
+    c = make_cluster()
+    p = c.spawn(selective, node="n2")
+    for n in range(1, 7):
+        c.send(p, n)
+    assert c.call(p, "go", timeout=10) == ([2, 4, 6], [1, 3, 5])
+
+
+def test_a_call_whose_callee_crashes_first_fails_with_the_reason(make_cluster):
+    c = make_cluster()
+    c.spawn(kvs, node="n1", name="kvs")
+    with pytest.raises(errors.CallFailed) as info:
+        c.call("kvs", ("crash", "before replying"), timeout=10)
+    assert "ended before it replied" in str(info.value)
+    assert "ValueError: asked to crash: before replying" in str(info.value)
+
+
+def test_a_call_or_send_to_nobody_is_no_process(make_cluster):
+    c = make_cluster()
+    c.spawn(kvs, node="n1")
+    with pytest.raises(errors.NoProcess, match="nosuch"):
+        c.call("nosuch", ("lookup", "a"), timeout=5)
+    with pytest.raises(errors.NoProcess, match="n1.999"):
+        c.call("n1.999", ("lookup", "a"), timeout=5)
+    with pytest.raises(errors.NoProcess, match="n9"):
+        c.send("n9.1", "hello")
+    with pytest.raises(errors.NoProcess):
+        c.send("nosuch", "hello")
+    with pytest.raises(errors.NoProcess):
+        c.kill("n1.999")
+    assert c.whereis("nosuch") is None
+
+
+def test_a_call_that_times_out_leaves_the_process_answering(make_cluster):
+    c = make_cluster()
+    p = c.spawn(kvs, node="n1")
+    started = time.monotonic()
+    with pytest.raises(errors.CallTimeout):
+        c.call(p, ("ignore",), timeout=0.3)
+    with pytest.raises(errors.CallTimeout):
+        c.call(p, ("slow", 0.5), timeout=0.1)  # its late reply must not answer the next call
+    assert time.monotonic() - started < 5
+    assert c.call(p, ("store", "k", 1), timeout=5) is True
+    assert c.call(p, ("lookup", "k"), timeout=5) == 1
+
+
+# -- monitors and links ------------------------------------------------------------------------
+
+def test_a_monitor_gets_down_with_the_error_and_its_traceback(make_cluster):
+    c = make_cluster()
+    p = c.spawn(kvs, node="n2")
+    down = ended(c, p, lambda: c.send(p, ("crash", "for the monitor")))
+    assert down.process == p
+    assert down.reason == "ValueError: asked to crash: for the monitor"
+    assert "Traceback" in down.traceback and "in kvs" in down.traceback
+    assert "ValueError: asked to crash: for the monitor" in down.traceback
+    assert c.monitor(p).wait(5).reason == "noproc"  # watching what is gone: at once
+
+
+def test_a_normal_end_and_a_segfault_as_down_reasons(make_cluster):
+    c = make_cluster()
+    p = c.spawn(kvs, node="n1")
+    assert ended(c, p, lambda: c.send(p, ("stop",))).reason == "normal"
+    q = c.spawn(segfault, node="n1")
+    down = ended(c, q, lambda: c.send(q, "now"))
+    assert "SIGSEGV" in down.reason
+    assert c.processes() == []
+
+
+def test_links_exits_and_monitors_inside_processes(make_cluster):
+    c = make_cluster()
+    r = c.spawn(runner, node="n1")
+    outcome = run_in(c, r, links_and_monitors, "n1.9999")
+    assert outcome[0] == "ok", outcome
+    a, ex, b, ref, down, ref2, gone = outcome[1]
+    assert ex[:2] == (a, "ValueError: asked to crash: linked one") and "Traceback" in ex[2]
+    assert down[:3] == (ref, b, "ValueError: asked to crash: watched one")
+    assert gone[:3] == (ref2, "n1.9999", "noproc")
+    assert c.call(r, (returner, ()), timeout=5) == ("ok", "done")  # trapping, it lives on
+
+
+def test_an_abnormal_end_kills_the_linked_partner(make_cluster):
+    c = make_cluster()
+    p = c.spawn(linker, node="n1")
+    down = ended(c, p, lambda: c.send(p, "go"))
+    assert down.reason.startswith("linked process n1.")
+    assert "ValueError: asked to crash: cascade" in down.reason
+    wait_for(lambda: c.processes() == [], 5, message="no process left")
+
+
+# -- restarts ------------------------------------------------------------------------------------
+
+def test_temporary_is_not_restarted(make_cluster):
+    c = make_cluster()
+    p = c.spawn(kvs, node="n1", name="temp")
+    ended(c, p, lambda: c.send("temp", ("crash", "once")))
+    assert c.whereis("temp") is None
+    assert c.processes() == []
+
+
+def test_transient_is_restarted_after_a_crash_only(make_cluster):
+    c = make_cluster()
+    first = c.spawn(kvs, node="n1", name="tr", restart="transient")
+    c.call("tr", ("store", "k", 1))
+    ended(c, first, lambda: c.send("tr", ("crash", "once")))
+    second = c.whereis("tr")
+    assert second is not None and second != first and second.startswith("n1.")
+    assert c.call("tr", ("lookup", "k")) is None  # a fresh start, by name
+    assert c.call("tr", ("whoami",)) == second
+    [row] = c.processes()
+    assert (row["id"], row["restarts"], row["restart"]) == (second, 1, "transient")
+    ended(c, second, lambda: c.send("tr", ("stop",)))
+    assert c.whereis("tr") is None
+    assert c.processes() == []
+
+
+def test_permanent_is_restarted_after_a_normal_end_too(make_cluster):
+    c = make_cluster()
+    first = c.spawn(kvs, node="n2", name="perm", restart="permanent")
+    assert ended(c, first, lambda: c.send("perm", ("stop",))).reason == "normal"
+    second = c.whereis("perm")
+    assert second not in (None, first)
+    assert c.call("perm", ("whoami",)) == second
+
+
+def test_too_many_restarts_and_it_stays_down_as_failed(make_cluster):
+    c = make_cluster()
+    c.spawn(crasher, "again", node="n1", name="flaky", restart="permanent", intensity=2, period=30)
+    [row] = wait_for(lambda: rows(c, state="failed"), 10, message="a failed row")
+    assert row["name"] == "flaky" and row["node"] == "n1" and row["restarts"] == 2
+    assert "restarted 2 times within 30 s (the limit)" in row["reason"]
+    assert "RuntimeError: again" in row["reason"]
+    assert c.whereis("flaky") is None
+    assert c.kill(row["id"]) == row["id"]  # forgets the row
+    assert c.processes() == []
+
+
+def test_kill_ends_a_permanent_process_for_good(make_cluster):
+    c = make_cluster()
+    p = c.spawn(kvs, node="n1", name="perm", restart="permanent")
+    os_pid = c.processes()[0]["pid"]
+    down = ended(c, p, lambda: c.kill("perm"))
+    assert down.reason == "killed"
+    assert c.whereis("perm") is None
+    assert c.processes() == []
+    wait_for(lambda: not alive(os_pid), 5, message="its OS process gone")
+    with pytest.raises(errors.NoProcess):
+        c.call(p, ("whoami",), timeout=5)
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+def test_a_taken_name_is_refused_naming_its_holder(make_cluster):
+    c = make_cluster()
+    holder = c.spawn(kvs, node="n1", name="kvs")
+    with pytest.raises(errors.NameTaken, match=f"the name kvs is taken by {holder}"):
+        c.spawn(kvs, node="n1", name="kvs")
+    r = c.spawn(runner, node="n1")
+    kind, cls, text = run_in(c, r, register_as, "kvs")
+    assert (kind, cls) == ("raised", "NameTaken") and holder in text
+    assert run_in(c, r, register_as, "mine") == ("ok", r)
+    assert c.whereis("mine") == r
+    assert c.call("mine", (returner, ()), timeout=5) == ("ok", "done")
+
+
+def test_racing_registrations_of_one_name_one_wins(make_cluster):
+    a, b = make_cluster(), make_cluster()
+    a.connect("n1"), b.connect("n1")
+    for round in range(3):
+        name = f"race{round}"
+        barrier = threading.Barrier(2)
+        outcomes = {}
+
+        def spawn_it(cluster, key):
+            barrier.wait(5)
+            try:
+                outcomes[key] = cluster.spawn(sleeper, node="n1", name=name)
+            except errors.NameTaken as exc:
+                outcomes[key] = exc
+
+        threads = [threading.Thread(target=spawn_it, args=(cl, k)) for k, cl in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        won = [v for v in outcomes.values() if isinstance(v, str)]
+        lost = [v for v in outcomes.values() if isinstance(v, errors.NameTaken)]
+        assert len(won) == 1 and len(lost) == 1, outcomes
+        assert won[0] in str(lost[0])
+        assert a.whereis(name) == won[0]
+    assert len(a.processes()) == 3
+
+
+def test_a_name_is_free_once_its_process_ends(make_cluster):
+    c = make_cluster()
+    first = c.spawn(kvs, node="n1", name="kvs")
+    ended(c, first, lambda: c.send("kvs", ("stop",)))
+    second = c.spawn(kvs, node="n1", name="kvs")
+    assert second != first and c.whereis("kvs") == second
+
+
+# -- mailboxes -----------------------------------------------------------------------------------
+
+def test_a_full_mailbox_refuses_the_controllers_message(make_cluster):
+    c = make_cluster()
+    p = c.spawn(sleeper, node="n1", mailbox=4096)
+    c.send(p, b"x" * 3000)
+    with pytest.raises(errors.MailboxFull) as info:
+        c.send(p, b"x" * 3000)
+    assert "4096" in str(info.value) and p in str(info.value)
+    with pytest.raises(errors.MailboxFull):
+        c.call(p, b"x" * 3000, timeout=5)
+    c.send(p, b"x" * 100)  # what fits still goes
+    [row] = c.processes()
+    assert 3100 < row["mailbox"] <= 4096
+
+
+def test_a_full_mailbox_refuses_a_processs_message_at_its_next_send(make_cluster):
+    c = make_cluster()
+    sink = c.spawn(sleeper, node="n1", name="sink", mailbox=4096)
+    r = c.spawn(runner, node="n1")
+    kind, text = run_in(c, r, overfill, "sink", 3000)
+    assert kind == "ok" and "is full" in text and "4096" in text and sink in text
+    assert run_in(c, r, returner) == ("ok", "done")  # the refusal was raised once
+
+
+def test_bug_a_refusal_that_comes_back_during_receive_is_not_raised(make_cluster):
+    """The sender's next receive after a refused send should raise MailboxFull; it waits
+    out its timeout instead when the refusal arrives after the send returned."""
+    c = make_cluster()
+    c.spawn(sleeper, node="n1", name="sink", mailbox=4096)
+    r = c.spawn(runner, node="n1")
+    kind, text = run_in(c, r, overfill_then_receive, "sink", 3000)
+    assert kind == "ok" and "is full" in text, text
+
+
+def test_bug_receive_with_a_zero_timeout_never_reads_the_channel(make_cluster):
+    """receive(timeout=0) raises ReceiveTimeout without looking at what the node sent, so
+    a process polling its mailbox that way never gets a message."""
+    c = make_cluster()
+    r = c.spawn(runner, node="n1")
+    assert run_in(c, r, poll_with_zero_timeout, 1.0) == ("ok", "ping")
+
+
+def test_bug_a_down_notice_passed_to_another_process_crashes_it(make_cluster):
+    """Down and Exit are tuples whose __new__ takes their fields one by one, but they pickle
+    as tuple subclasses do (the whole tuple as one argument): a process that receives one
+    crashes in receive() with a TypeError."""
+    c = make_cluster()
+    r1, r2 = c.spawn(runner, node="n1"), c.spawn(runner, node="n1")
+    outcome = run_in(c, r1, pass_a_down_notice_on, r2)
+    assert outcome[0] == "ok" and outcome[1][0] == "ok", outcome
+    assert outcome[1][1][2] == "normal"
+
+
+def test_bug_a_down_notice_in_a_reply_cannot_be_unpickled_by_the_program(make_cluster):
+    """The in-process API's classes are clusterctl_node.actor's on the node, so a reply
+    holding a Down notice names a module the program does not have."""
+    c = make_cluster()
+    r = c.spawn(runner, node="n1")
+    kind, down = run_in(c, r, a_down_notice)
+    assert kind == "ok" and tuple(down)[2] == "normal"
+
+
+# -- bad inputs ------------------------------------------------------------------------------------
+
+def test_bad_inputs_are_refused_before_anything_runs(make_cluster):
+    c = make_cluster()
+    with pytest.raises(errors.UsageError, match="process name"):
+        c.spawn(kvs, name="bad name")
+    with pytest.raises(errors.UsageError, match="restart must be one of"):
+        c.spawn(kvs, restart="sometimes")
+    with pytest.raises(errors.UsageError, match="intensity"):
+        c.spawn(kvs, intensity=-1)
+    with pytest.raises(errors.UsageError, match="mailbox"):
+        c.spawn(kvs, mailbox=0)
+    for bad in ("", "not valid!", "n1.", 17):
+        with pytest.raises(errors.UsageError, match="send to a process id"):
+            c.send(bad, "hello")
+    with pytest.raises(errors.UsageError):
+        c.whereis("bad name")
+    assert c.processes() == []
+    with pytest.raises(errors.ClusterError, match="nosuch") as info:
+        c.spawn("nosuch.module", node="n1")
+    assert "No module named" in str(info.value)
+    assert c.processes() == []
+
+
+def test_the_in_process_api_outside_a_process_is_not_in_process():
+    with pytest.raises(NotInProcess, match="only inside a spawned process"):
+        receive(timeout=0)
+    with pytest.raises(NotInProcess):
+        send("n1.1", "hello")
+    with pytest.raises(NotInProcess):
+        self()
+
+
+# -- placement, and the life of processes -------------------------------------------------------
+
+def test_a_process_goes_to_the_least_loaded_node(make_cluster):
+    c = make_cluster()
+    for _ in range(3):
+        c.spawn(sleeper, node="n1")
+    assert c.spawn(sleeper).startswith("n2.")
+
+
+def test_a_process_outlives_its_program_and_keeps_its_node_from_idling(env):
+    specs = [HostSpec(name=n, target="local", slots=1, idle=1.0) for n in ("n1", "n2")]
+    try:
+        with Cluster(specs) as first:
+            first.world()
+            p = first.spawn(kvs, node="n1", name="kvs")
+            first.call("kvs", ("store", "k", "kept"))
+            pids = {n: env.node_pid(n) for n in ("n1", "n2")}
+        wait_for(lambda: not alive(pids["n2"]), 10, message="the idle node n2 to exit")
+        assert alive(pids["n1"])
+        with Cluster(specs) as second:
+            assert second.whereis("kvs") == p
+            assert second.call("kvs", ("lookup", "k"), timeout=5) == "kept"
+            assert env.node_pid("n1") == pids["n1"]
+    finally:
+        with Cluster(specs) as closer:
+            closer.down()
+
+
+def test_down_leaves_no_process_running(make_cluster):
+    c = make_cluster()
+    c.spawn(kvs, node="n1", restart="permanent")
+    c.spawn(sleeper, node="n2")
+    r = c.spawn(runner, node="n1")
+    assert run_in(c, r, lambda: spawn(sleeper))[0] == "ok"
+    os_pids = [row["pid"] for row in c.processes()]
+    assert len(os_pids) == 4 and all(alive(p) for p in os_pids)
+    c.down()
+    wait_for(lambda: not any(alive(p) for p in os_pids), 5, message="the processes gone")
