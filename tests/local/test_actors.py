@@ -21,7 +21,7 @@ import pytest
 
 from clusterctl import Cluster, errors
 from clusterctl.actor import (
-    Down, Exit, MailboxFull, NameTaken, NoProcess, NotInProcess, ReceiveTimeout, call, caller,
+    Down, Exit, MailboxFull, ReceiveTimeout, call, caller,
     link, monitor, receive, register, reply, self, send, sender, spawn, trap_exits, whereis)
 from clusterctl.config.hosts import HostSpec
 
@@ -253,6 +253,21 @@ def test_a_kvs_server_stores_and_looks_up(make_cluster):
     assert row["function"].endswith("kvs") and alive(row["pid"]) and row["pid"] != os.getpid()
 
 
+def test_calls_between_processes(make_cluster):
+    c = make_cluster()
+    server = c.spawn(kvs, node="n2", name="kvs")
+    r = c.spawn(runner, node="n2")
+    assert run_in(c, r, call_from_inside, "kvs", ("store", "a", 1)) == ("ok", True)
+    assert run_in(c, r, call_from_inside, server, ("lookup", "a")) == ("ok", 1)
+    kind, cls, text = run_in(c, r, call_from_inside, "nosuch", ("lookup", "a"))
+    assert (kind, cls) == ("raised", "NoProcess") and "nosuch" in text
+    kind, cls, text = run_in(c, r, call_from_inside, "kvs", ("crash", "mid-call"))
+    assert (kind, cls) == ("raised", "CallFailed")
+    assert f"{server} (kvs) ended before it replied: ValueError: asked to crash: mid-call" in text
+    kind, cls, _ = run_in(c, r, call, "kvs", "anything", 0.2)  # gone: not restarted
+    assert (kind, cls) == ("raised", "NoProcess")
+
+
 def test_two_thousand_messages_arrive_in_order(make_cluster):
     c = make_cluster()
     sink = c.spawn(collect, 2000, node="n1")
@@ -300,9 +315,9 @@ def test_a_call_that_times_out_leaves_the_process_answering(make_cluster):
     p = c.spawn(kvs, node="n1")
     started = time.monotonic()
     with pytest.raises(errors.CallTimeout):
-        c.call(p, ("ignore",), timeout=0.3)
+        c.call(p, ("ignore",), timeout=0.2)
     with pytest.raises(errors.CallTimeout):
-        c.call(p, ("slow", 0.5), timeout=0.1)  # its late reply must not answer the next call
+        c.call(p, ("slow", 0.3), timeout=0.1)  # its late reply must not answer the next call
     assert time.monotonic() - started < 5
     assert c.call(p, ("store", "k", 1), timeout=5) is True
     assert c.call(p, ("lookup", "k"), timeout=5) == 1
@@ -423,6 +438,7 @@ def test_a_taken_name_is_refused_naming_its_holder(make_cluster):
     kind, cls, text = run_in(c, r, register_as, "kvs")
     assert (kind, cls) == ("raised", "NameTaken") and holder in text
     assert run_in(c, r, register_as, "mine") == ("ok", r)
+    assert run_in(c, r, send, "bad name", 1)[:2] == ("raised", "ProcessError")
     assert c.whereis("mine") == r
     assert c.call("mine", (returner, ()), timeout=5) == ("ok", "done")
 
@@ -430,8 +446,8 @@ def test_a_taken_name_is_refused_naming_its_holder(make_cluster):
 def test_racing_registrations_of_one_name_one_wins(make_cluster):
     a, b = make_cluster(), make_cluster()
     a.connect("n1"), b.connect("n1")
-    for round in range(3):
-        name = f"race{round}"
+    for i in range(3):
+        name = f"race{i}"
         barrier = threading.Barrier(2)
         outcomes = {}
 
@@ -548,15 +564,6 @@ def test_bad_inputs_are_refused_before_anything_runs(make_cluster):
         c.spawn("nosuch.module", node="n1")
     assert "No module named" in str(info.value)
     assert c.processes() == []
-
-
-def test_the_in_process_api_outside_a_process_is_not_in_process():
-    with pytest.raises(NotInProcess, match="only inside a spawned process"):
-        receive(timeout=0)
-    with pytest.raises(NotInProcess):
-        send("n1.1", "hello")
-    with pytest.raises(NotInProcess):
-        self()
 
 
 # -- placement, and the life of processes -------------------------------------------------------

@@ -36,8 +36,13 @@ class Connections:
         transport = self.transport(spec, ssh_options, limits)
         return transport.open(start=start, deadline=time.monotonic() + timeout)
 
-    def transport(self, spec: HostSpec, ssh_options: dict, limits: dict) -> SSHTransport:
-        """How the node of ``spec`` is reached, and started with the command's ``limits``."""
+    def transport(self, spec: HostSpec, ssh_options: dict, limits: dict):
+        """How the node of ``spec`` is reached, and started with the command's ``limits``
+        (a local node through its socket: the hub watches those too, for routing)."""
+        if spec.is_local:
+            from clusterctl.transport.local import LocalTransport
+
+            return LocalTransport(spec, self.limited(limits))
         return SSHTransport(spec, self.pool(ssh_options), settings=self.limited(limits))
 
     def limited(self, limits: dict) -> NodeSettings:

@@ -23,6 +23,7 @@ from clusterctl import errors
 from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.hub import place, protocol
 from clusterctl.hub.connections import Connections
+from clusterctl.hub.router import Router
 from clusterctl.hub.splice import Splice
 from clusterctl.hub.watch import Watches, watch_heartbeat
 from clusterctl.node import boot, ops, wire
@@ -31,6 +32,7 @@ from clusterctl.transport.bundle import agent_bundle
 from clusterctl.version import __version__
 
 HANDSHAKE_SECONDS = 10.0  # a command that says nothing this long after connecting is dropped
+REWATCH_SECONDS = 2.0  # how often a lost watch tries again
 
 
 def log(message: str) -> None:
@@ -45,7 +47,9 @@ class Hub:
         self.idle = idle
         self.settings = NodeSettings(cookie=cookie, bundle=agent_bundle())
         self.connections = Connections(self.settings)
-        self.watches = Watches()
+        self.router = Router(log)
+        self.watches = Watches(self.router)
+        self.watched: dict[str, dict] = {}  # node -> the world request that watches it
         self.started = time.time()
         self.stopping = threading.Event()
         self.splices: set[Splice] = set()
@@ -58,6 +62,7 @@ class Hub:
     # -- the loop ----------------------------------------------------------------------
 
     def serve(self, listener: socket.socket) -> None:
+        threading.Thread(target=self._keep_watching, daemon=True, name="clusterctl-hub-watch").start()
         try:
             while not self.stopping.is_set():
                 ready, _, _ = select.select([listener], [], [], 0.5)
@@ -79,9 +84,26 @@ class Hub:
             self.watches.close()
             self.connections.close()
 
+    def _keep_watching(self) -> None:
+        """The nodes a hub before this one watched are watched again (none is started);
+        then, every ``REWATCH_SECONDS``, a lost watch tries again: the routing between
+        nodes comes back by itself."""
+        try:
+            with open(place.watched_path(self.directory), "rb") as fh:
+                remembered = pickle.load(fh)
+        except (OSError, EOFError, pickle.PickleError, AttributeError, ImportError):
+            remembered = {}
+        for args in remembered.values():
+            try:
+                self.world(dict(args, start=False))
+            except Exception as exc:  # noqa: BLE001 - the next command's world will do
+                log(f"watching {[s.name for s in args['specs']]} again failed: {exc}")
+        while not self.stopping.wait(REWATCH_SECONDS):
+            self.watches.reconnect()
+
     def _idle_for(self) -> float:
         with self._lock:
-            if self._serving or self.splices:
+            if self._serving or self.splices or self.router.busy():
                 return 0.0
             return time.monotonic() - self._last_active
 
@@ -182,11 +204,26 @@ class Hub:
         key = c.pool_key(ssh)
         jobs = [(key, spec, lambda spec=spec: c.transport(spec, ssh, limits))
                 for spec in args["specs"]]
+        self._remember(args)
         found = self.watches.world(jobs, start=args["start"], settings=c.limited(limits),
                                    heartbeat=watch_heartbeat(*args["heartbeat"]),
                                    timeout=args["timeout"])
         return [(kind, protocol.error_state(value) if kind == "pang" else value)
                 for kind, value in found]
+
+    def _remember(self, args: dict) -> None:
+        """Keep which nodes are watched, and how, for a hub that replaces this one."""
+        with self._lock:
+            for spec in args["specs"]:
+                self.watched[spec.name] = dict(args, specs=[spec], start=False)
+            data = pickle.dumps(self.watched)
+        path = place.watched_path(self.directory)
+        try:
+            with open(path + ".new", "wb") as fh:
+                fh.write(data)
+            os.replace(path + ".new", path)
+        except OSError as exc:
+            log(f"cannot keep the watched nodes in {path}: {exc}")
 
     def _ended(self, splice: Splice) -> None:
         with self._lock:
@@ -203,7 +240,8 @@ class Hub:
         return {"pid": os.getpid(), "uptime": time.time() - self.started, "version": __version__,
                 "code": self.settings.bundle.code_id, "idle_exit": self.idle,
                 "requests": self.requests, "streams": streams, "finished": finished,
-                "pools": self.connections.describe(), "nodes": self.watches.describe()}
+                "pools": self.connections.describe(), "nodes": self.watches.describe(),
+                "routing": self.router.describe()}
 
 
 # -- the process -------------------------------------------------------------------------

@@ -29,6 +29,11 @@ def pid_path(directory: str) -> str:
     return os.path.join(directory, "hub.pid")
 
 
+def watched_path(directory: str) -> str:
+    """The nodes the hub watches, kept so that a new hub watches them again."""
+    return os.path.join(directory, "watched.pickle")
+
+
 def log_path(directory: str) -> str:
     return os.path.join(directory, "hub.log")
 

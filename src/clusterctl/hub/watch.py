@@ -36,8 +36,10 @@ class Watch:
     """One node as the hub sees it: ``state`` is "connecting", "up" (with the last
     ``pong``) or "lost" (with its ``reason``), since ``since`` (a time.time())."""
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, router=None) -> None:
         self.spec = spec
+        self.router = router  # the hub's Router: it routes the node's frames
+        self.how: tuple | None = None  # (transport maker, heartbeat, settings, timeout) last used
         self.state = "connecting"
         self.since = time.time()
         self.reason = ""
@@ -51,6 +53,7 @@ class Watch:
         hub has no live connection to it; None if no node runs and ``start`` is false.
         A connection that broke before the hub noticed (the node was stopped a moment
         ago, by ``down --nodes``) is replaced once, as a missing one would be."""
+        self.how = (transport, heartbeat, settings, timeout)
         for attempt in (1, 2):
             had = self.conn
             conn = self._connection(transport, start=start, heartbeat=heartbeat,
@@ -67,6 +70,8 @@ class Watch:
                 if attempt == 2 or conn is not had:
                     raise
         self.pong = pong
+        if self.router is not None:
+            self.router.load(self.spec.name, pong)
         self._set("up", "")
         return {"hello": dict(conn.hello), "pong": pong, "rtt": conn.rtt}
 
@@ -87,13 +92,29 @@ class Watch:
             self.conn = conn
             if conn is None:
                 self._set("lost", "not running")
+            elif self.router is not None:
+                self.router.attach(self.spec.name, conn)
             return conn
+
+    def reconnect(self) -> None:
+        """Open the connection again if it is gone and the node runs (not started): the
+        router's way to the node comes back by itself after a cut."""
+        if self.how is None or (self.conn is not None and self.conn.lost is None):
+            return
+        transport, heartbeat, settings, timeout = self.how
+        try:
+            self._connection(transport, start=False, heartbeat=heartbeat, settings=settings,
+                             timeout=timeout)
+        except Exception:  # noqa: BLE001 - still lost; the state says why
+            pass
 
     def _closed(self) -> None:
         """The connection ended: the node was lost (no heartbeat), or went away."""
         conn = self.conn
         if conn is not None and conn.lost is not None and not conn.closed:
             self._set("lost", conn.lost.one_line())
+            if self.router is not None:
+                self.router.lost(self.spec.name, conn, conn.lost.one_line())
 
     def _set(self, state: str, reason: str) -> None:
         if state != self.state or reason != self.reason:
@@ -115,7 +136,8 @@ class Watch:
 class Watches:
     """Every node the hub watches, keyed by how its host was resolved and its name."""
 
-    def __init__(self) -> None:
+    def __init__(self, router=None) -> None:
+        self.router = router
         self._watches: dict[tuple, Watch] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -148,8 +170,16 @@ class Watches:
             key = (key, spec.name, spec.host, spec.user, spec.port)
             watch = self._watches.get(key)
             if watch is None:
-                watch = self._watches[key] = Watch(spec)
+                watch = self._watches[key] = Watch(spec, self.router)
             return watch
+
+    def reconnect(self) -> None:
+        """Every lost watch tries again (a node that runs is reached; none is started)."""
+        with self._lock:
+            watches = [w for w in self._watches.values() if w.conn is None or w.conn.lost is not None]
+        for watch in watches:
+            if not self._closed:
+                watch.reconnect()
 
     def describe(self) -> list[dict]:
         with self._lock:

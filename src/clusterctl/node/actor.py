@@ -88,6 +88,9 @@ class Down(tuple):
     reason = property(lambda s: s[2])
     traceback = property(lambda s: s[3])
 
+    def __getnewargs__(self):
+        return tuple(self)
+
     def __repr__(self) -> str:
         return "Down(ref=%r, process=%r, reason=%r)" % (self[0], self[1], self[2])
 
@@ -104,6 +107,9 @@ class Exit(tuple):
     process = property(lambda s: s[0])
     reason = property(lambda s: s[1])
     traceback = property(lambda s: s[2])
+
+    def __getnewargs__(self):
+        return tuple(self)
 
     def __repr__(self) -> str:
         return "Exit(process=%r, reason=%r)" % (self[0], self[1])
@@ -156,6 +162,7 @@ class Runtime:
         self.took_every = max(1, min(TOOK_MAX, limit // 8))
         self.last: Envelope | None = None
         self.numbers = itertools.count(1)
+        self.frames = 0  # frames taken in so far
 
     # -- writing and reading ---------------------------------------------------------------
 
@@ -169,8 +176,10 @@ class Runtime:
         while True:
             if deadline is not None:
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
+                if left <= 0:  # (still, what is there already is taken)
+                    before = self.frames
+                    self.poll()
+                    return self.frames > before
                 sock.settimeout(left)
             try:
                 chunk = sock.recv(RECV_SIZE)
@@ -201,6 +210,7 @@ class Runtime:
             pass
 
     def take(self, head: dict, payload) -> None:
+        self.frames += 1
         op = head["op"]
         if op == "send":  # a message (forwarded as its sender wrote it)
             self.box.append(Envelope(pickle.loads(payload), head.get("from"), head.get("ref"),
@@ -271,6 +281,7 @@ class Runtime:
             if not self.read(deadline):
                 raise ReceiveTimeout("no %smessage within %g s"
                                      % ("matching " if match is not None else "", timeout))
+            self.check_refused()
 
     def send(self, to, msg) -> None:
         to = address(to)
@@ -430,6 +441,9 @@ def _alias_modules() -> None:
     module = sys.modules[__name__]
     for name in ("clusterctl.actor", "clusterctl.node.actor", "clusterctl_node.actor"):
         sys.modules[name] = module
+    for cls in (Down, Exit, ProcessError, NotInProcess, NoProcess, MailboxFull, NameTaken,
+                CallFailed, ReceiveTimeout):
+        cls.__module__ = "clusterctl.node.actor"  # what pickles made here name: a controller has it
 
 
 def _load(head: dict, payload):

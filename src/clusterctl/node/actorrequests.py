@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 
 from . import ops, supervision, wire
-from .actors import DEFAULT_MAILBOX, Actors, Caller, Proc
+from .actors import DEFAULT_MAILBOX, Actors, Proc
 from .addresses import name_problem
 from .log import log
+from .post import Caller
 
 CONTROLLER_OPS = ("spawn", "send", "whereis", "kill", "ps", "monitor")
+HUB_OPS = ("relay", "ack", "claimed", "names", "nodeup", "nodedown", "adopt", "evict")  # the hub's only
 ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "taken": "NameTaken",
                "usage": "UsageError", "exited": "CallFailed", "remote": "NoRoute",
                "import": "ImportError", "unpickle": "UnpicklingError"}
@@ -34,15 +36,17 @@ class ProcessRequests:
         self.actors = actors
         self.loop = actors.loop
         self.name = actors.name
-        actors.on_request = self.from_process
+        actors.requests = self
         self.handlers = {"spawn": self.conn_spawn, "send": self.conn_send,
                          "whereis": self.conn_whereis, "kill": self.conn_kill,
                          "ps": self.conn_ps, "monitor": self.conn_monitor}
+        self.handlers.update({op: self.from_hub for op in HUB_OPS})
 
     # -- shared -----------------------------------------------------------------------------------
 
-    def spawn(self, head: dict, payload, answer) -> None:
-        """Start a process from a spawn request; ``answer(ok, info)`` once it runs or cannot."""
+    def spawn(self, head: dict, payload, answer, frame: bytes | None = None) -> None:
+        """Start a process from a spawn request (or, adopted from a lost node, from its
+        spawn ``frame``); ``answer(ok, info)`` once it runs or cannot."""
         kind = head.get("restart", "temporary")
         intensity = head.get("intensity", supervision.DEFAULT_INTENSITY)
         period = head.get("period", supervision.DEFAULT_PERIOD)
@@ -53,21 +57,46 @@ class ProcessRequests:
         if problem is not None:
             answer(False, {"kind": "usage", "message": problem})
             return
-        if name is not None and name in self.actors.names:
+        if name is not None and (name in self.actors.names or name in self.actors.peers.claims):
             answer(False, self.taken(name))
             return
         if self.actors.stopping:
             answer(False, {"kind": "noproc", "message": "the node is stopping"})
             return
-        fn = {"mod": head["mod"], "fun": head["fun"]} if head.get("mod") and head.get("fun") else {}
-        label = head.get("label") or ("%s.%s" % (fn["mod"], fn["fun"]) if fn else "a function")
-        self.actors.start(wire.encode(dict(op="spawn", **fn), bytes(payload)), label=str(label)[:200],
-                          name=name, restarts=supervision.Restarts(kind, intensity, period),
-                          limit=head.get("mailbox") or DEFAULT_MAILBOX, answer=answer)
+        if frame is None:
+            fn = {"mod": head["mod"], "fun": head["fun"]} if head.get("mod") and head.get("fun") else {}
+            frame = wire.encode(dict(op="spawn", **fn), bytes(payload))
+        label = str(head.get("label") or "a function")[:200]
+        restarts = supervision.Restarts(kind, intensity, period)
+        restarts.count = head.get("restarts") or 0
+        ident = self.actors.new_ident()
+
+        def start(ok: bool = True, holder: str | None = None) -> None:
+            if not ok:
+                answer(False, {"kind": "taken", "message": "the name %s is taken by %s" % (name, holder)})
+            elif name is not None and name in self.actors.names:
+                answer(False, self.taken(name))
+            else:
+                self.actors.start(frame, label=label, name=name, restarts=restarts, ident=ident,
+                                  limit=head.get("mailbox") or DEFAULT_MAILBOX, answer=answer)
+
+        if name is None:
+            start()
+        else:
+            self.actors.peers.claim(name, ident[1], start)
+
+    def adopt(self, head: dict, frame: bytes) -> None:
+        """The hub restarts here a permanent or transient process of a lost node."""
+        def answer(ok: bool, info: dict) -> None:
+            log("adopted %s from a lost node: %s" % (head.get("label"), info.get("pid") if ok
+                                                     else info.get("message")))
+
+        self.spawn(head, b"", answer, frame=frame)
 
     def taken(self, name: str) -> dict:
-        return {"kind": "taken", "message": "the name %s is taken by %s"
-                % (name, self.actors.names[name].ident)}
+        holder = self.actors.names.get(name)
+        held = holder.ident if holder is not None else self.actors.peers.claims.get(name, ("?",))[0]
+        return {"kind": "taken", "message": "the name %s is taken by %s" % (name, held)}
 
     # -- from controllers ----------------------------------------------------------------------------
 
@@ -89,17 +118,27 @@ class ProcessRequests:
         caller = Caller(conn=conn, request=request)
         ref = "c%d#%d" % (conn.number, request) if head.get("call") else None
         frame = wire.encode({"op": "send", "to": to, **({"ref": ref} if ref else {})}, bytes(payload))
-        refused = self.actors.route(to, len(payload), frame, ref, caller)
+        refused = self.actors.post.route(to, len(payload), frame, ref, caller)
         if ref is None:
             if refused is None:
                 self.loop.send(conn, wire.encode({"op": "sent", "id": request}))
             else:
                 self.loop.send(conn, error_frame(refused[0], request, refused[1], self.name))
 
+    def conn_forget(self, conn, request) -> None:
+        """A controller gave up on its call (a timeout): a late reply is not wanted."""
+        ref = "c%d#%d" % (conn.number, request)
+        entry = self.actors.post.calls.pop(ref, None)
+        if entry is not None:
+            entry[1].calls.discard(ref)
+
     def conn_whereis(self, conn, head: dict, raw: bytes) -> None:
-        proc = self.actors.names.get(head.get("name"))
         self.loop.send(conn, wire.encode({"op": "where", "id": head["id"],
-                                          "pid": proc.ident if proc else None}))
+                                          "pid": self.where(head.get("name"))}))
+
+    def where(self, name) -> str | None:
+        proc = self.actors.names.get(name)
+        return proc.ident if proc is not None else self.actors.peers.where(name)
 
     def conn_kill(self, conn, head: dict, raw: bytes) -> None:
         """End a process for good (no restart), or forget one that stays down."""
@@ -134,6 +173,14 @@ class ProcessRequests:
         target.monitors[ref] = Caller(conn=conn, request=request)
         self.actors.watched[ref] = target
 
+    def from_hub(self, conn, head: dict, raw: bytes) -> None:
+        """What the hub sends on its watch connection (nobody else may)."""
+        if not conn.watching:
+            log("%s: %r is the hub's to send, on its watch connection: ignored"
+                % (conn.label, head["op"]))
+            return
+        self.actors.peers.from_hub(conn, head, raw)
+
     # -- from processes --------------------------------------------------------------------------------
 
     def from_process(self, proc: Proc, head: dict, payload) -> None:
@@ -159,22 +206,34 @@ class ProcessRequests:
             answer(False, {"kind": "usage", "message": problem})
         elif names.get(name) is proc:
             answer(True, {})
-        elif name in names:
+        elif name in names or name in self.actors.peers.claims:
             answer(False, self.taken(name))
         elif proc.name is not None:
             answer(False, {"kind": "usage", "message": "%s is registered as %s already"
                            % (proc.ident, proc.name)})
         else:
-            names[name] = proc
-            proc.name = name
-            answer(True, {})
+            def claimed(ok: bool, holder: str | None = None) -> None:
+                if not ok or name in names:
+                    answer(False, {"kind": "taken", "message": "the name %s is taken by %s"
+                                   % (name, holder or names[name].ident)})
+                elif not proc.finished:
+                    names[name] = proc
+                    proc.name = name
+                    answer(True, {})
+
+            self.actors.peers.claim(name, proc.ident, claimed)
 
     def p_whereis(self, proc: Proc, head: dict, payload, answer) -> None:
-        holder = self.actors.names.get(head.get("name"))
-        answer(True, {"pid": holder.ident if holder else None})
+        answer(True, {"pid": self.where(head.get("name"))})
 
     def p_link(self, proc: Proc, head: dict, payload, answer) -> None:
         other = self.actors.resolve(head["to"])
+        remote = self.actors.post.elsewhere(head["to"]) if other is None else None
+        if remote is not None:
+            self.actors.peers.tell(remote, {"op": head["op"], "from": proc.ident})
+            (proc.links.add if head["op"] == "link" else proc.links.discard)(remote)
+            answer(True, {})
+            return
         if other is None:
             answer(False, {"kind": "noproc", "message": "no process %s to link to" % head["to"]})
             return
@@ -190,9 +249,14 @@ class ProcessRequests:
         ref = head["ref"]
         target = self.actors.resolve(head["to"])
         answer(True, {})
+        remote = self.actors.post.elsewhere(head["to"]) if target is None else None
+        if remote is not None:
+            self.actors.peers.monitors[ref] = (proc.ident, remote)
+            self.actors.peers.tell(remote, {"op": "monitor", "ref": ref, "watcher": proc.ident})
+            return
         if target is None:
-            self.actors.notify(Caller(proc.ident), {"op": "down", "ref": ref, "who": head["to"],
-                                                    "reason": "noproc"})
+            self.actors.post.notify(Caller(proc.ident), {"op": "down", "ref": ref, "who": head["to"],
+                                                         "reason": "noproc"})
             return
         target.monitors[ref] = Caller(proc.ident)
         self.actors.watched[ref] = target
@@ -201,6 +265,9 @@ class ProcessRequests:
         target = self.actors.watched.pop(head["ref"], None)
         if target is not None:
             target.monitors.pop(head["ref"], None)
+        remote = self.actors.peers.monitors.pop(head["ref"], None)
+        if remote is not None:
+            self.actors.peers.tell(remote[1], {"op": "demonitor", "ref": head["ref"]})
         answer(True, {})
 
     def p_trap(self, proc: Proc, head: dict, payload, answer) -> None:

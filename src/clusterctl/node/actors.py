@@ -15,9 +15,10 @@ import itertools
 import os
 import time
 
-from . import ops, wire
+from . import wire
 from .actor import process_main
-from .addresses import NAME, is_id
+from .peers import Peers
+from .post import Caller, Post
 from .log import log
 from .loop import Endpoint, Loop
 from .processes import WorkerProcesses
@@ -62,16 +63,6 @@ class Proc(Endpoint):
         self.finished = False
 
 
-class Caller:
-    """Who sent a call or watches a process: a process (by id) or a controller's request
-    on a connection; ``tell`` gives it a frame, ``fail`` an error."""
-
-    __slots__ = ("ident", "conn", "request")
-
-    def __init__(self, ident: str | None = None, conn=None, request=None) -> None:
-        self.ident, self.conn, self.request = ident, conn, request
-
-
 def reason_of(exit: dict) -> tuple[str, bool]:
     """An end's reason as text, and whether it is abnormal."""
     return exit.get("reason", "?"), exit.get("kind") != "normal"
@@ -91,12 +82,13 @@ class Actors:
                                      on_exit=self.reaped, on_refork=None)
         self.by_num: dict[int, Proc] = {}
         self.names: dict[str, Proc] = {}
-        self.calls: dict[str, tuple[Caller, Proc]] = {}  # ref -> (caller, callee)
         self.watched: dict[str, Proc] = {}  # monitor ref -> the process it watches
         self.given_up: list[dict] = []  # ps rows of processes that stay down
         self.numbers = itertools.count(1)
         self.stopping = False
-        self.on_request = None  # (proc, head, payload) -> None: ProcessRequests.from_process
+        self.requests = None  # the ProcessRequests (it sets itself here)
+        self.post = Post(self)
+        self.peers = self.post.peers = Peers(self)
 
     # -- the table ------------------------------------------------------------------------------
 
@@ -114,12 +106,16 @@ class Actors:
             return self.by_num.get(int(num))
         return None
 
-    def elsewhere(self, to: str) -> bool:
-        """``to`` is an id of a process on another node."""
-        return is_id(to) and to.rpartition(".")[0] != self.name
-
     def live(self, ident: str | None) -> Proc | None:
         return None if ident is None else self.resolve(ident)
+
+    @staticmethod
+    def caller_of(ident: str | None) -> Caller:
+        return Caller(ident)
+
+    def new_ident(self) -> tuple[int, str]:
+        num = next(self.numbers)
+        return num, "%s.%d" % (self.name, num)
 
     def close_in_child(self) -> None:
         self.close_node_in_child()
@@ -129,16 +125,17 @@ class Actors:
     # -- starting -------------------------------------------------------------------------------
 
     def start(self, frame: bytes, *, label: str, name: str | None, restarts: Restarts,
-              limit: int, answer=None) -> Proc:
+              limit: int, answer=None, ident: tuple[int, str] | None = None) -> Proc:
         """Fork a process that runs the spawn ``frame``; ``answer(ok, info)`` is told once it
         runs (or could not load its function)."""
-        num = next(self.numbers)
-        ident = "%s.%d" % (self.name, num)
+        num, ident = ident or self.new_ident()
         sock, pid = self.procs.fork(main=process_main)
         proc = Proc(sock, pid, num, ident, self.read_proc, self.broken)
         proc.frame, proc.label, proc.name, proc.restarts = frame, label, name, restarts
         proc.limit, proc.answer = limit, answer
         self.by_num[num] = proc
+        if len(self.by_num) == 1:
+            self.peers.count(1)
         if name is not None:
             self.names[name] = proc
         self.loop.watch(proc)
@@ -180,17 +177,19 @@ class Actors:
     def from_process(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
         op = head["op"]
         if op == "send":
-            self.route(head["to"], len(payload), raw, head.get("ref"), Caller(proc.ident))
+            self.post.route(head["to"], len(payload), raw, head.get("ref"), Caller(proc.ident))
         elif op == "reply":
-            self.answer_call(head["ref"], payload, raw)
+            self.post.replied(head["ref"], payload, raw)
         elif op == "took":
             proc.queued = max(0, proc.queued - head["bytes"])
         elif op == "forget":
-            entry = self.calls.pop(head["ref"], None)
+            entry = self.post.calls.pop(head["ref"], None)
             if entry is not None:
                 entry[1].calls.discard(head["ref"])
+            self.peers.calls.pop(head["ref"], None)
         elif op == "started":
             proc.running = True
+            self.peers.keep(proc)
             answer, proc.answer = proc.answer, None
             if answer is not None:
                 answer(True, {"pid": proc.ident})
@@ -198,68 +197,7 @@ class Actors:
             proc.exit = {"kind": head["kind"], "reason": str(head.get("reason", "?")),
                          "tb": str(head.get("tb", ""))}
         else:
-            self.on_request(proc, head, payload)
-
-    # -- messages and calls -------------------------------------------------------------------------
-
-    def route(self, to: str, size: int, frame: bytes, ref: str | None,
-              caller: Caller) -> tuple[str, str] | None:
-        """Deliver a message frame to ``to``'s mailbox (a call's too, noting who waits for
-        the reply); if it cannot be, the refusal (kind, text), told to the sender too."""
-        target = self.resolve(to)
-        if target is None:
-            if self.elsewhere(to):
-                return self.refuse(caller, ref, "remote", "%s is on another node; messages "
-                                   "between nodes go through the hub, which this node has not "
-                                   "reached" % to)
-            if ref is None and caller.ident is not None and is_id(to):
-                return None  # a message to an ended process is dropped (as Erlang's)
-            return self.refuse(caller, ref, "noproc", "no process %s %s" % (
-                "named" if NAME(to) else "with the id", to))
-        if target.queued + size > target.limit:
-            return self.refuse(caller, ref, "full", "the mailbox of %s is full: %d bytes wait "
-                               "there, and the limit is %d" % (self.describe(target), target.queued,
-                                                              target.limit))
-        target.queued += size
-        if ref is not None:
-            self.calls[ref] = (caller, target)
-            target.calls.add(ref)
-        self.loop.send(target, frame)
-        self.stats["messages"] = self.stats.get("messages", 0) + 1
-        return None
-
-    def refuse(self, caller: Caller, ref: str | None, kind: str, reason: str) -> tuple[str, str]:
-        if ref is not None:
-            self.fail_call(caller, ref, kind, reason)
-        elif caller.ident is not None:
-            sender = self.live(caller.ident)
-            if sender is not None:
-                self.loop.send(sender, wire.encode({"op": "refused", "kind": kind, "reason": reason}))
-        return kind, reason
-
-    def answer_call(self, ref: str, payload, raw: bytes) -> None:
-        entry = self.calls.pop(ref, None)
-        if entry is None:
-            return  # the caller gave up (a timeout) or is gone
-        caller, callee = entry
-        callee.calls.discard(ref)
-        if caller.conn is not None:
-            self.loop.send(caller.conn, wire.encode_ok_result(caller.request, bytes(payload)))
-        else:
-            proc = self.live(caller.ident)
-            if proc is not None:
-                self.loop.send(proc, raw)
-
-    def fail_call(self, caller: Caller, ref: str, kind: str, reason: str) -> None:
-        if caller.conn is not None:
-            error = {"noproc": "NoProcess", "full": "MailboxFull", "remote": "NoRoute"}.get(kind, "CallFailed")
-            self.loop.send(caller.conn, wire.encode(ops.error_head(kind, caller.request, error,
-                                                                   reason, self.name)))
-        else:
-            proc = self.live(caller.ident)
-            if proc is not None:
-                self.loop.send(proc, wire.encode({"op": "failed", "ref": ref, "kind": kind,
-                                                  "reason": reason}))
+            self.requests.from_process(proc, head, payload)
 
     def describe(self, proc: Proc) -> str:
         return "%s (%s)" % (proc.ident, proc.name) if proc.name else proc.ident
@@ -289,27 +227,27 @@ class Actors:
         exit = proc.killed or proc.exit or {"kind": "crashed", "reason": "the process " + how}
         reason, abnormal = reason_of(exit)
         self.by_num.pop(proc.num, None)
+        if not self.by_num:
+            self.peers.count(0)
         if proc.name is not None and self.names.get(proc.name) is proc:
             del self.names[proc.name]
+            self.peers.release(proc.name, proc.ident)
+        self.peers.drop(proc)
         who = self.describe(proc)
         for ref in list(proc.calls):
-            caller, _ = self.calls.pop(ref, (None, None))
+            caller, _ = self.post.calls.pop(ref, (None, None))
             if caller is not None:
-                self.fail_call(caller, ref, "exited", "%s ended before it replied: %s" % (who, reason))
+                self.post.fail_call(caller, ref, "exited", "%s ended before it replied: %s" % (who, reason))
         for ref, watcher in proc.monitors.items():
             self.watched.pop(ref, None)
-            self.notify(watcher, {"op": "down", "ref": ref, "who": proc.ident, "reason": reason,
-                                  "tb": exit.get("tb", "")})
+            self.post.notify(watcher, {"op": "down", "ref": ref, "who": proc.ident, "reason": reason,
+                                       "tb": exit.get("tb", "")})
         for ident in proc.links:
-            other = self.live(ident)
-            if other is None:
-                continue
-            other.links.discard(proc.ident)
-            if other.trap:
-                self.notify(Caller(ident), {"op": "exit", "who": proc.ident, "reason": reason,
-                                            "tb": exit.get("tb", "")})
-            elif abnormal:
-                self.end(other, {"kind": "linked", "reason": "linked process %s ended: %s" % (who, reason)})
+            if self.live(ident) is None:
+                self.peers.tell(ident, {"op": "exit", "who": proc.ident, "reason": reason,
+                                        "tb": exit.get("tb", ""), "abnormal": abnormal})
+            else:
+                self.linked_ended(ident, proc.ident, reason, exit.get("tb", ""), abnormal)
         answer, proc.answer = proc.answer, None
         if answer is not None:
             kind = exit.get("kind") if exit.get("kind") in ("import", "unpickle") else "noproc"
@@ -317,14 +255,61 @@ class Actors:
         log("process %s (pid %d, %s) ended: %s" % (who, proc.pid, proc.label, reason))
         self.supervise(proc, exit, reason, abnormal)
 
-    def notify(self, watcher: Caller, head: dict) -> None:
-        if watcher.conn is not None:
-            head = dict(head, id=watcher.request)
-            self.loop.send(watcher.conn, wire.encode(head))
-        else:
-            proc = self.live(watcher.ident)
-            if proc is not None:
-                self.loop.send(proc, wire.encode(head))
+    def linked_ended(self, ident: str, who: str, reason: str, tb: str, abnormal: bool) -> None:
+        """The process ``who``, linked to ``ident`` here, ended: an ``Exit`` message if
+        ``ident`` traps exits, else (an abnormal end) ``ident`` ends too."""
+        proc = self.live(ident)
+        if proc is None:
+            return
+        proc.links.discard(who)
+        if proc.trap:
+            self.loop.send(proc, wire.encode({"op": "exit", "who": who, "reason": reason, "tb": tb}))
+        elif abnormal:
+            self.end(proc, {"kind": "linked", "reason": "linked process %s ended: %s" % (who, reason)})
+
+    # -- what other nodes ask ----------------------------------------------------------------------
+
+    def remote_request(self, op: str, head: dict) -> None:
+        """A process on another node monitors or links to one here (or stops to)."""
+        target = self.resolve(head["to"])
+        if op == "monitor":
+            if target is None:
+                self.post.notify(Caller(head["watcher"]), {"op": "down", "ref": head["ref"],
+                                                           "who": head["to"], "reason": "noproc"})
+            else:
+                target.monitors[head["ref"]] = Caller(head["watcher"])
+                self.watched[head["ref"]] = target
+        elif op == "demonitor":
+            watched = self.watched.pop(head["ref"], None)
+            if watched is not None:
+                watched.monitors.pop(head["ref"], None)
+        elif op == "link":
+            if target is None:
+                self.peers.tell(head["from"], {"op": "exit", "who": head["to"], "reason": "noproc",
+                                               "abnormal": True})
+            else:
+                target.links.add(head["from"])
+        elif target is not None:  # unlink
+            target.links.discard(head["from"])
+
+    def node_down(self, node: str, why: str) -> None:
+        """A node was lost: links to its processes break (as an abnormal end), its
+        processes' monitors and calls here are dropped."""
+        self.post.forget_node(node)
+        for proc in list(self.by_num.values()):
+            for ident in [i for i in proc.links if i.rpartition(".")[0] == node]:
+                self.linked_ended(proc.ident, ident, why, "", True)
+            for ref in [r for r, w in proc.monitors.items() if (w.ident or "").rpartition(".")[0] == node]:
+                del proc.monitors[ref]
+                self.watched.pop(ref, None)
+
+    def evict(self, ident: str, reason: str) -> None:
+        """The hub says another node holds this process's name now (it took it over while
+        this node was out of reach): the process ends, for good."""
+        proc = self.resolve(ident)
+        if proc is not None and proc.ident == ident:
+            log("process %s: %s" % (self.describe(proc), reason))
+            self.end(proc, {"kind": "killed", "reason": reason})
 
     def supervise(self, proc: Proc, exit: dict, reason: str, abnormal: bool) -> None:
         """Restart an ended process as its policy says, under its name, with a new id."""
@@ -354,11 +339,9 @@ class Actors:
         self.procs.reap_all()
 
     def connection_gone(self, conn) -> None:
-        """A controller went: drop its calls and its monitors."""
-        for ref, (caller, callee) in list(self.calls.items()):
-            if caller.conn is conn:
-                del self.calls[ref]
-                callee.calls.discard(ref)
+        """A controller went (or the hub's connection): drop its calls and its monitors."""
+        self.post.forget_conn(conn)
+        self.peers.detached(conn)
         for ref, proc in list(self.watched.items()):
             if proc.monitors.get(ref) is not None and proc.monitors[ref].conn is conn:
                 del proc.monitors[ref], self.watched[ref]

@@ -90,15 +90,19 @@ class Node:
                                  cookie=cookie, version=version, code_id=code_id,
                                  max_payload=max_payload, handshake_timeout=handshake_timeout,
                                  stats=self.stats, on_stop=self.stop, policy=policy,
-                                 handlers=requests.handlers,
+                                 handlers=requests.handlers, on_cancel=requests.conn_forget,
                                  on_closed=self.actors.connection_gone,
-                                 processes=lambda: len(self.actors.by_num))
+                                 processes=lambda: len(self.actors.by_num),
+                                 on_watch=self.actors.peers.attached,
+                                 after_read=self.actors.peers.relay.send_acks)
 
     def stop(self) -> None:
         """Stop at the end of this turn of the loop (a stop request, SIGTERM, idleness)."""
         self.stopping = True
         self.pool.stop()
-        self.actors.stopping = True
+        if not self.actors.stopping:
+            self.actors.stopping = True
+            self.actors.peers.leaving()
 
     def close_in_child(self) -> None:
         """In a newly forked worker or process: let go of the node's poller, listener and
@@ -140,6 +144,7 @@ class Node:
             self.pool.processes.reap_dying(now)
         if self.actors.procs.dying:
             self.actors.procs.reap_dying(now)
+        self.actors.peers.relay.resend(now)
         if self.sessions.busy() or self.pool.busy() or self.actors.busy():
             self.last_busy = now
         elif now - self.last_busy > self.idle:

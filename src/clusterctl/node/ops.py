@@ -101,6 +101,18 @@ NODE_TAKES = _table(
     Op("kill", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
     Op("ps", id=(REQUEST_ID, REQUIRED)),
     Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
+    # from the hub, on its watch connection only (see peers.py, relay.py)
+    Op("relay", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),
+    Op("ack", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),
+    Op("claimed", name=(TEXT, REQUIRED), pid=(TEXT, REQUIRED), ok=(FLAG, REQUIRED),
+       holder=(TEXT, OPTIONAL)),
+    Op("names", reset=(FLAG, OPTIONAL)),
+    Op("nodedown", node=(TEXT, REQUIRED), reason=(TEXT, OPTIONAL)),
+    Op("nodeup", node=(TEXT, REQUIRED)),
+    Op("adopt", name=(TEXT, OPTIONAL), restart=(TEXT, OPTIONAL), intensity=(COUNT, OPTIONAL),
+       period=(SECONDS, OPTIONAL), mailbox=(COUNT, OPTIONAL), label=(TEXT, OPTIONAL),
+       restarts=(COUNT, OPTIONAL)),
+    Op("evict", pid=(TEXT, REQUIRED), reason=(TEXT, OPTIONAL)),
 )
 
 # during the handshake, what a controller takes from a node

@@ -124,7 +124,8 @@ class Sessions:
     def __init__(self, loop: Loop, pool: Pool, listener: socket.socket, *, name: str,
                  slots: int, cookie: bytes, version: str, code_id: str, max_payload: int,
                  handshake_timeout: float, stats: dict, on_stop, policy=None,
-                 handlers: dict | None = None, on_closed=None, processes=None) -> None:
+                 handlers: dict | None = None, on_closed=None, processes=None,
+                 on_watch=None, after_read=None, on_cancel=None) -> None:
         self.loop = loop
         self.policy = policy  # a restricted node's Policy: the gate every message passes
         self.pool = pool
@@ -140,6 +141,9 @@ class Sessions:
         self.extra = handlers or {}  # op -> handler(conn, head, raw): spawned processes'
         self.on_closed = on_closed  # (conn) -> None: a connection closed
         self.processes = processes  # () -> how many spawned processes run here
+        self.on_watch = on_watch  # (conn) -> None: the hub's watch connection authenticated
+        self.after_read = after_read  # () -> None: after the messages of one read
+        self.on_cancel = on_cancel  # (conn, request id) -> None: a cancel of no task
         self.pid = os.getpid()
         self.started = time.time()
         self.cpus = os.cpu_count()
@@ -233,6 +237,8 @@ class Sessions:
         conn.watching = head.get("watch") is True
         self.loop.send(conn, wire.encode(
             {"op": "welcome", "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
+        if conn.watching and self.on_watch is not None:
+            self.on_watch(conn)
 
     def splice(self, conn: Connection) -> None:
         """The boot script of an SSH channel passed the channel's stdin and stdout: serve a
@@ -308,6 +314,8 @@ class Sessions:
                 self.internal_error(conn, head, exc)
                 return
         self.pool.dispatch()
+        if self.after_read is not None:
+            self.after_read()
 
     def internal_error(self, conn: Connection, head: dict, exc: Exception) -> None:
         """The last resort: handling a message raised. That connection ends, logged with
@@ -391,6 +399,8 @@ class Sessions:
     def handle_cancel(self, conn: Connection, head: dict, raw: bytes) -> None:
         task_id = head["id"]
         task = conn.tasks.pop(task_id, None)
+        if task is None and self.on_cancel is not None:  # a call to a spawned process, maybe
+            self.on_cancel(conn, task_id)
         if task is not None and self.pool.cancel(task):
             self.loop.send(conn, wire.encode(ops.error_head("cancelled", task_id, "Cancelled",
                                                             "cancelled", self.name)))

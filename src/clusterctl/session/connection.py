@@ -108,6 +108,15 @@ class NodeConnection:
         prefix, payload = wire.encode_parts(head, payload)
         self._write(prefix, payload)
 
+    def send_raw(self, frame: bytes) -> None:
+        """Send a whole frame as it is (the hub forwarding one node's frame to another)."""
+        self._write(frame, b"")
+
+    def listen(self, on_message: Callable) -> None:
+        """Take the node's own messages (those that answer no request): see
+        ``ReplyRouter.listen``."""
+        self._router.listen(on_message)
+
     def flush(self) -> None:
         """Send what waits in the outbox."""
         if self._sender.holding():

@@ -100,6 +100,7 @@ class ReplyRouter:
         self._adopted = 0  # owners (a pmap) that read for callbacks themselves, see ``pump``
         self._stream_closed = False
         self.lost: errors.ClusterError | None = None
+        self.on_message: Callable | None = None  # (head, payload, raw): what is no reply
 
     def start(self) -> None:
         """Reading and heartbeat from now on (the handshake is done)."""
@@ -128,11 +129,22 @@ class ReplyRouter:
             if pending is not None and pending.callback is not None:
                 self._callbacks -= 1
 
+    def listen(self, on_message: Callable) -> None:
+        """Hand every message that is no reply (and no pong) to ``on_message(head, payload,
+        raw)``, in the reading thread; the connection's own thread reads all the time
+        from now on (it counts as a callback that never ends)."""
+        with self._lock:
+            self.on_message = on_message
+            self._callbacks += 1
+            self._cond.notify_all()
+
     def _route(self, messages) -> None:
         lock = self._lock
-        for head, payload, _raw in messages:
+        for head, payload, raw in messages:
             request_id = head.get("id")
             if type(request_id) is not int or not request_id:
+                if self.on_message is not None and head["op"] != "pong":
+                    _run_callback(self.on_message, head, payload, raw)
                 continue  # a heartbeat pong (or an id no request of ours has)
             with lock:
                 pending = self._pending.pop(request_id, None)

@@ -87,7 +87,8 @@ class ProcessOps:
             holder = self.whereis(name)
             if holder is not None:
                 raise errors.NameTaken(f"the name {name} is taken by {holder}")
-        where = self._place() if node is None else node
+        pongs = self._links.watch_all()  # (the hub connects the nodes' processes)
+        where = self._place(pongs) if node is None else node
         conn = self.connect(where)
         if conn.restricted:
             raise errors.Refused(where, RESTRICTED)
@@ -137,6 +138,7 @@ class ProcessOps:
         """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
         function, state, uptime, mailbox, restarts, memory; nodes not running have none."""
         names = self.node_names(nodes) if nodes is not None else self._process_nodes()
+        self._links.ensure_hub()
         found = ProcessList()
         found.errors = {}
 
@@ -176,6 +178,7 @@ class ProcessOps:
         problem = address_problem(to)
         if problem is not None:
             raise errors.UsageError(problem)
+        self._links.ensure_hub()
         node = node_of(to)
         if node is None:
             candidates = self._process_nodes()
@@ -192,8 +195,13 @@ class ProcessOps:
             raise errors.Refused(node, RESTRICTED)
         return conn
 
-    def _place(self) -> str:
-        """The least-loaded node that can take a process."""
+    def _place(self, pongs: dict[str, dict]) -> str:
+        """The least-loaded node that can take a process (by the hub's fresh pongs, when
+        it gave some)."""
+        usable = {n: p for n, p in pongs.items() if p.get("restricted") is None}
+        if usable:
+            return least_loaded(usable)
+
         def one(node: str):
             conn = self.connect(node)
             if conn.restricted:

@@ -1,0 +1,205 @@
+"""The other nodes' processes, as this node sees them through the hub: where the
+world's names are, the calls, monitors and links that cross to another node, names
+claimed from the hub (so a name is unique in the world), and what a lost node sets off.
+
+The frames themselves travel by ``relay.Relay``; the hub's side is ``hub/router.py``.
+Ships to hosts: the standard library only. See docs/how-it-works.md, section
+"Spawned processes".
+"""
+
+from __future__ import annotations
+
+from . import wire
+from .log import log
+from .post import Caller
+from .relay import Relay
+
+
+def node_of(ident: str) -> str:
+    return ident.rpartition(".")[0]
+
+
+class Peers:
+    """What crosses to other nodes, for ``Actors`` (``actors``): ``send`` an inner frame to
+    a process elsewhere, ``from_node`` takes one from there, ``from_hub`` the hub's own
+    messages (names, claims answered, a node lost, a process to adopt)."""
+
+    def __init__(self, actors) -> None:
+        self.actors = actors
+        self.name = actors.name
+        self.relay = Relay(actors.loop, actors.name, self.from_node)
+        self.names: dict[str, str] = {}  # the world's names held on other nodes -> id
+        self.calls: dict[str, tuple] = {}  # ref -> (local caller, callee's node)
+        self.monitors: dict[str, tuple[str, str]] = {}  # ref -> (local watcher, watched id)
+        self.claims: dict[str, tuple[str, object]] = {}  # name -> (id, then(ok, holder))
+
+    # -- out -----------------------------------------------------------------------------------
+
+    def send(self, ident: str, frame: bytes) -> str | None:
+        """An inner frame for the process ``ident`` on another node; why not, or None."""
+        if not self.relay.up() and not self.relay.out.get(node_of(ident)):
+            return "%s is on another node, and no hub connects this node to the others" % ident
+        return self.relay.send(node_of(ident), frame)
+
+    def tell(self, ident: str, head: dict, payload: bytes = b"") -> None:
+        """A notice for a process on another node (dropped if it cannot go)."""
+        self.send(ident, wire.encode(dict(head, to=ident), payload))
+
+    def where(self, name: str) -> str | None:
+        """The id of the process holding ``name`` on another node, as the hub last said."""
+        return self.names.get(name)
+
+    # -- in, from other nodes ---------------------------------------------------------------
+
+    def from_node(self, src: str, head: dict, payload, raw: bytes) -> None:
+        op = head["op"]
+        actors, post = self.actors, self.actors.post
+        if op == "send":
+            post.route(head["to"], len(payload), raw, head.get("ref"), Caller(head.get("from")))
+        elif op == "reply":
+            entry = self.calls.pop(head["ref"], None)
+            if entry is not None:
+                post.answer(entry[0], payload, raw)
+        elif op == "failed":
+            entry = self.calls.pop(head["ref"], None)
+            if entry is not None and entry[0].conn is not None:
+                post.fail_call(entry[0], head["ref"], head.get("kind", "exited"), head["reason"])
+            else:
+                post.deliver(head["to"], raw)
+        elif op == "down":
+            self.monitors.pop(head["ref"], None)
+            post.deliver(head["to"], raw)
+        elif op == "refused":
+            post.deliver(head["to"], raw)
+        elif op == "exit":
+            actors.linked_ended(head["to"], head["who"], head["reason"], head.get("tb", ""),
+                                head.get("abnormal", True))
+        elif op in ("monitor", "demonitor", "link", "unlink"):
+            actors.remote_request(op, head)
+
+    # -- in, from the hub ------------------------------------------------------------------------
+
+    def from_hub(self, conn, head: dict, raw: bytes) -> None:
+        """What the hub sends on its watch connection."""
+        op = head["op"]
+        if op == "relay":
+            self.relay.received(head, payload_of(raw))
+        elif op == "ack":
+            self.relay.acked(head)
+        elif op == "claimed":
+            self.claimed(head)
+        elif op == "names":  # (merged: a node that has not synced with a new hub yet
+            # keeps its names here; a lost node's go with its nodedown)
+            for name, ident in (head.get("set") or {}).items():
+                if node_of(ident) != self.name:
+                    self.names[name] = ident
+            for name in head.get("del") or ():
+                self.names.pop(name, None)
+        elif op == "nodeup":
+            self.relay.resend_to(head["node"])
+        elif op == "nodedown":
+            self.node_down(head["node"], head.get("reason", "lost"))
+        elif op == "adopt":
+            self.actors.requests.adopt(head, bytes(payload_of(raw)))
+        elif op == "evict":
+            self.actors.evict(head["pid"], head.get("reason", "evicted"))
+
+    def attached(self, conn) -> None:
+        """A hub connects this node to the others: tell it our names and the processes it
+        should restart elsewhere if we are lost; then what waits for other nodes goes."""
+        self.relay.attach(conn)
+        actors = self.actors
+        names = {name: proc.ident for name, proc in actors.names.items()}
+        actors.loop.send(conn, wire.encode({"op": "sync", "names": names,
+                                            "processes": len(actors.by_num)}))
+        for proc in actors.by_num.values():
+            self.keep(proc)
+        for name, (ident, _) in self.claims.items():
+            actors.loop.send(conn, wire.encode({"op": "claim", "name": name, "pid": ident}))
+
+    def count(self, processes: int) -> None:
+        """The node's processes went from none to some, or back: the hub stays up while
+        any node has some."""
+        if self.relay.up():
+            self.actors.loop.send(self.relay.uplink, wire.encode({"op": "busy", "processes": processes}))
+
+    def leaving(self) -> None:
+        """The node stops (down): its processes end with it and are not to move."""
+        if self.relay.up():
+            self.actors.loop.send(self.relay.uplink, wire.encode({"op": "bye"}))
+
+    def detached(self, conn) -> None:
+        was = self.relay.uplink is conn
+        self.relay.detach(conn)
+        if was:
+            log("the hub's connection closed: other nodes are out of reach until a hub connects")
+
+    # -- names: claimed from the hub -------------------------------------------------------------
+
+    def claim(self, name: str, ident: str, then) -> None:
+        """Register ``name`` for ``ident`` in the world: ``then(ok, holder)`` once the hub
+        agrees (at once, on this node alone, when no hub connects it)."""
+        holder = self.names.get(name)
+        if holder is not None:
+            then(False, holder)
+        elif not self.relay.up():
+            then(True, None)
+        else:
+            self.claims[name] = (ident, then)
+            self.actors.loop.send(self.relay.uplink, wire.encode(
+                {"op": "claim", "name": name, "pid": ident}))
+
+    def claimed(self, head: dict) -> None:
+        entry = self.claims.pop(head["name"], None)
+        if entry is not None and entry[0] == head.get("pid"):
+            entry[1](bool(head.get("ok")), head.get("holder"))
+
+    def release(self, name: str, ident: str) -> None:
+        if self.relay.up():
+            self.actors.loop.send(self.relay.uplink, wire.encode(
+                {"op": "release", "name": name, "pid": ident}))
+
+    def keep(self, proc) -> None:
+        """Tell the hub how to start a permanent or transient process again elsewhere."""
+        restarts = proc.restarts
+        if not self.relay.up() or not proc.running or restarts is None or restarts.kind == "temporary":
+            return
+        head = {"op": "keep", "pid": proc.ident, "name": proc.name, "label": proc.label,
+                "mailbox": proc.limit, "restarts": restarts.count, **restarts.describe()}
+        self.actors.loop.send(self.relay.uplink, wire.encode(head, proc.frame))
+
+    def drop(self, proc) -> None:
+        if self.relay.up() and proc.restarts is not None and proc.restarts.kind != "temporary":
+            self.actors.loop.send(self.relay.uplink, wire.encode({"op": "drop", "pid": proc.ident}))
+
+    # -- a node lost ----------------------------------------------------------------------------
+
+    def node_down(self, node: str, reason: str) -> None:
+        """``node`` was lost: calls to it fail, monitors of its processes fire, links to
+        them break, and what waited for it is dropped."""
+        why = "its node %s was lost: %s" % (node, reason)
+        log("node %s lost (the hub says: %s)" % (node, reason))
+        self.relay.forget(node)
+        actors = self.actors
+        for ref, (caller, dest) in list(self.calls.items()):
+            if dest == node:
+                del self.calls[ref]
+                actors.post.fail_call(caller, ref, "exited", why)
+        for ref, (watcher, watched) in list(self.monitors.items()):
+            if node_of(watched) == node:
+                del self.monitors[ref]
+                actors.post.notify(Caller(watcher), {"op": "down", "ref": ref, "who": watched,
+                                                     "reason": why})
+        for name in [n for n, ident in self.names.items() if node_of(ident) == node]:
+            del self.names[name]
+        actors.node_down(node, why)
+
+    def describe(self) -> dict:
+        return {"hub": self.relay.up(), "names": dict(self.names),
+                "waiting": {n: len(b.frames) for n, b in self.relay.out.items() if b.frames}}
+
+
+def payload_of(raw: bytes) -> memoryview:
+    head_len, _ = wire.check_header(raw[:wire.HEADER_SIZE], 1 << 62)
+    return memoryview(raw)[wire.HEADER_SIZE + head_len:]
+

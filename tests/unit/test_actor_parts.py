@@ -1,0 +1,145 @@
+"""Spawned processes' pure parts: restart types and intensity, addresses and names,
+least-loaded placement, the notices a process receives, and the in-process API outside a
+process."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from clusterctl.actor import (
+    Down, Exit, NotInProcess, ProcessError, ReceiveTimeout, call, receive, reply, self, send)
+from clusterctl.api.actors import least_loaded
+from clusterctl.api.actors.placement import load_score
+from clusterctl.node import supervision
+from clusterctl.node.addresses import address_problem, is_id, name_problem, node_of
+from clusterctl.node.supervision import Restarts
+
+
+# -- restart types and intensity ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, intensity, period", [
+    ("permanent", 3, 5.0), ("transient", 0, 1), ("temporary", 10, 1e6)])
+def test_good_restart_settings(kind, intensity, period):
+    assert supervision.problem(kind, intensity, period) is None
+
+
+@pytest.mark.parametrize("kind, intensity, period, words", [
+    ("sometimes", 3, 5.0, "restart must be one of permanent, transient, temporary"),
+    ("Permanent", 3, 5.0, "restart must be one of"),
+    ("permanent", -1, 5.0, "intensity"),
+    ("permanent", 2.0, 5.0, "intensity"),
+    ("permanent", True, 5.0, "intensity"),
+    ("permanent", 3, 0, "period"),
+    ("permanent", 3, -1.0, "period"),
+    ("permanent", 3, 2e6, "period"),
+    ("permanent", 3, "5", "period"),
+])
+def test_bad_restart_settings_say_why(kind, intensity, period, words):
+    assert words in supervision.problem(kind, intensity, period)
+
+
+@pytest.mark.parametrize("kind, after_crash, after_normal_end", [
+    ("permanent", True, True), ("transient", True, False), ("temporary", False, False)])
+def test_which_ends_call_for_a_restart(kind, after_crash, after_normal_end):
+    r = Restarts(kind)
+    assert (r.wanted(abnormal=True), r.wanted(abnormal=False)) == (after_crash, after_normal_end)
+
+
+def test_intensity_allows_so_many_restarts_within_the_period():
+    r = Restarts("permanent", intensity=2, period=5)
+    assert [r.allow(t) for t in (0.0, 1.0, 2.0, 4.9)] == [True, True, False, False]
+    assert r.count == 2  # a refusal is not counted
+    assert r.allow(5.5)  # the restart at 0.0 is older than the period by now
+    assert not r.allow(5.6)
+    assert r.allow(6.1)
+    assert r.count == 4
+
+
+def test_an_intensity_of_zero_allows_no_restart():
+    assert not Restarts("permanent", intensity=0, period=5).allow(0.0)
+
+
+def test_the_reason_of_giving_up_names_the_limit_and_the_last_exit():
+    text = Restarts("transient", intensity=3, period=5).given_up("ValueError: boom")
+    assert "restarted 3 times within 5 s (the limit)" in text
+    assert text.endswith("ValueError: boom")
+    assert Restarts("permanent", 4, 2).describe() == {"restart": "permanent", "intensity": 4, "period": 2.0}
+
+
+# -- addresses and names ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("to, node", [
+    ("n2.17", "n2"), ("gpu.box.3", "gpu.box"), ("kvs", None), ("n2.", None), (".17", None),
+    ("n2.x", None), ("17", None)])
+def test_ids_and_their_node(to, node):
+    assert node_of(to) == node
+    assert is_id(to) == (node is not None)
+
+
+@pytest.mark.parametrize("name", ["kvs", "_x", "a-b_c9", "K" * 128])
+def test_good_names(name):
+    assert name_problem(name) is None
+    assert address_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "1kvs", "-x", "a b", "a.b", "K" * 129, "é", None, 17, b"kvs"])
+def test_bad_names_say_what_a_name_is(name):
+    assert "a process name is a letter or _" in name_problem(name)
+
+
+@pytest.mark.parametrize("to", ["", "a b", "n1.", "x" * 4097, "n1.2 ", None, 3, ["n1.2"]])
+def test_bad_addresses(to):
+    assert "send to a process id (like n2.17) or a registered name" in address_problem(to)
+
+
+def test_an_id_is_an_address():
+    assert address_problem("n2.17") is None
+    assert address_problem("gpu.box.3") is None
+
+
+# -- placement ----------------------------------------------------------------------------------
+
+def test_the_least_loaded_node_by_processes_tasks_and_load():
+    free = {"slots": 2, "cpus": 4, "load": [0.0], "processes": 0, "running": 0}
+    assert least_loaded({"n1": dict(free, processes=3), "n2": free}) == "n2"
+    assert least_loaded({"n1": dict(free, running=1), "n2": dict(free, processes=1)}) == "n1"  # a tie: first
+    assert least_loaded({"n1": dict(free, load=[8.0]), "n2": dict(free, processes=1)}) == "n2"
+    assert least_loaded({"n1": dict(free, slots=8, processes=3), "n2": dict(free, processes=1)}) == "n1"
+    assert load_score({}) == 0.0
+
+
+def test_no_node_to_place_on():
+    with pytest.raises(ValueError):
+        least_loaded({})
+
+
+# -- notices and errors inside a process ------------------------------------------------------------
+
+def test_down_and_exit_have_their_fields():
+    down = Down("n1.1#2", "n1.3", "ValueError: boom", "Traceback ...")
+    assert (down.ref, down.process, down.reason, down.traceback) == ("n1.1#2", "n1.3", "ValueError: boom", "Traceback ...")
+    assert Down("r", "n1.3", "normal").traceback == ""
+    ex = Exit("n1.3", "killed")
+    assert (ex.process, ex.reason, ex.traceback) == ("n1.3", "killed", "")
+    assert "n1.3" in repr(down) and "killed" in repr(ex)
+
+
+@pytest.mark.parametrize("notice", [Down("n1.1#2", "n1.3", "normal", ""), Exit("n1.3", "killed", "")],
+                         ids=["Down", "Exit"])
+def test_bug_a_notice_survives_pickling(notice):
+    """A process may pass on the notices it gets (they are messages like any other):
+    they must unpickle. Today loads raises TypeError: Down.__new__() missing 2 required
+    positional arguments (tuple's __getnewargs__ gives the whole tuple as one)."""
+    again = pickle.loads(pickle.dumps(notice))
+    assert type(again) is type(notice) and tuple(again) == tuple(notice)
+
+
+def test_the_in_process_api_outside_a_process_is_not_in_process():
+    for op in (lambda: receive(timeout=0), lambda: send("n1.1", "hi"), lambda: call("n1.1", "hi"),
+               lambda: reply(1), self):
+        with pytest.raises(NotInProcess, match="only inside a spawned process"):
+            op()
+    assert issubclass(NotInProcess, ProcessError)
+    assert issubclass(ReceiveTimeout, TimeoutError)
