@@ -386,15 +386,7 @@ class Sessions:
         self.loop.send(conn, wire.encode(pong(self, head)))
 
     def handle_trace(self, conn: Connection, head: dict, raw: bytes) -> None:
-        """Start recording this connection's tasks (``start``, a ring of ``capacity``
-        events), or hand over what was recorded since the last time (and ``stop``)."""
-        if head.get("start"):
-            conn.recorder = tracing.Recorder(head.get("capacity") or tracing.DEFAULT_CAPACITY)
-        events, dropped = conn.recorder.take() if conn.recorder is not None else ([], 0)
-        if head.get("stop"):
-            conn.recorder = None
-        reply = {"op": "traced", "id": head.get("id"), "mono": time.monotonic(), "dropped": dropped}
-        self.loop.send(conn, wire.encode(reply, json.dumps(events).encode()))
+        self.loop.send(conn, traced(conn, head))
 
     def handle_cancel(self, conn: Connection, head: dict, raw: bytes) -> None:
         task_id = head["id"]
@@ -446,3 +438,15 @@ def pong(sessions: "Sessions", head: dict) -> dict:
             "pid": sessions.pid, "uptime": now - sessions.started, "stats": sessions.stats,
             "cpus": sessions.cpus,
             "processes": sessions.processes() if sessions.processes is not None else 0}
+
+
+def traced(conn: Connection, head: dict) -> bytes:
+    """Start recording this connection's tasks (``start``, a ring of ``capacity``
+    events), or hand over what was recorded since the last time (and ``stop``)."""
+    if head.get("start"):
+        conn.recorder = tracing.Recorder(head.get("capacity") or tracing.DEFAULT_CAPACITY)
+    events, dropped = conn.recorder.take() if conn.recorder is not None else ([], 0)
+    if head.get("stop"):
+        conn.recorder = None
+    reply = {"op": "traced", "id": head.get("id"), "mono": time.monotonic(), "dropped": dropped}
+    return wire.encode(reply, json.dumps(events).encode())
