@@ -205,6 +205,7 @@ class Hub:
         jobs = [(key, spec, lambda spec=spec: c.transport(spec, ssh, limits))
                 for spec in args["specs"]]
         self._remember(args)
+        self.router.know(spec.name for spec in args["specs"])
         found = self.watches.world(jobs, start=args["start"], settings=c.limited(limits),
                                    heartbeat=watch_heartbeat(*args["heartbeat"]),
                                    timeout=args["timeout"])

@@ -30,6 +30,8 @@ class Router:
         self.kept: dict[str, dict[str, tuple[dict, bytes]]] = {}  # node -> id -> (keep head, frame)
         self.leaving: set[str] = set()  # nodes that said they stop: nothing of theirs moves
         self.running: dict[str, int] = {}  # node -> its spawned processes (while it has any)
+        self.stopped: set[str] = set()  # nodes that said they stop (not to be called back)
+        self.known: set[str] = set()  # every node a command asked the hub to watch
         self.forwarded = 0
         self._lock = threading.RLock()
 
@@ -39,6 +41,7 @@ class Router:
         """A watch connection is up: route its frames from now on."""
         with self._lock:
             self.links[node] = conn
+            self.stopped.discard(node)
             others = [c for n, c in self.links.items() if n != node]
         conn.listen(lambda head, payload, raw: self.from_node(node, conn, head, payload, raw))
         for other in others:  # what they kept for it goes now (the hub dropped it meanwhile)
@@ -58,6 +61,7 @@ class Router:
             kept = self.kept.pop(node, {})
             if node in self.leaving:
                 self.leaving.discard(node)
+                self.stopped.add(node)
                 kept, reason = {}, "it stopped"
             others = list(self.links.items())
         self.log(f"node {node} lost ({reason}): telling {len(others)} nodes; "
@@ -91,6 +95,12 @@ class Router:
             if conn is not None:
                 conn.send(adopt, frame)
 
+    def know(self, nodes) -> None:
+        """Nodes of a command's world: a frame for one of them that is not connected yet
+        waits at its sender; a frame for a node nobody named is refused (``nodedown``)."""
+        with self._lock:
+            self.known.update(nodes)
+
     def load(self, node: str, pong: dict) -> None:
         """A node's pong: how loaded it is, for placing adopted processes."""
         slots = max(1, int(pong.get("slots") or 1))
@@ -101,12 +111,16 @@ class Router:
 
     def from_node(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
         op = head.get("op")
-        if op in ("relay", "ack"):
+        if op in ("relay", "ack", "reset"):
             with self._lock:
                 dest = self.links.get(head.get("node"))
+                unknown = dest is None and head.get("node") not in self.known
             if dest is not None:
                 self.forwarded += 1
                 dest.send_raw(raw)  # (if the node is not there, the sender sends it again later)
+            elif unknown and op == "relay":
+                _send(conn, {"op": "nodedown", "node": str(head.get("node"))[:4000],
+                             "reason": "no node of that name is in the world the hub watches"})
         elif op == "claim":
             self.claim(conn, head.get("name"), head.get("pid"))
         elif op == "release":
@@ -181,7 +195,8 @@ class Router:
             self.log(f"{pid} on {node} holds {name}, which {holder} took over: evicting it")
             _send(conn, {"op": "evict", "pid": pid, "reason": f"its name {name} was taken over by "
                          f"{holder} while its node was out of reach"})
-        _send(conn, {"op": "names", "reset": True, "set": table})
+        nodes = sorted({_node(ident) for ident in table.values()} | {node})
+        _send(conn, {"op": "names", "set": table, "nodes": nodes})
         mine = {n: p for n, p in names.items() if table.get(n) == p}
         if mine:
             for other in others:

@@ -175,8 +175,10 @@ class Watches:
 
     def reconnect(self) -> None:
         """Every lost watch tries again (a node that runs is reached; none is started)."""
+        stopped = self.router.stopped if self.router is not None else set()
         with self._lock:
-            watches = [w for w in self._watches.values() if w.conn is None or w.conn.lost is not None]
+            watches = [w for w in self._watches.values() if (w.conn is None or w.conn.lost is not None)
+                       and w.spec.name not in stopped]
         for watch in watches:
             if not self._closed:
                 watch.reconnect()

@@ -40,6 +40,8 @@ except ImportError:  # pragma: no cover - the bundle always carries it
     cloudpickle = None
 
 RECV_SIZE = 1 << 16
+HIGHEST = pickle.HIGHEST_PROTOCOL
+POLL_EVERY = 15  # a sender looks for refusals every 16 sends (and at every receive and call)
 TOOK_MAX = 1 << 16  # consumed bytes are reported to the node at least this often
 
 
@@ -136,7 +138,7 @@ class Envelope:
 
 def _dumps(value) -> bytes:
     try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(value, HIGHEST)
     except Exception:  # noqa: BLE001 - a lambda, a class by value: cloudpickle's job
         pass
     if cloudpickle is None:
@@ -163,6 +165,8 @@ class Runtime:
         self.last: Envelope | None = None
         self.numbers = itertools.count(1)
         self.frames = 0  # frames taken in so far
+        self.heads: dict = {}  # to -> the head of a message to it, encoded
+        self.sends = 0
 
     # -- writing and reading ---------------------------------------------------------------
 
@@ -284,10 +288,20 @@ class Runtime:
             self.check_refused()
 
     def send(self, to, msg) -> None:
-        to = address(to)
-        self.check_refused()
-        self.write({"op": "send", "to": to, "from": self.ident}, _dumps(msg))
-        self.poll()  # (a refusal of this or an earlier message is raised by the next one)
+        head = self.heads.get(to)
+        if head is None:
+            head = self.heads[to] = wire.encode({"op": "send", "to": address(to), "from": self.ident})[
+                wire.HEADER_SIZE:]
+            if len(self.heads) > 1024:
+                self.heads.clear()
+        if self.refused:
+            self.check_refused()
+        payload = _dumps(msg)
+        self.sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, len(head), len(payload))
+                          + head + payload)
+        self.sends += 1
+        if not self.sends & POLL_EVERY:  # (a refusal is raised by one of the next sends)
+            self.poll()
 
     def call(self, to, msg, timeout):
         to = address(to)

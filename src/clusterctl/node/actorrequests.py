@@ -17,7 +17,7 @@ from .log import log
 from .post import Caller
 
 CONTROLLER_OPS = ("spawn", "send", "whereis", "kill", "ps", "monitor")
-HUB_OPS = ("relay", "ack", "claimed", "names", "nodeup", "nodedown", "adopt", "evict")  # the hub's only
+HUB_OPS = ("relay", "ack", "reset", "claimed", "names", "nodeup", "nodedown", "adopt", "evict")  # the hub's only
 ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "taken": "NameTaken",
                "usage": "UsageError", "exited": "CallFailed", "remote": "NoRoute",
                "import": "ImportError", "unpickle": "UnpicklingError"}
@@ -229,6 +229,11 @@ class ProcessRequests:
     def p_link(self, proc: Proc, head: dict, payload, answer) -> None:
         other = self.actors.resolve(head["to"])
         remote = self.actors.post.elsewhere(head["to"]) if other is None else None
+        lost = self.actors.peers.lost.get(remote.rpartition(".")[0]) if remote else None
+        if lost is not None and head["op"] == "link":
+            answer(True, {})
+            self.actors.linked_ended(proc.ident, remote, lost, "", True)
+            return
         if remote is not None:
             self.actors.peers.tell(remote, {"op": head["op"], "from": proc.ident})
             (proc.links.add if head["op"] == "link" else proc.links.discard)(remote)
@@ -250,6 +255,11 @@ class ProcessRequests:
         target = self.actors.resolve(head["to"])
         answer(True, {})
         remote = self.actors.post.elsewhere(head["to"]) if target is None else None
+        lost = self.actors.peers.lost.get(remote.rpartition(".")[0]) if remote else None
+        if lost is not None:
+            self.actors.post.notify(Caller(proc.ident), {"op": "down", "ref": ref, "who": remote,
+                                                         "reason": lost})
+            return
         if remote is not None:
             self.actors.peers.monitors[ref] = (proc.ident, remote)
             self.actors.peers.tell(remote, {"op": "monitor", "ref": ref, "watcher": proc.ident})

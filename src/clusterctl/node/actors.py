@@ -73,7 +73,8 @@ class Actors:
     them. Requests (spawn, register, link, ...) are ``ProcessRequests``'s; this class
     starts processes, delivers messages and calls, and ends processes."""
 
-    def __init__(self, loop: Loop, *, name: str, stats: dict, close_in_child) -> None:
+    def __init__(self, loop: Loop, *, name: str, stats: dict, close_in_child,
+                 ids_path: str | None = None) -> None:
         self.loop = loop
         self.name = name
         self.stats = stats
@@ -84,7 +85,8 @@ class Actors:
         self.names: dict[str, Proc] = {}
         self.watched: dict[str, Proc] = {}  # monitor ref -> the process it watches
         self.given_up: list[dict] = []  # ps rows of processes that stay down
-        self.numbers = itertools.count(1)
+        self.ids_path = ids_path  # where the last id given is kept: a restarted node goes on
+        self.numbers = itertools.count(last_id(ids_path) + 1)
         self.stopping = False
         self.requests = None  # the ProcessRequests (it sets itself here)
         self.post = Post(self)
@@ -114,7 +116,15 @@ class Actors:
         return Caller(ident)
 
     def new_ident(self) -> tuple[int, str]:
+        """A new process id; never one a node of this name gave before on this host (an
+        id held somewhere must not reach a stranger after a node restart)."""
         num = next(self.numbers)
+        if self.ids_path is not None:
+            try:
+                with open(self.ids_path, "w") as fh:
+                    fh.write("%d\n" % num)
+            except OSError:
+                pass
         return num, "%s.%d" % (self.name, num)
 
     def close_in_child(self) -> None:
@@ -359,6 +369,14 @@ class Actors:
     def rows(self) -> list[dict]:
         now = time.time()
         return [self.row(proc, now) for proc in self.by_num.values()] + list(self.given_up)
+
+
+def last_id(path: str | None) -> int:
+    try:
+        with open(path) as fh:
+            return max(0, int(fh.read().strip()))
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def memory(pid: int) -> int | None:

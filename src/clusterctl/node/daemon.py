@@ -84,7 +84,8 @@ class Node:
         self.pool = Pool(self.loop, name=name, max_payload=max_payload, stats=self.stats,
                          close_in_child=self.close_in_child, policy=policy)
         self.actors = Actors(self.loop, name=name, stats=self.stats,
-                             close_in_child=self.close_in_child)
+                             close_in_child=self.close_in_child,
+                             ids_path=sock_path[:-len(".sock")] + ".ids")
         requests = ProcessRequests(self.actors)
         self.sessions = Sessions(self.loop, self.pool, listener, name=name, slots=slots,
                                  cookie=cookie, version=version, code_id=code_id,

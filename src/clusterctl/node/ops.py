@@ -104,6 +104,7 @@ NODE_TAKES = _table(
     # from the hub, on its watch connection only (see peers.py, relay.py)
     Op("relay", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),
     Op("ack", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),
+    Op("reset", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED)),
     Op("claimed", name=(TEXT, REQUIRED), pid=(TEXT, REQUIRED), ok=(FLAG, REQUIRED),
        holder=(TEXT, OPTIONAL)),
     Op("names", reset=(FLAG, OPTIONAL)),

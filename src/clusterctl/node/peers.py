@@ -32,11 +32,14 @@ class Peers:
         self.calls: dict[str, tuple] = {}  # ref -> (local caller, callee's node)
         self.monitors: dict[str, tuple[str, str]] = {}  # ref -> (local watcher, watched id)
         self.claims: dict[str, tuple[str, object]] = {}  # name -> (id, then(ok, holder))
+        self.lost: dict[str, str] = {}  # nodes the hub said were lost (until back) -> why
 
     # -- out -----------------------------------------------------------------------------------
 
     def send(self, ident: str, frame: bytes) -> str | None:
         """An inner frame for the process ``ident`` on another node; why not, or None."""
+        if node_of(ident) in self.lost:
+            return self.lost[node_of(ident)]
         if not self.relay.up() and not self.relay.out.get(node_of(ident)):
             return "%s is on another node, and no hub connects this node to the others" % ident
         return self.relay.send(node_of(ident), frame)
@@ -88,15 +91,21 @@ class Peers:
             self.relay.acked(head)
         elif op == "claimed":
             self.claimed(head)
-        elif op == "names":  # (merged: a node that has not synced with a new hub yet
-            # keeps its names here; a lost node's go with its nodedown)
+        elif op == "names":  # (the table of the nodes it lists replaces theirs; a node not
+            # synced with a new hub yet keeps its names here; a lost node's go with it)
+            nodes = set(head.get("nodes") or ())
+            for name in [n for n, ident in self.names.items() if node_of(ident) in nodes]:
+                del self.names[name]
             for name, ident in (head.get("set") or {}).items():
                 if node_of(ident) != self.name:
                     self.names[name] = ident
             for name in head.get("del") or ():
                 self.names.pop(name, None)
         elif op == "nodeup":
+            self.lost.pop(head["node"], None)
             self.relay.resend_to(head["node"])
+        elif op == "reset":
+            self.relay.reset(head)
         elif op == "nodedown":
             self.node_down(head["node"], head.get("reason", "lost"))
         elif op == "adopt":
@@ -179,6 +188,7 @@ class Peers:
         them break, and what waited for it is dropped."""
         why = "its node %s was lost: %s" % (node, reason)
         log("node %s lost (the hub says: %s)" % (node, reason))
+        self.lost[node] = why
         self.relay.forget(node)
         actors = self.actors
         for ref, (caller, dest) in list(self.calls.items()):

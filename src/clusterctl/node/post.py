@@ -56,9 +56,12 @@ class Post:
         if target is None:
             remote = self.elsewhere(to)
             if remote is not None:
+                if ref is None and remote.rpartition(".")[0] in self.peers.lost:
+                    return None  # a lost node's processes are gone: the message is dropped
                 problem = self.peers.send(remote, frame)
                 if problem is not None:
-                    return self.refuse(caller, ref, "remote", problem)
+                    lost = remote.rpartition(".")[0] in self.peers.lost
+                    return self.refuse(caller, ref, "exited" if lost else "remote", problem)
                 if ref is not None:
                     self.peers.calls[ref] = (caller, remote.rpartition(".")[0])
                 return None

@@ -51,6 +51,7 @@ class Relay:
         self.out: dict[str, Outbox] = {}
         self.seen: dict[tuple[str, str], int] = {}  # (src node, its session) -> last seq
         self.acks: dict[tuple[str, str], int] = {}  # acks owed at the end of this read
+        self.resets: set[tuple[str, str]] = set()  # sessions to tell their sender are over
 
     def up(self) -> bool:
         return self.uplink is not None and not self.uplink.closed
@@ -124,6 +125,8 @@ class Relay:
         if seq != last + 1:
             if seq <= last:
                 self.acks[src, session] = last  # a resend: say again how far we are
+            elif last == 0:  # a session this node forgot (it declared ``src`` lost): over
+                self.resets.add((src, session))
             return  # (a gap: what is missing comes again, in order)
         self.seen[src, session] = seq
         self.acks[src, session] = seq
@@ -134,6 +137,11 @@ class Relay:
 
     def send_acks(self) -> None:
         """Acknowledge, once per read, what came from each node."""
+        if self.resets and self.up():
+            for src, session in self.resets:
+                self.loop.send(self.uplink, wire.encode({"op": "reset", "node": src, "src": self.name,
+                                                         "s": session}))
+            self.resets.clear()
         if not self.acks:
             return
         acks, self.acks = self.acks, {}
@@ -142,6 +150,15 @@ class Relay:
         for (src, session), seq in acks.items():
             self.loop.send(self.uplink, wire.encode({"op": "ack", "node": src, "src": self.name,
                                                      "s": session, "q": seq}))
+
+    def reset(self, head: dict) -> None:
+        """The other node declared this one lost and forgot our session: what waits for it
+        is dropped (as a lost node's messages are), and the next frame starts anew."""
+        box = self.out.get(head["src"])
+        if box is not None and box.session == head["s"]:
+            del self.out[head["src"]]
+            log("%d frames for node %s dropped: it had taken this node for lost"
+                % (len(box.frames), head["src"]))
 
     def acked(self, head: dict) -> None:
         box = self.out.get(head["src"])

@@ -134,11 +134,27 @@ def _check_value(value) -> None:
                     push((member, depth + 1))
 
 
+_SEND_PREFIX = b'{"op":"send","to":'
+_send_heads: dict[bytes, dict] = {}  # a message's head -> its parse (one per pair of processes)
+
+
 def decode_head(raw) -> dict:
     """Parse a control head; anything but a UTF-8 JSON object with a string ``op`` is an
-    error, and so is one nested deeper than ``MAX_DEPTH`` or holding a lone surrogate."""
+    error, and so is one nested deeper than ``MAX_DEPTH`` or holding a lone surrogate.
+    (A spawned process's message head, the same for every message between two processes,
+    is parsed once: the dict it gives is shared, and is only read.)"""
     if type(raw) is not bytes:
         raw = bytes(raw)
+    if raw[:18] == _SEND_PREFIX:
+        head = _send_heads.get(raw)
+        if head is not None:
+            return head
+        head = _decode_checked(raw)
+        if "ref" not in head and len(raw) < 512:
+            if len(_send_heads) > 4096:
+                _send_heads.clear()
+            _send_heads[raw] = head
+        return head
     if raw[:20] == _OK_PREFIX and raw[-11:] == _OK_SUFFIX:
         digits = raw[20:-11]
         if _json_int(digits):
@@ -149,6 +165,10 @@ def decode_head(raw) -> dict:
             key, digits = raw[18:at], raw[at + 7:-1]
             if _simple_key_bytes(key) and _json_int(digits):
                 return {"op": "map", "fk": key.decode(), "id": int(digits)}
+    return _decode_checked(raw)
+
+
+def _decode_checked(raw: bytes) -> dict:
     try:
         head = _decode_json(str(raw, "utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
