@@ -504,9 +504,9 @@ def test_a_full_mailbox_refuses_a_processs_message_at_its_next_send(make_cluster
     assert run_in(c, r, returner) == ("ok", "done")  # the refusal was raised once
 
 
-def test_bug_a_refusal_that_comes_back_during_receive_is_not_raised(make_cluster):
-    """The sender's next receive after a refused send should raise MailboxFull; it waits
-    out its timeout instead when the refusal arrives after the send returned."""
+def test_a_refusal_that_comes_back_during_receive_is_raised_there(make_cluster):
+    """A refusal that arrives while the sender waits in receive is raised there, as
+    MailboxFull, rather than waiting out the timeout."""
     c = make_cluster()
     c.spawn(sleeper, node="n1", name="sink", mailbox=4096)
     r = c.spawn(runner, node="n1")
@@ -514,18 +514,17 @@ def test_bug_a_refusal_that_comes_back_during_receive_is_not_raised(make_cluster
     assert kind == "ok" and "is full" in text, text
 
 
-def test_bug_receive_with_a_zero_timeout_never_reads_the_channel(make_cluster):
-    """receive(timeout=0) raises ReceiveTimeout without looking at what the node sent, so
-    a process polling its mailbox that way never gets a message."""
+def test_receive_with_a_zero_timeout_takes_what_the_node_sent(make_cluster):
+    """receive(timeout=0) looks at what the node sent already: a process polling its
+    mailbox that way gets its message."""
     c = make_cluster()
     r = c.spawn(runner, node="n1")
     assert run_in(c, r, poll_with_zero_timeout, 1.0) == ("ok", "ping")
 
 
-def test_bug_a_down_notice_passed_to_another_process_crashes_it(make_cluster):
-    """Down and Exit are tuples whose __new__ takes their fields one by one, but they pickle
-    as tuple subclasses do (the whole tuple as one argument): a process that receives one
-    crashes in receive() with a TypeError."""
+def test_a_down_notice_passed_on_to_another_process_arrives_whole(make_cluster):
+    """Down and Exit (tuples with fields) pickle and unpickle as themselves: a process may
+    pass one on like any message."""
     c = make_cluster()
     r1, r2 = c.spawn(runner, node="n1"), c.spawn(runner, node="n1")
     outcome = run_in(c, r1, pass_a_down_notice_on, r2)
@@ -533,9 +532,9 @@ def test_bug_a_down_notice_passed_to_another_process_crashes_it(make_cluster):
     assert outcome[1][1][2] == "normal"
 
 
-def test_bug_a_down_notice_in_a_reply_cannot_be_unpickled_by_the_program(make_cluster):
-    """The in-process API's classes are clusterctl_node.actor's on the node, so a reply
-    holding a Down notice names a module the program does not have."""
+def test_a_down_notice_in_a_reply_unpickles_in_the_program(make_cluster):
+    """The in-process API's classes pickle under clusterctl.node.actor, which the program
+    has (on the node they are clusterctl_node.actor's)."""
     c = make_cluster()
     r = c.spawn(runner, node="n1")
     kind, down = run_in(c, r, a_down_notice)

@@ -128,10 +128,9 @@ def test_down_and_exit_have_their_fields():
 
 @pytest.mark.parametrize("notice", [Down("n1.1#2", "n1.3", "normal", ""), Exit("n1.3", "killed", "")],
                          ids=["Down", "Exit"])
-def test_bug_a_notice_survives_pickling(notice):
+def test_a_notice_survives_pickling(notice):
     """A process may pass on the notices it gets (they are messages like any other):
-    they must unpickle. Today loads raises TypeError: Down.__new__() missing 2 required
-    positional arguments (tuple's __getnewargs__ gives the whole tuple as one)."""
+    they unpickle as themselves (their __getnewargs__ gives the fields one by one)."""
     again = pickle.loads(pickle.dumps(notice))
     assert type(again) is type(notice) and tuple(again) == tuple(notice)
 

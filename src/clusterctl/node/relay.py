@@ -110,11 +110,9 @@ class Relay:
 
     def forget(self, node: str) -> None:
         """``node`` was lost: what waits for it is dropped (its processes are gone), and
-        the next frame to it starts a new session."""
-        for key in [k for k in self.out if k == node]:
-            del self.out[key]
-        for key in [k for k in self.seen if k[0] == node]:
-            del self.seen[key]
+        the next frame to it starts a new session. What came from it is remembered: a
+        node that was only out of reach goes on where it was, nothing twice."""
+        self.out.pop(node, None)
 
     # -- receiving ----------------------------------------------------------------------------
 
