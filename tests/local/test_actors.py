@@ -21,10 +21,12 @@ import pytest
 
 from clusterctl import Cluster, errors
 from clusterctl.actor import (
-    Down, Exit, MailboxFull, ReceiveTimeout, call, caller,
-    link, monitor, receive, register, reply, self, send, sender, spawn, trap_exits, whereis)
+    Down, Exit, MailboxFull, ReceiveTimeout, call, caller, link, monitor, receive, reply,
+    self, send, sender, spawn, trap_exits, whereis)
 from clusterctl.config.hosts import HostSpec
 
+from actor_programs import (
+    alive, call_from_inside, ended, kvs, register_as, run_in, runner, sleeper)
 from helpers import wait_for
 
 pytestmark = [pytest.mark.local_only, pytest.mark.timeout(60)]
@@ -33,47 +35,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # -- what the processes run (module level: they travel by value) -----------------------------
-
-def kvs():
-    """A key-value server; other messages make it crash, stop, stall or ignore a call."""
-    table = {}
-    while True:
-        msg = receive()
-        op = msg[0]
-        if op == "store":
-            table[msg[1]] = msg[2]
-            reply(True)
-        elif op == "lookup":
-            reply(table.get(msg[1]))
-        elif op == "whoami":
-            reply(self())
-        elif op == "crash":
-            raise ValueError("asked to crash: %s" % msg[1])
-        elif op == "stop":
-            return
-        elif op == "slow":
-            time.sleep(msg[1])
-            reply("slow done")
-        elif op == "ignore":
-            pass
-
-
-def runner():
-    """Runs ``fn(*args)`` for each call ``(fn, args)`` it gets, and replies with the outcome:
-    the in-process API, driven from the test."""
-    while True:
-        fn, args = receive()
-        to = caller()  # (fn may receive messages itself)
-        try:
-            value = ("ok", fn(*args))
-        except Exception as exc:  # noqa: BLE001 - the outcome is the test's to check
-            value = ("raised", type(exc).__name__, str(exc))
-        reply(value, to=to)
-
-
-def sleeper():
-    time.sleep(600)  # never receives; down or kill ends it
-
 
 def crasher(text):
     raise RuntimeError(text)
@@ -145,15 +106,6 @@ def links_and_monitors(nosuch):
     return (a, tuple(ex), b, ref, tuple(down), ref2, tuple(gone))
 
 
-def register_as(name):
-    register(name)
-    return whereis(name)
-
-
-def call_from_inside(to, msg):
-    return call(to, msg, timeout=5)
-
-
 def overfill(to, size):
     send(to, b"x" * size)
     send(to, b"x" * size)  # no room: refused
@@ -205,30 +157,6 @@ def pass_a_down_notice_on(to):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def alive(pid: int) -> bool:
-    """The process runs (a zombie does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def run_in(cluster, proc, fn, *args):
-    """``fn(*args)`` inside the runner process ``proc``: ("ok", value) or ("raised", type, text)."""
-    return cluster.call(proc, (fn, args), timeout=15)
-
-
-def ended(cluster, proc, then=None, timeout=10.0):
-    """Watch ``proc``, do ``then()``, and return its Down."""
-    watch = cluster.monitor(proc)
-    if then is not None:
-        then()
-    down = watch.wait(timeout)
-    assert down is not None, f"{proc} did not end within {timeout} s"
-    return down
-
 
 def rows(cluster, **where):
     return [r for r in cluster.processes() if all(r.get(k) == v for k, v in where.items())]

@@ -21,9 +21,11 @@ import pytest
 
 from clusterctl import errors
 from clusterctl.actor import (
-    Down, Exit, ReceiveTimeout, call, caller, link, monitor, receive, register, reply, self, send,
-    sender, spawn, trap_exits, whereis)
+    Down, Exit, ReceiveTimeout, call, caller, link, monitor, receive, reply, send, sender,
+    spawn, trap_exits, whereis)
 
+from actor_programs import (
+    alive, call_from_inside, ended, kvs, register_as, run_in, runner, sleeper)
 from helpers import wait_for
 
 pytestmark = [pytest.mark.local_only, pytest.mark.timeout(60)]
@@ -32,43 +34,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # -- what the processes run (module level: they travel by value) -----------------------------
-
-def kvs():
-    """A key-value server; other messages make it crash, stop or ignore a call."""
-    table = {}
-    while True:
-        msg = receive()
-        op = msg[0]
-        if op == "store":
-            table[msg[1]] = msg[2]
-            reply(True)
-        elif op == "lookup":
-            reply(table.get(msg[1]))
-        elif op == "whoami":
-            reply(self())
-        elif op == "crash":
-            raise ValueError("asked to crash: %s" % msg[1])
-        elif op == "stop":
-            return
-        elif op == "ignore":
-            pass
-
-
-def runner():
-    """Runs ``fn(*args)`` for each call ``(fn, args)`` and replies with the outcome."""
-    while True:
-        fn, args = receive()
-        to = caller()
-        try:
-            value = ("ok", fn(*args))
-        except Exception as exc:  # noqa: BLE001 - the outcome is the test's to check
-            value = ("raised", type(exc).__name__, str(exc))
-        reply(value, to=to)
-
-
-def sleeper():
-    time.sleep(600)  # never receives; down or kill ends it
-
 
 def hold():
     """Takes the calls "hold" and never answers them; answers "status" with how many."""
@@ -142,10 +107,6 @@ def linked_partner(calm, doomed):
 
 # run by runner():
 
-def call_from_inside(to, msg, timeout=10):
-    return call(to, msg, timeout=timeout)
-
-
 def watch_it_crash(target, nosuch):
     """Monitor ``target`` (another node's), make it crash; and monitor one that is not."""
     ref = monitor(target)
@@ -179,11 +140,6 @@ def after_the_loss(target):
     return down, calling
 
 
-def register_as(name):
-    register(name)
-    return whereis(name)
-
-
 def spawn_named(name):
     return spawn(sleeper, name=name)
 
@@ -193,30 +149,6 @@ def where(name):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def alive(pid: int) -> bool:
-    """The process runs (a zombie does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def run_in(cluster, proc, fn, *args):
-    """``fn(*args)`` inside the runner process ``proc``: ("ok", value) or ("raised", type, text)."""
-    return cluster.call(proc, (fn, args), timeout=20)
-
-
-def ended(cluster, proc, then=None, timeout=10.0):
-    """Watch ``proc``, do ``then()``, and return its Down."""
-    watch = cluster.monitor(proc)
-    if then is not None:
-        then()
-    down = watch.wait(timeout)
-    assert down is not None, f"{proc} did not end within {timeout} s"
-    return down
-
 
 def hub_pid(env) -> int | None:
     try:
@@ -387,8 +319,8 @@ def test_a_name_freed_on_one_node_can_be_taken_on_the_other(make_cluster):
 # -- the hub killed while messages flow ------------------------------------------------------------
 
 def test_a_hub_killed_mid_stream_loses_nothing(make_cluster, env):
-    c = make_cluster(heartbeat_timeout=3)
-    n = 300
+    c = make_cluster()  # (the default heartbeat: a busy machine must not lose a node here)
+    n = 600
     sink = c.spawn(consumer, node="n2", name="sink")
     source = c.spawn(sends_to, "sink", list(range(n)), 0.005, node="n1")
     os_pids = {row["id"]: row["pid"] for row in c.processes()}

@@ -51,6 +51,12 @@ def show(console: Console, status: dict) -> None:
     if per_host:
         console.print("streams by node: " + ", ".join(f"{n} {k}" for n, k in sorted(per_host.items())))
     show_nodes(console, status.get("nodes", []))
+    routing = status.get("routing")
+    if routing and (routing["names"] or routing["forwarded"] or any(routing["kept"].values())):
+        console.print(Text(
+            f"spawned processes: {routing['forwarded']} frames forwarded between nodes; "
+            f"{len(routing['names'])} names ({', '.join(sorted(routing['names'])[:10]) or '-'}); "
+            f"{sum(routing['kept'].values())} processes to restart elsewhere if their node is lost"))
 
 
 STATE_STYLES = {"up": "green", "lost": "red", "connecting": "yellow"}
