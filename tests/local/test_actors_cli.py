@@ -91,6 +91,11 @@ def ps_rows(env, *args: str) -> list[dict]:
     return answer["processes"]
 
 
+def cells(line: str) -> list[str]:
+    """A line of ``ps``'s table as its cells (two spaces or more apart; "55 B" is one)."""
+    return re.split(r"\s{2,}", line.strip())
+
+
 def completions(env, words: str) -> list[str]:
     """What bash completion offers for the last of ``words`` (``clusterctl ...``)."""
     result = subprocess.run(
@@ -126,7 +131,7 @@ def test_the_kvs_example_from_the_shell(world):
     table = ok(world, "ps").splitlines()
     assert table[0].split() == ["id", "name", "node", "function", "state", "uptime", "mailbox",
                                 "restarts", "memory"]
-    [row] = [line.split() for line in table[1:]]
+    [row] = [cells(line) for line in table[1:]]
     assert row[:5] == [pid, "kvs", pid.split(".")[0], "serve", "running"], table
     assert row[7] == "0"
 
@@ -196,7 +201,7 @@ def test_send_then_call_with_messages_read_as_literals_or_strings(world):
     for msg in ("[1, 2]", "hello", "('store', 'a', 1)", "{'k': None}", "os.getpid()"):
         sent = world.cli("send", "inbox", msg)
         assert (sent.returncode, sent.stdout, sent.stderr) == (0, "", "")
-    ok(world, "send", pid, "-3.5")  # by id
+    ok(world, "send", "--", pid, "-3.5")  # by id; a negative number after --
     want = [[1, 2], "hello", ("store", "a", 1), {"k": None}, "os.getpid()", -3.5]
     assert ok(world, "call", "inbox", "collected") == repr(want) + "\n"
     as_json = json.loads(ok(world, "--json", "call", pid, "'collected'"))
@@ -213,6 +218,17 @@ def test_a_call_nobody_answers_times_out_in_one_line(world):
     assert result.stdout == ""
     [row] = ps_rows(world)
     assert (row["name"], row["state"]) == ("quiet", "running")  # it takes messages still
+
+
+def test_a_negative_number_is_a_message_as_it_is_an_rpc_argument(world):
+    """MSG is read "as rpc's args" (README), and ``rpc n1 builtins abs -5`` works: the
+    commands ending in values are ``CallCommand``s, for which ``-5`` is no option. FAILS:
+    send and call are plain click commands, so ``send inbox -1`` is "No such option '-1'"
+    (exit 2)."""
+    script(world, INBOX, "inbox.py")
+    spawn(world, "--name", "inbox", "inbox.py", "collect")
+    ok(world, "send", "inbox", "-1")
+    assert ok(world, "call", "inbox", "collected") == "[-1]\n"
 
 
 # -- supervision -------------------------------------------------------------------------------
@@ -234,7 +250,7 @@ def test_a_permanent_crasher_is_restarted_then_stays_down_as_failed(world):
     assert "restarted 2 times within 30 s (the limit)" in failed["reason"]
     assert "RuntimeError: again" in failed["reason"]
     table = ok(world, "ps", env={"COLUMNS": "200"})
-    [row] = [line.split() for line in table.splitlines() if line.startswith(failed["id"] + " ")]
+    [row] = [cells(line) for line in table.splitlines() if line.startswith(failed["id"] + " ")]
     assert row[1:5] == ["flaky", failed["node"], "crash_later", "failed"] and row[7] == "2"
     # the name is free again: a call by name finds no process
     assert_clean_error(world.cli("call", "flaky", "'x'"), 1, "no process is registered as flaky")

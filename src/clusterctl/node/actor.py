@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
-import signal
 import socket
 import sys
 import time
@@ -515,29 +514,10 @@ def run(sock, node: str) -> int:
 
 def process_main(sock, node: str, parent_pid: int) -> None:
     """Entry point in the forked child. Never returns."""
-    code = 0
-    try:
-        try:
-            os.setpgid(0, 0)
-        except OSError:
-            pass
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        from .worker import _die_with_parent
+    from .worker import run_child
 
-        _die_with_parent()
-        if os.getppid() != parent_pid:
-            os._exit(0)
+    def body() -> int:
         sock.setblocking(True)
-        code = run(sock, node)
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
-        code = 1
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001
-            pass
-        os._exit(code)
+        return run(sock, node)
+
+    run_child(body, parent_pid)

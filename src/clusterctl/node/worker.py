@@ -531,6 +531,13 @@ def _die_with_parent() -> None:
 def worker_main(sock, node: str, parent_pid: int, make=Worker) -> None:
     """Entry point in the forked child. Never returns. ``make(sock, node)`` gives the
     worker (a restricted node's ``PlainWorker`` sets its limits there first)."""
+    run_child(lambda: make(sock, node).run(), parent_pid)
+
+
+def run_child(body, parent_pid: int) -> None:
+    """A forked child of the node (a worker, a spawned process): a process group of its
+    own, killed with its node, then ``body()``, whose result is the exit status. Never
+    returns."""
     code = 0
     try:
         try:  # a process group of its own: killing the group ends what its tasks started too
@@ -543,7 +550,7 @@ def worker_main(sock, node: str, parent_pid: int, make=Worker) -> None:
         _die_with_parent()
         if os.getppid() != parent_pid:
             os._exit(0)
-        make(sock, node).run()
+        code = body() or 0
     except BaseException:  # noqa: BLE001
         traceback.print_exc()
         code = 1
