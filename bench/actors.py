@@ -22,7 +22,8 @@ same run.
    For information: the same call with a hosts file naming h2 only (no ``whereis`` of
    the name over the nodes), and the start-up of ``clusterctl --help``.
 
-Figures 2 and 3 run on an ``SSHTestBed`` of two hosts (tests/support/sshbed.py). Without
+Figures 2 and 3 run on an ``SSHTestBed`` of two hosts (tests/support/sshbed.py), their
+sshd allowing TCP forwarding as a stock one does (as bench/ssh.py's). Without
 one (not root, no sshd), figure 2 runs on two local nodes instead and says so, and
 figure 3 is left out. Every figure is the best of ``--repeat`` runs (3: the median of
 each run), the baseline's runs interleaved with clusterctl's. Each part runs in private
@@ -406,7 +407,9 @@ def bed_figures(args, rows: Rows, notes: list[str]) -> bool:
         from clusterctl import Cluster
 
         print("starting the bed (waits while another netns bed runs) ...", flush=True)
-        with SSHTestBed(2, root / "bed", lock_timeout=1800) as bed:
+        # TCP forwarding allowed, as a stock sshd: the hub then reaches a node it knows
+        # through a forward of its socket, not by a boot on a new exec channel.
+        with SSHTestBed(2, root / "bed", forwarding=["h1", "h2"], lock_timeout=1800) as bed:
             print(f"bed: 2 hosts, mode {bed.mode}, started in {bed.start_seconds:.1f} s",
                   flush=True)
             notes.append(f"bed: 2 hosts, mode {bed.mode}")

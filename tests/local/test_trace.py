@@ -195,3 +195,64 @@ def test_cli_trace_and_analyze(env, tmp_path):
         assert nowhere.returncode == 2 and "cannot write the trace to" in nowhere.stderr
     finally:
         env.cli("down")
+
+
+def chatter(partner, n):
+    """Send ``n`` messages to ``partner``, then end."""
+    from clusterctl.actor import send
+
+    for i in range(n):
+        send(partner, ("hello", i))
+
+
+def listener():
+    """Take messages for ever (a process to send to)."""
+    from clusterctl.actor import receive
+
+    while True:
+        receive()
+
+
+def test_trace_record_shows_the_processes_lives_and_messages(env, tmp_path):
+    """`trace record` over a running world: each spawned process a thread of its node with
+    its life and its messages; the analysis counts each process's messages in and out,
+    and says how the ones that ended did; `trace` alone or `record` without its options
+    is a usage error."""
+    specs = [HostSpec(name="n1", target="local", slots=1), HostSpec(name="n2", target="local", slots=1)]
+    path = tmp_path / "record.json"
+    cluster = Cluster(specs)
+    try:
+        ear = cluster.spawn(listener, node="n2", name="ear")
+        done = []
+
+        def talk() -> None:
+            time.sleep(0.3)
+            done.append(cluster.spawn(chatter, ear, 25, node="n1"))
+            cluster.send("ear", "from the program")
+
+        import threading
+
+        talker = threading.Thread(target=talk)
+        talker.start()
+        from clusterctl.api.trace import record
+
+        with Cluster(specs) as recorder:
+            record(recorder, path, 1.2)
+        talker.join()
+        data = json.loads(path.read_text())
+        check_format(data)
+        threads = {e["args"]["name"] for e in data["traceEvents"]
+                   if e.get("name") == "thread_name" and e["args"]["name"].startswith("process")}
+        assert f"process {ear} (ear)" in threads and f"process {done[0]}" in threads
+        found = {p["id"]: p for p in analyze(load(path)).processes}
+        assert found[ear]["messages_in"] == 26 and found[ear]["node"] == "n2"
+        assert found[done[0]]["messages_out"] == 25 and found[done[0]]["exit"] == "normal"
+        assert found[done[0]]["function"].endswith("chatter")
+        shown = env.cli("trace", "--analyze", str(path))
+        assert shown.returncode == 0 and "spawned processes" in shown.stdout, shown.stderr
+        for wrong in (["trace"], ["trace", "record", "--for", "1"], ["trace", "--for", "1"]):
+            refused = env.cli(*wrong)
+            assert refused.returncode == 2 and "error:" in refused.stderr, wrong
+    finally:
+        cluster.down()
+        cluster.close()

@@ -324,6 +324,14 @@ def test_a_hub_killed_mid_stream_between_hosts_loses_nothing(env, world):
     assert all(alive(p) for p in os_pids.values())
     rows = c.processes()  # starts a new hub, which watches the nodes again
     new = hub_pid(env)
+    if not (new not in (None, old) and alive(new)):
+        import subprocess
+        print("\nDEBUG old", old, "new", new, "alive", new and alive(new), "rows", rows, getattr(rows, "errors", None))
+        print("DEBUG dir", sorted(os.listdir(env.run_dir / "hub")))
+        print("DEBUG hublog\n", (env.run_dir / "hub" / "hub.log").read_text()[-6000:])
+        print(subprocess.run(["ps", "-ef"], capture_output=True, text=True).stdout[-20000:] if False else "")
+        time.sleep(1)
+        print("DEBUG later", hub_pid(env), hub_pid(env) and alive(hub_pid(env)))
     assert new not in (None, old) and alive(new)
     assert {row["id"]: row["pid"] for row in rows if row["id"] == sink} == {sink: os_pids[sink]}
     got = c.call(sink, "report", timeout=10)

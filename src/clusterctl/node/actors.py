@@ -89,6 +89,7 @@ class Actors:
         self.numbers = itertools.count(last_id(ids_path) + 1)
         self.stopping = False
         self.requests = None  # the ProcessRequests (it sets itself here)
+        self.recorders: dict = {}  # connection -> the trace recorder of its processes' events
         self.post = Post(self)
         self.peers = self.post.peers = Peers(self)
 
@@ -132,6 +133,21 @@ class Actors:
         for proc in self.by_num.values():
             proc.sock.close()
 
+    def record_to(self, conn, recorder) -> None:
+        """A connection's trace takes this node's process events (or stops: None)."""
+        if recorder is None:
+            self.recorders.pop(conn, None)
+        else:
+            self.recorders[conn] = recorder
+            now = time.monotonic()  # (the processes already running, named)
+            for proc in self.by_num.values():
+                recorder.add(["proc", now, proc.ident, "running", proc.label, proc.name])
+        self.post.recorders = list(self.recorders.values())
+
+    def record(self, event: list) -> None:
+        for recorder in self.post.recorders:
+            recorder.add(event)
+
     # -- starting -------------------------------------------------------------------------------
 
     def start(self, frame: bytes, *, label: str, name: str | None, restarts: Restarts,
@@ -151,6 +167,8 @@ class Actors:
         self.loop.watch(proc)
         self.loop.send(proc, wire.encode({"op": "start", "pid": ident, "limit": limit}), frame)
         self.stats["spawned"] = self.stats.get("spawned", 0) + 1
+        if self.post.recorders:
+            self.record(["proc", time.monotonic(), ident, "spawn", label, name])
         return proc
 
     # -- reading a process ------------------------------------------------------------------------
@@ -263,6 +281,8 @@ class Actors:
             kind = exit.get("kind") if exit.get("kind") in ("import", "unpickle") else "noproc"
             answer(False, {"kind": kind, "message": "%s did not start: %s" % (who, reason)})
         log("process %s (pid %d, %s) ended: %s" % (who, proc.pid, proc.label, reason))
+        if self.post.recorders:
+            self.record(["proc", time.monotonic(), proc.ident, "exit", reason, proc.name])
         self.supervise(proc, exit, reason, abnormal)
 
     def linked_ended(self, ident: str, who: str, reason: str, tb: str, abnormal: bool) -> None:
@@ -334,6 +354,8 @@ class Actors:
                              limit=proc.limit)
             log("process %s restarted as %s (%s restart %d)" % (self.describe(proc), new.ident,
                                                                  restarts.kind, restarts.count))
+            if self.post.recorders:
+                self.record(["proc", time.monotonic(), new.ident, "restart", proc.ident, proc.name])
             return
         row = self.row(proc, time.time())
         row.update(state="failed", reason=restarts.given_up(reason), memory=None, mailbox=0)
@@ -352,6 +374,8 @@ class Actors:
         """A controller went (or the hub's connection): drop its calls and its monitors."""
         self.post.forget_conn(conn)
         self.peers.detached(conn)
+        if conn in self.recorders:
+            self.record_to(conn, None)
         for ref, proc in list(self.watched.items()):
             if proc.monitors.get(ref) is not None and proc.monitors[ref].conn is conn:
                 del proc.monitors[ref], self.watched[ref]

@@ -92,6 +92,7 @@ class Node:
                                  max_payload=max_payload, handshake_timeout=handshake_timeout,
                                  stats=self.stats, on_stop=self.stop, policy=policy,
                                  handlers=requests.handlers, on_cancel=requests.conn_forget,
+                                 on_trace=self.actors.record_to,
                                  on_closed=self.actors.connection_gone,
                                  processes=lambda: len(self.actors.by_num),
                                  on_watch=self.actors.peers.attached,

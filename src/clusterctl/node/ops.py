@@ -91,7 +91,7 @@ NODE_TAKES = _table(
     Op("cancel", id=(REQUEST_ID, REQUIRED)),
     Op("stop", id=(REQUEST_ID, OPTIONAL)),
     Op("trace", id=(REQUEST_ID, OPTIONAL), start=(FLAG, OPTIONAL), stop=(FLAG, OPTIONAL),
-       capacity=(COUNT, OPTIONAL)),
+       capacity=(COUNT, OPTIONAL), processes=(FLAG, OPTIONAL)),
     # spawned processes (see actorrequests.py)
     Op("spawn", id=(REQUEST_ID, REQUIRED), mod=(TEXT, OPTIONAL), fun=(TEXT, OPTIONAL),
        name=(TEXT, OPTIONAL), restart=(TEXT, OPTIONAL), intensity=(COUNT, OPTIONAL),

@@ -8,6 +8,8 @@ Ships to hosts: the standard library only. See docs/how-it-works.md, section
 
 from __future__ import annotations
 
+import time
+
 from . import ops, wire
 from .addresses import NAME, is_id
 
@@ -35,6 +37,7 @@ class Post:
         self.stats = actors.stats
         self.peers = None
         self.calls: dict[str, tuple[Caller, object]] = {}  # ref -> (caller, callee here)
+        self.recorders: list = []  # traces that take the messages (see tracing.py)
 
     def here(self, ident: str | None):
         return None if ident is None else self.actors.resolve(ident)
@@ -62,6 +65,8 @@ class Post:
                 if problem is not None:
                     lost = remote.rpartition(".")[0] in self.peers.lost
                     return self.refuse(caller, ref, "exited" if lost else "remote", problem)
+                if self.recorders:
+                    self.record(caller, remote, size, "out")
                 if ref is not None:
                     self.peers.calls[ref] = (caller, remote.rpartition(".")[0])
                 return None
@@ -79,7 +84,16 @@ class Post:
             target.calls.add(ref)
         self.loop.send(target, frame)
         self.stats["messages"] = self.stats.get("messages", 0) + 1
+        if self.recorders:
+            where = "program" if caller.conn is not None else (
+                "local" if self.here(caller.ident) is not None else "in")
+            self.record(caller, target.ident, size, where)
         return None
+
+    def record(self, caller: Caller, to: str, size: int, where: str) -> None:
+        event = ["msg", time.monotonic(), caller.ident, to, size, where]
+        for recorder in self.recorders:
+            recorder.add(event)
 
     def refuse(self, caller: Caller, ref: str | None, kind: str, reason: str) -> tuple[str, str]:
         if ref is not None:

@@ -125,7 +125,7 @@ class Sessions:
                  slots: int, cookie: bytes, version: str, code_id: str, max_payload: int,
                  handshake_timeout: float, stats: dict, on_stop, policy=None,
                  handlers: dict | None = None, on_closed=None, processes=None,
-                 on_watch=None, after_read=None, on_cancel=None) -> None:
+                 on_watch=None, after_read=None, on_cancel=None, on_trace=None) -> None:
         self.loop = loop
         self.policy = policy  # a restricted node's Policy: the gate every message passes
         self.pool = pool
@@ -144,6 +144,7 @@ class Sessions:
         self.on_watch = on_watch  # (conn) -> None: the hub's watch connection authenticated
         self.after_read = after_read  # () -> None: after the messages of one read
         self.on_cancel = on_cancel  # (conn, request id) -> None: a cancel of no task
+        self.on_trace = on_trace  # (conn, recorder or None): its processes' trace, or none
         self.pid = os.getpid()
         self.started = time.time()
         self.cpus = os.cpu_count()
@@ -387,6 +388,8 @@ class Sessions:
 
     def handle_trace(self, conn: Connection, head: dict, raw: bytes) -> None:
         self.loop.send(conn, traced(conn, head))
+        if self.on_trace is not None and (head.get("processes") or head.get("stop")):
+            self.on_trace(conn, conn.recorder if head.get("processes") else None)
 
     def handle_cancel(self, conn: Connection, head: dict, raw: bytes) -> None:
         task_id = head["id"]

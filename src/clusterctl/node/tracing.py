@@ -10,6 +10,13 @@ A task event is a list: ``["task", request id, slot, queued, started, ended, byt
 bytes out, how]``, ``how`` being ``"ok"`` (answered), or why it ended otherwise
 (``"crashed"``, ``"cancelled"``...). A worker runs its tasks in order, so a task
 started when it was handed to its worker, or when the one before it there ended.
+
+A connection that asks for ``processes`` also gets the node's spawned processes'
+events: ``["proc", time, id, what, detail, name]`` (``what``: "spawn" with the function,
+"running" likewise for one running when the trace started, "exit" with the reason,
+"restart" with the id it replaces) and ``["msg", time, from, to,
+bytes, where]`` for each message the node routed (``where``: "local" from a process
+here, "out" to another node, "in" from another node, "program" from a controller).
 """
 
 from __future__ import annotations

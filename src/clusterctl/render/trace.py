@@ -42,6 +42,8 @@ def report(a: Analysis) -> RenderableType:
         parts.append(_runs(a))
     for pipeline in a.pipelines:
         parts.append(_pipeline(pipeline))
+    if a.processes:
+        parts.append(_processes(a))
     parts.append(_troubles(a))
     return Group(*parts)
 
@@ -94,6 +96,21 @@ def _pipeline(p: dict) -> Group:
         table.add_row(name, f"{s['items_in']:,}", f"{s['items_out']:,}", f"{s['failed']:,}",
                       replicas, fmt_seconds(s["t_s"]), fmt_seconds(s["t_a"]), fmt_rho(s["rho"]))
     return Group(table, Text("bottleneck: " + p.get("why", ""), style="bold"))
+
+
+def _processes(a: Analysis) -> Table:
+    table = Table(show_edge=False, header_style="bold", title="spawned processes",
+                  title_justify="left")
+    for column in ("process", "name", "node", "function", "life", "messages in", "bytes in",
+                   "messages out", "ended"):
+        table.add_column(column, justify="right" if column.startswith(("messages", "bytes", "life"))
+                         else "left")
+    for p in a.processes:
+        table.add_row(Text(str(p["id"])), Text(p["name"] or "-"), Text(p["node"]),
+                      Text(str(p["function"])), fmt_duration((p["life_us"] or 0) / 1e6),
+                      f"{p['messages_in']:,}", f"{p['bytes_in']:,}", f"{p['messages_out']:,}",
+                      Text(p["exit"] or "(running)"))
+    return table
 
 
 def _troubles(a: Analysis) -> Text:

@@ -20,7 +20,7 @@ from clusterctl.api.trace import chrome
 from clusterctl.api.trace.recording import Recording
 from clusterctl.node.tracing import DEFAULT_CAPACITY
 
-__all__ = ["Recording", "traced", "write"]
+__all__ = ["Recording", "record", "traced", "write"]
 
 
 @contextmanager
@@ -35,6 +35,24 @@ def traced(cluster, path, capacity: int | None = None) -> Iterator[Recording]:
     finally:
         cluster.recording = previous
         write(cluster, recording)
+
+
+def record(cluster, path, seconds: float, capacity: int | None = None) -> Recording:
+    """Record for ``seconds`` what the spawned processes of the world's running nodes do
+    (their spawns, ends, restarts and messages) into ``path`` (no node is started); the
+    file is written also when interrupted (Ctrl-C)."""
+    import time
+
+    recording = Recording(path, capacity or DEFAULT_CAPACITY, processes=True)
+    try:
+        for name in cluster.nodes:
+            conn = cluster._running(name)
+            if conn is not None:
+                recording.watch(name, conn)
+        time.sleep(seconds)
+    finally:
+        write(cluster, recording)
+    return recording
 
 
 def write(cluster, recording: Recording) -> None:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from clusterctl import errors
+from clusterctl.api.trace import processes
 
 STRAGGLER_FACTOR = 3.0  # an item this many times the median time per item is a straggler ...
 STRAGGLER_MIN_US = 1000.0  # ... if it is also this long
@@ -71,6 +72,7 @@ class Analysis:
     imbalance: float | None  # the busiest node's busy time over the mean
     pipelines: list[dict]
     dropped: int
+    processes: list[dict] = field(default_factory=list)  # spawned processes (processes.figures)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -117,7 +119,8 @@ def analyze(data: dict) -> Analysis:
         requeued_items=sum(f["items"][1] for f in failed if str(f["how"]).startswith("lost")),
         lost_nodes=lost, imbalance=(max(busy) / mean_busy) if mean_busy else None,
         pipelines=[r for r in meta.get("runs", []) if r.get("kind") == "pipeline"],
-        dropped=sum(int(v or 0) for v in meta.get("dropped", {}).values()))
+        dropped=sum(int(v or 0) for v in meta.get("dropped", {}).values()),
+        processes=processes.figures(events, by_pid))
 
 
 def _nodes(meta: dict, tasks: list[dict], by_pid: dict, duration: float) -> list[NodeFigures]:

@@ -8,6 +8,8 @@
   (``s``/``f``) go from a chunk sent to the task that ran it, from a failed attempt to
   the attempt that retried its first item, and from a pipeline farm's chunk to the next
   farm's chunk of the same items.
+- Spawned processes (a trace of ``clusterctl trace record``): a thread each on their
+  node, with their life, messages and restarts (``processes``).
 - Counters (``C``) give the chunks in flight per map.
 - ``metadata`` has the command line, the hosts, the versions, each node's clock offset
   with its bound, the events dropped, and what each map and pipeline said of itself.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
+from clusterctl.api.trace import processes
 from clusterctl.api.trace.recording import RawTrace
 
 CONTROLLER_PID = 1
@@ -52,6 +55,7 @@ def layout(raw: RawTrace) -> dict:
                            "args": {"node": node, "how": how, "rid": rid, "items": [index, n],
                                     "tries": tries, "strikes": strikes}})
         attempts[label].append((index, n, at, chunk))
+    processes.lay_out(events, raw, pids, us, flows)
     _retries(flows, attempts, slices, tids, us)
     _stage_flows(flows, raw, attempts, slices)
     _counters(events, raw, us)

@@ -57,9 +57,10 @@ class Recording:
     """The recording of one traced stretch of work (``Cluster(trace=FILE)``, or
     ``with cluster.trace(FILE)``)."""
 
-    def __init__(self, path, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, path, capacity: int = DEFAULT_CAPACITY, processes: bool = False) -> None:
         self.path = path
         self.capacity = capacity
+        self.processes = processes  # the nodes' spawned processes' events too
         self.raw = RawTrace(started=time.monotonic(), command=list(sys.argv))
         self._conns: dict[int, tuple[str, object]] = {}  # id(conn) -> (node, conn)
         self._lock = threading.Lock()
@@ -74,7 +75,8 @@ class Recording:
                 return
             self._conns[key] = (name, conn)
         try:
-            conn.send({"op": "trace", "start": True, "capacity": self.capacity})
+            conn.send({"op": "trace", "start": True, "capacity": self.capacity,
+                       **({"processes": True} if self.processes else {})})
         except errors.ClusterError:
             pass  # a connection already lost: its events are lost with it
 
