@@ -347,3 +347,29 @@ def test_a_pipeline_keeps_off_a_restricted_host_and_says_why(world, restricted):
         list(c.pipeline([abs], range(5), nodes=["r"]))
     assert not restricted.marker.exists()
 
+
+
+def test_a_restricted_host_runs_no_spawned_process(world, restricted):
+    """Spawned processes run code that travels pickled: the controller refuses in one line
+    before sending; sent anyway, the node's gate refuses every request about processes
+    (as an error result, and nothing runs); ps lists none and says nothing is wrong."""
+    c = world.cluster(f"{HOST} name=r\n")
+    with pytest.raises(errors.Refused, match="a restricted host runs no spawned processes") as info:
+        c.spawn(abs, -1, node="r")
+    assert "\n" not in info.value.message
+    conn = c.connect("r")
+    bomb = pickle.dumps(Unpickled(restricted.marker))
+    for head, payload in [({"op": "spawn", "restart": "permanent"}, pickle.dumps((None, (), {}))),
+                          ({"op": "spawn", "mod": "os", "fun": "system"}, bomb),
+                          ({"op": "send", "to": "r.1"}, bomb),
+                          ({"op": "send", "to": "kvs", "call": True}, bomb),
+                          ({"op": "kill", "to": "r.1"}, b""), ({"op": "ps"}, b""),
+                          ({"op": "whereis", "name": "kvs"}, b""), ({"op": "monitor", "to": "r.1"}, b"")]:
+        pending = conn.request(dict(head), payload)
+        assert pending.wait(20), head
+        assert pending.head["ok"] is False and pending.head["error"]["kind"] == "refused", (head, pending.head)
+    with pytest.raises(errors.Refused, match="restricted"):
+        c.send("r.1", "hello")
+    assert list(c.processes()) == [] and not c.processes().errors
+    assert c.rpc("r", "mathlib.add", 1, 1) == 2  # the node and the connection go on
+    assert not restricted.marker.exists()

@@ -297,42 +297,6 @@ class Actors:
         elif abnormal:
             self.end(proc, {"kind": "linked", "reason": "linked process %s ended: %s" % (who, reason)})
 
-    # -- what other nodes ask ----------------------------------------------------------------------
-
-    def remote_request(self, op: str, head: dict) -> None:
-        """A process on another node monitors or links to one here (or stops to)."""
-        target = self.resolve(head["to"])
-        if op == "monitor":
-            if target is None:
-                self.post.notify(Caller(head["watcher"]), {"op": "down", "ref": head["ref"],
-                                                           "who": head["to"], "reason": "noproc"})
-            else:
-                target.monitors[head["ref"]] = Caller(head["watcher"])
-                self.watched[head["ref"]] = target
-        elif op == "demonitor":
-            watched = self.watched.pop(head["ref"], None)
-            if watched is not None:
-                watched.monitors.pop(head["ref"], None)
-        elif op == "link":
-            if target is None:
-                self.peers.tell(head["from"], {"op": "exit", "who": head["to"], "reason": "noproc",
-                                               "abnormal": True})
-            else:
-                target.links.add(head["from"])
-        elif target is not None:  # unlink
-            target.links.discard(head["from"])
-
-    def node_down(self, node: str, why: str) -> None:
-        """A node was lost: links to its processes break (as an abnormal end), its
-        processes' monitors and calls here are dropped."""
-        self.post.forget_node(node)
-        for proc in list(self.by_num.values()):
-            for ident in [i for i in proc.links if i.rpartition(".")[0] == node]:
-                self.linked_ended(proc.ident, ident, why, "", True)
-            for ref in [r for r, w in proc.monitors.items() if (w.ident or "").rpartition(".")[0] == node]:
-                del proc.monitors[ref]
-                self.watched.pop(ref, None)
-
     def evict(self, ident: str, reason: str) -> None:
         """The hub says another node holds this process's name now (it took it over while
         this node was out of reach): the process ends, for good."""

@@ -78,7 +78,7 @@ class Peers:
             actors.linked_ended(head["to"], head["who"], head["reason"], head.get("tb", ""),
                                 head.get("abnormal", True))
         elif op in ("monitor", "demonitor", "link", "unlink"):
-            actors.remote_request(op, head)
+            self.remote_request(op, head)
 
     # -- in, from the hub ------------------------------------------------------------------------
 
@@ -202,7 +202,43 @@ class Peers:
                                                      "reason": why})
         for name in [n for n, ident in self.names.items() if node_of(ident) == node]:
             del self.names[name]
-        actors.node_down(node, why)
+        self.lost_links(node, why)
+
+    def remote_request(self, op: str, head: dict) -> None:
+        """A process on another node monitors or links to one here (or stops to)."""
+        actors = self.actors
+        target = actors.resolve(head["to"])
+        if op == "monitor":
+            if target is None:
+                actors.post.notify(Caller(head["watcher"]), {"op": "down", "ref": head["ref"],
+                                                             "who": head["to"], "reason": "noproc"})
+            else:
+                target.monitors[head["ref"]] = Caller(head["watcher"])
+                actors.watched[head["ref"]] = target
+        elif op == "demonitor":
+            watched = actors.watched.pop(head["ref"], None)
+            if watched is not None:
+                watched.monitors.pop(head["ref"], None)
+        elif op == "link":
+            if target is None:
+                self.tell(head["from"], {"op": "exit", "who": head["to"], "reason": "noproc",
+                                         "abnormal": True})
+            else:
+                target.links.add(head["from"])
+        elif target is not None:  # unlink
+            target.links.discard(head["from"])
+
+    def lost_links(self, node: str, why: str) -> None:
+        """A node was lost: links to its processes break (as an abnormal end), its
+        processes' monitors and calls here are dropped."""
+        actors = self.actors
+        actors.post.forget_node(node)
+        for proc in list(actors.by_num.values()):
+            for ident in [i for i in proc.links if i.rpartition(".")[0] == node]:
+                actors.linked_ended(proc.ident, ident, why, "", True)
+            for ref in [r for r, w in proc.monitors.items() if (w.ident or "").rpartition(".")[0] == node]:
+                del proc.monitors[ref]
+                actors.watched.pop(ref, None)
 
     def describe(self) -> dict:
         return {"hub": self.relay.up(), "names": dict(self.names),

@@ -359,9 +359,8 @@ class Sessions:
         self.extra[head["op"]](conn, head, raw)
 
     def turn_down(self, conn: Connection, head: dict, reason: str) -> None:
-        """A restricted node's gate said no: a task (or a request about processes) gets a
-        refusal as its result (a definition has no answer: the call that uses it gets
-        the refusal)."""
+        """A restricted node's gate said no: a task or a request about processes gets a
+        refusal as its result (a definition has none: the call that uses it gets it)."""
         self.stats["refused"] += 1
         log("%s: refused %r: %s" % (conn.label, head["op"], reason))
         if head["op"] in ("call", "map") or (head["op"] in self.extra and "id" in head):
