@@ -282,7 +282,7 @@ def call_figures(args, rows: Rows, notes: list[str], cluster, a: str, b: str, wh
             runs[key].append(block())
     for key in ("call", "rpc", "same", "program"):
         notes.append(f"2. {key:8} medians per run: " + ", ".join(us(median(t)) for t in runs[key])
-                     + f"; means: " + ", ".join(us(statistics.mean(t)) for t in runs[key]))
+                     + "; means: " + ", ".join(us(statistics.mean(t)) for t in runs[key]))
 
     def best(key: str) -> list[float]:
         return min(runs[key], key=median)
@@ -462,6 +462,7 @@ def main() -> int:
     one, five, _ = os.getloadavg()
     print(f"load at start: {one:.2f} {five:.2f} (1/5 min, {os.cpu_count()} CPUs)", flush=True)
     compiled = compile_sources()
+    started = time.time()
     rows, notes = Rows(), []
     if compiled:
         notes.append(compiled)
@@ -474,6 +475,11 @@ def main() -> int:
             local_calls(args, rows, notes)
             rows.note("3. clusterctl call (shell)", "not measured: no SSH test bed")
     finally:
+        changed = [str(p.relative_to(REPO)) for p in (REPO / "src").rglob("*.py")
+                   if p.stat().st_mtime > started]
+        if changed:
+            notes.append(f"(!) src/ changed during the run, figures may mix code versions: "
+                         f"{', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}")
         print()
         rows.print()
         print()

@@ -147,6 +147,7 @@ class Node:
         if self.actors.procs.dying:
             self.actors.procs.reap_dying(now)
         self.actors.peers.relay.resend(now)
+        self.actors.peers.relay.send_acks(everything=True)
         if self.sessions.busy() or self.pool.busy() or self.actors.busy():
             self.last_busy = now
         elif now - self.last_busy > self.idle:

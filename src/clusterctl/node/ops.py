@@ -102,7 +102,8 @@ NODE_TAKES = _table(
     Op("ps", id=(REQUEST_ID, REQUIRED)),
     Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
     # from the hub, on its watch connection only (see peers.py, relay.py)
-    Op("relay", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),
+    Op("relay", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED),
+       **{"as": (TEXT, OPTIONAL), "aq": (COUNT, OPTIONAL)}),
     Op("ack", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),
     Op("reset", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED)),
     Op("claimed", name=(TEXT, REQUIRED), pid=(TEXT, REQUIRED), ok=(FLAG, REQUIRED),

@@ -21,6 +21,8 @@ from .log import log
 
 OUTBOX_BYTES = 1 << 26  # frames a node keeps for one other node, unacknowledged (64 MiB)
 RESEND_SECONDS = 2.0  # unacknowledged frames this old are sent again (a frame the hub lost)
+ACK_EVERY = 64  # frames taken from one session before an ack goes on its own; fewer ride
+# on the next frame back to that node, or go at the node's next housekeeping (0.5 s)
 
 
 class Outbox:
@@ -52,6 +54,7 @@ class Relay:
         self.seen: dict[tuple[str, str], int] = {}  # (src node, its session) -> last seq
         self.acks: dict[tuple[str, str], int] = {}  # acks owed at the end of this read
         self.resets: set[tuple[str, str]] = set()  # sessions to tell their sender are over
+        self.taken: dict[tuple[str, str], int] = {}  # frames taken since the last ack sent
 
     def up(self) -> bool:
         return self.uplink is not None and not self.uplink.closed
@@ -69,8 +72,11 @@ class Relay:
                     % (box.bytes, node, "the hub does not reach it" if self.up()
                        else "no hub connects this node to the others"))
         box.seq += 1
-        relayed = wire.encode({"op": "relay", "node": node, "src": self.name, "s": box.session,
-                               "q": box.seq}, frame)
+        head = {"op": "relay", "node": node, "src": self.name, "s": box.session, "q": box.seq}
+        owed = self.owed(node)
+        if owed is not None:  # an ack rides along: a call and its reply need no ack frames
+            head["as"], head["aq"] = owed
+        relayed = wire.encode(head, frame)
         box.frames.append((box.seq, relayed))
         box.bytes += len(relayed)
         if self.up():
@@ -119,6 +125,8 @@ class Relay:
     def received(self, head: dict, payload) -> None:
         """A relayed frame from another node: delivered if it is the next of its pair."""
         src, session, seq = head["src"], head["s"], head["q"]
+        if "as" in head:
+            self.acked({"src": src, "s": head["as"], "q": head["aq"]})
         last = self.seen.get((src, session), 0)
         if seq != last + 1:
             if seq <= last:
@@ -128,24 +136,33 @@ class Relay:
             return  # (a gap: what is missing comes again, in order)
         self.seen[src, session] = seq
         self.acks[src, session] = seq
+        self.taken[src, session] = self.taken.get((src, session), 0) + 1
         raw = bytes(payload)
         head_len, _ = wire.check_header(raw[:wire.HEADER_SIZE], 1 << 62)
         inner = wire.decode_head(raw[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
         self.deliver(src, inner, memoryview(raw)[wire.HEADER_SIZE + head_len:], raw)
 
-    def send_acks(self) -> None:
-        """Acknowledge, once per read, what came from each node."""
+    def owed(self, node: str) -> tuple[str, int] | None:
+        """An ack owed to ``node`` (its session, how far), taken to ride on a frame to it."""
+        for key in self.acks:
+            if key[0] == node:
+                self.taken.pop(key, None)
+                return key[1], self.acks.pop(key)
+        return None
+
+    def send_acks(self, everything: bool = False) -> None:
+        """After a read: an ack for each session that has ``ACK_EVERY`` frames taken
+        since its last; at housekeeping (``everything``), for every session owed one."""
         if self.resets and self.up():
             for src, session in self.resets:
                 self.loop.send(self.uplink, wire.encode({"op": "reset", "node": src, "src": self.name,
                                                          "s": session}))
             self.resets.clear()
-        if not self.acks:
+        if not self.acks or not self.up():
             return
-        acks, self.acks = self.acks, {}
-        if not self.up():
-            return
-        for (src, session), seq in acks.items():
+        for key in [k for k in self.acks if everything or self.taken.get(k, 0) >= ACK_EVERY]:
+            (src, session), seq = key, self.acks.pop(key)
+            self.taken.pop(key, None)
             self.loop.send(self.uplink, wire.encode({"op": "ack", "node": src, "src": self.name,
                                                      "s": session, "q": seq}))
 
