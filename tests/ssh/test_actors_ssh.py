@@ -245,7 +245,8 @@ def test_a_host_cut_off_fails_calls_to_it_within_the_heartbeat_bound(env, world,
     holder, waiting, program = calls_in_flight(c)
     if bed.unsupported_reason("cut"):  # (without netns: the node frozen instead)
         node = c.connect("h2").hello["pid"]
-        lose, back = (lambda: os.kill(node, signal.SIGSTOP)), (lambda: os.kill(node, signal.SIGCONT))
+        lose = lambda: os.kill(node, signal.SIGSTOP)  # noqa: E731
+        back = lambda: os.kill(node, signal.SIGCONT)  # noqa: E731
     else:
         lose, back = (lambda: bed.cut("h2")), (lambda: bed.restore("h2"))
     cut_at = time.monotonic()
@@ -279,8 +280,12 @@ def test_a_hub_killed_mid_stream_between_hosts_loses_nothing(env, world):
     got = c.call(sink, "report", timeout=10)
     assert len(got) < n, "the stream ended before the hub was killed"
     assert got == list(range(len(got)))
-    got = wait_for(lambda: (lambda g: g if len(g) >= n else None)(c.call(sink, "report", timeout=10)),
-                   20, 0.1, f"{n} messages")
+
+    def everything():
+        got = c.call(sink, "report", timeout=10)
+        return got if len(got) >= n else None
+
+    got = wait_for(everything, 20, 0.1, f"{n} messages")
     assert got == list(range(n))
     wait_for(lambda: source not in {row["id"] for row in c.processes()}, 10,
              message="the source to end (it sent everything)")
@@ -289,7 +294,7 @@ def test_a_hub_killed_mid_stream_between_hosts_loses_nothing(env, world):
     assert [row["id"] for row in c.processes()] == [sink] and alive(os_pids[sink])
 
 
-# -- down --------------------------------------------------------------------------------------------
+# -- down ---------------------------------------------------------------------------------------
 
 def test_down_leaves_no_process_on_any_host(env, world, bed):
     c = world.cluster("h1 slots=2\nh2 slots=2\nh3 slots=2\n")
