@@ -162,31 +162,36 @@ class NodeLinks:
         except errors.ClusterError as exc:  # no hub to ask: every node fails with that
             return [("pang", exc)] * len(names)
 
-    def watch_all(self) -> dict[str, dict]:
-        """Have the hub watch every node of the world, local ones too (it routes the
-        messages between nodes' processes and keeps the world's names): node -> its
-        pong, for those that answered. Nothing to do for one node, or without a hub."""
+    def watch_all(self, start: bool = True) -> dict[str, dict]:
+        """Have the hub watch every node of the world (started, unless not ``start``),
+        local ones too (it routes the messages between nodes' processes and keeps the
+        world's names): node -> its pong, for those that answered. Nothing to do for one
+        node, or without a hub."""
         if self.hub is None or len(self._links) < 2:
             return {}
         specs = [link.spec for link in self._links.values()]
         try:
             found = self.hub.world(specs, self._hub_ssh, timeout=self.connect_timeout,
-                                   heartbeat=(self.heartbeat.interval, self.heartbeat.timeout))
+                                   heartbeat=(self.heartbeat.interval, self.heartbeat.timeout),
+                                   start=start)
         except errors.ClusterError:
             return {}
         return {spec.name: dict(value["pong"], restricted=value["hello"].get("restricted"))
                 for spec, (kind, value) in zip(specs, found) if kind == "pong"}
 
     def ensure_hub(self) -> None:
-        """Start a hub if none runs (one was killed): it watches the nodes again, and the
-        messages between their processes flow again. Cheap when one runs."""
+        """Start a hub if the last one was killed (it left its list of watched nodes): it
+        watches the running nodes again, and the messages between their processes flow
+        again. Cheap otherwise; starts no node."""
         if self.hub is None or len(self._links) < 2:
             return
-        from clusterctl.hub.place import process_alive, read_pid
+        from clusterctl.hub.place import process_alive, read_pid, watched_path
 
+        if not os.path.exists(watched_path(self.hub.directory)):
+            return
         pid = read_pid(self.hub.directory)
         if pid is None or not process_alive(pid):
-            self.watch_all()
+            self.watch_all(start=False)
 
     def stop_hub(self) -> bool:
         """Stop the hub, if one runs: True if one was asked to."""

@@ -109,6 +109,8 @@ def ps_command(ctx: click.Context, nodes: str | None) -> None:
         else:
             if rows:
                 tables.stdout_console().print(render.ps_table(rows))
+                for line in render.down_reasons(rows):
+                    click.echo(line)
             else:
                 click.echo("no processes")
             for line in render.node_failures(rows.errors):
@@ -118,7 +120,7 @@ def ps_command(ctx: click.Context, nodes: str | None) -> None:
     run(ctx, body)
 
 
-@click.command("send")
+@click.command("send", cls=CallCommand)
 @click.argument("to", shell_complete=complete_processes)
 @click.argument("msg")
 @click.pass_context
@@ -136,7 +138,7 @@ def send_command(ctx: click.Context, to: str, msg: str) -> None:
     run(ctx, body)
 
 
-@click.command("call")
+@click.command("call", cls=CallCommand)
 @click.argument("to", shell_complete=complete_processes)
 @click.argument("msg")
 @timeout_option

@@ -72,11 +72,11 @@ class HubClient:
         return sock
 
     def world(self, specs: list[HostSpec], ssh_options: dict, *, heartbeat: tuple[float, float],
-              timeout: float) -> list[tuple[str, object]]:
+              timeout: float, start: bool = True) -> list[tuple[str, object]]:
         """Ping the nodes of ``specs`` on the hub's own connections to them (starting the
         nodes that do not run): per node ("pong", its hello, pong and rtt), or ("pang",
         the ClusterError). A hub that dies meanwhile is replaced and asked once more."""
-        args = {"specs": specs, "ssh": ssh_options, "start": True, "timeout": timeout,
+        args = {"specs": specs, "ssh": ssh_options, "start": start, "timeout": timeout,
                 "heartbeat": heartbeat, "limits": self._limits()}
         try:
             found = self.call("world", args, timeout + 5.0)

@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     _detach_stdout()
     try:
         hub.serve(listener)
+        _remove(place.watched_path(directory))  # (kept only by a hub that was killed)
     finally:
         _remove(place.socket_path(directory))
         _remove(place.pid_path(directory))

@@ -14,7 +14,7 @@ PS_JSON_KEYS = ("id", "name", "node", "function", "state", "uptime", "mailbox", 
 
 
 def ps_table(rows: list[dict]) -> Table:
-    """One line a process; a process that stays down shows why on the line below."""
+    """One line a process (why one stays down is ``down_reasons``', under the table)."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in COLUMNS:
         table.add_column(column, justify="right" if column in ("uptime", "mailbox", "restarts",
@@ -29,9 +29,13 @@ def ps_table(rows: list[dict]) -> Table:
             Text(fmt_bytes(row.get("mailbox") or 0)),
             Text(str(row.get("restarts", 0))),
             Text("-" if row.get("memory") is None else fmt_bytes(row["memory"])))
-        if failed and row.get("reason"):
-            table.add_row(Text(""), Text("  " + row["reason"], style="red"), end_section=False)
     return table
+
+
+def down_reasons(rows: list[dict]) -> list[str]:
+    """Why each process that stays down does, a whole line each (never cut to a column)."""
+    return [f"{row['id']}{' (' + row['name'] + ')' if row.get('name') else ''}: {row['reason']}"
+            for row in rows if row.get("state") == "failed" and row.get("reason")]
 
 
 def ps_json(rows: list[dict], failures: dict) -> dict:
