@@ -69,9 +69,10 @@ def reason_of(exit: dict) -> tuple[str, bool]:
 
 
 class Actors:
-    """The table of a node's live processes and their names, and the routing between
-    them. Requests (spawn, register, link, ...) are ``ProcessRequests``'s; this class
-    starts processes, delivers messages and calls, and ends processes."""
+    """The table of a node's live processes and their names: it starts them, reads what
+    they send, and ends them (with what an end sets off: failed calls, monitors, links,
+    a restart). Delivering frames is ``Post``'s; the other nodes are ``Peers``'; the
+    requests (spawn, register, link, ...) are ``ProcessRequests``'."""
 
     def __init__(self, loop: Loop, *, name: str, stats: dict, close_in_child,
                  ids_path: str | None = None) -> None:
@@ -111,10 +112,6 @@ class Actors:
 
     def live(self, ident: str | None) -> Proc | None:
         return None if ident is None else self.resolve(ident)
-
-    @staticmethod
-    def caller_of(ident: str | None) -> Caller:
-        return Caller(ident)
 
     def new_ident(self) -> tuple[int, str]:
         """A new process id; never one a node of this name gave before on this host (an
