@@ -303,6 +303,24 @@ def test_racing_registrations_on_two_nodes_one_wins(make_cluster):
     assert named == {f"race{i}": w for i, w in enumerate(winners)}
 
 
+def crash_at_once():
+    raise RuntimeError("down again")
+
+
+def test_a_process_that_stays_down_is_killed_by_name_wherever_it_is(make_cluster):
+    """A permanent process past its restart limit holds no name, but ps lists it under it:
+    kill NAME finds it on its node (the other node has none) and forgets it."""
+    c = make_cluster()
+    c.spawn(crash_at_once, node="n2", name="flaky", restart="permanent", intensity=1, period=30)
+    row = wait_for(lambda: next((r for r in c.processes() if r["state"] == "failed"), None), 10,
+                   message="the process to stay down")
+    assert row["name"] == "flaky" and row["node"] == "n2" and c.whereis("flaky") is None
+    assert c.kill("flaky") == "flaky"
+    assert not [r for r in c.processes() if r["name"] == "flaky"]
+    with pytest.raises(errors.NoProcess, match="no process is registered as flaky"):
+        c.kill("flaky")
+
+
 def test_a_name_freed_on_one_node_can_be_taken_on_the_other(make_cluster):
     c = make_cluster()
     r = c.spawn(runner, node="n2")

@@ -131,8 +131,21 @@ class ProcessOps:
         return found[0] if found else None
 
     def kill(self, to: str) -> str:
-        """End the process ``to`` for good (it is not restarted); its id."""
-        return self._ask(self._conn_for(to), {"op": "kill", "to": to})["pid"]
+        """End the process ``to`` for good (it is not restarted), or forget one that stays
+        down after too many restarts; its id."""
+        try:
+            return self._ask(self._conn_for(to), {"op": "kill", "to": to})["pid"]
+        except errors.NoProcess:
+            if node_of(to) is not None:
+                raise
+        for node in self._process_nodes():  # a name no process holds: one that stays down?
+            conn = self._running(node)
+            if conn is not None:
+                try:
+                    return self._ask(conn, {"op": "kill", "to": to})["pid"]
+                except errors.NoProcess:
+                    continue
+        raise errors.NoProcess(f"no process is registered as {to}")
 
     def processes(self, nodes: Iterable[str] | None = None) -> ProcessList:
         """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
