@@ -144,9 +144,15 @@ def poll_with_zero_timeout(seconds):
     return ("nothing within %g s, though receive(timeout=1) then gives" % seconds, receive(timeout=1))
 
 
+def returns_when_told():
+    receive()
+
+
 def a_down_notice():
-    """Monitor a process that ends normally: the Down notice."""
-    ref = monitor(spawn(returner))
+    """Monitor a process that ends normally (once watched): the Down notice."""
+    pid = spawn(returns_when_told)
+    ref = monitor(pid)
+    send(pid, "go")
     return receive(timeout=5, match=lambda m: isinstance(m, Down) and m.ref == ref)
 
 

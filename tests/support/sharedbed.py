@@ -128,3 +128,6 @@ class World:
                          if isinstance(outcome, errors.ClusterError)]
                 if not names:
                     break
+            if names is not None:  # (a retry for some nodes may have started a hub again)
+                with Cluster(path, ssh_options=c.ssh_options, connect_timeout=10) as closer:
+                    closer.stop_hub()

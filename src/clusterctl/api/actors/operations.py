@@ -9,6 +9,8 @@ whose answer is the process's ``reply``.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple
 
@@ -127,8 +129,7 @@ class ProcessOps:
             conn = self._running(node)
             return None if conn is None else self._ask(conn, {"op": "whereis", "name": name}).get("pid")
 
-        found = [pid for pid in in_parallel(self._process_nodes(), _or_none(one)) if pid]
-        return found[0] if found else None
+        return first_found(self._process_nodes(), _or_none(one))
 
     def kill(self, to: str) -> str:
         """End the process ``to`` for good (it is not restarted), or forget one that stays
@@ -245,6 +246,23 @@ class ProcessOps:
         if head.get("op") == "error":
             raise errors.ProtocolError(conn.node, str(head.get("message") or "refused"))
         return head
+
+
+def first_found(nodes: list[str], ask) -> Any:
+    """The first answer that is not None of ``ask(node)`` asked of every node at once: a
+    name has one holder, so a node out of reach (which makes its ask wait for the
+    connect timeout) holds up nothing once another has answered."""
+    if len(nodes) <= 1:
+        return ask(nodes[0]) if nodes else None
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    for node in nodes:
+        threading.Thread(target=lambda n=node: answers.put(ask(n)), daemon=True,
+                         name="clusterctl-whereis").start()
+    for _ in nodes:
+        found = answers.get()
+        if found is not None:
+            return found
+    return None
 
 
 def _label(fn) -> str:
