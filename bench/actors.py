@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from isolation import private_dirs, ssh_test_bed
-from report import Rows
+from report import Rows, stray_nodes
 
 REPO = Path(__file__).resolve().parent.parent
 KVS = REPO / "examples" / "kvs.py"
@@ -208,7 +208,7 @@ def throughput(args, rows: Rows, notes: list[str]) -> None:
         finally:
             cluster.close()
             down_world(world, None, notes, "throughput world")
-            left = stray(root)
+            left = stray_nodes(root)
             if left:
                 notes.append(f"(!) throughput world: node processes left after down: {left}")
     best, best_base = max(rates), max(base)
@@ -216,25 +216,6 @@ def throughput(args, rows: Rows, notes: list[str]) -> None:
              f"{best_base:,.0f} msg/s (mp.Queue)", best / best_base, 0.5)
     notes.append("1. runs, msg/s: spawned " + ", ".join(f"{r:,.0f}" for r in rates)
                  + "; mp.Queue " + ", ".join(f"{r:,.0f}" for r in base))
-
-
-def stray(root: Path, wait: float = 10.0) -> list[int]:
-    """Processes still running whose command line names ``root`` (a world's nodes)."""
-    mark = str(root).encode()
-    deadline = time.monotonic() + wait
-    while True:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if mark in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
 
 
 # -- 2. calls across nodes -----------------------------------------------------------------
@@ -316,7 +297,7 @@ def local_calls(args, rows: Rows, notes: list[str]) -> None:
         finally:
             cluster.close()
             down_world(hosts, None, notes, "local call world")
-            left = stray(root)
+            left = stray_nodes(root)
             if left:
                 notes.append(f"(!) local call world: node processes left after down: {left}")
 

@@ -43,11 +43,10 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 from isolation import private_dirs
-from report import Rows
+from report import Rows, stray_nodes
 
 CORES = os.cpu_count() or 1
 LOOPS = 20_000  # iterations of crunch's loop: set by calibrate() to --cpu-ms of CPU
@@ -145,26 +144,6 @@ def chained_pools(pools, n: int) -> list:
     if out != list(range(n)):
         raise AssertionError(f"the chained pools gave {len(out)} results, not range({n})")
     return out
-
-
-def stray_nodes(root: Path, wait: float = 10.0) -> list[int]:
-    """Processes still running whose command line names ``root`` (a world's nodes), after
-    waiting up to ``wait`` seconds for them to exit."""
-    mark = str(root).encode()
-    deadline = time.monotonic() + wait
-    while True:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                if mark in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
 
 
 @contextlib.contextmanager

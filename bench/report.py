@@ -1,6 +1,11 @@
-"""The benchmarks' report: each figure beside its baseline, the ratio, and the goal."""
+"""The benchmarks' report: each figure beside its baseline, the ratio, and the goal; and
+the check that a bench left no node running."""
 
 from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
 
 
 class Rows:
@@ -32,3 +37,23 @@ class Rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
             if i == 0:
                 print("  ".join("-" * w for w in widths))
+
+
+def stray_nodes(root: Path, wait: float = 10.0) -> list[int]:
+    """Processes still running whose command line names ``root`` (a world's nodes), after
+    waiting up to ``wait`` seconds for them to exit."""
+    mark = str(root).encode()
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if mark in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)

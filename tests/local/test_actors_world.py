@@ -21,11 +21,12 @@ import pytest
 
 from clusterctl import errors
 from clusterctl.actor import (
-    Down, Exit, ReceiveTimeout, call, caller, link, monitor, receive, reply, send, sender,
-    spawn, trap_exits, whereis)
+    Down, Exit, ReceiveTimeout, call, link, monitor, receive, reply, send, spawn,
+    trap_exits, whereis)
 
 from actor_programs import (
-    alive, call_from_inside, ended, kvs, register_as, run_in, runner, sleeper)
+    alive, call_from_inside, collect, consumer, ended, hold, kvs, register_as, run_in,
+    runner, sends_to, sleeper)
 from helpers import wait_for
 
 pytestmark = [pytest.mark.local_only, pytest.mark.timeout(60)]
@@ -34,51 +35,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # -- what the processes run (module level: they travel by value) -----------------------------
-
-def hold():
-    """Takes the calls "hold" and never answers them; answers "status" with how many."""
-    held = []
-    while True:
-        msg = receive()
-        if msg == "hold":
-            held.append(caller())
-        elif msg == "status":
-            reply(len(held))
-
-
-def known(to):
-    """Wait until this node knows where the name ``to`` is (the hub pushes the world's
-    names to every node); an id is known at once."""
-    deadline = time.monotonic() + 5
-    while "." not in to and whereis(to) is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def sends_to(to, msgs, pause=0.0):
-    known(to)
-    for msg in msgs:
-        send(to, msg)
-        if pause:
-            time.sleep(pause)
-
-
-def collect(n):
-    """Take ``n`` messages (with who sent them), then answer the call "report" with them."""
-    got = [(receive(match=lambda m: m != "report"), sender()) for _ in range(n)]
-    receive(match=lambda m: m == "report")
-    reply(got)
-
-
-def consumer():
-    """Keep every message; answer the call "report" with what came so far."""
-    got = []
-    while True:
-        msg = receive()
-        if msg == "report":
-            reply(got)
-        else:
-            got.append(msg)
-
 
 def call_and_keep(to, msg):
     """Call ``to`` (no timeout); answer the call "report" with the outcome and how long

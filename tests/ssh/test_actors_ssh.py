@@ -24,10 +24,11 @@ import cloudpickle
 import pytest
 
 from clusterctl import errors
-from clusterctl.actor import call, caller, receive, reply, send, sender, spawn, whereis
+from clusterctl.actor import call, receive, reply, spawn, whereis
 from clusterctl.hub import place
 
-from actor_programs import alive, call_from_inside, kvs, run_in, runner, sleeper
+from actor_programs import (
+    alive, call_from_inside, collect, consumer, hold, kvs, run_in, runner, sends_to, sleeper)
 from helpers import wait_for
 from sshbed import assert_no_clusterctl_left, available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
@@ -53,42 +54,6 @@ def spawns_a_sleeper():
     """Spawns a process of its own (on its node), then sleeps."""
     spawn(sleeper)
     time.sleep(600)
-
-
-def hold():
-    """Takes the calls "hold" and never answers them; answers "status" with how many."""
-    held = []
-    while True:
-        msg = receive()
-        if msg == "hold":
-            held.append(caller())
-        elif msg == "status":
-            reply(len(held))
-
-
-def sends_to(to, msgs, pause=0.0):
-    for msg in msgs:
-        send(to, msg)
-        if pause:
-            time.sleep(pause)
-
-
-def collect(n):
-    """Take ``n`` messages (with who sent them), then answer the call "report" with them."""
-    got = [(receive(match=lambda m: m != "report"), sender()) for _ in range(n)]
-    receive(match=lambda m: m == "report")
-    reply(got)
-
-
-def consumer():
-    """Keep every message; answer the call "report" with what came so far."""
-    got = []
-    while True:
-        msg = receive()
-        if msg == "report":
-            reply(got)
-        else:
-            got.append(msg)
 
 
 def call_and_keep(to, msg):

@@ -11,7 +11,7 @@ import time
 
 import cloudpickle
 
-from clusterctl.actor import call, caller, receive, register, reply, self, whereis
+from clusterctl.actor import call, caller, receive, register, reply, self, send, sender, whereis
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -88,3 +88,48 @@ def run_in(cluster, proc, fn, *args):
 
 def call_from_inside(to, msg, timeout=10):
     return call(to, msg, timeout=timeout)
+
+
+def hold():
+    """Takes the calls "hold" and never answers them; answers "status" with how many."""
+    held = []
+    while True:
+        msg = receive()
+        if msg == "hold":
+            held.append(caller())
+        elif msg == "status":
+            reply(len(held))
+
+
+def known(to):
+    """Wait until this node knows where the name ``to`` is (the hub pushes the world's
+    names to every node); an id is known at once."""
+    deadline = time.monotonic() + 5
+    while "." not in to and whereis(to) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def sends_to(to, msgs, pause=0.0):
+    known(to)
+    for msg in msgs:
+        send(to, msg)
+        if pause:
+            time.sleep(pause)
+
+
+def collect(n):
+    """Take ``n`` messages (with who sent them), then answer the call "report" with them."""
+    got = [(receive(match=lambda m: m != "report"), sender()) for _ in range(n)]
+    receive(match=lambda m: m == "report")
+    reply(got)
+
+
+def consumer():
+    """Keep every message; answer the call "report" with what came so far."""
+    got = []
+    while True:
+        msg = receive()
+        if msg == "report":
+            reply(got)
+        else:
+            got.append(msg)
