@@ -1,5 +1,5 @@
 """What a spawned process's code calls: ``receive``, ``send``, ``call``, ``reply``,
-``self``, ``register``, ``spawn``, ``link``, ``monitor``, ``exit`` and the rest.
+``self``, ``register``, ``spawn``, ``link``, ``monitor``, ``kill``, ``exit`` and the rest.
 
     from clusterctl.actor import receive, reply
 
@@ -9,10 +9,10 @@ same module runs on the node (see ``clusterctl.node.actor``).
 
 from clusterctl.node.actor import (
     CallFailed, Down, Exit, MailboxFull, NameTaken, NoProcess, NotInProcess, ProcessError,
-    ReceiveTimeout, call, caller, demonitor, exit, link, monitor, receive, register, reply,
+    ReceiveTimeout, call, caller, demonitor, exit, kill, link, monitor, receive, register, reply,
     self, send, sender, spawn, trap_exits, unlink, whereis)
 
 __all__ = ["CallFailed", "Down", "Exit", "MailboxFull", "NameTaken", "NoProcess", "NotInProcess",
-           "ProcessError", "ReceiveTimeout", "call", "caller", "demonitor", "exit", "link",
+           "ProcessError", "ReceiveTimeout", "call", "caller", "demonitor", "exit", "kill", "link",
            "monitor", "receive", "register", "reply", "self", "send", "sender", "spawn",
            "trap_exits", "unlink", "whereis"]

@@ -537,3 +537,57 @@ def test_down_leaves_no_process_running(make_cluster):
     assert len(os_pids) == 4 and all(alive(p) for p in os_pids)
     c.down()
     wait_for(lambda: not any(alive(p) for p in os_pids), 5, message="the processes gone")
+
+
+# -- supervision groups ------------------------------------------------------------------------
+
+def member():
+    """A group's child: answers "whoami"; "crash" makes it raise."""
+    while True:
+        msg = receive()
+        if msg == "crash":
+            raise RuntimeError("member asked to crash")
+        if msg == "whoami":
+            reply(self())
+
+
+def children_of(cluster, group, want=None, timeout=10.0):
+    """The group's children's ids (once ``want(ids)`` holds, if given)."""
+    return wait_for(lambda: (lambda ids: ids if (want is None or want(ids)) else None)(
+        cluster.call(group, "children", timeout=5)), timeout, 0.05, "the group's children")
+
+
+@pytest.mark.parametrize("strategy, restarted", [
+    ("one_for_one", {"b"}), ("one_for_all", {"a", "b", "c"}), ("rest_for_one", {"b", "c"})])
+def test_a_group_restarts_its_children_as_its_strategy_says(make_cluster, strategy, restarted):
+    c = make_cluster()
+    group = c.spawn_group([(member, (), {"name": n}) for n in ("a", "b", "c")], strategy=strategy,
+                          node="n1")
+    before = dict(zip("abc", children_of(c, group, all)))
+    c.send("b", "crash")
+    after = dict(zip("abc", children_of(c, group, lambda ids: all(ids) and ids[1] != before["b"])))
+    assert {n for n in "abc" if after[n] != before[n]} == restarted
+    assert all(c.call(n, "whoami", timeout=5) == after[n] for n in "abc")  # names kept
+
+
+def test_a_group_past_its_intensity_ends_with_its_children(make_cluster):
+    """Too many restarts: the group gives up (its end names why) and its children end
+    with it (they are linked to it); a temporary child is never restarted."""
+    c = make_cluster()
+    group = c.spawn_group([(member, (), {"name": "m"}), (member, (), {"name": "t", "restart": "temporary"})],
+                          intensity=1, period=30, node="n1")
+    first = children_of(c, group, all)
+    c.send("t", "crash")
+    assert children_of(c, group, lambda ids: ids[1] is None)[0] == first[0]
+    c.send("m", "crash")
+    second = children_of(c, group, lambda ids: ids[0] not in (None, first[0]))
+    watch = c.monitor(group)
+    c.send("m", "crash")
+    down = watch.wait(10)
+    assert down is not None and "the group gives up" in down.reason, down
+    wait_for(lambda: not rows(c, state="running"), 10, message="the children to end")
+    assert c.whereis("m") is None and second[0] != first[0]
+    with pytest.raises(errors.UsageError, match="strategy must be one of"):
+        c.spawn_group([member], strategy="all_for_none")
+    with pytest.raises(errors.UsageError, match="a group's child is a function"):
+        c.spawn_group([42])

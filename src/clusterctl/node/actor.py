@@ -435,6 +435,12 @@ def demonitor(ref: str) -> None:
     _current().request({"op": "demonitor", "ref": ref})
 
 
+def kill(to: str) -> None:
+    """End a process of this node for good (it is not restarted); its links and monitors
+    hear "killed"."""
+    _current().request({"op": "kill", "to": address(to)})
+
+
 def trap_exits(on: bool = True) -> None:
     """Take linked processes' ends as ``Exit`` messages instead of ending with them."""
     _current().request({"op": "trap", "on": bool(on)})

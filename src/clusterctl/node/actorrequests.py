@@ -284,6 +284,14 @@ class ProcessRequests:
         proc.trap = bool(head.get("on"))
         answer(True, {})
 
+    def p_kill(self, proc: Proc, head: dict, payload, answer) -> None:
+        target = self.actors.resolve(head["to"])
+        if target is None:
+            answer(False, {"kind": "noproc", "message": "no process %s on this node" % head["to"]})
+            return
+        self.actors.end(target, {"kind": "killed", "reason": "killed"})
+        answer(True, {})
+
     def p_unregister(self, proc: Proc, head: dict, payload, answer) -> None:
         if proc.name is not None and self.actors.names.get(proc.name) is proc:
             del self.actors.names[proc.name]
@@ -292,7 +300,8 @@ class ProcessRequests:
 
     PROCESS_HANDLERS = {"spawn": p_spawn, "register": p_register, "unregister": p_unregister,
                         "whereis": p_whereis, "link": p_link, "unlink": p_link,
-                        "monitor": p_monitor, "demonitor": p_demonitor, "trap": p_trap}
+                        "monitor": p_monitor, "demonitor": p_demonitor, "trap": p_trap,
+                        "kill": p_kill}
 
 
 def payload_of(raw: bytes) -> memoryview:

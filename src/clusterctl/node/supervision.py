@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")  # OTP's, for a group
 DEFAULT_INTENSITY = 3  # restarts allowed ...
 DEFAULT_PERIOD = 5.0  # ... within this many seconds; one more and the process stays down
 
@@ -60,3 +61,16 @@ class Restarts:
 
     def describe(self) -> dict:
         return {"restart": self.kind, "intensity": self.intensity, "period": self.period}
+
+
+def to_restart(strategy: str, children: int, ended: int) -> list[int]:
+    """Which of a group's ``children`` (in the order they started) restart when child
+    ``ended`` ends and must restart: it alone (one_for_one), all of them (one_for_all), or
+    it and those started after it (rest_for_one)."""
+    if strategy == "one_for_one":
+        return [ended]
+    if strategy == "one_for_all":
+        return list(range(children))
+    if strategy == "rest_for_one":
+        return list(range(ended, children))
+    raise ValueError("strategy must be one of %s, not %r" % (", ".join(STRATEGIES), strategy))

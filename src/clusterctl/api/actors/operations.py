@@ -105,6 +105,26 @@ class ProcessOps:
         payload = dumps((by_value, args, kwargs), "function and its arguments")
         return self._ask(conn, head, payload)["pid"]
 
+    def spawn_group(self, children: list, strategy: str = "one_for_one",
+                    intensity: int = supervision.DEFAULT_INTENSITY,
+                    period: float = supervision.DEFAULT_PERIOD, **options: Any) -> str:
+        """Start a supervision group: a process that starts ``children`` on its node and
+        restarts them as OTP's supervisors do. A child is a function, ``(function, args)``
+        or ``(function, args, {"name": ..., "restart": ..., "kwargs": {...}})``;
+        ``strategy``: when one must restart, "one_for_one" restarts it alone,
+        "one_for_all" all of them, "rest_for_one" it and those after it. More than
+        ``intensity`` restarts in ``period`` seconds end the group and its children.
+        ``options`` are ``spawn``'s for the group's process (``node``, ``name``, ...).
+        Its id; the call "children" answers the children's ids."""
+        if strategy not in supervision.STRATEGIES:
+            raise errors.UsageError(f"strategy must be one of {', '.join(supervision.STRATEGIES)}, "
+                                    f"not {strategy!r}")
+        specs = [_child(c) for c in children]
+        if not specs:
+            raise errors.UsageError("a group needs at least one child")
+        return self.spawn("clusterctl_node.groups:supervise", specs, strategy, intensity, period,
+                          **options)
+
     def send(self, to: str, msg: Any) -> None:
         """Put ``msg`` (any picklable value) in the mailbox of ``to`` (an id or a name);
         ``MailboxFull`` or ``NoProcess`` if it cannot be."""
@@ -263,6 +283,22 @@ def first_found(nodes: list[str], ask) -> Any:
         if found is not None:
             return found
     return None
+
+
+def _child(child) -> tuple:
+    """A group's child as (function, args, kwargs, options), checked."""
+    if callable(child):
+        child = (child,)
+    if not isinstance(child, (tuple, list)) or not child or not callable(child[0]) or len(child) > 3:
+        raise errors.UsageError(f"a group's child is a function, (function, args) or (function, "
+                                f"args, options), not {child!r}")
+    fn, args, options = child[0], tuple(child[1]) if len(child) > 1 else (), dict(child[2]) if len(child) > 2 else {}
+    problem = supervision.problem(options.get("restart", "permanent"), 0, 1.0)
+    if problem is None and options.get("name") is not None:
+        problem = name_problem(options["name"])
+    if problem is not None:
+        raise errors.UsageError(problem)
+    return fn, args, dict(options.pop("kwargs", {})), options
 
 
 def _label(fn) -> str:
