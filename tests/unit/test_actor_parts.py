@@ -142,3 +142,19 @@ def test_the_in_process_api_outside_a_process_is_not_in_process():
             op()
     assert issubclass(NotInProcess, ProcessError)
     assert issubclass(ReceiveTimeout, TimeoutError)
+
+
+@pytest.mark.parametrize("strategy, ended, expected", [
+    ("one_for_one", 1, [1]), ("one_for_all", 1, [0, 1, 2]), ("rest_for_one", 1, [1, 2]),
+    ("rest_for_one", 0, [0, 1, 2]), ("rest_for_one", 2, [2])])
+def test_a_group_restarts_which_children_its_strategy_says(strategy, ended, expected):
+    from clusterctl.node.supervision import to_restart
+
+    assert to_restart(strategy, 3, ended) == expected
+
+
+def test_an_unknown_group_strategy_is_refused():
+    from clusterctl.node.supervision import to_restart
+
+    with pytest.raises(ValueError, match="strategy must be one of one_for_one"):
+        to_restart("all_for_none", 3, 0)
