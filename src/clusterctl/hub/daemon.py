@@ -33,6 +33,7 @@ from clusterctl.version import __version__
 
 HANDSHAKE_SECONDS = 10.0  # a command that says nothing this long after connecting is dropped
 REWATCH_SECONDS = 2.0  # how often a lost watch tries again
+ACCEPT_SECONDS = 0.05  # how soon the loop sees it was asked to stop (``down`` waits for it)
 
 
 def log(message: str) -> None:
@@ -65,7 +66,7 @@ class Hub:
         threading.Thread(target=self._keep_watching, daemon=True, name="clusterctl-hub-watch").start()
         try:
             while not self.stopping.is_set():
-                ready, _, _ = select.select([listener], [], [], 0.5)
+                ready, _, _ = select.select([listener], [], [], ACCEPT_SECONDS)
                 if ready:
                     try:
                         sock, _ = listener.accept()
