@@ -483,11 +483,23 @@ def wait_stopped(params: dict) -> None:
             break
         except OSError:
             pass  # (another user's process: it is still there)
+        if _zombie(pid):
+            break  # exited, not yet reaped by whoever adopted it (an init that reaps slowly)
         if time.monotonic() > deadline:
             _say({"stopped": False})
             return
         time.sleep(0.02)
     _say({"stopped": True})
+
+
+def _zombie(pid: int) -> bool:
+    """The process has exited and waits to be reaped (Linux's /proc says so; elsewhere,
+    as far as can be told, it has not)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def start_node(argv: list, cookie: str) -> None:
