@@ -14,8 +14,8 @@ Its code imports these from ``clusterctl.actor`` (the same functions)::
 
 Messages travel as frames on the channel to the node, which routes them. ``send`` does
 not wait (as Erlang's ``!``); a message the receiver's mailbox had no room for comes
-back as a refusal, and the sender's next ``send``, ``call`` or ``receive`` raises
-``MailboxFull``. Ships to hosts: the standard library only (and cloudpickle, which the
+back as a refusal, which one of the sender's next ``send``s (they look every 16), or
+its next ``call`` or ``receive``, raises as ``MailboxFull``. Ships to hosts: the standard library only (and cloudpickle, which the
 bundle carries). See docs/how-it-works.md, section "Spawned processes".
 """
 
@@ -27,19 +27,13 @@ import pickle
 import socket
 import sys
 import time
-import traceback
 from collections import deque
 
 from . import wire
 from .addresses import address_problem
-
-try:
-    import cloudpickle
-except ImportError:  # pragma: no cover - the bundle always carries it
-    cloudpickle = None
+from .worker import describe_exception, dumps_result, resolve_by_name, run_child
 
 RECV_SIZE = 1 << 16
-HIGHEST = pickle.HIGHEST_PROTOCOL
 POLL_EVERY = 15  # a sender looks for refusals every 16 sends (and at every receive and call)
 TOOK_MAX = 1 << 16  # consumed bytes are reported to the node at least this often
 
@@ -133,16 +127,6 @@ class Envelope:
 
     def __init__(self, msg, sender, ref, size: int) -> None:
         self.msg, self.sender, self.ref, self.size = msg, sender, ref, size
-
-
-def _dumps(value) -> bytes:
-    try:
-        return pickle.dumps(value, HIGHEST)
-    except Exception:  # noqa: BLE001 - a lambda, a class by value: cloudpickle's job
-        pass
-    if cloudpickle is None:
-        raise ProcessError("cannot pickle %s" % type(value).__name__)
-    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class Runtime:
@@ -295,7 +279,7 @@ class Runtime:
                 self.heads.clear()
         if self.refused:
             self.check_refused()
-        payload = _dumps(msg)
+        payload = dumps_result(msg)
         self.sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, len(head), len(payload))
                           + head + payload)
         self.sends += 1
@@ -306,7 +290,7 @@ class Runtime:
         to = address(to)
         self.check_refused()
         ref = "%s#%d" % (self.ident, next(self.numbers))
-        self.write({"op": "send", "to": to, "from": self.ident, "ref": ref}, _dumps(msg))
+        self.write({"op": "send", "to": to, "from": self.ident, "ref": ref}, dumps_result(msg))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies = self.replies
         while ref not in replies:
@@ -325,7 +309,7 @@ class Runtime:
             raise ProcessError("reply(to=...) takes what caller() returned, not %r" % (to,))
         if envelope is None or envelope.ref is None:
             return False  # (the message was sent, not called: there is no one to answer)
-        self.write({"op": "reply", "ref": envelope.ref}, _dumps(value))
+        self.write({"op": "reply", "ref": envelope.ref}, dumps_result(value))
         envelope.ref = None  # one reply per call
         return True
 
@@ -406,10 +390,10 @@ def whereis(name: str) -> str | None:
 
 def spawn(fn, *args, name: str | None = None, restart: str = "temporary", **kwargs) -> str:
     """Start ``fn(*args, **kwargs)`` as a new process on this node; its id."""
-    head = {"op": "spawn", "restart": restart}
+    head = {"op": "spawn", "restart": restart, "label": getattr(fn, "__qualname__", repr(fn))[:200]}
     if name is not None:
         head["name"] = name
-    return _current().request(head, _dumps((fn, args, kwargs)))["pid"]
+    return _current().request(head, dumps_result((fn, args, kwargs)))["pid"]
 
 
 def link(to: str) -> None:
@@ -469,25 +453,14 @@ def _load(head: dict, payload):
     packed, args, kwargs = pickle.loads(payload)
     if packed is not None:
         return packed, args, kwargs
-    import importlib
-
-    obj = importlib.import_module(head["mod"])
-    for part in head["fun"].split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError("%s.%s is not callable (it is %s)" % (head["mod"], head["fun"], type(obj).__name__))
-    return obj, args, kwargs
+    return resolve_by_name(head["mod"], head["fun"]), args, kwargs
 
 
-def describe(exc: BaseException, skip: int = 1) -> tuple[str, str]:
+def describe(exc: BaseException, node: str, skip: int = 1) -> tuple[str, str]:
     """An exception as (``Type: message``, its traceback without our frames)."""
-    tb = exc.__traceback__
-    for _ in range(skip):
-        tb = tb.tb_next if tb is not None else None
-    text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else ""
-    name = type(exc).__qualname__
-    message = str(exc)
-    return ("%s: %s" % (name, message) if message else name), text
+    info = describe_exception(exc, node, skip_frames=skip)
+    text = "%s: %s" % (info["type"], info["message"]) if info["message"] else info["type"]
+    return text, info["traceback"]
 
 
 def run(sock, node: str) -> int:
@@ -501,7 +474,7 @@ def run(sock, node: str) -> int:
         fn, args, kwargs = _load(spawn_head, spawn_payload)
     except BaseException as exc:  # noqa: BLE001 - told to whoever spawned it
         kind = "import" if isinstance(exc, (ImportError, AttributeError)) else "unpickle"
-        text, _ = describe(exc, 0)
+        text, _ = describe(exc, node, 0)
         rt.write({"op": "exiting", "kind": kind, "reason": "cannot load the function: " + text})
         return 1
     rt.write({"op": "started"})
@@ -513,15 +486,13 @@ def run(sock, node: str) -> int:
         rt.write({"op": "exiting", "kind": "normal" if reason == "normal" else "exit",
                   "reason": reason[:4000]})
     except BaseException as exc:  # noqa: BLE001 - the process's end, told with its traceback
-        text, tb = describe(exc)
+        text, tb = describe(exc, node)
         rt.write({"op": "exiting", "kind": "error", "reason": text[:4000], "tb": tb[-4000:]})
     return 0
 
 
 def process_main(sock, node: str, parent_pid: int) -> None:
     """Entry point in the forked child. Never returns."""
-    from .worker import run_child
-
     def body() -> int:
         sock.setblocking(True)
         return run(sock, node)

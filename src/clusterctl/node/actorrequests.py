@@ -12,7 +12,7 @@ import json
 
 from . import ops, supervision, wire
 from .actors import DEFAULT_MAILBOX, Actors, Proc
-from .addresses import name_problem
+from .addresses import name_problem, node_of
 from .log import log
 from .post import Caller
 
@@ -109,14 +109,14 @@ class ProcessRequests:
             else:
                 self.loop.send(conn, error_frame(info["kind"], request, info["message"], self.name))
 
-        self.spawn(head, payload_of(raw), answer)
+        self.spawn(head, wire.frame_payload(raw), answer)
 
     def conn_send(self, conn, head: dict, raw: bytes) -> None:
         """A controller's message, or call (``call``: the reply is the request's result)."""
         request, to = head["id"], head["to"]
-        payload = payload_of(raw)
+        payload = wire.frame_payload(raw)
         caller = Caller(conn=conn, request=request)
-        ref = "c%d#%d" % (conn.number, request) if head.get("call") else None
+        ref = conn_ref(conn, request) if head.get("call") else None
         frame = wire.encode({"op": "send", "to": to, **({"ref": ref} if ref else {})}, bytes(payload))
         refused = self.actors.post.route(to, len(payload), frame, ref, caller)
         if ref is None:
@@ -127,10 +127,7 @@ class ProcessRequests:
 
     def conn_forget(self, conn, request) -> None:
         """A controller gave up on its call (a timeout): a late reply is not wanted."""
-        ref = "c%d#%d" % (conn.number, request)
-        entry = self.actors.post.calls.pop(ref, None)
-        if entry is not None:
-            entry[1].calls.discard(ref)
+        self.actors.post.forget_call(conn_ref(conn, request))
 
     def conn_whereis(self, conn, head: dict, raw: bytes) -> None:
         self.loop.send(conn, wire.encode({"op": "where", "id": head["id"],
@@ -169,7 +166,7 @@ class ProcessRequests:
             self.loop.send(conn, wire.encode({"op": "down", "id": request, "who": to,
                                               "reason": "noproc"}))
             return
-        ref = "c%d#%d" % (conn.number, request)
+        ref = conn_ref(conn, request)
         target.monitors[ref] = Caller(conn=conn, request=request)
         self.actors.watched[ref] = target
 
@@ -229,7 +226,7 @@ class ProcessRequests:
     def p_link(self, proc: Proc, head: dict, payload, answer) -> None:
         other = self.actors.resolve(head["to"])
         remote = self.actors.post.elsewhere(head["to"]) if other is None else None
-        lost = self.actors.peers.lost.get(remote.rpartition(".")[0]) if remote else None
+        lost = self.actors.peers.lost.get(node_of(remote)) if remote else None
         if lost is not None and head["op"] == "link":
             answer(True, {})
             self.actors.linked_ended(proc.ident, remote, lost, "", True)
@@ -255,7 +252,7 @@ class ProcessRequests:
         target = self.actors.resolve(head["to"])
         answer(True, {})
         remote = self.actors.post.elsewhere(head["to"]) if target is None else None
-        lost = self.actors.peers.lost.get(remote.rpartition(".")[0]) if remote else None
+        lost = self.actors.peers.lost.get(node_of(remote)) if remote else None
         if lost is not None:
             self.actors.post.notify(Caller(proc.ident), {"op": "down", "ref": ref, "who": remote,
                                                          "reason": lost})
@@ -304,7 +301,6 @@ class ProcessRequests:
                         "kill": p_kill}
 
 
-def payload_of(raw: bytes) -> memoryview:
-    """The payload of a whole frame (its head's length is in the header)."""
-    head_len, _ = wire.check_header(raw[:wire.HEADER_SIZE], 1 << 62)
-    return memoryview(raw)[wire.HEADER_SIZE + head_len:]
+def conn_ref(conn, request) -> str:
+    """The reference of a controller's call or monitor (its connection and request)."""
+    return "c%d#%d" % (conn.number, request)

@@ -208,10 +208,7 @@ class Actors:
         elif op == "took":
             proc.queued = max(0, proc.queued - head["bytes"])
         elif op == "forget":
-            entry = self.post.calls.pop(head["ref"], None)
-            if entry is not None:
-                entry[1].calls.discard(head["ref"])
-            self.peers.calls.pop(head["ref"], None)
+            self.post.forget_call(head["ref"])
         elif op == "started":
             proc.running = True
             self.peers.keep(proc)

@@ -10,13 +10,10 @@ Ships to hosts: the standard library only. See docs/how-it-works.md, section
 from __future__ import annotations
 
 from . import wire
+from .addresses import node_of
 from .log import log
 from .post import Caller
 from .relay import Relay
-
-
-def node_of(ident: str) -> str:
-    return ident.rpartition(".")[0]
 
 
 class Peers:
@@ -86,7 +83,7 @@ class Peers:
         """What the hub sends on its watch connection."""
         op = head["op"]
         if op == "relay":
-            self.relay.received(head, payload_of(raw))
+            self.relay.received(head, wire.frame_payload(raw))
         elif op == "ack":
             self.relay.acked(head)
         elif op == "claimed":
@@ -109,7 +106,7 @@ class Peers:
         elif op == "nodedown":
             self.node_down(head["node"], head.get("reason", "lost"))
         elif op == "adopt":
-            self.actors.requests.adopt(head, bytes(payload_of(raw)))
+            self.actors.requests.adopt(head, bytes(wire.frame_payload(raw)))
         elif op == "evict":
             self.actors.evict(head["pid"], head.get("reason", "evicted"))
 
@@ -234,18 +231,8 @@ class Peers:
         actors = self.actors
         actors.post.forget_node(node)
         for proc in list(actors.by_num.values()):
-            for ident in [i for i in proc.links if i.rpartition(".")[0] == node]:
+            for ident in [i for i in proc.links if node_of(i) == node]:
                 actors.linked_ended(proc.ident, ident, why, "", True)
-            for ref in [r for r, w in proc.monitors.items() if (w.ident or "").rpartition(".")[0] == node]:
+            for ref in [r for r, w in proc.monitors.items() if node_of(w.ident or "") == node]:
                 del proc.monitors[ref]
                 actors.watched.pop(ref, None)
-
-    def describe(self) -> dict:
-        return {"hub": self.relay.up(), "names": dict(self.names),
-                "waiting": {n: len(b.frames) for n, b in self.relay.out.items() if b.frames}}
-
-
-def payload_of(raw: bytes) -> memoryview:
-    head_len, _ = wire.check_header(raw[:wire.HEADER_SIZE], 1 << 62)
-    return memoryview(raw)[wire.HEADER_SIZE + head_len:]
-

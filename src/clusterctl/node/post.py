@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from . import ops, wire
-from .addresses import NAME, is_id
+from .addresses import NAME, is_id, node_of
 
 ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "remote": "CallFailed"}
 
@@ -39,14 +39,11 @@ class Post:
         self.calls: dict[str, tuple[Caller, object]] = {}  # ref -> (caller, callee here)
         self.recorders: list = []  # traces that take the messages (see tracing.py)
 
-    def here(self, ident: str | None):
-        return None if ident is None else self.actors.resolve(ident)
-
     def elsewhere(self, to: str) -> str | None:
         """The id of the process ``to`` names on another node (as far as this node
         knows: an id names its node; a name, the hub's table), or None."""
         if is_id(to):
-            return to if to.rpartition(".")[0] != self.name else None
+            return to if node_of(to) != self.name else None
         return self.peers.where(to) if self.peers is not None else None
 
     # -- messages and calls ---------------------------------------------------------------------
@@ -59,16 +56,16 @@ class Post:
         if target is None:
             remote = self.elsewhere(to)
             if remote is not None:
-                if ref is None and remote.rpartition(".")[0] in self.peers.lost:
+                if ref is None and node_of(remote) in self.peers.lost:
                     return None  # a lost node's processes are gone: the message is dropped
                 problem = self.peers.send(remote, frame)
                 if problem is not None:
-                    lost = remote.rpartition(".")[0] in self.peers.lost
+                    lost = node_of(remote) in self.peers.lost
                     return self.refuse(caller, ref, "exited" if lost else "remote", problem)
                 if self.recorders:
                     self.record(caller, remote, size, "out")
                 if ref is not None:
-                    self.peers.calls[ref] = (caller, remote.rpartition(".")[0])
+                    self.peers.calls[ref] = (caller, node_of(remote))
                 return None
             if ref is None and caller.ident is not None and is_id(to):
                 return None  # a message to an ended process is dropped (as Erlang's)
@@ -86,7 +83,7 @@ class Post:
         self.stats["messages"] = self.stats.get("messages", 0) + 1
         if self.recorders:
             where = "program" if caller.conn is not None else (
-                "local" if self.here(caller.ident) is not None else "in")
+                "local" if self.actors.live(caller.ident) is not None else "in")
             self.record(caller, target.ident, size, where)
         return None
 
@@ -115,8 +112,10 @@ class Post:
         """A reply frame to its caller, wherever it is."""
         if caller.conn is not None:
             self.loop.send(caller.conn, wire.encode_ok_result(caller.request, bytes(payload)))
-        elif self.here(caller.ident) is not None:
-            self.loop.send(self.here(caller.ident), raw)
+            return
+        proc = self.actors.live(caller.ident)
+        if proc is not None:
+            self.loop.send(proc, raw)
         elif caller.ident is not None and self.peers is not None:
             self.peers.send(caller.ident, raw)
 
@@ -132,7 +131,7 @@ class Post:
         if watcher.conn is not None:
             self.loop.send(watcher.conn, wire.encode(dict(head, id=watcher.request)))
             return
-        proc = self.here(watcher.ident)
+        proc = self.actors.live(watcher.ident)
         if proc is not None:
             self.loop.send(proc, wire.encode(head))
         elif watcher.ident is not None and self.peers is not None and self.elsewhere(watcher.ident):
@@ -140,9 +139,17 @@ class Post:
 
     def deliver(self, ident: str | None, raw: bytes) -> None:
         """A frame, as it came from another node, to a process here."""
-        proc = self.here(ident)
+        proc = self.actors.live(ident)
         if proc is not None:
             self.loop.send(proc, raw)
+
+    def forget_call(self, ref: str) -> None:
+        """The caller gave up on the call ``ref`` (a timeout): a late reply is not wanted."""
+        entry = self.calls.pop(ref, None)
+        if entry is not None:
+            entry[1].calls.discard(ref)
+        if self.peers is not None:
+            self.peers.calls.pop(ref, None)
 
     def forget_conn(self, conn) -> None:
         """A controller went: drop the calls it waits for."""
@@ -154,6 +161,6 @@ class Post:
     def forget_node(self, node: str) -> None:
         """A node was lost: drop the calls its processes wait for here."""
         for ref, (caller, callee) in list(self.calls.items()):
-            if caller.ident is not None and caller.ident.rpartition(".")[0] == node:
+            if caller.ident is not None and node_of(caller.ident) == node:
                 del self.calls[ref]
                 callee.calls.discard(ref)

@@ -138,9 +138,9 @@ class Relay:
         self.acks[src, session] = seq
         self.taken[src, session] = self.taken.get((src, session), 0) + 1
         raw = bytes(payload)
-        head_len, _ = wire.check_header(raw[:wire.HEADER_SIZE], 1 << 62)
-        inner = wire.decode_head(raw[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
-        self.deliver(src, inner, memoryview(raw)[wire.HEADER_SIZE + head_len:], raw)
+        inner_payload = wire.frame_payload(raw)
+        inner = wire.decode_head(raw[wire.HEADER_SIZE:len(raw) - len(inner_payload)])
+        self.deliver(src, inner, inner_payload, raw)
 
     def owed(self, node: str) -> tuple[str, int] | None:
         """An ack owed to ``node`` (its session, how far), taken to ride on a frame to it."""

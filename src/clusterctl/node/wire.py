@@ -90,6 +90,12 @@ def encode_ok_result(request_id, payload: bytes) -> bytes:
     return _pack_header(MAGIC, KIND_MESSAGE, len(head), len(payload)) + head + payload
 
 
+def frame_payload(raw: bytes) -> memoryview:
+    """The payload of a whole frame (the header says where its head ends)."""
+    head_len, _ = check_header(raw[:HEADER_SIZE], 1 << 62)
+    return memoryview(raw)[HEADER_SIZE + head_len:]
+
+
 def check_header(header, max_payload: int, offset: int = 0) -> tuple[int, int]:
     """Validate the frame header at ``offset``; return (head length, payload length)."""
     magic, kind, head_len, payload_len = _unpack_header(header, offset)
