@@ -591,3 +591,42 @@ def test_a_group_past_its_intensity_ends_with_its_children(make_cluster):
         c.spawn_group([member], strategy="all_for_none")
     with pytest.raises(errors.UsageError, match="a group's child is a function"):
         c.spawn_group([42])
+
+
+# -- malformed frames --------------------------------------------------------------------------
+
+def scribble():
+    """When told, write garbage on this process's own channel to its node."""
+    from clusterctl.node.actor import _current
+
+    receive()
+    _current().sock.sendall(b"this is no frame at all, just bytes")
+    receive()
+
+
+def test_garbage_from_a_process_ends_that_process_only(make_cluster):
+    """A process that writes garbage on its channel is ended, its monitor told why; the
+    node and its other processes go on."""
+    c = make_cluster()
+    c.spawn(kvs, node="n1", name="calm")
+    scribbler = c.spawn(scribble, node="n1")
+    down = ended(c, scribbler, then=lambda: c.send(scribbler, "go"))
+    assert "garbage on its channel" in down.reason, down
+    assert c.call("calm", ("store", "k", 1), timeout=5) is True
+
+
+def test_the_hubs_frames_from_anyone_else_are_ignored_and_malformed_ones_refused(make_cluster, env):
+    """relay, names, nodedown... come from the hub's watch connection only: from a
+    program's connection they are ignored (and logged); a malformed one ends that
+    connection; the node and its processes go on."""
+    c = make_cluster()
+    c.spawn(kvs, node="n1", name="calm")
+    conn = c.connect("n1")
+    conn.send({"op": "nodedown", "node": "n2", "reason": "a lie"})
+    conn.send({"op": "names", "set": {"calm": "n2.1"}})
+    assert c.call("calm", ("store", "k", 1), timeout=5) is True  # (still here: names untouched)
+    wait_for(lambda: "is the hub's to send" in env.node_log("n1"), 5, message="the node to log it")
+    conn.send({"op": "relay", "node": "n1", "src": "n2", "s": "x", "q": -1})  # q: not a count
+    wait_for(lambda: conn.lost is not None, 5, message="the connection to be ended")
+    c2 = make_cluster()
+    assert c2.call("calm", ("lookup", "k"), timeout=5) == 1

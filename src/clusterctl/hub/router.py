@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from clusterctl.node.addresses import node_of
+
 RESTART_GRACE = 0.5  # seconds between a node's loss and its processes' restart elsewhere
 
 
@@ -28,9 +30,9 @@ class Router:
         self.loads: dict[str, float] = {}  # node -> its load, for placing adopted processes
         self.names: dict[str, str] = {}  # name -> the id of its holder
         self.kept: dict[str, dict[str, tuple[dict, bytes]]] = {}  # node -> id -> (keep head, frame)
-        self.leaving: set[str] = set()  # nodes that said they stop: nothing of theirs moves
         self.running: dict[str, int] = {}  # node -> its spawned processes (while it has any)
-        self.stopped: set[str] = set()  # nodes that said they stop (not to be called back)
+        self.stopped: set[str] = set()  # nodes that said they stop: nothing of theirs moves,
+        # and they are not called back
         self.known: set[str] = set()  # every node a command asked the hub to watch
         self.forwarded = 0
         self._lock = threading.RLock()
@@ -43,7 +45,7 @@ class Router:
             self.links[node] = conn
             self.stopped.discard(node)
             others = [c for n, c in self.links.items() if n != node]
-        conn.listen(lambda head, payload, raw: self.from_node(node, conn, head, payload, raw))
+        conn.listen(lambda head, payload, raw: self.fromnode_of(node, conn, head, payload, raw))
         for other in others:  # what they kept for it goes now (the hub dropped it meanwhile)
             _send(other, {"op": "nodeup", "node": node})
 
@@ -55,13 +57,11 @@ class Router:
                 return
             del self.links[node]
             self.running.pop(node, None)
-            freed = [name for name, ident in self.names.items() if _node(ident) == node]
+            freed = [name for name, ident in self.names.items() if node_of(ident) == node]
             for name in freed:
                 del self.names[name]
             kept = self.kept.pop(node, {})
-            if node in self.leaving:
-                self.leaving.discard(node)
-                self.stopped.add(node)
+            if node in self.stopped:
                 kept, reason = {}, "it stopped"
             others = list(self.links.items())
         self.log(f"node {node} lost ({reason}): telling {len(others)} nodes; "
@@ -109,7 +109,7 @@ class Router:
 
     # -- what nodes send --------------------------------------------------------------------------
 
-    def from_node(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+    def fromnode_of(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
         op = head.get("op")
         if op in ("relay", "ack", "reset"):
             with self._lock:
@@ -142,7 +142,7 @@ class Router:
                 self.kept.setdefault(node, {})[head["pid"]] = (dict(head), bytes(payload))
         elif op == "bye":
             with self._lock:
-                self.leaving.add(node)
+                self.stopped.add(node)
                 self.kept.pop(node, None)
         elif op == "drop":
             with self._lock:
@@ -185,7 +185,7 @@ class Router:
         with self._lock:
             for name, pid in names.items():
                 holder = self.names.get(name)
-                if holder is None or holder == pid or _node(holder) == node:
+                if holder is None or holder == pid or node_of(holder) == node:
                     self.names[name] = pid
                 else:
                     evict.append((name, pid, holder))
@@ -195,7 +195,7 @@ class Router:
             self.log(f"{pid} on {node} holds {name}, which {holder} took over: evicting it")
             _send(conn, {"op": "evict", "pid": pid, "reason": f"its name {name} was taken over by "
                          f"{holder} while its node was out of reach"})
-        nodes = sorted({_node(ident) for ident in table.values()} | {node})
+        nodes = sorted({node_of(ident) for ident in table.values()} | {node})
         _send(conn, {"op": "names", "set": table, "nodes": nodes})
         mine = {n: p for n, p in names.items() if table.get(n) == p}
         if mine:
@@ -206,10 +206,6 @@ class Router:
         with self._lock:
             return {"nodes": sorted(self.links), "names": dict(self.names),
                     "kept": {n: len(k) for n, k in self.kept.items()}, "forwarded": self.forwarded}
-
-
-def _node(ident: str) -> str:
-    return ident.rpartition(".")[0]
 
 
 def _send(conn, head: dict, payload: bytes = b"") -> None:

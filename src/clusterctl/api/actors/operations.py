@@ -85,11 +85,11 @@ class ProcessOps:
             problem = f"the mailbox size is a number of bytes above 0, not {mailbox!r}"
         if problem is not None:
             raise errors.UsageError(problem)
-        if name is not None:
-            holder = self.whereis(name)
+        pongs = self._links.watch_all()  # (the hub connects the nodes' processes)
+        if name is not None and not pongs and len(self.nodes) > 1:
+            holder = self.whereis(name)  # (no hub to claim the name from: as far as can be told)
             if holder is not None:
                 raise errors.NameTaken(f"the name {name} is taken by {holder}")
-        pongs = self._links.watch_all()  # (the hub connects the nodes' processes)
         where = self._place(pongs) if node is None else node
         conn = self.connect(where)
         if conn.restricted:
@@ -149,7 +149,7 @@ class ProcessOps:
             conn = self._running(node)
             return None if conn is None else self._ask(conn, {"op": "whereis", "name": name}).get("pid")
 
-        return first_found(self._process_nodes(), _or_none(one))
+        return first_found(self.nodes, _or_none(one))
 
     def kill(self, to: str) -> str:
         """End the process ``to`` for good (it is not restarted), or forget one that stays
@@ -159,7 +159,7 @@ class ProcessOps:
         except errors.NoProcess:
             if node_of(to) is not None:
                 raise
-        for node in self._process_nodes():  # a name no process holds: one that stays down?
+        for node in self.nodes:  # a name no process holds: one that stays down?
             conn = self._running(node)
             if conn is not None:
                 try:
@@ -171,7 +171,7 @@ class ProcessOps:
     def processes(self, nodes: Iterable[str] | None = None) -> ProcessList:
         """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
         function, state, uptime, mailbox, restarts, memory; nodes not running have none."""
-        names = self.node_names(nodes) if nodes is not None else self._process_nodes()
+        names = self.node_names(nodes) if nodes is not None else self.nodes
         self._links.ensure_hub()
         found = ProcessList()
         found.errors = {}
@@ -199,9 +199,6 @@ class ProcessOps:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _process_nodes(self) -> list[str]:
-        return self.nodes
-
     def _running(self, node: str) -> NodeConnection | None:
         """The connection to ``node`` if it runs (a restricted node runs no processes)."""
         conn = self._links.connect(node, start=False)
@@ -215,7 +212,7 @@ class ProcessOps:
         self._links.ensure_hub()
         node = node_of(to)
         if node is None:
-            candidates = self._process_nodes()
+            candidates = self.nodes
             holder = None if len(candidates) == 1 else self.whereis(to)
             if holder is None and len(candidates) != 1:
                 raise errors.NoProcess(f"no process is registered as {to}")
@@ -242,7 +239,7 @@ class ProcessOps:
                 raise errors.Refused(node, RESTRICTED)
             return conn.ping(self.connect_timeout)
 
-        nodes = self._process_nodes()
+        nodes = self.nodes
         pongs = dict(zip(nodes, in_parallel(nodes, _or_error(one))))
         usable = {n: p for n, p in pongs.items() if not isinstance(p, errors.ClusterError)}
         if not usable:
@@ -292,7 +289,9 @@ def _child(child) -> tuple:
     if not isinstance(child, (tuple, list)) or not child or not callable(child[0]) or len(child) > 3:
         raise errors.UsageError(f"a group's child is a function, (function, args) or (function, "
                                 f"args, options), not {child!r}")
-    fn, args, options = child[0], tuple(child[1]) if len(child) > 1 else (), dict(child[2]) if len(child) > 2 else {}
+    fn = child[0]
+    args = tuple(child[1]) if len(child) > 1 else ()
+    options = dict(child[2]) if len(child) > 2 else {}
     problem = supervision.problem(options.get("restart", "permanent"), 0, 1.0)
     if problem is None and options.get("name") is not None:
         problem = name_problem(options["name"])
