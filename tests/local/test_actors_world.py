@@ -292,7 +292,18 @@ def test_a_name_freed_on_one_node_can_be_taken_on_the_other(make_cluster):
 
 # -- the hub killed while messages flow ------------------------------------------------------------
 
-def test_a_hub_killed_mid_stream_loses_nothing(make_cluster, env):
+def start_hub_from_its_memory(c):
+    """Start a new hub by a request that names no node: only the list of watched nodes
+    the killed hub left has it watch n1 and n2 again (the first back sends again at once
+    what it kept for the other, which the hub must know as part of the world)."""
+    assert c._links.hub.call("status", {}, 10.0)["requests"] >= 0
+    return wait_for(lambda: (lambda rows: rows if len(rows) == 2 else None)(c.processes()),
+                    10, message="the processes listed again")
+
+
+@pytest.mark.parametrize("restart", [lambda c: c.processes(), start_hub_from_its_memory],
+                         ids=["by-a-command", "from-its-memory"])
+def test_a_hub_killed_mid_stream_loses_nothing(make_cluster, env, restart):
     c = make_cluster()  # (the default heartbeat: a busy machine must not lose a node here)
     n = 600
     sink = c.spawn(consumer, node="n2", name="sink")
@@ -307,7 +318,7 @@ def test_a_hub_killed_mid_stream_loses_nothing(make_cluster, env):
     assert all(alive(p) for p in os_pids.values())
     assert len(c.call(sink, "report", timeout=5)) < n, "the stream ended before the hub was killed"
 
-    rows = c.processes()  # starts a new hub, which watches the nodes again
+    rows = restart(c)  # a new hub, which watches the nodes again
     new = hub_pid(env)
     assert new not in (None, old) and alive(new)
     assert {row["id"]: row["pid"] for row in rows} == os_pids  # nothing restarted

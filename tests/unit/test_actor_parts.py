@@ -158,3 +158,25 @@ def test_an_unknown_group_strategy_is_refused():
 
     with pytest.raises(ValueError, match="strategy must be one of one_for_one"):
         to_restart("all_for_none", 3, 0)
+
+
+# -- a new hub watching the nodes its killed predecessor watched ----------------------------------
+
+def test_remembered_nodes_are_watched_again_together_per_settings():
+    """Nodes watched with the same settings are watched again by one request, side by side
+    (a few hundred, one by one over SSH, would take minutes); none is started."""
+    from clusterctl.config.hosts import HostSpec
+    from clusterctl.hub.daemon import rewatch_requests
+
+    def remembered(name, ssh):
+        spec = HostSpec(name=name, target="local", slots=1)
+        return {"specs": [spec], "ssh": ssh, "start": False, "timeout": 5.0,
+                "heartbeat": (1.0, 10.0), "limits": {}}
+
+    plain, other = {"port": 22}, {"port": 2222}
+    got = rewatch_requests({"n1": remembered("n1", plain), "n2": remembered("n2", plain),
+                            "h1": remembered("h1", other), "n3": remembered("n3", dict(plain))})
+    assert [[s.name for s in r["specs"]] for r in got] == [["n1", "n2", "n3"], ["h1"]]
+    assert [r["ssh"] for r in got] == [plain, other]
+    assert all(r["start"] is False and r["timeout"] == 5.0 for r in got)
+    assert rewatch_requests({}) == []

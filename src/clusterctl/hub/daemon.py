@@ -88,15 +88,20 @@ class Hub:
     def _keep_watching(self) -> None:
         """The nodes a hub before this one watched are watched again (none is started);
         then, every ``REWATCH_SECONDS``, a lost watch tries again: the routing between
-        nodes comes back by itself."""
+        nodes comes back by itself.
+
+        Every remembered node is known before the first is watched: the first node back
+        sends again what it kept for the others, and a frame for a node the hub does not
+        know is refused as for a node that is not in the world, which drops it for good."""
         try:
             with open(place.watched_path(self.directory), "rb") as fh:
                 remembered = pickle.load(fh)
         except (OSError, EOFError, pickle.PickleError, AttributeError, ImportError):
             remembered = {}
-        for args in remembered.values():
+        self.router.know(remembered)
+        for args in rewatch_requests(remembered):
             try:
-                self.world(dict(args, start=False))
+                self.world(args)
             except Exception as exc:  # noqa: BLE001 - the next command's world will do
                 log(f"watching {[s.name for s in args['specs']]} again failed: {exc}")
         while not self.stopping.wait(REWATCH_SECONDS):
@@ -247,6 +252,21 @@ class Hub:
 
 
 # -- the process -------------------------------------------------------------------------
+
+def rewatch_requests(remembered: dict[str, dict]) -> list[dict]:
+    """The world requests that watch the remembered nodes again, none started: one for
+    each set of settings, with every node that shares it (watched side by side, as one
+    command's world is), in the order the nodes were first watched."""
+    merged: dict[bytes, dict] = {}
+    for args in remembered.values():
+        settings = {key: value for key, value in args.items() if key != "specs"}
+        key = pickle.dumps(sorted(settings.items()))
+        if key in merged:
+            merged[key]["specs"] += args["specs"]
+        else:
+            merged[key] = dict(settings, specs=list(args["specs"]), start=False)
+    return list(merged.values())
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clusterctl-hub")
