@@ -486,6 +486,65 @@ def test_frozen_node_is_lost_by_heartbeat(env, local_specs, busy):
         cluster.close()
 
 
+def test_a_thawed_node_does_not_blame_its_clients_for_its_own_freeze(env, local_specs):
+    """A node frozen (SIGSTOP: a paused VM, a starved host) for longer than a client's
+    heartbeat finds that client's pings waiting when it runs again: the node was the
+    silent one, and the connection stays. The freeze lands while the node is busy with
+    another client's stream, as on a loaded host, so no read comes between its waking and
+    its judging who was silent."""
+    cluster = Cluster(local_specs[:1])
+    node = cluster.world()[0].pid
+    cookie = cluster.settings.cookie
+    stop = threading.Event()
+    quiet, flood = raw_socket(env), raw_socket(env)
+
+    def ping_every(sock, pause):
+        try:
+            while not stop.is_set():
+                sock.sendall(wire.encode({"op": "ping", "id": 1}))
+                stop.wait(pause)
+        except OSError:
+            pass
+
+    def drain(sock):
+        try:
+            while sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    try:
+        assert handshake(quiet, cookie, heartbeat=1.0)["op"] == "welcome"
+        assert handshake(flood, cookie)["op"] == "welcome"
+        flood.settimeout(None)
+        threads = [threading.Thread(target=ping_every, args=(quiet, 0.2), daemon=True),
+                   threading.Thread(target=ping_every, args=(flood, 0), daemon=True),
+                   threading.Thread(target=drain, args=(flood,), daemon=True)]
+        for thread in threads:
+            thread.start()
+        pong, _ = wire.read_message(quiet)
+        assert pong["op"] == "pong"
+        time.sleep(0.3)
+        os.kill(node, signal.SIGSTOP)
+        try:
+            time.sleep(2.0)  # twice the quiet client's heartbeat
+        finally:
+            os.kill(node, signal.SIGCONT)
+        time.sleep(1.0)  # a few housekeeping rounds of the thawed node
+        stop.set()
+        quiet.sendall(wire.encode({"op": "ping", "id": 99}))
+        while pong.get("id") != 99:  # (the pongs to the pings of the freeze come first)
+            pong, _ = wire.read_message(quiet)
+        assert "no heartbeat" not in env.node_log("n1")
+    finally:
+        stop.set()
+        os.kill(node, signal.SIGCONT)
+        quiet.close()
+        flood.close()
+        cluster.down()
+        cluster.close()
+
+
 def test_idle_node_exits_by_itself(env):
     spec = HostSpec(name="idler", target="local", slots=1, idle=1.0)
     with Cluster([spec]) as cluster:

@@ -39,14 +39,18 @@ def until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
         data += chunk
 
 
-def handshake(sock: socket.socket, cookie: bytes) -> dict:
-    """Authenticate as a client holding ``cookie``; the node's answer (a welcome is checked
-    to carry the node's proof of the same cookie)."""
+def handshake(sock: socket.socket, cookie: bytes, heartbeat: float | None = None) -> dict:
+    """Authenticate as a client holding ``cookie`` (which the node ends when it is silent
+    for ``heartbeat`` seconds, if given); the node's answer (a welcome is checked to carry
+    the node's proof of the same cookie)."""
     hello, _ = wire.read_message(sock, max_payload=0)
     assert hello["op"] == "hello"
     nonce = wire.new_nonce()
-    sock.sendall(wire.encode({"op": "auth", "proto": wire.PROTOCOL_VERSION, "nonce": nonce,
-                              "mac": wire.client_mac(cookie, hello["nonce"], nonce)}))
+    auth = {"op": "auth", "proto": wire.PROTOCOL_VERSION, "nonce": nonce,
+            "mac": wire.client_mac(cookie, hello["nonce"], nonce)}
+    if heartbeat is not None:
+        auth["heartbeat"] = heartbeat
+    sock.sendall(wire.encode(auth))
     answer, _ = wire.read_message(sock, max_payload=0)
     if answer["op"] == "welcome":
         assert wire.macs_equal(answer["mac"], wire.node_mac(cookie, hello["nonce"], nonce))

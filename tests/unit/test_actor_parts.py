@@ -180,3 +180,55 @@ def test_remembered_nodes_are_watched_again_together_per_settings():
     assert [r["ssh"] for r in got] == [plain, other]
     assert all(r["start"] is False and r["timeout"] == 5.0 for r in got)
     assert rewatch_requests({}) == []
+
+
+# -- whereis: the holder's own word first ------------------------------------------------------------
+
+def _asker(answers: dict, blocked=None):
+    """``ask(node)`` from a table: an id, None, or an exception to raise; ``blocked`` nodes
+    wait on their event (a node out of reach) before they answer."""
+    from clusterctl import errors
+
+    def ask(node):
+        if blocked and node in blocked:
+            blocked[node].wait(10)
+        value = answers[node]
+        if value is errors.NodeLost:
+            raise errors.NodeLost(node, "out of reach")
+        return value
+    return ask
+
+
+def test_whereis_takes_the_holders_own_word_at_once():
+    import threading
+    import time
+
+    from clusterctl.api.actors.operations import holder_found
+
+    gate = threading.Event()
+    start = time.monotonic()
+    try:
+        found = holder_found(["n1", "n2", "n3"], _asker({"n1": None, "n2": "n2.4", "n3": None},
+                                                        blocked={"n3": gate}))
+    finally:
+        gate.set()
+    assert found == "n2.4" and time.monotonic() - start < 5
+
+
+def test_whereis_does_not_believe_what_a_node_heard_when_the_holder_says_otherwise():
+    """n1 heard (from the hub) that n2.1 holds the name; n2 has restarted it as n2.2 by now,
+    or freed it: n2's own word counts."""
+    from clusterctl.api.actors.operations import holder_found
+
+    assert holder_found(["n1", "n2"], _asker({"n1": "n2.1", "n2": "n2.2"})) == "n2.2"
+    assert holder_found(["n1", "n2"], _asker({"n1": "n2.1", "n2": None})) is None
+
+
+def test_whereis_believes_what_a_node_heard_when_the_holder_cannot_say():
+    from clusterctl import errors
+    from clusterctl.api.actors.operations import holder_found
+
+    assert holder_found(["n1", "n2"], _asker({"n1": "n2.1", "n2": errors.NodeLost})) == "n2.1"
+    assert holder_found(["n1", "n2"], _asker({"n1": "x9.3", "n2": None})) == "x9.3"  # (not in this world)
+    assert holder_found(["n1"], _asker({"n1": errors.NodeLost})) is None
+    assert holder_found([], _asker({})) is None

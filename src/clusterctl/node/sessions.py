@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import stat
 import sys
@@ -43,6 +44,18 @@ class Connection(Endpoint):
         self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
         self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
         self.recorder: tracing.Recorder | None = None  # its tasks' trace, once it asked for one
+
+
+def input_waiting(conn: Connection) -> bool:
+    """Whether ``conn`` has something to read now (or its end, which the read sees): then
+    the node is the one behind (stopped, or starved of CPU, since its last read), not the
+    peer silent, and the next turn reads it."""
+    probe = select.poll()  # (not select.select: a busy node's descriptors pass 1024)
+    probe.register(conn.fd, select.POLLIN)
+    try:
+        return bool(probe.poll(0))
+    except OSError:
+        return False
 
 
 class Acceptor:
@@ -164,12 +177,12 @@ class Sessions:
         return any(not c.watching for c in self.conns.values())
 
     def housekeeping(self, now: float) -> None:
-        """End connections that did not authenticate in time or went silent."""
+        """End connections not authenticated in time, or silent (see ``input_waiting``)."""
         self.acceptor.resume(now)
         for conn in list(self.conns.values()):
             if not conn.authed and now - conn.opened > self.handshake_timeout:
                 self.close_conn(conn, "no handshake within %g s" % self.handshake_timeout)
-            elif conn.heartbeat and now - conn.last_rx > conn.heartbeat:
+            elif conn.heartbeat and now - conn.last_rx > conn.heartbeat and not input_waiting(conn):
                 self.close_conn(conn, "no heartbeat for %.1f s" % (now - conn.last_rx))
 
     def close_all(self) -> None:

@@ -149,7 +149,7 @@ class ProcessOps:
             conn = self._running(node)
             return None if conn is None else self._ask(conn, {"op": "whereis", "name": name}).get("pid")
 
-        return first_found(self.nodes, _or_none(one))
+        return holder_found(self.nodes, one)
 
     def kill(self, to: str) -> str:
         """End the process ``to`` for good (it is not restarted), or forget one that stays
@@ -265,21 +265,38 @@ class ProcessOps:
         return head
 
 
-def first_found(nodes: list[str], ask) -> Any:
-    """The first answer that is not None of ``ask(node)`` asked of every node at once: a
-    name has one holder, so a node out of reach (which makes its ask wait for the
-    connect timeout) holds up nothing once another has answered."""
-    if len(nodes) <= 1:
-        return ask(nodes[0]) if nodes else None
+def holder_found(nodes: list[str], ask) -> str | None:
+    """The holder of a name, from ``ask(node)`` (an id, or None) asked of every node at
+    once. A node's word for its own processes is the truth and is taken as it comes, so a
+    node out of reach (its ask waits for the connect timeout) holds up nothing then. What a
+    node says of another node's process is the hub's table as that node last heard it,
+    which lags a moment behind an end or a restart: it counts only if the holder's own node
+    could not be asked."""
     answers: queue.SimpleQueue = queue.SimpleQueue()
-    for node in nodes:
-        threading.Thread(target=lambda n=node: answers.put(ask(n)), daemon=True,
-                         name="clusterctl-whereis").start()
+
+    def one(node: str) -> None:
+        try:
+            answers.put((node, True, ask(node)))
+        except errors.ClusterError:
+            answers.put((node, False, None))
+
+    if len(nodes) == 1:
+        one(nodes[0])
+    else:
+        for node in nodes:
+            threading.Thread(target=one, args=(node,), daemon=True, name="clusterctl-whereis").start()
+    answered: set[str] = set()
+    heard: dict[str, str] = {}  # holder's node -> the id another node named
     for _ in nodes:
-        found = answers.get()
-        if found is not None:
+        node, ok, found = answers.get()
+        if not ok:
+            continue
+        answered.add(node)
+        if found is not None and node_of(found) == node:
             return found
-    return None
+        if found is not None:
+            heard.setdefault(node_of(found), found)
+    return next((ident for holder, ident in heard.items() if holder not in answered), None)
 
 
 def _child(child) -> tuple:
@@ -306,15 +323,6 @@ def _label(fn) -> str:
     module = getattr(fn, "__module__", "") or ""
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     return name if module.startswith("__") or not module else f"{module}.{name}"
-
-
-def _or_none(fn):
-    def safe(node: str):
-        try:
-            return fn(node)
-        except errors.ClusterError:
-            return None
-    return safe
 
 
 def _or_error(fn):
