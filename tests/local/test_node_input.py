@@ -389,3 +389,25 @@ def test_the_log_stays_bounded_while_the_node_runs(cluster, env):
     assert (env.run_dir / "n1.log.1").stat().st_size <= getattr(log, "LOG_BYTES", 1 << 20)
     cluster.rpc("n1", "os.getpid")
     assert cluster.world(["n1"])[0].pid == info.pid
+
+
+# -- the hub ----------------------------------------------------------------------------------
+
+def test_a_request_the_hub_fails_on_is_answered_with_why_and_the_hub_serves_on(env, local_specs):
+    """A request the hub cannot handle (here ``wait_stopped`` without its arguments) gets an
+    error that names the failure and the hub's log, not a closed connection; the hub, and
+    its log, go on."""
+    from clusterctl.hub.client import HubClient
+
+    cluster = Cluster(local_specs)
+    hub = HubClient(cluster.settings)
+    try:
+        with pytest.raises(errors.HubError, match=r"failed on the request 'wait_stopped': KeyError") as caught:
+            hub.call("wait_stopped", {}, 10.0)
+        assert "hub.log" in caught.value.hint
+        assert hub.call("status", {}, 10.0)["requests"] == 2
+        log = (env.run_dir / "hub" / "hub.log").read_text()
+        assert "the request 'wait_stopped' failed" in log and "Traceback" in log
+    finally:
+        hub.stop(10.0)
+        cluster.close()

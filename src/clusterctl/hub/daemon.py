@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 
 from clusterctl import errors
 from clusterctl.config.cookie import load_or_create_cookie
@@ -162,6 +163,12 @@ class Hub:
             result = self._do(what, args)
         except errors.ClusterError as exc:
             sock.sendall(protocol.reply(error=exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: said, not a closed socket
+            log(f"the request {what!r} failed:\n{traceback.format_exc().rstrip()}")
+            sock.sendall(protocol.reply(error=errors.HubError(
+                f"the hub failed on the request {what!r}: {type(exc).__name__}: {exc}",
+                hint=f"its log: {place.log_path(self.directory)}")))
             return False
         sock.sendall(protocol.reply(result))
         if what == "stop":

@@ -543,18 +543,23 @@ class SSHTransport:
         if not isinstance(pid, int):
             return
         target = self.pool.target(self.spec.host, self.spec.user, self.spec.port)
-        try:
+        for attempt in (1, 2):  # a pooled connection found dead is made again, once
             transport = self.pool.client(self.spec.name, target, time.monotonic() + timeout)
-            channel = transport.open_session(timeout=timeout)
             try:
-                channel.settimeout(timeout + 5)
-                self._run_boot(channel, {"wait_stopped": pid, "timeout": timeout})
-                reply = self._reply(channel)
-                channel.status_event.wait(timeout)  # the script has exited: nothing of ours is left
-            finally:
-                channel.close()
-        except (paramiko.SSHException, OSError) as exc:
-            raise errors.NodeError(self.spec.name, f"could not check that the node stopped: {exc}")
+                channel = transport.open_session(timeout=timeout)
+                try:
+                    channel.settimeout(timeout + 5)
+                    self._run_boot(channel, {"wait_stopped": pid, "timeout": timeout})
+                    reply = self._reply(channel)
+                    channel.status_event.wait(timeout)  # the script has exited: nothing of ours is left
+                finally:
+                    channel.close()
+                break
+            except (paramiko.SSHException, OSError, EOFError) as exc:  # (EOFError: the connection died)
+                if attempt == 1 and not transport.is_active():
+                    continue
+                raise errors.NodeError(self.spec.name, "could not check that the node stopped: "
+                                       f"{exc or type(exc).__name__}") from None
         if not reply.get("stopped"):
             raise errors.NodeError(self.spec.name, f"node process {pid} did not exit")
 
