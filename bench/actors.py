@@ -143,12 +143,14 @@ def compile_sources() -> str | None:
     return "PYTHONDONTWRITEBYTECODE is set: src/ was compiled once first, as pip compiles an install"
 
 
-def down_world(hosts, ssh: dict | None, notes: list[str], label: str) -> None:
-    """Bring every node of ``hosts`` and the hub down; a failure is noted, not raised."""
+def down_world(hosts, ssh: dict | None, notes: list[str], label: str, root: Path | None = None) -> None:
+    """Bring every node of ``hosts`` and the hub down; a failure is noted, not raised. With
+    ``root`` (the local nodes' directory), a node process still running after is noted too."""
     from clusterctl import Cluster
 
     options = {"ssh_options": ssh, "connect_timeout": 30} if ssh else {}
-    for attempt in range(3):
+    problem = None
+    for _ in range(3):
         try:
             with Cluster(hosts, **options) as closer:
                 outcomes = closer.down()
@@ -156,10 +158,14 @@ def down_world(hosts, ssh: dict | None, notes: list[str], label: str) -> None:
             problem = f"{type(exc).__name__}: {exc}"
             continue
         bad = {n: v for n, v in outcomes.items() if not isinstance(v, str)}
+        problem = f"{bad}" if bad else None
         if not bad:
-            return
-        problem = f"{bad}"
-    notes.append(f"(!) {label}: down failed: {problem}")
+            break
+    if problem is not None:
+        notes.append(f"(!) {label}: down failed: {problem}")
+    left = stray_nodes(root) if root is not None else []
+    if left:
+        notes.append(f"(!) {label}: node processes left after down: {left}")
 
 
 # -- 1. throughput on one node -------------------------------------------------------------
@@ -207,10 +213,7 @@ def throughput(args, rows: Rows, notes: list[str]) -> None:
                 rates.append(ours(n))
         finally:
             cluster.close()
-            down_world(world, None, notes, "throughput world")
-            left = stray_nodes(root)
-            if left:
-                notes.append(f"(!) throughput world: node processes left after down: {left}")
+            down_world(world, None, notes, "throughput world", root)
     best, best_base = max(rates), max(base)
     rows.add(f"1. messages between 2 processes, 1 node (x {n:,})", f"{best:,.0f} msg/s",
              f"{best_base:,.0f} msg/s (mp.Queue)", best / best_base, 0.5)
@@ -296,10 +299,7 @@ def local_calls(args, rows: Rows, notes: list[str]) -> None:
             call_figures(args, rows, notes, cluster, "a", "b", "2 LOCAL nodes, no bed")
         finally:
             cluster.close()
-            down_world(hosts, None, notes, "local call world")
-            left = stray_nodes(root)
-            if left:
-                notes.append(f"(!) local call world: node processes left after down: {left}")
+            down_world(hosts, None, notes, "local call world", root)
 
 
 # -- 3. the shell --------------------------------------------------------------------------

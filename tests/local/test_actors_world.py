@@ -25,8 +25,8 @@ from clusterctl.actor import (
     trap_exits, whereis)
 
 from actor_programs import (
-    alive, call_from_inside, collect, consumer, ended, hold, kvs, register_as, run_in,
-    runner, sends_to, sleeper)
+    alive, call_from_inside, collect, consumer, ended, hold, hub_pid, kvs, register_as, run_in,
+    runner, sends_to, sleeper, stream_through_a_hub_kill)
 from helpers import wait_for
 
 pytestmark = [pytest.mark.local_only, pytest.mark.timeout(60)]
@@ -105,13 +105,6 @@ def where(name):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def hub_pid(env) -> int | None:
-    try:
-        return int((env.run_dir / "hub" / "hub.pid").read_text())
-    except (OSError, ValueError):
-        return None
-
 
 def hub_log(env) -> str:
     try:
@@ -304,31 +297,9 @@ def start_hub_from_its_memory(c):
 @pytest.mark.parametrize("restart", [lambda c: c.processes(), start_hub_from_its_memory],
                          ids=["by-a-command", "from-its-memory"])
 def test_a_hub_killed_mid_stream_loses_nothing(make_cluster, env, restart):
-    c = make_cluster()  # (the default heartbeat: a busy machine must not lose a node here)
-    n = 600
-    sink = c.spawn(consumer, node="n2", name="sink")
-    source = c.spawn(sends_to, "sink", list(range(n)), 0.005, node="n1")
-    os_pids = {row["id"]: row["pid"] for row in c.processes()}
-    assert set(os_pids) == {sink, source}
-    old = hub_pid(env)
-    assert old is not None and alive(old)
-    wait_for(lambda: len(c.call(sink, "report", timeout=5)) >= 40, 10, message="messages flowing")
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: not alive(old), 5, message="the hub gone")
-    assert all(alive(p) for p in os_pids.values())
-    assert len(c.call(sink, "report", timeout=5)) < n, "the stream ended before the hub was killed"
-
-    rows = restart(c)  # a new hub, which watches the nodes again
-    new = hub_pid(env)
-    assert new not in (None, old) and alive(new)
-    assert {row["id"]: row["pid"] for row in rows} == os_pids  # nothing restarted
-    got = wait_for(lambda: (lambda g: g if len(g) >= n else None)(c.call(sink, "report", timeout=5)),
-                   15, 0.05, f"{n} messages")
-    assert got == list(range(n))
-    ended(c, source)  # (it sent everything, and ended normally)
-    time.sleep(0.3)  # a frame sent twice would come now
-    assert c.call(sink, "report", timeout=5) == list(range(n))
-    assert [row["id"] for row in c.processes()] == [sink] and alive(os_pids[sink])
+    # (the default heartbeat: a busy machine must not lose a node here; ``processes``
+    # starts a new hub, which watches the nodes again)
+    stream_through_a_hub_kill(make_cluster(), env, restart, sink_node="n2", source_node="n1")
 
 
 # -- a node lost -----------------------------------------------------------------------------------

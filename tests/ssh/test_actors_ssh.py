@@ -25,10 +25,10 @@ import pytest
 
 from clusterctl import errors
 from clusterctl.actor import call, receive, reply, spawn, whereis
-from clusterctl.hub import place
 
 from actor_programs import (
-    alive, call_from_inside, collect, consumer, hold, kvs, run_in, runner, sends_to, sleeper)
+    alive, call_from_inside, collect, hold, hub_pid, kvs, run_in, runner, sends_to, sleeper,
+    stream_through_a_hub_kill)
 from helpers import wait_for
 from sshbed import assert_no_clusterctl_left, available_reason
 from sshbed import clusterctl_processes as clusterctl_pids
@@ -75,10 +75,6 @@ def where(name):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def hub_pid(env) -> int | None:
-    return place.read_pid(str(env.run_dir / "hub"))
-
 
 def held(cluster, proc, n=1):
     """Wait until the ``hold`` process ``proc`` holds ``n`` calls (so they crossed)."""
@@ -230,38 +226,8 @@ def test_a_host_cut_off_fails_calls_to_it_within_the_heartbeat_bound(env, world,
 
 def test_a_hub_killed_mid_stream_between_hosts_loses_nothing(env, world):
     c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
-    n = 400
-    sink = c.spawn(consumer, node="h2")
-    source = c.spawn(sends_to, sink, list(range(n)), 0.005, node="h1")
-    os_pids = {row["id"]: row["pid"] for row in c.processes()}
-    assert set(os_pids) == {sink, source}
-    old = hub_pid(env)
-    assert old is not None and alive(old)
-    wait_for(lambda: len(c.call(sink, "report", timeout=10)) >= 40, 15, message="messages flowing")
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: not alive(old), 5, message="the hub gone")
-    assert all(alive(p) for p in os_pids.values())  # (the source still sends: mid-stream)
-    rows = c.processes()  # starts a new hub, which watches the nodes again
-    new = hub_pid(env)
-    assert new not in (None, old) and alive(new)
-    assert {row["id"]: row["pid"] for row in rows if row["id"] == sink} == {sink: os_pids[sink]}
-    got = c.call(sink, "report", timeout=10)
-    assert got == list(range(len(got)))  # in order so far
+    stream_through_a_hub_kill(c, env, lambda c: c.processes(), sink_node="h2", source_node="h1")
 
-    def everything():
-        got = c.call(sink, "report", timeout=10)
-        return got if len(got) >= n else None
-
-    got = wait_for(everything, 20, 0.1, f"{n} messages")
-    assert got == list(range(n))
-    wait_for(lambda: source not in {row["id"] for row in c.processes()}, 10,
-             message="the source to end (it sent everything)")
-    time.sleep(0.5)  # a frame sent twice would come now
-    assert c.call(sink, "report", timeout=10) == list(range(n))
-    assert [row["id"] for row in c.processes()] == [sink] and alive(os_pids[sink])
-
-
-# -- down --------------------------------------------------------------------------------------
 
 def test_down_leaves_no_process_on_any_host(env, world, bed):
     c = world.cluster("h1 slots=2\nh2 slots=2\nh3 slots=2\n")

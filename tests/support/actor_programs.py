@@ -6,12 +6,16 @@ functions do.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 
 import cloudpickle
 
 from clusterctl.actor import call, caller, receive, register, reply, self, send, sender, whereis
+from clusterctl.hub import place
+from helpers import wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -23,6 +27,46 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def hub_pid(env) -> int | None:
+    """The pid of the test's hub, if one was started."""
+    return place.read_pid(str(env.run_dir / "hub"))
+
+
+def stream_through_a_hub_kill(c, env, restart, *, sink_node: str, source_node: str,
+                              n: int = 600) -> None:
+    """A process on ``source_node`` sends ``n`` numbers, 5 ms apart, to one named "sink"
+    on ``sink_node``; the hub is SIGKILLed mid-stream and ``restart(c)`` has a new one
+    watch the nodes again. Every number arrives once and in order, and no process was
+    restarted (the processes belong to their nodes, not to the hub)."""
+    sink = c.spawn(consumer, node=sink_node, name="sink")
+    source = c.spawn(sends_to, "sink", list(range(n)), 0.005, node=source_node)
+    os_pids = {row["id"]: row["pid"] for row in c.processes()}
+    assert set(os_pids) == {sink, source}
+    old = hub_pid(env)
+    assert old is not None and alive(old)
+
+    def report() -> list:
+        return c.call(sink, "report", timeout=10)
+
+    wait_for(lambda: len(report()) >= 40, 15, message="messages flowing")
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), 5, message="the hub gone")
+    assert all(alive(p) for p in os_pids.values())
+    assert len(report()) < n, "the stream ended before the hub was killed"
+
+    rows = restart(c)
+    new = hub_pid(env)
+    assert new not in (None, old) and alive(new)
+    assert sink in {row["id"] for row in rows}  # nothing restarted (the source may be done):
+    assert all(os_pids.get(row["id"]) == row["pid"] for row in rows)
+    got = wait_for(lambda: (lambda g: g if len(g) >= n else None)(report()), 20, 0.05, f"{n} messages")
+    assert got == list(range(n))
+    ended(c, source)  # (it sent everything, and ended normally)
+    time.sleep(0.5)  # a frame sent twice would come now
+    assert report() == list(range(n))
+    assert [row["id"] for row in c.processes()] == [sink] and alive(os_pids[sink])
 
 
 def ended(cluster, proc, then=None, timeout=10.0):
