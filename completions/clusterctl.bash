@@ -1,29 +1,8 @@
-_clusterctl_completion() {
-    local IFS=$'\n'
-    local response
-
-    response=$(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD _CLUSTERCTL_COMPLETE=bash_complete $1)
-
-    for completion in $response; do
-        IFS=',' read type value <<< "$completion"
-
-        if [[ $type == 'dir' ]]; then
-            COMPREPLY=()
-            compopt -o dirnames
-        elif [[ $type == 'file' ]]; then
-            COMPREPLY=()
-            compopt -o default
-        elif [[ $type == 'plain' ]]; then
-            COMPREPLY+=($value)
-        fi
-    done
-
-    return 0
-}
-
-_clusterctl_completion_setup() {
-    complete -o nosort -F _clusterctl_completion clusterctl
-}
-
-_clusterctl_completion_setup;
-
+# bash completion for clusterctl. Load it from ~/.bashrc:
+#     . /path/to/clusterctl/completions/clusterctl.bash
+# It asks the installed clusterctl for its completion script, so the script always
+# matches the click that clusterctl runs with (click changes it between versions).
+# Node names, process names and ids complete from your hosts file and running nodes.
+if command -v clusterctl >/dev/null 2>&1; then
+    eval "$(_CLUSTERCTL_COMPLETE=bash_source clusterctl)"
+fi

@@ -1,23 +1,7 @@
-function _clusterctl_completion;
-    set -l response (env _CLUSTERCTL_COMPLETE=fish_complete COMP_WORDS=(commandline -cp) COMP_CWORD=(commandline -t) clusterctl);
-
-    for completion in $response;
-        set -l metadata (string split 
- $completion);
-
-        if test $metadata[1] = "dir";
-            __fish_complete_directories $metadata[2];
-        else if test $metadata[1] = "file";
-            __fish_complete_path $metadata[2];
-        else if test $metadata[1] = "plain";
-            if test $metadata[3] != "_";
-                echo $metadata[2]	$metadata[3];
-            else;
-                echo $metadata[2];
-            end;
-        end;
-    end;
-end;
-
-complete --no-files --command clusterctl --arguments "(_clusterctl_completion)";
-
+# fish completion for clusterctl. Copy it to ~/.config/fish/completions/clusterctl.fish.
+# It asks the installed clusterctl for its completion script, so the script always
+# matches the click that clusterctl runs with (click changes it between versions).
+# Node names, process names and ids complete from your hosts file and running nodes.
+if command -q clusterctl
+    _CLUSTERCTL_COMPLETE=fish_source clusterctl | source
+end

@@ -4,9 +4,7 @@ tests/local/test_places.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -39,11 +37,11 @@ def test_python_option_is_not_run_by_the_remote_shell(bed, tmp_path):
 @pytest.mark.ssh
 @pytest.mark.timeout(120)
 def test_python_option_with_a_home_relative_path_still_works(bed, tmp_path):
-    # sshd starts the remote shell in the home directory; "~/" is the one shell form kept
-    home = Path(os.path.expanduser("~"))
+    # "~/" is the one shell form kept: the remote shell's home, here the host's own
+    home = bed.host("h1").env_dir / "home"
     link = Path(tempfile.mkdtemp(prefix=".ccpy", dir=home))
     try:
-        (link / "py").symlink_to(sys.executable)
+        (link / "py").symlink_to(bed.bare_python / "bin" / "python3")
         spec = HostSpec(name="h1", target="h1", host="h1", python=f"~/{link.name}/py", source="hosts:1")
         ssh = {"config_file": str(bed.ssh_config), "known_hosts": str(bed.known_hosts)}
         with Cluster([spec], ssh_options=ssh, connect_timeout=20) as c:

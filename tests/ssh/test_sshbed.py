@@ -122,7 +122,7 @@ def test_paramiko_with_client_key_and_known_hosts(bed):
         assert stdout.channel.recv_exit_status() == 0
         sftp = client.open_sftp()  # Subsystem sftp internal-sftp
         try:
-            assert sorted(sftp.listdir(str(h2.env_dir))) == ["cache", "config", "run"]
+            assert sorted(sftp.listdir(str(h2.env_dir))) == ["cache", "config", "home", "run"]
         finally:
             sftp.close()
     finally:

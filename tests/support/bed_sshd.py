@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def _q_env(name: str, value: str) -> str:
 
 
 
+def make_bare_python(directory: Path) -> None:
+    """A ``python3`` as bare as a fresh host's: the controller's own interpreter (same
+    major.minor) in a virtualenv without pip and without the base's site-packages, so
+    nothing the controller installed (clusterctl, cloudpickle, paramiko, numpy) imports."""
+    if (directory / "bin" / "python3").exists():
+        return
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    _run([base, "-m", "venv", "--without-pip", str(directory)])
+
+
+def bare_path(directory: Path) -> str:
+    """The hosts' PATH: the bare ``python3`` first, then the system's directories."""
+    return "%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" % (directory / "bin")
+
+
 class SshdHosts:
     """The files and sshd processes of each host of an :class:`~sshbed.SSHTestBed`."""
 
@@ -52,8 +68,9 @@ class SshdHosts:
             jobs.append([_which("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
         _run_parallel(jobs, "ssh-keygen")
         client_pub = _pub_line(self.client_key.with_name(self.client_key.name + ".pub"))
+        make_bare_python(self.bare_python)
         for h in self._hosts:
-            for sub in ("", "cache", "run", "config"):
+            for sub in ("", "cache", "run", "config", "home"):
                 d = h.env_dir / sub
                 d.mkdir(parents=True, exist_ok=True)
                 os.chmod(d, 0o700)
@@ -67,7 +84,10 @@ class SshdHosts:
     def _write_sshd_config(self, h: _Host) -> None:
         ver = openssh_version() or (0, 0)
         env = {"XDG_CACHE_HOME": str(h.env_dir / "cache"), "XDG_RUNTIME_DIR": str(h.env_dir / "run"),
-               "XDG_CONFIG_HOME": str(h.env_dir / "config")}
+               "XDG_CONFIG_HOME": str(h.env_dir / "config"),
+               # a home of its own, whose shell rc files are none of this machine's, and a
+               # PATH whose python3 has the standard library and nothing else
+               "HOME": str(h.env_dir / "home"), "PATH": bare_path(self.bare_python)}
         env.update(self._extra_env)
         fwd = "yes" if h.forwarding else "no"
         lines = [

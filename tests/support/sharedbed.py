@@ -10,7 +10,11 @@ the fixtures run after every test.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -77,6 +81,23 @@ def reset_hosts(bed: SSHTestBed) -> None:
         bed.set_forwarding(alias, alias in FORWARDING)
 
 
+# A program's ``Cluster()`` reads the user's ~/.ssh/config; in the tests it gets the bed's.
+PROGRAM_WITH_BED_SSH = """
+import json, runpy, sys
+import clusterctl
+ssh_options = json.loads(sys.argv[1])
+
+class Cluster(clusterctl.Cluster):
+    def __init__(self, hosts=None, **options):
+        options.setdefault("ssh_options", ssh_options)
+        super().__init__(hosts, **options)
+
+clusterctl.Cluster = Cluster
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 class World:
     """Clusters over bed hosts with the bed's ssh files, all brought down at the end."""
 
@@ -94,6 +115,32 @@ class World:
         c = Cluster(path, ssh_options=ssh, connect_timeout=options.pop("connect_timeout", 20), **options)
         self.made.append((c, path))
         return c
+
+    def cli(self, hosts_text: str, *args: str, cwd: Path, input: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        """The real ``clusterctl ARGS`` over a new hosts file with the bed's ssh files, run
+        to its end in ``cwd``; its nodes are brought down at the end too."""
+        hosts = self._hosts_file(hosts_text, cwd)
+        return subprocess.run([sys.executable, "-m", "clusterctl", "--hosts", str(hosts),
+                               "--ssh-config", self.ssh["config_file"], "--known-hosts",
+                               self.ssh["known_hosts"], *args], cwd=cwd, input=input,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def program(self, hosts_text: str, path: str | Path, *args: str, cwd: Path,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        """``python PATH ARGS`` run to its end, as a user runs a program that makes a
+        ``Cluster()``: its world is a new hosts file (``CLUSTERCTL_HOSTS``), reached with
+        the bed's ssh files; its nodes are brought down at the end too."""
+        hosts = self._hosts_file(hosts_text, cwd)
+        return subprocess.run([sys.executable, "-c", PROGRAM_WITH_BED_SSH, json.dumps(self.ssh),
+                               str(path), *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "CLUSTERCTL_HOSTS": str(hosts)})
+
+    def _hosts_file(self, hosts_text: str, directory: Path) -> Path:
+        hosts = directory / f"hosts{len(self.made)}"
+        hosts.write_text(hosts_text)
+        self.made.append((Cluster(hosts, ssh_options=self.ssh), hosts))
+        return hosts
 
     def interruptible_cli(self, hosts_text: str, args: list[str], cwd: Path):
         """The real ``clusterctl ARGS`` over a new hosts file with the bed's ssh files, in a

@@ -33,15 +33,20 @@ Two modes:
 ``"auto"`` picks ``"netns"`` when :func:`netns_available` says so.
 
 All hosts share this machine's filesystem and user account.  To keep them
-apart, every host's sshd sets ``XDG_CACHE_HOME``, ``XDG_RUNTIME_DIR`` and
-``XDG_CONFIG_HOME`` (``SetEnv``, OpenSSH >= 8.7) to private 0700 directories
-under ``workdir/hI/``.  Keep ``workdir`` short if the code under test
+apart, every host's sshd sets ``XDG_CACHE_HOME``, ``XDG_RUNTIME_DIR``,
+``XDG_CONFIG_HOME`` and ``HOME`` (``SetEnv``, OpenSSH >= 8.7) to private 0700
+directories under ``workdir/hI/``.  The hosts are as bare as fresh ones: their
+``PATH`` starts with ``workdir/python/bin``, a virtualenv of the controller's
+interpreter made without pip and without its site-packages, so ``python3`` there
+has the standard library and nothing else (and the home of their own means no rc
+file of this machine's account puts another interpreter first).  Keep ``workdir`` short if the code under test
 creates UNIX sockets in ``XDG_RUNTIME_DIR`` (108-byte path limit).
 
 Layout of ``workdir``::
 
     client/id_ed25519{,.pub}  client/ssh_config  client/known_hosts
-    hI/{cache,run,config}/                       (the host's environment)
+    python/bin/python3                           (the hosts' bare interpreter)
+    hI/{cache,run,config,home}/                  (the host's environment)
     sshd/hI/sshd_config  ssh_host_ed25519_key{,.pub}  authorized_keys
             sshd.pid  sshd.log  ssh_host_{ecdsa,rsa}_key{,.pub} (add_host_key)
 
@@ -56,8 +61,8 @@ Usage::
 Things to know:
 
 * Sessions run the account's login shell; bash sources ``~/.bashrc`` for
-  commands run by sshd, so a slow ``.bashrc`` (pyenv init, ...) adds to every
-  connection, exactly as on a real host.
+  commands run by sshd, from the host's own (empty) home, so nothing of this
+  machine's account (pyenv init, a virtualenv on PATH) reaches a host.
 * With ``UsePAM no`` sshd itself decides whether the account is usable and
   refuses accounts it considers locked; logins then fail with
   "Permission denied (publickey)" and the host log (``log_path``) says
@@ -157,6 +162,7 @@ class SSHTestBed(SshdHosts, HostProcesses, NetworkFaults):
         self.client_key = self.client_dir / "id_ed25519"
         self.ssh_config = self.client_dir / "ssh_config"
         self.known_hosts = self.client_dir / "known_hosts"
+        self.bare_python = self.workdir / "python"  # every host's python3 (bin/python3)
         self.bed_id = ""
         self.bridge: str | None = None
         self._forwarding_init = set(forwarding)

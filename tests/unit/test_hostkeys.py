@@ -420,7 +420,7 @@ def test_recorded_types_follow_lookup_and_skip_marked_lines(tmp_path, keys):
     assert offered[:2] == ("rsa-sha2-512", "rsa-sha2-256")
     assert set(offered) <= set(paramiko.Transport._key_info)
     assert "sk-ssh-ed25519@openssh.com" not in offered      # paramiko cannot verify those
-    assert offered_host_key_algorithms(kh, "h1", 22, ["ssh-dss"]) == ()
+    assert offered_host_key_algorithms(kh, "h1", 22, ["sk-ecdsa-sha2-nistp256@openssh.com"]) == ()
 
 
 def test_paramiko_gets_the_recorded_key_of_a_host_with_two(tmp_path, keys):

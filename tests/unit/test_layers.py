@@ -42,7 +42,7 @@ lint_imports_command()
 def lint(src: Path) -> subprocess.CompletedProcess:
     """import-linter over the package under ``src``, with this project's contracts."""
     env = dict(os.environ, PYTHONPATH=str(src))
-    return subprocess.run([sys.executable, "-c", LINT, str(src), "--no-cache", "--no-logo",
+    return subprocess.run([sys.executable, "-c", LINT, str(src), "--no-cache", "--config",
                            str(PYPROJECT)], cwd=src, env=env, capture_output=True, text=True,
                           timeout=60)
 

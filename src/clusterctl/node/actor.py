@@ -29,7 +29,7 @@ import sys
 import time
 from collections import deque
 
-from . import wire
+from . import aliases, wire
 from .addresses import address_problem
 from .worker import describe_exception, dumps_result, resolve_by_name, run_child
 
@@ -437,13 +437,11 @@ def exit(reason="normal") -> None:  # noqa: A001 - Erlang's name, in its own nam
 
 # -- the forked process -------------------------------------------------------------------------
 
-def _alias_modules() -> None:
+def alias_modules() -> None:
     """User code imports ``clusterctl.actor`` (and pickles refer to ``clusterctl.node.actor``);
     here both are this module, the one holding the channel, whichever clusterctl (if any)
-    the host has installed."""
-    module = sys.modules[__name__]
-    for name in ("clusterctl.actor", "clusterctl.node.actor", "clusterctl_node.actor"):
-        sys.modules[name] = module
+    the host has installed (see ``aliases``)."""
+    aliases.install(sys.modules[__name__])
     for cls in (Down, Exit, ProcessError, NotInProcess, NoProcess, MailboxFull, NameTaken,
                 CallFailed, ReceiveTimeout):
         cls.__module__ = "clusterctl.node.actor"  # what pickles made here name: a controller has it
@@ -469,7 +467,7 @@ def run(sock, node: str) -> int:
     head, payload = wire.read_message(sock)  # {"op": "start", "pid", "limit"}
     spawn_head, spawn_payload = wire.read_message(sock)
     _runtime = rt = Runtime(sock, head["pid"], node, head.get("limit") or (1 << 26))
-    _alias_modules()
+    alias_modules()
     try:
         fn, args, kwargs = _load(spawn_head, spawn_payload)
     except BaseException as exc:  # noqa: BLE001 - told to whoever spawned it

@@ -11,6 +11,7 @@ import socket
 import time
 from collections import deque
 
+from .actor import alias_modules
 from .log import log
 from .loop import Endpoint, Loop
 from .plainworker import plain_worker_main
@@ -102,6 +103,7 @@ class WorkerProcesses:
                     main(theirs, self.name, self.pid)
                 if self.policy is not None:
                     plain_worker_main(theirs, self.name, self.pid, self.policy)
+                alias_modules()  # a task's code may import clusterctl.actor, as a process's does
                 worker_main(theirs, self.name, self.pid)
         try:  # its own process group (it does so too: whichever comes first)
             os.setpgid(pid, pid)
