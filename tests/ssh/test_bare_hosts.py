@@ -143,7 +143,9 @@ def watcher():
     from clusterctl import actor
     from clusterctl.actor import Down, NoProcess, receive, reply
 
-    ref = actor.monitor(actor.spawn(failing))
+    doomed = actor.spawn(failing)
+    ref = actor.monitor(doomed)
+    actor.send(doomed, "go")  # (it fails only once monitored)
     down = receive(match=lambda m: isinstance(m, Down))
     try:
         actor.call("nobody-has-this-name", "hello", timeout=30)
@@ -156,6 +158,9 @@ def watcher():
 
 
 def failing():
+    from clusterctl.actor import receive
+
+    receive()
     raise ValueError("as planned")
 
 
