@@ -171,6 +171,43 @@ def test_calls_to_a_server_on_the_other_node(make_cluster):
     assert (kind, cls) == ("raised", "NoProcess") and "kvs" in text
 
 
+def test_a_second_watch_that_comes_and_goes_leaves_the_node_connected(make_cluster, env):
+    """Another watch of n1 (a second hub of the user's, or anyone holding the cookie) is
+    n1's way out while it is there; when it goes, the hub's own watch, still open, takes
+    over at once, and calls to the other node go on."""
+    from clusterctl.config.cookie import load_or_create_cookie
+    from rawclient import handshake, raw_socket
+
+    c = make_cluster()
+    server = c.spawn(kvs, node="n2", name="kvs")
+    r = c.spawn(runner, node="n1")
+    assert run_in(c, r, call_from_inside, server, ("store", "a", 1)) == ("ok", True)
+    def ways_out() -> int:
+        return env.node_log("n1").count("is this node's way to the others")
+
+    before = ways_out()
+    with raw_socket(env, "n1") as sock:
+        assert handshake(sock, load_or_create_cookie(), heartbeat=30, watch=True)["op"] == "welcome"
+        wait_for(lambda: ways_out() > before, message="n1 to take the second watch")
+    assert run_in(c, r, call_from_inside, server, ("lookup", "a"), 5) == ("ok", 1)
+
+
+def test_a_name_held_on_a_node_outside_the_programs_world_is_a_clear_error(make_cluster):
+    """A program whose world is n1 only, calling a name held on n2 (started from a world
+    with both, on the same hub): one line naming the holder and its node."""
+    from clusterctl import Cluster
+    from clusterctl.config.hosts import HostSpec
+
+    c = make_cluster()
+    server = c.spawn(kvs, node="n2", name="kvs")
+    with Cluster([HostSpec(name="n1", target="local", slots=2)]) as only_n1:
+        assert only_n1.whereis("kvs") == server
+        for use in (lambda: only_n1.call("kvs", ("lookup", "a"), timeout=10),
+                    lambda: only_n1.send("kvs", ("store", "b", 2))):
+            with pytest.raises(errors.NoProcess, match=f"held by {server}, on node n2, which is not in"):
+                use()
+
+
 def test_a_monitor_across_nodes_gets_down_with_the_reason(make_cluster):
     c = make_cluster()
     target = c.spawn(kvs, node="n2")
@@ -352,6 +389,35 @@ def test_a_node_that_stops_answering_is_lost_and_its_calls_fail(make_cluster, en
     assert (kind, cls) == ("raised", "CallFailed"), text
     assert "its node n2 was lost" in text
     assert 2.0 < lost_after < 8.0, lost_after
+
+
+def test_the_hub_takes_a_node_back_by_itself_and_shows_it_up(make_cluster, env):
+    """n2 frozen past the heartbeat is lost to the hub; thawed, the hub reconnects it with
+    no command asking, its status says up again (not lost), and messages cross again."""
+    from clusterctl.config.cookie import load_or_create_cookie
+    from clusterctl.hub.client import HubClient
+    from clusterctl.transport.base import NodeSettings
+    from clusterctl.transport.bundle import agent_bundle
+
+    hub = HubClient(NodeSettings(cookie=load_or_create_cookie(), bundle=agent_bundle()))
+
+    def state(node: str) -> str | None:
+        status = hub.call("status", {}, 10.0, start=False) or {}
+        return next((w["state"] for w in status.get("nodes", []) if w["node"] == node), None)
+
+    c = make_cluster(heartbeat_timeout=3)
+    server = c.spawn(kvs, node="n2", name="kvs")
+    r = c.spawn(runner, node="n1")
+    assert run_in(c, r, call_from_inside, server, ("store", "a", 1)) == ("ok", True)
+    n2 = env.node_pid("n2")
+    os.kill(n2, signal.SIGSTOP)
+    try:
+        wait_for(lambda: state("n2") == "lost", 15, interval=0.2, message="the hub to lose n2")
+    finally:
+        os.kill(n2, signal.SIGCONT)
+    wait_for(lambda: state("n2") == "up", 15, interval=0.2, message="the hub to show n2 up")
+    wait_for(lambda: run_in(c, r, call_from_inside, server, ("lookup", "a"), 2) == ("ok", 1), 15,
+             interval=0.2, message="a call across again")
 
 
 # -- down --------------------------------------------------------------------------------------------

@@ -305,29 +305,6 @@ def test_an_oversized_frame_from_the_node_is_refused_before_its_body(tmp_path):
 
 # -- bounded under abuse --------------------------------------------------------------------
 
-def test_connections_waiting_for_the_handshake_are_limited(node, env):
-    from clusterctl.node import sessions
-
-    pid, cookie = node
-    waiting = []
-    try:
-        for _ in range(getattr(sessions, "MAX_PENDING_HANDSHAKES", 64)):
-            sock = raw_socket(env)
-            waiting.append(sock)
-            assert wire.read_message(sock, max_payload=0)[0]["op"] == "hello"
-        with raw_socket(env) as extra:
-            t0 = time.monotonic()
-            answer, _ = wire.read_message(extra, max_payload=0)
-            assert answer["op"] == "refused" and "waiting for the handshake" in answer["reason"]
-            assert until_closed(extra) == b""
-            assert time.monotonic() - t0 < 3  # at once, not after the handshake timeout
-        assert "turned away 1 connection(s)" in env.node_log("n1")
-    finally:
-        for sock in waiting:
-            sock.close()
-    wait_for(lambda: _answers(env, cookie, pid), timeout=10, message="a pong once they closed")
-
-
 def _answers(env, cookie, pid) -> bool:
     try:
         return pong_pid(env, cookie) == pid

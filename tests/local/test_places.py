@@ -50,7 +50,7 @@ class Boot:
         self.proc = subprocess.Popen([sys.executable, "-S", "-c", boot.STUB], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ,
                                      cwd=str(env.cwd))
-        params = {"code_id": self.code_id, "name": name, "cookie": COOKIE, "start": start,
+        params = {"code_id": self.code_id, "name": name, "start": start,
                   "agent_args": ["--name", name, "--slots", "1", "--code-id", self.code_id]}
         self.send(b"%d\n" % len(BOOT_SOURCE) + BOOT_SOURCE + json.dumps(params).encode() + b"\n")
 
@@ -69,6 +69,10 @@ class Boot:
     def ship(self, blob: bytes) -> dict:
         self.send(b"%d\n" % len(blob) + blob)
         return self.reply()
+
+    def go_on(self, code: bytes = b"0\n") -> None:
+        """No code (or ``code``), then the key: what comes before the run directory."""
+        self.send(code + COOKIE.encode() + b"\n")
 
     def close(self) -> int:
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -105,6 +109,7 @@ def install_by_boot(booted) -> Path:
     first = b.reply()
     assert first["need_code"] is True, first
     assert b.ship(bundle_zip(agent_bundle())) == {"installed": True}
+    b.go_on(b"")
     assert b.reply() == {"node": "absent"}
     return Path(os.environ["XDG_CACHE_HOME"]) / "clusterctl" / "code" / b.code_id
 
@@ -178,7 +183,7 @@ def test_boot_refuses_a_run_dir_owned_by_another_user(env, booted):
     trap = hostile_run_dir(env, owner=NOBODY)
     b = booted()
     b.reply()
-    b.send(b"0\n")  # go on with whatever code is cached: the run directory comes next
+    b.go_on()  # with whatever code is cached: the run directory comes next
     answer = b.reply()
     assert "error" in answer, answer
     assert str(env.run_dir) in answer["error"] and f"uid {NOBODY}" in answer["error"]
@@ -189,7 +194,7 @@ def test_boot_refuses_a_run_dir_others_may_write(env, booted):
     trap = hostile_run_dir(env, mode=0o770)
     b = booted()
     b.reply()
-    b.send(b"0\n")
+    b.go_on()
     answer = b.reply()
     assert "error" in answer, answer
     assert str(env.run_dir) in answer["error"] and "group or others" in answer["error"]
@@ -202,7 +207,7 @@ def test_boot_refuses_a_socket_owned_by_another_user(env, booted):
     os.chown(env.run_dir / "n1.sock", NOBODY, NOBODY)
     b = booted()
     b.reply()
-    b.send(b"0\n")
+    b.go_on()
     answer = b.reply()
     assert "error" in answer and f"uid {NOBODY}" in answer["error"], answer
     assert_not_reached(trap)
@@ -219,6 +224,7 @@ def test_boot_repairs_a_corrupted_code_dir(env, booted):
     b = booted()
     assert b.reply()["need_code"] is True  # the broken directory does not count as present
     assert b.ship(bundle_zip(agent_bundle())) == {"installed": True}
+    b.go_on(b"")
     assert b.reply() == {"node": "absent"}
     assert wire.read_bytes() == good
     assert (code_dir / "cloudpickle" / "cloudpickle.py").is_file()

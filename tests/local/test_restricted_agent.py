@@ -60,7 +60,7 @@ def test_the_boot_source_is_never_run_and_a_bad_name_is_refused(place, tmp_path)
     policy, run = place
     marker = tmp_path / "ran"
     source = f"open({str(marker)!r}, 'w').close()".encode()
-    done = agent(policy, run, request({"name": "../../x", "cookie": "00" * 32}, source))
+    done = agent(policy, run, request({"name": "../../x"}, source))
     assert answers(done.stdout) == [{"error": "bad node name '../../x': letters, digits, '_', '.', '-'"}]
     assert not marker.exists()
 
@@ -68,7 +68,7 @@ def test_the_boot_source_is_never_run_and_a_bad_name_is_refused(place, tmp_path)
 def test_a_bad_policy_is_answered_and_logged_naming_the_line(place):
     policy, run = place
     policy.write_text("allow math.*\nallow\n")
-    done = agent(policy, run, request({"name": "r1", "cookie": "00" * 32, "agent_args": []}))
+    done = agent(policy, run, request({"name": "r1", "agent_args": []}))
     [reply] = answers(done.stdout)
     assert f"policy {policy} line 2: 'allow' takes one value" in reply["error"]
     log = (run / "clusterctl" / "restricted" / "r1.log").read_text()
@@ -77,7 +77,7 @@ def test_a_bad_policy_is_answered_and_logged_naming_the_line(place):
 
 def test_the_first_answer_says_restricted_and_takes_no_code(place):
     policy, run = place
-    done = agent(policy, run, request({"name": "r1", "cookie": "00" * 32, "agent_args": ["--slots", "3"]})
+    done = agent(policy, run, request({"name": "r1", "agent_args": ["--slots", "3"]})
                  + b"12\nzipfile-here")
     [first] = answers(done.stdout)
     assert first["restricted"] == 1 and first["need_code"] is False and first["version"]

@@ -33,6 +33,7 @@ if _reason:
 HOST = "h3"
 MATHLIB = textwrap.dedent("""
     import os
+    from os import system  # imported, not defined here: 'allow mathlib.*' must not reach it
 
     def add(a, b):
         return a + b
@@ -313,7 +314,7 @@ def test_an_agent_of_another_protocol_is_refused_naming_both_versions(world, res
     assert f"speaks protocols {wire.OLDEST_PROTOCOL} to {wire.PROTOCOL_VERSION}" in info.reason
     assert "upgrade clusterctl here" in info.reason
     pid_file = world.bed.host(HOST).env_dir / "run" / "clusterctl" / "restricted" / "r.pid"
-    os.kill(int(pid_file.read_text()), 15)  # no controller of ours can stop it: the owner would
+    assert not pid_file.exists()  # refused at the agent's first answer: no node was started
 
 
 def test_pmap_by_name_runs_on_restricted_and_ordinary_nodes_pickled_code_on_ordinary_only(world, restricted):
@@ -373,3 +374,40 @@ def test_a_restricted_host_runs_no_spawned_process(world, restricted):
     assert list(c.processes()) == [] and not c.processes().errors
     assert c.rpc("r", "mathlib.add", 1, 1) == 2  # the node and the connection go on
     assert not restricted.marker.exists()
+
+
+def test_a_pattern_does_not_reach_what_the_module_imported(world, restricted):
+    c = world.cluster(f"{HOST} name=r\n")
+    with pytest.raises(errors.Refused) as info:
+        c.rpc("r", "mathlib.system", f"touch {restricted.marker}")
+    assert "posix.system" in info.value.message and str(restricted.policy) in info.value.message
+    assert not restricted.marker.exists()
+    assert c.rpc("r", "mathlib.add", 1, 1) == 2
+
+
+def test_another_policy_file_does_not_reach_the_node_of_the_old_one(world, restricted):
+    """The owner points the forced command at a stricter file: the next session reaches a
+    node under that file, not the one still running under the old."""
+    c = world.cluster(f"{HOST} name=r\n")
+    assert c.rpc("r", "mathlib.add", 1, 2) == 3
+    old_pid = c.world()[0].pid
+    stricter = restricted.policy_dir / "stricter"
+    stricter.write_text("allow operator.neg\n")
+    stricter.chmod(0o644)
+    restricted.force(f"{sys.executable} -m clusterctl.node.restricted --policy {stricter}")
+    c.close()
+    c = world.cluster(f"{HOST} name=r\n")
+    info, = c.world()
+    assert info.ok and info.restricted == 1 and info.pid != old_pid
+    with pytest.raises(errors.Refused, match="stricter"):
+        c.rpc("r", "mathlib.add", 1, 2)
+    assert c.rpc("r", "operator.neg", 2) == -2
+    assert not any(p == old_pid for p, _ in clusterctl_pids(world.bed, HOST))
+
+
+def test_a_call_over_the_payload_limit_is_refused_and_the_node_goes_on(world, restricted):
+    c = world.cluster(f"{HOST} name=r\n")
+    with pytest.raises(errors.Refused) as info:
+        c.rpc("r", "mathlib.echo", "x" * (17 << 20))
+    assert "'payload'" in info.value.message and str(restricted.policy) in info.value.message
+    assert c.rpc("r", "mathlib.add", 1, 1) == 2  # the same connection goes on

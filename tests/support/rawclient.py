@@ -39,10 +39,11 @@ def until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
         data += chunk
 
 
-def handshake(sock: socket.socket, cookie: bytes, heartbeat: float | None = None) -> dict:
+def handshake(sock: socket.socket, cookie: bytes, heartbeat: float | None = None,
+              watch: bool = False) -> dict:
     """Authenticate as a client holding ``cookie`` (which the node ends when it is silent
-    for ``heartbeat`` seconds, if given); the node's answer (a welcome is checked to carry
-    the node's proof of the same cookie)."""
+    for ``heartbeat`` seconds, if given; a ``watch``, as a hub's); the node's answer (a
+    welcome is checked to carry the node's proof of the same cookie)."""
     hello, _ = wire.read_message(sock, max_payload=0)
     assert hello["op"] == "hello"
     nonce = wire.new_nonce()
@@ -50,6 +51,8 @@ def handshake(sock: socket.socket, cookie: bytes, heartbeat: float | None = None
             "mac": wire.client_mac(cookie, hello["nonce"], nonce)}
     if heartbeat is not None:
         auth["heartbeat"] = heartbeat
+    if watch:
+        auth["watch"] = True
     sock.sendall(wire.encode(auth))
     answer, _ = wire.read_message(sock, max_payload=0)
     if answer["op"] == "welcome":

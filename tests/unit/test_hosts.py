@@ -209,6 +209,16 @@ def test_fractional_idle_and_command_python():
     assert (spec.idle, spec.python) == (0.5, "python3.11")
 
 
+def test_restricted_says_the_host_is_lent_under_a_policy():
+    assert parse_one("lab restricted=yes").restricted is True
+    assert parse_one("lab restricted=NO").restricted is False
+    assert parse_one("lab").restricted is False
+    with pytest.raises(HostsFileError, match="bad restricted=maybe"):
+        parse_one("lab restricted=maybe")
+    with pytest.raises(HostsFileError, match="restricted=yes on a local node"):
+        parse_one("local restricted=yes")
+
+
 def test_mpi_hostfile_style():
     specs = parse_hosts("node1 slots=8\nnode2 slots=4\n", "mpi")
     assert [(s.name, s.host, s.slots) for s in specs] == [("node1", "node1", 8), ("node2", "node2", 4)]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from clusterctl import errors
 from clusterctl.node import plain, policy, wire
-from clusterctl.session.opening import check_protocol
+from clusterctl.version import check_agent_protocol
 
 # -- plain data ------------------------------------------------------------------------
 
@@ -223,7 +223,7 @@ def test_the_gate(head, refused):
 
 def test_an_agent_in_the_protocol_range_is_accepted():
     for proto in range(wire.OLDEST_PROTOCOL, wire.PROTOCOL_VERSION + 1):
-        check_protocol("r", {"proto": proto, "version": "0.1.0", "restricted": 1}, "lab")
+        check_agent_protocol("r", {"proto": proto, "version": "0.1.0", "restricted": 1}, "lab")
 
 
 @pytest.mark.parametrize("proto, who", [
@@ -232,7 +232,7 @@ def test_an_agent_in_the_protocol_range_is_accepted():
 ])
 def test_an_agent_out_of_the_range_is_refused_naming_both_versions(proto, who):
     with pytest.raises(errors.HandshakeError) as info:
-        check_protocol("r", {"proto": proto, "version": "9.9", "restricted": 1}, "lab")
+        check_agent_protocol("r", {"proto": proto, "version": "9.9", "restricted": 1}, "lab")
     text = f"{info.value} ({info.value.hint})"
     assert f"clusterctl 9.9 (protocol {proto})" in text and "speaks protocols" in text
     assert who in text
@@ -243,3 +243,108 @@ def test_a_node_refuses_a_controller_of_another_protocol_naming_both():
     assert "protocols %d to %d" % (wire.OLDEST_PROTOCOL, wire.PROTOCOL_VERSION) in message
     assert "clusterctl 0.1.0" in message and "ask the host's owner" in message
     assert "upgrade clusterctl on the controller" in wire.protocol_mismatch(0, "0.1.0")
+
+
+# -- what a pattern matches: functions defined in its module ------------------------------
+
+def test_a_pattern_matches_only_functions_defined_in_its_module():
+    """``allow os.*`` must not reach what os imported (``os.system`` is posix's): the
+    function found is checked, not only its name. An exact rule names one function,
+    wherever it was defined."""
+    p = policy.parse("allow os.*\nallow shutil.copy\n", "/etc/p")
+    assert p.admits("os", "makedirs", os.makedirs)  # defined in os
+    assert not p.admits("os", "system", os.system)  # posix.system, imported into os
+    assert not p.admits("os", "getpid", os.getpid)
+    assert "posix.system" in p.refusal_of("os", "system", os.system)
+    assert "/etc/p" in p.refusal_of("os", "system", os.system)
+    assert "\n" not in p.refusal_of("os", "system", os.system)
+    exact = policy.parse("allow os.getpid\n", "/etc/p")
+    assert exact.admits("os", "getpid", os.getpid)  # an exact rule keeps matching its name
+    assert not exact.admits("os", "getppid", os.getppid)
+
+
+# -- the owner's bounds on the node itself ------------------------------------------------
+
+def test_slots_payload_and_queue_have_bounds_by_default():
+    p = policy.parse("allow a.b\n", "/etc/p")
+    assert p.max_slots() == (os.cpu_count() or 1)  # never what a controller asks for
+    assert p.max_payload() == policy.DEFAULT_PAYLOAD == 16 << 20
+    assert p.max_queued() == policy.DEFAULT_QUEUE == 64 << 20
+    given = policy.parse("slots 300\npayload 1M\nqueue 256M\n", "/etc/p")
+    assert (given.max_slots(), given.max_payload(), given.max_queued()) == (300, 1 << 20, 256 << 20)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("payload lots\n", "line 1: 'payload' takes a size"),
+    ("payload 2G\n", "line 1: 'payload' must be at most 1G"),
+    ("payload 10\n", "line 1: 'payload' must be at least 1K"),
+    ("queue 1\n", "line 1: 'queue' must be at least 1K"),
+    ("queue 1M\nqueue 2M\n", "line 2: 'queue' is given twice"),
+])
+def test_a_bad_size_rule_is_named(text, message):
+    with pytest.raises(policy.PolicyError, match=message):
+        policy.parse(text, "/p")
+
+
+def test_refusals_over_the_limits_name_the_rule_and_the_file():
+    default = policy.parse("allow a.b\n", "/etc/p")
+    why = default.over_payload(17 << 20)
+    assert "'payload'" in why and "/etc/p" in why and "16M" in why and "\n" not in why
+    why = policy.parse("queue 2M\n", "/etc/p").over_queue(2 << 20, 1 << 20)
+    assert "'queue 2M'" in why and "/etc/p" in why and "\n" not in why
+
+
+# -- the owner's import path ------------------------------------------------------------------
+
+def _policy_with_path(tmp_path, lib):
+    tmp_path.chmod(0o755)
+    path = tmp_path / "policy"
+    path.write_text(f"allow a.b\n# the lab\npath {lib}\n")
+    path.chmod(0o644)
+    return path
+
+
+def test_a_path_directory_others_can_write_is_refused_naming_file_line_and_directory(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    path = _policy_with_path(tmp_path, lib)
+    assert policy.load(str(path)).paths == (str(lib),)
+    lib.chmod(0o777)
+    with pytest.raises(policy.PolicyError) as info:
+        policy.load(str(path))
+    message = str(info.value)
+    assert message.startswith(f"policy {path} line 3: ")
+    assert f"{lib} is writable by group or others (mode 777)" in message and "chmod go-w" in message
+    lib.chmod(0o775)
+    with pytest.raises(policy.PolicyError, match="mode 775"):
+        policy.load(str(path))
+
+
+def test_a_path_directory_under_a_parent_others_can_write_is_refused(tmp_path):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    lib = parent / "lib"
+    lib.mkdir(mode=0o755)
+    parent.chmod(0o777)  # another user could put a directory of their own in its place
+    path = _policy_with_path(tmp_path, lib)
+    with pytest.raises(policy.PolicyError, match=f"line 3: .*{parent} is writable by group or others"):
+        policy.load(str(path))
+    parent.chmod(0o1777)  # sticky, as /tmp: nobody else may rename or remove what is ours
+    assert policy.load(str(path)).paths == (str(lib),)
+
+
+def test_a_missing_path_directory_is_refused(tmp_path):
+    path = _policy_with_path(tmp_path, tmp_path / "nowhere")
+    with pytest.raises(policy.PolicyError, match=f"line 3: cannot use the directory {tmp_path / 'nowhere'}"):
+        policy.load(str(path))
+
+
+def test_a_path_directory_of_another_user_is_refused(tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("needs root to give the directory away")
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    os.chown(lib, 12345, 12345)
+    path = _policy_with_path(tmp_path, lib)
+    with pytest.raises(policy.PolicyError, match=f"line 3: .*{lib} belongs to uid 12345"):
+        policy.load(str(path))

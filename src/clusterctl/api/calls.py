@@ -43,8 +43,8 @@ def plain_call_message(node: str, fn: str | Callable, args: tuple, kwargs: dict)
     is sent, if it cannot be that (the node would refuse it too)."""
     mod, fun = restricted_name(node, fn)
     try:
-        payload = b"[%s,%s]" % (plain.dumps(list(args), "the arguments"),
-                                plain.dumps(kwargs, "the keyword arguments"))
+        payload = b"[%s,%s]" % (plain.dumps(list(args), "the arguments", depth=1),
+                                plain.dumps(kwargs, "the keyword arguments", depth=1))
     except plain.PlainDataError as exc:
         raise errors.SerializationError(
             f"{node} is a restricted host and takes only plain data: {exc}",

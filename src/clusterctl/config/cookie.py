@@ -3,11 +3,14 @@
 Created on first use with mode 0400 in the user's config directory, like Erlang's
 ``~/.erlang.cookie``. It never travels in clear: nodes and controllers prove they hold
 it with an HMAC challenge-response (see ``clusterctl.node.wire``). The controller hands
-it to a node it starts on that node's standard input (over SSH for remote hosts).
+it to a node it starts on that node's standard input (over SSH for remote hosts), once
+the host has said it is not a restricted one (``restricted_key``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -15,6 +18,16 @@ from pathlib import Path
 from clusterctl.config.dirs import config_dir
 from clusterctl.errors import ClusterError
 from clusterctl.node.wire import COOKIE_BYTES
+
+
+def restricted_key(cookie: bytes, node: str) -> bytes:
+    """The key a restricted host's node is given instead of the cookie, and proves.
+
+    The owner of a restricted host is not trusted, so the host never learns the cookie:
+    with it, the owner's agent could pass as any node, to the hub and to other nodes.
+    This key is derived from the cookie and the node's name and proves only that the
+    node is the restricted one of that name; nothing accepts it as anything else."""
+    return hmac.new(cookie, b"clusterctl restricted node\0" + node.encode(), hashlib.sha256).digest()
 
 
 def cookie_path() -> Path:

@@ -80,9 +80,9 @@ MAX_EXPANSION = 10_000
 """Most hosts one range pattern may expand to: a typo like ``node[1-100000]`` should be
 an error, not a hundred thousand SSH connections."""
 
-OPTION_KEYS = ("name", "slots", "python", "idle")
+OPTION_KEYS = ("name", "slots", "python", "idle", "restricted")
 
-_ALLOWED_OPTIONS = "name=, slots=, python=, idle="
+_ALLOWED_OPTIONS = "name=, slots=, python=, idle=, restricted="
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Host names and ssh aliases: the same alphabet as node names, so a derived name is
 # always valid, and never a leading '-' that ssh could read as an option.
@@ -144,6 +144,9 @@ class HostSpec:
     SSH, the controller's own ``sys.executable`` for local."""
     idle: float | None = None
     """Seconds a node with nothing to do waits before exiting; None means the default."""
+    restricted: bool = False
+    """The host is lent under its owner's policy (``restricted=yes``): it must answer as a
+    restricted host, or nothing is sent to it (it never gets the cookie either way)."""
     source: str = "<default>"
     """``FILE:LINE`` where this node was defined, for error messages."""
 
@@ -306,6 +309,10 @@ def _parse_line(raw: str, lineno: int,
     _reject_foreign_syntax(first)
     options = _parse_options(option_tokens)
     if first == LOCAL:
+        if options.get("restricted"):
+            raise _LineError("restricted=yes on a local node",
+                             hint="a local node is the controller's own; restricted= is for "
+                                  "hosts whose owner lends them under a policy")
         targets = [LOCAL]
     else:
         try:
@@ -321,6 +328,7 @@ def _parse_line(raw: str, lineno: int,
             "slots": options.get("slots"),
             "python": options.get("python"),
             "idle": options.get("idle"),
+            "restricted": options.get("restricted", False),
             "source": f"{filename}:{lineno}",
         }
         if target == LOCAL:
@@ -400,6 +408,13 @@ def _parse_options(tokens: list[str]) -> dict[str, object]:
             raise _LineError(f"bad idle={value}",
                              hint="idle= is a number of seconds greater than 0, e.g. idle=600")
         options["idle"] = seconds
+    if "restricted" in raw:
+        value = raw["restricted"].lower()
+        if value not in ("yes", "no"):
+            raise _LineError(f"bad restricted={raw['restricted']}",
+                             hint="restricted=yes says the host's owner lends it under a policy "
+                                  "(see Restricted hosts in the README); restricted=no is the default")
+        options["restricted"] = value == "yes"
     return options
 
 

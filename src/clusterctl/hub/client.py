@@ -16,7 +16,6 @@ from pathlib import Path
 from clusterctl import errors
 from clusterctl.config.hosts import HostSpec
 from clusterctl.hub import place, protocol
-from clusterctl.node import boot
 from clusterctl.session.handshake import authenticate, read_hello
 from clusterctl.session.outcomes import stream_failure
 from clusterctl.transport.base import NodeSettings
@@ -140,19 +139,26 @@ class HubClient:
         raise errors.HubError("the hub keeps running other code than this clusterctl")
 
     def _dial(self) -> socket.socket | None:
-        path = place.socket_path(self.directory)
-        try:
-            if not boot.private_dir(self.directory, create=False):
-                return None
-            boot.check_socket(path)
-        except RuntimeError as exc:
-            raise errors.HubError(str(exc), hint="set XDG_RUNTIME_DIR to a private directory") from None
+        """A connection to the hub's socket; None if none listens. HubError if the run
+        directory, the hub's directory or the socket is not ours: nothing is tried then."""
+        hub_dir = _checked(self.directory, create=False)
+        if hub_dir is None:
+            return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(path)
+            try:
+                hub_dir.check_socket()
+            except RuntimeError as exc:
+                raise errors.HubError(str(exc), hint=place.DIR_HINT) from None
+            sock.connect(hub_dir.address())
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             return None
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            hub_dir.close()
         return sock
 
     def _dial_until(self, deadline: float) -> socket.socket:
@@ -167,18 +173,23 @@ class HubClient:
 
     def _start(self, deadline: float) -> None:
         """Start a hub (detached); return once it serves, or another one does."""
+        hub_dir = _checked(self.directory, create=True)
         try:
-            boot.private_dir(self.directory)
+            log = hub_dir.open_log()
         except RuntimeError as exc:
-            raise errors.HubError(str(exc), hint="set XDG_RUNTIME_DIR to a private directory") from None
+            raise errors.HubError(str(exc), hint=place.DIR_HINT) from None
+        finally:
+            hub_dir.close()
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[2])  # where clusterctl is imported from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        with open(place.log_path(self.directory), "ab") as log:
+        try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "clusterctl.hub.daemon", "--dir", self.directory],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env,
                 start_new_session=True, close_fds=True)
+        finally:
+            os.close(log)
         try:
             line = _read_line(proc.stdout, min(START_SECONDS, max(1.0, deadline - time.monotonic())))
         finally:
@@ -208,6 +219,16 @@ class HubClient:
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
+
+
+def _checked(directory: str, *, create: bool) -> place.HubDir | None:
+    """The hub's directory, checked with its run directory and held open (None if
+    missing and not ``create``); HubError, naming the directory and the fix, if either
+    is not ours and private."""
+    try:
+        return place.HubDir.open(directory, create=create)
+    except RuntimeError as exc:
+        raise errors.HubError(str(exc), hint=place.DIR_HINT) from None
 
 
 def _read_line(stream, timeout: float) -> str:

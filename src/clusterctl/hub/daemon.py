@@ -9,7 +9,9 @@ exits when idle (no command connected and no stream open), on SIGTERM, or when a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
+import json
 import os
 import pickle
 import select
@@ -22,29 +24,67 @@ import traceback
 
 from clusterctl import errors
 from clusterctl.config.cookie import load_or_create_cookie
-from clusterctl.hub import place, protocol
-from clusterctl.hub.connections import Connections
+from clusterctl.config.hosts import HostSpec
+from clusterctl.hub import place, protocol, watch
+from clusterctl.hub.connections import POOL_KEYS, Connections
 from clusterctl.hub.router import Router
 from clusterctl.hub.splice import Splice
 from clusterctl.hub.watch import Watches, watch_heartbeat
-from clusterctl.node import boot, ops, wire
+from clusterctl.node import ops, wire
 from clusterctl.transport.base import NodeSettings
 from clusterctl.transport.bundle import agent_bundle
 from clusterctl.version import __version__
 
-HANDSHAKE_SECONDS = 10.0  # a command that says nothing this long after connecting is dropped
-REWATCH_SECONDS = 2.0  # how often a lost watch tries again
+HANDSHAKE_SECONDS = 10.0  # a command must have connected, proved the cookie and sent its
+# request within this, all told: one that is slower (a byte at a time) is dropped
+MAX_COMMANDS = 256  # commands in their handshake or request at once; more are closed at once
+REWATCH_SECONDS = 2.0  # how often a lost watch tries again (and one lost for long is forgotten)
 ACCEPT_SECONDS = 0.05  # how soon the loop sees it was asked to stop (``down`` waits for it)
+WATCHED_VERSION = 1  # of the format of ``watched.json``
+
+_log_dir: place.HubDir | None = None  # set once the hub's stderr is its hub.log: kept bounded
+_log_lock = threading.Lock()
 
 
 def log(message: str) -> None:
-    sys.stderr.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
-    sys.stderr.flush()
+    """One line in the hub's log; a log past ``place.LOG_BYTES`` is rotated after it."""
+    with _log_lock:
+        sys.stderr.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
+        sys.stderr.flush()
+        if _log_dir is not None:
+            try:
+                _log_dir.keep_log_bounded(sys.stderr.fileno())
+            except (OSError, RuntimeError):
+                pass  # (a full disk, say: the log goes on where it is)
+
+
+class Deadline:
+    """A command's socket while it greets and asks: every read and write must be done by
+    one deadline. A timeout per read would let a command that sends a byte every few
+    seconds hold its connection and thread for ever."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock = sock
+        self.ends = time.monotonic() + seconds
+
+    def recv(self, size: int) -> bytes:
+        self._arm()
+        return self.sock.recv(size)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self.sock.sendall(data)
+
+    def _arm(self) -> None:
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no request within {HANDSHAKE_SECONDS:g} s of connecting")
+        self.sock.settimeout(left)
 
 
 class Hub:
-    def __init__(self, directory: str, cookie: bytes, idle: float) -> None:
-        self.directory = directory
+    def __init__(self, directory: place.HubDir, cookie: bytes, idle: float) -> None:
+        self.directory = directory  # checked and held open: its files are opened through it
         self.cookie = cookie
         self.idle = idle
         self.settings = NodeSettings(cookie=cookie, bundle=agent_bundle())
@@ -57,9 +97,11 @@ class Hub:
         self.splices: set[Splice] = set()
         self.finished = {"streams": 0, "up": 0, "down": 0}  # of the streams that ended
         self.requests = 0
-        self._serving = 0  # commands in their handshake or request
+        self._serving = 0  # commands in their handshake or request (at most MAX_COMMANDS)
+        self._turned_away = 0  # connections closed at once since the last one served
         self._last_active = time.monotonic()
         self._lock = threading.Lock()
+        self._saving = threading.Lock()  # one writer of watched.json at a time
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -69,12 +111,7 @@ class Hub:
             while not self.stopping.is_set():
                 ready, _, _ = select.select([listener], [], [], ACCEPT_SECONDS)
                 if ready:
-                    try:
-                        sock, _ = listener.accept()
-                    except OSError:
-                        continue
-                    threading.Thread(target=self._serve_one, args=(sock,), daemon=True,
-                                     name="clusterctl-hub-command").start()
+                    self._accept(listener)
                 elif self._idle_for() > self.idle:
                     log(f"idle for {self.idle:g} s: exiting")
                     break
@@ -86,19 +123,56 @@ class Hub:
             self.watches.close()
             self.connections.close()
 
+    def _accept(self, listener: socket.socket) -> None:
+        """Take one command, served in a thread of its own; closed at once if
+        ``MAX_COMMANDS`` are being served, or if no thread can start (the command says
+        the hub did not answer; the hub goes on)."""
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            return
+        if not self._take_place():
+            sock.close()
+            return
+        try:
+            threading.Thread(target=self._serve_one, args=(sock,), daemon=True,
+                             name="clusterctl-hub-command").start()
+        except RuntimeError as exc:  # can't start new thread
+            log(f"a command's connection closed: cannot start its thread ({exc})")
+            sock.close()
+            self._leave_place()
+
+    def _take_place(self) -> bool:
+        """A place among the ``MAX_COMMANDS`` served at once; False if there is none
+        (said in the log when the hub starts turning commands away, and when it stops)."""
+        with self._lock:
+            full = self._serving >= MAX_COMMANDS
+            if full:
+                self._turned_away += 1
+                turned_away = self._turned_away
+            else:
+                self._serving += 1
+                turned_away, self._turned_away = self._turned_away, 0
+        if full and turned_away == 1:
+            log(f"too many commands at once ({MAX_COMMANDS}): closing new connections")
+        elif not full and turned_away:
+            log(f"serving commands again, after closing {turned_away} connections")
+        return not full
+
+    def _leave_place(self) -> None:
+        with self._lock:
+            self._serving -= 1
+            self._last_active = time.monotonic()
+
     def _keep_watching(self) -> None:
         """The nodes a hub before this one watched are watched again (none is started);
         then, every ``REWATCH_SECONDS``, a lost watch tries again: the routing between
-        nodes comes back by itself.
+        nodes comes back by itself. A watch lost for ``watch.FORGET_SECONDS`` is forgotten.
 
         Every remembered node is known before the first is watched: the first node back
         sends again what it kept for the others, and a frame for a node the hub does not
         know is refused as for a node that is not in the world, which drops it for good."""
-        try:
-            with open(place.watched_path(self.directory), "rb") as fh:
-                remembered = pickle.load(fh)
-        except (OSError, EOFError, pickle.PickleError, AttributeError, ImportError):
-            remembered = {}
+        remembered = self._remembered()
         self.router.know(remembered)
         for args in rewatch_requests(remembered):
             try:
@@ -106,7 +180,45 @@ class Hub:
             except Exception as exc:  # noqa: BLE001 - the next command's world will do
                 log(f"watching {[s.name for s in args['specs']]} again failed: {exc}")
         while not self.stopping.wait(REWATCH_SECONDS):
+            self._forget_lost()
             self.watches.reconnect()
+
+    def _remembered(self) -> dict[str, dict]:
+        """The nodes a hub before this one watched (``watched.json``); none if the file
+        is missing or malformed (said in the log). An older hub's pickle is removed
+        unread: loading a pickle runs what it says."""
+        if self.directory.remove(place.OLD_WATCHED):
+            log(f"removed {self.directory.file(place.OLD_WATCHED)} unread (an older hub's; "
+                "its nodes are watched again by the next world)")
+        try:
+            data = self.directory.read(place.WATCHED)
+            return {} if data is None else watched_from_json(data)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log(f"{self.directory.file(place.WATCHED)} ignored: {exc}")
+            return {}
+
+    def _forget_lost(self) -> None:
+        """Forget the nodes whose watch was lost too long ago (each costs a try every
+        ``REWATCH_SECONDS``): no longer watched, nor kept for a new hub."""
+        forgotten = self.watches.forget_lost()
+        if not forgotten:
+            return
+        with self._lock:
+            for pool_key, spec in forgotten:
+                args = self.watched.get(spec.name)
+                if args is not None and self._same_watch(args, pool_key, spec):
+                    del self.watched[spec.name]
+        self.router.forget(spec.name for _, spec in forgotten)
+        log(f"forgot {', '.join(spec.name for _, spec in forgotten)}: lost for more than "
+            f"{watch.FORGET_SECONDS:g} s")
+        self._save_watched()
+
+    def _same_watch(self, args: dict, pool_key: tuple, spec: HostSpec) -> bool:
+        """Whether the remembered world request ``args`` is for the watch of ``spec``
+        (which ``Watches`` tells by pool, name, host, user and port)."""
+        kept = args["specs"][0]
+        return self.connections.pool_key(args["ssh"]) == pool_key and \
+            (kept.name, kept.host, kept.user, kept.port) == (spec.name, spec.host, spec.user, spec.port)
 
     def _idle_for(self) -> float:
         with self._lock:
@@ -115,23 +227,23 @@ class Hub:
             return time.monotonic() - self._last_active
 
     def _serve_one(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._serving += 1
+        """Greet, check the cookie and read the request, all within HANDSHAKE_SECONDS of
+        the connection; then answer (each write of the answer within HANDSHAKE_SECONDS)."""
         kept = False
         try:
-            sock.settimeout(HANDSHAKE_SECONDS)
-            if self._handshake(sock):
-                kept = self._answer(sock)
+            bounded = Deadline(sock, HANDSHAKE_SECONDS)
+            if self._handshake(bounded):
+                head, payload = wire.read_message(bounded)
+                sock.settimeout(HANDSHAKE_SECONDS)
+                kept = self._answer(sock, head, payload)
         except Exception as exc:  # noqa: BLE001 - one command's trouble is its own
             log(f"a command's request failed: {type(exc).__name__}: {exc}")
         finally:
             if not kept:
                 sock.close()
-            with self._lock:
-                self._serving -= 1
-                self._last_active = time.monotonic()
+            self._leave_place()
 
-    def _handshake(self, sock: socket.socket) -> bool:
+    def _handshake(self, sock: Deadline) -> bool:
         """Greet and check the cookie as a node does (``session.handshake`` is the other side)."""
         nonce = wire.new_nonce()
         sock.sendall(wire.encode({"op": "hello", "proto": wire.PROTOCOL_VERSION, "nonce": nonce,
@@ -148,9 +260,8 @@ class Hub:
 
     # -- requests ----------------------------------------------------------------------
 
-    def _answer(self, sock: socket.socket) -> bool:
-        """Read one request and answer it; True if the socket became a node's stream."""
-        head, payload = wire.read_message(sock)
+    def _answer(self, sock: socket.socket, head: dict, payload: bytes) -> bool:
+        """Answer one request; True if the socket became a node's stream."""
         what = head.get("what")
         if head.get("op") != "request" or what not in protocol.OPS:
             sock.sendall(protocol.reply(error=errors.ProtocolError("hub", f"no such request {what!r}")))
@@ -168,7 +279,7 @@ class Hub:
             log(f"the request {what!r} failed:\n{traceback.format_exc().rstrip()}")
             sock.sendall(protocol.reply(error=errors.HubError(
                 f"the hub failed on the request {what!r}: {type(exc).__name__}: {exc}",
-                hint=f"its log: {place.log_path(self.directory)}")))
+                hint=f"its log: {self.directory.file(place.LOG)}")))
             return False
         sock.sendall(protocol.reply(result))
         if what == "stop":
@@ -205,7 +316,13 @@ class Hub:
         splice = Splice(sock, channel, spec.name, self._ended)
         with self._lock:
             self.splices.add(splice)
-        splice.start()
+        try:
+            splice.start()
+        except RuntimeError:  # can't start new thread: this stream is not made
+            with self._lock:
+                self.splices.discard(splice)
+            splice.close()
+            raise
         return True
 
     def world(self, args: dict) -> list[tuple]:
@@ -230,14 +347,16 @@ class Hub:
         with self._lock:
             for spec in args["specs"]:
                 self.watched[spec.name] = dict(args, specs=[spec], start=False)
-            data = pickle.dumps(self.watched)
-        path = place.watched_path(self.directory)
-        try:
-            with open(path + ".new", "wb") as fh:
-                fh.write(data)
-            os.replace(path + ".new", path)
-        except OSError as exc:
-            log(f"cannot keep the watched nodes in {path}: {exc}")
+        self._save_watched()
+
+    def _save_watched(self) -> None:
+        with self._saving:
+            try:
+                with self._lock:
+                    data = watched_to_json(self.watched)
+                self.directory.write(place.WATCHED, data)
+            except (OSError, RuntimeError, TypeError, ValueError) as exc:
+                log(f"cannot keep the watched nodes in {self.directory.file(place.WATCHED)}: {exc}")
 
     def _ended(self, splice: Splice) -> None:
         with self._lock:
@@ -264,10 +383,10 @@ def rewatch_requests(remembered: dict[str, dict]) -> list[dict]:
     """The world requests that watch the remembered nodes again, none started: one for
     each set of settings, with every node that shares it (watched side by side, as one
     command's world is), in the order the nodes were first watched."""
-    merged: dict[bytes, dict] = {}
+    merged: dict[str, dict] = {}
     for args in remembered.values():
         settings = {key: value for key, value in args.items() if key != "specs"}
-        key = pickle.dumps(sorted(settings.items()))
+        key = json.dumps(settings, sort_keys=True)
         if key in merged:
             merged[key]["specs"] += args["specs"]
         else:
@@ -275,14 +394,119 @@ def rewatch_requests(remembered: dict[str, dict]) -> list[dict]:
     return list(merged.values())
 
 
+# -- watched.json: what a new hub needs to watch a node again, and nothing that runs -------
+
+def watched_to_json(watched: dict[str, dict]) -> bytes:
+    """``watched.json``: per node, its hosts-file line, how its host is resolved (the
+    SSH files), the command's timeout, heartbeat and limits. JSON, since loading a
+    pickle runs code, and the file is only as safe as the directory it is in."""
+    nodes = [{"spec": dataclasses.asdict(args["specs"][0]),
+              "ssh": {key: args["ssh"][key] for key in POOL_KEYS if args["ssh"].get(key) is not None},
+              "timeout": args["timeout"], "heartbeat": list(args["heartbeat"]),
+              "limits": {"idle": args["limits"]["idle"], "max_payload": args["limits"]["max_payload"]}}
+             for args in watched.values()]
+    return json.dumps({"version": WATCHED_VERSION, "nodes": nodes}, indent=1).encode()
+
+
+def watched_from_json(data: bytes) -> dict[str, dict]:
+    """The nodes of ``watched.json``, node -> the world request that watches it (none
+    started); ValueError, saying what is wrong, for anything ``watched_to_json`` does
+    not write."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("version") != WATCHED_VERSION or \
+            not isinstance(doc.get("nodes"), list):
+        raise ValueError(f"not a list of watched nodes (version {WATCHED_VERSION})")
+    remembered = {}
+    for entry in doc["nodes"]:
+        args = _rewatch_args(entry)
+        remembered[args["specs"][0].name] = args
+    return remembered
+
+
+_JSON_TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "None": (None,)}
+
+
+def _field_types(annotation: str) -> tuple:
+    """The JSON values a HostSpec field of ``annotation`` ("int | None") may hold (none,
+    for a type JSON has not: a file with such a field is then refused, not misread)."""
+    return tuple(kind for name in annotation.split("|") for kind in _JSON_TYPES.get(name.strip(), ()))
+
+
+_SPEC_TYPES = {f.name: _field_types(f.type) for f in dataclasses.fields(HostSpec)}
+_SPEC_REQUIRED = {f.name for f in dataclasses.fields(HostSpec)
+                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+_SSH_TYPES = {"config_file": (str,), "known_hosts": (str,), "accept_new_host_keys": (bool,)}
+
+
+def _rewatch_args(entry) -> dict:
+    """One node of ``watched.json`` as the world request that watches it again."""
+    _expect(entry, {"spec", "ssh", "timeout", "heartbeat", "limits"}, "a watched node")
+    spec = entry["spec"]
+    _expect(spec, set(_SPEC_TYPES), "a node's spec", required=_SPEC_REQUIRED)
+    for key, value in spec.items():
+        _typed(value, _SPEC_TYPES[key], f"the spec's {key}")
+    if not spec["name"] or "/" in spec["name"] or "\0" in spec["name"] or spec["name"] in (".", ".."):
+        raise ValueError(f"the node name {spec['name']!r} is not one")
+    ssh = entry["ssh"]
+    _expect(ssh, set(_SSH_TYPES), "a node's SSH options", required=set())
+    for key, value in ssh.items():
+        _typed(value, _SSH_TYPES[key], f"the SSH option {key}")
+    heartbeat, limits = entry["heartbeat"], entry["limits"]
+    if not isinstance(heartbeat, list) or len(heartbeat) != 2:
+        raise ValueError("a node's heartbeat is not [interval, timeout]")
+    _expect(limits, {"idle", "max_payload"}, "a node's limits")
+    for value, what in ((entry["timeout"], "timeout"), (heartbeat[0], "heartbeat interval"),
+                        (heartbeat[1], "heartbeat timeout"), (limits["idle"], "idle limit")):
+        _positive(value, (float, int), what)
+    _positive(limits["max_payload"], (int,), "payload limit")
+    return {"specs": [HostSpec(**spec)], "ssh": dict(ssh), "start": False,
+            "timeout": entry["timeout"], "heartbeat": tuple(heartbeat),
+            "limits": {"idle": limits["idle"], "max_payload": limits["max_payload"]}}
+
+
+def _expect(value, keys: set, what: str, required: set | None = None) -> None:
+    """``value`` is a JSON object with no key but ``keys``, and every one of
+    ``required`` (all of ``keys`` if None)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not an object")
+    if not set(value) <= keys or not (keys if required is None else required) <= set(value):
+        raise ValueError(f"{what} has the keys {sorted(value)}, not {sorted(keys)}")
+
+
+def _typed(value, kinds: tuple, what: str) -> None:
+    """``value`` is of one of ``kinds`` (None stands for null; a bool is not an int)."""
+    if value is None:
+        ok = None in kinds
+    elif isinstance(value, bool):
+        ok = bool in kinds
+    else:
+        ok = isinstance(value, tuple(k for k in kinds if k is not None and k is not bool))
+    if not ok:
+        raise ValueError(f"{what} is {value!r}")
+
+
+def _positive(value, kinds: tuple, what: str) -> None:
+    _typed(value, kinds, what)
+    if not value > 0:
+        raise ValueError(f"{what} is {value!r}")
+
+
+# -- the process -----------------------------------------------------------------------------
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clusterctl-hub")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--idle", type=float, default=place.idle_seconds())
     args = parser.parse_args(argv)
-    directory = args.dir
-    boot.private_dir(directory)
-    lock_fd = os.open(place.lock_path(directory), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        directory = place.HubDir.open(args.dir)
+        lock_fd = directory.open_file(place.LOCK, os.O_RDWR | os.O_CREAT)
+    except (OSError, RuntimeError) as exc:  # one line: the command shows it
+        print(f"clusterctl hub: {exc} ({place.DIR_HINT})", file=sys.stderr, flush=True)
+        return 1
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -291,36 +515,47 @@ def main(argv: list[str] | None = None) -> int:
     if os.fork():
         os._exit(0)  # the starter reaps this one; the hub goes on detached
     os.setsid()
-    listener = _listen(directory)
-    with open(place.pid_path(directory), "w") as fh:
-        fh.write(f"{os.getpid()}\n")
+    listener = listen(directory)
+    directory.write(place.PID, f"{os.getpid()}\n".encode())
+    _bound_log(directory)
     hub = Hub(directory, load_or_create_cookie(), args.idle)
     signal.signal(signal.SIGTERM, lambda *_: hub.stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log(f"hub {os.getpid()} serving on {place.socket_path(directory)}")
+    log(f"hub {os.getpid()} serving on {directory.file(place.SOCKET)}")
     print(f"ready {os.getpid()}", flush=True)
     _detach_stdout()
     try:
         hub.serve(listener)
-        _remove(place.watched_path(directory))  # (kept only by a hub that was killed)
+        directory.remove(place.WATCHED)  # (kept only by a hub that was killed)
     finally:
-        _remove(place.socket_path(directory))
-        _remove(place.pid_path(directory))
+        directory.remove(place.SOCKET)
+        directory.remove(place.PID)
         log("hub stopped")
     return 0
 
 
-def _listen(directory: str) -> socket.socket:
-    path = place.socket_path(directory)
-    _remove(path)  # a socket left by a hub that was killed (we hold the lock)
+def listen(directory: place.HubDir) -> socket.socket:
+    """The hub's socket (0600), bound in the directory that was checked."""
+    directory.remove(place.SOCKET)  # a socket left by a hub that was killed (we hold the lock)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        listener.bind(path)
+        listener.bind(directory.address())
+    except BaseException:
+        listener.close()
+        raise
     finally:
         os.umask(old)
     listener.listen(128)
     return listener
+
+
+def _bound_log(directory: place.HubDir) -> None:
+    """Keep the log bounded from now on, if the hub's stderr is its ``hub.log`` (as a
+    command starts it: not when run by hand)."""
+    global _log_dir
+    if directory.is_log(sys.stderr.fileno()):
+        _log_dir = directory
 
 
 def _detach_stdout() -> None:
@@ -329,12 +564,6 @@ def _detach_stdout() -> None:
     os.dup2(null, 0)
     os.close(null)
 
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 if __name__ == "__main__":

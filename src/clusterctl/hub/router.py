@@ -7,16 +7,26 @@ transient processes again on the least-loaded other node, under their names.
 The nodes hold the truth: their processes and names. A new hub learns them again from
 each node's ``sync`` when its watch connects. See docs/how-it-works.md, section
 "Spawned processes".
+
+What a node sends is taken for that node only: it relays its own frames (``src`` is
+itself), keeps, claims and releases its own processes' ids, and syncs its own names,
+within bounds; anything else is dropped and logged. A restricted host's node is never
+attached here (``watch.Watch``): its owner is not trusted.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Callable
 
-from clusterctl.node.addresses import node_of
+from clusterctl.node.addresses import name_problem, node_of
 
 RESTART_GRACE = 0.5  # seconds between a node's loss and its processes' restart elsewhere
+MAX_NAMES_PER_NODE = 10_000  # names one node's processes may hold in the world
+MAX_KEPT_PER_NODE = 10_000  # processes of one node the hub keeps to restart elsewhere
+MAX_KEPT_BYTES = 1 << 28  # their spawn frames, per node (256 MiB)
+NAMES_CHUNK = 1 << 18  # bytes of names in one ``names`` frame: far below a node's head limit
 
 
 class Router:
@@ -35,6 +45,7 @@ class Router:
         # and they are not called back
         self.known: set[str] = set()  # every node a command asked the hub to watch
         self.forwarded = 0
+        self._refused: set[tuple[str, str]] = set()  # (node, op) sent that was not its own
         self._lock = threading.RLock()
 
     # -- the nodes --------------------------------------------------------------------------------
@@ -101,6 +112,15 @@ class Router:
         with self._lock:
             self.known.update(nodes)
 
+    def forget(self, nodes) -> None:
+        """Nodes the hub no longer watches (lost too long): out of the world it routes
+        for, so a frame for one is refused as for a node not in the world."""
+        with self._lock:
+            for node in nodes:
+                if node not in self.links:
+                    self.known.discard(node)
+                    self.loads.pop(node, None)
+
     def load(self, node: str, pong: dict) -> None:
         """A node's pong: how loaded it is, for placing adopted processes."""
         slots = max(1, int(pong.get("slots") or 1))
@@ -111,6 +131,8 @@ class Router:
 
     def fromnode_of(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
         op = head.get("op")
+        if op in ("relay", "ack", "reset", "claim", "release", "keep", "drop") and not self._own(node, op, head):
+            return
         if op in ("relay", "ack", "reset"):
             with self._lock:
                 dest = self.links.get(head.get("node"))
@@ -122,10 +144,10 @@ class Router:
                 _send(conn, {"op": "nodedown", "node": str(head.get("node"))[:4000],
                              "reason": "no node of that name is in the world the hub watches"})
         elif op == "claim":
-            self.claim(conn, head.get("name"), head.get("pid"))
+            self.claim(node, conn, head["name"], head["pid"])
         elif op == "release":
             with self._lock:
-                if self.names.get(head.get("name")) == head.get("pid"):
+                if self.names.get(head["name"]) == head["pid"]:
                     del self.names[head["name"]]
                     others = [c for n, c in self.links.items() if n != node]
                 else:
@@ -134,12 +156,12 @@ class Router:
                 _send(other, {"op": "names", "del": [head["name"]]})
         elif op == "sync":
             self.count(node, head.get("processes"))
-            self.sync(node, conn, head.get("names") or {})
+            names = head.get("names")
+            self.sync(node, conn, names if isinstance(names, dict) else {})
         elif op == "busy":
             self.count(node, head.get("processes"))
         elif op == "keep":
-            with self._lock:
-                self.kept.setdefault(node, {})[head["pid"]] = (dict(head), bytes(payload))
+            self.keep(node, head, bytes(payload))
         elif op == "bye":
             with self._lock:
                 self.stopped.add(node)
@@ -147,6 +169,38 @@ class Router:
         elif op == "drop":
             with self._lock:
                 self.kept.get(node, {}).pop(head.get("pid"), None)
+
+    def _own(self, node: str, op: str, head: dict) -> bool:
+        """Whether ``node`` may send this: a frame relayed (or acknowledged) as its own, or
+        a process id of its own, with a name that could be registered. Else logged once
+        per node and kind, and dropped."""
+        if op in ("relay", "ack", "reset"):
+            ok = head.get("src") == node
+        else:
+            pid = head.get("pid")
+            ok = type(pid) is str and node_of(pid) == node
+            if ok and op in ("claim", "release"):
+                ok = name_problem(head.get("name")) is None
+        if not ok and (node, op) not in self._refused:
+            self._refused.add((node, op))
+            self.log(f"node {node} sent a {op!r} that is not its own to send: dropped "
+                     "(and every other like it)")
+        return ok
+
+    def keep(self, node: str, head: dict, frame: bytes) -> None:
+        """How to start a permanent or transient process of ``node`` elsewhere, within
+        the bounds (a node over them keeps what it had)."""
+        with self._lock:
+            kept = self.kept.setdefault(node, {})
+            size = sum(len(f) for _, f in kept.values()) + len(frame)
+            if head["pid"] not in kept and (len(kept) >= MAX_KEPT_PER_NODE or size > MAX_KEPT_BYTES):
+                full = True
+            else:
+                kept[head["pid"]], full = (dict(head), frame), False
+        if full:
+            self.log(f"node {node} keeps more processes than the hub holds for a node "
+                     f"({MAX_KEPT_PER_NODE}, {MAX_KEPT_BYTES >> 20} MiB): {head['pid']} would not "
+                     "move if the node were lost")
 
     def count(self, node: str, processes) -> None:
         with self._lock:
@@ -160,13 +214,14 @@ class Router:
         with self._lock:
             return bool(self.running)
 
-    def claim(self, conn, name, pid) -> None:
-        """One holder per name: the first claim wins; the same holder may claim again."""
-        if type(name) is not str or type(pid) is not str:
-            return
+    def claim(self, node: str, conn, name: str, pid: str) -> None:
+        """One holder per name: the first claim wins; the same holder may claim again. A
+        node holds at most ``MAX_NAMES_PER_NODE``."""
         with self._lock:
             holder = self.names.get(name)
             ok = holder is None or holder == pid
+            if ok and holder is None and self._held_by(node) >= MAX_NAMES_PER_NODE:
+                ok, holder = False, f"the hub's limit ({MAX_NAMES_PER_NODE} names a node)"
             if ok:
                 self.names[name] = pid
                 others = [c for c in self.links.values() if c is not conn]
@@ -180,27 +235,38 @@ class Router:
 
     def sync(self, node: str, conn, names: dict) -> None:
         """A node (re)connected: its names join the world's, unless another node took one
-        over meanwhile (then its process there is evicted); it learns everyone's."""
+        over meanwhile (then its process there is evicted); it learns everyone's. Only
+        names of its own processes count, at most ``MAX_NAMES_PER_NODE``."""
         evict = []
         with self._lock:
+            held = self._held_by(node)
             for name, pid in names.items():
+                if type(pid) is not str or node_of(pid) != node or name_problem(name) is not None:
+                    continue
                 holder = self.names.get(name)
                 if holder is None or holder == pid or node_of(holder) == node:
+                    if holder is None and held >= MAX_NAMES_PER_NODE:
+                        continue
+                    held += holder is None
                     self.names[name] = pid
                 else:
                     evict.append((name, pid, holder))
             table = dict(self.names)
+            world = sorted(self.known | set(self.links) | {node})
             others = [c for n, c in self.links.items() if n != node]
         for name, pid, holder in evict:
             self.log(f"{pid} on {node} holds {name}, which {holder} took over: evicting it")
             _send(conn, {"op": "evict", "pid": pid, "reason": f"its name {name} was taken over by "
                          f"{holder} while its node was out of reach"})
         nodes = sorted({node_of(ident) for ident in table.values()} | {node})
-        _send(conn, {"op": "names", "set": table, "nodes": nodes})
+        send_names(conn, table, nodes=nodes, world=world)
         mine = {n: p for n, p in names.items() if table.get(n) == p}
         if mine:
             for other in others:
-                _send(other, {"op": "names", "set": mine})
+                send_names(other, mine)
+
+    def _held_by(self, node: str) -> int:
+        return sum(1 for ident in self.names.values() if node_of(ident) == node)
 
     def describe(self) -> dict:
         with self._lock:
@@ -214,3 +280,19 @@ def _send(conn, head: dict, payload: bytes = b"") -> None:
     except Exception:  # noqa: BLE001 - a broken connection is that watch's loss, seen there
         pass
 
+
+
+def send_names(conn, table: dict, **first) -> None:
+    """``table`` (name -> id) to a node in ``names`` frames of at most ``NAMES_CHUNK``
+    bytes each, ``first``'s fields on the first: a world of many names never makes a head
+    that a node takes for garbage."""
+    chunk: dict = {}
+    size = 0
+    for name, ident in table.items():
+        cost = len(json.dumps(name)) + len(json.dumps(ident)) + 2
+        if chunk and size + cost > NAMES_CHUNK:
+            _send(conn, {"op": "names", "set": chunk, **first})
+            chunk, size, first = {}, 0, {}
+        chunk[name] = ident
+        size += cost
+    _send(conn, {"op": "names", "set": chunk, **first})

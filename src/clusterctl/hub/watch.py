@@ -24,6 +24,8 @@ from clusterctl.transport.base import Transport
 
 MAX_PARALLEL = 64  # nodes a world request opens or pings at once
 PINGS_PER_TIMEOUT = 4  # a watch sends a heartbeat this often within the heartbeat timeout
+FORGET_SECONDS = 3600.0  # a watch lost this long, not reconnected, is forgotten: its node is
+# taken as gone for good (each lost watch costs a try every few seconds, for ever otherwise)
 
 
 def watch_heartbeat(interval: float, timeout: float) -> Heartbeat:
@@ -92,7 +94,11 @@ class Watch:
             self.conn = conn
             if conn is None:
                 self._set("lost", "not running")
-            elif self.router is not None:
+                return None
+            self._set("up", "")  # (reconnected by the hub itself, or about to be pinged)
+            if self.router is not None and not conn.restricted:
+                # (a restricted host's owner is not trusted: nothing it sends is routed, and
+                # its node runs no spawned process that could be routed to)
                 self.router.attach(self.spec.name, conn)
             return conn
 
@@ -139,6 +145,7 @@ class Watches:
     def __init__(self, router=None) -> None:
         self.router = router
         self._watches: dict[tuple, Watch] = {}
+        self._down_since: dict[tuple, float] = {}  # key -> when its watch was first seen lost
         self._lock = threading.Lock()
         self._closed = False
 
@@ -183,6 +190,26 @@ class Watches:
             if not self._closed:
                 watch.reconnect()
 
+    def forget_lost(self) -> list[tuple[tuple, HostSpec]]:
+        """Forget every watch that has been lost (and not reconnected since) for longer
+        than ``FORGET_SECONDS``, as far as calls of this (every few seconds) have seen:
+        (pool key, spec) of each. A watch being opened is left alone."""
+        now = time.monotonic()
+        with self._lock:
+            for key, watch in self._watches.items():
+                if watch.conn is None or watch.conn.lost is not None:
+                    self._down_since.setdefault(key, now)
+                else:
+                    self._down_since.pop(key, None)
+            gone = [key for key, since in self._down_since.items()
+                    if now - since > FORGET_SECONDS and not self._watches[key]._lock.locked()]
+            forgotten = [(key, self._watches.pop(key)) for key in gone]
+            for key in gone:
+                del self._down_since[key]
+        for _, watch in forgotten:
+            watch.close()
+        return [(key[0], watch.spec) for key, watch in forgotten]
+
     def describe(self) -> list[dict]:
         with self._lock:
             watches = list(self._watches.values())
@@ -192,5 +219,6 @@ class Watches:
         with self._lock:
             self._closed = True
             watches, self._watches = list(self._watches.values()), {}
+            self._down_since.clear()
         for watch in watches:
             watch.close()

@@ -111,6 +111,13 @@ def private_dir(path: str, create: bool = True) -> bool:
     return True
 
 
+def check_private_stat(path: str, st) -> None:
+    """``private_dir``'s check, in its words, of a directory already looked at: ``st``
+    from ``os.lstat``, or ``os.fstat`` of a descriptor opened without following a link
+    (the controller's hub checks the very directory it then uses that way)."""
+    _check_place(path, st, "the run directory", 0o077)
+
+
 def check_socket(path: str) -> None:
     """Before connecting to ``path``: a socket there must be ours (absent is fine)."""
     import stat
@@ -415,6 +422,7 @@ def main() -> None:
     code_dir = os.path.join(cache_root(), "code", code_id)
     if not _take_code(code_dir, code_id):
         return  # the controller declined (say, a Python version mismatch): start nothing
+    cookie = read_key()
     directory = params.get("run_dir") or run_dir()
     path = socket_path(directory, params["name"])
     state = "running"
@@ -423,14 +431,23 @@ def main() -> None:
         if not params.get("start"):
             _say({"node": "absent"})
             return
-        start_node([sys.executable, "-c", launch_line(code_dir)] + params["agent_args"],
-                   params["cookie"])
+        start_node([sys.executable, "-c", launch_line(code_dir)] + params["agent_args"], cookie)
         sock = _connect_or_fail(directory, path)
         if sock is None:
             _fail("the node started but its socket %s refuses connections" % path)
         state = "ready"
     _say({"node": state, "socket": os.path.abspath(path)})
     _splice(sock)
+
+
+def read_key() -> str:
+    """The key the node proves itself with, in hex on a line of its own: the cluster's
+    cookie, sent only once the host said what it is (a restricted host's agent gets a
+    key derived for its node instead: it never holds the cookie)."""
+    key = sys.stdin.buffer.readline(1024).strip().decode("ascii", "replace")
+    if not 32 <= len(key) <= 256 or any(c not in "0123456789abcdef" for c in key):
+        _fail("no valid key after the boot parameters")
+    return key
 
 
 def _take_code(code_dir: str, code_id: str) -> bool:

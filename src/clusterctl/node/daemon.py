@@ -122,7 +122,8 @@ class Node:
         log("node %s serving on %s with %d slots (version %s, code %s)"
             % (self.name, self.sock_path, self.slots, self.version, self.code_id))
         if self.policy is not None:
-            log("restricted by the policy %s: allows %s" % (self.policy.path, self.policy.summary()))
+            log("restricted by the policy %s (sha256 %.12s): allows %s"
+                % (self.policy.path, self.policy.digest, self.policy.summary()))
         turn = self.loop.turn
         timeout = HOUSEKEEPING_INTERVAL * POLL_SECONDS
         monotonic = time.monotonic
@@ -286,8 +287,8 @@ def main(argv: list[str] | None = None) -> None:
             answer_and_exit("error: %s" % exc, 1)
     listener, path = listen(args)
     slots = args.slots if args.slots > 0 else (os.cpu_count() or 1)
-    if policy is not None and policy.slots is not None:
-        slots = min(slots, policy.slots)
+    if policy is not None:  # the owner's bound, whatever the controller asked for
+        slots = min(slots, policy.max_slots())
     if not args.foreground:
         detach()
     redirect_to(path[:-len(".sock")] + ".log")

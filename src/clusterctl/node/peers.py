@@ -30,6 +30,8 @@ class Peers:
         self.monitors: dict[str, tuple[str, str]] = {}  # ref -> (local watcher, watched id)
         self.claims: dict[str, tuple[str, object]] = {}  # name -> (id, then(ok, holder))
         self.lost: dict[str, str] = {}  # nodes the hub said were lost (until back) -> why
+        self.watches: list = []  # every hub's watch connection, newest last: the uplink
+        # is the newest, and when it goes, the newest left takes over at once
 
     # -- out -----------------------------------------------------------------------------------
 
@@ -89,9 +91,13 @@ class Peers:
         elif op == "claimed":
             self.claimed(head)
         elif op == "names":  # (the table of the nodes it lists replaces theirs; a node not
-            # synced with a new hub yet keeps its names here; a lost node's go with it)
+            # synced with a new hub yet keeps its names here; a lost node's go with it, and so
+            # do those of nodes outside the world the hub watches: left from an earlier hub)
             nodes = set(head.get("nodes") or ())
-            for name in [n for n, ident in self.names.items() if node_of(ident) in nodes]:
+            world = head.get("world")
+            world = {w for w in world if type(w) is str} | {self.name} if isinstance(world, list) else None
+            for name in [n for n, ident in self.names.items() if node_of(ident) in nodes
+                         or (world is not None and node_of(ident) not in world)]:
                 del self.names[name]
             for name, ident in (head.get("set") or {}).items():
                 if node_of(ident) != self.name:
@@ -113,6 +119,8 @@ class Peers:
     def attached(self, conn) -> None:
         """A hub connects this node to the others: tell it our names and the processes it
         should restart elsewhere if we are lost; then what waits for other nodes goes."""
+        if conn not in self.watches:
+            self.watches.append(conn)
         self.relay.attach(conn)
         actors = self.actors
         names = {name: proc.ident for name, proc in actors.names.items()}
@@ -135,9 +143,19 @@ class Peers:
             self.actors.loop.send(self.relay.uplink, wire.encode({"op": "bye"}))
 
     def detached(self, conn) -> None:
+        """A watch connection closed. If it was the way out, the newest other one still
+        open (another hub of the user's, or the one this replaced) takes over now, told
+        everything again as a new hub is, rather than leaving the node cut off."""
+        if conn in self.watches:
+            self.watches.remove(conn)
         was = self.relay.uplink is conn
         self.relay.detach(conn)
-        if was:
+        if not was:
+            return
+        live = [c for c in self.watches if not c.closed]
+        if live:
+            self.attached(live[-1])
+        else:
             log("the hub's connection closed: other nodes are out of reach until a hub connects")
 
     # -- names: claimed from the hub -------------------------------------------------------------

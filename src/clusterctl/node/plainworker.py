@@ -3,8 +3,11 @@
 The node's gate (``Policy.refuses``, in ``Sessions.handle``) turns away what the policy
 does not allow before it reaches a worker; this worker checks again, so a message that
 got past the gate still runs nothing the owner did not list, and nothing it receives
-goes near ``pickle``. It also holds the owner's limits: nice level, address space and
-import path, set in the forked child before its first task.
+goes near ``pickle``. Only the worker can check the function itself, once imported: a
+pattern ``allow mod.*`` matches a name, and the name must be of a function ``mod``
+defines (``Policy.admits``), not one it imported. It also holds the owner's limits:
+nice level, address space and import path, set in the forked child before its first
+task.
 
 See docs/how-it-works.md, "Restricted hosts".
 """
@@ -41,6 +44,15 @@ class PlainWorker(Worker):
         if why is not None:
             return error_frame(head.get("id"), refused(why, self.node))
         return self.plain_map(head, payload)
+
+    def _plain_task(self, head: dict, payload, decode, what: str):
+        """``Worker``'s, with the function found checked against the policy before it is
+        called: a name a pattern matches may still be something its module imported."""
+        function, data, failed = super()._plain_task(head, payload, decode, what)
+        if failed is None and not self.policy.admits(head["mod"], head["fun"], function):
+            why = self.policy.refusal_of(head["mod"], head["fun"], function)
+            return None, (None, None), error_frame(head.get("id"), refused(why, self.node))
+        return function, data, failed
 
 
 def apply_limits(policy: Policy) -> None:

@@ -20,6 +20,7 @@ FAST_PIPELINE_DEPTH = 8  # ... for a worker whose tasks take less than FAST_TASK
 FAST_TASK_SECONDS = 0.001  # so tiny tasks travel several to a write and a wake-up
 WORKER_FUNCTION_CACHE = 256
 SMALL_FRAME = 1 << 14
+TASK_OVERHEAD = 512  # what a queued task holds besides its frame (its Task, its table entries)
 
 
 class Task:
@@ -42,6 +43,50 @@ class Task:
         self.failed = False  # answered as failed (crashed, or cancelled while running)
         self.dropping = False  # cancelled after it was handed ahead: its worker must skip it
         self.arrived = self.handed = 0.0  # when it came and went to a worker (traced only)
+
+
+class TaskQueue(deque):
+    """The tasks waiting for a slot, and the bytes they hold (``size`` each), which a
+    restricted node bounds (its policy's ``queue``, see ``full``)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self.bytes = 0
+
+    @staticmethod
+    def size(task: Task) -> int:
+        return len(task.frame) + TASK_OVERHEAD
+
+    def full(self, size: int) -> bool:
+        """Whether a task of ``size`` bytes would take the queue past its bound. One is
+        always taken while none waits, so any call within the payload bound gets in."""
+        return self.limit is not None and bool(self) and self.bytes + size + TASK_OVERHEAD > self.limit
+
+    def append(self, task: Task) -> None:
+        super().append(task)
+        self.bytes += self.size(task)
+
+    def appendleft(self, task: Task) -> None:
+        super().appendleft(task)
+        self.bytes += self.size(task)
+
+    def popleft(self) -> Task:
+        task = super().popleft()
+        self.bytes -= self.size(task)
+        return task
+
+    def remove(self, task: Task) -> None:
+        super().remove(task)
+        self.bytes -= self.size(task)
+
+    def keep(self, wanted) -> None:
+        """Keep only the tasks ``wanted(task)`` is true of."""
+        kept = [t for t in self if wanted(t)]
+        self.clear()
+        self.bytes = 0
+        for task in kept:
+            self.append(task)
 
 
 class WorkerSlot(Endpoint):
@@ -108,7 +153,7 @@ class Pool:
                                          on_exit=self.worker_ended, on_refork=self.fork_again,
                                          policy=policy)
         self.workers: list[WorkerSlot] = []
-        self.queue: deque = deque()
+        self.queue = TaskQueue(policy.max_queued() if policy is not None else None)
         self.tasks_by_seq: dict[int, Task] = {}
         self.seq = 0
 
@@ -383,7 +428,7 @@ class Pool:
             if task.worker is None:
                 self.tasks_by_seq.pop(task.seq, None)
         if any(t.worker is None for t in conn.tasks.values()):
-            self.queue = deque(t for t in self.queue if not t.conn.closed)
+            self.queue.keep(lambda t: not t.conn.closed)
         conn.tasks.clear()
         if self.stopping:
             return

@@ -19,7 +19,7 @@ from .log import log
 from .loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop, PipeStream
 from .pool import Pool
 
-MAX_PENDING_HANDSHAKES = 64  # connections not authenticated yet; more are turned away at once
+MAX_PENDING_HANDSHAKES = 64  # connections not authenticated yet; past it the oldest gives way
 ACCEPT_BACKOFF = 1.0  # seconds the listener rests when no descriptor is left for a connection
 
 
@@ -28,7 +28,7 @@ class Connection(Endpoint):
     and functions it sent."""
 
     __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
-                 "functions", "label", "fds", "watching", "recorder", "number")
+                 "functions", "label", "fds", "watching", "recorder", "number", "limit")
 
     def __init__(self, sock, number: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -44,6 +44,95 @@ class Connection(Endpoint):
         self.fds: list[int] = []  # descriptors passed with the handshake (see ``splice``)
         self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
         self.recorder: tracing.Recorder | None = None  # its tasks' trace, once it asked for one
+        self.limit: PayloadLimit | None = None  # a restricted node's, once authenticated
+
+
+class PayloadLimit:
+    """A restricted node's bound on one message's body (the policy's ``payload``), held
+    without ending the connection: a frame over it is cut out of the stream before the
+    decoder sees it. Its head is kept, its body read and dropped as it comes, never held;
+    the message is then handed on as ``(head, None, size)``, to be refused, and the frames
+    after it are read as usual. (The decoder is given the same bound: the backstop.)"""
+
+    __slots__ = ("limit", "pending", "passing", "dropping")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending = bytearray()  # the start of a frame not judged yet (header, head)
+        self.passing = 0  # bytes of a frame within the bound still to go to the decoder
+        self.dropping = 0  # body bytes of a frame over the bound still to drop
+
+    def feed(self, decoder: wire.FrameDecoder, data: bytes) -> list:
+        """The messages in ``data``, as ``decoder.feed`` gives them, and those over the
+        bound as ``(head, None, size)``, in the order they came."""
+        out: list = []
+        for piece in self.split(data):
+            if type(piece) is tuple:
+                head, size = piece
+                out.append((wire.decode_head(head), None, size))
+            else:
+                out += decoder.feed(piece)
+        return out
+
+    def split(self, data: bytes) -> list:
+        """``data`` in pieces: bytes for the decoder, and ``(head bytes, body size)`` for
+        each frame over the bound, whose body is dropped."""
+        view = memoryview(data)
+        pieces: list = []
+        pos = run = 0  # run: where the bytes going to the decoder started
+        size = len(view)
+        while pos < size:
+            if self.passing:
+                step = min(self.passing, size - pos)
+                self.passing -= step
+                pos += step
+                continue
+            if self.dropping:
+                step = min(self.dropping, size - pos)
+                self.dropping -= step
+                pos = run = pos + step
+                continue
+            if not self.pending and size - pos >= wire.HEADER_SIZE:
+                head_len, payload_len = wire.check_header(view, 1 << 62, pos)
+                if payload_len <= self.limit:  # the usual case: the frame goes on as it is
+                    self.passing = wire.HEADER_SIZE + head_len + payload_len
+                    continue
+            if run < pos:
+                pieces.append(view[run:pos])
+            pos = run = self.gather(view, pos, pieces)
+        if run < size:
+            pieces.append(data if run == 0 else view[run:])
+        return pieces
+
+    def gather(self, view: memoryview, pos: int, pieces: list) -> int:
+        """Take the start of a frame into ``pending`` until it can be judged: one within
+        the bound goes on to the decoder, one over it leaves its head in ``pieces`` and
+        its body to drop. Where the bytes not taken start."""
+        pending = self.pending
+        if len(pending) < wire.HEADER_SIZE:
+            taken = view[pos:pos + wire.HEADER_SIZE - len(pending)]
+            pending += taken
+            pos += len(taken)
+            if len(pending) < wire.HEADER_SIZE:
+                return pos
+        head_len, payload_len = wire.check_header(pending, 1 << 62)
+        if payload_len <= self.limit:  # (only its header was cut between two reads)
+            pieces.append(bytes(pending))
+            pending.clear()
+            self.passing = head_len + payload_len
+            return pos
+        taken = view[pos:pos + wire.HEADER_SIZE + head_len - len(pending)]
+        pending += taken
+        pos += len(taken)
+        if len(pending) == wire.HEADER_SIZE + head_len:
+            pieces.append((bytes(pending[wire.HEADER_SIZE:]), payload_len))
+            pending.clear()
+            self.dropping = payload_len
+        return pos
+
+    def wanted(self) -> int:
+        """Bytes that may be read at once: the rest of a body being dropped."""
+        return self.dropping
 
 
 def input_waiting(conn: Connection) -> bool:
@@ -60,20 +149,24 @@ def input_waiting(conn: Connection) -> bool:
 
 class Acceptor:
     """Takes connections off the listener. It keeps the node up under abuse: past
-    ``MAX_PENDING_HANDSHAKES`` unauthenticated connections a new one is turned away at
-    once, and when descriptors run out the listener rests instead of spinning."""
+    ``MAX_PENDING_HANDSHAKES`` unauthenticated connections the oldest of them gives way
+    to a new one (so connections that never authenticate cannot lock a client out: a
+    client gets in unless that many come after it within its own handshake), and when
+    descriptors run out the listener rests instead of spinning."""
 
-    def __init__(self, loop: Loop, listener: socket.socket, stats: dict, *, pending, admit) -> None:
+    def __init__(self, loop: Loop, listener: socket.socket, stats: dict, *, conns: dict, admit,
+                 close) -> None:
         self.loop = loop
         self.listener = listener
         self.endpoint = Endpoint(listener, self.accept)
         self.stats = stats
-        self.pending = pending  # () -> connections waiting for their handshake
+        self.conns = conns  # the node's connections, oldest first (fd -> Connection)
         self.admit = admit  # (sock) -> serve this accepted socket
+        self.close = close  # (conn, reason, quiet) -> that connection ends
         self.paused = 0.0  # while the listener rests: until when (see ``resume``)
         self.failures = 0  # accepts failed in a row (logged at the first and when it ends)
-        self.turned_away = 0  # connections turned away since that was last logged
-        self.turned_away_logged = 0.0
+        self.evicted = 0  # connections that gave way since that was last logged
+        self.evicted_logged = 0.0
 
     def listen(self) -> None:
         self.listener.setblocking(False)
@@ -97,10 +190,9 @@ class Acceptor:
             if self.failures:
                 log("accepting connections again (%d attempts failed)" % self.failures)
                 self.failures = 0
-            pending = self.pending()
-            if pending >= MAX_PENDING_HANDSHAKES:
-                self.turn_away(sock, pending)
-                continue
+            waiting = [c for c in self.conns.values() if not c.authed]
+            if len(waiting) >= MAX_PENDING_HANDSHAKES:
+                self.make_way(waiting[0], len(waiting))
             sock.setblocking(False)
             self.admit(sock)
 
@@ -110,22 +202,64 @@ class Acceptor:
             self.paused = 0.0
             self.loop.watch(self.endpoint)
 
-    def turn_away(self, sock: socket.socket, pending: int) -> None:
-        """Too many connections wait for their handshake: close this one at once."""
+    def make_way(self, oldest: Connection, waiting: int) -> None:
+        """Too many connections wait for their handshake: the oldest of them gives way to
+        the one just accepted, told why (logged at most once a second)."""
         self.stats["refused"] += 1
-        self.turned_away += 1
+        self.evicted += 1
         now = time.monotonic()
-        if now - self.turned_away_logged >= 1.0:  # (logged before the client hears of it)
-            log("turned away %d connection(s): %d already wait for the handshake"
-                % (self.turned_away, pending))
-            self.turned_away, self.turned_away_logged = 0, now
-        try:
-            sock.setblocking(False)
-            sock.send(wire.encode({"op": "refused", "reason": "too many connections waiting "
-                                   "for the handshake (%d)" % pending}))
-        except OSError:
-            pass
-        sock.close()
+        if now - self.evicted_logged >= 1.0:  # (logged before the client hears of it)
+            log("%d connection(s) waiting for the handshake gave way to newer ones: %d wait"
+                % (self.evicted, waiting))
+            self.evicted, self.evicted_logged = 0, now
+        reason = "too many connections waiting for the handshake (%d): the oldest gives way" % waiting
+        self.loop.send(oldest, wire.encode({"op": "refused", "reason": reason}))
+        self.loop.flush(oldest)  # (what the socket takes now: it is not waited for)
+        self.close(oldest, "gave way: " + reason, True)
+
+
+class Gate:
+    """A restricted node's policy at its door. Each message of an authenticated
+    controller passes ``Policy.refuses``; a call or map must find room under the queue's
+    bound (``TaskQueue.full``); a message over the payload bound is dropped unread
+    (``PayloadLimit``). What it turns down is answered at once, as refused, in one line
+    naming the rule and the policy file; the connection and the node go on."""
+
+    def __init__(self, policy, loop: Loop, pool: Pool, stats: dict, name: str, extra: dict) -> None:
+        self.policy = policy
+        self.loop = loop
+        self.pool = pool
+        self.stats = stats
+        self.name = name
+        self.extra = extra  # spawned processes' requests: refused, and answered if they ask
+
+    def authenticated(self, conn: Connection) -> None:
+        """From now on the payload bound holds on ``conn`` (the decoder's too, as a backstop)."""
+        conn.decoder.max_payload = self.policy.max_payload()
+        conn.limit = PayloadLimit(self.policy.max_payload())
+
+    def refuses(self, conn: Connection, head: dict, raw) -> bool:
+        """Whether ``head`` is turned down (it was answered then)."""
+        reason = self.policy.refuses(head)
+        if reason is None and head["op"] in ("call", "map") and self.pool.queue.full(len(raw)):
+            reason = self.policy.over_queue(self.pool.queue.bytes, len(raw))
+        if reason is None:
+            return False
+        self.turn_down(conn, head, reason)
+        return True
+
+    def too_large(self, conn: Connection, head: dict, size: int) -> None:
+        """A message over the payload bound was dropped unread: turned down."""
+        self.turn_down(conn, head, self.policy.over_payload(size, head["op"]))
+
+    def turn_down(self, conn: Connection, head: dict, reason: str) -> None:
+        """A task or a request about processes gets a refusal as its result (a definition
+        has none: the call that uses it gets it)."""
+        self.stats["refused"] += 1
+        log("%s: refused %r: %s" % (conn.label, head["op"][:64], reason))
+        task_id = head.get("id")
+        if ops.REQUEST_ID.test(task_id) and (head["op"] in ("call", "map") or head["op"] in self.extra):
+            self.loop.send(conn, wire.encode(ops.error_head("refused", task_id, "Refused", reason, self.name)))
 
 
 class Sessions:
@@ -163,13 +297,12 @@ class Sessions:
         self.cpus = os.cpu_count()
         self.conns: dict[int, Connection] = {}
         self.conn_count = 0
-        self.acceptor = Acceptor(loop, listener, stats, pending=self.pending, admit=self.admit)
+        self.acceptor = Acceptor(loop, listener, stats, conns=self.conns, admit=self.admit,
+                                 close=self.close_conn)
+        self.gate = Gate(policy, loop, pool, stats, name, self.extra) if policy is not None else None
 
     def listen(self) -> None:
         self.acceptor.listen()
-
-    def pending(self) -> int:
-        return sum(1 for c in self.conns.values() if not c.authed)
 
     def busy(self) -> bool:
         """Whether a controller is connected (the hub watching the node does not count:
@@ -217,7 +350,7 @@ class Sessions:
              "code": self.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
              "executable": sys.executable, "pid": self.pid, "slots": self.slots,
              "node": self.name, "nonce": conn.nonce, "host": socket.gethostname(),
-             **({"restricted": len(self.policy.allows)} if self.policy is not None else {})}))
+             **(restricted_hello(self.policy) if self.policy is not None else {})}))
 
     def authenticate(self, conn: Connection, head: dict) -> None:
         op = head["op"]
@@ -245,6 +378,8 @@ class Sessions:
             return
         conn.authed = True
         conn.decoder.max_payload = self.max_payload
+        if self.gate is not None:
+            self.gate.authenticated(conn)
         heartbeat = head.get("heartbeat")
         if heartbeat:
             conn.heartbeat = float(heartbeat)
@@ -291,10 +426,8 @@ class Sessions:
 
     def read_conn(self, conn: Connection) -> None:
         try:
-            decoder = conn.decoder
             if conn.authed or not isinstance(conn.sock, socket.socket):
-                chunk = conn.sock.recv(RECV_SIZE if decoder.idle()
-                                       else max(RECV_SIZE, min(decoder.wanted(), RECV_SIZE_MAX)))
+                chunk = conn.sock.recv(read_size(conn))
             else:  # before the handshake, a boot script may pass its channel (see splice)
                 chunk, fds, flags, _ = socket.recv_fds(conn.sock, RECV_SIZE, 2)
                 conn.fds.extend(fds)
@@ -311,7 +444,8 @@ class Sessions:
             return
         conn.last_rx = time.monotonic()
         try:
-            messages = conn.decoder.feed(chunk)
+            messages = (conn.decoder.feed(chunk) if conn.limit is None
+                        else conn.limit.feed(conn.decoder, chunk))
         except wire.FrameError as exc:
             self.stats["refused"] += 1
             self.close_conn(conn, "garbage on the socket: %s" % exc)
@@ -320,7 +454,9 @@ class Sessions:
             if conn.closed:
                 return
             try:
-                if conn.authed:
+                if payload is None:  # over the payload bound: dropped unread (see PayloadLimit)
+                    self.gate.too_large(conn, head, raw)
+                elif conn.authed:
                     self.handle(conn, head, raw)
                 else:
                     self.authenticate(conn, head)
@@ -361,23 +497,12 @@ class Sessions:
         if problem is not None:
             self.refuse(conn, problem)
             return
-        if self.policy is not None:
-            refusal = self.policy.refuses(head)
-            if refusal is not None:
-                self.turn_down(conn, head, refusal)
-                return
+        if self.gate is not None and self.gate.refuses(conn, head, raw):
+            return
         handler(self, conn, head, raw)
 
     def extra_handler(self, conn: Connection, head: dict, raw: bytes) -> None:
         self.extra[head["op"]](conn, head, raw)
-
-    def turn_down(self, conn: Connection, head: dict, reason: str) -> None:
-        """A restricted node's gate said no: a task or a request about processes gets a
-        refusal as its result (a definition has none: the call that uses it gets it)."""
-        self.stats["refused"] += 1
-        log("%s: refused %r: %s" % (conn.label, head["op"], reason))
-        if head["op"] in ("call", "map") or (head["op"] in self.extra and "id" in head):
-            self.loop.send(conn, wire.encode(ops.error_head("refused", head["id"], "Refused", reason, self.name)))
 
     def handle_task(self, conn: Connection, head: dict, raw: bytes) -> None:  # call, map
         task_id = head["id"]
@@ -438,6 +563,22 @@ class Sessions:
         self.pool.connection_gone(conn)
         if self.on_closed is not None:
             self.on_closed(conn)
+
+
+def read_size(conn: Connection) -> int:
+    """How much to read from an authenticated connection at once: more while a large
+    frame comes in (or a body over a restricted node's bound is being dropped)."""
+    wanted = conn.decoder.wanted()
+    if conn.limit is not None:
+        wanted = max(wanted, conn.limit.wanted())
+    return max(RECV_SIZE, min(wanted, RECV_SIZE_MAX)) if wanted else RECV_SIZE
+
+
+def restricted_hello(policy) -> dict:
+    """What a restricted node's hello adds: its count of ``allow`` rules (shown by
+    ``world``), and which policy it enforces (its file and the sha256 of its bytes), so
+    the agent reaches it only with that same policy (see ``restricted.reach``)."""
+    return {"restricted": len(policy.allows), "policy": policy.path, "policy_digest": policy.digest}
 
 
 def pong(sessions: "Sessions", head: dict) -> dict:

@@ -13,8 +13,8 @@ import os
 import re
 import struct
 
-PROTOCOL_VERSION = 1  # the protocol this code speaks best
-OLDEST_PROTOCOL = 1  # the oldest it still speaks: an installed (restricted) agent in between works
+PROTOCOL_VERSION = 2  # the protocol this code speaks best (2: a restricted host is given a key, not the cookie)
+OLDEST_PROTOCOL = 2  # the oldest it still speaks: an installed (restricted) agent in between works
 MAGIC = b"CC"
 KIND_MESSAGE = 1
 HEADER = struct.Struct("!2sBxII")
@@ -22,6 +22,7 @@ HEADER_SIZE = HEADER.size
 MAX_HEAD = 1 << 20  # a control head is small; anything bigger is not ours
 MAX_DEPTH = 32  # a control head is flat; one nested deeper is not ours
 DEFAULT_MAX_PAYLOAD = 1 << 30  # one pickled payload (a task's arguments or result)
+LARGE_FRAME = 1 << 20  # a frame this big gathered over several reads is handed out, not copied
 HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE = 1800.0  # seconds a node with no connection and no task waits, then exits
 COOKIE_BYTES = 32
@@ -196,46 +197,64 @@ class FrameDecoder:
     a zero-copy memoryview, and the whole frame's bytes (so a node can forward a frame
     to a worker without encoding it again). The limits are enforced as soon as a
     header is complete, before the body is waited for.
+
+    A frame that comes in over several reads is gathered in a buffer of its own, and each
+    read adds to it only what that frame still lacks. A large one (``LARGE_FRAME``) is
+    then handed out as that buffer, a bytearray, instead of being copied once more: so
+    the work of every ``feed`` is in proportion to what it is fed, however large the
+    frame, and a node's loop taking in a 1 GiB argument still serves its other
+    connections between two reads.
     """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
-        self._buf = bytearray()
-        self._need: tuple[int, int] | None = None
+        self._buf = bytearray()  # the start of a frame not whole yet (nothing beyond it)
+        self._need: tuple[int, int] | None = None  # its (head, payload) lengths, once known
 
-    def feed(self, data: bytes) -> list[tuple[dict, memoryview, bytes]]:
-        buf = self._buf
-        if buf:
-            buf += data
-            data = buf
-        out = []
-        pos = 0
-        size = len(data)
-        need = self._need
-        try:
-            while True:
-                if need is None:
-                    if size - pos < HEADER_SIZE:
-                        break
-                    need = check_header(data, self.max_payload, pos)
-                head_len, payload_len = need
-                end = pos + HEADER_SIZE + head_len + payload_len
-                if size < end:
-                    break
-                # a frame that is the whole chunk is taken as it is, without a copy
-                raw = data if pos == 0 and end == size and type(data) is bytes \
-                    else bytes(memoryview(data)[pos:end])
-                head = decode_head(raw[HEADER_SIZE:HEADER_SIZE + head_len])
-                out.append((head, memoryview(raw)[HEADER_SIZE + head_len:], raw))
-                pos = end
-                need = None
-        finally:
-            self._need = need
-            if data is buf:
-                del buf[:pos]
-            elif pos < size:
-                buf += memoryview(data)[pos:]
+    def feed(self, data: bytes) -> list[tuple[dict, memoryview, bytes | bytearray]]:
+        out: list = []
+        if self._buf:
+            data = self._complete(data, out)
+        if data:
+            self._split(data, out)
         return out
+
+    def _complete(self, data, out: list) -> memoryview:
+        """Add to the frame in progress what it lacks from ``data``, and take it out if
+        it is whole; the rest of ``data``, where the next frame starts."""
+        buf = self._buf
+        view = memoryview(data)
+        if self._need is None:  # its header is not all in yet
+            taken = HEADER_SIZE - len(buf)
+            buf += view[:taken]
+            view = view[taken:]
+            if len(buf) < HEADER_SIZE:
+                return view
+            self._need = check_header(buf, self.max_payload)
+        head_len, payload_len = self._need
+        taken = HEADER_SIZE + head_len + payload_len - len(buf)
+        buf += view[:taken]
+        if len(buf) == HEADER_SIZE + head_len + payload_len:
+            self._buf, self._need = bytearray(), None
+            out.append(_message(buf if len(buf) >= LARGE_FRAME else bytes(buf), head_len))
+        return view[taken:]
+
+    def _split(self, data, out: list) -> None:
+        """Take out the frames that are whole in ``data`` (where a frame starts), and keep
+        the start of the one after them."""
+        view = memoryview(data)
+        pos, size = 0, len(data)
+        while size - pos >= HEADER_SIZE:
+            head_len, payload_len = need = check_header(view, self.max_payload, pos)
+            end = pos + HEADER_SIZE + head_len + payload_len
+            if end > size:
+                self._need = need
+                break
+            # a frame that is the whole chunk is taken as it is, without a copy
+            raw = data if end - pos == size and type(data) is bytes else bytes(view[pos:end])
+            out.append(_message(raw, head_len))
+            pos = end
+        self._buf += view[pos:]
 
     def idle(self) -> bool:
         """Nothing of a frame is buffered: the next byte starts a new frame."""
@@ -246,6 +265,14 @@ class FrameDecoder:
         if self._need is None:
             return 0
         return HEADER_SIZE + self._need[0] + self._need[1] - len(self._buf)
+
+
+def _message(raw, head_len: int) -> tuple[dict, memoryview, bytes | bytearray]:
+    """A whole frame as ``(head, payload, raw)``; the payload is read-only, as a view of
+    bytes is, also when ``raw`` is the bytearray a large frame was gathered in."""
+    start = HEADER_SIZE + head_len
+    view = memoryview(raw) if type(raw) is bytes else memoryview(raw).toreadonly()
+    return decode_head(raw[HEADER_SIZE:start]), view[start:], raw
 
 
 def recv_exact(sock, n: int) -> bytes:

@@ -12,6 +12,7 @@ import time
 from typing import Callable
 
 from clusterctl import errors
+from clusterctl.config.cookie import restricted_key
 from clusterctl.node import wire
 from clusterctl.session import handshake
 from clusterctl.session.outcomes import stream_failure
@@ -64,8 +65,10 @@ class NodeConnection:
         return self.hello
 
     def authenticate(self, timeout: float) -> None:
-        """Prove we hold the cookie and check that the node does too."""
-        handshake.authenticate(self.stream, self.node, self.hello, cookie=self.cookie,
+        """Prove we hold the cookie and check that the node does too (a restricted node:
+        the key derived for it, which is all its host was given)."""
+        key = restricted_key(self.cookie, self.node) if self.restricted else self.cookie
+        handshake.authenticate(self.stream, self.node, self.hello, cookie=key,
                                heartbeat_timeout=self.heartbeat_timeout, timeout=timeout,
                                watch=self.watch)
 

@@ -15,7 +15,7 @@ from clusterctl.config.hosts import HostSpec
 from clusterctl.node import wire
 from clusterctl.session.connection import NodeConnection
 from clusterctl.transport.base import NodeSettings, Transport
-from clusterctl.version import __version__, require_same_python
+from clusterctl.version import check_agent_protocol, require_same_python
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def handshake(spec: HostSpec, stream, settings: NodeSettings, deadline: float,
         remaining = max(0.5, deadline - time.monotonic())
         conn.read_hello(remaining)
         if conn.restricted:
-            check_protocol(spec.name, conn.hello, spec.target)
+            check_agent_protocol(spec.name, conn.hello, spec.target)
         conn.authenticate(remaining)
     except errors.ClusterError:
         conn.close_unstarted()
@@ -98,23 +98,6 @@ def stop_connected(conn: NodeConnection, transport: Transport, timeout: float) -
     pending.wait(timeout)
     conn.close()
     transport.wait_stopped(pid, timeout)
-
-
-def check_protocol(node: str, hello: dict, host: str) -> None:
-    """A restricted node (an agent installed on its host, which does not change when the
-    controller does) must speak a protocol from ``wire.OLDEST_PROTOCOL`` to
-    ``wire.PROTOCOL_VERSION``; HandshakeError naming both versions and whom to ask if not."""
-    theirs = hello.get("proto")
-    if wire.OLDEST_PROTOCOL <= theirs <= wire.PROTOCOL_VERSION:
-        return
-    older = theirs < wire.OLDEST_PROTOCOL
-    raise errors.HandshakeError(
-        node, f"{host} runs the restricted agent of clusterctl {hello.get('version', '?')} (protocol "
-              f"{theirs}); this controller is clusterctl {__version__} and speaks protocols "
-              f"{wire.OLDEST_PROTOCOL} to {wire.PROTOCOL_VERSION}",
-        hint=(f"ask the owner of {host} to upgrade the clusterctl installed there" if older
-              else f"upgrade clusterctl here to the version installed on {host}"),
-        summary=f"agent protocol {theirs}, need {wire.OLDEST_PROTOCOL}-{wire.PROTOCOL_VERSION}")
 
 
 def hello_runs_our_code(hello: dict, settings: NodeSettings) -> bool:

@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 from clusterctl import errors
@@ -51,20 +52,37 @@ class Pending:
         return self.router.wait(self, timeout)
 
 
-def _run_callback(callback: Callback, head, payload, error) -> None:
+def _run_callback(callback: Callable, *arguments) -> None:
+    """Call a reply (or message) callback in the reading thread; if it raises, the
+    failure is told on stderr and the reading goes on: a callback's bug must not end the
+    connection, nor leave its other requests unanswered."""
     try:
-        callback(head, payload, error)
-    except Exception as exc:  # noqa: BLE001 - a callback's bug must not break the connection
-        sys.unraisablehook(_Unraisable(exc, callback))
+        callback(*arguments)
+    except Exception as exc:  # noqa: BLE001 - see above
+        _report_callback_failure(callback, exc)
 
 
-class _Unraisable:
-    """What ``sys.unraisablehook`` expects to be told about a failed callback."""
+def _report_callback_failure(callback: Callable, exc: Exception) -> None:
+    """Write a callback's exception and traceback to stderr, as Python reports an
+    exception nobody can catch ("Exception ignored in ...").
 
-    def __init__(self, exc: BaseException, callback: Callback) -> None:
-        self.exc_type, self.exc_value, self.exc_traceback = type(exc), exc, exc.__traceback__
-        self.err_msg = "Exception in a clusterctl reply callback"
-        self.object = callback
+    Not through ``sys.unraisablehook``: Python's own hook takes only the arguments
+    Python itself makes (``UnraisableHookArgs``, which code cannot build) and raises
+    ``TypeError`` for anything else, which would end the reading thread."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write("Exception ignored in clusterctl callback %s:\n%s" % (_describe(callback), text))
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - no stderr (closed, None): nowhere left to tell it
+        pass
+
+
+def _describe(callback: Callable) -> str:
+    """The callback for a reader: its repr, or its type if even that raises."""
+    try:
+        return repr(callback)
+    except Exception:  # noqa: BLE001 - a user's __repr__ may be as broken as the callback
+        return "of type %s" % type(callback).__qualname__
 
 
 class ReplyRouter:

@@ -40,7 +40,8 @@ from clusterctl.config.hosts import DestinationError, HostSpec, parse_destinatio
 from clusterctl.node import boot as boot_module
 from clusterctl.transport.sshconfig import DEFAULT_HOST_KEY_ALGORITHMS, SSHTarget, resolve
 from clusterctl.transport.base import NodeSettings, agent_arguments
-from clusterctl.version import require_same_python
+from clusterctl.config.cookie import restricted_key
+from clusterctl.version import check_agent_protocol, require_same_python
 
 MAX_HANDSHAKES = 8
 WINDOW_SIZE = 8 * 1024 * 1024
@@ -460,13 +461,11 @@ class SSHTransport:
             channel.settimeout(timeout)
             settings = self.settings
             self._run_boot(channel, {"code_id": settings.bundle.code_id, "name": name,
-                                     "agent_args": agent_arguments(spec, settings),
-                                     "cookie": settings.cookie.hex(), "start": start})
+                                     "agent_args": agent_arguments(spec, settings), "start": start})
             reply = self._reply(channel)
             restricted = reply.get("restricted") is not None  # an agent the host's owner installed
             try:
-                if not restricted:  # (nothing pickled travels to a restricted node)
-                    self._check_python(reply)
+                self._check_kind(reply, restricted)
             except errors.ClusterError:
                 channel.sendall(b"-1\n")
                 raise
@@ -477,6 +476,10 @@ class SSHTransport:
                 self._reply(channel)
             else:
                 channel.sendall(b"0\n")
+            # the key goes only now that the host has said what it is: a restricted host's
+            # owner is not trusted, and gets a key that proves that one node and nothing else
+            key = restricted_key(settings.cookie, name) if restricted else settings.cookie
+            channel.sendall(key.hex().encode() + b"\n")
             reply = self._reply(channel)
             state = reply.get("node")
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -562,6 +565,22 @@ class SSHTransport:
                                        f"{exc or type(exc).__name__}") from None
         if not reply.get("stopped"):
             raise errors.NodeError(self.spec.name, f"node process {pid} did not exit")
+
+    def _check_kind(self, reply: dict, restricted: bool) -> None:
+        """Before anything but the boot parameters is sent: an ordinary host's Python must
+        be the controller's; a restricted host's agent must speak our boot conversation;
+        a host the hosts file says is restricted must be."""
+        if restricted:
+            check_agent_protocol(self.spec.name, reply, self.spec.target)
+        elif self.spec.restricted:
+            raise errors.NodeStartError(
+                self.spec.name, f"{self.spec.target} answered as an ordinary host, but the hosts "
+                f"file says it is restricted ({self.spec.source}): nothing was sent to it",
+                hint="ask its owner whether the restricted agent is still installed for your key, "
+                     "or take restricted=yes off that line if the host is yours",
+                summary="not restricted")
+        else:  # (nothing pickled travels to a restricted node)
+            self._check_python(reply)
 
     def _check_python(self, reply: dict) -> None:
         require_same_python(self.spec.name, str(reply.get("python", "?")),

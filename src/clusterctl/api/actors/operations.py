@@ -211,12 +211,16 @@ class ProcessOps:
             raise errors.UsageError(problem)
         self._links.ensure_hub()
         node = node_of(to)
-        if node is None:
-            candidates = self.nodes
-            holder = None if len(candidates) == 1 else self.whereis(to)
-            if holder is None and len(candidates) != 1:
+        if node is None:  # (a one-node world asks too: the name may be held on another)
+            holder = self.whereis(to)
+            if holder is None:
                 raise errors.NoProcess(f"no process is registered as {to}")
-            node = candidates[0] if holder is None else node_of(holder)
+            node = node_of(holder)
+            if node not in self.nodes:
+                raise errors.NoProcess(
+                    f"{to} is held by {holder}, on node {node}, which is not in this world "
+                    f"({self.source})", hint=f"add {node}'s host to the hosts file, or "
+                    "use the hosts file that started it")
         elif node not in self.nodes:
             raise errors.NoProcess(f"no process {to}: this world has no node {node}")
         conn = self._links.connect(node, start=False)
