@@ -3,7 +3,9 @@
 Every test gets its own XDG runtime, config and cache directories (short paths, since
 unix socket paths are limited to 107 bytes), so its nodes, cookie and code cache are
 its own. After the test, any process whose command line names the test's runtime
-directory (a node or a worker it forked) is a leak: it is killed and the test fails.
+directory (a node or a worker it forked) is a leak: it is killed and the test fails; so
+is a thread or a file descriptor of the test's own process still there a few seconds
+after the test (dask's tests check the same).
 A test that takes ``cluster`` runs over each transport: local nodes, and SSH to hosts
 of the run's test bed. Helpers the tests import are in tests/support/helpers.py.
 """
@@ -11,11 +13,13 @@ of the run's test bed. Helpers the tests import are in tests/support/helpers.py.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from clusterctl.config.hosts import HostSpec
 from helpers import Env
 
 
-SESSION_DEADLINE = 40 * 60  # the suite takes about 5 minutes on 2 cores
+SESSION_DEADLINE = 40 * 60  # the suite takes about 6 minutes on 2 cores (two test processes)
 
 
 def pytest_sessionstart(session):
@@ -35,9 +39,42 @@ def pytest_sessionstart(session):
     faulthandler.dump_traceback_later(SESSION_DEADLINE, exit=True)
 
 
+# the run's one SSH test bed holds its lane's lock from the test that started it to the end
+BED_STATE = ("/run/cct-beds/", f"{tempfile.gettempdir()}/cct-beds-")
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what each refers to."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # (the directory's own descriptor, closed by now)
+            pass
+    return fds
+
+
+def leaked_threads_and_fds(threads_before: set, fds_before: dict, grace: float = 3.0) -> list[str]:
+    """Threads started and descriptors opened since the snapshot that are still there
+    after ``grace`` seconds (a thread or socket of a closed connection may take a moment
+    to end), as dask's tests check."""
+    deadline = time.monotonic() + grace
+    while True:
+        gc.collect()
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        fds = {fd: target for fd, target in open_fds().items()
+               if fds_before.get(fd) != target and not target.startswith(BED_STATE)}
+        if not threads and not fds or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return [f"thread {t.name!r}" for t in threads] + [f"fd {fd} -> {target}" for fd, target in sorted(fds.items())]
+
+
 @pytest.fixture
 def env(monkeypatch) -> Env:
-    """An isolated environment; fails the test if it leaves a process behind."""
+    """An isolated environment; fails the test if it leaves a process behind, or a thread
+    or file descriptor in the test's own process."""
+    threads_before, fds_before = set(threading.enumerate()), open_fds()
     root = Path(tempfile.mkdtemp(prefix="cc", dir="/tmp"))
     e = Env(root)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(e.run))
@@ -61,6 +98,9 @@ def env(monkeypatch) -> Env:
     shutil.rmtree(root, ignore_errors=True)
     if leaked:
         pytest.fail("test left processes behind: " + "; ".join(f"{p} {c[:80]}" for p, c in leaked))
+    left = leaked_threads_and_fds(threads_before, fds_before)
+    if left:
+        pytest.fail("test left in its own process: " + "; ".join(left))
 
 
 @pytest.fixture

@@ -185,7 +185,12 @@ class FakeNode:
                     self.errors.append(exc)
 
     def close(self) -> None:
+        try:  # (wakes the accepting thread: closing alone does not)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
+        self.thread.join(15)
 
 
 GOOD_HELLO = b'{"op":"hello","proto":1,"version":"0","code":"x","python":"3.11.0","pid":1,' \

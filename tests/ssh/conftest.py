@@ -2,7 +2,8 @@
 and ``world``, clusters over its hosts brought down after the test, with a check that
 no clusterctl process is left on any host. Both put back what a test changed on the
 hosts. A module that builds beds of its own sets ``OWN_BEDS = True``: the shared one is
-stopped before it (a netns bed is one per machine).
+stopped before it (a netns bed is one a process; test processes side by side each have
+theirs, in a lane of the address plan of its own).
 """
 
 from __future__ import annotations
@@ -20,10 +21,26 @@ def _one_bed_at_a_time(request):
 
 
 @pytest.fixture
-def bed():
+def bed(env):
+    """The run's bed; the test gets its own XDG directories (``env``), so its own hub and
+    cookie: test processes side by side, each with a bed of its own, share nothing."""
     test_bed = shared_bed()
     yield test_bed
     reset_hosts(test_bed)
+    stop_hub(env)
+
+
+def stop_hub(env) -> None:
+    """The hub a test's clusters started (``world`` stops its own; a test with ``bed``
+    alone may have started one too)."""
+    from clusterctl.config.cookie import load_or_create_cookie
+    from clusterctl.hub import place
+    from clusterctl.hub.client import HubClient
+    from clusterctl.transport.base import NodeSettings
+    from clusterctl.transport.bundle import agent_bundle
+
+    if place.read_pid(place.hub_dir(str(env.run_dir))) is not None:
+        HubClient(NodeSettings(cookie=load_or_create_cookie(), bundle=agent_bundle())).stop(10.0)
 
 
 @pytest.fixture

@@ -82,7 +82,9 @@ def test_layout_and_openssh_config(bed):
     for i, h in enumerate(bed.hosts, 1):
         assert bed.host(h.alias) == h
         if bed.mode == "netns":
-            assert (h.address, h.port) == ("198.18.0.%d" % (10 + i), 22)
+            lane = bed.plan.lane
+            assert lane in range(sshbed.LANES) and bed.plan.network == "198.18.0.%d/26" % (64 * lane)
+            assert (h.address, h.port) == ("198.18.0.%d" % (64 * lane + 10 + i), 22)
             assert h.namespace.startswith("cct") and len(h.namespace) <= 15
         else:
             assert h.address == "127.0.0.1" and h.namespace is None
@@ -357,6 +359,35 @@ def test_atexit_cleans_up_when_the_owner_exits_without_stop(tmp_path_factory):
     assert len(info["pids"]) >= 3  # two sshd + the agent
     assert [p for p in info["pids"] if _identity(p) is not None] == []
     assert _bed_names(info["id"]) == []
+
+
+@pytest.mark.skipif(not sshbed.netns_available(), reason="needs the netns bed")
+def test_beds_of_two_processes_run_at_once_in_lanes_of_their_own(tmp_path_factory):
+    """Test processes side by side (pytest -n) each have a bed: another process's bed
+    takes another lane, and both work at once, each host reaching only its own lane."""
+    script = textwrap.dedent("""
+        import json, sys
+        sys.path.insert(0, %r)
+        import sshbed
+        with sshbed.SSHTestBed(2, %r) as bed:
+            print(json.dumps({"lane": bed.plan.lane, "h1": bed.host("h1").address}), flush=True)
+            sys.stdin.readline()  # until the test is done with it
+    """) % (str(Path(sshbed.__file__).parent), str(tmp_path_factory.mktemp("other")))
+    other = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        theirs = json.loads(other.stdout.readline())
+        with SSHTestBed(2, tmp_path_factory.mktemp("bed")) as ours:
+            assert ours.plan.lane != theirs["lane"]
+            assert _ok(ours, "h1", "echo hi").strip() == "hi"
+            # (no route from a lane to another: hosts talk to their own lane only)
+            reach = ours.ssh("h1", "python3 -c 'import socket; socket.create_connection((%r, 22), 2)'"
+                             % theirs["h1"])
+            assert reach.returncode != 0
+    finally:
+        other.stdin.close()
+        other.wait(30)
+        other.stdout.close()
 
 
 @pytest.mark.skipif(not sshbed.netns_available(), reason="needs the netns bed")

@@ -13,10 +13,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "cct"
-SUBNET = "198.18.0.0/24"
-BRIDGE_ADDRESS = "198.18.0.1"
+SUBNET = "198.18.0.0/24"  # every bed's addresses are in it
+BRIDGE_ADDRESS = "198.18.0.1"  # (a bed of the whole subnet)
 HOST_OFFSET = 10
 MAX_HOSTS = 254 - HOST_OFFSET
+LANES = 4  # a bed of at most LANE_HOSTS hosts takes a quarter of the subnet, a /26: so
+LANE_SIZE = 64  # test processes side by side (pytest -n) each have a bed of their own
+LANE_HOSTS = LANE_SIZE - HOST_OFFSET - 2
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Where a netns bed's network lies: a lane (a /26 of ``SUBNET``) or, for a bed of
+    more than ``LANE_HOSTS`` hosts, the whole /24. The bridge has the first address,
+    host ``hI`` the base plus ``HOST_OFFSET + I``."""
+
+    lane: int | None  # None: the whole subnet
+
+    @property
+    def base(self) -> int:
+        return 0 if self.lane is None else self.lane * LANE_SIZE
+
+    @property
+    def prefixlen(self) -> int:
+        return 24 if self.lane is None else 26
+
+    @property
+    def network(self) -> str:
+        return "198.18.0.%d/%d" % (self.base, self.prefixlen)
+
+    @property
+    def bridge(self) -> str:
+        return "198.18.0.%d" % (self.base + 1)
+
+    def host(self, index: int) -> str:
+        return "198.18.0.%d" % (self.base + HOST_OFFSET + index)
 NETNS_DIR = Path("/run/netns")
 ROOT_STATE_DIR = Path("/run/cct-beds")
 

@@ -8,7 +8,7 @@ import subprocess
 import threading
 from typing import Iterable, NoReturn
 
-from bed_common import BRIDGE_ADDRESS, NETNS_DIR, SUBNET, BedError, NotSupported, _run, _run_parallel, _which
+from bed_common import NETNS_DIR, BedError, NotSupported, _run, _run_parallel, _which
 
 
 _netns_reason_cache: list[str | None] = []
@@ -97,19 +97,20 @@ class NetworkFaults:
 
     def _setup_network(self) -> None:
         ip = _which("ip")
-        taken = _run([ip, "-4", "-o", "addr", "show", "to", SUBNET]).stdout.strip()
+        plan = self.plan
+        taken = _run([ip, "-4", "-o", "addr", "show", "to", plan.network]).stdout.strip()
         if taken:
-            raise BedError("%s is already in use on this machine, not touching it:\n%s" % (SUBNET, taken))
-        routes = [r for r in _run([ip, "-4", "-o", "route", "show", "match", BRIDGE_ADDRESS]).stdout.splitlines()
+            raise BedError("%s is already in use on this machine, not touching it:\n%s" % (plan.network, taken))
+        routes = [r for r in _run([ip, "-4", "-o", "route", "show", "match", plan.bridge]).stdout.splitlines()
                   if r.strip() and not r.startswith("default")]
         if routes:
-            raise BedError("a route already covers %s, not touching it:\n%s" % (SUBNET, "\n".join(routes)))
+            raise BedError("a route already covers %s, not touching it:\n%s" % (plan.network, "\n".join(routes)))
         v6 = os.path.isdir("/proc/sys/net/ipv6")
         br = self.bridge
         cmds = ["link add name %s type bridge" % br]
         if v6:
             cmds.append("link set dev %s addrgenmode none" % br)
-        cmds += ["addr add %s/24 dev %s" % (BRIDGE_ADDRESS, br), "link set dev %s up" % br]
+        cmds += ["addr add %s/%d dev %s" % (plan.bridge, plan.prefixlen, br), "link set dev %s up" % br]
         for h in self._hosts:
             cmds.append("netns add %s" % h.namespace)
             cmds.append("link add name %s type veth peer name %s netns %s" % (h.veth, h.peer, h.namespace))
@@ -122,7 +123,7 @@ class NetworkFaults:
             sub = ["link set dev lo up"]
             if v6:
                 sub.append("link set dev %s addrgenmode none" % h.peer)
-            sub += ["addr add %s/24 dev %s" % (h.address, h.peer), "link set dev %s up" % h.peer]
+            sub += ["addr add %s/%d dev %s" % (h.address, plan.prefixlen, h.peer), "link set dev %s up" % h.peer]
             jobs.append(([ip, "-n", h.namespace, "-batch", "-"], "\n".join(sub) + "\n"))
         _run_parallel(jobs, "ip")
 

@@ -10,20 +10,23 @@ and ``~/.ssh`` are never used.
 Two modes:
 
 ``"netns"`` (root, working ``ip netns``)
-    A bridge ``<id>br`` in the root network namespace carries
-    ``198.18.0.1/24``.  Host ``hI`` lives in its own network namespace
-    ``<id>hI``, connected to the bridge by a veth pair (``<id>vI`` on the
-    bridge, ``<id>pI`` inside the namespace), with address
-    ``198.18.0.(10+I)/24``; its sshd listens on port 22 there.  Every process
+    The bed takes a lane of ``198.18.0.0/24``: one of four /26 (``bed.plan``),
+    so that four beds in four processes (test workers side by side) run at
+    once; a bed of more than 52 hosts takes the whole /24.  A bridge
+    ``<id>br`` in the root network namespace carries the lane's first address
+    (``198.18.0.1/26`` in lane 0).  Host ``hI`` lives in its own network
+    namespace ``<id>hI``, connected to the bridge by a veth pair (``<id>vI``
+    on the bridge, ``<id>pI`` inside the namespace), with the address
+    ``HOST_OFFSET + I`` into the lane (``198.18.0.11`` for h1 in lane 0);
+    its sshd listens on port 22 there.  Every process
     a session starts (including daemons the code under test leaves behind)
     stays inside that namespace, so a host can be partitioned (``cut``),
     frozen (``stop_host``) or crashed (``kill_host``) as a whole.  No default
     route is installed in the namespaces and IPv6 address generation is
-    switched off on the bed's interfaces, so hosts can only talk to
-    ``198.18.0.0/24``.  No sysctl is changed.  ``<id>`` is ``cct`` plus six
-    random hex digits.  The fixed address plan means one netns bed per
-    machine at a time: a bed in another process waits for it
-    (``lock_timeout``), a second one in the same process is refused.
+    switched off on the bed's interfaces, so hosts can only talk to their
+    lane.  No sysctl is changed.  ``<id>`` is ``cct`` plus six random hex
+    digits.  A bed waits (``lock_timeout``) for a free lane, held by a file
+    lock; a second netns bed in the same process is refused.
     A root sshd needs ``/run/sshd``; it is created if missing.
 
 ``"loopback"`` (fallback)
@@ -100,9 +103,9 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from bed_common import (BRIDGE_ADDRESS, HOST_OFFSET, MAX_HOSTS, PREFIX, SUBNET, BedError,  # noqa: F401
-                        BedHost, NotSupported, _free_ports, _Host, _which, available_reason,
-                        openssh_version)
+from bed_common import (BRIDGE_ADDRESS, HOST_OFFSET, LANE_HOSTS, LANES, MAX_HOSTS, PREFIX,  # noqa: F401
+                        SUBNET, AddressPlan, BedError, BedHost, NotSupported, _free_ports, _Host,
+                        _which, available_reason, openssh_version)
 from bed_network import NetworkFaults, _delete_network, netns_available, netns_unavailable_reason
 from bed_processes import (HostProcesses, _protected_pids, _signal, _wait_gone,  # noqa: F401
                            assert_no_clusterctl_left, clusterctl_processes)
@@ -122,7 +125,7 @@ __all__ = [
     "openssh_version",
 ]
 
-# in-process registry: the fixed address plan allows one netns bed at a time
+# in-process registry: one netns bed a process (test workers side by side have one each)
 _active_netns_beds: set[str] = set()
 
 
@@ -176,7 +179,8 @@ class SSHTestBed(SshdHosts, HostProcesses, NetworkFaults):
         self._jumps: dict[str, tuple[str, str]] = {}
         self._lock = threading.RLock()
         self._state: _StateDir | None = None
-        self._netns_lock: _FileLock | None = None
+        self._netns_locks: list[_FileLock] = []
+        self.plan = AddressPlan(None)  # (netns: the lane it was given)
         self._record: dict = {}
         self._started = False
         self._stopped = False
@@ -249,10 +253,9 @@ class SSHTestBed(SshdHosts, HostProcesses, NetworkFaults):
         self._state = _StateDir()
         if self.mode == "netns":
             if _active_netns_beds:
-                raise BedError("another netns bed (%s) is running in this process; the 198.18.0.0/24 "
-                               "address plan allows one at a time" % ", ".join(sorted(_active_netns_beds)))
-            self._netns_lock = self._state.locked("netns.lock", self._lock_timeout)
-            self._netns_lock.acquire()
+                raise BedError("another netns bed (%s) is running in this process: one a process"
+                               % ", ".join(sorted(_active_netns_beds)))
+            self.plan, self._netns_locks = self._take_lane()
         with self._state.locked():
             self._state.clean_stale()
             self.bed_id = self._state.new_id()
@@ -273,7 +276,7 @@ class SSHTestBed(SshdHosts, HostProcesses, NetworkFaults):
             alias = "h%d" % i
             netns = self.mode == "netns"
             h = _Host(index=i, alias=alias,
-                      address="198.18.0.%d" % (HOST_OFFSET + i) if netns else "127.0.0.1",
+                      address=self.plan.host(i) if netns else "127.0.0.1",
                       port=ports[i - 1],
                       namespace="%sh%d" % (self.bed_id, i) if netns else None,
                       veth="%sv%d" % (self.bed_id, i) if netns else None,
@@ -295,6 +298,36 @@ class SSHTestBed(SshdHosts, HostProcesses, NetworkFaults):
             "sshd": [],
             "markers": [h.marker.decode() for h in self._hosts],
         }
+
+    def _take_lane(self) -> tuple[AddressPlan, list[_FileLock]]:
+        """A lane of the address plan, held by a file lock until the bed stops: the first
+        free one (beds in other processes hold the others), waiting up to ``lock_timeout``;
+        a bed of more than ``LANE_HOSTS`` hosts takes them all, in order."""
+        locks = [self._state.locked("netns-lane-%d.lock" % k, 0.0) for k in range(LANES)]
+        if self.n_hosts > LANE_HOSTS:
+            taken = []
+            try:
+                for lock in locks:
+                    lock.timeout = self._lock_timeout
+                    lock.acquire()
+                    taken.append(lock)
+            except BaseException:
+                for lock in taken:
+                    lock.release()
+                raise
+            return AddressPlan(None), taken
+        deadline = time.monotonic() + self._lock_timeout
+        while True:
+            for k, lock in enumerate(locks):
+                try:
+                    lock.acquire()
+                except BedError:  # (held by another bed: timed out at once)
+                    continue
+                return AddressPlan(k), [lock]
+            if time.monotonic() >= deadline:
+                raise BedError("timed out after %.0f s waiting for a free lane of %s (%d beds run)"
+                               % (self._lock_timeout, SUBNET, LANES))
+            time.sleep(0.1)
 
     def _save_record(self) -> None:
         if self._state and self.bed_id:
@@ -360,9 +393,9 @@ class SSHTestBed(SshdHosts, HostProcesses, NetworkFaults):
             if not problems and self._state and self.bed_id:
                 self._state.remove_record(self.bed_id)  # otherwise the next bed retries
             _active_netns_beds.discard(self.bed_id)
-            if self._netns_lock is not None:
-                self._netns_lock.release()
-                self._netns_lock = None
+            for lock in self._netns_locks:
+                lock.release()
+            self._netns_locks = []
             atexit.unregister(self._atexit_stop)
             self.stop_seconds = time.monotonic() - t0
             if problems:
