@@ -467,8 +467,8 @@ def test_a_down_notice_passed_on_to_another_process_arrives_whole(make_cluster):
 
 
 def test_a_down_notice_in_a_reply_unpickles_in_the_program(make_cluster):
-    """The in-process API's classes pickle under clusterctl.node.actor, which the program
-    has (on the node they are clusterctl_node.actor's)."""
+    """The in-process API's classes pickle under clusterctl.node.processes.runtime, which the
+    program has (on the node they are clusterctl_node.processes.runtime's)."""
     c = make_cluster()
     r = c.spawn(runner, node="n1")
     kind, down = run_in(c, r, a_down_notice)
@@ -597,7 +597,7 @@ def test_a_group_past_its_intensity_ends_with_its_children(make_cluster):
 
 def scribble():
     """When told, write garbage on this process's own channel to its node."""
-    from clusterctl.node.actor import _current
+    from clusterctl.node.processes.runtime import _current
 
     receive()
     _current().sock.sendall(b"this is no frame at all, just bytes")

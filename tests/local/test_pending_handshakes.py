@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from clusterctl.node import sessions, wire
+from clusterctl.node import wire
+from clusterctl.node.daemon import sessions
 
 from helpers import wait_for
 from rawclient import handshake, raw_socket, until_closed

@@ -20,7 +20,7 @@ import pytest
 
 from clusterctl import Cluster, errors
 from clusterctl.config.hosts import HostSpec
-from clusterctl.node import daemon
+from clusterctl.node.daemon import node as daemon
 from clusterctl.transport.local import LocalTransport
 
 from helpers import wait_for

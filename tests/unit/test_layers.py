@@ -75,8 +75,8 @@ def test_the_import_contracts_hold():
     ("session/connection.py", "from clusterctl.api import cluster", "Layers"),
     ("config/hosts.py", "from clusterctl.transport import ssh", "Layers"),
     ("api/pmap/run.py", "from clusterctl.api.cluster import Cluster", "No import circles"),
-    ("transport/local.py", "from clusterctl.node import daemon", "never its daemon or workers"),
-    ("api/cluster.py", "from clusterctl.node import pool", "never its daemon or workers"),
+    ("transport/local.py", "from clusterctl.node import daemon", "never its rooms"),
+    ("api/cluster.py", "from clusterctl.node.workers import pool", "never its rooms"),
     ("config/cookie.py", "import click", "click only in the command line"),
     ("api/cluster.py", "import rich", "rich only in render"),
     ("session/connection.py", "import paramiko", "paramiko only in the SSH transport"),
@@ -105,29 +105,37 @@ def test_every_module_has_a_layer(tmp_path):
 NEWER_STDLIB = {"_sha2"}
 
 
+CLOUDPICKLE_IN = {"workers/worker.py", "processes/runtime.py"}  # a worker's, a process's
+
+
 def foreign_imports(node_dir: Path) -> list[str]:
-    """Imports in the node's modules of anything but the standard library, cloudpickle
-    (in the worker and a spawned process only) and the node's own modules: ``"file:line:
-    name"`` each."""
+    """Imports in the node's modules, its sub-packages' included, of anything but the
+    standard library, cloudpickle (in a worker and a spawned process only) and the node's
+    own modules: ``"file:line: name"`` each (``file`` relative to the node's folder)."""
     allowed = set(sys.stdlib_module_names) | NEWER_STDLIB
     found = []
-    for path in sorted(node_dir.glob("*.py")):
+    for path in sorted(p for p in node_dir.rglob("*.py") if "__pycache__" not in p.parts):
+        where = path.relative_to(node_dir).as_posix()
+        package = ["node", *path.relative_to(node_dir).parent.parts]  # (from the package's parent)
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level == 1:
-                    continue  # from . import x: the node's own modules
-                names = ["." * node.level + (node.module or "")]
+                if node.level:  # relative: the node's own, unless it climbs out of it
+                    if node.level <= len(package):
+                        continue
+                    names = ["." * node.level + (node.module or "")]
+                else:
+                    names = [node.module or ""]
             else:
                 continue
             for name in names:
                 top = name.split(".")[0]
                 if top in allowed or name == "clusterctl.node" or name.startswith("clusterctl.node."):
                     continue
-                if top == "cloudpickle" and path.name in ("worker.py", "actor.py"):
+                if top == "cloudpickle" and where in CLOUDPICKLE_IN:
                     continue
-                found.append(f"{path.name}:{node.lineno}: {name}")
+                found.append(f"{where}:{node.lineno}: {name}")
     return found
 
 
@@ -138,8 +146,10 @@ def test_the_node_imports_only_the_standard_library():
 @pytest.mark.parametrize("module, line", [
     ("wire.py", "import click"),
     ("ops.py", "from clusterctl import errors"),
-    ("daemon.py", "from .. import cluster"),
-    ("sessions.py", "import cloudpickle"),
+    ("ops.py", "from .. import errors"),  # out of the node, relatively
+    ("daemon/node.py", "from ... import cluster"),  # a module in a room: checked too
+    ("daemon/sessions.py", "import cloudpickle"),
+    ("restricted/policy.py", "import paramiko"),
 ])
 def test_the_node_check_finds_a_foreign_import(tmp_path, module, line):
     src = copy_of_package(tmp_path)
@@ -191,3 +201,21 @@ def test_the_config_dir_is_clicks_app_dir(monkeypatch, xdg):
     else:
         monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
     assert dirs.config_dir() == Path(click.get_app_dir("clusterctl"))
+
+
+# ------------------------------------------------------------- the bundle ships the tree
+
+def test_the_bundle_ships_every_module_of_the_node_tree(tmp_path):
+    """The rooms' modules go to hosts too, and a module added to a room goes with them."""
+    from clusterctl.transport.bundle import PACKAGE as SHIPPED, node_modules
+
+    src = copy_of_package(tmp_path)
+    node_dir = src / "clusterctl" / "node"
+    (node_dir / "processes" / "added.py").write_text("ADDED = 1\n")
+    shipped = {p.relative_to(node_dir).as_posix() for p in node_modules(node_dir)}
+    assert {"wire.py", "daemon/node.py", "workers/worker.py", "processes/runtime.py",
+            "restricted/policy.py", "processes/added.py", "processes/__init__.py"} <= shipped
+    from clusterctl.transport.bundle import agent_bundle
+
+    names = {name for name, _ in agent_bundle().files}
+    assert f"{SHIPPED}/daemon/node.py" in names and f"{SHIPPED}/processes/__init__.py" in names

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clusterctl.node import wire
-from clusterctl.node.sessions import PayloadLimit
+from clusterctl.node.daemon.sessions import PayloadLimit
 
 LIMIT = 64
 

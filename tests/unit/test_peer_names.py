@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from clusterctl.node.peers import Peers
+from clusterctl.node.processes.peers import Peers
 
 
 def peers(name: str = "a") -> Peers:

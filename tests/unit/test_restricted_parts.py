@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clusterctl import errors
-from clusterctl.node import plain, policy, wire
+from clusterctl.node import plain, wire
+from clusterctl.node.restricted import policy
 from clusterctl.version import check_agent_protocol
 
 # -- plain data ------------------------------------------------------------------------

@@ -261,7 +261,9 @@ def test_macs_equal_takes_any_string(bad):
 
 
 def test_every_operation_of_the_table_has_a_handler():
-    from clusterctl.node import actorrequests, ops, sessions
+    from clusterctl.node import ops
+    from clusterctl.node.daemon import sessions
+    from clusterctl.node.processes import requests as actorrequests
 
     # the requests about spawned processes are answered by the node's ProcessRequests
     processes = set(actorrequests.CONTROLLER_OPS) | set(actorrequests.HUB_OPS)

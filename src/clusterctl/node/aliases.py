@@ -6,10 +6,10 @@ taught one way to reach what runs inside a spawned process::
 
     from clusterctl.actor import receive, reply, Down, Exit, NoProcess
 
-and pickles made on the controller name the same module ``clusterctl.node.actor``. So in
+and pickles made on the controller name the same module ``clusterctl.node.processes.runtime``. So in
 a node's workers and spawned processes both names are the bundle's ``actor`` module (the
 one that holds the process's channel), and the packages above them, ``clusterctl`` and
-``clusterctl.node``, are importable: if the host has a clusterctl installed for other
+``clusterctl.node`` and ``clusterctl.node.processes``, are importable: if the host has a clusterctl installed for other
 reasons, that one is imported as usual (nothing of it is shadowed but these two module
 names); if not, an empty package stands in, found after every other finder has looked.
 """
@@ -20,12 +20,13 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-ACTOR_NAMES = ("clusterctl.actor", "clusterctl.node.actor")
-PACKAGES = ("clusterctl", "clusterctl.node")
+RUNTIME = "clusterctl.node.processes.runtime"  # the name pickles give the module
+ACTOR_NAMES = ("clusterctl.actor", RUNTIME)
+PACKAGES = ("clusterctl", "clusterctl.node", "clusterctl.node.processes")
 
 
 class _StandInPackages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Empty packages ``clusterctl`` and ``clusterctl.node`` where no other finder has them."""
+    """Empty packages above ``RUNTIME`` where no other finder has them."""
 
     def find_spec(self, name, path=None, target=None):
         if name not in PACKAGES:
@@ -41,7 +42,7 @@ class _StandInPackages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install(actor_module) -> None:
-    """Make ``clusterctl.actor`` and ``clusterctl.node.actor`` be ``actor_module`` in this
+    """Make ``clusterctl.actor`` and ``RUNTIME`` be ``actor_module`` in this
     process, and their packages importable. Idempotent."""
     for name in ACTOR_NAMES:
         sys.modules[name] = actor_module

@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 
 # -- places on disk -----------------------------------------------------------------------
 #
-# One set of checks for the host side: the node (daemon.py) imports them from here, and this
+# One set of checks for the host side: the node (daemon/node.py) imports them from here, and this
 # script uses them before it connects to a socket or runs code from the cache. Another local
 # user who made the run directory first would otherwise receive the SSH channel, and one who
 # can write to the cache would run code as us.
@@ -405,7 +405,7 @@ def _relay(sock) -> None:
 
 def launch_line(code_dir: str) -> str:
     """The one line a host's Python runs to start a node from the code in ``code_dir``."""
-    return ("import sys; sys.path.insert(0, %r); from clusterctl_node.daemon import main; main()"
+    return ("import sys; sys.path.insert(0, %r); from clusterctl_node.daemon.node import main; main()"
             % code_dir)
 
 

@@ -18,6 +18,7 @@ MAX_ID = (1 << 63) - 1  # request numbers
 MAX_TEXT = 4096  # names, versions, reasons
 MAX_KEY = 256  # a function key
 MAX_SECONDS = 1e9
+DEFAULT_CAPACITY = 200_000  # trace events a connection's ring holds, unless ``trace`` asks another
 
 _hex = re.compile("[0-9a-f]{1,64}").fullmatch
 
@@ -92,7 +93,7 @@ NODE_TAKES = _table(
     Op("stop", id=(REQUEST_ID, OPTIONAL)),
     Op("trace", id=(REQUEST_ID, OPTIONAL), start=(FLAG, OPTIONAL), stop=(FLAG, OPTIONAL),
        capacity=(COUNT, OPTIONAL), processes=(FLAG, OPTIONAL)),
-    # spawned processes (see actorrequests.py)
+    # spawned processes (see processes/requests.py)
     Op("spawn", id=(REQUEST_ID, REQUIRED), mod=(TEXT, OPTIONAL), fun=(TEXT, OPTIONAL),
        name=(TEXT, OPTIONAL), restart=(TEXT, OPTIONAL), intensity=(COUNT, OPTIONAL),
        period=(SECONDS, OPTIONAL), mailbox=(COUNT, OPTIONAL), label=(TEXT, OPTIONAL)),
@@ -101,7 +102,7 @@ NODE_TAKES = _table(
     Op("kill", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
     Op("ps", id=(REQUEST_ID, REQUIRED)),
     Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
-    # from the hub, on its watch connection only (see peers.py, relay.py)
+    # from the hub, on its watch connection only (see processes/peers.py, processes/relay.py)
     Op("relay", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED),
        **{"as": (TEXT, OPTIONAL), "aq": (COUNT, OPTIONAL)}),
     Op("ack", node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED), q=(COUNT, REQUIRED)),

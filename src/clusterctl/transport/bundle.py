@@ -2,7 +2,7 @@
 
 A node runs from this bundle, never from an installed clusterctl: the same bytes run
 on the local host and on remote ones, so a host needs nothing but ``python3``. The
-bundle is the ``clusterctl.node`` package (renamed ``clusterctl_node``, so it imports
+bundle is the ``clusterctl.node`` package with its sub-packages (renamed ``clusterctl_node``, so it imports
 without the controller's dependencies) plus cloudpickle's pure-Python source. Its id
 is a hash of the contents, so a host that has the id in its cache needs nothing sent,
 and a node running other code is recognised at the handshake and replaced.
@@ -60,12 +60,17 @@ def agent_bundle() -> Bundle:
         raise ImportError("cloudpickle is not installed")
     files: list[tuple[str, bytes]] = []
     node_dir = Path(boot.__file__).parent
-    for path in sorted(node_dir.glob("*.py")):
-        files.append((f"{PACKAGE}/{path.name}", path.read_bytes()))
+    for path in node_modules(node_dir):
+        files.append((f"{PACKAGE}/{path.relative_to(node_dir).as_posix()}", path.read_bytes()))
     cp_dir = Path(spec.origin).parent
     for path in sorted(cp_dir.glob("*.py")):
         files.append((f"cloudpickle/{path.name}", path.read_bytes()))
     return Bundle(tuple(files), boot.code_digest(files))
+
+
+def node_modules(node_dir: Path) -> list[Path]:
+    """Every module of the node's tree, its sub-packages' included, in a fixed order."""
+    return sorted(p for p in node_dir.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def launch_code(code_dir: str) -> str:

@@ -122,7 +122,7 @@ class ProcessOps:
         specs = [_child(c) for c in children]
         if not specs:
             raise errors.UsageError("a group needs at least one child")
-        return self.spawn("clusterctl_node.groups:supervise", specs, strategy, intensity, period,
+        return self.spawn("clusterctl_node.processes.groups:supervise", specs, strategy, intensity, period,
                           **options)
 
     def send(self, to: str, msg: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Iterator
 from clusterctl import errors
 from clusterctl.api.trace import chrome
 from clusterctl.api.trace.recording import Recording
-from clusterctl.node.tracing import DEFAULT_CAPACITY
+from clusterctl.node.ops import DEFAULT_CAPACITY
 
 __all__ = ["Recording", "record", "traced", "write"]
 

@@ -1,5 +1,5 @@
 """Spawned processes in a trace: their lives and messages as a node recorded them
-(``node/tracing.py``: "proc" and "msg" events), laid out for Perfetto, and read back.
+(``node/workers/tracing.py``: "proc" and "msg" events), laid out for Perfetto, and read back.
 
 On a node's track, each process is a thread (``process n1.3 (kvs)``) holding one slice
 for its life in the trace (from its spawn, or the start, to its end, or the end), an

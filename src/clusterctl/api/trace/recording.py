@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from clusterctl import errors
-from clusterctl.node.tracing import DEFAULT_CAPACITY
+from clusterctl.node.ops import DEFAULT_CAPACITY
 
 OFFSET_PINGS = 5  # round trips per node to estimate its clock offset
 COLLECT_TIMEOUT = 10.0  # seconds to wait for a node's events at the end

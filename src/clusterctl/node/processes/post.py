@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from . import ops, wire
-from .addresses import NAME, is_id, node_of
+from .. import ops, wire
+from ..addresses import NAME, is_id, node_of
 
 ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "remote": "CallFailed"}
 
@@ -37,7 +37,7 @@ class Post:
         self.stats = actors.stats
         self.peers = None
         self.calls: dict[str, tuple[Caller, object]] = {}  # ref -> (caller, callee here)
-        self.recorders: list = []  # traces that take the messages (see tracing.py)
+        self.recorders: list = []  # traces that take the messages (see workers/tracing.py)
 
     def elsewhere(self, to: str) -> str | None:
         """The id of the process ``to`` names on another node (as far as this node

@@ -1,6 +1,6 @@
 """The node: a detached daemon that owns a unix socket and a pool of worker processes.
 
-Run on a host as ``python -c "... from clusterctl_node.daemon import main; main()"``.
+Run on a host as ``python -c "... from clusterctl_node.daemon.node import main; main()"``.
 ``CLUSTERCTL_HANDSHAKE_TIMEOUT`` (seconds) in its environment overrides
 ``wire.HANDSHAKE_TIMEOUT``. See docs/how-it-works.md, sections "Starting the node
 process", "Inside a node" and "Cancellation, crashes and kills".
@@ -16,12 +16,16 @@ import socket
 import sys
 import time
 
-from . import boot, policy as policies, wire
-from .actorrequests import ProcessRequests
-from .actors import Actors
-from .log import bound_log, log, redirect_to
-from .loop import POLL_SECONDS, Loop
-from .pool import Pool
+from .. import boot, wire
+from ..processes.runtime import alias_modules
+from ..restricted import policy as policies
+from ..restricted.worker import plain_worker_main
+from ..workers.worker import worker_main
+from ..processes.requests import ProcessRequests
+from ..processes.table import Actors
+from ..log import bound_log, log, redirect_to
+from ..loop import POLL_SECONDS, Loop
+from ..workers.pool import Pool
 from .sessions import Sessions
 
 HOUSEKEEPING_INTERVAL = 0.5
@@ -56,6 +60,20 @@ def socket_path(directory: str, name: str) -> str:
 
 # -- the node ----------------------------------------------------------------------------
 
+
+def worker_child(policy):
+    """What a worker slot's forked child runs: a restricted node's plain worker, which
+    calls only what ``policy`` allows; else a worker that runs any task, whose code may
+    import ``clusterctl.actor`` as a spawned process's does."""
+    if policy is not None:
+        return lambda sock, name, parent: plain_worker_main(sock, name, parent, policy)
+
+    def ordinary(sock, name: str, parent: int) -> None:
+        alias_modules()
+        worker_main(sock, name, parent)
+
+    return ordinary
+
 class Node:
     """The daemon as a whole: it puts together the loop (descriptors and writing), the
     pool (workers and their tasks) and the sessions (controller connections), and owns
@@ -82,7 +100,8 @@ class Node:
         self.stats = {"tasks": 0, "failed": 0, "worker_crashes": 0, "refused": 0, "rerun": 0}
         self.loop = Loop()
         self.pool = Pool(self.loop, name=name, max_payload=max_payload, stats=self.stats,
-                         close_in_child=self.close_in_child, policy=policy)
+                         close_in_child=self.close_in_child, child_main=worker_child(policy),
+                         policy=policy)
         self.actors = Actors(self.loop, name=name, stats=self.stats,
                              close_in_child=self.close_in_child,
                              ids_path=sock_path[:-len(".sock")] + ".ids")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-from . import ops, supervision, wire
-from .actors import DEFAULT_MAILBOX, Actors, Proc
-from .addresses import name_problem, node_of
-from .log import log
+from .. import ops, supervision, wire
+from .table import DEFAULT_MAILBOX, Actors, Proc
+from ..addresses import name_problem, node_of
+from ..log import log
 from .post import Caller
 
 CONTROLLER_OPS = ("spawn", "send", "whereis", "kill", "ps", "monitor")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 
-DEFAULT_CAPACITY = 200_000  # events a connection's ring holds, unless it asks for another size
+from ..ops import DEFAULT_CAPACITY  # events a connection's ring holds, unless it asks for another size
 MAX_CAPACITY = 5_000_000
 
 

@@ -10,7 +10,7 @@ Whatever the controller asks sshd to run, sshd runs this instead. It speaks the 
 conversation of ``boot.py`` (docs/how-it-works.md, "Booting a node over SSH") without
 running any of it: the boot source the controller sends is read and thrown away, no
 code is taken, and the node it starts (or reaches) is this installation's own, in
-restricted mode (``daemon.py --policy``): its workers call only the functions the
+restricted mode (``daemon/node.py --policy``): its workers call only the functions the
 policy allows, by name, with plain data (``plain.py``), and nothing it receives is
 unpickled. A restricted node's socket and log are in ``restricted/`` of the run
 directory, apart from the nodes other controllers ship, so a channel that came in
@@ -39,7 +39,7 @@ import socket
 import sys
 import time
 
-from . import boot, wire
+from .. import boot, wire
 from . import policy as policies
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}").fullmatch
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if line != b"0":  # the controller declined, or sent code: a restricted host takes none
         return
     key = boot.read_key()  # derived for this node: this host never holds the cluster's cookie
-    launch = ("import sys; sys.path.insert(0, %r); from clusterctl.node.daemon import main; main()"
+    launch = ("import sys; sys.path.insert(0, %r); from clusterctl.node.daemon.node import main; main()"
               % package_root())
     argv = [sys.executable, "-E", "-c", launch, "--name", name, "--slots", str(slots),
             "--idle", repr(idle), "--version", version, "--code-id", "restricted",

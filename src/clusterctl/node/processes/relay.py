@@ -16,8 +16,8 @@ import os
 import time
 from collections import deque
 
-from . import wire
-from .log import log
+from .. import wire
+from ..log import log
 
 OUTBOX_BYTES = 1 << 26  # frames a node keeps for one other node, unacknowledged (64 MiB)
 RESEND_SECONDS = 2.0  # unacknowledged frames this old are sent again (a frame the hub lost)

@@ -3,7 +3,7 @@ messages and calls between them, and what their end sets off (failed calls, moni
 links, a restart).
 
 Each process is an OS process forked by the node, with a channel (a socketpair) over
-which it sends and receives frames; its own side is ``actor.py``. The node never
+which it sends and receives frames; its own side is ``runtime.py``. The node never
 unpickles a message: it reads the head (``to``, ``ref``), checks the receiver's room
 and forwards the frame as it came. Ships to hosts: the standard library only. See
 docs/how-it-works.md, section "Spawned processes".
@@ -15,14 +15,14 @@ import itertools
 import os
 import time
 
-from . import wire
-from .actor import process_main
+from .. import wire
+from .runtime import process_main
 from .peers import Peers
 from .post import Caller, Post
-from .log import log
-from .loop import Endpoint, Loop
-from .processes import WorkerProcesses
-from .supervision import Restarts
+from ..log import log
+from ..loop import Endpoint, Loop
+from ..workers.forks import WorkerProcesses
+from ..supervision import Restarts
 
 DEFAULT_MAILBOX = 1 << 26  # bytes of messages a process may have waiting (64 MiB)
 GIVEN_UP_KEPT = 64  # processes that stay down after too many restarts, kept for ps
@@ -81,7 +81,7 @@ class Actors:
         self.stats = stats
         self.close_node_in_child = close_in_child
         self.procs = WorkerProcesses(loop, name=name, close_in_child=self.close_in_child,
-                                     on_exit=self.reaped, on_refork=None)
+                                     on_exit=self.reaped, on_refork=None, child_main=process_main)
         self.by_num: dict[int, Proc] = {}
         self.names: dict[str, Proc] = {}
         self.watched: dict[str, Proc] = {}  # monitor ref -> the process it watches

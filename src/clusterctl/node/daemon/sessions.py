@@ -14,10 +14,11 @@ import sys
 import time
 import traceback
 
-from . import ops, tracing, wire
-from .log import log
-from .loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop, PipeStream
-from .pool import Pool
+from .. import ops, wire
+from ..workers import tracing
+from ..log import log
+from ..loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop, PipeStream
+from ..workers.pool import Pool
 
 MAX_PENDING_HANDSHAKES = 64  # connections not authenticated yet; past it the oldest gives way
 ACCEPT_BACKOFF = 1.0  # seconds the listener rests when no descriptor is left for a connection

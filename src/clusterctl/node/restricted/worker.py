@@ -18,7 +18,7 @@ import os
 import sys
 
 from .policy import Policy
-from .worker import Worker, _LoadFailure, error_frame, refused, worker_main
+from ..workers.worker import Worker, _LoadFailure, error_frame, refused, worker_main
 
 
 class PlainWorker(Worker):

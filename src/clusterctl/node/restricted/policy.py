@@ -45,7 +45,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from .wire import DEFAULT_MAX_PAYLOAD
+from ..wire import DEFAULT_MAX_PAYLOAD
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _MODULE = re.compile(r"%s(?:\.%s)*" % (_IDENT, _IDENT)).fullmatch

@@ -9,10 +9,10 @@ import socket
 import time
 from collections import OrderedDict, deque
 
-from . import ops, wire
-from .log import log
-from .loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop
-from .processes import WorkerProcesses
+from .. import ops, wire
+from ..log import log
+from ..loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop
+from .forks import WorkerProcesses
 from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
@@ -143,7 +143,7 @@ class Pool:
     ``WorkerProcesses``'s; sending is the loop's."""
 
     def __init__(self, loop: Loop, *, name: str, max_payload: int, stats: dict,
-                 close_in_child, policy=None) -> None:
+                 close_in_child, child_main, policy=None) -> None:
         self.loop = loop
         self.name = name
         self.max_payload = max_payload
@@ -151,7 +151,7 @@ class Pool:
         self.close_node_in_child = close_in_child
         self.processes = WorkerProcesses(loop, name=name, close_in_child=self.close_in_child,
                                          on_exit=self.worker_ended, on_refork=self.fork_again,
-                                         policy=policy)
+                                         child_main=child_main)
         self.workers: list[WorkerSlot] = []
         self.queue = TaskQueue(policy.max_queued() if policy is not None else None)
         self.tasks_by_seq: dict[int, Task] = {}

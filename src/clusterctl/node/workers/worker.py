@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 
-from . import plain, wire
+from .. import plain, wire
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
 HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones

@@ -11,11 +11,8 @@ import socket
 import time
 from collections import deque
 
-from .actor import alias_modules
-from .log import log
-from .loop import Endpoint, Loop
-from .plainworker import plain_worker_main
-from .worker import worker_main
+from ..log import log
+from ..loop import Endpoint, Loop
 
 EXIT_GRACE_SECONDS = 2.0  # a killed worker not gone by then is reported without its status
 SHUTDOWN_REAP_SECONDS = 2.0  # how long a stopping node waits for its killed workers to exit
@@ -71,9 +68,9 @@ class WorkerProcesses:
     ended slot is due. ``close_in_child`` lets a new worker drop the node's descriptors."""
 
     def __init__(self, loop: Loop, *, name: str, close_in_child, on_exit, on_refork,
-                 policy=None) -> None:
+                 child_main) -> None:
         self.loop = loop
-        self.policy = policy  # a restricted node's Policy: its workers are PlainWorkers
+        self.child_main = child_main  # what a forked child runs: (channel, node name, node pid)
         self.name = name
         self.pid = os.getpid()
         self.close_in_child = close_in_child
@@ -84,8 +81,9 @@ class WorkerProcesses:
         self.stopping = False  # no more forks: the node is stopping
 
     def fork(self, main=None) -> tuple[socket.socket, int]:
-        """Start a worker process (or, with ``main``, a process that runs ``main(channel,
-        node name, node pid)``); the node's end of its channel (non-blocking) and its pid."""
+        """Start a process that runs ``main(channel, node name, node pid)`` (by default
+        ``child_main``, which the node chose: a worker, or a restricted node's plain
+        one); the node's end of its channel (non-blocking) and its pid."""
         ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # the child: keep only its channel and stdio
@@ -99,12 +97,7 @@ class WorkerProcesses:
                     os.close(self.spawner.fd)
                     os.close(self.spawner.wfd_pipe)
             finally:
-                if main is not None:
-                    main(theirs, self.name, self.pid)
-                if self.policy is not None:
-                    plain_worker_main(theirs, self.name, self.pid, self.policy)
-                alias_modules()  # a task's code may import clusterctl.actor, as a process's does
-                worker_main(theirs, self.name, self.pid)
+                (main or self.child_main)(theirs, self.name, self.pid)  # (never returns)
         try:  # its own process group (it does so too: whichever comes first)
             os.setpgid(pid, pid)
         except OSError:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from .actor import Exit, caller, kill, link, receive, reply, spawn, trap_exits
-from .actor import exit as end
-from .supervision import Restarts, to_restart
+from .runtime import Exit, caller, kill, link, receive, reply, spawn, trap_exits
+from .runtime import exit as end
+from ..supervision import Restarts, to_restart
 
 
 def supervise(children: list, strategy: str = "one_for_one", intensity: int = 3,

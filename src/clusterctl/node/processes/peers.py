@@ -9,9 +9,9 @@ Ships to hosts: the standard library only. See docs/how-it-works.md, section
 
 from __future__ import annotations
 
-from . import wire
-from .addresses import node_of
-from .log import log
+from .. import wire
+from ..addresses import node_of
+from ..log import log
 from .post import Caller
 from .relay import Relay
 

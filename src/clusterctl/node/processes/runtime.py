@@ -29,9 +29,9 @@ import sys
 import time
 from collections import deque
 
-from . import aliases, wire
-from .addresses import address_problem
-from .worker import describe_exception, dumps_result, resolve_by_name, run_child
+from .. import aliases, wire
+from ..addresses import address_problem
+from ..workers.worker import describe_exception, dumps_result, resolve_by_name, run_child
 
 RECV_SIZE = 1 << 16
 POLL_EVERY = 15  # a sender looks for refusals every 16 sends (and at every receive and call)
@@ -438,13 +438,13 @@ def exit(reason="normal") -> None:  # noqa: A001 - Erlang's name, in its own nam
 # -- the forked process -------------------------------------------------------------------------
 
 def alias_modules() -> None:
-    """User code imports ``clusterctl.actor`` (and pickles refer to ``clusterctl.node.actor``);
+    """User code imports ``clusterctl.actor`` (and pickles refer to ``aliases.RUNTIME``);
     here both are this module, the one holding the channel, whichever clusterctl (if any)
     the host has installed (see ``aliases``)."""
     aliases.install(sys.modules[__name__])
     for cls in (Down, Exit, ProcessError, NotInProcess, NoProcess, MailboxFull, NameTaken,
                 CallFailed, ReceiveTimeout):
-        cls.__module__ = "clusterctl.node.actor"  # what pickles made here name: a controller has it
+        cls.__module__ = aliases.RUNTIME  # what pickles made here name: a controller has it
 
 
 def _load(head: dict, payload):
