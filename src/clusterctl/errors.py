@@ -6,36 +6,12 @@ the edge, as one line naming the cause and the fix, and exits with ``exit_code``
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_SOME_NODES_FAILED = 3
-EXIT_INTERRUPTED = 130
-
-
-class ClusterError(Exception):
-    """Root of clusterctl's errors. ``hint`` says what the user can do about it;
-    ``summary`` is the cause in a few words, for a table cell (``host key changed``,
-    ``timed out``): each class has one, and an error may carry a more precise one."""
-
-    exit_code = EXIT_ERROR
-    hint: str | None = None
-    summary = "failed"
-
-    def __init__(self, message: str, *, hint: str | None = None,
-                 summary: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if hint is not None:
-            self.hint = hint
-        if summary is not None:
-            self.summary = summary
-
-    def one_line(self) -> str:
-        """The cause and, when known, the fix, on one line."""
-        if self.hint:
-            return f"{self.message} ({self.hint})"
-        return self.message
+# the root, the exit codes and the process errors are the node's (process code raises
+# them on hosts, where only the node's modules are): one family for a program and a process
+from clusterctl.node.failures import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
+                                      EXIT_SOME_NODES_FAILED, EXIT_USAGE, CallFailed,
+                                      ClusterError, MailboxFull, NameTaken, NoProcess,
+                                      NotInProcess, ProcessError, ReceiveTimeout)
 
 
 def restore_error(cls: type, args: tuple, state: dict) -> BaseException:
@@ -205,35 +181,3 @@ class HubError(ClusterError):
             "without one")
 
 
-class ProcessError(ClusterError):
-    """A request about a spawned process could not be done (see the subclasses); the
-    message names the process (its id names its node)."""
-
-    summary = "process error"
-
-
-class NoProcess(ProcessError):
-    """No process has that id or name: it ended, or never was."""
-
-    summary = "no such process"
-    hint = "clusterctl ps lists the processes and their names"
-
-
-class NameTaken(ProcessError):
-    """A process name is unique in the world, and this one is registered already."""
-
-    summary = "name taken"
-    hint = "pick another name, or clusterctl kill the process that holds it"
-
-
-class MailboxFull(ProcessError):
-    """The receiver's mailbox had no room: mailboxes are bounded in bytes."""
-
-    summary = "mailbox full"
-    hint = "the receiver does not keep up: send less, or spawn it with a larger mailbox"
-
-
-class CallFailed(ProcessError):
-    """The called process ended, or could not be reached, before it replied."""
-
-    summary = "call failed"

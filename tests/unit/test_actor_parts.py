@@ -232,3 +232,30 @@ def test_whereis_believes_what_a_node_heard_when_the_holder_cannot_say():
     assert holder_found(["n1", "n2"], _asker({"n1": "x9.3", "n2": None})) == "x9.3"  # (not in this world)
     assert holder_found(["n1"], _asker({"n1": errors.NodeLost})) is None
     assert holder_found([], _asker({})) is None
+
+
+def test_one_family_of_process_errors_and_one_down_for_a_program_and_a_process():
+    """What process code raises (``clusterctl.actor``) is what a program catches
+    (``clusterctl.errors``), and a program's monitor gives the processes' ``Down``."""
+    from clusterctl import actor, errors
+    from clusterctl.api.actors import Down as ProgramsDown
+
+    for name in ("ProcessError", "NoProcess", "NameTaken", "MailboxFull", "CallFailed",
+                 "ReceiveTimeout", "NotInProcess"):
+        assert getattr(actor, name) is getattr(errors, name), name
+        assert issubclass(getattr(errors, name), errors.ClusterError)
+    assert ProgramsDown is actor.Down
+    with pytest.raises(errors.NoProcess):
+        raise actor.NoProcess("gone")
+
+
+def test_one_table_of_error_kinds_names_what_a_program_raises():
+    """The kind a node puts in a failed answer, the type name it shows, and the class a
+    program raises, from one table."""
+    from clusterctl.node.failures import KINDS, type_name
+    from clusterctl.session.outcomes import remote_error
+
+    for kind, cls in KINDS.items():
+        raised = remote_error({"kind": kind, "message": "m", "node": "n1"})
+        assert type(raised) is cls and type_name(kind) == cls.__name__, kind
+    assert type_name("import") == "ImportError" and type_name("nonsense") == "ProcessError"

@@ -241,16 +241,4 @@ def read_pid(directory: str) -> int | None:
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` runs. A zombie (dead, not reaped yet: the hub is a child
     of init, which may reap late) does not."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc to read: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    return not boot.process_exited(pid)

@@ -5,8 +5,11 @@ standard library, cloudpickle (in a worker and a spawned process) and its own mo
 At the top, what the controller shares with the node (it imports nothing else of it):
 ``wire`` (frames, the handshake's proofs), ``ops`` (the tables of message kinds),
 ``addresses`` (process ids and names), ``plain`` (plain data for restricted hosts),
-``boot`` (the boot conversation, the code cache, the run directory's checks),
-``supervision`` (restart rules) and ``stages`` (a pipeline's fused stages). Beside them,
+``boot`` (the boot conversation, the code cache, the run directory's checks, and the
+helpers for processes and locks: it runs alone on a host, so they live there),
+``failures`` (the error root and the process errors, one family for a program and a
+process), ``notices`` (``Down``, ``Exit``), ``supervision`` (restart rules) and
+``stages`` (a pipeline's fused stages). Beside them,
 the node's own machinery: ``loop`` (the event loop), ``log`` and ``aliases`` (the names
 process code imports).
 

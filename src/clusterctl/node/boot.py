@@ -15,6 +15,7 @@ import json  # noqa: E402 - the stub above must stay first: it is documentation 
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 
 def _say(obj) -> None:
@@ -231,7 +232,6 @@ def _remove(path: str) -> None:
 
 def _remove_stale(parent: str) -> None:
     """Staging and set-aside directories left by installs that crashed long ago."""
-    import time
 
     try:
         names = os.listdir(parent)
@@ -487,36 +487,57 @@ def _connect_or_fail(directory: str, path: str):
 def wait_stopped(params: dict) -> None:
     """After a stop: wait until process ``wait_stopped`` is gone (at most ``timeout``
     seconds), and say whether it went."""
-    import time
-
     pid, timeout = params["wait_stopped"], params.get("timeout", 10)
     if type(pid) is not int or pid <= 0 or type(timeout) not in (int, float):
         _fail("bad wait_stopped request")
-    deadline = time.monotonic() + min(max(timeout, 0), 600)
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        except OSError:
-            pass  # (another user's process: it is still there)
-        if _zombie(pid):
-            break  # exited, not yet reaped by whoever adopted it (an init that reaps slowly)
-        if time.monotonic() > deadline:
-            _say({"stopped": False})
-            return
-        time.sleep(0.02)
-    _say({"stopped": True})
+    _say({"stopped": wait_exited(pid, min(max(timeout, 0), 600))})
 
 
-def _zombie(pid: int) -> bool:
-    """The process has exited and waits to be reaped (Linux's /proc says so; elsewhere,
-    as far as can be told, it has not)."""
+# -- processes and locks: once for the whole tree (this module runs alone on a host, so
+# the node, the agent and the controller take them from here) ----------------------------
+
+def process_exited(pid: int) -> bool:
+    """Whether process ``pid`` is gone, or has exited and waits to be reaped (a zombie: one
+    adopted by an init that reaps late is gone all the same). Another user's process that
+    runs counts as running."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as fh:
             return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):  # no /proc to read: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
         return False
+
+
+def wait_exited(pid: int, timeout: float, interval: float = 0.02) -> bool:
+    """Wait at most ``timeout`` seconds until ``process_exited(pid)``: whether it did."""
+    deadline = time.monotonic() + timeout
+    while not process_exited(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def lock_within(fd: int, deadline: float, what: str, interval: float = 0.01) -> None:
+    """An exclusive ``flock`` on ``fd`` by ``deadline`` (a ``time.monotonic()``), polling
+    so a wait is bounded; TimeoutError naming ``what`` if another holds it past then."""
+    import fcntl
+
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("waited too long for the lock on %s" % what) from None
+            time.sleep(interval)
 
 
 def start_node(argv: list, cookie: str) -> None:

@@ -9,6 +9,7 @@ import pickle
 import socket
 
 from clusterctl import errors
+from clusterctl.node import failures
 from clusterctl.node import plain
 
 
@@ -38,9 +39,6 @@ def decode_result(node: str, head: dict | None, payload, error: errors.ClusterEr
 
 
 # a spawned process's request that failed, by the kind the node gave
-PROCESS_ERRORS = {"noproc": errors.NoProcess, "taken": errors.NameTaken, "full": errors.MailboxFull,
-                  "exited": errors.CallFailed, "remote": errors.CallFailed,
-                  "usage": errors.ProcessError}
 
 
 def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterError:
@@ -51,9 +49,8 @@ def remote_error(info: dict, payload=b"", node: str = "?") -> errors.ClusterErro
         return errors.Cancelled(f"{node}: {info.get('message', 'cancelled')}")
     if kind == "refused":
         return errors.Refused(node, str(info.get("message", "refused")))
-    process_error = PROCESS_ERRORS.get(kind)
-    if process_error is not None:
-        return process_error(str(info.get("message", kind)))
+    if kind in failures.KINDS:  # (one table, the node's: a program and a process agree)
+        return failures.process_error(kind, str(info.get("message", kind)))
     cls = {"crashed": errors.WorkerCrashed, "unpicklable": errors.UnpicklableResult}.get(kind, errors.RemoteError)
     original = None
     if payload:

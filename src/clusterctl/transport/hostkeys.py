@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import functools
 import hashlib
 import hmac
@@ -57,6 +56,7 @@ from dataclasses import dataclass
 import paramiko
 
 from clusterctl.errors import HandshakeError, restore_error
+from clusterctl.node import boot
 
 __all__ = [
     "ChangedHostKey",
@@ -527,15 +527,7 @@ def offered_host_key_algorithms(known: KnownHosts, hostname: str, port: int,
 
 
 def _lock(fd: int, path: str) -> None:
-    deadline = time.monotonic() + LOCK_TIMEOUT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("%s stayed locked for %g s" % (path, LOCK_TIMEOUT))
-            time.sleep(0.005)
+    boot.lock_within(fd, time.monotonic() + LOCK_TIMEOUT, path, interval=0.005)
 
 
 def _read_all(fd: int) -> bytes:

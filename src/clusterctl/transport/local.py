@@ -3,7 +3,6 @@ through its unix socket. See docs/how-it-works.md ("Transports")."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import subprocess
@@ -26,14 +25,7 @@ def file_lock(path: str, deadline: float):
     """An exclusive lock on ``path``, so two commands never start the same node twice."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"waited too long for {path}")
-                time.sleep(0.01)
+        boot.lock_within(fd, deadline, path)
         yield
     finally:
         os.close(fd)
@@ -159,24 +151,5 @@ def terminate_pid(pid: int, timeout: float) -> bool:
 
 
 def wait_pid_gone(pid: int, timeout: float) -> bool:
-    """Poll until ``pid`` no longer exists (it is not our child, so no waitpid)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        if _is_zombie(pid):
-            return True
-        time.sleep(0.01)
-    return False
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    """Poll until ``pid`` has exited (it is not our child, so no waitpid)."""
+    return boot.wait_exited(pid, timeout, interval=0.01)

@@ -12,7 +12,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterable
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from clusterctl import errors
 from clusterctl.api.actors.placement import least_loaded
@@ -21,20 +21,12 @@ from clusterctl.api.fanout import in_parallel
 from clusterctl.api.pickling import dumps
 from clusterctl.node import supervision
 from clusterctl.node.addresses import address_problem, name_problem, node_of
+from clusterctl.node.notices import Down
 from clusterctl.session.connection import NodeConnection
 from clusterctl.session.outcomes import remote_error
 
 RESTRICTED = ("a restricted host runs no spawned processes (they run code that travels "
               "pickled); spawn it on another node")
-
-
-class Down(NamedTuple):
-    """A monitored process ended: its id, the reason ("normal", "killed", the error, or
-    why its node was lost) and the remote traceback of an error."""
-
-    process: str
-    reason: str
-    traceback: str = ""
 
 
 class ProcessList(list):
@@ -55,10 +47,10 @@ class Monitor:
         if not self.pending.wait(timeout):
             return None
         if self.pending.error is not None:
-            return Down(self.to, "its node was lost: %s" % getattr(self.pending.error, "reason",
-                                                                   self.pending.error))
+            return Down(self.to, self.to, "its node was lost: %s" % getattr(
+                self.pending.error, "reason", self.pending.error))
         head = self.pending.head
-        return Down(head.get("who", self.to), head.get("reason", "?"), head.get("tb", ""))
+        return Down(self.to, head.get("who", self.to), head.get("reason", "?"), head.get("tb", ""))
 
 
 class ProcessOps:

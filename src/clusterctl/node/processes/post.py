@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 from .. import ops, wire
+from ..failures import type_name
 from ..addresses import NAME, is_id, node_of
 
-ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "remote": "CallFailed"}
 
 
 class Caller:
@@ -122,7 +122,7 @@ class Post:
     def fail_call(self, caller: Caller, ref: str, kind: str, reason: str) -> None:
         if caller.conn is not None:
             self.loop.send(caller.conn, wire.encode(ops.error_head(
-                kind, caller.request, ERROR_TYPES.get(kind, "CallFailed"), reason, self.name)))
+                kind, caller.request, type_name(kind, "CallFailed"), reason, self.name)))
         else:
             self.notify(caller, {"op": "failed", "ref": ref, "kind": kind, "reason": reason})
 

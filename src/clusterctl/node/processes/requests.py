@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from .. import ops, supervision, wire
+from ..failures import type_name
 from .table import DEFAULT_MAILBOX, Actors, Proc
 from ..addresses import name_problem, node_of
 from ..log import log
@@ -18,14 +19,10 @@ from .post import Caller
 
 CONTROLLER_OPS = ("spawn", "send", "whereis", "kill", "ps", "monitor")
 HUB_OPS = ("relay", "ack", "reset", "claimed", "names", "nodeup", "nodedown", "adopt", "evict")  # the hub's only
-ERROR_TYPES = {"noproc": "NoProcess", "full": "MailboxFull", "taken": "NameTaken",
-               "usage": "UsageError", "exited": "CallFailed", "remote": "NoRoute",
-               "import": "ImportError", "unpickle": "UnpicklingError"}
 
 
 def error_frame(kind: str, request, message: str, node: str) -> bytes:
-    return wire.encode(ops.error_head(kind, request, ERROR_TYPES.get(kind, "ProcessError"),
-                                      message, node))
+    return wire.encode(ops.error_head(kind, request, type_name(kind), message, node))
 
 
 class ProcessRequests:

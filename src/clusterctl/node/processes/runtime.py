@@ -25,11 +25,13 @@ import itertools
 import os
 import pickle
 import socket
-import sys
 import time
 from collections import deque
 
 from .. import aliases, wire
+from ..failures import (CallFailed, MailboxFull, NameTaken, NoProcess, NotInProcess,  # noqa: F401
+                        ProcessError, ReceiveTimeout, process_error)
+from ..notices import Down, Exit
 from ..addresses import address_problem
 from ..workers.worker import describe_exception, dumps_result, resolve_by_name, run_child
 
@@ -39,76 +41,6 @@ TOOK_MAX = 1 << 16  # consumed bytes are reported to the node at least this ofte
 
 
 # -- what a process may see: errors and notices ---------------------------------------------
-
-class ProcessError(Exception):
-    """A spawned process's operation could not be done; the message says why."""
-
-
-class NotInProcess(ProcessError):
-    """A process operation was called outside a spawned process."""
-
-
-class NoProcess(ProcessError):
-    """No process has that id or name (it ended, or never was)."""
-
-
-class MailboxFull(ProcessError):
-    """The receiver's mailbox had no room for a message (mailboxes are bounded in bytes)."""
-
-
-class NameTaken(ProcessError):
-    """A name is registered to another process already."""
-
-
-class CallFailed(ProcessError):
-    """A call's callee ended (or was lost) before it replied."""
-
-
-class ReceiveTimeout(ProcessError, TimeoutError):
-    """``receive`` or ``call`` waited ``timeout`` seconds for nothing."""
-
-
-class Down(tuple):
-    """A monitor's notice: the monitored process ended. ``ref`` is what ``monitor``
-    returned, ``process`` its id, ``reason`` "normal", "killed" or the error, and
-    ``traceback`` the remote traceback of an error ("" otherwise)."""
-
-    __slots__ = ()
-
-    def __new__(cls, ref, process, reason, traceback=""):
-        return tuple.__new__(cls, (ref, process, reason, traceback))
-
-    ref = property(lambda s: s[0])
-    process = property(lambda s: s[1])
-    reason = property(lambda s: s[2])
-    traceback = property(lambda s: s[3])
-
-    def __getnewargs__(self):
-        return tuple(self)
-
-    def __repr__(self) -> str:
-        return "Down(ref=%r, process=%r, reason=%r)" % (self[0], self[1], self[2])
-
-
-class Exit(tuple):
-    """A linked process ended, delivered as a message to a process that traps exits
-    (``trap_exits()``); without trapping, an abnormal end kills the linked process too."""
-
-    __slots__ = ()
-
-    def __new__(cls, process, reason, traceback=""):
-        return tuple.__new__(cls, (process, reason, traceback))
-
-    process = property(lambda s: s[0])
-    reason = property(lambda s: s[1])
-    traceback = property(lambda s: s[2])
-
-    def __getnewargs__(self):
-        return tuple(self)
-
-    def __repr__(self) -> str:
-        return "Exit(process=%r, reason=%r)" % (self[0], self[1])
-
 
 class _Exiting(BaseException):
     """``exit(reason)``: ends the process's function with that reason."""
@@ -219,8 +151,7 @@ class Runtime:
     def check_refused(self) -> None:
         if self.refused:
             head = self.refused.popleft()
-            cls = MailboxFull if head.get("kind") == "full" else NoProcess
-            raise cls(head.get("reason", "a message was refused"))
+            raise process_error(head.get("kind"), head.get("reason", "a message was refused"), NoProcess)
 
     def consumed(self, envelope: Envelope) -> None:
         self.last = envelope
@@ -239,9 +170,7 @@ class Runtime:
             self.read(None)
         answer = self.answers.pop(number)
         if not answer.get("ok"):
-            kind = answer.get("kind")
-            cls = {"taken": NameTaken, "noproc": NoProcess}.get(kind, ProcessError)
-            raise cls(answer.get("message", "refused"))
+            raise process_error(answer.get("kind"), answer.get("message", "refused"))
         return answer
 
     # -- messages ---------------------------------------------------------------------------
@@ -300,8 +229,7 @@ class Runtime:
         kind, value = replies.pop(ref)
         if kind == "ok":
             return value
-        cls = {"full": MailboxFull, "noproc": NoProcess}.get(value.get("kind"), CallFailed)
-        raise cls(value.get("reason", "the call failed"))
+        raise process_error(value.get("kind"), value.get("reason", "the call failed"), CallFailed)
 
     def reply(self, value, to=None) -> bool:
         envelope = self.last if to is None else to
@@ -438,13 +366,10 @@ def exit(reason="normal") -> None:  # noqa: A001 - Erlang's name, in its own nam
 # -- the forked process -------------------------------------------------------------------------
 
 def alias_modules() -> None:
-    """User code imports ``clusterctl.actor`` (and pickles refer to ``aliases.RUNTIME``);
-    here both are this module, the one holding the channel, whichever clusterctl (if any)
-    the host has installed (see ``aliases``)."""
-    aliases.install(sys.modules[__name__])
-    for cls in (Down, Exit, ProcessError, NotInProcess, NoProcess, MailboxFull, NameTaken,
-                CallFailed, ReceiveTimeout):
-        cls.__module__ = aliases.RUNTIME  # what pickles made here name: a controller has it
+    """User code imports ``clusterctl.actor`` (and pickles refer to the controller's names
+    of this module, the errors and the notices); here they are this node's modules,
+    whichever clusterctl (if any) the host has installed (see ``aliases``)."""
+    aliases.install()
 
 
 def _load(head: dict, payload):

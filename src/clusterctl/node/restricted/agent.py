@@ -252,7 +252,7 @@ def stop_node(name: str, hello: dict | None, policy: policies.Policy, path: str)
         except OSError as exc:
             boot._fail("cannot stop the node %s (pid %d), which runs under another policy: %s"
                        % (name, pid, exc.strerror or exc))
-        gone = lambda: not alive(pid)  # noqa: E731
+        gone = lambda: boot.process_exited(pid)  # noqa: E731
     else:
         gone = lambda: not os.path.exists(path)  # noqa: E731 - a node that stops removes it
     deadline = time.monotonic() + STOP_SECONDS
@@ -262,17 +262,6 @@ def stop_node(name: str, hello: dict | None, policy: policies.Policy, path: str)
                        "stop within %g s: stop it (its pid is in %s.pid beside the socket)"
                        % (name, path, policy.path, STOP_SECONDS, path[:-len(".sock")]))
         time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (an exited one not yet reaped does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass
-    return not boot._zombie(pid)
 
 
 if __name__ == "__main__":
