@@ -6,8 +6,12 @@ its own. After the test, any process whose command line names the test's runtime
 directory (a node or a worker it forked) is a leak: it is killed and the test fails; so
 is a thread or a file descriptor of the test's own process still there a few seconds
 after the test (dask's tests check the same).
-A test that takes ``cluster`` runs over each transport: local nodes, and SSH to hosts
-of the run's test bed. Helpers the tests import are in tests/support/helpers.py.
+The fixtures that build nodes say what they build: ``cluster`` (two nodes, over each
+transport: a test that takes it runs over local nodes and over SSH to hosts of the run's
+test bed, unless marked ``local_only``), ``local_cluster`` (two local nodes) and
+``local_node_specs`` (their HostSpecs). tests/local/conftest.py adds
+``make_local_cluster`` and ``local_hosts_env``, tests/ssh/conftest.py ``ssh_bed`` and
+``ssh_clusters``. Helpers the tests import are in tests/support/helpers.py.
 """
 
 from __future__ import annotations
@@ -104,23 +108,22 @@ def env(monkeypatch) -> Env:
 
 
 @pytest.fixture
-def local_specs():
-    """Two local nodes with two slots each."""
+def local_node_specs():
+    """HostSpecs of local nodes n1, n2 (two slots each), none started: for a test's own Clusters."""
     return [HostSpec(name="n1", target="local", slots=2), HostSpec(name="n2", target="local", slots=2)]
 
 
 @pytest.fixture
-def local_cluster(env, local_specs):
-    """A Cluster over two local nodes n1 and n2, brought down (all processes gone) after
-    the test: for tests that look at the nodes' processes or files on this machine."""
+def local_cluster(env, local_node_specs):
+    """A Cluster of local nodes n1, n2, brought down after: for a test of local processes or files."""
     from clusterctl import Cluster
 
-    c = Cluster(local_specs, heartbeat_timeout=10.0)
+    c = Cluster(local_node_specs, heartbeat_timeout=10.0)
     try:
         yield c
     finally:
         c.close()
-        with Cluster(local_specs) as closer:
+        with Cluster(local_node_specs) as closer:
             closer.down()
 
 
@@ -137,10 +140,11 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
-def cluster(request, env, local_specs):
-    """A Cluster of two nodes n1 and n2 with two slots each, over the transport of the
-    test's parameter: local nodes (``local_cluster``), or SSH to two test-bed hosts. All
-    its nodes are brought down after the test, and none may be left behind."""
+def cluster(request, env, local_node_specs):
+    """A Cluster of nodes n1, n2 over each transport in turn (local, SSH): for a test of any node."""
+    # two slots each; local: ``local_cluster``; SSH: test-bed hosts h1, h2. All its nodes
+    # are brought down after the test, and none may be left behind. (A test marked
+    # ``local_only`` gets the local one alone.)
     if getattr(request, "param", "local") == "local":
         yield request.getfixturevalue("local_cluster")
         return
@@ -148,12 +152,12 @@ def cluster(request, env, local_specs):
     from sshbed import assert_no_clusterctl_left
 
     bed = shared_bed()
-    world = World(bed, env.root)
+    bed_clusters = World(bed, env.root)
     try:
-        yield world.cluster("h1 name=n1 slots=2\nh2 name=n2 slots=2\n", heartbeat_timeout=10.0)
+        yield bed_clusters.cluster("h1 name=n1 slots=2\nh2 name=n2 slots=2\n", heartbeat_timeout=10.0)
     finally:
         heal_hosts(bed)
-        world.down_everything()
+        bed_clusters.down_everything()
         reset_hosts(bed)
         assert_no_clusterctl_left(bed)
 

@@ -1,4 +1,6 @@
-"""Fixtures of the tests over local nodes."""
+"""Fixtures of the tests over local nodes: ``make_local_cluster`` builds Clusters of local
+nodes n1, n2, ... in the test; ``local_hosts_env`` writes ./hosts of two local nodes for the
+``clusterctl`` commands a test runs (``env.cli``). Both bring every node down after the test."""
 
 from __future__ import annotations
 
@@ -15,17 +17,18 @@ TWO_NODES = "local name=n1 slots=2\nlocal name=n2 slots=2\n"
 
 
 @pytest.fixture
-def world(env):
-    """A two-node hosts file (n1, n2) in the test's directory, for the commands the
-    tests run; the nodes are stopped afterwards."""
+def local_hosts_env(env):
+    """The test's ``env`` with ./hosts naming local nodes n1, n2: for a test of ``clusterctl`` commands."""
+    # the nodes the commands started are stopped after the test (``clusterctl down``)
     env.hosts_file(TWO_NODES)
     yield env
     env.cli("down")
 
 
 @pytest.fixture
-def make_cluster(env):
-    """Build Clusters over local nodes n1, n2, ...; every node is brought down after the test."""
+def make_local_cluster(env):
+    """A maker of Clusters of local nodes n1, n2, ... (slots, options): for a test that needs its own."""
+    # every node is brought down after the test (a stopped one is continued first)
     made: list[tuple[Cluster, list[HostSpec]]] = []
 
     def make(slots=(2, 2), **options) -> Cluster:

@@ -3,7 +3,7 @@ receive, calls that fail or time out, monitors and links, the restart types and 
 intensity limit, names, bounded mailboxes, kill, placement, and processes outliving the
 program that spawned them (but not ``down``).
 
-Every process the tests start goes with the nodes, which ``make_cluster`` brings down
+Every process the tests start goes with the nodes, which ``make_local_cluster`` brings down
 after each test (and the ``env`` fixture fails a test that leaves one behind). Messages
 between processes stay on one node: routing between nodes is not there yet.
 """
@@ -170,8 +170,8 @@ def rows(cluster, **where):
 
 # -- calls, messages, selective receive --------------------------------------------------------
 
-def test_a_kvs_server_stores_and_looks_up(make_cluster):
-    c = make_cluster()
+def test_a_kvs_server_stores_and_looks_up(make_local_cluster):
+    c = make_local_cluster()
     pid = c.spawn(kvs, node="n1", name="kvs")
     assert pid.startswith("n1.")
     assert c.whereis("kvs") == pid
@@ -187,8 +187,8 @@ def test_a_kvs_server_stores_and_looks_up(make_cluster):
     assert row["function"].endswith("kvs") and alive(row["pid"]) and row["pid"] != os.getpid()
 
 
-def test_calls_between_processes(make_cluster):
-    c = make_cluster()
+def test_calls_between_processes(make_local_cluster):
+    c = make_local_cluster()
     server = c.spawn(kvs, node="n2", name="kvs")
     r = c.spawn(runner, node="n2")
     assert run_in(c, r, call_from_inside, "kvs", ("store", "a", 1)) == ("ok", True)
@@ -202,8 +202,8 @@ def test_calls_between_processes(make_cluster):
     assert (kind, cls) == ("raised", "NoProcess")
 
 
-def test_two_thousand_messages_arrive_in_order(make_cluster):
-    c = make_cluster()
+def test_two_thousand_messages_arrive_in_order(make_local_cluster):
+    c = make_local_cluster()
     sink = c.spawn(collect, 2000, node="n1")
     source = c.spawn(sends_to, sink, list(range(2000)), node="n1")
     got = c.call(sink, "report", timeout=20)
@@ -211,16 +211,16 @@ def test_two_thousand_messages_arrive_in_order(make_cluster):
     assert {who for _, who in got} == {source}
 
 
-def test_selective_receive_leaves_the_others_in_order(make_cluster):
-    c = make_cluster()
+def test_selective_receive_leaves_the_others_in_order(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(selective, node="n2")
     for n in range(1, 7):
         c.send(p, n)
     assert c.call(p, "go", timeout=10) == ([2, 4, 6], [1, 3, 5])
 
 
-def test_a_call_whose_callee_crashes_first_fails_with_the_reason(make_cluster):
-    c = make_cluster()
+def test_a_call_whose_callee_crashes_first_fails_with_the_reason(make_local_cluster):
+    c = make_local_cluster()
     c.spawn(kvs, node="n1", name="kvs")
     with pytest.raises(errors.CallFailed) as info:
         c.call("kvs", ("crash", "before replying"), timeout=10)
@@ -228,8 +228,8 @@ def test_a_call_whose_callee_crashes_first_fails_with_the_reason(make_cluster):
     assert "ValueError: asked to crash: before replying" in str(info.value)
 
 
-def test_a_call_or_send_to_nobody_is_no_process(make_cluster):
-    c = make_cluster()
+def test_a_call_or_send_to_nobody_is_no_process(make_local_cluster):
+    c = make_local_cluster()
     c.spawn(kvs, node="n1")
     with pytest.raises(errors.NoProcess, match="nosuch"):
         c.call("nosuch", ("lookup", "a"), timeout=5)
@@ -244,8 +244,8 @@ def test_a_call_or_send_to_nobody_is_no_process(make_cluster):
     assert c.whereis("nosuch") is None
 
 
-def test_a_call_that_times_out_leaves_the_process_answering(make_cluster):
-    c = make_cluster()
+def test_a_call_that_times_out_leaves_the_process_answering(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(kvs, node="n1")
     started = time.monotonic()
     with pytest.raises(errors.CallTimeout):
@@ -259,8 +259,8 @@ def test_a_call_that_times_out_leaves_the_process_answering(make_cluster):
 
 # -- monitors and links ------------------------------------------------------------------------
 
-def test_a_monitor_gets_down_with_the_error_and_its_traceback(make_cluster):
-    c = make_cluster()
+def test_a_monitor_gets_down_with_the_error_and_its_traceback(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(kvs, node="n2")
     down = ended(c, p, lambda: c.send(p, ("crash", "for the monitor")))
     assert down.process == p
@@ -270,8 +270,8 @@ def test_a_monitor_gets_down_with_the_error_and_its_traceback(make_cluster):
     assert c.monitor(p).wait(5).reason == "noproc"  # watching what is gone: at once
 
 
-def test_a_normal_end_and_a_segfault_as_down_reasons(make_cluster):
-    c = make_cluster()
+def test_a_normal_end_and_a_segfault_as_down_reasons(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(kvs, node="n1")
     assert ended(c, p, lambda: c.send(p, ("stop",))).reason == "normal"
     q = c.spawn(segfault, node="n1")
@@ -280,8 +280,8 @@ def test_a_normal_end_and_a_segfault_as_down_reasons(make_cluster):
     assert c.processes() == []
 
 
-def test_links_exits_and_monitors_inside_processes(make_cluster):
-    c = make_cluster()
+def test_links_exits_and_monitors_inside_processes(make_local_cluster):
+    c = make_local_cluster()
     r = c.spawn(runner, node="n1")
     outcome = run_in(c, r, links_and_monitors, "n1.9999")
     assert outcome[0] == "ok", outcome
@@ -292,8 +292,8 @@ def test_links_exits_and_monitors_inside_processes(make_cluster):
     assert c.call(r, (returner, ()), timeout=5) == ("ok", "done")  # trapping, it lives on
 
 
-def test_an_abnormal_end_kills_the_linked_partner(make_cluster):
-    c = make_cluster()
+def test_an_abnormal_end_kills_the_linked_partner(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(linker, node="n1")
     down = ended(c, p, lambda: c.send(p, "go"))
     assert down.reason.startswith("linked process n1.")
@@ -303,16 +303,16 @@ def test_an_abnormal_end_kills_the_linked_partner(make_cluster):
 
 # -- restarts ------------------------------------------------------------------------------------
 
-def test_temporary_is_not_restarted(make_cluster):
-    c = make_cluster()
+def test_temporary_is_not_restarted(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(kvs, node="n1", name="temp")
     ended(c, p, lambda: c.send("temp", ("crash", "once")))
     assert c.whereis("temp") is None
     assert c.processes() == []
 
 
-def test_transient_is_restarted_after_a_crash_only(make_cluster):
-    c = make_cluster()
+def test_transient_is_restarted_after_a_crash_only(make_local_cluster):
+    c = make_local_cluster()
     first = c.spawn(kvs, node="n1", name="tr", restart="transient")
     c.call("tr", ("store", "k", 1))
     ended(c, first, lambda: c.send("tr", ("crash", "once")))
@@ -327,8 +327,8 @@ def test_transient_is_restarted_after_a_crash_only(make_cluster):
     assert c.processes() == []
 
 
-def test_permanent_is_restarted_after_a_normal_end_too(make_cluster):
-    c = make_cluster()
+def test_permanent_is_restarted_after_a_normal_end_too(make_local_cluster):
+    c = make_local_cluster()
     first = c.spawn(kvs, node="n2", name="perm", restart="permanent")
     assert ended(c, first, lambda: c.send("perm", ("stop",))).reason == "normal"
     second = c.whereis("perm")
@@ -336,8 +336,8 @@ def test_permanent_is_restarted_after_a_normal_end_too(make_cluster):
     assert c.call("perm", ("whoami",)) == second
 
 
-def test_too_many_restarts_and_it_stays_down_as_failed(make_cluster):
-    c = make_cluster()
+def test_too_many_restarts_and_it_stays_down_as_failed(make_local_cluster):
+    c = make_local_cluster()
     c.spawn(crasher, "again", node="n1", name="flaky", restart="permanent", intensity=2, period=30)
     [row] = wait_for(lambda: rows(c, state="failed"), 10, message="a failed row")
     assert row["name"] == "flaky" and row["node"] == "n1" and row["restarts"] == 2
@@ -348,8 +348,8 @@ def test_too_many_restarts_and_it_stays_down_as_failed(make_cluster):
     assert c.processes() == []
 
 
-def test_kill_ends_a_permanent_process_for_good(make_cluster):
-    c = make_cluster()
+def test_kill_ends_a_permanent_process_for_good(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(kvs, node="n1", name="perm", restart="permanent")
     os_pid = c.processes()[0]["pid"]
     down = ended(c, p, lambda: c.kill("perm"))
@@ -363,8 +363,8 @@ def test_kill_ends_a_permanent_process_for_good(make_cluster):
 
 # -- names ---------------------------------------------------------------------------------------
 
-def test_a_taken_name_is_refused_naming_its_holder(make_cluster):
-    c = make_cluster()
+def test_a_taken_name_is_refused_naming_its_holder(make_local_cluster):
+    c = make_local_cluster()
     holder = c.spawn(kvs, node="n1", name="kvs")
     with pytest.raises(errors.NameTaken, match=f"the name kvs is taken by {holder}"):
         c.spawn(kvs, node="n1", name="kvs")
@@ -377,8 +377,8 @@ def test_a_taken_name_is_refused_naming_its_holder(make_cluster):
     assert c.call("mine", (returner, ()), timeout=5) == ("ok", "done")
 
 
-def test_racing_registrations_of_one_name_one_wins(make_cluster):
-    a, b = make_cluster(), make_cluster()
+def test_racing_registrations_of_one_name_one_wins(make_local_cluster):
+    a, b = make_local_cluster(), make_local_cluster()
     a.connect("n1"), b.connect("n1")
     for i in range(3):
         name = f"race{i}"
@@ -405,8 +405,8 @@ def test_racing_registrations_of_one_name_one_wins(make_cluster):
     assert len(a.processes()) == 3
 
 
-def test_a_name_is_free_once_its_process_ends(make_cluster):
-    c = make_cluster()
+def test_a_name_is_free_once_its_process_ends(make_local_cluster):
+    c = make_local_cluster()
     first = c.spawn(kvs, node="n1", name="kvs")
     ended(c, first, lambda: c.send("kvs", ("stop",)))
     second = c.spawn(kvs, node="n1", name="kvs")
@@ -415,8 +415,8 @@ def test_a_name_is_free_once_its_process_ends(make_cluster):
 
 # -- mailboxes -----------------------------------------------------------------------------------
 
-def test_a_full_mailbox_refuses_the_controllers_message(make_cluster):
-    c = make_cluster()
+def test_a_full_mailbox_refuses_the_controllers_message(make_local_cluster):
+    c = make_local_cluster()
     p = c.spawn(sleeper, node="n1", mailbox=4096)
     c.send(p, b"x" * 3000)
     with pytest.raises(errors.MailboxFull) as info:
@@ -429,8 +429,8 @@ def test_a_full_mailbox_refuses_the_controllers_message(make_cluster):
     assert 3100 < row["mailbox"] <= 4096
 
 
-def test_a_full_mailbox_refuses_a_processs_message_at_its_next_send(make_cluster):
-    c = make_cluster()
+def test_a_full_mailbox_refuses_a_processs_message_at_its_next_send(make_local_cluster):
+    c = make_local_cluster()
     sink = c.spawn(sleeper, node="n1", name="sink", mailbox=4096)
     r = c.spawn(runner, node="n1")
     kind, text = run_in(c, r, overfill, "sink", 3000)
@@ -438,38 +438,38 @@ def test_a_full_mailbox_refuses_a_processs_message_at_its_next_send(make_cluster
     assert run_in(c, r, returner) == ("ok", "done")  # the refusal was raised once
 
 
-def test_a_refusal_that_comes_back_during_receive_is_raised_there(make_cluster):
+def test_a_refusal_that_comes_back_during_receive_is_raised_there(make_local_cluster):
     """A refusal that arrives while the sender waits in receive is raised there, as
     MailboxFull, rather than waiting out the timeout."""
-    c = make_cluster()
+    c = make_local_cluster()
     c.spawn(sleeper, node="n1", name="sink", mailbox=4096)
     r = c.spawn(runner, node="n1")
     kind, text = run_in(c, r, overfill_then_receive, "sink", 3000)
     assert kind == "ok" and "is full" in text, text
 
 
-def test_receive_with_a_zero_timeout_takes_what_the_node_sent(make_cluster):
+def test_receive_with_a_zero_timeout_takes_what_the_node_sent(make_local_cluster):
     """receive(timeout=0) looks at what the node sent already: a process polling its
     mailbox that way gets its message."""
-    c = make_cluster()
+    c = make_local_cluster()
     r = c.spawn(runner, node="n1")
     assert run_in(c, r, poll_with_zero_timeout, 1.0) == ("ok", "ping")
 
 
-def test_a_down_notice_passed_on_to_another_process_arrives_whole(make_cluster):
+def test_a_down_notice_passed_on_to_another_process_arrives_whole(make_local_cluster):
     """Down and Exit (tuples with fields) pickle and unpickle as themselves: a process may
     pass one on like any message."""
-    c = make_cluster()
+    c = make_local_cluster()
     r1, r2 = c.spawn(runner, node="n1"), c.spawn(runner, node="n1")
     outcome = run_in(c, r1, pass_a_down_notice_on, r2)
     assert outcome[0] == "ok" and outcome[1][0] == "ok", outcome
     assert outcome[1][1][2] == "normal"
 
 
-def test_a_down_notice_in_a_reply_unpickles_in_the_program(make_cluster):
+def test_a_down_notice_in_a_reply_unpickles_in_the_program(make_local_cluster):
     """The in-process API's classes pickle under clusterctl.node.processes.runtime, which the
     program has (on the node they are clusterctl_node.processes.runtime's)."""
-    c = make_cluster()
+    c = make_local_cluster()
     r = c.spawn(runner, node="n1")
     kind, down = run_in(c, r, a_down_notice)
     assert kind == "ok" and tuple(down)[2] == "normal"
@@ -477,8 +477,8 @@ def test_a_down_notice_in_a_reply_unpickles_in_the_program(make_cluster):
 
 # -- bad inputs ------------------------------------------------------------------------------------
 
-def test_bad_inputs_are_refused_before_anything_runs(make_cluster):
-    c = make_cluster()
+def test_bad_inputs_are_refused_before_anything_runs(make_local_cluster):
+    c = make_local_cluster()
     with pytest.raises(errors.UsageError, match="process name"):
         c.spawn(kvs, name="bad name")
     with pytest.raises(errors.UsageError, match="restart must be one of"):
@@ -501,8 +501,8 @@ def test_bad_inputs_are_refused_before_anything_runs(make_cluster):
 
 # -- placement, and the life of processes -------------------------------------------------------
 
-def test_a_process_goes_to_the_least_loaded_node(make_cluster):
-    c = make_cluster()
+def test_a_process_goes_to_the_least_loaded_node(make_local_cluster):
+    c = make_local_cluster()
     for _ in range(3):
         c.spawn(sleeper, node="n1")
     assert c.spawn(sleeper).startswith("n2.")
@@ -527,8 +527,8 @@ def test_a_process_outlives_its_program_and_keeps_its_node_from_idling(env):
             closer.down()
 
 
-def test_down_leaves_no_process_running(make_cluster):
-    c = make_cluster()
+def test_down_leaves_no_process_running(make_local_cluster):
+    c = make_local_cluster()
     c.spawn(kvs, node="n1", restart="permanent")
     c.spawn(sleeper, node="n2")
     r = c.spawn(runner, node="n1")
@@ -559,8 +559,8 @@ def children_of(cluster, group, want=None, timeout=10.0):
 
 @pytest.mark.parametrize("strategy, restarted", [
     ("one_for_one", {"b"}), ("one_for_all", {"a", "b", "c"}), ("rest_for_one", {"b", "c"})])
-def test_a_group_restarts_its_children_as_its_strategy_says(make_cluster, strategy, restarted):
-    c = make_cluster()
+def test_a_group_restarts_its_children_as_its_strategy_says(make_local_cluster, strategy, restarted):
+    c = make_local_cluster()
     group = c.spawn_group([(member, (), {"name": n}) for n in ("a", "b", "c")], strategy=strategy,
                           node="n1")
     before = dict(zip("abc", children_of(c, group, all)))
@@ -570,10 +570,10 @@ def test_a_group_restarts_its_children_as_its_strategy_says(make_cluster, strate
     assert all(c.call(n, "whoami", timeout=5) == after[n] for n in "abc")  # names kept
 
 
-def test_a_group_past_its_intensity_ends_with_its_children(make_cluster):
+def test_a_group_past_its_intensity_ends_with_its_children(make_local_cluster):
     """Too many restarts: the group gives up (its end names why) and its children end
     with it (they are linked to it); a temporary child is never restarted."""
-    c = make_cluster()
+    c = make_local_cluster()
     group = c.spawn_group([(member, (), {"name": "m"}), (member, (), {"name": "t", "restart": "temporary"})],
                           intensity=1, period=30, node="n1")
     first = children_of(c, group, all)
@@ -604,10 +604,10 @@ def scribble():
     receive()
 
 
-def test_garbage_from_a_process_ends_that_process_only(make_cluster):
+def test_garbage_from_a_process_ends_that_process_only(make_local_cluster):
     """A process that writes garbage on its channel is ended, its monitor told why; the
     node and its other processes go on."""
-    c = make_cluster()
+    c = make_local_cluster()
     c.spawn(kvs, node="n1", name="calm")
     scribbler = c.spawn(scribble, node="n1")
     down = ended(c, scribbler, then=lambda: c.send(scribbler, "go"))
@@ -615,11 +615,11 @@ def test_garbage_from_a_process_ends_that_process_only(make_cluster):
     assert c.call("calm", ("store", "k", 1), timeout=5) is True
 
 
-def test_the_hubs_frames_from_anyone_else_are_ignored_and_malformed_ones_refused(make_cluster, env):
+def test_the_hubs_frames_from_anyone_else_are_ignored_and_malformed_ones_refused(make_local_cluster, env):
     """relay, names, nodedown... come from the hub's watch connection only: from a
     program's connection they are ignored (and logged); a malformed one ends that
     connection; the node and its processes go on."""
-    c = make_cluster()
+    c = make_local_cluster()
     c.spawn(kvs, node="n1", name="calm")
     conn = c.connect("n1")
     conn.send({"op": "nodedown", "node": "n2", "reason": "a lie"})
@@ -628,5 +628,5 @@ def test_the_hubs_frames_from_anyone_else_are_ignored_and_malformed_ones_refused
     wait_for(lambda: "is the hub's to send" in env.node_log("n1"), 5, message="the node to log it")
     conn.send({"op": "relay", "node": "n1", "src": "n2", "s": "x", "q": -1})  # q: not a count
     wait_for(lambda: conn.lost is not None, 5, message="the connection to be ended")
-    c2 = make_cluster()
+    c2 = make_local_cluster()
     assert c2.call("calm", ("lookup", "k"), timeout=5) == 1

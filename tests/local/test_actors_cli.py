@@ -1,6 +1,6 @@
 """Spawned processes from the shell: ``clusterctl spawn``, ``ps``, ``send``, ``call``,
 ``kill`` and the completion of their TO, as users run them: real commands in
-subprocesses, real local nodes (the ``world`` fixture's n1, n2, brought down after each
+subprocesses, real local nodes (the ``local_hosts_env`` fixture's n1, n2, brought down after each
 test). Every process outlives the command that spawned it, so each step below is a
 command of its own, as from a shell."""
 
@@ -60,9 +60,9 @@ PS_KEYS = {"id", "name", "node", "function", "state", "uptime", "mailbox", "rest
 ID = re.compile(r"^n[12]\.\d+$")
 
 
-def ok(world, *args, **kwargs) -> str:
+def ok(local_hosts_env, *args, **kwargs) -> str:
     """Run ``clusterctl ARGS``; it must succeed; its stdout."""
-    result = world.cli(*args, **kwargs)
+    result = local_hosts_env.cli(*args, **kwargs)
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result.stdout
 
@@ -121,21 +121,21 @@ def node_daemons(env) -> list[tuple[int, str]]:
 
 # -- the README's key-value server ----------------------------------------------------------
 
-def test_the_kvs_example_from_the_shell(world):
-    pid = spawn(world, "--name", "kvs", KVS, "serve")
+def test_the_kvs_example_from_the_shell(local_hosts_env):
+    pid = spawn(local_hosts_env, "--name", "kvs", KVS, "serve")
     # each command below is a new program: the process outlived the one that spawned it
-    assert ok(world, "call", "kvs", "('store', 'a', 1)") == "True\n"
-    assert ok(world, "call", "kvs", "('lookup', 'a')") == "1\n"
-    assert ok(world, "call", pid, "('lookup', 'zz')") == "None\n"  # by id, too
+    assert ok(local_hosts_env, "call", "kvs", "('store', 'a', 1)") == "True\n"
+    assert ok(local_hosts_env, "call", "kvs", "('lookup', 'a')") == "1\n"
+    assert ok(local_hosts_env, "call", pid, "('lookup', 'zz')") == "None\n"  # by id, too
 
-    table = ok(world, "ps").splitlines()
+    table = ok(local_hosts_env, "ps").splitlines()
     assert table[0].split() == ["id", "name", "node", "function", "state", "uptime", "mailbox",
                                 "restarts", "memory"]
     [row] = [cells(line) for line in table[1:]]
     assert row[:5] == [pid, "kvs", pid.split(".")[0], "serve", "running"], table
     assert row[7] == "0"
 
-    answer = json.loads(ok(world, "--json", "ps"))
+    answer = json.loads(ok(local_hosts_env, "--json", "ps"))
     assert answer["errors"] == {}
     [proc] = answer["processes"]
     assert set(proc) == PS_KEYS
@@ -145,31 +145,31 @@ def test_the_kvs_example_from_the_shell(world):
     assert isinstance(proc["pid"], int) and alive(proc["pid"])
     assert proc["uptime"] >= 0 and proc["memory"] > 0
 
-    taken = world.cli("spawn", "--name", "kvs", KVS, "serve")
+    taken = local_hosts_env.cli("spawn", "--name", "kvs", KVS, "serve")
     assert_clean_error(taken, 1, "the name kvs is taken by " + pid)
 
-    assert ok(world, "kill", "kvs") == f"killed {pid}\n"
-    gone = world.cli("call", "kvs", "('lookup', 'a')")
+    assert ok(local_hosts_env, "kill", "kvs") == f"killed {pid}\n"
+    gone = local_hosts_env.cli("call", "kvs", "('lookup', 'a')")
     assert_clean_error(gone, 1, "no process is registered as kvs", "clusterctl ps")
     assert gone.stdout == ""
     wait_for(lambda: not alive(proc["pid"]), 5, message="the killed process gone")
-    assert ok(world, "ps") == "no processes\n"
+    assert ok(local_hosts_env, "ps") == "no processes\n"
 
 
-def test_spawn_json_node_and_a_module_target(world):
+def test_spawn_json_node_and_a_module_target(local_hosts_env):
     # a module importable on the node: time.sleep(600), a trivial long-lived process
-    answer = json.loads(ok(world, "--json", "spawn", "--node", "n2", "--name", "nap",
+    answer = json.loads(ok(local_hosts_env, "--json", "spawn", "--node", "n2", "--name", "nap",
                            "time", "sleep", "600"))
     assert answer["node"] == "n2" and answer["name"] == "nap"
     assert answer["id"].startswith("n2.")
-    [row] = ps_rows(world, "--nodes", "n2")
+    [row] = ps_rows(local_hosts_env, "--nodes", "n2")
     assert (row["id"], row["node"], row["state"]) == (answer["id"], "n2", "running")
     assert "sleep" in row["function"]
-    assert ps_rows(world, "--nodes", "n1") == []
+    assert ps_rows(local_hosts_env, "--nodes", "n1") == []
 
-    bad = world.cli("spawn", "--node", "n1", "no_such_module_xyz", "f")
+    bad = local_hosts_env.cli("spawn", "--node", "n1", "no_such_module_xyz", "f")
     assert_clean_error(bad, 1, "no_such_module_xyz", "importable on the node")
-    assert [r["id"] for r in ps_rows(world)] == [answer["id"]]  # nothing left of it
+    assert [r["id"] for r in ps_rows(local_hosts_env)] == [answer["id"]]  # nothing left of it
 
 
 @pytest.mark.parametrize("args, message", [
@@ -178,16 +178,16 @@ def test_spawn_json_node_and_a_module_target(world):
     (["missing.py", "serve"], "no script missing.py"),
     (["--name", "bad name", "inbox.py", "collect"], "'bad name'"),
 ])
-def test_spawn_usage_errors(world, args, message):
-    script(world, INBOX, "inbox.py")
-    result = world.cli("spawn", *args)
+def test_spawn_usage_errors(local_hosts_env, args, message):
+    script(local_hosts_env, INBOX, "inbox.py")
+    result = local_hosts_env.cli("spawn", *args)
     assert_clean_error(result, 2, message)
     assert result.stdout == ""
-    assert node_daemons(world) == []  # refused before any node was asked
+    assert node_daemons(local_hosts_env) == []  # refused before any node was asked
 
 
-def test_a_bad_restart_type_is_a_click_choice_error(world):
-    result = world.cli("spawn", "--restart", "bogus", KVS, "serve")
+def test_a_bad_restart_type_is_a_click_choice_error(local_hosts_env):
+    result = local_hosts_env.cli("spawn", "--restart", "bogus", KVS, "serve")
     assert result.returncode == 2, result.stderr
     assert "'bogus' is not one of 'temporary', 'transient', 'permanent'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -195,41 +195,41 @@ def test_a_bad_restart_type_is_a_click_choice_error(world):
 
 # -- messages -------------------------------------------------------------------------------
 
-def test_send_then_call_with_messages_read_as_literals_or_strings(world):
-    script(world, INBOX, "inbox.py")
-    pid = spawn(world, "--name", "inbox", "inbox.py", "collect")  # a relative path
+def test_send_then_call_with_messages_read_as_literals_or_strings(local_hosts_env):
+    script(local_hosts_env, INBOX, "inbox.py")
+    pid = spawn(local_hosts_env, "--name", "inbox", "inbox.py", "collect")  # a relative path
     for msg in ("[1, 2]", "hello", "('store', 'a', 1)", "{'k': None}", "os.getpid()"):
-        sent = world.cli("send", "inbox", msg)
+        sent = local_hosts_env.cli("send", "inbox", msg)
         assert (sent.returncode, sent.stdout, sent.stderr) == (0, "", "")
-    ok(world, "send", "--", pid, "-3.5")  # by id; a negative number after --
+    ok(local_hosts_env, "send", "--", pid, "-3.5")  # by id; a negative number after --
     want = [[1, 2], "hello", ("store", "a", 1), {"k": None}, "os.getpid()", -3.5]
-    assert ok(world, "call", "inbox", "collected") == repr(want) + "\n"
-    as_json = json.loads(ok(world, "--json", "call", pid, "'collected'"))
+    assert ok(local_hosts_env, "call", "inbox", "collected") == repr(want) + "\n"
+    as_json = json.loads(ok(local_hosts_env, "--json", "call", pid, "'collected'"))
     assert as_json == {"to": pid, "result": json.loads(json.dumps(want))}
 
 
-def test_a_call_nobody_answers_times_out_in_one_line(world):
-    script(world, INBOX, "inbox.py")
-    spawn(world, "--name", "quiet", "inbox.py", "silent")
+def test_a_call_nobody_answers_times_out_in_one_line(local_hosts_env):
+    script(local_hosts_env, INBOX, "inbox.py")
+    spawn(local_hosts_env, "--name", "quiet", "inbox.py", "silent")
     started = time.monotonic()
-    result = world.cli("call", "--timeout", "0.5", "quiet", "ping")
+    result = local_hosts_env.cli("call", "--timeout", "0.5", "quiet", "ping")
     assert time.monotonic() - started < 10
     assert_clean_error(result, 1, "no result within 0.5 s", "--timeout")
     assert result.stdout == ""
-    [row] = ps_rows(world)
+    [row] = ps_rows(local_hosts_env)
     assert (row["name"], row["state"]) == ("quiet", "running")  # it takes messages still
 
 
 # -- supervision -------------------------------------------------------------------------------
 
-def test_a_permanent_crasher_is_restarted_then_stays_down_as_failed(world):
-    script(world, INBOX, "inbox.py")
-    spawn(world, "--name", "flaky", "--restart", "permanent", "--intensity", "2",
+def test_a_permanent_crasher_is_restarted_then_stays_down_as_failed(local_hosts_env):
+    script(local_hosts_env, INBOX, "inbox.py")
+    spawn(local_hosts_env, "--name", "flaky", "--restart", "permanent", "--intensity", "2",
           "--period", "30", "inbox.py", "crash_later", "'again'", "0.8")
 
     def flaky(state: str, restarted: bool = False) -> dict | None:
         """Its ``ps`` row in ``state`` (once restarted), or None."""
-        return next((r for r in ps_rows(world) if r["name"] == "flaky" and r["state"] == state
+        return next((r for r in ps_rows(local_hosts_env) if r["name"] == "flaky" and r["state"] == state
                      and (r["restarts"] > 0 or not restarted)), None)
 
     # each run lasts 0.8 s: restarted, it runs again for a while before it fails for good
@@ -239,78 +239,78 @@ def test_a_permanent_crasher_is_restarted_then_stays_down_as_failed(world):
     assert failed["restarts"] == 2
     assert "restarted 2 times within 30 s (the limit)" in failed["reason"]
     assert "RuntimeError: again" in failed["reason"]
-    table = ok(world, "ps", env={"COLUMNS": "200"})
+    table = ok(local_hosts_env, "ps", env={"COLUMNS": "200"})
     [row] = [cells(line) for line in table.splitlines()
              if line.startswith(failed["id"] + " ") and "the limit" not in line]
     assert row[1:5] == ["flaky", failed["node"], "crash_later", "failed"] and row[7] == "2"
     # why it stays down: a whole line under the table
     assert f"{failed['id']} (flaky): {failed['reason']}" in table.splitlines()
     # the name is free again: a call by name finds no process
-    assert_clean_error(world.cli("call", "flaky", "'x'"), 1, "no process is registered as flaky")
+    assert_clean_error(local_hosts_env.cli("call", "flaky", "'x'"), 1, "no process is registered as flaky")
 
 
 # -- shell completion --------------------------------------------------------------------------
 
-def test_to_completes_with_names_and_ids(world):
-    pid = spawn(world, "--name", "kvs", KVS, "serve")
-    other = spawn(world, "--node", "n2", "time", "sleep", "600")
-    assert completions(world, "clusterctl call k") == ["kvs"]
-    assert completions(world, "clusterctl send " + pid[:3]) == [pid]
-    assert completions(world, "clusterctl kill kvs n2.") == [other]
-    offered = completions(world, "clusterctl call ''")
+def test_to_completes_with_names_and_ids(local_hosts_env):
+    pid = spawn(local_hosts_env, "--name", "kvs", KVS, "serve")
+    other = spawn(local_hosts_env, "--node", "n2", "time", "sleep", "600")
+    assert completions(local_hosts_env, "clusterctl call k") == ["kvs"]
+    assert completions(local_hosts_env, "clusterctl send " + pid[:3]) == [pid]
+    assert completions(local_hosts_env, "clusterctl kill kvs n2.") == [other]
+    offered = completions(local_hosts_env, "clusterctl call ''")
     assert set(offered) == {"kvs", pid, other}, offered
 
 
 # -- down ------------------------------------------------------------------------------------
 
-def test_down_ends_every_spawned_process(world):
-    script(world, INBOX, "inbox.py")
-    spawn(world, "--node", "n1", "--restart", "permanent", "inbox.py", "silent")
-    spawn(world, "--node", "n2", "--name", "kvs", KVS, "serve")
-    pids = [row["pid"] for row in ps_rows(world)]
+def test_down_ends_every_spawned_process(local_hosts_env):
+    script(local_hosts_env, INBOX, "inbox.py")
+    spawn(local_hosts_env, "--node", "n1", "--restart", "permanent", "inbox.py", "silent")
+    spawn(local_hosts_env, "--node", "n2", "--name", "kvs", KVS, "serve")
+    pids = [row["pid"] for row in ps_rows(local_hosts_env)]
     assert len(pids) == 2 and all(alive(p) for p in pids)
-    ok(world, "down")
+    ok(local_hosts_env, "down")
     wait_for(lambda: not any(alive(p) for p in pids), 5, message="the processes gone")
-    assert node_daemons(world) == []
+    assert node_daemons(local_hosts_env) == []
 
 
 # -- what the commands get wrong (these tests fail until it is fixed) -------------------------
 
-def test_a_negative_number_is_a_message_as_it_is_an_rpc_argument(world):
+def test_a_negative_number_is_a_message_as_it_is_an_rpc_argument(local_hosts_env):
     """MSG is read "as rpc's args" (README), and ``rpc n1 builtins abs -5`` works: the
     commands ending in values are ``CallCommand``s, for which ``-5`` is no option. FAILS:
     send and call are plain click commands, so ``send inbox -1`` is "No such option '-1'"
     (exit 2)."""
-    script(world, INBOX, "inbox.py")
-    spawn(world, "--name", "inbox", "inbox.py", "collect")
-    ok(world, "send", "inbox", "-1")
-    assert ok(world, "call", "inbox", "collected") == "[-1]\n"
+    script(local_hosts_env, INBOX, "inbox.py")
+    spawn(local_hosts_env, "--name", "inbox", "inbox.py", "collect")
+    ok(local_hosts_env, "send", "inbox", "-1")
+    assert ok(local_hosts_env, "call", "inbox", "collected") == "[-1]\n"
 
 
-def test_ps_prints_the_whole_reason_a_process_stays_down_on_80_columns(world):
+def test_ps_prints_the_whole_reason_a_process_stays_down_on_80_columns(local_hosts_env):
     """A failed row's reason is what ``ps`` is read for. It goes below the row (the
     render's docstring) and must stay whole on a terminal of 80 columns, as ``world``'s
     failures do (wrapped between words, never cut). FAILS: the reason is a row of the
     table in the narrow ``name`` column, so rich folds it there and cuts its long words
     (``restart…``, ``Connectio…``: render/actors.py, ps_table)."""
-    script(world, INBOX, "inbox.py")
-    spawn(world, "--node", "n2", "time", "sleep", "600")  # a process that runs, beside it
-    spawn(world, "--node", "n1", "--name", "gate", "--restart", "permanent", "--intensity", "1",
+    script(local_hosts_env, INBOX, "inbox.py")
+    spawn(local_hosts_env, "--node", "n2", "time", "sleep", "600")  # a process that runs, beside it
+    spawn(local_hosts_env, "--node", "n1", "--name", "gate", "--restart", "permanent", "--intensity", "1",
           "inbox.py", "refuse", "'port 5432 is closed'")
-    [failed] = wait_for(lambda: [r for r in ps_rows(world) if r["state"] == "failed"], 10,
+    [failed] = wait_for(lambda: [r for r in ps_rows(local_hosts_env) if r["state"] == "failed"], 10,
                         message="the failed row")
     assert "ConnectionRefusedError: port 5432 is closed" in failed["reason"]
-    table = ok(world, "ps", env={"COLUMNS": "80"})
+    table = ok(local_hosts_env, "ps", env={"COLUMNS": "80"})
     words = " ".join(table.split())  # wrapped lines are fine; cut words are not
     assert " ".join(failed["reason"].split()) in words, table
 
 
-def test_completion_and_ps_start_no_node(world):
+def test_completion_and_ps_start_no_node(local_hosts_env):
     """Completion asks the running nodes only ("nodes that are not running are not
     started", complete_processes), and ps lists the running nodes' processes. FAILS:
-    both start the hub, which starts every node (``ProcessOps.processes`` calls
+    both start the hub, which starts every node (``Processes.processes`` calls
     ``NodeLinks.ensure_hub``, whose ``watch_all`` pings the world through the hub)."""
-    assert completions(world, "clusterctl call k") == []
-    assert node_daemons(world) == [], "completion started the nodes"
-    assert ok(world, "ps") == "no processes\n"
-    assert node_daemons(world) == [], "ps started the nodes"
+    assert completions(local_hosts_env, "clusterctl call k") == []
+    assert node_daemons(local_hosts_env) == [], "completion started the nodes"
+    assert ok(local_hosts_env, "ps") == "no processes\n"
+    assert node_daemons(local_hosts_env) == [], "ps started the nodes"

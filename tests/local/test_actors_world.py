@@ -4,7 +4,7 @@ cross nodes, names unique in the world (racing commands too), a hub killed while
 messages flow, a node lost hard (SIGKILL) or soft (SIGSTOP: its heartbeat stops), and
 ``down`` (which moves nothing, and leaves no process).
 
-Each test has its own XDG directories, so its own hub; ``make_cluster`` brings the nodes
+Each test has its own XDG directories, so its own hub; ``make_local_cluster`` brings the nodes
 down after it, and its ``down()`` (no nodes named) stops whichever hub runs then.
 """
 
@@ -120,8 +120,8 @@ def held(cluster, proc, n=1):
 
 # -- messages in order ---------------------------------------------------------------------------
 
-def test_three_thousand_messages_cross_in_order_by_id_and_by_name(make_cluster):
-    c = make_cluster()
+def test_three_thousand_messages_cross_in_order_by_id_and_by_name(make_local_cluster):
+    c = make_local_cluster()
     sink = c.spawn(collect, 3000, node="n2")
     source = c.spawn(sends_to, sink, list(range(3000)), node="n1")
     got = c.call(sink, "report", timeout=30)
@@ -136,8 +136,8 @@ def test_three_thousand_messages_cross_in_order_by_id_and_by_name(make_cluster):
     assert {who for _, who in got} == {source}
 
 
-def test_two_senders_on_two_nodes_each_in_order(make_cluster):
-    c = make_cluster()
+def test_two_senders_on_two_nodes_each_in_order(make_local_cluster):
+    c = make_local_cluster()
     sink = c.spawn(collect, 3000, node="n2", name="sink")
     far = c.spawn(sends_to, "sink", [("far", i) for i in range(1500)], node="n1")
     near = c.spawn(sends_to, sink, [("near", i) for i in range(1500)], node="n2")
@@ -151,8 +151,8 @@ def test_two_senders_on_two_nodes_each_in_order(make_cluster):
 
 # -- calls, monitors and links across nodes --------------------------------------------------------
 
-def test_calls_to_a_server_on_the_other_node(make_cluster):
-    c = make_cluster()
+def test_calls_to_a_server_on_the_other_node(make_local_cluster):
+    c = make_local_cluster()
     server = c.spawn(kvs, node="n2", name="kvs")
     r = c.spawn(runner, node="n1")
     assert run_in(c, r, where, "kvs") == ("ok", server)
@@ -171,14 +171,14 @@ def test_calls_to_a_server_on_the_other_node(make_cluster):
     assert (kind, cls) == ("raised", "NoProcess") and "kvs" in text
 
 
-def test_a_second_watch_that_comes_and_goes_leaves_the_node_connected(make_cluster, env):
+def test_a_second_watch_that_comes_and_goes_leaves_the_node_connected(make_local_cluster, env):
     """Another watch of n1 (a second hub of the user's, or anyone holding the cookie) is
     n1's way out while it is there; when it goes, the hub's own watch, still open, takes
     over at once, and calls to the other node go on."""
     from clusterctl.config.cookie import load_or_create_cookie
     from rawclient import handshake, raw_socket
 
-    c = make_cluster()
+    c = make_local_cluster()
     server = c.spawn(kvs, node="n2", name="kvs")
     r = c.spawn(runner, node="n1")
     assert run_in(c, r, call_from_inside, server, ("store", "a", 1)) == ("ok", True)
@@ -192,13 +192,13 @@ def test_a_second_watch_that_comes_and_goes_leaves_the_node_connected(make_clust
     assert run_in(c, r, call_from_inside, server, ("lookup", "a"), 5) == ("ok", 1)
 
 
-def test_a_name_held_on_a_node_outside_the_programs_world_is_a_clear_error(make_cluster):
+def test_a_name_held_on_a_node_outside_the_programs_world_is_a_clear_error(make_local_cluster):
     """A program whose world is n1 only, calling a name held on n2 (started from a world
     with both, on the same hub): one line naming the holder and its node."""
     from clusterctl import Cluster
     from clusterctl.config.hosts import HostSpec
 
-    c = make_cluster()
+    c = make_local_cluster()
     server = c.spawn(kvs, node="n2", name="kvs")
     with Cluster([HostSpec(name="n1", target="local", slots=2)]) as only_n1:
         assert only_n1.whereis("kvs") == server
@@ -208,8 +208,8 @@ def test_a_name_held_on_a_node_outside_the_programs_world_is_a_clear_error(make_
                 use()
 
 
-def test_a_monitor_across_nodes_gets_down_with_the_reason(make_cluster):
-    c = make_cluster()
+def test_a_monitor_across_nodes_gets_down_with_the_reason(make_local_cluster):
+    c = make_local_cluster()
     target = c.spawn(kvs, node="n2")
     r = c.spawn(runner, node="n1")
     outcome = run_in(c, r, watch_it_crash, target, "n2.9999")
@@ -220,8 +220,8 @@ def test_a_monitor_across_nodes_gets_down_with_the_reason(make_cluster):
     assert gone[:3] == (ref2, "n2.9999", "noproc")
 
 
-def test_a_link_across_nodes_traps_an_exit_or_ends_the_partner(make_cluster):
-    c = make_cluster()
+def test_a_link_across_nodes_traps_an_exit_or_ends_the_partner(make_local_cluster):
+    c = make_local_cluster()
     target = c.spawn(kvs, node="n2")
     r = c.spawn(runner, node="n1")
     outcome = run_in(c, r, trap_its_exit, target)
@@ -239,8 +239,8 @@ def test_a_link_across_nodes_traps_an_exit_or_ends_the_partner(make_cluster):
 
 # -- names, unique in the world ---------------------------------------------------------------------
 
-def test_a_name_is_unique_across_nodes(make_cluster):
-    c = make_cluster()
+def test_a_name_is_unique_across_nodes(make_local_cluster):
+    c = make_local_cluster()
     holder = c.spawn(kvs, node="n1", name="x")
     with pytest.raises(errors.NameTaken, match=f"the name x is taken by {holder}"):
         c.spawn(kvs, node="n2", name="x")
@@ -256,8 +256,8 @@ def test_a_name_is_unique_across_nodes(make_cluster):
     assert sorted(row["name"] or "" for row in c.processes()) == ["x", "y"]
 
 
-def test_racing_registrations_on_two_nodes_one_wins(make_cluster):
-    a, b = make_cluster(heartbeat_timeout=3), make_cluster(heartbeat_timeout=3)
+def test_racing_registrations_on_two_nodes_one_wins(make_local_cluster):
+    a, b = make_local_cluster(heartbeat_timeout=3), make_local_cluster(heartbeat_timeout=3)
     a.spawn(sleeper, node="n1")  # the nodes run, and the hub watches them
     b.world()
     winners = []
@@ -293,10 +293,10 @@ def crash_at_once():
     raise RuntimeError("down again")
 
 
-def test_a_process_that_stays_down_is_killed_by_name_wherever_it_is(make_cluster):
+def test_a_process_that_stays_down_is_killed_by_name_wherever_it_is(make_local_cluster):
     """A permanent process past its restart limit holds no name, but ps lists it under it:
     kill NAME finds it on its node (the other node has none) and forgets it."""
-    c = make_cluster()
+    c = make_local_cluster()
     c.spawn(crash_at_once, node="n2", name="flaky", restart="permanent", intensity=1, period=30)
     row = wait_for(lambda: next((r for r in c.processes() if r["state"] == "failed"), None), 10,
                    message="the process to stay down")
@@ -307,8 +307,8 @@ def test_a_process_that_stays_down_is_killed_by_name_wherever_it_is(make_cluster
         c.kill("flaky")
 
 
-def test_a_name_freed_on_one_node_can_be_taken_on_the_other(make_cluster):
-    c = make_cluster()
+def test_a_name_freed_on_one_node_can_be_taken_on_the_other(make_local_cluster):
+    c = make_local_cluster()
     r = c.spawn(runner, node="n2")
     for i in range(3):
         name = f"free{i}"
@@ -333,16 +333,16 @@ def start_hub_from_its_memory(c):
 
 @pytest.mark.parametrize("restart", [lambda c: c.processes(), start_hub_from_its_memory],
                          ids=["by-a-command", "from-its-memory"])
-def test_a_hub_killed_mid_stream_loses_nothing(make_cluster, env, restart):
+def test_a_hub_killed_mid_stream_loses_nothing(make_local_cluster, env, restart):
     # (the default heartbeat: a busy machine must not lose a node here; ``processes``
     # starts a new hub, which watches the nodes again)
-    stream_through_a_hub_kill(make_cluster(), env, restart, sink_node="n2", source_node="n1")
+    stream_through_a_hub_kill(make_local_cluster(), env, restart, sink_node="n2", source_node="n1")
 
 
 # -- a node lost -----------------------------------------------------------------------------------
 
-def test_a_node_killed_hard_fails_calls_and_restarts_its_permanent_process(make_cluster, env):
-    c = make_cluster(heartbeat_timeout=3)
+def test_a_node_killed_hard_fails_calls_and_restarts_its_permanent_process(make_local_cluster, env):
+    c = make_local_cluster(heartbeat_timeout=3)
     first = c.spawn(kvs, node="n2", name="kvs", restart="permanent")
     c.call("kvs", ("store", "a", 1), timeout=5)
     c.spawn(sleeper, node="n2", name="temp")
@@ -373,8 +373,8 @@ def test_a_node_killed_hard_fails_calls_and_restarts_its_permanent_process(make_
     assert (row["id"], row["name"], row["node"], row["restart"]) == (second, "kvs", "n1", "permanent")
 
 
-def test_a_node_that_stops_answering_is_lost_and_its_calls_fail(make_cluster, env):
-    c = make_cluster(heartbeat_timeout=3)
+def test_a_node_that_stops_answering_is_lost_and_its_calls_fail(make_local_cluster, env):
+    c = make_local_cluster(heartbeat_timeout=3)
     holder = c.spawn(hold, node="n2")
     waiting = c.spawn(call_and_keep, holder, "hold", node="n1")
     held(c, holder)
@@ -391,7 +391,7 @@ def test_a_node_that_stops_answering_is_lost_and_its_calls_fail(make_cluster, en
     assert 2.0 < lost_after < 8.0, lost_after
 
 
-def test_the_hub_takes_a_node_back_by_itself_and_shows_it_up(make_cluster, env):
+def test_the_hub_takes_a_node_back_by_itself_and_shows_it_up(make_local_cluster, env):
     """n2 frozen past the heartbeat is lost to the hub; thawed, the hub reconnects it with
     no command asking, its status says up again (not lost), and messages cross again."""
     from clusterctl.config.cookie import load_or_create_cookie
@@ -405,7 +405,7 @@ def test_the_hub_takes_a_node_back_by_itself_and_shows_it_up(make_cluster, env):
         status = hub.call("status", {}, 10.0, start=False) or {}
         return next((w["state"] for w in status.get("nodes", []) if w["node"] == node), None)
 
-    c = make_cluster(heartbeat_timeout=3)
+    c = make_local_cluster(heartbeat_timeout=3)
     server = c.spawn(kvs, node="n2", name="kvs")
     r = c.spawn(runner, node="n1")
     assert run_in(c, r, call_from_inside, server, ("store", "a", 1)) == ("ok", True)
@@ -422,8 +422,8 @@ def test_the_hub_takes_a_node_back_by_itself_and_shows_it_up(make_cluster, env):
 
 # -- down --------------------------------------------------------------------------------------------
 
-def test_down_leaves_no_process_running(make_cluster, env):
-    c = make_cluster()
+def test_down_leaves_no_process_running(make_local_cluster, env):
+    c = make_local_cluster()
     c.spawn(kvs, node="n1", restart="permanent", name="p1")
     c.spawn(kvs, node="n2", restart="transient", name="p2")
     c.spawn(sleeper, node="n2")
@@ -439,8 +439,8 @@ def test_down_leaves_no_process_running(make_cluster, env):
     wait_for(lambda: not alive(hub), 5, message="the hub gone")
 
 
-def test_a_node_stopped_by_down_moves_none_of_its_processes(make_cluster, env):
-    c = make_cluster()
+def test_a_node_stopped_by_down_moves_none_of_its_processes(make_local_cluster, env):
+    c = make_local_cluster()
     c.spawn(kvs, node="n1", restart="permanent", name="p1")
     c.spawn(kvs, node="n1", restart="transient", name="t1")
     on_n1 = [row["pid"] for row in c.processes()]
@@ -457,11 +457,11 @@ def test_a_node_stopped_by_down_moves_none_of_its_processes(make_cluster, env):
 
 # -- lost nodes, and back ------------------------------------------------------------------------
 
-def test_a_monitor_or_call_of_a_process_on_a_lost_node_ends_at_once(make_cluster, env):
+def test_a_monitor_or_call_of_a_process_on_a_lost_node_ends_at_once(make_local_cluster, env):
     """Once n1 has been told n2 was lost, a monitor of an n2 process fires at once and a
     call to it fails at once, naming the loss (the node remembers which nodes are lost
     until the hub says they are back)."""
-    c = make_cluster(heartbeat_timeout=3)
+    c = make_local_cluster(heartbeat_timeout=3)
     target = c.spawn(kvs, node="n2")
     r = c.spawn(runner, node="n1")
     assert run_in(c, r, call_from_inside, target, ("whoami",)) == ("ok", target)
@@ -473,11 +473,11 @@ def test_a_monitor_or_call_of_a_process_on_a_lost_node_ends_at_once(make_cluster
     assert calling[0] in ("CallFailed", "NoProcess"), calling
 
 
-def test_messages_flow_both_ways_after_a_lost_node_comes_back(make_cluster, env):
+def test_messages_flow_both_ways_after_a_lost_node_comes_back(make_local_cluster, env):
     """n2 stops answering (SIGSTOP) until the hub declares it lost, then runs again and the
     hub watches it again: messages flow again both ways (n1 forgot its outbox to n2, but
     remembers how far n2's session had come, so n2 goes on where it was)."""
-    c = make_cluster(heartbeat_timeout=2)
+    c = make_local_cluster(heartbeat_timeout=2)
     on1, on2 = c.spawn(consumer, node="n1"), c.spawn(consumer, node="n2")
     c.spawn(sends_to, on1, ["before"], node="n2")
     wait_for(lambda: c.call(on1, "report", timeout=5) == ["before"], 5, message="n2 -> n1")

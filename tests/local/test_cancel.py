@@ -31,9 +31,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture
-def clusters(env):
-    """Clusters over one local node ``n1`` (each its own connection to it); all closed and
-    the node brought down after the test."""
+def make_n1_cluster(env):
+    """Makes Clusters of one local node n1, each its own connection to it: for tests across connections."""
+    # all closed and the node brought down after the test
     made: list[Cluster] = []
     specs: list[HostSpec] = []
 
@@ -91,11 +91,11 @@ def _request(cluster: Cluster, fn, *args):
 # -- cancelled work never runs ---------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["timeout", "cancel", "disconnect"])
-def test_a_task_handed_ahead_to_a_busy_worker_and_cancelled_never_runs(clusters, env, how):
+def test_a_task_handed_ahead_to_a_busy_worker_and_cancelled_never_runs(make_n1_cluster, env, how):
     """One slot, busy for a second; a second connection's task is handed ahead to that
     worker, then cancelled (an rpc timeout, a cancel, or its connection closing). It must
     never run, not even once the worker is free again."""
-    a, b = clusters(slots=1), clusters()
+    a, b = make_n1_cluster(slots=1), make_n1_cluster()
     marker = env.root / "ran"
     holder, outcome = _start_holder(a, env, 1.0)
     if how == "timeout":
@@ -118,10 +118,10 @@ def test_a_task_handed_ahead_to_a_busy_worker_and_cancelled_never_runs(clusters,
     assert not marker.exists()
 
 
-def test_tasks_queued_behind_a_dropped_one_run_in_order(clusters, env):
+def test_tasks_queued_behind_a_dropped_one_run_in_order(make_n1_cluster, env):
     """The task handed ahead is dropped; the ones queued behind it then take its place and
     each runs once, in order, on the same (never killed) worker."""
-    a, b = clusters(slots=1), clusters()
+    a, b = make_n1_cluster(slots=1), make_n1_cluster()
     holder, _ = _start_holder(a, env, 0.8)
     worker = int((env.root / "holder").read_text())
     conn, head, pending = _request(b, os.mkdir, str(env.root / "ran"))  # handed ahead
@@ -151,11 +151,11 @@ def _mkdir_with_ballast(path: str, ballast: bytes) -> None:
 
 
 @pytest.mark.parametrize("size", [100_000, 4_000_000])
-def test_a_cancelled_task_still_on_its_way_to_the_worker_never_runs(clusters, env, size):
+def test_a_cancelled_task_still_on_its_way_to_the_worker_never_runs(make_n1_cluster, env, size):
     """Tasks with a large argument, one handed ahead to the busy worker (with 4 MB, while
     its channel is full: the frame only partly written), the others queued at the node,
     all cancelled: none runs."""
-    a, b = clusters(slots=1), clusters()
+    a, b = make_n1_cluster(slots=1), make_n1_cluster()
     marker = env.root / "ran"
     holder, outcome = _start_holder(a, env, 1.0)
     ballast = os.urandom(size)
@@ -311,10 +311,10 @@ def _spawn_sleep(pidfile: str, then: str = "wait") -> None:
 
 
 @pytest.mark.parametrize("how", ["timeout", "disconnect", "crash", "down"])
-def test_a_subprocess_of_a_task_goes_with_its_worker(clusters, env, how):
+def test_a_subprocess_of_a_task_goes_with_its_worker(make_n1_cluster, env, how):
     """A task that started ``sleep 300`` and is cancelled (or its worker crashes, or the
     node is stopped) leaves no ``sleep`` behind."""
-    c = clusters(slots=1)
+    c = make_n1_cluster(slots=1)
     pidfile = env.root / "sleep.pid"
     thread = None
     sleeper = None
@@ -344,10 +344,10 @@ def test_a_subprocess_of_a_task_goes_with_its_worker(clusters, env, how):
 
 # -- killing workers never freezes the node ---------------------------------------------------
 
-def test_killing_eight_busy_workers_does_not_hold_up_other_connections(clusters, env):
+def test_killing_eight_busy_workers_does_not_hold_up_other_connections(make_n1_cluster, env):
     """Connection A has 8 slots busy and closes: the node kills those 8 workers, while a
     ping on connection B is answered as quickly as ever."""
-    a, b = clusters(slots=8), clusters()
+    a, b = make_n1_cluster(slots=8), make_n1_cluster()
     node = b.world()[0].pid
     probe = b.connect("n1")
     conn = a.connect("n1")

@@ -61,8 +61,8 @@ def assert_clean_error(result: subprocess.CompletedProcess, code: int, *needles:
 
 
 @pytest.fixture
-def hosts(env):
-    """./hosts with two local nodes; whatever the test started is brought down after it."""
+def local_hosts_file(env):
+    """./hosts naming local nodes n1, n2 (its path), brought down after: for a test of commands."""
     path = env.hosts_file(TWO_NODES)
     yield path
     with Cluster(str(path)) as closer:
@@ -80,7 +80,7 @@ def world_pids(env) -> dict[str, int]:
 WIDE = {"COLUMNS": "200"}  # tables are laid out for the terminal width; keep rows on one line
 
 
-def test_world_table(env, hosts):
+def test_world_table(env, local_hosts_file):
     result = env.cli("world", env=WIDE)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
@@ -150,7 +150,7 @@ def test_world_of_many_failing_hosts_at_80_columns(env):
 
 # -- rpc ------------------------------------------------------------------------------------
 
-def test_rpc_prints_the_result(env, hosts):
+def test_rpc_prints_the_result(env, local_hosts_file):
     result = env.cli("rpc", "n1", "math", "pow", "2", "10")
     assert (result.returncode, result.stdout, result.stderr) == (0, "1024.0\n", "")
 
@@ -166,19 +166,19 @@ def test_rpc_prints_the_result(env, hosts):
     (["builtins", "repr", "os.getpid()"], "'os.getpid()'"),  # never evaluated
     (["os.path", "join", "a", "b c"], "a/b c"),
 ])
-def test_rpc_arguments_are_literals_or_strings(env, hosts, args, printed):
+def test_rpc_arguments_are_literals_or_strings(env, local_hosts_file, args, printed):
     result = env.cli("rpc", "n1", *args)
     assert result.returncode == 0, result.stderr
     assert result.stdout == printed + "\n"
 
 
-def test_rpc_json(env, hosts):
+def test_rpc_json(env, local_hosts_file):
     result = env.cli("--json", "rpc", "n2", "builtins", "divmod", "7", "2")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"node": "n2", "result": [3, 1]}
 
 
-def test_unknown_node_is_a_usage_error(env, hosts):
+def test_unknown_node_is_a_usage_error(env, local_hosts_file):
     result = env.cli("rpc", "n9", "os", "getpid")
     assert_clean_error(result, 2, "no node named 'n9' (2 nodes: n1-n2; hosts file ")
     assert result.stdout == ""
@@ -190,7 +190,7 @@ def test_unknown_node_is_a_usage_error(env, hosts):
     assert json.loads(as_json.stdout)["error"]["type"] == "UnknownNodeError"
 
 
-def test_remote_exception_shows_node_and_remote_traceback(env, hosts):
+def test_remote_exception_shows_node_and_remote_traceback(env, local_hosts_file):
     result = env.cli("rpc", "n1", "json", "loads", "{bad")
     assert result.returncode == 1
     first, *rest = result.stderr.splitlines()
@@ -204,33 +204,33 @@ def test_remote_exception_shows_node_and_remote_traceback(env, hosts):
     assert "json/decoder.py" in as_json["error"]["remote_traceback"]
 
 
-def test_missing_module_and_function(env, hosts):
+def test_missing_module_and_function(env, local_hosts_file):
     result = env.cli("rpc", "n1", "no_such_module_xyz", "f")
     assert_clean_error(result, 1, "n1: ModuleNotFoundError", "importable on the node")
     result = env.cli("rpc", "n1", "math", "no_such_function")
     assert_clean_error(result, 1, "n1: AttributeError", "no_such_function")
 
 
-def test_worker_crash_through_the_cli(env, hosts):
+def test_worker_crash_through_the_cli(env, local_hosts_file):
     result = env.cli("rpc", "n1", "os", "abort")
     assert_clean_error(result, 1, "n1:", "SIGABRT", "replaced")
     assert env.cli("rpc", "n1", "operator", "add", "1", "2").stdout == "3\n"
 
 
-def test_timeout_cancels(env, hosts):
+def test_timeout_cancels(env, local_hosts_file):
     result = env.cli("--timeout", "0.5", "rpc", "n1", "time", "sleep", "30")
     assert_clean_error(result, 1, "no result within 0.5 s", "--timeout")
     assert env.cli("rpc", "n1", "operator", "add", "1", "2").stdout == "3\n"
 
 
-def test_a_generator_result_is_one_line_without_our_frames(env, hosts):
+def test_a_generator_result_is_one_line_without_our_frames(env, local_hosts_file):
     result = env.cli("rpc", "n1", "os", "walk", ".")  # os.walk returns a generator
     assert_clean_error(result, 1, "n1: the result could not be pickled: the function returned a "
                                   "generator (return a list instead: list(...) of it)")
     assert "clusterctl" not in result.stderr and "cloudpickle" not in result.stderr
 
 
-def test_options_after_the_arguments_are_options(env, hosts):
+def test_options_after_the_arguments_are_options(env, local_hosts_file):
     result = env.cli("rpc", "n1", "time", "sleep", "30", "--timeout", "0.5")
     assert_clean_error(result, 1, "no result within 0.5 s")
     result = env.cli("multicall", "time", "sleep", "30", "--timeout", "0.5", "--nodes", "n2", env=WIDE)
@@ -238,7 +238,7 @@ def test_options_after_the_arguments_are_options(env, hosts):
     assert result.stdout.count("no result") == 1  # n2 only
 
 
-def test_an_argument_that_starts_with_two_dashes_follows_a_double_dash(env, hosts):
+def test_an_argument_that_starts_with_two_dashes_follows_a_double_dash(env, local_hosts_file):
     result = env.cli("rpc", "n1", "builtins", "repr", "--", "--timeout")
     assert (result.returncode, result.stdout, result.stderr) == (0, "'--timeout'\n", "")
     result = env.cli("multicall", "--nodes", "n1", "operator", "add", "--", "--a", "-b", env=WIDE)
@@ -250,7 +250,7 @@ def test_an_argument_that_starts_with_two_dashes_follows_a_double_dash(env, host
 
 # -- multicall and down ---------------------------------------------------------------------
 
-def test_multicall_table_and_json(env, hosts):
+def test_multicall_table_and_json(env, local_hosts_file):
     result = env.cli("multicall", "operator", "mul", "6", "7", env=WIDE)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[2:]]
@@ -275,7 +275,7 @@ def test_multicall_with_a_failing_node_exits_3(env):
         env.cli("down")
 
 
-def test_multicall_where_every_node_raises(env, hosts):
+def test_multicall_where_every_node_raises(env, local_hosts_file):
     result = env.cli("--json", "multicall", "operator", "truediv", "1", "0")
     assert result.returncode == 3
     data = json.loads(result.stdout)
@@ -283,7 +283,7 @@ def test_multicall_where_every_node_raises(env, hosts):
         "n1": "ZeroDivisionError", "n2": "ZeroDivisionError"}
 
 
-def test_down_leaves_no_process(env, hosts):
+def test_down_leaves_no_process(env, local_hosts_file):
     assert world_pids(env).keys() == {"n1", "n2"}
     result = env.cli("--json", "down")
     assert result.returncode == 0
@@ -293,7 +293,7 @@ def test_down_leaves_no_process(env, hosts):
     assert again.returncode == 0 and "not running" in again.stdout
 
 
-def test_nodes_outlive_the_cli_and_are_reused(env, hosts):
+def test_nodes_outlive_the_cli_and_are_reused(env, local_hosts_file):
     first = world_pids(env)
     assert all(proc_parent(pid) is not None for pid in first.values())
     assert env.cli("rpc", "n2", "os", "getppid").stdout == f"{first['n2']}\n"
@@ -318,7 +318,7 @@ def test_missing_hosts_file(env):
     assert env.node_processes() == []
 
 
-def test_cookie_readable_by_others_is_refused(env, hosts):
+def test_cookie_readable_by_others_is_refused(env, local_hosts_file):
     assert env.cli("rpc", "n1", "os", "getpid").returncode == 0
     cookie = env.config / "clusterctl" / "cookie"
     cookie.chmod(0o644)
@@ -336,7 +336,7 @@ def test_usage_errors_exit_2(env, args):
     assert "Traceback" not in result.stderr
 
 
-def test_json_output_is_pure_json_everywhere(env, hosts):
+def test_json_output_is_pure_json_everywhere(env, local_hosts_file):
     for args in (["world"], ["rpc", "n1", "os", "getpid"], ["multicall", "os", "getpid"],
                  ["rpc", "n1", "operator", "truediv", "1", "0"], ["down"]):
         result = env.cli("--json", *args)
@@ -345,7 +345,7 @@ def test_json_output_is_pure_json_everywhere(env, hosts):
 
 # -- Ctrl-C ----------------------------------------------------------------------------------
 
-def test_ctrl_c_cancels_the_remote_call(env, hosts):
+def test_ctrl_c_cancels_the_remote_call(env, local_hosts_file):
     node = world_pids(env)["n1"]
     [worker] = children(node)
     proc = interruptible_cli(["rpc", "n1", "time", "sleep", "30"], env.cwd)
@@ -363,7 +363,7 @@ def test_ctrl_c_cancels_the_remote_call(env, hosts):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_multicall_cancels_the_remote_calls(env, hosts):
+def test_ctrl_c_during_multicall_cancels_the_remote_calls(env, local_hosts_file):
     pids = world_pids(env)
     proc = interruptible_cli(["multicall", "time", "sleep", "60"], env.cwd)
     try:

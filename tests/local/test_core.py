@@ -156,16 +156,16 @@ def test_unpicklable_argument(cluster):
         cluster.rpc("n1", "builtins.repr", threading.Lock())
 
 
-def test_nodes_persist_across_clusters_and_down_stops_them(env, local_specs):
-    with Cluster(local_specs) as c1:
+def test_nodes_persist_across_clusters_and_down_stops_them(env, local_node_specs):
+    with Cluster(local_node_specs) as c1:
         first = {i.name: i.pid for i in c1.world()}
     assert len(env.node_processes()) == 6
-    with Cluster(local_specs) as c2:
+    with Cluster(local_node_specs) as c2:
         second = {i.name: i.pid for i in c2.world()}
         assert first == second
         assert c2.down() == {"n1": "stopped", "n2": "stopped"}
     assert env.node_processes() == []
-    with Cluster(local_specs) as c3:
+    with Cluster(local_node_specs) as c3:
         assert c3.down() == {"n1": "not running", "n2": "not running"}
 
 
@@ -205,8 +205,8 @@ def test_a_timeout_while_another_thread_reads(cluster):
     assert cluster.rpc("n1", "operator.add", 1, 1) == 2
 
 
-def test_rpc_longer_than_the_heartbeat_timeout(env, local_specs):
-    with Cluster(local_specs[:1], heartbeat_interval=0.1, heartbeat_timeout=0.5) as c:
+def test_rpc_longer_than_the_heartbeat_timeout(env, local_node_specs):
+    with Cluster(local_node_specs[:1], heartbeat_interval=0.1, heartbeat_timeout=0.5) as c:
         try:
             assert c.rpc("n1", "time.sleep", 1.5) is None  # pings keep both sides content
             assert c.connect("n1").lost is None

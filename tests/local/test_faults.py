@@ -80,20 +80,21 @@ def assert_serving(cluster: Cluster, node: str = "n1") -> None:
 
 
 @pytest.fixture
-def started(cluster):
+def started_cluster(cluster):
+    """The ``cluster`` fixture's local Cluster (local_only) with n1, n2 started: for fault tests."""
     cluster.world()
     return cluster
 
 
 # -- bad clients ----------------------------------------------------------------------------
 
-def test_garbage_bytes_close_that_connection_only(started, env):
+def test_garbage_bytes_close_that_connection_only(started_cluster, env):
     with raw_socket(env) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         rest = until_closed(sock)
     assert rest.startswith(wire.MAGIC)  # only the greeting came back
     assert "garbage on the socket: not a clusterctl frame" in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
 def devnulls(pid: int) -> list[str]:
@@ -108,7 +109,7 @@ def devnulls(pid: int) -> list[str]:
     return sorted(found)
 
 
-def test_passed_descriptors_are_a_channel_or_nothing(started, env):
+def test_passed_descriptors_are_a_channel_or_nothing(started_cluster, env):
     """A splice request (what the SSH boot script sends) with no descriptors is refused;
     one with more than a channel's two closes that connection; the node stays up and
     keeps none of them."""
@@ -139,47 +140,47 @@ def test_passed_descriptors_are_a_channel_or_nothing(started, env):
             os.close(fd)
     wait_for(lambda: devnulls(env.node_pid("n1")) == before, timeout=5,
              message="the node to close the descriptors it was passed")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_wrong_cookie_is_refused(started, env):
+def test_wrong_cookie_is_refused(started_cluster, env):
     with raw_socket(env) as sock:
         answer = handshake(sock, os.urandom(32))
         assert answer["op"] == "refused" and "wrong cookie" in answer["reason"]
         assert until_closed(sock) == b""
     assert "refused: wrong cookie" in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_wrong_cookie_through_the_api_names_the_fix(started, local_specs):
-    with Cluster(local_specs, cookie=os.urandom(32)) as stranger:
+def test_wrong_cookie_through_the_api_names_the_fix(started_cluster, local_node_specs):
+    with Cluster(local_node_specs, cookie=os.urandom(32)) as stranger:
         with pytest.raises(errors.HandshakeError) as info:
             stranger.rpc("n1", "os.getpid")
     assert "wrong cookie" in str(info.value) and "name=" in info.value.hint
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_oversized_frame_after_auth_is_refused_before_its_body(started, env):
+def test_oversized_frame_after_auth_is_refused_before_its_body(started_cluster, env):
     with raw_socket(env) as sock:
-        assert handshake(sock, started.settings.cookie)["op"] == "welcome"
-        too_big = started.settings.max_payload + 1
+        assert handshake(sock, started_cluster.settings.cookie)["op"] == "welcome"
+        too_big = started_cluster.settings.max_payload + 1
         sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, 20, too_big))
         t0 = time.monotonic()
         assert until_closed(sock) == b""  # closed with no body sent at all
         assert time.monotonic() - t0 < 5
     assert f"frame payload of {too_big} bytes exceeds the limit" in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_oversized_head_is_refused(started, env):
+def test_oversized_head_is_refused(started_cluster, env):
     with raw_socket(env) as sock:
         sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, wire.MAX_HEAD + 1, 0))
         until_closed(sock)
     assert "control head of" in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_request_before_the_handshake_is_refused(started, env):
+def test_request_before_the_handshake_is_refused(started_cluster, env):
     with raw_socket(env) as sock:
         wire.read_message(sock, max_payload=0)
         sock.sendall(wire.encode({"op": "ping", "id": 1}))
@@ -187,29 +188,29 @@ def test_request_before_the_handshake_is_refused(started, env):
         assert answer == {"op": "refused", "reason": "expected the handshake, got 'ping'"}
         assert until_closed(sock) == b""
     assert "refused: expected the handshake" in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_payload_before_the_handshake_is_never_read(started, env):
+def test_payload_before_the_handshake_is_never_read(started_cluster, env):
     with raw_socket(env) as sock:
         wire.read_message(sock, max_payload=0)
         sock.sendall(wire.encode({"op": "call", "id": 1}, b"\x80\x05not even read"))
         until_closed(sock)
     assert "exceeds the limit of 0 bytes" in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_client_that_vanishes_mid_frame(started, env):
+def test_client_that_vanishes_mid_frame(started_cluster, env):
     with raw_socket(env) as sock:
-        assert handshake(sock, started.settings.cookie)["op"] == "welcome"
+        assert handshake(sock, started_cluster.settings.cookie)["op"] == "welcome"
         sock.sendall(wire.encode({"op": "ping", "id": 1})[:7])
-    assert_serving(started)
-    assert started.world()[0].ok
+    assert_serving(started_cluster)
+    assert started_cluster.world()[0].ok
 
 
-def test_silent_client_is_closed_after_the_handshake_timeout(env, local_specs, monkeypatch):
+def test_silent_client_is_closed_after_the_handshake_timeout(env, local_node_specs, monkeypatch):
     monkeypatch.setenv("CLUSTERCTL_HANDSHAKE_TIMEOUT", "0.5")
-    with Cluster(local_specs[:1]) as cluster:
+    with Cluster(local_node_specs[:1]) as cluster:
         try:
             cluster.world()
             with raw_socket(env) as sock:
@@ -222,8 +223,8 @@ def test_silent_client_is_closed_after_the_handshake_timeout(env, local_specs, m
             cluster.down()
 
 
-def test_arguments_over_the_frame_limit_fail_before_sending(env, local_specs):
-    with Cluster(local_specs[:1]) as cluster:
+def test_arguments_over_the_frame_limit_fail_before_sending(env, local_node_specs):
+    with Cluster(local_node_specs[:1]) as cluster:
         cluster.settings = dataclasses.replace(cluster.settings, max_payload=10_000)
         try:
             assert_serving(cluster)
@@ -234,8 +235,8 @@ def test_arguments_over_the_frame_limit_fail_before_sending(env, local_specs):
             cluster.down()
 
 
-def test_result_over_the_frame_limit_is_an_error_not_a_dead_connection(env, local_specs):
-    with Cluster(local_specs[:1]) as cluster:
+def test_result_over_the_frame_limit_is_an_error_not_a_dead_connection(env, local_node_specs):
+    with Cluster(local_node_specs[:1]) as cluster:
         cluster.settings = dataclasses.replace(cluster.settings, max_payload=10_000)
         try:
             with pytest.raises(errors.RemoteError, match="limit of 10000 bytes"):
@@ -268,20 +269,20 @@ def _abort():
                                         (_sigkill, "killed by SIGKILL"),
                                         (_exit3, "exited with status 3"),
                                         (_abort, "killed by SIGABRT")])
-def test_worker_death_fails_the_task_and_the_worker_is_replaced(started, env, crash, how):
+def test_worker_death_fails_the_task_and_the_worker_is_replaced(started_cluster, env, crash, how):
     node = env.node_pid("n1")
     before = children(node)
     with pytest.raises(errors.WorkerCrashed) as info:
-        started.rpc("n1", crash)
+        started_cluster.rpc("n1", crash)
     assert how in str(info.value) and info.value.node == "n1"
     after = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(children(node)))
     assert len(before - after) == 1  # exactly the crashed worker was replaced
     assert env.node_pid("n1") == node
     assert how in env.node_log("n1")
-    assert_serving(started)
+    assert_serving(started_cluster)
 
 
-def test_task_queued_behind_a_crash_still_runs(started):
+def test_task_queued_behind_a_crash_still_runs(started_cluster):
     def slow_crash():
         time.sleep(0.3)
         os._exit(1)
@@ -290,7 +291,7 @@ def test_task_queued_behind_a_crash_still_runs(started):
 
     def call(key, fn, *args):
         try:
-            results[key] = started.rpc("n1", fn, *args)
+            results[key] = started_cluster.rpc("n1", fn, *args)
         except errors.ClusterError as exc:
             results[key] = exc
 
@@ -334,7 +335,7 @@ def _run_controller(env, marker) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("how", ["killed", "frozen"])
-def test_controller_gone_mid_rpc_cancels_its_task(started, env, how):
+def test_controller_gone_mid_rpc_cancels_its_task(started_cluster, env, how):
     """A controller that is SIGKILLed (its socket closes) or frozen (its heartbeats stop):
     the node kills the worker running its task within the heartbeat bound."""
     node = env.node_pid("n1")
@@ -356,7 +357,7 @@ def test_controller_gone_mid_rpc_cancels_its_task(started, env, how):
         if how == "frozen":
             assert "no heartbeat" in env.node_log("n1")
         assert env.node_pid("n1") == node
-        assert_serving(started)
+        assert_serving(started_cluster)
     finally:
         proc.kill()
         proc.wait(10)
@@ -365,13 +366,13 @@ def test_controller_gone_mid_rpc_cancels_its_task(started, env, how):
 
 # -- nodes that go away ----------------------------------------------------------------------
 
-def test_node_killed_between_commands_is_started_afresh(env, local_specs):
-    with Cluster(local_specs[:1]) as first:
+def test_node_killed_between_commands_is_started_afresh(env, local_node_specs):
+    with Cluster(local_node_specs[:1]) as first:
         old = first.world()[0].pid
     family = children(old) | {old}
     os.kill(old, signal.SIGKILL)
     wait_gone(family)
-    with Cluster(local_specs[:1]) as second:
+    with Cluster(local_node_specs[:1]) as second:
         try:
             new = second.world()[0].pid
             assert new != old
@@ -381,8 +382,8 @@ def test_node_killed_between_commands_is_started_afresh(env, local_specs):
     assert env.node_processes() == []
 
 
-def test_node_killed_while_connected_is_restarted_on_next_use(env, local_specs):
-    with Cluster(local_specs[:1], heartbeat_interval=0.2) as cluster:
+def test_node_killed_while_connected_is_restarted_on_next_use(env, local_node_specs):
+    with Cluster(local_node_specs[:1], heartbeat_interval=0.2) as cluster:
         try:
             old = cluster.world()[0].pid
             conn = cluster.connect("n1")
@@ -408,7 +409,7 @@ def marks_then_sleeps(marker):
     return task
 
 
-def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
+def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started_cluster, env):
     node = env.node_pid("n1")
     marker = env.root / "task.pid"
 
@@ -418,7 +419,7 @@ def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
     def call():
         t0 = time.monotonic()
         try:
-            started.rpc("n1", task)
+            started_cluster.rpc("n1", task)
         except errors.ClusterError as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - t0
@@ -436,18 +437,18 @@ def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started, env):
     assert isinstance(outcome.get("error"), errors.NodeLost)
     assert "outcome of the call is unknown" in str(outcome["error"])
     assert time.monotonic() - t0 < 3
-    assert_serving(started, "n2")
-    assert_serving(started, "n1")  # a new node
+    assert_serving(started_cluster, "n2")
+    assert_serving(started_cluster, "n1")  # a new node
 
 
 @pytest.mark.parametrize("busy", [True, False])
-def test_frozen_node_is_lost_by_heartbeat(env, local_specs, busy):
+def test_frozen_node_is_lost_by_heartbeat(env, local_node_specs, busy):
     """A node that stops answering (SIGSTOP: a frozen host, a cut network) is declared
     lost within the heartbeat timeout, with or without a call in flight."""
     marker = env.root / "task.pid"
 
     task = marks_then_sleeps(marker)
-    cluster = Cluster(local_specs[:1], heartbeat_interval=0.2, heartbeat_timeout=1.0)
+    cluster = Cluster(local_node_specs[:1], heartbeat_interval=0.2, heartbeat_timeout=1.0)
     node = cluster.world()[0].pid
     conn = cluster.connect("n1")
     outcome = {}
@@ -486,13 +487,13 @@ def test_frozen_node_is_lost_by_heartbeat(env, local_specs, busy):
         cluster.close()
 
 
-def test_a_thawed_node_does_not_blame_its_clients_for_its_own_freeze(env, local_specs):
+def test_a_thawed_node_does_not_blame_its_clients_for_its_own_freeze(env, local_node_specs):
     """A node frozen (SIGSTOP: a paused VM, a starved host) for longer than a client's
     heartbeat finds that client's pings waiting when it runs again: the node was the
     silent one, and the connection stays. The freeze lands while the node is busy with
     another client's stream, as on a loaded host, so no read comes between its waking and
     its judging who was silent."""
-    cluster = Cluster(local_specs[:1])
+    cluster = Cluster(local_node_specs[:1])
     node = cluster.world()[0].pid
     cookie = cluster.settings.cookie
     stop = threading.Event()
@@ -596,15 +597,15 @@ def test_a_busy_node_does_not_idle_out(env):
 
 # -- versions, starters and cookies ---------------------------------------------------------
 
-def test_node_running_other_code_is_replaced_at_connect(env, local_specs):
+def test_node_running_other_code_is_replaced_at_connect(env, local_node_specs):
     current = agent_bundle()
     old_files = current.files + (("clusterctl_node/older.py", b"# another version\n"),)
     old_bundle = Bundle(old_files, boot.code_digest(old_files))  # cached code must match its id
-    with Cluster(local_specs[:1]) as old:
+    with Cluster(local_node_specs[:1]) as old:
         old.settings = dataclasses.replace(old.settings, bundle=old_bundle)
         old_pid = old.world()[0].pid
         assert old.connect("n1").hello["code"] == old_bundle.code_id
-    with Cluster(local_specs[:1]) as new:
+    with Cluster(local_node_specs[:1]) as new:
         try:
             info = new.world()[0]
             assert info.ok and info.pid != old_pid
@@ -616,7 +617,7 @@ def test_node_running_other_code_is_replaced_at_connect(env, local_specs):
     assert env.node_processes() == []
 
 
-def test_concurrent_starters_make_one_node(env, local_specs):
+def test_concurrent_starters_make_one_node(env, local_node_specs):
     from clusterctl.config.cookie import load_or_create_cookie
 
     load_or_create_cookie()  # the race under test is the node's start, not the cookie's
@@ -624,7 +625,7 @@ def test_concurrent_starters_make_one_node(env, local_specs):
     pids = []
 
     def start():
-        with Cluster(local_specs[:1]) as cluster:
+        with Cluster(local_node_specs[:1]) as cluster:
             barrier.wait()
             pids.append(cluster.world()[0].pid)
 
@@ -637,12 +638,12 @@ def test_concurrent_starters_make_one_node(env, local_specs):
         assert len(pids) == 3 and len(set(pids)) == 1
         assert node_roots(env) == pids[:1]
     finally:
-        with Cluster(local_specs[:1]) as closer:
+        with Cluster(local_node_specs[:1]) as closer:
             closer.down()
 
 
-def test_cookie_is_created_private(env, local_specs):
-    with Cluster(local_specs[:1]):
+def test_cookie_is_created_private(env, local_node_specs):
+    with Cluster(local_node_specs[:1]):
         pass
     path = env.config / "clusterctl" / "cookie"
     assert stat.S_IMODE(path.stat().st_mode) == 0o400
@@ -668,13 +669,13 @@ def test_threads_creating_the_cookie_at_once_agree_on_one(env):
     assert [p.name for p in (env.config / "clusterctl").iterdir()] == ["cookie"]
 
 
-def test_cookie_readable_by_others_is_refused(env, local_specs):
-    with Cluster(local_specs[:1]):
+def test_cookie_readable_by_others_is_refused(env, local_node_specs):
+    with Cluster(local_node_specs[:1]):
         pass
     path = env.config / "clusterctl" / "cookie"
     path.chmod(0o644)
     with pytest.raises(errors.ClusterError) as info:
-        Cluster(local_specs[:1])
+        Cluster(local_node_specs[:1])
     assert "readable by others" in str(info.value)
     assert info.value.hint == f"run: chmod 400 {path}"
     assert env.node_processes() == []

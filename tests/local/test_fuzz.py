@@ -141,7 +141,8 @@ def drain(sock: socket.socket, seconds: float) -> None:
 # -- against a real node ----------------------------------------------------------------------
 
 @pytest.fixture
-def fuzzed_node(cluster):
+def started_n1(cluster):
+    """Local node n1 started (``cluster``, local_only): (its pid, the cookie), for raw sockets to it."""
     [info] = cluster.world(["n1"])
     assert info.ok
     return info.pid, cluster.settings.cookie
@@ -149,8 +150,8 @@ def fuzzed_node(cluster):
 
 @fuzz_settings(250)
 @given(data=frames(), then=st.sampled_from([b"", wire.encode({"op": "ping", "id": 1})]))
-def test_frames_before_the_handshake(fuzzed_node, env, data, then):
-    pid, cookie = fuzzed_node
+def test_frames_before_the_handshake(started_n1, env, data, then):
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         wire.read_message(sock, max_payload=0)
         send(sock, data + then)
@@ -164,8 +165,8 @@ AFTER = [op for op in OPS if op != "stop"]
 
 @fuzz_settings(250)
 @given(data=frames(AFTER))
-def test_frames_after_the_handshake(fuzzed_node, env, data):
-    pid, cookie = fuzzed_node
+def test_frames_after_the_handshake(started_n1, env, data):
+    pid, cookie = started_n1
     if b"stop" in data:
         data = data.replace(b"stop", b"stip")
     with raw_socket(env) as sock:
@@ -175,9 +176,9 @@ def test_frames_after_the_handshake(fuzzed_node, env, data):
     assert pong_pid(env, cookie) == pid
 
 
-def test_the_fuzzed_node_logged_no_traceback(fuzzed_node, env):
+def test_the_fuzzed_node_logged_no_traceback(started_n1, env):
     """(Each run above ends every malformed connection with a reason, never a traceback.)"""
-    pid, cookie = fuzzed_node
+    pid, cookie = started_n1
     assert pong_pid(env, cookie) == pid
     assert "Traceback" not in env.node_log("n1")
 

@@ -170,13 +170,13 @@ def test_a_link_in_place_of_the_hubs_directory_or_the_run_directory_is_refused(e
 
 # -- what the hub keeps: JSON, written in place of links -----------------------------------------
 
-def test_the_watched_nodes_are_kept_as_json_and_watched_again_by_a_new_hub(env, local_specs):
+def test_the_watched_nodes_are_kept_as_json_and_watched_again_by_a_new_hub(env, local_node_specs):
     """The hub keeps its watched nodes in ``watched.json``; a hub started after it was
     killed watches them again (they run on: the same pids)."""
     client = hub_client()
     hub = env.run_dir / "hub"
     try:
-        found = client.world(local_specs, {}, heartbeat=(1.0, 10.0), timeout=10.0)
+        found = client.world(local_node_specs, {}, heartbeat=(1.0, 10.0), timeout=10.0)
         assert [kind for kind, _ in found] == ["pong", "pong"], found
         kept = json.loads((hub / "watched.json").read_text())
         assert sorted(n["spec"]["name"] for n in kept["nodes"]) == ["n1", "n2"]
@@ -192,7 +192,7 @@ def test_the_watched_nodes_are_kept_as_json_and_watched_again_by_a_new_hub(env, 
         wait_for(watched_again, 10, interval=0.2, message="the new hub to watch n1 and n2")
         assert hub_pid(env) != first
     finally:
-        with Cluster(local_specs) as closer:
+        with Cluster(local_node_specs) as closer:
             closer.down()
         stop_hub(env)
 

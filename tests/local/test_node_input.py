@@ -42,8 +42,8 @@ def pong_pid(env, cookie: bytes, node: str = "n1") -> int:
 
 
 @pytest.fixture
-def node(cluster, env):
-    """A running local node n1: (its pid, the cookie)."""
+def started_n1(cluster, env):
+    """Local node n1 started (``cluster``, local_only): (its pid, the cookie), for raw sockets to it."""
     [info] = cluster.world(["n1"])
     assert info.ok
     return info.pid, cluster.settings.cookie
@@ -56,9 +56,9 @@ def closes_with(env, sock, reason: str) -> None:
 
 # -- before the handshake -------------------------------------------------------------------
 
-def test_deeply_nested_head_before_the_handshake(node, env):
+def test_deeply_nested_head_before_the_handshake(started_n1, env):
     """100,000 brackets are within the head limit, and deeper than the JSON decoder goes."""
-    pid, cookie = node
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         sock.sendall(frame(b"[" * 100_000))
         closes_with(env, sock, "nested too deeply")
@@ -71,8 +71,8 @@ def test_deeply_nested_head_before_the_handshake(node, env):
     (b'["x"]', "refused: malformed 'auth' message: field 'nonce'"),
     (b'"' + b"a" * 65 + b'"', "refused: malformed 'auth' message: field 'nonce'"),
 ])
-def test_auth_with_a_bad_nonce_closes_that_connection(node, env, nonce, reason):
-    pid, cookie = node
+def test_auth_with_a_bad_nonce_closes_that_connection(started_n1, env, nonce, reason):
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         wire.read_message(sock, max_payload=0)
         sock.sendall(frame(b'{"op":"auth","nonce":%s,"mac":"00"}' % nonce))
@@ -80,8 +80,8 @@ def test_auth_with_a_bad_nonce_closes_that_connection(node, env, nonce, reason):
     assert pong_pid(env, cookie) == pid
 
 
-def test_auth_with_a_heartbeat_too_big_for_a_float(node, env):
-    pid, cookie = node
+def test_auth_with_a_heartbeat_too_big_for_a_float(started_n1, env):
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         hello, _ = wire.read_message(sock, max_payload=0)
         nonce = wire.new_nonce()
@@ -94,10 +94,10 @@ def test_auth_with_a_heartbeat_too_big_for_a_float(node, env):
 
 
 @pytest.mark.parametrize("proto", [wire.PROTOCOL_VERSION + 1, wire.OLDEST_PROTOCOL - 1])
-def test_auth_of_a_protocol_out_of_the_nodes_range_is_refused_naming_both(node, env, proto):
+def test_auth_of_a_protocol_out_of_the_nodes_range_is_refused_naming_both(started_n1, env, proto):
     """The right cookie, but a protocol the node does not speak: refused, with the
     controller's protocol, the node's range and version, and whom to ask."""
-    pid, cookie = node
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         hello, _ = wire.read_message(sock, max_payload=0)
         nonce = wire.new_nonce()
@@ -126,8 +126,8 @@ def test_auth_of_a_protocol_out_of_the_nodes_range_is_refused_naming_both(node, 
     (b'{"op":"call","id":1,"mod":7,"fun":"f"}', "field 'mod'"),
     (b'{"op":"stop","id":1e999}', "field 'id'"),
 ])
-def test_malformed_message_after_the_handshake_closes_that_connection(node, env, head, reason):
-    pid, cookie = node
+def test_malformed_message_after_the_handshake_closes_that_connection(started_n1, env, head, reason):
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         assert handshake(sock, cookie)["op"] == "welcome"
         sock.sendall(frame(head))
@@ -137,8 +137,8 @@ def test_malformed_message_after_the_handshake_closes_that_connection(node, env,
     assert pong_pid(env, cookie) == pid
 
 
-def test_unknown_operation_is_answered_and_the_connection_stays(node, env):
-    pid, cookie = node
+def test_unknown_operation_is_answered_and_the_connection_stays(started_n1, env):
+    pid, cookie = started_n1
     with raw_socket(env) as sock:
         assert handshake(sock, cookie)["op"] == "welcome"
         sock.sendall(wire.encode({"op": "teleport", "id": 9}))
@@ -323,10 +323,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_out_of_descriptors_the_node_rests_instead_of_spinning(node, env):
+def test_out_of_descriptors_the_node_rests_instead_of_spinning(started_n1, env):
     import resource
 
-    pid, cookie = node
+    pid, cookie = started_n1
     log_path = env.run_dir / "n1.log"
     old_limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     open_fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -375,13 +375,13 @@ def test_the_log_stays_bounded_while_the_node_runs(cluster, env):
 
 # -- the hub ----------------------------------------------------------------------------------
 
-def test_a_request_the_hub_fails_on_is_answered_with_why_and_the_hub_serves_on(env, local_specs):
+def test_a_request_the_hub_fails_on_is_answered_with_why_and_the_hub_serves_on(env, local_node_specs):
     """A request the hub cannot handle (here ``wait_stopped`` without its arguments) gets an
     error that names the failure and the hub's log, not a closed connection; the hub, and
     its log, go on."""
     from clusterctl.hub.client import HubClient
 
-    cluster = Cluster(local_specs)
+    cluster = Cluster(local_node_specs)
     hub = HubClient(cluster.settings)
     try:
         with pytest.raises(errors.HubError, match=r"failed on the request 'wait_stopped': KeyError") as caught:

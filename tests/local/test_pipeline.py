@@ -69,17 +69,17 @@ def composed(fns, items):
 
 # -- results equal the composition -------------------------------------------------------
 
-def test_empty_and_one_item(make_cluster):
-    cluster = make_cluster()
+def test_empty_and_one_item(make_local_cluster):
+    cluster = make_local_cluster()
     assert list(cluster.pipeline([inc, double], [])) == []
     assert list(cluster.pipeline([inc, double], [5])) == [12]
     assert list(cluster.pipeline([inc], iter([]))) == []
 
 
 @pytest.mark.parametrize("n", range(1, 7))
-def test_one_to_six_stages(make_cluster, n):
+def test_one_to_six_stages(make_local_cluster, n):
     """Fused, behind a fixed share, and pinned: every shape of farm chain gives the composition."""
-    cluster = make_cluster()
+    cluster = make_local_cluster()
     fns = SIX[:n]
     stages = [(fn, {"replicas": 1}) if i % 3 == 1 else (fn, {"nodes": ["n2"]}) if i % 3 == 2 else fn
               for i, fn in enumerate(fns)]
@@ -88,8 +88,8 @@ def test_one_to_six_stages(make_cluster, n):
     assert sorted(cluster.pipeline(stages, items, ordered=False)) == sorted(composed(fns, items))
 
 
-def test_a_hundred_thousand_tiny_items(make_cluster):
-    cluster = make_cluster()
+def test_a_hundred_thousand_tiny_items(make_local_cluster):
+    cluster = make_local_cluster()
     items = range(100_000)
     run = Pipeline(cluster, [inc, (double, {"replicas": 2}), minus3], items)
     assert list(run.values()) == [(x + 1) * 2 - 3 for x in items]
@@ -102,8 +102,8 @@ def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest() * (len(data) // 32)
 
 
-def test_items_of_several_megabytes(make_cluster):
-    cluster = make_cluster()
+def test_items_of_several_megabytes(make_local_cluster):
+    cluster = make_local_cluster()
     items = [bytes([i]) * (3 * MB) for i in range(8)]
     stages = [bytes.upper, (digest, {"replicas": 2}), len]
     assert list(cluster.pipeline(stages, items)) == [3 * MB] * 8
@@ -112,18 +112,18 @@ def test_items_of_several_megabytes(make_cluster):
     assert got == [hashlib.sha256(digest(x)).hexdigest() for x in items]
 
 
-def test_a_generator_as_input(make_cluster):
-    cluster = make_cluster()
+def test_a_generator_as_input(make_local_cluster):
+    cluster = make_local_cluster()
     got = list(cluster.pipeline([inc, (square, {"replicas": 1})], (x for x in range(500)), limit=300))
     assert got == [(x + 1) ** 2 for x in range(300)]
 
 
 # -- bounded memory ----------------------------------------------------------------------
 
-def test_a_slow_stage_holds_back_an_endless_input(make_cluster):
+def test_a_slow_stage_holds_back_an_endless_input(make_local_cluster):
     """An endless generator into a fast stage, then a slow one with one slot: the input
     is read only about as fast as the slow stage takes items, not as fast as it can be."""
-    cluster = make_cluster()
+    cluster = make_local_cluster()
     read = itertools.count()
     items = (next(read) for _ in itertools.count())
 
@@ -143,8 +143,8 @@ def test_a_slow_stage_holds_back_an_endless_input(make_cluster):
 
 # -- faults ------------------------------------------------------------------------------
 
-def test_sigkill_a_node_mid_run(make_cluster):
-    cluster = make_cluster()
+def test_sigkill_a_node_mid_run(make_local_cluster):
+    cluster = make_local_cluster()
     victim = node_pid(cluster, "n1")
     node_pid(cluster, "n2")
 
@@ -169,8 +169,8 @@ def fails_on_7(x):
     return x
 
 
-def test_a_failed_item_is_named_with_its_stage(make_cluster):
-    cluster = make_cluster()
+def test_a_failed_item_is_named_with_its_stage(make_local_cluster):
+    cluster = make_local_cluster()
     with pytest.raises(ItemError) as info:
         list(cluster.pipeline([inc, fails_on_7, double], range(20)))
     assert info.value.index == 6 and "stage 2 (fails_on_7)" in info.value.message
@@ -186,8 +186,8 @@ def test_a_failed_item_is_named_with_its_stage(make_cluster):
     assert "stage 1 (fails_on_7)" in many.value.failures[1].message
 
 
-def test_outcomes_keep_input_order_with_errors_from_any_stage(make_cluster):
-    cluster = make_cluster()
+def test_outcomes_keep_input_order_with_errors_from_any_stage(make_local_cluster):
+    cluster = make_local_cluster()
     run = Pipeline(cluster, [fails_on_7, inc, (fails_on_7, {"replicas": 1}), double], range(30))
     outcomes = list(run.outcomes())
     assert [o.index for o in outcomes] == list(range(30))
@@ -204,15 +204,15 @@ def crash_on_3(x):
     return x
 
 
-def test_a_poison_item_is_named_with_its_farm(make_cluster):
-    cluster = make_cluster()
+def test_a_poison_item_is_named_with_its_farm(make_local_cluster):
+    cluster = make_local_cluster()
     with pytest.raises(PoisonItem) as info:
         list(cluster.pipeline([inc, (crash_on_3, {"replicas": 2}), double], range(10)))
     assert info.value.index == 2 and "stage 2 (crash_on_3)" in info.value.message
 
 
-def test_unknown_pinned_node_and_bad_stages_are_usage_errors(make_cluster):
-    cluster = make_cluster()
+def test_unknown_pinned_node_and_bad_stages_are_usage_errors(make_local_cluster):
+    cluster = make_local_cluster()
     with pytest.raises(errors.UsageError, match="unknown node"):
         Pipeline(cluster, [(inc, {"nodes": ["gpu9"]})], range(3))
     with pytest.raises(errors.UsageError, match="unknown option"):
@@ -225,8 +225,8 @@ def test_unknown_pinned_node_and_bad_stages_are_usage_errors(make_cluster):
 
 # -- where the slots go ------------------------------------------------------------------
 
-def test_a_stage_ten_times_slower_is_the_bottleneck_and_gets_more_replicas(make_cluster):
-    cluster = make_cluster()
+def test_a_stage_ten_times_slower_is_the_bottleneck_and_gets_more_replicas(make_local_cluster):
+    cluster = make_local_cluster()
 
     def fast(x):
         time.sleep(0.001)
@@ -245,8 +245,8 @@ def test_a_stage_ten_times_slower_is_the_bottleneck_and_gets_more_replicas(make_
     assert 0.008 < rows[1].t_s < 0.03 and rows[0].t_s < 0.005
 
 
-def test_a_pinned_stage_runs_only_on_its_node(make_cluster):
-    cluster = make_cluster()
+def test_a_pinned_stage_runs_only_on_its_node(make_local_cluster):
+    cluster = make_local_cluster()
     pids = {name: node_pid(cluster, name) for name in ("n1", "n2")}
 
     def where(x):
@@ -264,8 +264,8 @@ def test_a_pinned_stage_runs_only_on_its_node(make_cluster):
     assert rows[1].replicas == 2  # n2's slots
 
 
-def test_a_fixed_share_caps_the_slots_a_stage_uses(make_cluster, env):
-    cluster = make_cluster(slots=(3, 3))
+def test_a_fixed_share_caps_the_slots_a_stage_uses(make_local_cluster, env):
+    cluster = make_local_cluster(slots=(3, 3))
     marks = env.root / "running"
     marks.mkdir()
 
@@ -281,8 +281,8 @@ def test_a_fixed_share_caps_the_slots_a_stage_uses(make_cluster, env):
     assert max(got) <= 2 and len(got) == 120
 
 
-def test_a_slowed_node_gets_fewer_items(make_cluster):
-    cluster = make_cluster()
+def test_a_slowed_node_gets_fewer_items(make_local_cluster):
+    cluster = make_local_cluster()
     slow_pid = node_pid(cluster, "n1")
     node_pid(cluster, "n2")
 

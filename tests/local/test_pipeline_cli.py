@@ -71,9 +71,9 @@ def error_lines(stderr: str) -> list[str]:
 
 # -- results -----------------------------------------------------------------------------
 
-def test_three_stages_give_the_composition_in_input_order(world):
-    path = script(world, with_range(300))
-    result = world.cli("pipeline", path)
+def test_three_stages_give_the_composition_in_input_order(local_hosts_env):
+    path = script(local_hosts_env, with_range(300))
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [composed(x) for x in range(300)]
     assert "300 items in" in result.stderr and "through 3 stages" in result.stderr
@@ -85,53 +85,53 @@ def test_three_stages_give_the_composition_in_input_order(world):
     assert "Traceback" not in result.stderr
 
 
-def test_unordered_gives_the_same_multiset(world):
-    path = script(world, with_range(300))
-    result = world.cli("pipeline", path, "--unordered", "--no-summary")
+def test_unordered_gives_the_same_multiset(local_hosts_env):
+    path = script(local_hosts_env, with_range(300))
+    result = local_hosts_env.cli("pipeline", path, "--unordered", "--no-summary")
     assert result.returncode == 0, result.stderr
     assert Counter(lines(result.stdout)) == Counter(composed(x) for x in range(300))
     assert result.stderr == ""
 
 
-def test_limit_reads_only_the_first_items_of_an_endless_input(world):
-    path = script(world, three("""
+def test_limit_reads_only_the_first_items_of_an_endless_input(local_hosts_env):
+    path = script(local_hosts_env, three("""
         import itertools
 
         def inputs():
             return itertools.count()
     """))
-    result = world.cli("pipeline", path, "--limit", "25")
+    result = local_hosts_env.cli("pipeline", path, "--limit", "25")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [composed(x) for x in range(25)]
     assert "25 items in" in result.stderr
 
 
-def test_items_from_a_file_from_dash_and_from_piped_stdin(world):
-    path = script(world, three())  # no inputs(): the items come from outside
+def test_items_from_a_file_from_dash_and_from_piped_stdin(local_hosts_env):
+    path = script(local_hosts_env, three())  # no inputs(): the items come from outside
     items = [5, 0, -4, 11, 2]
     text = json_lines(items) + "\n"  # a blank line is no item
-    (world.cwd / "items.jsonl").write_text(text)
+    (local_hosts_env.cwd / "items.jsonl").write_text(text)
     want = [composed(x) for x in items]
-    filed = world.cli("pipeline", path, "--input", "items.jsonl")
+    filed = local_hosts_env.cli("pipeline", path, "--input", "items.jsonl")
     assert filed.returncode == 0, filed.stderr
     assert lines(filed.stdout) == want
-    dashed = world.cli("pipeline", path, "--input", "-", input=text)
+    dashed = local_hosts_env.cli("pipeline", path, "--input", "-", input=text)
     assert dashed.returncode == 0, dashed.stderr
     assert lines(dashed.stdout) == want
-    piped = world.cli("pipeline", path, "-i", "-", "--output", "out.jsonl", "--no-summary",
+    piped = local_hosts_env.cli("pipeline", path, "-i", "-", "--output", "out.jsonl", "--no-summary",
                       input=text)
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == "" and piped.stderr == ""
-    assert lines((world.cwd / "out.jsonl").read_text()) == want
-    bare = world.cli("pipeline", path, input=text)
+    assert lines((local_hosts_env.cwd / "out.jsonl").read_text()) == want
+    bare = local_hosts_env.cli("pipeline", path, input=text)
     assert bare.returncode == 0, bare.stderr
     assert lines(bare.stdout) == want
 
 
-def test_the_input_file_wins_over_the_scripts_inputs(world):
-    path = script(world, with_range(1000))
-    (world.cwd / "items.jsonl").write_text("7\n8\n")
-    result = world.cli("pipeline", path, "-i", "items.jsonl")
+def test_the_input_file_wins_over_the_scripts_inputs(local_hosts_env):
+    path = script(local_hosts_env, with_range(1000))
+    (local_hosts_env.cwd / "items.jsonl").write_text("7\n8\n")
+    result = local_hosts_env.cli("pipeline", path, "-i", "items.jsonl")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [composed(7), composed(8)]
 
@@ -142,34 +142,34 @@ def test_the_input_file_wins_over_the_scripts_inputs(world):
     "def fold(total, result):\n    return total + result\n\ninitial = 1000\n",
     "import operator\n\nfold = (operator.add, 1000)\n",
 ], ids=["function-and-initial", "pair"])
-def test_a_fold_prints_only_its_value_and_the_results_go_to_the_output(world, fold):
-    path = script(world, with_range(200) + "\n" + fold)
+def test_a_fold_prints_only_its_value_and_the_results_go_to_the_output(local_hosts_env, fold):
+    path = script(local_hosts_env, with_range(200) + "\n" + fold)
     want = [composed(x) for x in range(200)]
-    result = world.cli("pipeline", path)
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [1000 + sum(want)]
     assert "200 items in" in result.stderr
-    teed = world.cli("pipeline", path, "--output", "out.jsonl", "--no-summary")
+    teed = local_hosts_env.cli("pipeline", path, "--output", "out.jsonl", "--no-summary")
     assert teed.returncode == 0, teed.stderr
     assert lines(teed.stdout) == [1000 + sum(want)]
-    assert lines((world.cwd / "out.jsonl").read_text()) == want
+    assert lines((local_hosts_env.cwd / "out.jsonl").read_text()) == want
 
 
-def test_a_fold_with_no_initial_starts_from_none(world):
-    path = script(world, three("""
+def test_a_fold_with_no_initial_starts_from_none(local_hosts_env):
+    path = script(local_hosts_env, three("""
         def inputs():
             return range(10)
 
         def fold(seen, result):
             return (seen or []) + [result]
     """))
-    result = world.cli("pipeline", path, "--no-summary")
+    result = local_hosts_env.cli("pipeline", path, "--no-summary")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [[composed(x) for x in range(10)]]
 
 
-def test_a_fold_that_raises_shows_the_users_traceback(world):
-    path = script(world, three("""
+def test_a_fold_that_raises_shows_the_users_traceback(local_hosts_env):
+    path = script(local_hosts_env, three("""
         def inputs():
             return range(10)
 
@@ -180,7 +180,7 @@ def test_a_fold_that_raises_shows_the_users_traceback(world):
 
         initial = 0
     """))
-    result = world.cli("pipeline", path)
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 1
     assert result.stdout == ""
     assert "error: fold raised on a result: OverflowError: too big" in result.stderr
@@ -209,9 +209,9 @@ FAILING = """
 GOOD = [composed(x) for x in range(50) if x % 10 != 3]
 
 
-def test_a_failed_item_stops_the_run_with_one_line_naming_item_and_stage(world):
-    path = script(world, FAILING)
-    result = world.cli("pipeline", path)
+def test_a_failed_item_stops_the_run_with_one_line_naming_item_and_stage(local_hosts_env):
+    path = script(local_hosts_env, FAILING)
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 1, result.stderr
     assert lines(result.stdout) == [composed(x) for x in range(3)]
     errors = error_lines(result.stderr)
@@ -223,9 +223,9 @@ def test_a_failed_item_stops_the_run_with_one_line_naming_item_and_stage(world):
     assert stage_rows(result.stderr)["parse"]["failed"] == "1"
 
 
-def test_on_error_skip_leaves_the_failed_items_out(world):
-    path = script(world, FAILING)
-    result = world.cli("pipeline", path, "--on-error", "skip")
+def test_on_error_skip_leaves_the_failed_items_out(local_hosts_env):
+    path = script(local_hosts_env, FAILING)
+    result = local_hosts_env.cli("pipeline", path, "--on-error", "skip")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == GOOD
     assert "50 items in" in result.stderr and "5 failed" in result.stderr
@@ -235,9 +235,9 @@ def test_on_error_skip_leaves_the_failed_items_out(world):
     assert rows["minus3"]["in"] == "45" and rows["minus3"]["out"] == "45"
 
 
-def test_on_error_collect_exits_3_with_the_table_of_failed_items(world):
-    path = script(world, FAILING)
-    result = world.cli("pipeline", path, "--on-error", "collect")
+def test_on_error_collect_exits_3_with_the_table_of_failed_items(local_hosts_env):
+    path = script(local_hosts_env, FAILING)
+    result = local_hosts_env.cli("pipeline", path, "--on-error", "collect")
     assert result.returncode == 3, result.stderr
     assert lines(result.stdout) == GOOD
     assert "5 items failed" in result.stderr
@@ -247,9 +247,9 @@ def test_on_error_collect_exits_3_with_the_table_of_failed_items(world):
     assert "Traceback" not in result.stderr
 
 
-def test_the_table_of_failed_items_names_the_stage_they_failed_in(world):
-    path = script(world, FAILING)
-    result = world.cli("pipeline", path, "--on-error", "collect")
+def test_the_table_of_failed_items_names_the_stage_they_failed_in(local_hosts_env):
+    path = script(local_hosts_env, FAILING)
+    result = local_hosts_env.cli("pipeline", path, "--on-error", "collect")
     assert result.returncode == 3, result.stderr
     failed = result.stderr.split("5 items failed")[1].split("items in")[0]
     assert "parse" in failed, failed
@@ -257,11 +257,11 @@ def test_the_table_of_failed_items_names_the_stage_they_failed_in(world):
 
 @pytest.mark.parametrize("order", ["ordered", "unordered"])
 @pytest.mark.parametrize("layout", ["fused", "own-farm"])
-def test_the_error_names_the_stage_in_either_order_and_layout(world, order, layout):
+def test_the_error_names_the_stage_in_either_order_and_layout(local_hosts_env, order, layout):
     option = "" if layout == "fused" else ", {'replicas': 2}"
-    path = script(world, FAILING.replace("[inc, parse, minus3]", f"[inc, (parse{option}), minus3]"))
+    path = script(local_hosts_env, FAILING.replace("[inc, parse, minus3]", f"[inc, (parse{option}), minus3]"))
     args = ["--unordered"] if order == "unordered" else []
-    result = world.cli("pipeline", path, *args)
+    result = local_hosts_env.cli("pipeline", path, *args)
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
@@ -270,18 +270,18 @@ def test_the_error_names_the_stage_in_either_order_and_layout(world, order, layo
     assert "; 1 failed" in result.stderr
 
 
-def test_a_fold_under_on_error_collect_prints_the_fold_of_the_other_items(world):
-    path = script(world, textwrap.dedent(FAILING) + "\nfold = (lambda total, r: total + r, 0)\n")
-    result = world.cli("pipeline", path, "--on-error", "collect")
+def test_a_fold_under_on_error_collect_prints_the_fold_of_the_other_items(local_hosts_env):
+    path = script(local_hosts_env, textwrap.dedent(FAILING) + "\nfold = (lambda total, r: total + r, 0)\n")
+    result = local_hosts_env.cli("pipeline", path, "--on-error", "collect")
     assert result.returncode == 3, result.stderr
     assert "5 items failed" in result.stderr
     assert lines(result.stdout) == [sum(GOOD)]
 
 
-def test_retries_make_a_stage_that_fails_once_succeed(world):
-    marks = world.root / "marks"
+def test_retries_make_a_stage_that_fails_once_succeed(local_hosts_env):
+    marks = local_hosts_env.root / "marks"
     marks.mkdir()
-    path = script(world, f"""
+    path = script(local_hosts_env, f"""
         import os
 
         def inc(x):
@@ -302,7 +302,7 @@ def test_retries_make_a_stage_that_fails_once_succeed(world):
         def inputs():
             return range(20)
     """)
-    result = world.cli("pipeline", path, "--retries", "1")
+    result = local_hosts_env.cli("pipeline", path, "--retries", "1")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [composed(x) for x in range(20)]
     assert len(os.listdir(marks)) == 20
@@ -311,7 +311,7 @@ def test_retries_make_a_stage_that_fails_once_succeed(world):
     assert rows["inc"]["retries"] == "0" and rows["minus3"]["retries"] == "0"
     for name in os.listdir(marks):
         os.unlink(marks / name)
-    unretried = world.cli("pipeline", path)
+    unretried = local_hosts_env.cli("pipeline", path)
     assert unretried.returncode == 1
     assert "failed in stage 2 (flaky)" in error_lines(unretried.stderr)[0]
 
@@ -319,9 +319,9 @@ def test_retries_make_a_stage_that_fails_once_succeed(world):
 # -- the summary -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["fused", "own-farm"])
-def test_the_summary_names_the_slow_stage_as_the_bottleneck(world, layout):
+def test_the_summary_names_the_slow_stage_as_the_bottleneck(local_hosts_env, layout):
     option = "" if layout == "fused" else ", {'replicas': 2}"
-    path = script(world, f"""
+    path = script(local_hosts_env, f"""
         import time
 
         def quick(x):
@@ -339,7 +339,7 @@ def test_the_summary_names_the_slow_stage_as_the_bottleneck(world, layout):
         def inputs():
             return range(100)
     """)
-    result = world.cli("pipeline", path)
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [(x + 1) * 2 for x in range(100)]
     verdict = [line for line in result.stderr.splitlines() if line.startswith("bottleneck:")]
@@ -353,9 +353,9 @@ def test_the_summary_names_the_slow_stage_as_the_bottleneck(world, layout):
     assert float(rows["sleepy"]["ρ"]) >= 0.6
 
 
-def test_no_summary_prints_nothing_on_stderr(world):
-    path = script(world, with_range(50))
-    result = world.cli("pipeline", path, "--no-summary")
+def test_no_summary_prints_nothing_on_stderr(local_hosts_env):
+    path = script(local_hosts_env, with_range(50))
+    result = local_hosts_env.cli("pipeline", path, "--no-summary")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert lines(result.stdout) == [composed(x) for x in range(50)]
@@ -363,8 +363,8 @@ def test_no_summary_prints_nothing_on_stderr(world):
 
 # -- a pinned stage ----------------------------------------------------------------------
 
-def test_a_pinned_stage_runs_only_on_its_node(world):
-    path = script(world, """
+def test_a_pinned_stage_runs_only_on_its_node(local_hosts_env):
+    path = script(local_hosts_env, """
         import os
 
         def first(x):
@@ -378,11 +378,11 @@ def test_a_pinned_stage_runs_only_on_its_node(world):
         def inputs():
             return range(40)
     """)
-    result = world.cli("pipeline", path)
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 0, result.stderr
     triples = lines(result.stdout)
     assert [t[0] for t in triples] == list(range(40))
-    n1, n2 = world.node_pid("n1"), world.node_pid("n2")
+    n1, n2 = local_hosts_env.node_pid("n1"), local_hosts_env.node_pid("n2")
     assert {t[2] for t in triples} == {n2}
     assert {t[1] for t in triples} == {n1}  # the other stages keep off the pinned node
 
@@ -403,9 +403,9 @@ def test_a_pinned_stage_runs_only_on_its_node(world):
     ("def f(x):\n    return x\n\nstages = [f]\nfold = (3, 0)\n", "job.py is a pair whose first part is an int, not a function"),
 ], ids=["no-stages", "empty", "not-a-list", "not-a-function", "unknown-option", "zero-replicas",
         "unknown-node", "fold-not-callable", "fold-pair-not-callable"])
-def test_a_bad_script_is_a_usage_error_in_one_line(world, text, message):
-    path = script(world, text + "\ndef inputs():\n    return range(5)\n")
-    result = world.cli("pipeline", path)
+def test_a_bad_script_is_a_usage_error_in_one_line(local_hosts_env, text, message):
+    path = script(local_hosts_env, text + "\ndef inputs():\n    return range(5)\n")
+    result = local_hosts_env.cli("pipeline", path)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
@@ -420,9 +420,9 @@ def test_a_bad_script_is_a_usage_error_in_one_line(world, text, message):
     (["--on-error", "ignore"], None, "--on-error"),
     (["--nodes", "n9"], None, "n9"),
 ])
-def test_bad_options_are_usage_errors(world, args, stdin, message):
-    path = script(world, with_range(5))
-    result = world.cli("pipeline", path, *args, input=stdin)
+def test_bad_options_are_usage_errors(local_hosts_env, args, stdin, message):
+    path = script(local_hosts_env, with_range(5))
+    result = local_hosts_env.cli("pipeline", path, *args, input=stdin)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -430,9 +430,9 @@ def test_bad_options_are_usage_errors(world, args, stdin, message):
 
 # -- Ctrl-C ------------------------------------------------------------------------------
 
-def test_ctrl_c_stops_every_stage_prints_the_summary_and_exits_130(world):
-    log = world.root / "started.log"
-    path = script(world, f"""
+def test_ctrl_c_stops_every_stage_prints_the_summary_and_exits_130(local_hosts_env):
+    log = local_hosts_env.root / "started.log"
+    path = script(local_hosts_env, f"""
         import time
 
         def note(x, stage):
@@ -454,7 +454,7 @@ def test_ctrl_c_stops_every_stage_prints_the_summary_and_exits_130(world):
         def inputs():
             return range(10_000)
     """)
-    proc = interruptible_cli(["pipeline", path], world.cwd)
+    proc = interruptible_cli(["pipeline", path], local_hosts_env.cwd)
     try:
         wait_for(lambda: log.exists() and log.read_text().count("2:") >= 4, 30,
                  message="items to reach the second stage")
@@ -473,13 +473,13 @@ def test_ctrl_c_stops_every_stage_prints_the_summary_and_exits_130(world):
     started = log.read_text()
     time.sleep(0.6)
     assert log.read_text() == started
-    assert len(world.node_processes()) == 6  # the nodes and their workers, idle, for the next command
+    assert len(local_hosts_env.node_processes()) == 6  # the nodes and their workers, idle, for the next command
 
 
 # -- the examples ------------------------------------------------------------------------
 
-def test_the_text_pipeline_example_folds_the_word_counts(world):
-    result = world.cli("pipeline", os.path.join(EXAMPLES, "text_pipeline.py"))
+def test_the_text_pipeline_example_folds_the_word_counts(local_hosts_env):
+    result = local_hosts_env.cli("pipeline", os.path.join(EXAMPLES, "text_pipeline.py"))
     assert result.returncode == 0, result.stderr
     [totals] = lines(result.stdout)
     # 2000 lines, each of the four pangrams 500 times
@@ -489,7 +489,7 @@ def test_the_text_pipeline_example_folds_the_word_counts(world):
     assert totals["jump"] == 1000 and totals["jumps"] == 500
     assert "dog." not in totals and "The" not in totals  # normalised
     assert "2,000 items in" in result.stderr and "through 3 stages" in result.stderr
-    piped = world.cli("pipeline", os.path.join(EXAMPLES, "text_pipeline.py"), "--input", "-",
+    piped = local_hosts_env.cli("pipeline", os.path.join(EXAMPLES, "text_pipeline.py"), "--input", "-",
                       input='"the quick brown fox"\n"The lazy dog!"\n')
     assert piped.returncode == 0, piped.stderr
     assert lines(piped.stdout) == [{"the": 2, "quick": 1, "brown": 1, "fox": 1, "lazy": 1,

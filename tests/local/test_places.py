@@ -85,8 +85,8 @@ class Boot:
 
 
 @pytest.fixture
-def booted(env):
-    """Boot scripts started by the test, all ended after it."""
+def start_boot_script(env):
+    """Starts the boot script in a process of its own, as SSH does (all ended after): for boot tests."""
     started: list[Boot] = []
 
     def make(**kwargs) -> Boot:
@@ -103,9 +103,9 @@ def code_entries(code_root: Path) -> list[str]:
     return sorted(p.name for p in code_root.iterdir() if p.name != ".lock")
 
 
-def install_by_boot(booted) -> Path:
+def install_by_boot(start_boot_script) -> Path:
     """Install the agent code into the test's cache the way an SSH bootstrap does."""
-    b = booted()
+    b = start_boot_script()
     first = b.reply()
     assert first["need_code"] is True, first
     assert b.ship(bundle_zip(agent_bundle())) == {"installed": True}
@@ -121,6 +121,7 @@ _traps: list[socket.socket] = []
 
 @pytest.fixture(autouse=True)
 def _close_traps():
+    """Closes the sockets a test left listening as traps (``_traps``)."""
     yield
     while _traps:
         _traps.pop().close()
@@ -179,9 +180,9 @@ def test_local_transport_refuses_a_run_dir_others_may_write(env):
 
 
 @needs_root
-def test_boot_refuses_a_run_dir_owned_by_another_user(env, booted):
+def test_boot_refuses_a_run_dir_owned_by_another_user(env, start_boot_script):
     trap = hostile_run_dir(env, owner=NOBODY)
-    b = booted()
+    b = start_boot_script()
     b.reply()
     b.go_on()  # with whatever code is cached: the run directory comes next
     answer = b.reply()
@@ -190,9 +191,9 @@ def test_boot_refuses_a_run_dir_owned_by_another_user(env, booted):
     assert_not_reached(trap)
 
 
-def test_boot_refuses_a_run_dir_others_may_write(env, booted):
+def test_boot_refuses_a_run_dir_others_may_write(env, start_boot_script):
     trap = hostile_run_dir(env, mode=0o770)
-    b = booted()
+    b = start_boot_script()
     b.reply()
     b.go_on()
     answer = b.reply()
@@ -202,10 +203,10 @@ def test_boot_refuses_a_run_dir_others_may_write(env, booted):
 
 
 @needs_root
-def test_boot_refuses_a_socket_owned_by_another_user(env, booted):
+def test_boot_refuses_a_socket_owned_by_another_user(env, start_boot_script):
     trap = hostile_run_dir(env)
     os.chown(env.run_dir / "n1.sock", NOBODY, NOBODY)
-    b = booted()
+    b = start_boot_script()
     b.reply()
     b.go_on()
     answer = b.reply()
@@ -215,20 +216,20 @@ def test_boot_refuses_a_socket_owned_by_another_user(env, booted):
 
 # -- the code cache ---------------------------------------------------------------------
 
-def test_boot_repairs_a_corrupted_code_dir(env, booted):
-    code_dir = install_by_boot(booted)
+def test_boot_repairs_a_corrupted_code_dir(env, start_boot_script):
+    code_dir = install_by_boot(start_boot_script)
     wire = code_dir / "clusterctl_node" / "wire.py"
     good = wire.read_bytes()
     wire.write_bytes(good[: len(good) // 2])  # daemon.py is still there
     (code_dir / "cloudpickle" / "cloudpickle.py").unlink()
-    b = booted()
+    b = start_boot_script()
     assert b.reply()["need_code"] is True  # the broken directory does not count as present
     assert b.ship(bundle_zip(agent_bundle())) == {"installed": True}
     b.go_on(b"")
     assert b.reply() == {"node": "absent"}
     assert wire.read_bytes() == good
     assert (code_dir / "cloudpickle" / "cloudpickle.py").is_file()
-    assert booted().reply()["need_code"] is False  # and the repaired one does
+    assert start_boot_script().reply()["need_code"] is False  # and the repaired one does
     assert code_entries(code_dir.parent) == [code_dir.name]  # nothing left aside
 
 
@@ -255,8 +256,8 @@ def _zip_with_a_bad_member() -> bytes:
     return bytes(blob)
 
 
-def test_a_failed_install_leaves_no_staging_dir(env, booted):
-    b = booted()
+def test_a_failed_install_leaves_no_staging_dir(env, start_boot_script):
+    b = start_boot_script()
     assert b.reply()["need_code"] is True
     answer = b.ship(_zip_with_a_bad_member())
     assert "error" in answer and "code bundle" in answer["error"], answer
@@ -265,7 +266,7 @@ def test_a_failed_install_leaves_no_staging_dir(env, booted):
     assert b.close() == 1
 
 
-def test_old_staging_dirs_are_cleaned_up_by_the_next_install(env, booted):
+def test_old_staging_dirs_are_cleaned_up_by_the_next_install(env, start_boot_script):
     code_root = env.cache / "clusterctl" / "code"
     code_root.mkdir(parents=True, mode=0o700)
     old = code_root / ".incoming-otherhost-123-0badc0de"
@@ -274,27 +275,27 @@ def test_old_staging_dirs_are_cleaned_up_by_the_next_install(env, booted):
     os.utime(old, (hours_ago, hours_ago))
     fresh = code_root / ".incoming-otherhost-124-0badc0df"  # maybe still being written
     fresh.mkdir()
-    code_dir = install_by_boot(booted)
+    code_dir = install_by_boot(start_boot_script)
     assert code_entries(code_root) == sorted([code_dir.name, fresh.name])
 
 
 @pytest.mark.parametrize("where", ["clusterctl", "clusterctl/code", "clusterctl/code/ID",
                                    "clusterctl/code/ID/clusterctl_node"])
-def test_boot_refuses_a_cache_others_may_write(env, booted, where):
-    code_dir = install_by_boot(booted)
+def test_boot_refuses_a_cache_others_may_write(env, start_boot_script, where):
+    code_dir = install_by_boot(start_boot_script)
     place = env.cache / where.replace("ID", code_dir.name)
     os.chmod(place, 0o777)
-    b = booted()
+    b = start_boot_script()
     answer = b.reply()
     assert "error" in answer, answer
     assert str(place) in answer["error"] and "group or others" in answer["error"]
 
 
 @needs_root
-def test_boot_refuses_a_code_dir_owned_by_another_user(env, booted):
-    code_dir = install_by_boot(booted)
+def test_boot_refuses_a_code_dir_owned_by_another_user(env, start_boot_script):
+    code_dir = install_by_boot(start_boot_script)
     os.chown(code_dir, NOBODY, NOBODY)
-    answer = booted().reply()
+    answer = start_boot_script().reply()
     assert "error" in answer and str(code_dir) in answer["error"] and f"uid {NOBODY}" in answer["error"]
 
 
@@ -308,10 +309,10 @@ def test_local_start_refuses_a_cache_others_may_write(env):
     assert env.node_processes() == []
 
 
-def test_installed_code_is_private_whatever_the_umask(env, booted):
+def test_installed_code_is_private_whatever_the_umask(env, start_boot_script):
     old = os.umask(0o002)  # a common default: group-writable files
     try:
-        code_dir = install_by_boot(booted)
+        code_dir = install_by_boot(start_boot_script)
         local = agent_bundle().install(env.root / "other")
     finally:
         os.umask(old)

@@ -190,8 +190,8 @@ def test_a_function_no_node_can_load_is_a_clear_error(cluster, env, monkeypatch)
 
 # -- faults ------------------------------------------------------------------------------
 
-def test_sigkill_a_node_mid_run(make_cluster):
-    cluster = make_cluster()
+def test_sigkill_a_node_mid_run(make_local_cluster):
+    cluster = make_local_cluster()
     victim = node_pid(cluster, "n1")
     run = PMap(cluster, lambda x: time.sleep(0.005) or x, range(400))
     got = []
@@ -214,13 +214,13 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
-def test_a_frozen_node_is_lost_by_heartbeat_and_its_late_results_are_dropped(make_cluster, env,
+def test_a_frozen_node_is_lost_by_heartbeat_and_its_late_results_are_dropped(make_local_cluster, env,
                                                                               ordered):
     """n1 is stopped (SIGSTOP) while its workers run items, and started again (SIGCONT) as
     soon as it is declared lost, while the run goes on: the run delivers each item once,
     nothing from n1, and n1 drops the lost connection's work (kills the workers running
     it; nothing of it starts afterwards)."""
-    cluster = make_cluster(heartbeat_interval=0.3, heartbeat_timeout=1.5)
+    cluster = make_local_cluster(heartbeat_interval=0.3, heartbeat_timeout=1.5)
     victim = node_pid(cluster, "n1")
     node_pid(cluster, "n2")
     starts = env.root / "starts"
@@ -336,8 +336,8 @@ def test_a_worker_killed_once_among_tiny_items_loses_nothing(cluster, env):
     assert mark.exists()
 
 
-def test_a_slower_node_gets_fewer_items(make_cluster):
-    cluster = make_cluster()
+def test_a_slower_node_gets_fewer_items(make_local_cluster):
+    cluster = make_local_cluster()
     slow_pid = node_pid(cluster, "n1")
 
     def work(x):  # four times slower on n1's workers
@@ -351,15 +351,15 @@ def test_a_slower_node_gets_fewer_items(make_cluster):
     assert n1 < n2 / 2, (n1, n2)
 
 
-def test_a_node_with_fewer_slots_gets_fewer_items(make_cluster):
-    cluster = make_cluster(slots=(1, 3))
+def test_a_node_with_fewer_slots_gets_fewer_items(make_local_cluster):
+    cluster = make_local_cluster(slots=(1, 3))
     run = PMap(cluster, lambda x: time.sleep(0.01) or x, range(200))
     assert list(run.values()) == list(range(200))
     assert run.stats.nodes["n1"].items < run.stats.nodes["n2"].items / 1.5
 
 
-def test_every_node_lost(make_cluster):
-    cluster = make_cluster()
+def test_every_node_lost(make_local_cluster):
+    cluster = make_local_cluster()
     pids = [node_pid(cluster, n) for n in ("n1", "n2")]
     got = []
     with pytest.raises(AllNodesLost) as info:

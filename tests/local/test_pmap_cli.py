@@ -16,10 +16,10 @@ from helpers import end_process, interruptible_cli, lines, script, wait_for
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "examples")
 
 
-def test_script_function_inputs_helpers_and_imports(world):
+def test_script_function_inputs_helpers_and_imports(local_hosts_env):
     # the helper module and the script exist only here: both travel with the function
-    (world.cwd / "helper.py").write_text("def cube(x):\n    return x ** 3\n")
-    path = script(world, """
+    (local_hosts_env.cwd / "helper.py").write_text("def cube(x):\n    return x ** 3\n")
+    path = script(local_hosts_env, """
         import math
         from helper import cube
 
@@ -34,7 +34,7 @@ def test_script_function_inputs_helpers_and_imports(world):
         if __name__ == "__main__":
             raise SystemExit("the main block must not run")
     """)
-    result = world.cli("pmap", path)
+    result = local_hosts_env.cli("pmap", path)
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == [x ** 3 + int(x ** 0.5) + 1 for x in range(500)]
     assert "500 items in" in result.stderr
@@ -43,25 +43,25 @@ def test_script_function_inputs_helpers_and_imports(world):
     assert "n1" in result.stderr and "n2" in result.stderr
 
 
-def test_inputs_from_stdin_and_from_a_file_and_output_to_a_file(world):
-    path = script(world, "def task(item):\n    return {'got': item}\n")
+def test_inputs_from_stdin_and_from_a_file_and_output_to_a_file(local_hosts_env):
+    path = script(local_hosts_env, "def task(item):\n    return {'got': item}\n")
     items = [1, "two", [3], {"four": 4}, None]
     text = "".join(json.dumps(i) + "\n" for i in items) + "\n"
-    piped = world.cli("pmap", path, input=text)
+    piped = local_hosts_env.cli("pmap", path, input=text)
     assert piped.returncode == 0, piped.stderr
     assert lines(piped.stdout) == [{"got": i} for i in items]
-    (world.cwd / "items.jsonl").write_text(text)
-    filed = world.cli("pmap", path, "--input", "items.jsonl", "--output", "out.jsonl", "--no-summary")
+    (local_hosts_env.cwd / "items.jsonl").write_text(text)
+    filed = local_hosts_env.cli("pmap", path, "--input", "items.jsonl", "--output", "out.jsonl", "--no-summary")
     assert filed.returncode == 0, filed.stderr
     assert filed.stdout == "" and filed.stderr == ""
-    assert lines((world.cwd / "out.jsonl").read_text()) == [{"got": i} for i in items]
-    one_node = world.cli("pmap", path, "-i", "items.jsonl", "--nodes", "n2")
+    assert lines((local_hosts_env.cwd / "out.jsonl").read_text()) == [{"got": i} for i in items]
+    one_node = local_hosts_env.cli("pmap", path, "-i", "items.jsonl", "--nodes", "n2")
     assert lines(one_node.stdout) == [{"got": i} for i in items]
     assert " n2 " in one_node.stderr and " n1 " not in one_node.stderr
 
 
-def test_unordered_indexed_limit_and_fn(world):
-    path = script(world, """
+def test_unordered_indexed_limit_and_fn(local_hosts_env):
+    path = script(local_hosts_env, """
         import itertools, time
 
         def slow_square(x):
@@ -71,7 +71,7 @@ def test_unordered_indexed_limit_and_fn(world):
         def inputs():
             return itertools.count()
     """)
-    result = world.cli("pmap", path, "--fn", "slow_square", "--unordered", "--indexed",
+    result = local_hosts_env.cli("pmap", path, "--fn", "slow_square", "--unordered", "--indexed",
                        "--limit", "300")
     assert result.returncode == 0, result.stderr
     pairs = lines(result.stdout)
@@ -79,21 +79,21 @@ def test_unordered_indexed_limit_and_fn(world):
     assert all(p["result"] == p["index"] ** 2 for p in pairs)
 
 
-def test_the_examples_run(world):
-    primes = world.cli("pmap", os.path.join(EXAMPLES, "primes.py"), "--limit", "10")
+def test_the_examples_run(local_hosts_env):
+    primes = local_hosts_env.cli("pmap", os.path.join(EXAMPLES, "primes.py"), "--limit", "10")
     assert primes.returncode == 0, primes.stderr
     assert sum(lines(primes.stdout)) == 17_984  # primes below 200,000
-    words = world.cli("pmap", os.path.join(EXAMPLES, "wordstats.py"),
+    words = local_hosts_env.cli("pmap", os.path.join(EXAMPLES, "wordstats.py"),
                       input='"the quick brown fox"\n')
     assert words.returncode == 0, words.stderr
     assert lines(words.stdout) == [{"words": 4, "longest": "quick", "vowels": 5}]
-    erf = world.cli("pmap", os.path.join(EXAMPLES, "erf.py"), "--limit", "4")
+    erf = local_hosts_env.cli("pmap", os.path.join(EXAMPLES, "erf.py"), "--limit", "4")
     assert erf.returncode == 0, erf.stderr
     assert lines(erf.stdout)[0] == 0.0 and len(lines(erf.stdout)) == 4
 
 
-def test_first_error_stops_with_item_node_and_remote_traceback(world):
-    path = script(world, """
+def test_first_error_stops_with_item_node_and_remote_traceback(local_hosts_env):
+    path = script(local_hosts_env, """
         def task(x):
             if x == 3:
                 raise ValueError("three is bad")
@@ -102,7 +102,7 @@ def test_first_error_stops_with_item_node_and_remote_traceback(world):
         def inputs():
             return range(100)
     """)
-    result = world.cli("pmap", path)
+    result = local_hosts_env.cli("pmap", path)
     assert result.returncode == 1
     assert lines(result.stdout) == [0, 1, 2]
     assert "error: item 3 failed on n" in result.stderr
@@ -111,8 +111,8 @@ def test_first_error_stops_with_item_node_and_remote_traceback(world):
     assert "Traceback" not in result.stderr.split("remote traceback")[0]  # none of ours
 
 
-def test_on_error_collect_and_skip(world):
-    path = script(world, """
+def test_on_error_collect_and_skip(local_hosts_env):
+    path = script(local_hosts_env, """
         def task(x):
             if x % 10 == 7:
                 raise KeyError(x)
@@ -121,22 +121,22 @@ def test_on_error_collect_and_skip(world):
         def inputs():
             return range(50)
     """)
-    collected = world.cli("pmap", path, "--on-error", "collect")
+    collected = local_hosts_env.cli("pmap", path, "--on-error", "collect")
     assert collected.returncode == 3
     assert lines(collected.stdout) == [x for x in range(50) if x % 10 != 7]
     assert "5 items failed" in collected.stderr
     for index in (7, 17, 27, 37, 47):
         assert f" {index} " in collected.stderr
-    skipped = world.cli("pmap", path, "--on-error", "skip")
+    skipped = local_hosts_env.cli("pmap", path, "--on-error", "skip")
     assert skipped.returncode == 0, skipped.stderr
     assert lines(skipped.stdout) == [x for x in range(50) if x % 10 != 7]
     assert "5 failed" in skipped.stderr
 
 
-def test_retries_on_the_command_line(world):
-    marks = world.root / "marks"
+def test_retries_on_the_command_line(local_hosts_env):
+    marks = local_hosts_env.root / "marks"
     marks.mkdir()
-    path = script(world, f"""
+    path = script(local_hosts_env, f"""
         import os
 
         def task(x):
@@ -149,14 +149,14 @@ def test_retries_on_the_command_line(world):
         def inputs():
             return range(20)
     """)
-    result = world.cli("pmap", path, "--retries", "1")
+    result = local_hosts_env.cli("pmap", path, "--retries", "1")
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == list(range(20))
     assert "20 retried" in result.stderr
 
 
-def test_item_timeout_on_the_command_line(world):
-    path = script(world, """
+def test_item_timeout_on_the_command_line(local_hosts_env):
+    path = script(local_hosts_env, """
         import time
 
         def task(x):
@@ -167,12 +167,12 @@ def test_item_timeout_on_the_command_line(world):
         def inputs():
             return range(10)
     """)
-    result = world.cli("pmap", path, "--item-timeout", "0.5", "--on-error", "collect")
+    result = local_hosts_env.cli("pmap", path, "--item-timeout", "0.5", "--on-error", "collect")
     assert result.returncode == 3, result.stderr
     assert lines(result.stdout) == [x for x in range(10) if x != 2]
     assert "1 item failed" in result.stderr
     assert "ItemTimeout" in result.stderr and "item timeout of 0.5 s" in result.stderr
-    bad = world.cli("pmap", path, "--item-timeout", "0")
+    bad = local_hosts_env.cli("pmap", path, "--item-timeout", "0")
     assert bad.returncode == 2 and "--item-timeout" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -182,9 +182,9 @@ def test_item_timeout_on_the_command_line(world):
     ([], "1\n{oops\n", 2, "<stdin>:2: not a JSON value"),
     (["--input", "missing.jsonl"], None, 2, "cannot read --input missing.jsonl"),
 ])
-def test_usage_errors(world, args, stdin, code, message):
-    path = script(world, "def task(x):\n    return x\n")
-    result = world.cli("pmap", path, *args, input=stdin)
+def test_usage_errors(local_hosts_env, args, stdin, code, message):
+    path = script(local_hosts_env, "def task(x):\n    return x\n")
+    result = local_hosts_env.cli("pmap", path, *args, input=stdin)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -198,17 +198,17 @@ def test_a_script_that_fails_to_load_shows_its_own_traceback(env):
     assert "in helper" in result.stderr and "runpy" not in result.stderr
 
 
-def test_an_empty_stdin_is_an_empty_input(world):
-    path = script(world, "def task(x):\n    return x\n")
-    proc = subprocess.run([sys.executable, "-m", "clusterctl", "pmap", path], cwd=world.cwd,
+def test_an_empty_stdin_is_an_empty_input(local_hosts_env):
+    path = script(local_hosts_env, "def task(x):\n    return x\n")
+    proc = subprocess.run([sys.executable, "-m", "clusterctl", "pmap", path], cwd=local_hosts_env.cwd,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and "0 items in" in proc.stderr
 
 
-def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(world):
-    log = world.root / "started.log"
-    path = script(world, f"""
+def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(local_hosts_env):
+    log = local_hosts_env.root / "started.log"
+    path = script(local_hosts_env, f"""
         import time
 
         def task(x):
@@ -220,7 +220,7 @@ def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(world):
         def inputs():
             return range(10_000)
     """)
-    proc = interruptible_cli(["pmap", path], world.cwd)
+    proc = interruptible_cli(["pmap", path], local_hosts_env.cwd)
     try:
         wait_for(lambda: log.exists() and len(log.read_text().split()) >= 8, 30,
                  message="items to start")
@@ -236,23 +236,23 @@ def test_ctrl_c_cancels_remote_work_prints_the_summary_and_exits_130(world):
     started = len(log.read_text().split())
     time.sleep(0.6)
     assert len(log.read_text().split()) == started
-    assert len(world.node_processes()) == 6  # the nodes and their workers, idle, for the next command
+    assert len(local_hosts_env.node_processes()) == 6  # the nodes and their workers, idle, for the next command
 
 
-def test_call_maps_a_module_function_by_name_with_plain_data(world):
+def test_call_maps_a_module_function_by_name_with_plain_data(local_hosts_env):
     items = [1, 4, 9, 16]
     text = "".join(json.dumps(i) + "\n" for i in items)
-    run = world.cli("pmap", "--call", "math.sqrt", input=text)
+    run = local_hosts_env.cli("pmap", "--call", "math.sqrt", input=text)
     assert run.returncode == 0, run.stderr
     assert lines(run.stdout) == [1.0, 2.0, 3.0, 4.0]
-    (world.cwd / "items.jsonl").write_text('[1, 2]\n"x"\n4\n')
-    failed = world.cli("pmap", "--call", "math.sqrt", "-i", "items.jsonl", "--on-error", "collect")
+    (local_hosts_env.cwd / "items.jsonl").write_text('[1, 2]\n"x"\n4\n')
+    failed = local_hosts_env.cli("pmap", "--call", "math.sqrt", "-i", "items.jsonl", "--on-error", "collect")
     assert failed.returncode == 3 and lines(failed.stdout) == [2.0]
     assert "TypeError" in failed.stderr and "Traceback" not in failed.stderr.split("TypeError")[0]
-    neither = world.cli("pmap")
+    neither = local_hosts_env.cli("pmap")
     assert neither.returncode == 2 and "give a SCRIPT.py, or --call MODULE.FUNCTION" in neither.stderr
-    both = world.cli("pmap", script(world, "def task(x):\n    return x\n"), "--call", "math.sqrt",
-                     input="1\n")
+    both = local_hosts_env.cli("pmap", script(local_hosts_env, "def task(x):\n    return x\n"),
+                               "--call", "math.sqrt", input="1\n")
     assert both.returncode == 2 and "not both" in both.stderr
-    no_items = world.cli("pmap", "--call", "math.sqrt", "-i", "missing.jsonl")
+    no_items = local_hosts_env.cli("pmap", "--call", "math.sqrt", "-i", "missing.jsonl")
     assert no_items.returncode == 2 and "cannot read --input missing.jsonl" in no_items.stderr

@@ -20,6 +20,7 @@ STUB_COMMAND = "python3 -S -c 'import sys;exec(sys.stdin.buffer.read(int(sys.std
 
 @pytest.fixture
 def place(tmp_path):
+    """A policy file (``allow math.*``) and a private run directory: for running the restricted agent."""
     policy_dir = tmp_path / "etc"
     policy_dir.mkdir(mode=0o755)
     policy = policy_dir / "policy"

@@ -153,7 +153,8 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def host(env, tmp_path):
+def restricted_host(env, tmp_path):
+    """A local stand-in for a restricted host (``Host``), its nodes stopped after: for restricted nodes."""
     h = Host(env, tmp_path)
     yield h
     h.stop_all()
@@ -170,10 +171,10 @@ def pong(channel: Channel) -> dict:
 
 # -- 6: a pattern reaches only what its module defines -------------------------------------
 
-def test_a_pattern_does_not_reach_what_the_module_imported(host, tmp_path):
-    policy = host.policy(f"allow lab.*\npath {host.lib}\n")
+def test_a_pattern_does_not_reach_what_the_module_imported(restricted_host, tmp_path):
+    policy = restricted_host.policy(f"allow lab.*\npath {restricted_host.lib}\n")
     marker = tmp_path / "ran"
-    channel = host.connect(policy)
+    channel = restricted_host.connect(policy)
     assert channel.call("lab", "add", 2, 3) == ("ok", 5)
     kind, message = channel.call("lab", "system", f"touch {marker}")
     assert kind == "refused", message
@@ -185,23 +186,23 @@ def test_a_pattern_does_not_reach_what_the_module_imported(host, tmp_path):
     assert channel.call("lab", "add", 1, 1) == ("ok", 2)  # the worker and connection go on
 
 
-def test_an_exact_rule_still_names_an_imported_function(host):
-    policy = host.policy("allow os.getpid\n")
-    channel = host.connect(policy)
+def test_an_exact_rule_still_names_an_imported_function(restricted_host):
+    policy = restricted_host.policy("allow os.getpid\n")
+    channel = restricted_host.connect(policy)
     kind, pid = channel.call("os", "getpid")
     assert kind == "ok" and isinstance(pid, int)
 
 
 # -- 7: a node runs only under the policy it was reached with -------------------------------
 
-def test_a_node_under_another_policy_file_is_replaced(host):
-    loose = host.policy("allow math.*\nallow os.getpid\n", "loose")
-    strict = host.policy("allow operator.neg\n", "strict")
-    first = host.connect(loose)
+def test_a_node_under_another_policy_file_is_replaced(restricted_host):
+    loose = restricted_host.policy("allow math.*\nallow os.getpid\n", "loose")
+    strict = restricted_host.policy("allow operator.neg\n", "strict")
+    first = restricted_host.connect(loose)
     assert first.first["restricted"] == 2
     assert first.call("math", "sqrt", 16.0) == ("ok", 4.0)
-    old_pid = host.pid()
-    second = host.connect(strict)  # the owner pointed the forced command at another file
+    old_pid = restricted_host.pid()
+    second = restricted_host.connect(strict)  # the owner pointed the forced command at another file
     assert second.first["restricted"] == 1  # the agent's count ...
     assert second.hello["restricted"] == 1  # ... is the node's: a new one was started for it
     assert second.node["node"] == "ready"
@@ -209,75 +210,75 @@ def test_a_node_under_another_policy_file_is_replaced(host):
     assert kind == "refused" and str(strict) in message
     assert second.call("operator", "neg", 2) == ("ok", -2)
     wait_for(lambda: not alive(old_pid), timeout=15, message="the node of the other policy to stop")
-    assert host.pid() != old_pid
-    assert "another policy" in host.log()
+    assert restricted_host.pid() != old_pid
+    assert "another policy" in restricted_host.log()
 
 
-def test_a_node_under_the_same_policy_is_reached_again(host):
-    policy = host.policy("allow math.*\n")
-    first = host.connect(policy)
-    pid = host.pid()
-    second = host.connect(policy)
-    assert second.node["node"] == "running" and host.pid() == pid
+def test_a_node_under_the_same_policy_is_reached_again(restricted_host):
+    policy = restricted_host.policy("allow math.*\n")
+    first = restricted_host.connect(policy)
+    pid = restricted_host.pid()
+    second = restricted_host.connect(policy)
+    assert second.node["node"] == "running" and restricted_host.pid() == pid
     assert first.call("math", "floor", 2.5) == ("ok", 2)
     assert second.call("math", "floor", 3.5) == ("ok", 3)
 
 
-def test_a_replaced_policy_file_of_the_same_name_is_not_reached_through_the_old_node(host):
+def test_a_replaced_policy_file_of_the_same_name_is_not_reached_through_the_old_node(restricted_host):
     """Replaced between two sessions, faster than the node notices (it looks twice a
     second): the agent compares the content and stops the old node itself."""
-    policy = host.policy("allow math.*\n")
-    first = host.connect(policy)
-    old_pid = host.pid()
-    staged = host.policy("allow operator.neg\n", "staged")
+    policy = restricted_host.policy("allow math.*\n")
+    first = restricted_host.connect(policy)
+    old_pid = restricted_host.pid()
+    staged = restricted_host.policy("allow operator.neg\n", "staged")
     os.replace(staged, policy)
-    second = host.connect(policy)
+    second = restricted_host.connect(policy)
     kind, _ = second.call("math", "floor", 2.5)
     assert kind == "refused"
-    assert host.pid() != old_pid
+    assert restricted_host.pid() != old_pid
     first.close()
 
 
 # -- 8: the owner's bounds on the node -------------------------------------------------------
 
-def test_slots_are_at_most_the_cpu_count_without_a_slots_line(host):
-    policy = host.policy("allow os.getpid\n")
+def test_slots_are_at_most_the_cpu_count_without_a_slots_line(restricted_host):
+    policy = restricted_host.policy("allow os.getpid\n")
     cpus = os.cpu_count() or 1
-    channel = host.connect(policy, slots=cpus + 3)
+    channel = restricted_host.connect(policy, slots=cpus + 3)
     assert channel.hello["slots"] == pong(channel)["slots"] == cpus
-    assert "with %d slots" % cpus in host.log()
+    assert "with %d slots" % cpus in restricted_host.log()
 
 
-def test_a_slots_line_may_allow_more_than_the_cpus(host):
+def test_a_slots_line_may_allow_more_than_the_cpus(restricted_host):
     cpus = os.cpu_count() or 1
-    policy = host.policy(f"allow os.getpid\nslots {cpus + 1}\n")
-    channel = host.connect(policy, slots=cpus + 3)
+    policy = restricted_host.policy(f"allow os.getpid\nslots {cpus + 1}\n")
+    channel = restricted_host.connect(policy, slots=cpus + 3)
     assert pong(channel)["slots"] == cpus + 1
 
 
-def test_a_call_over_the_payload_limit_is_refused_and_the_connection_goes_on(host):
-    policy = host.policy("allow builtins.len\n")  # no 'payload' line: 16 MiB
-    channel = host.connect(policy)
+def test_a_call_over_the_payload_limit_is_refused_and_the_connection_goes_on(restricted_host):
+    policy = restricted_host.policy("allow builtins.len\n")  # no 'payload' line: 16 MiB
+    channel = restricted_host.connect(policy)
     kind, message = channel.call("builtins", "len", "x" * (17 << 20))
     assert kind == "refused", message
     assert "'payload'" in message and str(policy) in message and "\n" not in message
     assert channel.call("builtins", "len", "x" * (1 << 20)) == ("ok", 1 << 20)
-    assert pong(channel)["pid"] == host.pid()
+    assert pong(channel)["pid"] == restricted_host.pid()
 
 
-def test_a_payload_line_sets_the_limit(host):
-    policy = host.policy("allow builtins.len\npayload 64K\n")
-    channel = host.connect(policy)
+def test_a_payload_line_sets_the_limit(restricted_host):
+    policy = restricted_host.policy("allow builtins.len\npayload 64K\n")
+    channel = restricted_host.connect(policy)
     kind, message = channel.call("builtins", "len", "x" * (100 << 10))
     assert kind == "refused" and "'payload 64K'" in message and str(policy) in message
     assert channel.call("builtins", "len", "x" * 1000) == ("ok", 1000)
 
 
-def test_calls_waiting_for_a_slot_are_bounded(host):
+def test_calls_waiting_for_a_slot_are_bounded(restricted_host):
     """The one slot is busy: calls queue up to 64 MiB (the default), the next are refused
     at once naming the rule, and those queued run once the slot is free."""
-    policy = host.policy("allow builtins.len\nallow time.sleep\nslots 1\n")
-    channel = host.connect(policy)
+    policy = restricted_host.policy("allow builtins.len\nallow time.sleep\nslots 1\n")
+    channel = restricted_host.connect(policy)
     busy = channel.send_call("time", "sleep", 60)
     for _ in range(70):
         channel.send_call("builtins", "len", "x" * (1 << 20))
@@ -292,9 +293,9 @@ def test_calls_waiting_for_a_slot_are_bounded(host):
     assert channel.call("builtins", "len", "abc") == ("ok", 3)
 
 
-def test_a_queue_line_sets_the_limit(host):
-    policy = host.policy("allow builtins.len\nallow time.sleep\nslots 1\nqueue 4M\n")
-    channel = host.connect(policy)
+def test_a_queue_line_sets_the_limit(restricted_host):
+    policy = restricted_host.policy("allow builtins.len\nallow time.sleep\nslots 1\nqueue 4M\n")
+    channel = restricted_host.connect(policy)
     channel.send_call("time", "sleep", 60)
     for _ in range(10):
         channel.send_call("builtins", "len", "x" * (1 << 20))
@@ -318,11 +319,11 @@ def answers_before_a_pong(channel: Channel) -> list:
 
 # -- 9: the import path is the owner's ---------------------------------------------------
 
-def test_a_path_directory_others_can_write_keeps_the_node_from_starting(host):
-    policy = host.policy(f"allow lab.*\n\npath {host.lib}\n")
-    host.lib.chmod(0o777)
-    channel = host.connect(policy)
+def test_a_path_directory_others_can_write_keeps_the_node_from_starting(restricted_host):
+    policy = restricted_host.policy(f"allow lab.*\n\npath {restricted_host.lib}\n")
+    restricted_host.lib.chmod(0o777)
+    channel = restricted_host.connect(policy)
     assert "error" in channel.first
     assert f"policy {policy} line 3" in channel.first["error"]
-    assert f"{host.lib} is writable by group or others" in channel.first["error"]
-    assert not (host.node_dir / "r.sock").exists()
+    assert f"{restricted_host.lib} is writable by group or others" in channel.first["error"]
+    assert not (restricted_host.node_dir / "r.sock").exists()

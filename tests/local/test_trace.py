@@ -41,8 +41,8 @@ def inc(x):
 
 
 def test_a_traced_pmap_and_pipeline_give_a_well_formed_file_and_known_service_times(
-        make_cluster, tmp_path):
-    cluster = make_cluster()
+        make_local_cluster, tmp_path):
+    cluster = make_local_cluster()
     path = tmp_path / "run.json"
     started = time.monotonic()
     with cluster.trace(path):
@@ -64,10 +64,10 @@ def test_a_traced_pmap_and_pipeline_give_a_well_formed_file_and_known_service_ti
     assert found.pipelines and found.pipelines[0]["farms"][1]["label"] == "stage 2 (nap)"
 
 
-def test_a_slow_stage_is_named_by_the_analysis_as_by_the_run(make_cluster, tmp_path):
+def test_a_slow_stage_is_named_by_the_analysis_as_by_the_run(make_local_cluster, tmp_path):
     from clusterctl.api.pipeline import Pipeline, bottleneck, figures
 
-    cluster = make_cluster()
+    cluster = make_local_cluster()
     path = tmp_path / "run.json"
     with cluster.trace(path):
         run = Pipeline(cluster, [inc, lambda x: nap(0.01) and x, inc], range(100))
@@ -80,8 +80,8 @@ def test_a_slow_stage_is_named_by_the_analysis_as_by_the_run(make_cluster, tmp_p
     assert stage["rho"] == pytest.approx(figures(run.stats)[1].rho)
 
 
-def test_a_killed_node_leaves_failed_attempts_linked_to_their_retries(make_cluster, tmp_path):
-    cluster = make_cluster()
+def test_a_killed_node_leaves_failed_attempts_linked_to_their_retries(make_local_cluster, tmp_path):
+    cluster = make_local_cluster()
     victim = node_pid(cluster, "n1")
     node_pid(cluster, "n2")
     path = tmp_path / "run.json"
@@ -109,8 +109,8 @@ def test_a_killed_node_leaves_failed_attempts_linked_to_their_retries(make_clust
     assert sum(f["items"][1] for f in lost) == found.requeued_items
 
 
-def test_a_full_ring_drops_the_oldest_and_says_how_many(make_cluster, tmp_path):
-    cluster = make_cluster(slots=(2,))
+def test_a_full_ring_drops_the_oldest_and_says_how_many(make_local_cluster, tmp_path):
+    cluster = make_local_cluster(slots=(2,))
     path = tmp_path / "run.json"
     with cluster.trace(path, capacity=10):
         assert list(cluster.pmap(inc, range(60), chunksize=1)) == list(range(1, 61))
@@ -120,8 +120,8 @@ def test_a_full_ring_drops_the_oldest_and_says_how_many(make_cluster, tmp_path):
     assert found.nodes[0].tasks == 10
 
 
-def test_an_interrupted_run_still_leaves_a_readable_trace(make_cluster, tmp_path):
-    cluster = make_cluster()
+def test_an_interrupted_run_still_leaves_a_readable_trace(make_local_cluster, tmp_path):
+    cluster = make_local_cluster()
     path = tmp_path / "run.json"
     with pytest.raises(KeyboardInterrupt):
         with cluster.trace(path):

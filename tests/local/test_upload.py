@@ -58,6 +58,7 @@ class Relayed:
 
 @pytest.fixture
 def relayed(env):
+    """Local node n1 running, and a Cluster reaching it only through a throttled relay: for slow-link tests."""
     r = Relayed(env)
     try:
         yield r

@@ -1,6 +1,6 @@
-"""The SSH test bed's fixtures: ``bed``, the run's one bed (tests/support/sharedbed.py),
-and ``world``, clusters over its hosts brought down after the test, with a check that
-no clusterctl process is left on any host. Both put back what a test changed on the
+"""The SSH test bed's fixtures: ``ssh_bed``, the run's one bed (tests/support/sharedbed.py),
+and ``ssh_clusters``, clusters over its hosts brought down after the test, with a check
+that no clusterctl process is left on any host. Both put back what a test changed on the
 hosts. A module that builds beds of its own sets ``OWN_BEDS = True``: the shared one is
 stopped before it (a netns bed is one a process; test processes side by side each have
 theirs, in a lane of the address plan of its own).
@@ -16,14 +16,16 @@ from sshbed import assert_no_clusterctl_left
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_bed_at_a_time(request):
+    """Stops the shared bed before a module that builds beds of its own (``OWN_BEDS``)."""
     if getattr(request.module, "OWN_BEDS", False):
         release_shared_bed()
 
 
 @pytest.fixture
-def bed(env):
-    """The run's bed; the test gets its own XDG directories (``env``), so its own hub and
-    cookie: test processes side by side, each with a bed of its own, share nothing."""
+def ssh_bed(env):
+    """The run's shared SSH test bed (hosts h1..h4), put back after: for a test that works its hosts."""
+    # the test gets its own XDG directories (``env``), so its own hub and cookie: test
+    # processes side by side, each with a bed of its own, share nothing
     test_bed = shared_bed()
     yield test_bed
     reset_hosts(test_bed)
@@ -31,8 +33,8 @@ def bed(env):
 
 
 def stop_hub(env) -> None:
-    """The hub a test's clusters started (``world`` stops its own; a test with ``bed``
-    alone may have started one too)."""
+    """The hub a test's clusters started (``ssh_clusters`` stops its own; a test with
+    ``ssh_bed`` alone may have started one too)."""
     from clusterctl.config.cookie import load_or_create_cookie
     from clusterctl.hub import place
     from clusterctl.hub.client import HubClient
@@ -44,9 +46,10 @@ def stop_hub(env) -> None:
 
 
 @pytest.fixture
-def world(bed, tmp_path):
-    w = World(bed, tmp_path)
+def ssh_clusters(ssh_bed, tmp_path):
+    """Makes Clusters, commands and programs over the bed's hosts (all down after): for an SSH test."""
+    w = World(ssh_bed, tmp_path)
     yield w
-    heal_hosts(bed)
+    heal_hosts(ssh_bed)
     w.down_everything()
-    assert_no_clusterctl_left(bed)
+    assert_no_clusterctl_left(ssh_bed)

@@ -6,7 +6,7 @@ host's permanent process restarted on another host under its name (and called th
 name while its old host is still cut off), the hub SIGKILLed while messages flow
 (nothing lost, nothing twice), and ``down`` leaving no process on any host.
 
-Each test has its own XDG directories (``env``), so its own hub; the ``world`` fixture
+Each test has its own XDG directories (``env``), so its own hub; the ``ssh_clusters`` fixture
 brings every node down after it and fails it if a clusterctl process is left on a host.
 The hosts share this machine's kernel: a process's pid is visible here, and its
 ``time.monotonic()`` is this one's clock.
@@ -128,8 +128,8 @@ def assert_calls_failed_naming_the_loss(c, waiting, program, lost_at):
 
 # -- a server called across hosts --------------------------------------------------------------
 
-def test_a_kvs_server_on_h2_is_called_by_name_from_h1_and_from_the_program(env, world):
-    c = world.cluster(HOSTS)
+def test_a_kvs_server_on_h2_is_called_by_name_from_h1_and_from_the_program(env, ssh_clusters):
+    c = ssh_clusters.cluster(HOSTS)
     server = c.spawn(kvs, node="h2", name="kvs")
     assert server.startswith("h2.")
     r = c.spawn(runner, node="h1")
@@ -153,8 +153,8 @@ def test_a_kvs_server_on_h2_is_called_by_name_from_h1_and_from_the_program(env, 
 
 # -- messages in order -------------------------------------------------------------------------
 
-def test_two_thousand_messages_from_h1_to_h2_arrive_in_order(env, world):
-    c = world.cluster(HOSTS)
+def test_two_thousand_messages_from_h1_to_h2_arrive_in_order(env, ssh_clusters):
+    c = ssh_clusters.cluster(HOSTS)
     n = 2000
     sink = c.spawn(collect, n, node="h2")
     source = c.spawn(sends_to, sink, [("m", i) for i in range(n)], node="h1")
@@ -165,12 +165,12 @@ def test_two_thousand_messages_from_h1_to_h2_arrive_in_order(env, world):
 
 # -- a host lost -------------------------------------------------------------------------------
 
-def test_a_host_killed_hard_fails_calls_to_it_and_its_permanent_kvs_moves(env, world, bed):
+def test_a_host_killed_hard_fails_calls_to_it_and_its_permanent_kvs_moves(env, ssh_clusters, ssh_bed):
     """h2 (its sshd, its node and its processes) is SIGKILLed while a process on h1 and
     the program each wait for a call that a process on h2 holds: both calls fail within
     the heartbeat bound, naming the loss; the permanent "kvs" of h2 is restarted on h1
     under its name and answers calls by name."""
-    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
+    c = ssh_clusters.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
     first = c.spawn(kvs, node="h2", name="kvs", restart="permanent")
     assert c.call("kvs", ("store", "a", 1), timeout=10) is True
     holder, waiting, program = calls_in_flight(c)
@@ -178,7 +178,7 @@ def test_a_host_killed_hard_fails_calls_to_it_and_its_permanent_kvs_moves(env, w
     assert len(on_h2) == 2 and all(alive(p) for p in on_h2)
     try:
         killed_at = time.monotonic()
-        bed.kill_host("h2")
+        ssh_bed.kill_host("h2")
         assert not any(alive(p) for p in on_h2)
         assert_calls_failed_naming_the_loss(c, waiting, program, killed_at)
 
@@ -198,21 +198,21 @@ def test_a_host_killed_hard_fails_calls_to_it_and_its_permanent_kvs_moves(env, w
         assert [(row["id"], row["node"], row["restart"]) for row in rows] == \
             [(second, "h1", "permanent")]
     finally:
-        bed.restart_sshd("h2")  # the host comes back, for the tests after this one
+        ssh_bed.restart_sshd("h2")  # the host comes back, for the tests after this one
 
 
-def test_a_host_cut_off_fails_calls_to_it_within_the_heartbeat_bound(env, world, bed):
+def test_a_host_cut_off_fails_calls_to_it_within_the_heartbeat_bound(env, ssh_clusters, ssh_bed):
     """h2 is cut off the network (its node and processes run on, unreachable) while a
     process on h1 and the program each wait for a call that a process on h2 holds:
     both fail within the heartbeat bound, naming the loss."""
-    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
+    c = ssh_clusters.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
     holder, waiting, program = calls_in_flight(c)
-    if bed.unsupported_reason("cut"):  # (without netns: the node frozen instead)
+    if ssh_bed.unsupported_reason("cut"):  # (without netns: the node frozen instead)
         node = c.connect("h2").hello["pid"]
         lose = lambda: os.kill(node, signal.SIGSTOP)  # noqa: E731
         back = lambda: os.kill(node, signal.SIGCONT)  # noqa: E731
     else:
-        lose, back = (lambda: bed.cut("h2")), (lambda: bed.restore("h2"))
+        lose, back = (lambda: ssh_bed.cut("h2")), (lambda: ssh_bed.restore("h2"))
     cut_at = time.monotonic()
     lose()
     try:
@@ -224,13 +224,13 @@ def test_a_host_cut_off_fails_calls_to_it_within_the_heartbeat_bound(env, world,
 
 # -- the hub killed while messages flow --------------------------------------------------------
 
-def test_a_hub_killed_mid_stream_between_hosts_loses_nothing(env, world):
-    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
+def test_a_hub_killed_mid_stream_between_hosts_loses_nothing(env, ssh_clusters):
+    c = ssh_clusters.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
     stream_through_a_hub_kill(c, env, lambda c: c.processes(), sink_node="h2", source_node="h1")
 
 
-def test_down_leaves_no_process_on_any_host(env, world, bed):
-    c = world.cluster("h1 slots=2\nh2 slots=2\nh3 slots=2\n")
+def test_down_leaves_no_process_on_any_host(env, ssh_clusters, ssh_bed):
+    c = ssh_clusters.cluster("h1 slots=2\nh2 slots=2\nh3 slots=2\n")
     c.spawn(kvs, node="h1", restart="permanent", name="p1")
     c.spawn(kvs, node="h2", restart="transient", name="p2")
     c.spawn(sleeper, node="h3")
@@ -241,11 +241,11 @@ def test_down_leaves_no_process_on_any_host(env, world, bed):
     by_host = {h: {row["pid"] for row in rows if row["node"] == h} for h in ("h1", "h2", "h3")}
     assert all(by_host.values()), by_host
     for host, pids in by_host.items():  # the bed's check sees the spawned processes too
-        assert pids <= {pid for pid, _ in clusterctl_pids(bed, host)}, (host, pids)
+        assert pids <= {pid for pid, _ in clusterctl_pids(ssh_bed, host)}, (host, pids)
     hub = hub_pid(env)
     assert hub is not None and alive(hub)
     assert c.down() == {"h1": "stopped", "h2": "stopped", "h3": "stopped"}
-    assert_no_clusterctl_left(bed)
+    assert_no_clusterctl_left(ssh_bed)
     assert not any(alive(p) for pids in by_host.values() for p in pids)
     wait_for(lambda: not alive(hub), 5, message="the hub gone")
 
@@ -253,19 +253,19 @@ def test_down_leaves_no_process_on_any_host(env, world, bed):
 # -- a name on a host that is out of reach -----------------------------------------------------
 
 def test_a_cut_off_hosts_permanent_kvs_moves_and_the_program_calls_it_by_name_at_once(
-        env, world, bed):
+        env, ssh_clusters, ssh_bed):
     """h2, holding the permanent "kvs", is cut off: kvs is restarted on h1 under its name
     within the heartbeat bound, and a process on h1 and the program (which has only the
     name) both call it there at once, while h2 stays out of reach."""
-    if bed.unsupported_reason("cut"):
-        pytest.skip(bed.unsupported_reason("cut"))
-    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
+    if ssh_bed.unsupported_reason("cut"):
+        pytest.skip(ssh_bed.unsupported_reason("cut"))
+    c = ssh_clusters.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=HEARTBEAT)
     first = c.spawn(kvs, node="h2", name="kvs", restart="permanent")
     r = c.spawn(runner, node="h1")
     wait_for(lambda: run_in(c, r, where, "kvs") == ("ok", first), 5, 0.05,
              "h1 to learn where kvs is")
     cut_at = time.monotonic()
-    bed.cut("h2")
+    ssh_bed.cut("h2")
     try:
         def moved():
             kind, value = run_in(c, r, where, "kvs")[:2]
@@ -279,7 +279,7 @@ def test_a_cut_off_hosts_permanent_kvs_moves_and_the_program_calls_it_by_name_at
         by_name = ProgramCall(c, "kvs", ("whoami",))
         by_name.join(3.0)
     finally:
-        bed.restore("h2")  # (h2 back: a call still waiting for it goes on)
+        ssh_bed.restore("h2")  # (h2 back: a call still waiting for it goes on)
     assert by_name.join(30), "the program's call by name hangs"
     assert by_name.outcome == second, repr(by_name.outcome)
     took = by_name.ended_at - started

@@ -28,9 +28,9 @@ PROBE = ("python3 -c 'import importlib.util as u, json, sys; "
 NOT_ON_A_FRESH_HOST = ("clusterctl", "cloudpickle", "paramiko", "numpy", "click", "rich")
 
 
-def test_every_bed_host_has_a_bare_python3(bed):
-    for alias in bed.aliases:
-        out = bed.ssh(alias, PROBE + " ".join(NOT_ON_A_FRESH_HOST))
+def test_every_bed_host_has_a_bare_python3(ssh_bed):
+    for alias in ssh_bed.aliases:
+        out = ssh_bed.ssh(alias, PROBE + " ".join(NOT_ON_A_FRESH_HOST))
         assert out.returncode == 0, out.stderr
         version, importable = json.loads(out.stdout)
         assert version == list(sys.version_info[:2]), alias
@@ -46,30 +46,30 @@ def example(name: str):
     return runpy.run_path(str(EXAMPLES / name))
 
 
-def check_primes(world, cwd):
-    out = world.cli(TWO_HOSTS, "pmap", str(EXAMPLES / "primes.py"), "--limit", "10", cwd=cwd)
+def check_primes(ssh_clusters, cwd):
+    out = ssh_clusters.cli(TWO_HOSTS, "pmap", str(EXAMPLES / "primes.py"), "--limit", "10", cwd=cwd)
     assert out.returncode == 0, out.stderr
     primes = example("primes.py")
     assert lines(out.stdout) == [primes["task"](start) for start in list(primes["inputs"]())[:10]]
 
 
-def check_erf(world, cwd):
-    out = world.cli(TWO_HOSTS, "pmap", str(EXAMPLES / "erf.py"), "--limit", "4", cwd=cwd)
+def check_erf(ssh_clusters, cwd):
+    out = ssh_clusters.cli(TWO_HOSTS, "pmap", str(EXAMPLES / "erf.py"), "--limit", "4", cwd=cwd)
     assert out.returncode == 0, out.stderr
     erf = example("erf.py")
     assert lines(out.stdout) == [erf["task"](x) for x in list(erf["inputs"]())[:4]]
 
 
-def check_wordstats(world, cwd):  # textutil.py, next to the script, travels with it
-    out = world.cli(TWO_HOSTS, "pmap", str(EXAMPLES / "wordstats.py"), cwd=cwd,
+def check_wordstats(ssh_clusters, cwd):  # textutil.py, next to the script, travels with it
+    out = ssh_clusters.cli(TWO_HOSTS, "pmap", str(EXAMPLES / "wordstats.py"), cwd=cwd,
                     input='"the quick brown fox"\n"jumps over the lazy dog"\n')
     assert out.returncode == 0, out.stderr
     assert lines(out.stdout) == [{"words": 4, "longest": "quick", "vowels": 5},
                                  {"words": 5, "longest": "jumps", "vowels": 6}]
 
 
-def check_text_pipeline(world, cwd):
-    out = world.cli(TWO_HOSTS, "pipeline", str(EXAMPLES / "text_pipeline.py"), "--limit", "8", cwd=cwd)
+def check_text_pipeline(ssh_clusters, cwd):
+    out = ssh_clusters.cli(TWO_HOSTS, "pipeline", str(EXAMPLES / "text_pipeline.py"), "--limit", "8", cwd=cwd)
     assert out.returncode == 0, out.stderr
     text = example("text_pipeline.py")
     expected = text["initial"]
@@ -79,8 +79,8 @@ def check_text_pipeline(world, cwd):
     assert "8 items in" in out.stderr
 
 
-def check_matrix_pipeline(world, cwd):
-    out = world.cli(TWO_HOSTS, "pipeline", str(EXAMPLES / "matrix_pipeline.py"), "--limit", "6",
+def check_matrix_pipeline(ssh_clusters, cwd):
+    out = ssh_clusters.cli(TWO_HOSTS, "pipeline", str(EXAMPLES / "matrix_pipeline.py"), "--limit", "6",
                     cwd=cwd)
     assert out.returncode == 0, out.stderr
     matrix = example("matrix_pipeline.py")
@@ -88,32 +88,32 @@ def check_matrix_pipeline(world, cwd):
     assert "6 items in" in out.stderr and "through 4 stages" in out.stderr
 
 
-def check_kvs(world, cwd):
+def check_kvs(ssh_clusters, cwd):
     """From the shell, as the README shows it, then as a program."""
     kvs = str(EXAMPLES / "kvs.py")
-    spawned = world.cli(TWO_HOSTS, "spawn", "--name", "kvs", kvs, "serve", cwd=cwd)
+    spawned = ssh_clusters.cli(TWO_HOSTS, "spawn", "--name", "kvs", kvs, "serve", cwd=cwd)
     assert spawned.returncode == 0, spawned.stderr
     assert spawned.stdout.strip().startswith(("h1.", "h2."))
-    stored = world.cli(TWO_HOSTS, "call", "kvs", "('store', 'a', 1)", cwd=cwd)
+    stored = ssh_clusters.cli(TWO_HOSTS, "call", "kvs", "('store', 'a', 1)", cwd=cwd)
     assert (stored.returncode, stored.stdout.strip()) == (0, "True"), stored.stderr
-    looked_up = world.cli(TWO_HOSTS, "call", "kvs", "('lookup', 'a')", cwd=cwd)
+    looked_up = ssh_clusters.cli(TWO_HOSTS, "call", "kvs", "('lookup', 'a')", cwd=cwd)
     assert (looked_up.returncode, looked_up.stdout.strip()) == (0, "1"), looked_up.stderr
-    killed = world.cli(TWO_HOSTS, "kill", "kvs", cwd=cwd)
+    killed = ssh_clusters.cli(TWO_HOSTS, "kill", "kvs", cwd=cwd)
     assert killed.returncode == 0, killed.stderr
-    program = world.program(TWO_HOSTS, kvs, cwd=cwd)
+    program = ssh_clusters.program(TWO_HOSTS, kvs, cwd=cwd)
     assert program.returncode == 0, program.stderr
     assert "lookup b -> [2, 3]" in program.stdout and "keys -> ['a', 'b', 'c']" in program.stdout
 
 
-def check_ping_pong(world, cwd):
-    out = world.program(TWO_HOSTS, EXAMPLES / "ping_pong.py", "200", cwd=cwd)
+def check_ping_pong(ssh_clusters, cwd):
+    out = ssh_clusters.program(TWO_HOSTS, EXAMPLES / "ping_pong.py", "200", cwd=cwd)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("200 rounds between h1.") and "and h2." in out.stdout
 
 
-def check_crasher(world, cwd):
+def check_crasher(ssh_clusters, cwd):
     """The program watches a supervised process crash and be restarted under its name."""
-    out = world.program(TWO_HOSTS, EXAMPLES / "crasher.py", cwd=cwd)
+    out = ssh_clusters.program(TWO_HOSTS, EXAMPLES / "crasher.py", cwd=cwd)
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines()]
     assert len(rows) == 8 and all(row[0] == "flaky:" and row[1].startswith(("h1.", "h2."))
@@ -131,8 +131,8 @@ def test_every_example_has_a_check_here():
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
-def test_the_example_runs_on_bare_hosts(name, env, world):
-    CHECKS[name](world, env.cwd)
+def test_the_example_runs_on_bare_hosts(name, env, ssh_clusters):
+    CHECKS[name](ssh_clusters, env.cwd)
 
 
 # -- what process code imports from clusterctl -------------------------------------------------

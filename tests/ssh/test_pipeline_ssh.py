@@ -4,7 +4,7 @@ a host far away is pmap's scheduler's to handle: tests/ssh/test_pmap_ssh.py).
 
 Each fault test checks that every item came back exactly once: the results equal the
 composition of the stages over the input, in order, with no item missing or doubled;
-and (through the ``world`` fixture) that no clusterctl process is left on any host
+and (through the ``ssh_clusters`` fixture) that no clusterctl process is left on any host
 afterwards. An item learns which host runs it from its ``XDG_CACHE_HOME``, private to
 each host of the bed (``<workdir>/hI/cache``).
 """
@@ -78,13 +78,13 @@ def assert_every_stage_saw_every_item(run, n: int) -> None:
 
 # -- faults ------------------------------------------------------------------------------
 
-def test_a_host_cut_off_mid_run_loses_no_item(world, bed, tmp_path):
+def test_a_host_cut_off_mid_run_loses_no_item(ssh_clusters, ssh_bed, tmp_path):
     """h3 is cut off while it runs items of a 3-stage pipeline (three farms: the middle
     stage has a fixed share), and restored as soon as it is declared lost, while the run
     goes on: every item once, in order, and the run reports h3 lost by heartbeat."""
-    if bed.unsupported_reason("cut"):
-        pytest.skip(bed.unsupported_reason("cut"))
-    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=3.0)
+    if ssh_bed.unsupported_reason("cut"):
+        pytest.skip(ssh_bed.unsupported_reason("cut"))
+    c = ssh_clusters.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=3.0)
     assert all(i.ok for i in c.world())
     starts = tmp_path / "starts"  # the hosts share this machine's file system
 
@@ -110,7 +110,7 @@ def test_a_host_cut_off_mid_run_loses_no_item(world, bed, tmp_path):
 
     n = 900
     run = Pipeline(c, [first, (second, {"replicas": 4}), third], range(n), speculate=False)
-    cut = CutUntilLost(bed, "h3", lambda: started_on_h3() >= 4,
+    cut = CutUntilLost(ssh_bed, "h3", lambda: started_on_h3() >= 4,
                        lambda: run.stats.nodes.get("h3", "").startswith("lost"), start_timeout=60)
     got = list(run.values())
     assert cut.join() and cut.cut_at is not None, "h3 was never cut off"
@@ -126,14 +126,14 @@ def test_a_host_cut_off_mid_run_loses_no_item(world, bed, tmp_path):
         assert sum(node.items for node in f.stats.nodes.values()) == n, f.label
 
 
-def test_a_node_sigkilled_mid_run_loses_no_item(world, bed):
+def test_a_node_sigkilled_mid_run_loses_no_item(ssh_clusters, ssh_bed):
     """The node on h2 is SIGKILLed while a pipeline of four stages (two farms) runs on it:
     every item once, in order; its chunks in flight are redone on h1 and h3."""
-    c = world.cluster(HOSTS, heartbeat_timeout=3.0)
+    c = ssh_clusters.cluster(HOSTS, heartbeat_timeout=3.0)
     infos = c.world()
     assert all(i.ok for i in infos)
     victim = {i.name: i.pid for i in infos}["h2"]
-    assert victim in {pid for pid, _ in clusterctl_pids(bed, "h2")}
+    assert victim in {pid for pid, _ in clusterctl_pids(ssh_bed, "h2")}
 
     def slow(x):
         time.sleep(0.01)
@@ -169,9 +169,9 @@ def where_last(triple):
     return triple + (host_here(),)
 
 
-def test_a_pinned_stage_runs_only_on_its_host(world):
+def test_a_pinned_stage_runs_only_on_its_host(ssh_clusters):
     """Stage 2 pinned to h2: every item ran stage 2 on h2, and stages 1 and 3 elsewhere."""
-    c = world.cluster(HOSTS)
+    c = ssh_clusters.cluster(HOSTS)
     assert all(i.ok for i in c.world())
     n = 300
     run = Pipeline(c, [where, (where_pinned, {"nodes": ["h2"]}), where_last], range(n))
@@ -187,7 +187,7 @@ def test_a_pinned_stage_runs_only_on_its_host(world):
 
 # -- the CLI -----------------------------------------------------------------------------
 
-def test_ctrl_c_mid_run_over_ssh_cancels_every_stage_on_every_host(world, bed, tmp_path):
+def test_ctrl_c_mid_run_over_ssh_cancels_every_stage_on_every_host(ssh_clusters, ssh_bed, tmp_path):
     """SIGINT to `clusterctl pipeline` running three stages (three farms) on three hosts:
     it exits 130 with the stage table on stderr, and once it has exited nothing of the
     pipeline runs on any host any more (the nodes stay, idle, for the next command)."""
@@ -220,14 +220,14 @@ def test_ctrl_c_mid_run_over_ssh_cancels_every_stage_on_every_host(world, bed, t
         def inputs():
             return range(10_000)
     """))
-    proc = world.interruptible_cli(HOSTS, ["pipeline", "--no-progress", str(script)], tmp_path)
+    proc = ssh_clusters.interruptible_cli(HOSTS, ["pipeline", "--no-progress", str(script)], tmp_path)
     try:
         def lines() -> list[str]:
             return log.read_text().split() if log.exists() else []
 
         wait_for(lambda: sum(line.startswith("2:") for line in lines()) >= 8, 60,
                  message="items to reach stage 2 on the hosts")
-        busy = {a: len(clusterctl_pids(bed, a)) for a in ("h1", "h2", "h3")}
+        busy = {a: len(clusterctl_pids(ssh_bed, a)) for a in ("h1", "h2", "h3")}
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -244,5 +244,5 @@ def test_ctrl_c_mid_run_over_ssh_cancels_every_stage_on_every_host(world, bed, t
     assert len(lines()) == started
     for alias in ("h1", "h2", "h3"):
         # node, its 2 workers and nothing else: the channel's boot script is gone
-        wait_for(lambda: len(clusterctl_pids(bed, alias)) == busy[alias] - 1, 10,
+        wait_for(lambda: len(clusterctl_pids(ssh_bed, alias)) == busy[alias] - 1, 10,
                  message=f"only the idle node on {alias}")

@@ -1,7 +1,7 @@
 """pmap over real OpenSSH hosts (tests/support/sshbed.py): a host killed, cut off or slowed mid-run.
 
-Each test checks that every item came back exactly once, and (through the ``world``
-fixture of test_ssh) that no clusterctl process is left on any host afterwards.
+Each test checks that every item came back exactly once, and (through the ``ssh_clusters``
+fixture of tests/ssh/conftest.py) that no clusterctl process is left on any host afterwards.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ if _reason:
 HOSTS = "h1 slots=2\nh2 slots=2\nh3 slots=2\n"
 
 
-def test_pmap_over_three_hosts_equals_map(world):
-    c = world.cluster(HOSTS)
+def test_pmap_over_three_hosts_equals_map(ssh_clusters):
+    c = ssh_clusters.cluster(HOSTS)
     assert all(i.ok for i in c.world())
     # a millisecond an item: long enough that every host takes part however slow the
     # others are to answer their first ping, on a loaded machine
@@ -46,17 +46,17 @@ def test_pmap_over_three_hosts_equals_map(world):
         [hashlib.md5(b).hexdigest() for b in blobs]
 
 
-def test_a_host_killed_mid_run(world, bed):
-    c = world.cluster(HOSTS, heartbeat_timeout=3.0)
+def test_a_host_killed_mid_run(ssh_clusters, ssh_bed):
+    c = ssh_clusters.cluster(HOSTS, heartbeat_timeout=3.0)
     assert all(i.ok for i in c.world())
     run = PMap(c, lambda x: time.sleep(0.01) or x, range(600))
     got, killed = [], False
     for value in run.values():  # (world went through the hub: the map opens its own streams)
         got.append(value)
         if not killed and len(got) >= 60 and run.stats.nodes["h2"].items > 0:  # mid-run
-            bed.kill_host("h2")
+            ssh_bed.kill_host("h2")
             killed = True
-    bed.restart_sshd("h2")  # the host comes back, for the tests after this one
+    ssh_bed.restart_sshd("h2")  # the host comes back, for the tests after this one
     assert killed and got == list(range(600))
     assert run.stats.nodes["h2"].state == "lost"
 
@@ -69,16 +69,16 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_host_cut_off_mid_run_is_lost_by_heartbeat(world, bed, tmp_path):
+def test_a_host_cut_off_mid_run_is_lost_by_heartbeat(ssh_clusters, ssh_bed, tmp_path):
     """h3 is cut off while its workers run items (20 s each there), and restored as soon
     as it is declared lost, while the run goes on: each item once, nothing from h3, and
     h3's node drops the lost connection's work (the workers running it are killed)."""
-    if bed.unsupported_reason("cut"):
-        pytest.skip(bed.unsupported_reason("cut"))
-    c = world.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=3.0)
+    if ssh_bed.unsupported_reason("cut"):
+        pytest.skip(ssh_bed.unsupported_reason("cut"))
+    c = ssh_clusters.cluster(HOSTS, heartbeat_interval=0.5, heartbeat_timeout=3.0)
     assert all(i.ok for i in c.world())
     starts = tmp_path / "starts"  # the hosts share this machine's file system
-    far = str(bed.host("h3").env_dir / "cache")
+    far = str(ssh_bed.host("h3").env_dir / "cache")
 
     def work(x):
         here = os.environ.get("XDG_CACHE_HOME") == far
@@ -92,7 +92,7 @@ def test_a_host_cut_off_mid_run_is_lost_by_heartbeat(world, bed, tmp_path):
         return [f for f in (line.split() for line in text.splitlines()) if f[0] == "1"]
 
     run = PMap(c, work, range(1200), speculate=False)
-    cut = CutUntilLost(bed, "h3", lambda: len(started_on_h3()) >= 2,
+    cut = CutUntilLost(ssh_bed, "h3", lambda: len(started_on_h3()) >= 2,
                        lambda: run.stats.nodes["h3"].state == "lost")
     got = list(run.values())
     cut.join()
@@ -107,20 +107,20 @@ def test_a_host_cut_off_mid_run_is_lost_by_heartbeat(world, bed, tmp_path):
              message="h3's workers running the lost connection's items to be killed")
 
 
-def test_a_host_behind_200_ms_of_latency_gets_fewer_items(world, bed, tmp_path):
+def test_a_host_behind_200_ms_of_latency_gets_fewer_items(ssh_clusters, ssh_bed, tmp_path):
     """h1 is 200 ms further away (round trip): by netem on its link where the kernel has
     it, else through a relay on loopback that holds every byte 100 ms each way."""
     with contextlib.ExitStack() as stack:
-        if bed.unsupported_reason("slow"):
-            h1 = bed.host("h1")
+        if ssh_bed.unsupported_reason("slow"):
+            h1 = ssh_bed.host("h1")
             proxy = stack.enter_context(LatencyProxy((h1.address, h1.port), delay=0.1))
-            stack.callback(world.down_everything)  # through the relay, while it still runs
+            stack.callback(ssh_clusters.down_everything)  # through the relay, while it still runs
             config = tmp_path / "ssh_config"
             config.write_text(f"Host h1far\n  HostName 127.0.0.1\n  Port {proxy.port}\n"
                               f"  HostKeyAlias {h1.known_hosts_name}\n"
-                              + bed.ssh_config.read_text())
-            world.ssh = dict(world.ssh, config_file=str(config))
-            c = world.cluster(HOSTS.replace("h1 slots=2", "h1far name=h1 slots=2"))
+                              + ssh_bed.ssh_config.read_text())
+            ssh_clusters.ssh = dict(ssh_clusters.ssh, config_file=str(config))
+            c = ssh_clusters.cluster(HOSTS.replace("h1 slots=2", "h1far name=h1 slots=2"))
             infos = c.world()
             if not all(i.ok for i in infos):
                 # Seen once in a full CI-like run, never alone: h1's SSH login through the
@@ -132,16 +132,16 @@ def test_a_host_behind_200_ms_of_latency_gets_fewer_items(world, bed, tmp_path):
                 assert all(i.ok for i in infos), (first, [(i.name, i.reason) for i in infos])
             assert c.world()[0].rtt > 0.2  # the ping went through the relay
         else:
-            c = world.cluster(HOSTS)
+            c = ssh_clusters.cluster(HOSTS)
             assert all(i.ok for i in c.world())
-            bed.slow("h1", 200)
+            ssh_bed.slow("h1", 200)
         run = PMap(c, lambda x: time.sleep(0.02) or x, range(400))
         assert list(run.values()) == list(range(400))
         counts = {h: run.stats.nodes[h].items for h in ("h1", "h2", "h3")}
         assert counts["h1"] < min(counts["h2"], counts["h3"]), counts
 
 
-def test_ctrl_c_mid_run_over_ssh_cancels_the_work_on_every_host(world, bed, tmp_path):
+def test_ctrl_c_mid_run_over_ssh_cancels_the_work_on_every_host(ssh_clusters, ssh_bed, tmp_path):
     """SIGINT to `clusterctl pmap` running on three hosts: it exits 130 with the summary,
     and once it has exited nothing of the job runs on any host any more (the nodes stay,
     idle, for the next command)."""
@@ -159,11 +159,11 @@ def test_ctrl_c_mid_run_over_ssh_cancels_the_work_on_every_host(world, bed, tmp_
         def inputs():
             return range(10_000)
     """))
-    proc = world.interruptible_cli(HOSTS, ["pmap", str(job)], tmp_path)
+    proc = ssh_clusters.interruptible_cli(HOSTS, ["pmap", str(job)], tmp_path)
     try:
         wait_for(lambda: log.exists() and len(log.read_text().split()) >= 12, 60,
                  message="items to start on the hosts")
-        busy = {a: len(clusterctl_pids(bed, a)) for a in ("h1", "h2", "h3")}
+        busy = {a: len(clusterctl_pids(ssh_bed, a)) for a in ("h1", "h2", "h3")}
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -175,5 +175,5 @@ def test_ctrl_c_mid_run_over_ssh_cancels_the_work_on_every_host(world, bed, tmp_
     assert len(log.read_text().split()) == started
     for alias in ("h1", "h2", "h3"):
         # node, its 2 workers and nothing else: the channel's boot script is gone
-        wait_for(lambda: len(clusterctl_pids(bed, alias)) == busy[alias] - 1, 10,
+        wait_for(lambda: len(clusterctl_pids(ssh_bed, alias)) == busy[alias] - 1, 10,
                  message=f"only the idle node on {alias}")

@@ -27,8 +27,8 @@ _reason = available_reason()
 if _reason:
     pytestmark.append(pytest.mark.skip(reason=f"SSH test bed unavailable: {_reason}"))
 
-def test_world_rpc_multicall_across_hosts(world):
-    c = world.cluster("h1\nh2 slots=3\nh3\n")
+def test_world_rpc_multicall_across_hosts(ssh_clusters):
+    c = ssh_clusters.cluster("h1\nh2 slots=3\nh3\n")
     infos = c.world()
     assert [i.status for i in infos] == ["pong"] * 3, infos
     assert infos[1].slots == 3
@@ -43,45 +43,45 @@ def test_world_rpc_multicall_across_hosts(world):
     assert info.value.node == "h2" and info.value.remote_type == "ZeroDivisionError"
 
 
-def test_second_bootstrap_ships_no_code_and_nodes_persist(world, bed):
+def test_second_bootstrap_ships_no_code_and_nodes_persist(ssh_clusters, ssh_bed):
     """Direct connections (no hub), so the pool's count of bundles shipped is ours to read;
     through the hub, test_hub.py counts them."""
     hosts = "h1\nh2\n"
     for alias in ("h1", "h2"):  # earlier tests cached the code: start from an empty cache
-        shutil.rmtree(bed.host(alias).env_dir / "cache" / "clusterctl", ignore_errors=True)
-    first = world.cluster(hosts, hub=False)
+        shutil.rmtree(ssh_bed.host(alias).env_dir / "cache" / "clusterctl", ignore_errors=True)
+    first = ssh_clusters.cluster(hosts, hub=False)
     pids = {i.name: i.pid for i in first.world()}
     assert first.ssh.shipped == 2  # the first bootstrap ships the code to each host
     first.close()
-    second = world.cluster(hosts, hub=False)
+    second = ssh_clusters.cluster(hosts, hub=False)
     again = {i.name: i.pid for i in second.world()}
     assert again == pids  # the same nodes answered: they outlived the first controller
     assert second.ssh.shipped == 0
     assert second.down() == {"h1": "stopped", "h2": "stopped"}
-    assert clusterctl_pids(bed, "h1") == [] and clusterctl_pids(bed, "h2") == []
-    third = world.cluster(hosts, hub=False)
+    assert clusterctl_pids(ssh_bed, "h1") == [] and clusterctl_pids(ssh_bed, "h2") == []
+    third = ssh_clusters.cluster(hosts, hub=False)
     assert all(i.ok for i in third.world())
     assert third.ssh.shipped == 0  # the code cache survives down
 
 
-def test_proxyjump_through_a_jump_host(world, bed):
-    alias = bed.add_jump("h1", JUMP)
-    c = world.cluster(f"{alias} name=far\n")
+def test_proxyjump_through_a_jump_host(ssh_clusters, ssh_bed):
+    alias = ssh_bed.add_jump("h1", JUMP)
+    c = ssh_clusters.cluster(f"{alias} name=far\n")
     info, = c.world()
     assert info.ok, info
     assert c.rpc("far", lambda: os.environ["XDG_CACHE_HOME"]).endswith("/h1/cache")
-    jump_address = bed.host(JUMP).address
-    assert jump_address in bed.host("h1").log_path.read_text()
+    jump_address = ssh_bed.host(JUMP).address
+    assert jump_address in ssh_bed.host("h1").log_path.read_text()
 
 
-def test_ssh_config_alias_through_include(world, bed, tmp_path):
+def test_ssh_config_alias_through_include(ssh_clusters, ssh_bed, tmp_path):
     extra = tmp_path / "extra.conf"
-    h2 = bed.host("h2")
+    h2 = ssh_bed.host("h2")
     extra.write_text(f"Host included-h2\n    HostName {h2.address}\n    Port {h2.port}\n"
-                     f"    User {bed.user}\n    IdentityFile {bed.client_key}\n    IdentitiesOnly yes\n")
+                     f"    User {ssh_bed.user}\n    IdentityFile {ssh_bed.client_key}\n    IdentitiesOnly yes\n")
     config = tmp_path / "ssh_config"
-    config.write_text(f"Include {extra}\n" + bed.ssh_config.read_text())
-    c = world.cluster("included-h2\n", ssh={"config_file": str(config)})
+    config.write_text(f"Include {extra}\n" + ssh_bed.ssh_config.read_text())
+    c = ssh_clusters.cluster("included-h2\n", ssh={"config_file": str(config)})
     info, = c.world()
     assert info.ok, info
 
@@ -102,33 +102,33 @@ def _server_key(cluster, alias: str) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 
 
-def test_unknown_host_key_refused_then_accepted_on_request(world, bed, tmp_path):
+def test_unknown_host_key_refused_then_accepted_on_request(ssh_clusters, ssh_bed, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("# nothing known yet\n")
-    asking = _asking_config(bed, tmp_path)   # ssh's default: ask (nobody to ask here)
-    c = world.cluster("h3\n", ssh={"known_hosts": str(empty), "config_file": str(asking)})
+    asking = _asking_config(ssh_bed, tmp_path)   # ssh's default: ask (nobody to ask here)
+    c = ssh_clusters.cluster("h3\n", ssh={"known_hosts": str(empty), "config_file": str(asking)})
     info, = c.world()
     assert info.status == "pang"
     assert "not known" in info.reason and "SHA256:" in info.reason
     assert empty.read_text() == "# nothing known yet\n"
-    trusting = world.cluster("h3\n", ssh={"known_hosts": str(empty), "config_file": str(asking),
+    trusting = ssh_clusters.cluster("h3\n", ssh={"known_hosts": str(empty), "config_file": str(asking),
                                           "accept_new_host_keys": True})
     assert trusting.world()[0].ok
     lines = empty.read_text().splitlines()
     assert lines[0] == "# nothing known yet" and len(lines) == 2
-    assert lines[1] == f"{bed.host('h3').known_hosts_name} {bed.host('h3').host_pubkey_line}"
+    assert lines[1] == f"{ssh_bed.host('h3').known_hosts_name} {ssh_bed.host('h3').host_pubkey_line}"
 
 
-def test_changed_host_key_is_refused_naming_the_file_and_line(world, bed, tmp_path):
+def test_changed_host_key_is_refused_naming_the_file_and_line(ssh_clusters, ssh_bed, tmp_path):
     known = tmp_path / "known_hosts"
-    h1, h2 = bed.host("h1"), bed.host("h2")
+    h1, h2 = ssh_bed.host("h1"), ssh_bed.host("h2")
     known.write_text(f"# hosts\n\n{h1.known_hosts_name} {h1.host_pubkey_line}\n"
                      f"{h2.known_hosts_name} {h2.host_pubkey_line}\n")     # h2 on line 4
     before, stat_before = known.read_bytes(), known.stat()
-    accept_new = _asking_config(bed, tmp_path, "StrictHostKeyChecking accept-new")
-    bed.set_host_key("h2")
+    accept_new = _asking_config(ssh_bed, tmp_path, "StrictHostKeyChecking accept-new")
+    ssh_bed.set_host_key("h2")
     try:
-        c = world.cluster("h2\nh1\n", ssh={"known_hosts": str(known), "config_file": str(accept_new),
+        c = ssh_clusters.cluster("h2\nh1\n", ssh={"known_hosts": str(known), "config_file": str(accept_new),
                                             "accept_new_host_keys": True})
         h2_info, h1_info = c.world()
         assert h1_info.ok
@@ -138,19 +138,20 @@ def test_changed_host_key_is_refused_naming_the_file_and_line(world, bed, tmp_pa
         assert known.read_bytes() == before          # not appended to, not rewritten
         assert (stat_after.st_ino, stat_after.st_mtime_ns) == (stat_before.st_ino, stat_before.st_mtime_ns)
     finally:
-        bed.refresh_known_hosts()
+        ssh_bed.refresh_known_hosts()
 
 
 @pytest.mark.parametrize("key_type", ["ecdsa", "rsa"])
-def test_host_recorded_with_another_key_type_connects_under_strict_checking(world, bed, tmp_path, key_type):
+def test_host_recorded_with_another_key_type_connects_under_strict_checking(ssh_clusters, ssh_bed, tmp_path,
+                                                                           key_type):
     """ssh offers first the algorithms of the keys known_hosts holds for the host: a host
     serving ed25519 and ECDSA (or RSA) keys, recorded only with the latter, is known."""
-    recorded = bed.add_host_key("h3", key_type)
+    recorded = ssh_bed.add_host_key("h3", key_type)
     try:
         known = tmp_path / "known_hosts"
-        known.write_text(f"{bed.host('h3').known_hosts_name} {recorded}\n")
+        known.write_text(f"{ssh_bed.host('h3').known_hosts_name} {recorded}\n")
         before = known.read_bytes()
-        c = world.cluster("h3\n", ssh={"known_hosts": str(known)}, hub=False)   # the bed's config: yes; its own pool, to read the key
+        c = ssh_clusters.cluster("h3\n", ssh={"known_hosts": str(known)}, hub=False)   # the bed's config: yes; its own pool, to read the key
         info, = c.world()
         assert info.ok, info
         assert c.rpc("h3", "operator.add", 2, 3) == 5
@@ -158,51 +159,51 @@ def test_host_recorded_with_another_key_type_connects_under_strict_checking(worl
         assert known.read_bytes() == before
         assert c.down() == {"h3": "stopped"}    # while the recorded key still opens h3
     finally:
-        bed.drop_host_keys("h3")
+        ssh_bed.drop_host_keys("h3")
 
 
 @pytest.mark.parametrize("how", ["config", "flag"])
-def test_accept_new_uses_the_recorded_key_type_not_a_new_ed25519_key(world, bed, tmp_path, how):
+def test_accept_new_uses_the_recorded_key_type_not_a_new_ed25519_key(ssh_clusters, ssh_bed, tmp_path, how):
     """Under accept-new, a host recorded with its ECDSA key that also offers ed25519 is
     reached with the recorded key: the ed25519 key is not trusted and not written down."""
-    recorded = bed.add_host_key("h3", "ecdsa")
+    recorded = ssh_bed.add_host_key("h3", "ecdsa")
     try:
         known = tmp_path / "known_hosts"
-        known.write_text(f"{bed.host('h3').known_hosts_name} {recorded}\n")
+        known.write_text(f"{ssh_bed.host('h3').known_hosts_name} {recorded}\n")
         before = known.read_bytes()
         if how == "config":
-            ssh = {"config_file": str(_asking_config(bed, tmp_path, "StrictHostKeyChecking accept-new"))}
+            ssh = {"config_file": str(_asking_config(ssh_bed, tmp_path, "StrictHostKeyChecking accept-new"))}
         else:
-            ssh = {"config_file": str(_asking_config(bed, tmp_path)), "accept_new_host_keys": True}
-        c = world.cluster("h3\n", ssh={"known_hosts": str(known), **ssh}, hub=False)  # its own pool
+            ssh = {"config_file": str(_asking_config(ssh_bed, tmp_path)), "accept_new_host_keys": True}
+        c = ssh_clusters.cluster("h3\n", ssh={"known_hosts": str(known), **ssh}, hub=False)  # its own pool
         info, = c.world()
         assert info.ok, info
         assert _server_key(c, "h3") == recorded
         assert known.read_bytes() == before
         assert c.down() == {"h3": "stopped"}    # while the recorded key still opens h3
     finally:
-        bed.drop_host_keys("h3")
+        ssh_bed.drop_host_keys("h3")
 
 
-def test_accept_new_flag_does_not_override_strict_checking_in_the_config(world, bed, tmp_path):
+def test_accept_new_flag_does_not_override_strict_checking_in_the_config(ssh_clusters, ssh_bed, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    c = world.cluster("h3\n", ssh={"known_hosts": str(empty), "accept_new_host_keys": True})
+    c = ssh_clusters.cluster("h3\n", ssh={"known_hosts": str(empty), "accept_new_host_keys": True})
     info, = c.world()                           # the bed's config says StrictHostKeyChecking yes
     assert info.status == "pang"
     assert "not known" in info.reason and "StrictHostKeyChecking yes" in info.reason
     assert empty.read_text() == ""
 
 
-def test_hash_known_hosts_hashes_the_appended_name(world, bed, tmp_path):
+def test_hash_known_hosts_hashes_the_appended_name(ssh_clusters, ssh_bed, tmp_path):
     import subprocess
 
     known = tmp_path / "known_hosts"
     known.write_text("")
-    config = _asking_config(bed, tmp_path, "HashKnownHosts yes\nStrictHostKeyChecking accept-new")
-    c = world.cluster("h1\n", ssh={"known_hosts": str(known), "config_file": str(config)})
+    config = _asking_config(ssh_bed, tmp_path, "HashKnownHosts yes\nStrictHostKeyChecking accept-new")
+    c = ssh_clusters.cluster("h1\n", ssh={"known_hosts": str(known), "config_file": str(config)})
     assert c.world()[0].ok
-    h1 = bed.host("h1")
+    h1 = ssh_bed.host("h1")
     line, = known.read_text().splitlines()
     assert line.startswith("|1|") and h1.address not in line
     assert line.split()[1:] == h1.host_pubkey_line.split()
@@ -210,56 +211,56 @@ def test_hash_known_hosts_hashes_the_appended_name(world, bed, tmp_path):
                            capture_output=True, text=True, timeout=30)
     assert found.returncode == 0 and line in found.stdout
     # and OpenSSH itself trusts the host with it under strict checking
-    run = bed.ssh("h1", "true", options=["-o", f"UserKnownHostsFile={known}"])
+    run = ssh_bed.ssh("h1", "true", options=["-o", f"UserKnownHostsFile={known}"])
     assert run.returncode == 0, run.stderr
 
 
-def test_wrong_user_is_a_clear_auth_error(world):
-    c = world.cluster("nosuchuser@h1 name=bad\nh2\n")
+def test_wrong_user_is_a_clear_auth_error(ssh_clusters):
+    c = ssh_clusters.cluster("nosuchuser@h1 name=bad\nh2\n")
     bad, good = c.world()
     assert good.ok
     assert bad.status == "pang" and "permission denied" in bad.reason.lower()
 
 
-def test_stopped_host_shows_pang_within_the_timeout_while_others_answer(world, bed):
-    bed.stop_host("h3")
+def test_stopped_host_shows_pang_within_the_timeout_while_others_answer(ssh_clusters, ssh_bed):
+    ssh_bed.stop_host("h3")
     try:
-        c = world.cluster("h1\nh2\nh3\n", connect_timeout=4)
+        c = ssh_clusters.cluster("h1\nh2\nh3\n", connect_timeout=4)
         started = time.monotonic()
         infos = c.world()
         elapsed = time.monotonic() - started
         assert [i.status for i in infos] == ["pong", "pong", "pang"]
         assert elapsed < 15
     finally:
-        bed.start_host("h3")
+        ssh_bed.start_host("h3")
 
 
-def test_python_version_mismatch_is_reported_at_world_time(world, tmp_path):
+def test_python_version_mismatch_is_reported_at_world_time(ssh_clusters, tmp_path):
     shim = tmp_path / "oldpy"
     # a Python that says it is 3.9 and runs the code it is given (the last argument)
     shim.write_text("#!/bin/sh\nexec python3 -c 'import sys; sys.version_info = (3, 9, 18, \"final\", 0); "
                     "code = sys.argv[-1]; sys.argv = [\"-c\"]; exec(code)' \"$@\"\n")
     shim.chmod(0o755)
-    c = world.cluster(f"h1 python={shim}\nh2\n")
+    c = ssh_clusters.cluster(f"h1 python={shim}\nh2\n")
     h1, h2 = c.world()
     assert h2.ok
     assert h1.status == "pang"
     assert "3.9.18" in h1.reason and "python=" in (h1.reason + str(c.spec('h1').source))
 
 
-def test_missing_python_is_a_clear_error(world):
-    c = world.cluster("h1 python=/nonexistent/python3\n")
+def test_missing_python_is_a_clear_error(ssh_clusters):
+    c = ssh_clusters.cluster("h1 python=/nonexistent/python3\n")
     info, = c.world()
     assert info.status == "pang" and "no Python" in info.reason
 
 
-def test_down_leaves_no_process_on_any_host(world, bed):
-    c = world.cluster("h1\nh2\nh3\n")
+def test_down_leaves_no_process_on_any_host(ssh_clusters, ssh_bed):
+    c = ssh_clusters.cluster("h1\nh2\nh3\n")
     assert all(i.ok for i in c.world())
-    assert clusterctl_pids(bed, "h1")
+    assert clusterctl_pids(ssh_bed, "h1")
     assert c.down() == {"h1": "stopped", "h2": "stopped", "h3": "stopped"}
     for alias in ("h1", "h2", "h3"):
-        assert clusterctl_pids(bed, alias) == []
+        assert clusterctl_pids(ssh_bed, alias) == []
 
 
 def io_counters(pid: int) -> tuple[int, int]:
@@ -268,12 +269,12 @@ def io_counters(pid: int) -> tuple[int, int]:
     return int(fields["rchar"]), int(fields["wchar"])
 
 
-def test_the_node_serves_the_ssh_channel_itself(world, bed):
+def test_the_node_serves_the_ssh_channel_itself(ssh_clusters, ssh_bed):
     """The boot script hands the channel's stdin and stdout to the node and copies
     nothing: traffic through the channel does not pass through it."""
-    c = world.cluster("h1\n")
+    c = ssh_clusters.cluster("h1\n")
     assert c.rpc("h1", "operator.add", 1, 2) == 3
-    procs = clusterctl_pids(bed, "h1")
+    procs = clusterctl_pids(ssh_bed, "h1")
     boots = [pid for pid, cmd in procs if "sys.stdin.buffer.readline" in cmd]
     assert len(boots) == 1
     assert not {0, 1} & {int(fd) for fd in os.listdir(f"/proc/{boots[0]}/fd")}
@@ -285,21 +286,21 @@ def test_the_node_serves_the_ssh_channel_itself(world, bed):
     assert after[0] - before[0] < 10_000 and after[1] - before[1] < 10_000
     node = c.world()[0].pid
     c.close()  # the channel closes: the boot script exits, the node stays
-    wait_for(lambda: boots[0] not in {pid for pid, _ in clusterctl_pids(bed, "h1")},
+    wait_for(lambda: boots[0] not in {pid for pid, _ in clusterctl_pids(ssh_bed, "h1")},
              message="the boot script to exit")
-    assert node in {pid for pid, _ in clusterctl_pids(bed, "h1")}
+    assert node in {pid for pid, _ in clusterctl_pids(ssh_bed, "h1")}
 
 
-def test_unknown_host_keys_are_listed_once_and_trusted_on_request(world, tmp_path):
+def test_unknown_host_keys_are_listed_once_and_trusted_on_request(ssh_clusters, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     asking = tmp_path / "ssh_config"  # OpenSSH's default: ask (the first value wins)
-    asking.write_text("StrictHostKeyChecking ask\n" + world.bed.ssh_config.read_text())
-    c = world.cluster("h1\nh2\nh2 name=again\n", ssh={"known_hosts": str(empty),
+    asking.write_text("StrictHostKeyChecking ask\n" + ssh_clusters.bed.ssh_config.read_text())
+    c = ssh_clusters.cluster("h1\nh2\nh2 name=again\n", ssh={"known_hosts": str(empty),
                                                       "config_file": str(asking)})
     unknowns = c.unknown_host_keys()
     assert sorted(u.host_label for u in unknowns) == sorted(
-        {world.bed.host("h1").known_hosts_name, world.bed.host("h2").known_hosts_name})
+        {ssh_clusters.bed.host("h1").known_hosts_name, ssh_clusters.bed.host("h2").known_hosts_name})
     assert all(u.fingerprint.startswith("SHA256:") for u in unknowns)
     c.trust_host_keys(unknowns)
     assert all(i.ok for i in c.world())
@@ -319,10 +320,10 @@ def _cli_world(bed, tmp_path, config: Path, known: Path, *options: str):
     return run, (json.loads(run.stdout) if run.stdout.strip() else None)
 
 
-def test_cli_refuses_unknown_host_keys_when_nobody_can_be_asked(world, bed, tmp_path):
+def test_cli_refuses_unknown_host_keys_when_nobody_can_be_asked(ssh_clusters, ssh_bed, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    run, nodes = _cli_world(bed, tmp_path, _asking_config(bed, tmp_path), empty)
+    run, nodes = _cli_world(ssh_bed, tmp_path, _asking_config(ssh_bed, tmp_path), empty)
     assert run.returncode == 3
     node, = nodes
     assert node["status"] == "pang"
@@ -330,10 +331,10 @@ def test_cli_refuses_unknown_host_keys_when_nobody_can_be_asked(world, bed, tmp_
     assert empty.read_text() == ""
 
 
-def test_cli_accept_new_flag_refused_by_strict_checking_in_the_config(world, bed, tmp_path):
+def test_cli_accept_new_flag_refused_by_strict_checking_in_the_config(ssh_clusters, ssh_bed, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    run, nodes = _cli_world(bed, tmp_path, bed.ssh_config, empty, "--accept-new-host-keys")
+    run, nodes = _cli_world(ssh_bed, tmp_path, ssh_bed.ssh_config, empty, "--accept-new-host-keys")
     assert run.returncode == 3
     node, = nodes
     assert node["status"] == "pang"
@@ -341,10 +342,10 @@ def test_cli_accept_new_flag_refused_by_strict_checking_in_the_config(world, bed
     assert empty.read_text() == ""
 
 
-def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed, tmp_path):
+def test_cut_network_during_rpc_is_detected_by_heartbeat(ssh_clusters, ssh_bed, tmp_path):
     import threading
 
-    c = world.cluster("h1\nh2\n", heartbeat_timeout=3.0)
+    c = ssh_clusters.cluster("h1\nh2\n", heartbeat_timeout=3.0)
     assert all(i.ok for i in c.world())
     marker = tmp_path / "started"
 
@@ -373,7 +374,7 @@ def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed, tmp_path):
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert marker.exists(), "the task never started on h2"
-    bed.cut("h2")
+    ssh_bed.cut("h2")
     try:
         caller.join(20)
         assert not caller.is_alive()
@@ -382,28 +383,28 @@ def test_cut_network_during_rpc_is_detected_by_heartbeat(world, bed, tmp_path):
         assert outcome["seconds"] < 12
         assert c.rpc("h1", "operator.add", 1, 1) == 2  # the other host keeps working
         # the node on h2 noticed its controller was gone and killed the sleeping worker
-        log = bed.host("h2").env_dir / "run" / "clusterctl" / "h2.log"
+        log = ssh_bed.host("h2").env_dir / "run" / "clusterctl" / "h2.log"
         deadline = time.monotonic() + 10
         while "controller went away" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         text = log.read_text()
         node = int(marker.read_text())
         mine = [line for line in text.splitlines() if f"[{node}]" in line]
-        alive = node in {pid for pid, _ in clusterctl_pids(bed, "h2")}
+        alive = node in {pid for pid, _ in clusterctl_pids(ssh_bed, "h2")}
         assert any("no heartbeat" in line for line in mine) and "controller went away" in text, (
             f"node {node} ran the task and is {'alive' if alive else 'gone'}; "
-            f"its log lines: {mine[-8:]}; processes on h2: {clusterctl_pids(bed, 'h2')}; "
+            f"its log lines: {mine[-8:]}; processes on h2: {clusterctl_pids(ssh_bed, 'h2')}; "
             f"the log ends: {text.splitlines()[-6:]}")
     finally:
-        bed.restore("h2")
+        ssh_bed.restore("h2")
 
 
-def test_unwritable_code_cache_is_a_clear_error(world, tmp_path):
+def test_unwritable_code_cache_is_a_clear_error(ssh_clusters, tmp_path):
     # root may write anywhere on disk, so point the cache where nobody can write: /proc
     shim = tmp_path / "py-nocache"
     shim.write_text('#!/bin/sh\nXDG_CACHE_HOME=/proc/1/no-such-dir exec python3 "$@"\n')
     shim.chmod(0o755)
-    c = world.cluster(f"h1 python={shim}\n")
+    c = ssh_clusters.cluster(f"h1 python={shim}\n")
     info, = c.world()
     assert info.status == "pang"
     assert "cannot write the code cache" in info.reason
@@ -415,32 +416,32 @@ def _config_with(bed, tmp_path, extra: str) -> Path:
     return config
 
 
-def test_multi_hop_proxyjump(world, bed, tmp_path):
-    bed.set_forwarding("h3", True)
-    bed.set_forwarding(JUMP, True)
-    h1 = bed.host("h1")
-    config = _config_with(bed, tmp_path, f"Host two-hops\n    HostName {h1.address}\n    Port {h1.port}\n"
-                                         f"    User {bed.user}\n    IdentityFile {bed.client_key}\n"
+def test_multi_hop_proxyjump(ssh_clusters, ssh_bed, tmp_path):
+    ssh_bed.set_forwarding("h3", True)
+    ssh_bed.set_forwarding(JUMP, True)
+    h1 = ssh_bed.host("h1")
+    config = _config_with(ssh_bed, tmp_path, f"Host two-hops\n    HostName {h1.address}\n    Port {h1.port}\n"
+                                         f"    User {ssh_bed.user}\n    IdentityFile {ssh_bed.client_key}\n"
                                          f"    IdentitiesOnly yes\n    ProxyJump h3,{JUMP}\n")
-    c = world.cluster("two-hops name=far\n", ssh={"config_file": str(config)})
+    c = ssh_clusters.cluster("two-hops name=far\n", ssh={"config_file": str(config)})
     info, = c.world()
     assert info.ok, info
     # h1 saw the connection come from the last hop, which was reached through the first
-    assert bed.host(JUMP).address in bed.host("h1").log_path.read_text()
-    assert bed.host("h3").address in bed.host(JUMP).log_path.read_text()
+    assert ssh_bed.host(JUMP).address in ssh_bed.host("h1").log_path.read_text()
+    assert ssh_bed.host("h3").address in ssh_bed.host(JUMP).log_path.read_text()
 
 
-def test_proxycommand_runs_through_a_shell_and_is_reaped(world, bed, tmp_path):
-    bed.set_forwarding(JUMP, True)
-    h2 = bed.host("h2")
+def test_proxycommand_runs_through_a_shell_and_is_reaped(ssh_clusters, ssh_bed, tmp_path):
+    ssh_bed.set_forwarding(JUMP, True)
+    h2 = ssh_bed.host("h2")
     # $SSH_CONFIG is expanded by the shell: paramiko's own ProxyCommand could not do that
-    config = _config_with(bed, tmp_path, f"Host via-command\n    HostName {h2.address}\n    Port {h2.port}\n"
-                                         f"    User {bed.user}\n    IdentityFile {bed.client_key}\n"
+    config = _config_with(ssh_bed, tmp_path, f"Host via-command\n    HostName {h2.address}\n    Port {h2.port}\n"
+                                         f"    User {ssh_bed.user}\n    IdentityFile {ssh_bed.client_key}\n"
                                          f"    IdentitiesOnly yes\n"
                                          f"    ProxyCommand ssh -F \"$BED_SSH_CONFIG\" -W %h:%p {JUMP}\n")
-    os.environ["BED_SSH_CONFIG"] = str(bed.ssh_config)
+    os.environ["BED_SSH_CONFIG"] = str(ssh_bed.ssh_config)
     try:
-        c = world.cluster("via-command name=piped\n", ssh={"config_file": str(config)}, hub=False)
+        c = ssh_clusters.cluster("via-command name=piped\n", ssh={"config_file": str(config)}, hub=False)
         info, = c.world()
         assert info.ok, info
         proxies = list(c.ssh._proxies)

@@ -35,7 +35,8 @@ SPAWN_AGENT = "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"
 
 
 @pytest.fixture
-def bed(tmp_path_factory):
+def own_bed(tmp_path_factory):
+    """A bed of three hosts of this module's own (``OWN_BEDS``), stopped after: for tests of the bed itself."""
     with SSHTestBed(3, tmp_path_factory.mktemp("bed")) as b:
         yield b
 
@@ -74,50 +75,50 @@ def _paramiko_client(bed):
 
 # -- basics ------------------------------------------------------------------------------
 
-def test_layout_and_openssh_config(bed):
-    assert bed.mode in ("netns", "loopback")
+def test_layout_and_openssh_config(own_bed):
+    assert own_bed.mode in ("netns", "loopback")
     if sshbed.netns_available():
-        assert bed.mode == "netns"
-    assert [h.alias for h in bed.hosts] == ["h1", "h2", "h3"]
-    for i, h in enumerate(bed.hosts, 1):
-        assert bed.host(h.alias) == h
-        if bed.mode == "netns":
-            lane = bed.plan.lane
-            assert lane in range(sshbed.LANES) and bed.plan.network == "198.18.0.%d/26" % (64 * lane)
+        assert own_bed.mode == "netns"
+    assert [h.alias for h in own_bed.hosts] == ["h1", "h2", "h3"]
+    for i, h in enumerate(own_bed.hosts, 1):
+        assert own_bed.host(h.alias) == h
+        if own_bed.mode == "netns":
+            lane = own_bed.plan.lane
+            assert lane in range(sshbed.LANES) and own_bed.plan.network == "198.18.0.%d/26" % (64 * lane)
             assert (h.address, h.port) == ("198.18.0.%d" % (64 * lane + 10 + i), 22)
             assert h.namespace.startswith("cct") and len(h.namespace) <= 15
         else:
             assert h.address == "127.0.0.1" and h.namespace is None
         assert h.host_pubkey_line.startswith("ssh-ed25519 AAAA")
-        assert h.env_dir == bed.workdir / h.alias
+        assert h.env_dir == own_bed.workdir / h.alias
         for sub in ("cache", "run", "config"):
             assert (h.env_dir / sub).stat().st_mode & 0o777 == 0o700
         text = h.sshd_config.read_text()
         assert "AllowTcpForwarding no" in text and "UsePAM no" in text
-    assert len({(h.address, h.port) for h in bed.hosts}) == 3
-    known = bed.known_hosts.read_text().splitlines()
-    assert sorted(known) == sorted("%s %s" % (h.known_hosts_name, h.host_pubkey_line) for h in bed.hosts)
+    assert len({(h.address, h.port) for h in own_bed.hosts}) == 3
+    known = own_bed.known_hosts.read_text().splitlines()
+    assert sorted(known) == sorted("%s %s" % (h.known_hosts_name, h.host_pubkey_line) for h in own_bed.hosts)
     # plain OpenSSH with nothing but the bed's config
-    r = subprocess.run(["ssh", "-F", str(bed.ssh_config), "h1", "true"], stdin=subprocess.DEVNULL,
+    r = subprocess.run(["ssh", "-F", str(own_bed.ssh_config), "h1", "true"], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
-    assert _ok(bed, "h3", "id -un").strip() == bed.user
+    assert _ok(own_bed, "h3", "id -un").strip() == own_bed.user
 
 
-def test_setenv_gives_each_host_its_own_xdg_dirs(bed):
+def test_setenv_gives_each_host_its_own_xdg_dirs(own_bed):
     seen = set()
-    for h in bed.hosts:
-        out = _ok(bed, h.alias, PRINT_XDG).split()
+    for h in own_bed.hosts:
+        out = _ok(own_bed, h.alias, PRINT_XDG).split()
         assert out == [str(h.env_dir / "cache"), str(h.env_dir / "run"), str(h.env_dir / "config")]
         seen.add(out[0])
     assert len(seen) == 3
 
 
-def test_paramiko_with_client_key_and_known_hosts(bed):
-    h2 = bed.host("h2")
-    client = _paramiko_client(bed)
+def test_paramiko_with_client_key_and_known_hosts(own_bed):
+    h2 = own_bed.host("h2")
+    client = _paramiko_client(own_bed)
     try:
-        client.connect(h2.address, port=h2.port, username=bed.user, key_filename=str(bed.client_key),
+        client.connect(h2.address, port=h2.port, username=own_bed.user, key_filename=str(own_bed.client_key),
                        look_for_keys=False, allow_agent=False, timeout=10)
         _, stdout, _ = client.exec_command("echo hi")
         assert stdout.read().decode().strip() == "hi"
@@ -133,125 +134,125 @@ def test_paramiko_with_client_key_and_known_hosts(bed):
 
 # -- network faults ------------------------------------------------------------------------
 
-def test_cut_and_restore(bed):
-    if bed.mode != "netns":
+def test_cut_and_restore(own_bed):
+    if own_bed.mode != "netns":
         with pytest.raises(NotSupported):
-            bed.cut("h1")
+            own_bed.cut("h1")
         pytest.skip("network cut needs the netns bed")
-    _ok(bed, "h1")
-    bed.cut("h1")
+    _ok(own_bed, "h1")
+    own_bed.cut("h1")
     try:
         t0 = time.monotonic()
-        r = bed.ssh("h1", "true")
+        r = own_bed.ssh("h1", "true")
         elapsed = time.monotonic() - t0
         assert r.returncode == 255, r
         assert elapsed < 5 + 3, "ssh to a cut host took %.1f s (ConnectTimeout 5)" % elapsed
-        _ok(bed, "h2")
-        assert bed.host_pids("h1"), "cut must not stop the host's processes"
+        _ok(own_bed, "h2")
+        assert own_bed.host_pids("h1"), "cut must not stop the host's processes"
     finally:
-        bed.restore("h1")
-    _ok(bed, "h1")
+        own_bed.restore("h1")
+    _ok(own_bed, "h1")
 
 
-def test_slow(bed):
-    reason = bed.unsupported_reason("slow")
+def test_slow(own_bed):
+    reason = own_bed.unsupported_reason("slow")
     if reason:
         with pytest.raises(NotSupported):
-            bed.slow("h1", 200)
+            own_bed.slow("h1", 200)
         pytest.skip(reason)
-    h1 = bed.host("h1")
+    h1 = own_bed.host("h1")
 
     def connect_seconds():
         t0 = time.monotonic()
         socket.create_connection((h1.address, h1.port), timeout=5).close()
         return time.monotonic() - t0
 
-    bed.slow("h1", 300)
+    own_bed.slow("h1", 300)
     try:
         assert connect_seconds() >= 0.25
-        _ok(bed, "h1")
+        _ok(own_bed, "h1")
     finally:
-        bed.slow("h1", 0)
+        own_bed.slow("h1", 0)
     assert connect_seconds() < 0.25
 
 
-def test_stopped_host_hangs_then_resumes(bed):
-    pids = bed.stop_host("h1")
+def test_stopped_host_hangs_then_resumes(own_bed):
+    pids = own_bed.stop_host("h1")
     assert pids
     try:
         t0 = time.monotonic()
-        r = bed.ssh("h1", "true", options=["-o", "ConnectTimeout=2"])
+        r = own_bed.ssh("h1", "true", options=["-o", "ConnectTimeout=2"])
         assert r.returncode == 255
         assert time.monotonic() - t0 < 10
-        _ok(bed, "h2")
+        _ok(own_bed, "h2")
     finally:
-        bed.start_host("h1")
-    _ok(bed, "h1")
+        own_bed.start_host("h1")
+    _ok(own_bed, "h1")
 
 
-def test_kill_host_and_restart_sshd(bed):
-    agent = int(_ok(bed, "h1", SPAWN_AGENT))
-    assert agent in bed.host_pids("h1")
-    killed = bed.kill_host("h1")
+def test_kill_host_and_restart_sshd(own_bed):
+    agent = int(_ok(own_bed, "h1", SPAWN_AGENT))
+    assert agent in own_bed.host_pids("h1")
+    killed = own_bed.kill_host("h1")
     assert agent in killed
-    assert bed.host_pids("h1") == []
+    assert own_bed.host_pids("h1") == []
     assert _identity(agent) is None
-    r = bed.ssh("h1", "true")
+    r = own_bed.ssh("h1", "true")
     assert r.returncode == 255
-    _ok(bed, "h2")
-    bed.restart_sshd("h1")
-    _ok(bed, "h1")
+    _ok(own_bed, "h2")
+    own_bed.restart_sshd("h1")
+    _ok(own_bed, "h1")
 
 
 # -- forwarding and jump hosts ----------------------------------------------------------------
 
-def test_forwarding_refused_by_default_but_proxyjump_via_jump_host(bed):
-    h1, h3 = bed.host("h1"), bed.host("h3")
+def test_forwarding_refused_by_default_but_proxyjump_via_jump_host(own_bed):
+    h1, h3 = own_bed.host("h1"), own_bed.host("h3")
     # OpenSSH stdio forwarding through a default host is refused ...
-    r = subprocess.run(bed.ssh_argv("h2", options=["-W", "%s:%d" % (h1.address, h1.port)]),
+    r = subprocess.run(own_bed.ssh_argv("h2", options=["-W", "%s:%d" % (h1.address, h1.port)]),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
     assert r.returncode == 255
     assert "forwarding failed" in r.stderr or "prohibited" in r.stderr, r.stderr
-    assert "refused local port forward" in bed.host("h2").log_path.read_text()
+    assert "refused local port forward" in own_bed.host("h2").log_path.read_text()
     # ... and so is a direct-tcpip channel opened with paramiko
-    client = _paramiko_client(bed)
+    client = _paramiko_client(own_bed)
     try:
-        client.connect(**bed.paramiko_connect_kwargs("h2"))
+        client.connect(**own_bed.paramiko_connect_kwargs("h2"))
         with pytest.raises(paramiko.ChannelException):
             client.get_transport().open_channel("direct-tcpip", (h1.address, h1.port), ("127.0.0.1", 0))
     finally:
         client.close()
 
-    alias = bed.add_jump("h1", "h3")
+    alias = own_bed.add_jump("h1", "h3")
     assert alias == "h1-via-h3"
     assert "AllowTcpForwarding yes" in h3.sshd_config.read_text()
-    out = _ok(bed, alias, PRINT_XDG).split()
+    out = _ok(own_bed, alias, PRINT_XDG).split()
     assert out[0] == str(h1.env_dir / "cache")
-    if bed.mode == "netns":  # h1 saw the connection coming from h3
+    if own_bed.mode == "netns":  # h1 saw the connection coming from h3
         assert "from %s port" % h3.address in h1.log_path.read_text()
     # the plain aliases still work, forwarding stays off elsewhere
-    _ok(bed, "h3")
+    _ok(own_bed, "h3")
     assert "AllowTcpForwarding no" in h1.sshd_config.read_text()
 
 
 # -- host keys ---------------------------------------------------------------------------------
 
-def test_changed_host_key_is_rejected(bed):
-    old = bed.host("h2").host_pubkey_line
-    new = bed.set_host_key("h2")
-    assert new != old and bed.host("h2").host_pubkey_line == new
-    assert old in bed.known_hosts.read_text()
-    r = bed.ssh("h2", "true")
+def test_changed_host_key_is_rejected(own_bed):
+    old = own_bed.host("h2").host_pubkey_line
+    new = own_bed.set_host_key("h2")
+    assert new != old and own_bed.host("h2").host_pubkey_line == new
+    assert old in own_bed.known_hosts.read_text()
+    r = own_bed.ssh("h2", "true")
     assert r.returncode == 255
     assert "Host key verification failed" in r.stderr, r.stderr
-    client = _paramiko_client(bed)
+    client = _paramiko_client(own_bed)
     try:
         with pytest.raises(paramiko.BadHostKeyException):
-            client.connect(**bed.paramiko_connect_kwargs("h2"))
+            client.connect(**own_bed.paramiko_connect_kwargs("h2"))
     finally:
         client.close()
-    bed.refresh_known_hosts()
-    _ok(bed, "h2")
+    own_bed.refresh_known_hosts()
+    _ok(own_bed, "h2")
 
 
 # -- cleanup -------------------------------------------------------------------------------------

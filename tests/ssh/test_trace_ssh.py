@@ -27,8 +27,8 @@ def nap(seconds):
     return seconds
 
 
-def test_a_trace_across_three_hosts(world, tmp_path):
-    c = world.cluster("h1 slots=2\nh2 slots=2\nh3 slots=2\n")
+def test_a_trace_across_three_hosts(ssh_clusters, tmp_path):
+    c = ssh_clusters.cluster("h1 slots=2\nh2 slots=2\nh3 slots=2\n")
     assert all(i.ok for i in c.world())
     path = tmp_path / "run.json"
     with c.trace(path):

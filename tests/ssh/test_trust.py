@@ -144,9 +144,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture
-def hostile(bed, env, tmp_path):
-    """h3's key forced to run the hostile agent; given back after the test."""
-    keys = bed.host(HOST).authorized_keys
+def hostile_h3(ssh_bed, env, tmp_path):
+    """Host h3's key forced to run the hostile agent: (force, log, marker), the key given back after."""
+    keys = ssh_bed.host(HOST).authorized_keys
     original = keys.read_text()
     agent = tmp_path / "agent.py"
     agent.write_text(HOSTILE_AGENT)
@@ -171,13 +171,13 @@ def received(log: Path) -> str:
 
 
 @pytest.mark.parametrize("mode", ["restricted", "lying"])
-def test_a_restricted_hosts_owner_cannot_reach_the_other_nodes(env, world, hostile, mode):
-    force, log, marker = hostile
-    users = world.cluster("h1 name=a\nh2 name=b\n", hub=True)
+def test_a_restricted_hosts_owner_cannot_reach_the_other_nodes(env, ssh_clusters, hostile_h3, mode):
+    force, log, marker = hostile_h3
+    users = ssh_clusters.cluster("h1 name=a\nh2 name=b\n", hub=True)
     victim = users.spawn(collect, name="victim", node="a")
     Path(str(marker) + ".victim").write_text(victim)
     force(mode)
-    mixed = world.cluster("h1 name=a\nh2 name=b\nh3 name=r\n", hub=True)
+    mixed = ssh_clusters.cluster("h1 name=a\nh2 name=b\nh3 name=r\n", hub=True)
     infos = {i.name: i for i in mixed.world()}
     assert infos["a"].ok and infos["b"].ok
     if mode == "restricted":
@@ -193,10 +193,10 @@ def test_a_restricted_hosts_owner_cannot_reach_the_other_nodes(env, world, hosti
     assert all(p["name"] != "adopted" for p in users.processes())
 
 
-def test_a_host_said_restricted_that_answers_as_ordinary_gets_nothing(env, world, hostile):
-    force, log, marker = hostile
+def test_a_host_said_restricted_that_answers_as_ordinary_gets_nothing(env, ssh_clusters, hostile_h3):
+    force, log, marker = hostile_h3
     force("ordinary")
-    c = world.cluster("h3 name=r restricted=yes\n", hub=True)
+    c = ssh_clusters.cluster("h3 name=r restricted=yes\n", hub=True)
     info, = c.world()
     assert info.status == "pang"
     assert "answered as an ordinary host" in info.reason and "restricted" in info.reason
