@@ -260,17 +260,6 @@ def test_macs_equal_takes_any_string(bad):
     assert not wire.macs_equal(bad, "0" * 64)
 
 
-def test_every_operation_of_the_table_has_a_handler():
-    from clusterctl.node import ops
-    from clusterctl.node.daemon import sessions
-    from clusterctl.node.processes import requests as actorrequests
-
-    # the requests about spawned processes are answered by the node's ProcessRequests
-    processes = set(actorrequests.CONTROLLER_OPS) | set(actorrequests.HUB_OPS)
-    assert set(sessions.Sessions.HANDLERS) | processes == set(ops.NODE_TAKES)
-    assert not set(sessions.Sessions.HANDLERS) & processes
-
-
 @pytest.mark.parametrize("head, problem", [
     ({"op": "call", "id": 1}, None),
     ({"op": "call", "id": 1, "extra": [[]]}, None),

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable
 
 from clusterctl import errors
-from clusterctl.api.actors import ProcessOps
+from clusterctl.api.actors import Monitor, ProcessList, Processes
 from clusterctl.api.calls import await_result, call_message, message_for
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
@@ -29,6 +29,7 @@ from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
 from clusterctl.config.names import unknown_node
 from clusterctl.hub.client import HubClient
 from clusterctl.hub.place import enabled as hub_enabled
+from clusterctl.node import supervision
 from clusterctl.session.connection import NodeConnection
 from clusterctl.transport.base import NodeSettings
 from clusterctl.transport.bundle import agent_bundle
@@ -36,7 +37,7 @@ from clusterctl.transport.bundle import agent_bundle
 DEFAULT_CONNECT_TIMEOUT = 30.0
 
 
-class Cluster(ProcessOps):
+class Cluster:
     """The nodes of a hosts file, and the operations on them.
 
     ``hosts``: None to use the same lookup as the CLI (``$CLUSTERCTL_HOSTS``, ``./hosts``,
@@ -47,6 +48,9 @@ class Cluster(ProcessOps):
     (started on demand); None: yes, unless ``CLUSTERCTL_HUB=off`` or a ``cookie`` is given.
     ``trace``: record everything this cluster does on every node into this trace file,
     written when the cluster is closed (``clusterctl trace --analyze`` reads it).
+
+    Spawned processes (``spawn``, ``send``, ``call``, ...) are its processes part,
+    ``clusterctl.api.actors.Processes``, given this cluster and its connections.
     """
 
     def __init__(self, hosts: str | os.PathLike | Iterable[HostSpec] | None = None, *,
@@ -70,11 +74,16 @@ class Cluster(ProcessOps):
         settings = NodeSettings(cookie=cookie or load_or_create_cookie(), bundle=agent_bundle())
         if hub is None:  # the hub knows the user's cookie only
             hub = cookie is None and hub_enabled()
-        self.recording = None if trace is None else _recording(trace)  # (``trace``)
+        self.recording = None  # the trace being recorded (``trace``), if any
+        if trace is not None:
+            from clusterctl.api.trace import Recording
+
+            self.recording = Recording(trace)
         self._links = NodeLinks(specs, settings, connect_timeout=connect_timeout,
                                 heartbeat_interval=heartbeat_interval,
                                 heartbeat_timeout=heartbeat_timeout, ssh_options=self.ssh_options,
                                 hub=HubClient(settings) if hub else None)
+        self._processes = Processes(self, self._links)
 
     @property
     def settings(self) -> NodeSettings:
@@ -252,8 +261,11 @@ class Cluster(ProcessOps):
 
     def pipeline(self, stages, iterable: Iterable[Any], **options: Any) -> Iterator[Any]:
         """Run every item through ``stages`` (functions, or ``(function, {"replicas": n,
-        "nodes": [...]})`` pairs); yield the results, in input order unless
-        ``ordered=False``. The options are pmap's; see ``clusterctl.api.pipeline``."""
+        "nodes": [...]})`` pairs) over the world's slots; yield the results, in input
+        order unless ``ordered=False``. Items stream through bounded queues between the
+        stages, every item exactly once; the options are pmap's (retries, on_error,
+        limit, ...). ``clusterctl.api.pipeline.Pipeline`` gives the live statistics
+        (T_S, T_A, ρ per stage) and ``fold``."""
         from clusterctl.api.pipeline import pipeline
 
         return pipeline(self, stages, iterable, **options)
@@ -263,6 +275,67 @@ class Cluster(ProcessOps):
         from clusterctl.api.pipeline import pipeline_results
 
         return pipeline_results(self, stages, iterable, **options)
+
+    # -- spawned processes (the processes part: api/actors) ----------------------------
+
+    def spawn(self, fn: str | Callable, *args: Any, node: str | None = None,
+              name: str | None = None, restart: str = "temporary",
+              intensity: int = supervision.DEFAULT_INTENSITY,
+              period: float = supervision.DEFAULT_PERIOD, mailbox: int | None = None,
+              **kwargs: Any) -> str:
+        """Start ``fn(*args, **kwargs)`` as a spawned process; its id (like ``n2.17``).
+
+        ``fn``: a function (it travels pickled) or ``"module.function"`` importable on the
+        node. ``node``: where (default: the least-loaded node). ``name``: register it,
+        unique in the world. ``restart``: "temporary" (never), "transient" (after an
+        abnormal end) or "permanent" (always), at most ``intensity`` restarts within
+        ``period`` seconds. ``mailbox``: the bytes of messages it may have waiting.
+        """
+        return self._processes.spawn(fn, *args, node=node, name=name, restart=restart,
+                                     intensity=intensity, period=period, mailbox=mailbox,
+                                     **kwargs)
+
+    def spawn_group(self, children: list, strategy: str = "one_for_one",
+                    intensity: int = supervision.DEFAULT_INTENSITY,
+                    period: float = supervision.DEFAULT_PERIOD, **options: Any) -> str:
+        """Start a supervision group: a process that starts ``children`` on its node and
+        restarts them as OTP's supervisors do. A child is a function, ``(function, args)``
+        or ``(function, args, {"name": ..., "restart": ..., "kwargs": {...}})``;
+        ``strategy``: when one must restart, "one_for_one" restarts it alone,
+        "one_for_all" all of them, "rest_for_one" it and those after it. More than
+        ``intensity`` restarts in ``period`` seconds end the group and its children.
+        ``options`` are ``spawn``'s for the group's process (``node``, ``name``, ...).
+        Its id; the call "children" answers the children's ids."""
+        return self._processes.spawn_group(children, strategy, intensity, period, **options)
+
+    def send(self, to: str, msg: Any) -> None:
+        """Put ``msg`` (any picklable value) in the mailbox of ``to`` (an id or a name);
+        ``MailboxFull`` or ``NoProcess`` if it cannot be."""
+        self._processes.send(to, msg)
+
+    def call(self, to: str, msg: Any, timeout: float | None = None) -> Any:
+        """Send ``msg`` to ``to`` and return its ``reply``. ``CallFailed`` if the process
+        ends before it replies, ``NodeLost`` if its node is lost, ``CallTimeout``."""
+        return self._processes.call(to, msg, timeout)
+
+    def whereis(self, name: str) -> str | None:
+        """The id of the process registered as ``name`` anywhere in the world, or None."""
+        return self._processes.whereis(name)
+
+    def kill(self, to: str) -> str:
+        """End the process ``to`` for good (it is not restarted), or forget one that stays
+        down after too many restarts; its id."""
+        return self._processes.kill(to)
+
+    def processes(self, nodes: Iterable[str] | None = None) -> ProcessList:
+        """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
+        function, state, uptime, mailbox, restarts, memory; nodes not running have none."""
+        return self._processes.processes(nodes)
+
+    def monitor(self, to: str) -> Monitor:
+        """Watch ``to``: ``.wait(timeout)`` gives its ``Down`` when it ends (also when its
+        node is lost)."""
+        return self._processes.monitor(to)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -344,9 +417,3 @@ class Cluster(ProcessOps):
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
-
-
-def _recording(path):
-    from clusterctl.api.trace import Recording
-
-    return Recording(path)

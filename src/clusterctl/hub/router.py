@@ -20,6 +20,7 @@ import json
 import threading
 from typing import Callable
 
+from clusterctl.node import ops
 from clusterctl.node.addresses import name_problem, node_of
 
 RESTART_GRACE = 0.5  # seconds between a node's loss and its processes' restart elsewhere
@@ -27,6 +28,7 @@ MAX_NAMES_PER_NODE = 10_000  # names one node's processes may hold in the world
 MAX_KEPT_PER_NODE = 10_000  # processes of one node the hub keeps to restart elsewhere
 MAX_KEPT_BYTES = 1 << 28  # their spawn frames, per node (256 MiB)
 NAMES_CHUNK = 1 << 18  # bytes of names in one ``names`` frame: far below a node's head limit
+OWN_ONLY = ("relay", "ack", "reset", "claim", "release", "keep", "drop")  # (see ``_own``)
 
 
 class Router:
@@ -47,6 +49,7 @@ class Router:
         self.forwarded = 0
         self._refused: set[tuple[str, str]] = set()  # (node, op) sent that was not its own
         self._lock = threading.RLock()
+        self.takes = self.dispatch()
 
     # -- the nodes --------------------------------------------------------------------------------
 
@@ -130,45 +133,58 @@ class Router:
     # -- what nodes send --------------------------------------------------------------------------
 
     def fromnode_of(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+        """A frame from ``node`` on its watch (``ops.HUB_NODE``): taken only if it is the
+        node's own to send; a kind the hub does not know is dropped."""
         op = head.get("op")
-        if op in ("relay", "ack", "reset", "claim", "release", "keep", "drop") and not self._own(node, op, head):
+        if op in OWN_ONLY and not self._own(node, op, head):
             return
-        if op in ("relay", "ack", "reset"):
-            with self._lock:
-                dest = self.links.get(head.get("node"))
-                unknown = dest is None and head.get("node") not in self.known
-            if dest is not None:
-                self.forwarded += 1
-                dest.send_raw(raw)  # (if the node is not there, the sender sends it again later)
-            elif unknown and op == "relay":
-                _send(conn, {"op": "nodedown", "node": str(head.get("node"))[:4000],
-                             "reason": "no node of that name is in the world the hub watches"})
-        elif op == "claim":
-            self.claim(node, conn, head["name"], head["pid"])
-        elif op == "release":
-            with self._lock:
-                if self.names.get(head["name"]) == head["pid"]:
-                    del self.names[head["name"]]
-                    others = [c for n, c in self.links.items() if n != node]
-                else:
-                    others = []
-            for other in others:
-                _send(other, {"op": "names", "del": [head["name"]]})
-        elif op == "sync":
-            self.count(node, head.get("processes"))
-            names = head.get("names")
-            self.sync(node, conn, names if isinstance(names, dict) else {})
-        elif op == "busy":
-            self.count(node, head.get("processes"))
-        elif op == "keep":
-            self.keep(node, head, bytes(payload))
-        elif op == "bye":
-            with self._lock:
-                self.stopped.add(node)
-                self.kept.pop(node, None)
-        elif op == "drop":
-            with self._lock:
-                self.kept.get(node, {}).pop(head.get("pid"), None)
+        self.takes(op, node, conn, head, payload, raw)
+
+    def forward(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+        """A relayed frame, an ack or a reset: to the node it names."""
+        with self._lock:
+            dest = self.links.get(head.get("node"))
+            unknown = dest is None and head.get("node") not in self.known
+        if dest is not None:
+            self.forwarded += 1
+            dest.send_raw(raw)  # (if the node is not there, the sender sends it again later)
+        elif unknown and head["op"] == "relay":
+            _send(conn, {"op": "nodedown", "node": str(head.get("node"))[:4000],
+                         "reason": "no node of that name is in the world the hub watches"})
+
+    def release(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+        with self._lock:
+            if self.names.get(head["name"]) == head["pid"]:
+                del self.names[head["name"]]
+                others = [c for n, c in self.links.items() if n != node]
+            else:
+                others = []
+        for other in others:
+            _send(other, {"op": "names", "del": [head["name"]]})
+
+    def synced(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+        self.count(node, head.get("processes"))
+        names = head.get("names")
+        self.sync(node, conn, names if isinstance(names, dict) else {})
+
+    def bye(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+        with self._lock:
+            self.stopped.add(node)
+            self.kept.pop(node, None)
+
+    def dropped(self, node: str, conn, head: dict, payload, raw: bytes) -> None:
+        with self._lock:
+            self.kept.get(node, {}).pop(head.get("pid"), None)
+
+    def dispatch(self) -> ops.Dispatch:
+        return ops.Dispatch(ops.HUB_NODE.takes("hub"), {
+            "relay": self.forward, "ack": self.forward, "reset": self.forward,
+            "claim": lambda node, conn, head, payload, raw: self.claim(node, conn, head["name"], head["pid"]),
+            "release": self.release, "sync": self.synced,
+            "busy": lambda node, conn, head, payload, raw: self.count(node, head.get("processes")),
+            "keep": lambda node, conn, head, payload, raw: self.keep(node, head, bytes(payload)),
+            "bye": self.bye, "drop": self.dropped,
+        }, lambda op, *args: None)
 
     def _own(self, node: str, op: str, head: dict) -> bool:
         """Whether ``node`` may send this: a frame relayed (or acknowledged) as its own, or

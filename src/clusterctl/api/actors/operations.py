@@ -1,5 +1,7 @@
-"""What a program (or a command) does with spawned processes: ``Cluster``'s spawn, send,
-call, whereis, kill, processes and monitor, as a part ``Cluster`` inherits.
+"""What a program (or a command) does with spawned processes: ``Processes``, the part of
+``Cluster`` behind its spawn, spawn_group, send, call, whereis, kill, processes and
+monitor. It is given what it uses: the cluster's connections (``NodeLinks``) and the
+cluster itself as a ``World`` (public members only).
 
 A program has no mailbox of its own: its ``send`` waits for the node to take the
 message (so a full mailbox is an error here and now), and its ``call`` is a request
@@ -12,12 +14,13 @@ import json
 import queue
 import threading
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from clusterctl import errors
 from clusterctl.api.actors.placement import least_loaded
 from clusterctl.api.calls import await_result, function_message
 from clusterctl.api.fanout import in_parallel
+from clusterctl.api.links import NodeLinks
 from clusterctl.api.pickling import dumps
 from clusterctl.node import supervision
 from clusterctl.node.addresses import address_problem, name_problem, node_of
@@ -53,23 +56,38 @@ class Monitor:
         return Down(self.to, head.get("who", self.to), head.get("reason", "?"), head.get("tb", ""))
 
 
-class ProcessOps:
-    """Spawned processes, for ``Cluster`` (which supplies ``connect``, ``nodes``, ``spec``,
-    ``_links`` and ``_timeout``)."""
+class World(Protocol):
+    """What ``Processes`` uses of its cluster (``Cluster`` is one): the world's nodes, where
+    they were read from, the timeouts, and connecting to a node (starting it if need be,
+    and recorded when the cluster traces)."""
+
+    source: str
+    timeout: float | None
+    connect_timeout: float
+
+    @property
+    def nodes(self) -> list[str]: ...
+
+    def node_names(self, nodes: Iterable[str] | None = None) -> list[str]: ...
+
+    def connect(self, node: str) -> NodeConnection: ...
+
+
+class Processes:
+    """Spawned processes, the part of a ``Cluster`` its process methods delegate to (their
+    docstrings are there). ``world`` is that cluster; ``links`` its connections, used here
+    to reach the hub and the nodes that run, without starting any."""
+
+    def __init__(self, world: World, links: NodeLinks) -> None:
+        self.world = world
+        self.links = links
 
     def spawn(self, fn: str | Callable, *args: Any, node: str | None = None,
               name: str | None = None, restart: str = "temporary",
               intensity: int = supervision.DEFAULT_INTENSITY,
               period: float = supervision.DEFAULT_PERIOD, mailbox: int | None = None,
               **kwargs: Any) -> str:
-        """Start ``fn(*args, **kwargs)`` as a spawned process; its id (like ``n2.17``).
-
-        ``fn``: a function (it travels pickled) or ``"module.function"`` importable on the
-        node. ``node``: where (default: the least-loaded node). ``name``: register it,
-        unique in the world. ``restart``: "temporary" (never), "transient" (after an
-        abnormal end) or "permanent" (always), at most ``intensity`` restarts within
-        ``period`` seconds. ``mailbox``: the bytes of messages it may have waiting.
-        """
+        """``Cluster.spawn``: the options checked, the node chosen, the process started."""
         problem = supervision.problem(restart, intensity, period)
         if problem is None and name is not None:
             problem = name_problem(name)
@@ -77,13 +95,13 @@ class ProcessOps:
             problem = f"the mailbox size is a number of bytes above 0, not {mailbox!r}"
         if problem is not None:
             raise errors.UsageError(problem)
-        pongs = self._links.watch_all()  # (the hub connects the nodes' processes)
-        if name is not None and not pongs and len(self.nodes) > 1:
+        pongs = self.links.watch_all()  # (the hub connects the nodes' processes)
+        if name is not None and not pongs and len(self.world.nodes) > 1:
             holder = self.whereis(name)  # (no hub to claim the name from: as far as can be told)
             if holder is not None:
                 raise errors.NameTaken(f"the name {name} is taken by {holder}")
         where = self._place(pongs) if node is None else node
-        conn = self.connect(where)
+        conn = self.world.connect(where)
         if conn.restricted:
             raise errors.Refused(where, RESTRICTED)
         called, by_value = function_message(fn)
@@ -100,14 +118,7 @@ class ProcessOps:
     def spawn_group(self, children: list, strategy: str = "one_for_one",
                     intensity: int = supervision.DEFAULT_INTENSITY,
                     period: float = supervision.DEFAULT_PERIOD, **options: Any) -> str:
-        """Start a supervision group: a process that starts ``children`` on its node and
-        restarts them as OTP's supervisors do. A child is a function, ``(function, args)``
-        or ``(function, args, {"name": ..., "restart": ..., "kwargs": {...}})``;
-        ``strategy``: when one must restart, "one_for_one" restarts it alone,
-        "one_for_all" all of them, "rest_for_one" it and those after it. More than
-        ``intensity`` restarts in ``period`` seconds end the group and its children.
-        ``options`` are ``spawn``'s for the group's process (``node``, ``name``, ...).
-        Its id; the call "children" answers the children's ids."""
+        """``Cluster.spawn_group``: the children checked, the group spawned."""
         if strategy not in supervision.STRATEGIES:
             raise errors.UsageError(f"strategy must be one of {', '.join(supervision.STRATEGIES)}, "
                                     f"not {strategy!r}")
@@ -118,41 +129,39 @@ class ProcessOps:
                           **options)
 
     def send(self, to: str, msg: Any) -> None:
-        """Put ``msg`` (any picklable value) in the mailbox of ``to`` (an id or a name);
-        ``MailboxFull`` or ``NoProcess`` if it cannot be."""
+        """``Cluster.send``: the node of ``to`` takes the message, or says why not."""
         conn = self._conn_for(to)
         self._ask(conn, {"op": "send", "to": to}, dumps(msg, "message"))
 
     def call(self, to: str, msg: Any, timeout: float | None = None) -> Any:
-        """Send ``msg`` to ``to`` and return its ``reply``. ``CallFailed`` if the process
-        ends before it replies, ``NodeLost`` if its node is lost, ``CallTimeout``."""
+        """``Cluster.call``: a request to the node of ``to``, answered by the reply."""
         conn = self._conn_for(to)
         head = {"op": "send", "to": to, "call": True}
         pending = conn.request(head, dumps(msg, "message"))
-        return await_result(conn, head, pending, self._timeout(timeout))
+        return await_result(conn, head, pending, self.world.timeout if timeout is None else timeout)
 
     def whereis(self, name: str) -> str | None:
-        """The id of the process registered as ``name`` anywhere in the world, or None."""
+        """``Cluster.whereis``: every running node asked at once (``holder_found``)."""
         problem = name_problem(name)
         if problem is not None:
             raise errors.UsageError(problem)
 
         def one(node: str):
-            conn = self._running(node)
+            conn = self.running(node)
             return None if conn is None else self._ask(conn, {"op": "whereis", "name": name}).get("pid")
 
-        return holder_found(self.nodes, one)
+        return holder_found(self.world.nodes, one)
 
     def kill(self, to: str) -> str:
-        """End the process ``to`` for good (it is not restarted), or forget one that stays
-        down after too many restarts; its id."""
+        """``Cluster.kill``: the node of ``to`` asked, or, for a name no process holds,
+        every running node."""
         try:
             return self._ask(self._conn_for(to), {"op": "kill", "to": to})["pid"]
         except errors.NoProcess:
             if node_of(to) is not None:
                 raise
-        for node in self.nodes:  # a name no process holds: one that stays down?
-            conn = self._running(node)
+        for node in self.world.nodes:  # a name no process holds: one that stays down?
+            conn = self.running(node)
             if conn is not None:
                 try:
                     return self._ask(conn, {"op": "kill", "to": to})["pid"]
@@ -161,15 +170,15 @@ class ProcessOps:
         raise errors.NoProcess(f"no process is registered as {to}")
 
     def processes(self, nodes: Iterable[str] | None = None) -> ProcessList:
-        """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
-        function, state, uptime, mailbox, restarts, memory; nodes not running have none."""
-        names = self.node_names(nodes) if nodes is not None else self.nodes
-        self._links.ensure_hub()
+        """``Cluster.processes``: every running node asked at once; the ones that could
+        not be asked in ``errors``."""
+        names = self.world.node_names(nodes) if nodes is not None else self.world.nodes
+        self.links.ensure_hub()
         found = ProcessList()
         found.errors = {}
 
         def one(node: str):
-            conn = self._running(node)
+            conn = self.running(node)
             if conn is None:
                 return []
             pending = conn.request({"op": "ps"})
@@ -184,16 +193,15 @@ class ProcessOps:
         return found
 
     def monitor(self, to: str) -> Monitor:
-        """Watch ``to``: ``.wait(timeout)`` gives its ``Down`` when it ends (also when its
-        node is lost)."""
+        """``Cluster.monitor``: a request the node of ``to`` answers when it ends."""
         conn = self._conn_for(to)
         return Monitor(to, conn, conn.request({"op": "monitor", "to": to}))
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _running(self, node: str) -> NodeConnection | None:
+    def running(self, node: str) -> NodeConnection | None:
         """The connection to ``node`` if it runs (a restricted node runs no processes)."""
-        conn = self._links.connect(node, start=False)
+        conn = self.links.connect(node, start=False)
         return None if conn is None or conn.restricted else conn
 
     def _conn_for(self, to: str) -> NodeConnection:
@@ -201,21 +209,21 @@ class ProcessOps:
         problem = address_problem(to)
         if problem is not None:
             raise errors.UsageError(problem)
-        self._links.ensure_hub()
+        self.links.ensure_hub()
         node = node_of(to)
         if node is None:  # (a one-node world asks too: the name may be held on another)
             holder = self.whereis(to)
             if holder is None:
                 raise errors.NoProcess(f"no process is registered as {to}")
             node = node_of(holder)
-            if node not in self.nodes:
+            if node not in self.world.nodes:
                 raise errors.NoProcess(
                     f"{to} is held by {holder}, on node {node}, which is not in this world "
-                    f"({self.source})", hint=f"add {node}'s host to the hosts file, or "
+                    f"({self.world.source})", hint=f"add {node}'s host to the hosts file, or "
                     "use the hosts file that started it")
-        elif node not in self.nodes:
+        elif node not in self.world.nodes:
             raise errors.NoProcess(f"no process {to}: this world has no node {node}")
-        conn = self._links.connect(node, start=False)
+        conn = self.links.connect(node, start=False)
         if conn is None:
             raise errors.NoProcess(f"no process {to}: its node {node} is not running")
         if conn.restricted:
@@ -230,12 +238,12 @@ class ProcessOps:
             return least_loaded(usable)
 
         def one(node: str):
-            conn = self.connect(node)
+            conn = self.world.connect(node)
             if conn.restricted:
                 raise errors.Refused(node, RESTRICTED)
-            return conn.ping(self.connect_timeout)
+            return conn.ping(self.world.connect_timeout)
 
-        nodes = self.nodes
+        nodes = self.world.nodes
         pongs = dict(zip(nodes, in_parallel(nodes, _or_error(one))))
         usable = {n: p for n, p in pongs.items() if not isinstance(p, errors.ClusterError)}
         if not usable:
@@ -248,7 +256,7 @@ class ProcessOps:
 
     def _answer(self, conn: NodeConnection, pending) -> dict:
         """The node's answer to a request, or its error raised."""
-        timeout = self._timeout(None)
+        timeout = self.world.timeout
         if not pending.wait(timeout):
             raise errors.CallTimeout(conn.node, f"no answer within {timeout:g} s")
         if pending.error is not None:

@@ -46,7 +46,7 @@ def record(cluster, path, seconds: float, capacity: int | None = None) -> Record
     recording = Recording(path, capacity or DEFAULT_CAPACITY, processes=True)
     try:
         for name in cluster.nodes:
-            conn = cluster._running(name)
+            conn = cluster._processes.running(name)  # (running: no node is started)
             if conn is not None:
                 recording.watch(name, conn)
         time.sleep(seconds)

@@ -21,12 +21,12 @@ from ..processes.runtime import alias_modules
 from ..restricted import policy as policies
 from ..restricted.worker import plain_worker_main
 from ..workers.worker import worker_main
-from ..processes.requests import ProcessRequests
-from ..processes.table import Actors
+from ..processes.part import Processes
 from ..log import bound_log, log, redirect_to
 from ..loop import POLL_SECONDS, Loop
 from ..workers.pool import Pool
-from .sessions import Sessions
+from ..workers.tasks import Tasks
+from .sessions import Door, Gate, Identity, Sessions
 
 HOUSEKEEPING_INTERVAL = 0.5
 DEFAULT_IDLE = wire.DEFAULT_IDLE
@@ -75,23 +75,23 @@ def worker_child(policy):
     return ordinary
 
 class Node:
-    """The daemon as a whole: it puts together the loop (descriptors and writing), the
-    pool (workers and their tasks) and the sessions (controller connections), and owns
-    what belongs to none of them: the turns of the loop, housekeeping, exiting when idle,
-    and the orderly stop that leaves no socket, pid file or worker behind."""
+    """The daemon as a whole: it puts together the loop (descriptors and writing), its
+    parts (``part.Part``: the worker pool's tasks, the spawned processes) and the
+    sessions (controller connections), and owns what belongs to none of them: the turns
+    of the loop, housekeeping, exiting when idle, and the orderly stop that leaves no
+    socket, pid file or worker behind."""
 
-    def __init__(self, *, name: str, slots: int, listener: socket.socket, cookie: bytes,
-                 idle: float, version: str, code_id: str, max_payload: int,
-                 sock_path: str, handshake_timeout: float = wire.HANDSHAKE_TIMEOUT,
+    def __init__(self, identity: Identity, listener: socket.socket, *, cookie: bytes,
+                 idle: float, max_payload: int, sock_path: str,
+                 handshake_timeout: float = wire.HANDSHAKE_TIMEOUT,
                  policy: policies.Policy | None = None) -> None:
-        self.name = name
+        self.name = name = identity.name
+        self.slots = identity.slots
+        self.identity = identity
         self.policy = policy  # a restricted node's: checked for changes in housekeeping
         self.policy_seen = policies.fingerprint(policy.path) if policy is not None else None
-        self.slots = slots
         self.listener = listener
         self.idle = idle
-        self.version = version
-        self.code_id = code_id
         self.sock_path = sock_path
         self.sock_ino = os.stat(sock_path).st_ino
         self.pid = os.getpid()
@@ -102,44 +102,38 @@ class Node:
         self.pool = Pool(self.loop, name=name, max_payload=max_payload, stats=self.stats,
                          close_in_child=self.close_in_child, child_main=worker_child(policy),
                          policy=policy)
-        self.actors = Actors(self.loop, name=name, stats=self.stats,
-                             close_in_child=self.close_in_child,
-                             ids_path=sock_path[:-len(".sock")] + ".ids")
-        requests = ProcessRequests(self.actors)
-        self.sessions = Sessions(self.loop, self.pool, listener, name=name, slots=slots,
-                                 cookie=cookie, version=version, code_id=code_id,
-                                 max_payload=max_payload, handshake_timeout=handshake_timeout,
-                                 stats=self.stats, on_stop=self.stop, policy=policy,
-                                 handlers=requests.handlers, on_cancel=requests.conn_forget,
-                                 on_trace=self.actors.record_to,
-                                 on_closed=self.actors.connection_gone,
-                                 processes=lambda: len(self.actors.by_num),
-                                 on_watch=self.actors.peers.attached,
-                                 after_read=self.actors.peers.relay.send_acks)
+        self.processes = Processes(self.loop, name=name, stats=self.stats,
+                                   close_in_child=self.close_in_child,
+                                   ids_path=sock_path[:-len(".sock")] + ".ids")
+        self.actors = self.processes.actors
+        self.parts = [Tasks(self.pool), self.processes]
+        gate = None
+        if policy is not None:  # a refused task or request about processes is answered
+            gate = Gate(policy, self.loop, self.pool.queue, self.stats, name,
+                        answered={"call", "map", *self.processes.handlers})
+        door = Door(cookie, handshake_timeout, max_payload, gate)
+        self.sessions = Sessions(self.loop, listener, self.parts, identity=identity, door=door,
+                                 stats=self.stats, on_stop=self.stop)
 
     def stop(self) -> None:
         """Stop at the end of this turn of the loop (a stop request, SIGTERM, idleness)."""
         self.stopping = True
-        self.pool.stop()
-        if not self.actors.stopping:
-            self.actors.stopping = True
-            self.actors.peers.leaving()
+        for part in self.parts:
+            part.stop()
 
     def close_in_child(self) -> None:
         """In a newly forked worker or process: let go of the node's poller, listener and
         connections, and of the other workers' and processes' channels."""
         self.loop.close_in_child()
         self.sessions.close_in_child()
-        for worker in self.pool.workers:
-            worker.sock.close()
-        for proc in self.actors.by_num.values():
-            proc.sock.close()
+        for part in self.parts:
+            part.close_in_child()
 
     def serve(self) -> None:
         self.sessions.listen()
         self.pool.start(self.slots)
         log("node %s serving on %s with %d slots (version %s, code %s)"
-            % (self.name, self.sock_path, self.slots, self.version, self.code_id))
+            % (self.name, self.sock_path, self.slots, self.identity.version, self.identity.code_id))
         if self.policy is not None:
             log("restricted by the policy %s (sha256 %.12s): allows %s"
                 % (self.policy.path, self.policy.digest, self.policy.summary()))
@@ -162,13 +156,9 @@ class Node:
             log("the policy file %s changed: stopping (the next connection starts a node that "
                 "reads it anew)" % self.policy.path)
             self.stop()
-        if self.pool.processes.dying:
-            self.pool.processes.reap_dying(now)
-        if self.actors.procs.dying:
-            self.actors.procs.reap_dying(now)
-        self.actors.peers.relay.resend(now)
-        self.actors.peers.relay.send_acks(everything=True)
-        if self.sessions.busy() or self.pool.busy() or self.actors.busy():
+        for part in self.parts:
+            part.housekeeping(now)
+        if self.sessions.busy() or any(part.busy() for part in self.parts):
             self.last_busy = now
         elif now - self.last_busy > self.idle:
             log("idle for %.0f s with nothing to do: exiting" % self.idle)
@@ -176,8 +166,8 @@ class Node:
 
     def shutdown(self) -> None:
         self.sessions.close_all()
-        self.actors.shutdown()
-        self.pool.shutdown()
+        for part in reversed(self.parts):  # (the processes first, then the workers)
+            part.shutdown()
         try:
             if os.stat(self.sock_path).st_ino == self.sock_ino:
                 os.unlink(self.sock_path)
@@ -314,8 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     with open(path[:-len(".sock")] + ".pid", "w") as fh:
         fh.write(str(os.getpid()))
     os.chdir(os.path.expanduser("~"))
-    node = Node(name=args.name, slots=slots, listener=listener, cookie=cookie, idle=args.idle,
-                version=args.version, code_id=args.code_id, max_payload=args.max_payload,
+    identity = Identity(args.name, slots, args.version, args.code_id)
+    node = Node(identity, listener, cookie=cookie, idle=args.idle, max_payload=args.max_payload,
                 sock_path=path, handshake_timeout=handshake_timeout(), policy=policy)
 
     def on_term(signum, frame):  # noqa: ARG001

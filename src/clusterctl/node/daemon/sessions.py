@@ -18,7 +18,6 @@ from .. import ops, wire
 from ..workers import tracing
 from ..log import log
 from ..loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop, PipeStream
-from ..workers.pool import Pool
 
 MAX_PENDING_HANDSHAKES = 64  # connections not authenticated yet; past it the oldest gives way
 ACCEPT_BACKOFF = 1.0  # seconds the listener rests when no descriptor is left for a connection
@@ -46,6 +45,18 @@ class Connection(Endpoint):
         self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
         self.recorder: tracing.Recorder | None = None  # its tasks' trace, once it asked for one
         self.limit: PayloadLimit | None = None  # a restricted node's, once authenticated
+
+    def traced(self, head: dict) -> bytes:
+        """A ``trace``: start recording this connection's tasks (``start``, a ring of
+        ``capacity`` events), or hand over what was recorded since the last time (and
+        ``stop``)."""
+        if head.get("start"):
+            self.recorder = tracing.Recorder(head.get("capacity") or tracing.DEFAULT_CAPACITY)
+        events, dropped = self.recorder.take() if self.recorder is not None else ([], 0)
+        if head.get("stop"):
+            self.recorder = None
+        reply = {"op": "traced", "id": head.get("id"), "mono": time.monotonic(), "dropped": dropped}
+        return wire.encode(reply, json.dumps(events).encode())
 
 
 class PayloadLimit:
@@ -226,13 +237,13 @@ class Gate:
     (``PayloadLimit``). What it turns down is answered at once, as refused, in one line
     naming the rule and the policy file; the connection and the node go on."""
 
-    def __init__(self, policy, loop: Loop, pool: Pool, stats: dict, name: str, extra: dict) -> None:
+    def __init__(self, policy, loop: Loop, queue, stats: dict, name: str, answered) -> None:
         self.policy = policy
         self.loop = loop
-        self.pool = pool
+        self.queue = queue  # the pool's TaskQueue: a task must find room under its bound
         self.stats = stats
         self.name = name
-        self.extra = extra  # spawned processes' requests: refused, and answered if they ask
+        self.answered = frozenset(answered)  # kinds whose refusal is their answer
 
     def authenticated(self, conn: Connection) -> None:
         """From now on the payload bound holds on ``conn`` (the decoder's too, as a backstop)."""
@@ -242,8 +253,8 @@ class Gate:
     def refuses(self, conn: Connection, head: dict, raw) -> bool:
         """Whether ``head`` is turned down (it was answered then)."""
         reason = self.policy.refuses(head)
-        if reason is None and head["op"] in ("call", "map") and self.pool.queue.full(len(raw)):
-            reason = self.policy.over_queue(self.pool.queue.bytes, len(raw))
+        if reason is None and head["op"] in ("call", "map") and self.queue.full(len(raw)):
+            reason = self.policy.over_queue(self.queue.bytes, len(raw))
         if reason is None:
             return False
         self.turn_down(conn, head, reason)
@@ -259,40 +270,48 @@ class Gate:
         self.stats["refused"] += 1
         log("%s: refused %r: %s" % (conn.label, head["op"][:64], reason))
         task_id = head.get("id")
-        if ops.REQUEST_ID.test(task_id) and (head["op"] in ("call", "map") or head["op"] in self.extra):
+        if ops.REQUEST_ID.test(task_id) and head["op"] in self.answered:
             self.loop.send(conn, wire.encode(ops.error_head("refused", task_id, "Refused", reason, self.name)))
+
+
+class Identity:
+    """What a node says of itself in its ``hello``: its name, slots, version and code."""
+
+    __slots__ = ("name", "slots", "version", "code_id")
+
+    def __init__(self, name: str, slots: int, version: str, code_id: str) -> None:
+        self.name, self.slots, self.version, self.code_id = name, slots, version, code_id
+
+
+class Door:
+    """How a connection gets in: the cookie it must prove, the seconds it has to, the
+    bound on a message's payload once in, and a restricted node's ``Gate`` (or None)."""
+
+    __slots__ = ("cookie", "handshake_timeout", "max_payload", "gate")
+
+    def __init__(self, cookie: bytes, handshake_timeout: float, max_payload: int,
+                 gate: Gate | None = None) -> None:
+        self.cookie, self.handshake_timeout = cookie, handshake_timeout
+        self.max_payload, self.gate = max_payload, gate
 
 
 class Sessions:
     """The node's controller connections. Each is greeted, must authenticate (or hand
     over an SSH channel, ``splice``) within the handshake timeout, then has each message
-    checked against ``ops.NODE_TAKES`` and handed to its handler in ``HANDLERS``; one
-    that stops sending heartbeats is closed. Tasks go to the pool, output to the loop."""
+    checked against ``ops.NODE_TAKES`` and handed to its handler: the session's own
+    (ping, trace, cancel, stop) or a part's (``part.Part.handlers``). One that stops
+    sending heartbeats is closed."""
 
-    def __init__(self, loop: Loop, pool: Pool, listener: socket.socket, *, name: str,
-                 slots: int, cookie: bytes, version: str, code_id: str, max_payload: int,
-                 handshake_timeout: float, stats: dict, on_stop, policy=None,
-                 handlers: dict | None = None, on_closed=None, processes=None,
-                 on_watch=None, after_read=None, on_cancel=None, on_trace=None) -> None:
+    def __init__(self, loop: Loop, listener: socket.socket, parts: list, *, identity: Identity,
+                 door: Door, stats: dict, on_stop) -> None:
         self.loop = loop
-        self.policy = policy  # a restricted node's Policy: the gate every message passes
-        self.pool = pool
-        self.name = name
-        self.slots = slots
-        self.cookie = cookie
-        self.version = version
-        self.code_id = code_id
-        self.max_payload = max_payload
-        self.handshake_timeout = handshake_timeout
+        self.parts = parts  # the node's parts (part.Part): the pool's tasks, the processes
+        self.identity = identity
+        self.name = identity.name
+        self.door = door
+        self.gate = door.gate  # a restricted node's policy: the gate every message passes
         self.stats = stats
         self.on_stop = on_stop  # () -> the node stops (a controller asked it to)
-        self.extra = handlers or {}  # op -> handler(conn, head, raw): spawned processes'
-        self.on_closed = on_closed  # (conn) -> None: a connection closed
-        self.processes = processes  # () -> how many spawned processes run here
-        self.on_watch = on_watch  # (conn) -> None: the hub's watch connection authenticated
-        self.after_read = after_read  # () -> None: after the messages of one read
-        self.on_cancel = on_cancel  # (conn, request id) -> None: a cancel of no task
-        self.on_trace = on_trace  # (conn, recorder or None): its processes' trace, or none
         self.pid = os.getpid()
         self.started = time.time()
         self.cpus = os.cpu_count()
@@ -300,7 +319,11 @@ class Sessions:
         self.conn_count = 0
         self.acceptor = Acceptor(loop, listener, stats, conns=self.conns, admit=self.admit,
                                  close=self.close_conn)
-        self.gate = Gate(policy, loop, pool, stats, name, self.extra) if policy is not None else None
+        handlers = {"ping": self.handle_ping, "cancel": self.handle_cancel,
+                    "stop": self.handle_stop, "trace": self.handle_trace}
+        for part in parts:
+            handlers.update(part.handlers)
+        self.dispatch = ops.Dispatch(ops.NODE_TAKES, handlers, self.unknown, guard=self.admits)
 
     def listen(self) -> None:
         self.acceptor.listen()
@@ -314,8 +337,8 @@ class Sessions:
         """End connections not authenticated in time, or silent (see ``input_waiting``)."""
         self.acceptor.resume(now)
         for conn in list(self.conns.values()):
-            if not conn.authed and now - conn.opened > self.handshake_timeout:
-                self.close_conn(conn, "no handshake within %g s" % self.handshake_timeout)
+            if not conn.authed and now - conn.opened > self.door.handshake_timeout:
+                self.close_conn(conn, "no handshake within %g s" % self.door.handshake_timeout)
             elif conn.heartbeat and now - conn.last_rx > conn.heartbeat and not input_waiting(conn):
                 self.close_conn(conn, "no heartbeat for %.1f s" % (now - conn.last_rx))
 
@@ -346,12 +369,13 @@ class Sessions:
         self.greet(self.open_conn(sock))
 
     def greet(self, conn: Connection) -> None:
+        me = self.identity
         self.loop.send(conn, wire.encode(
-            {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": self.version,
-             "code": self.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
-             "executable": sys.executable, "pid": self.pid, "slots": self.slots,
-             "node": self.name, "nonce": conn.nonce, "host": socket.gethostname(),
-             **(restricted_hello(self.policy) if self.policy is not None else {})}))
+            {"op": "hello", "proto": wire.PROTOCOL_VERSION, "version": me.version,
+             "code": me.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
+             "executable": sys.executable, "pid": self.pid, "slots": me.slots,
+             "node": me.name, "nonce": conn.nonce, "host": socket.gethostname(),
+             **(restricted_hello(self.gate.policy) if self.gate is not None else {})}))
 
     def authenticate(self, conn: Connection, head: dict) -> None:
         op = head["op"]
@@ -370,15 +394,15 @@ class Sessions:
             return
         proto = head.get("proto", wire.PROTOCOL_VERSION)
         if not wire.OLDEST_PROTOCOL <= proto <= wire.PROTOCOL_VERSION:
-            self.refuse(conn, wire.protocol_mismatch(proto, self.version))
+            self.refuse(conn, wire.protocol_mismatch(proto, self.identity.version))
             return
         client_nonce = head["nonce"]
-        expected = wire.client_mac(self.cookie, conn.nonce, client_nonce)
+        expected = wire.client_mac(self.door.cookie, conn.nonce, client_nonce)
         if not wire.macs_equal(head["mac"], expected):
             self.refuse(conn, "wrong cookie: this client belongs to another cluster")
             return
         conn.authed = True
-        conn.decoder.max_payload = self.max_payload
+        conn.decoder.max_payload = self.door.max_payload
         if self.gate is not None:
             self.gate.authenticated(conn)
         heartbeat = head.get("heartbeat")
@@ -386,9 +410,10 @@ class Sessions:
             conn.heartbeat = float(heartbeat)
         conn.watching = head.get("watch") is True
         self.loop.send(conn, wire.encode(
-            {"op": "welcome", "mac": wire.node_mac(self.cookie, conn.nonce, client_nonce)}))
-        if conn.watching and self.on_watch is not None:
-            self.on_watch(conn)
+            {"op": "welcome", "mac": wire.node_mac(self.door.cookie, conn.nonce, client_nonce)}))
+        if conn.watching:
+            for part in self.parts:
+                part.watch_opened(conn)
 
     def splice(self, conn: Connection) -> None:
         """The boot script of an SSH channel passed the channel's stdin and stdout: serve a
@@ -458,15 +483,14 @@ class Sessions:
                 if payload is None:  # over the payload bound: dropped unread (see PayloadLimit)
                     self.gate.too_large(conn, head, raw)
                 elif conn.authed:
-                    self.handle(conn, head, raw)
+                    self.dispatch(head["op"], conn, head, raw)
                 else:
                     self.authenticate(conn, head)
             except Exception as exc:  # noqa: BLE001 - a bug in one handler ends one connection
                 self.internal_error(conn, head, exc)
                 return
-        self.pool.dispatch()
-        if self.after_read is not None:
-            self.after_read()
+        for part in self.parts:
+            part.after_read()
 
     def internal_error(self, conn: Connection, head: dict, exc: Exception) -> None:
         """The last resort: handling a message raised. That connection ends, logged with
@@ -481,71 +505,57 @@ class Sessions:
 
     # -- the operations ------------------------------------------------------------------
 
-    def handle(self, conn: Connection, head: dict, raw: bytes) -> None:
-        """One message from an authenticated controller: checked against ``ops.NODE_TAKES``
-        (a malformed one ends the connection), then handed to its handler."""
-        op = head["op"]
-        handler = self.HANDLERS.get(op)
-        if handler is None and op in self.extra:
-            handler = Sessions.extra_handler
-        if handler is None:
-            task_id = head.get("id")
-            self.loop.send(conn, wire.encode(
-                {"op": "error", "id": task_id if ops.REQUEST_ID.test(task_id) else None,
-                 "message": "unknown operation %r" % op[:64]}))
-            return
+    def admits(self, conn: Connection, head: dict, raw: bytes) -> bool:
+        """A message of a known kind from an authenticated controller goes to its handler
+        if well formed (``ops.NODE_TAKES``: a malformed one ends the connection) and, on a
+        restricted node, if the gate lets it through (else it was answered)."""
         problem = ops.check(head, ops.NODE_TAKES)
         if problem is not None:
             self.refuse(conn, problem)
-            return
-        if self.gate is not None and self.gate.refuses(conn, head, raw):
-            return
-        handler(self, conn, head, raw)
+            return False
+        return self.gate is None or not self.gate.refuses(conn, head, raw)
 
-    def extra_handler(self, conn: Connection, head: dict, raw: bytes) -> None:
-        self.extra[head["op"]](conn, head, raw)
-
-    def handle_task(self, conn: Connection, head: dict, raw: bytes) -> None:  # call, map
-        task_id = head["id"]
-        key = head.get("fk")
-        if key is None and head["op"] == "map" and not (head.get("mod") and head.get("fun")):
-            self.loop.send(conn, wire.encode(ops.error_head(
-                "protocol", task_id, "ProtocolError", "a map names no function", self.name)))
-            return
-        if key is not None and key not in conn.functions:
-            self.loop.send(conn, wire.encode(ops.error_head(
-                "protocol", task_id, "ProtocolError", "function %s was not defined" % key, self.name)))
-            return
-        conn.tasks[task_id] = self.pool.submit(conn, task_id, raw, key, head["op"] == "map")
-
-    def handle_defn(self, conn: Connection, head: dict, raw: bytes) -> None:
-        conn.functions[head["key"]] = raw
+    def unknown(self, op: str, conn: Connection, head: dict, raw: bytes) -> None:
+        """A kind no handler takes: answered with an error naming it; the connection goes on."""
+        task_id = head.get("id")
+        self.loop.send(conn, wire.encode(
+            {"op": "error", "id": task_id if ops.REQUEST_ID.test(task_id) else None,
+             "message": "unknown operation %r" % op[:64]}))
 
     def handle_ping(self, conn: Connection, head: dict, raw: bytes) -> None:
-        self.loop.send(conn, wire.encode(pong(self, head)))
+        self.loop.send(conn, wire.encode(self.pong(head)))
+
+    def pong(self, head: dict) -> dict:
+        """The answer to a ping: the node's clocks, load, counters, and each part's report
+        (work in hand)."""
+        try:
+            load = list(os.getloadavg())
+        except OSError:
+            load = None
+        now = time.time()
+        answer = {"op": "pong", "id": head.get("id"), "time": now, "mono": time.monotonic(),
+                  "load": load, "slots": self.identity.slots, "pid": self.pid,
+                  "uptime": now - self.started, "stats": self.stats, "cpus": self.cpus}
+        for part in self.parts:
+            answer.update(part.report())
+        return answer
 
     def handle_trace(self, conn: Connection, head: dict, raw: bytes) -> None:
-        self.loop.send(conn, traced(conn, head))
-        if self.on_trace is not None and (head.get("processes") or head.get("stop")):
-            self.on_trace(conn, conn.recorder if head.get("processes") else None)
+        self.loop.send(conn, conn.traced(head))
+        if head.get("processes") or head.get("stop"):
+            for part in self.parts:
+                part.trace_to(conn, conn.recorder if head.get("processes") else None)
 
     def handle_cancel(self, conn: Connection, head: dict, raw: bytes) -> None:
-        task_id = head["id"]
-        task = conn.tasks.pop(task_id, None)
-        if task is None and self.on_cancel is not None:  # a call to a spawned process, maybe
-            self.on_cancel(conn, task_id)
-        if task is not None and self.pool.cancel(task):
-            self.loop.send(conn, wire.encode(ops.error_head("cancelled", task_id, "Cancelled",
-                                                            "cancelled", self.name)))
+        """A cancel: the first part whose request it is answers it."""
+        for part in self.parts:
+            if part.cancel(conn, head["id"]):
+                return
 
     def handle_stop(self, conn: Connection, head: dict, raw: bytes) -> None:
         log("stop requested by %s" % conn.label)
         self.loop.send(conn, wire.encode({"op": "stopping", "id": head.get("id"), "pid": self.pid}))
         self.on_stop()
-
-    HANDLERS = {"call": handle_task, "map": handle_task, "defn": handle_defn,
-                "ping": handle_ping, "cancel": handle_cancel, "stop": handle_stop,
-                "trace": handle_trace}
 
     # -- closing -------------------------------------------------------------------------
 
@@ -561,9 +571,8 @@ class Sessions:
         for fd in conn.fds:
             os.close(fd)
         conn.fds = []
-        self.pool.connection_gone(conn)
-        if self.on_closed is not None:
-            self.on_closed(conn)
+        for part in self.parts:
+            part.connection_gone(conn)
 
 
 def read_size(conn: Connection) -> int:
@@ -580,30 +589,3 @@ def restricted_hello(policy) -> dict:
     ``world``), and which policy it enforces (its file and the sha256 of its bytes), so
     the agent reaches it only with that same policy (see ``restricted.reach``)."""
     return {"restricted": len(policy.allows), "policy": policy.path, "policy_digest": policy.digest}
-
-
-def pong(sessions: "Sessions", head: dict) -> dict:
-    """The answer to a ping: the node's clocks, load, work in hand and counters."""
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    now = time.time()
-    pool = sessions.pool
-    return {"op": "pong", "id": head.get("id"), "time": now, "mono": time.monotonic(), "load": load,
-            "running": pool.running(), "queued": len(pool.queue), "slots": sessions.slots,
-            "pid": sessions.pid, "uptime": now - sessions.started, "stats": sessions.stats,
-            "cpus": sessions.cpus,
-            "processes": sessions.processes() if sessions.processes is not None else 0}
-
-
-def traced(conn: Connection, head: dict) -> bytes:
-    """Start recording this connection's tasks (``start``, a ring of ``capacity``
-    events), or hand over what was recorded since the last time (and ``stop``)."""
-    if head.get("start"):
-        conn.recorder = tracing.Recorder(head.get("capacity") or tracing.DEFAULT_CAPACITY)
-    events, dropped = conn.recorder.take() if conn.recorder is not None else ([], 0)
-    if head.get("stop"):
-        conn.recorder = None
-    reply = {"op": "traced", "id": head.get("id"), "mono": time.monotonic(), "dropped": dropped}
-    return wire.encode(reply, json.dumps(events).encode())

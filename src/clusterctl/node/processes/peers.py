@@ -9,7 +9,7 @@ Ships to hosts: the standard library only. See docs/how-it-works.md, section
 
 from __future__ import annotations
 
-from .. import wire
+from .. import ops, wire
 from ..addresses import node_of
 from ..log import log
 from .post import Caller
@@ -32,6 +32,7 @@ class Peers:
         self.lost: dict[str, str] = {}  # nodes the hub said were lost (until back) -> why
         self.watches: list = []  # every hub's watch connection, newest last: the uplink
         # is the newest, and when it goes, the newest left takes over at once
+        self.dispatchers()
 
     # -- out -----------------------------------------------------------------------------------
 
@@ -54,67 +55,93 @@ class Peers:
     # -- in, from other nodes ---------------------------------------------------------------
 
     def from_node(self, src: str, head: dict, payload, raw: bytes) -> None:
-        op = head["op"]
-        actors, post = self.actors, self.actors.post
-        if op == "send":
-            post.route(head["to"], len(payload), raw, head.get("ref"), Caller(head.get("from")))
-        elif op == "reply":
-            entry = self.calls.pop(head["ref"], None)
-            if entry is not None:
-                post.answer(entry[0], payload, raw)
-        elif op == "failed":
-            entry = self.calls.pop(head["ref"], None)
-            if entry is not None and entry[0].conn is not None:
-                post.fail_call(entry[0], head["ref"], head.get("kind", "exited"), head["reason"])
-            else:
-                post.deliver(head["to"], raw)
-        elif op == "down":
-            self.monitors.pop(head["ref"], None)
-            post.deliver(head["to"], raw)
-        elif op == "refused":
-            post.deliver(head["to"], raw)
-        elif op == "exit":
-            actors.linked_ended(head["to"], head["who"], head["reason"], head.get("tb", ""),
-                                head.get("abnormal", True))
-        elif op in ("monitor", "demonitor", "link", "unlink"):
-            self.remote_request(op, head)
+        """A frame from a process's node elsewhere (``ops.NODE_NODE``)."""
+        self.from_nodes(head["op"], head, payload, raw)
+
+    def peer_send(self, head: dict, payload, raw: bytes) -> None:
+        self.actors.post.route(head["to"], len(payload), raw, head.get("ref"), Caller(head.get("from")))
+
+    def peer_reply(self, head: dict, payload, raw: bytes) -> None:
+        entry = self.calls.pop(head["ref"], None)
+        if entry is not None:
+            self.actors.post.answer(entry[0], payload, raw)
+
+    def peer_failed(self, head: dict, payload, raw: bytes) -> None:
+        entry = self.calls.pop(head["ref"], None)
+        if entry is not None and entry[0].conn is not None:
+            self.actors.post.fail_call(entry[0], head["ref"], head.get("kind", "exited"), head["reason"])
+        else:
+            self.actors.post.deliver(head["to"], raw)
+
+    def peer_down(self, head: dict, payload, raw: bytes) -> None:
+        self.monitors.pop(head["ref"], None)
+        self.actors.post.deliver(head["to"], raw)
+
+    def peer_refused(self, head: dict, payload, raw: bytes) -> None:
+        self.actors.post.deliver(head["to"], raw)
+
+    def peer_exit(self, head: dict, payload, raw: bytes) -> None:
+        self.actors.linked_ended(head["to"], head["who"], head["reason"], head.get("tb", ""),
+                                 head.get("abnormal", True))
+
+    def peer_request(self, head: dict, payload, raw: bytes) -> None:
+        self.remote_request(head["op"], head)
+
+    def from_newer_node(self, op: str, head: dict, payload, raw: bytes) -> None:
+        """A kind this node does not know (a node of a newer version): dropped, logged."""
+        log("a frame of unknown kind %r from another node: dropped" % op[:64])
 
     # -- in, from the hub ------------------------------------------------------------------------
 
     def from_hub(self, conn, head: dict, raw: bytes) -> None:
-        """What the hub sends on its watch connection."""
-        op = head["op"]
-        if op == "relay":
-            self.relay.received(head, wire.frame_payload(raw))
-        elif op == "ack":
-            self.relay.acked(head)
-        elif op == "claimed":
-            self.claimed(head)
-        elif op == "names":  # (the table of the nodes it lists replaces theirs; a node not
-            # synced with a new hub yet keeps its names here; a lost node's go with it, and so
-            # do those of nodes outside the world the hub watches: left from an earlier hub)
-            nodes = set(head.get("nodes") or ())
-            world = head.get("world")
-            world = {w for w in world if type(w) is str} | {self.name} if isinstance(world, list) else None
-            for name in [n for n, ident in self.names.items() if node_of(ident) in nodes
-                         or (world is not None and node_of(ident) not in world)]:
-                del self.names[name]
-            for name, ident in (head.get("set") or {}).items():
-                if node_of(ident) != self.name:
-                    self.names[name] = ident
-            for name in head.get("del") or ():
-                self.names.pop(name, None)
-        elif op == "nodeup":
-            self.lost.pop(head["node"], None)
-            self.relay.resend_to(head["node"])
-        elif op == "reset":
-            self.relay.reset(head)
-        elif op == "nodedown":
-            self.node_down(head["node"], head.get("reason", "lost"))
-        elif op == "adopt":
-            self.actors.requests.adopt(head, bytes(wire.frame_payload(raw)))
-        elif op == "evict":
-            self.actors.evict(head["pid"], head.get("reason", "evicted"))
+        """What the hub sends on its watch connection (``ops.HUB_NODE``)."""
+        self.from_the_hub(head["op"], head, raw)
+
+    def hub_names(self, head: dict, raw: bytes) -> None:
+        """The table of the nodes it lists replaces theirs; a node not synced with a new
+        hub yet keeps its names here; a lost node's go with it, and so do those of nodes
+        outside the world the hub watches: left from an earlier hub."""
+        nodes = set(head.get("nodes") or ())
+        world = head.get("world")
+        world = {w for w in world if type(w) is str} | {self.name} if isinstance(world, list) else None
+        for name in [n for n, ident in self.names.items() if node_of(ident) in nodes
+                     or (world is not None and node_of(ident) not in world)]:
+            del self.names[name]
+        for name, ident in (head.get("set") or {}).items():
+            if node_of(ident) != self.name:
+                self.names[name] = ident
+        for name in head.get("del") or ():
+            self.names.pop(name, None)
+
+    def hub_nodeup(self, head: dict, raw: bytes) -> None:
+        self.lost.pop(head["node"], None)
+        self.relay.resend_to(head["node"])
+
+    def hub_nodedown(self, head: dict, raw: bytes) -> None:
+        self.node_down(head["node"], head.get("reason", "lost"))
+
+    def hub_adopt(self, head: dict, raw: bytes) -> None:
+        self.actors.requests.adopt(head, bytes(wire.frame_payload(raw)))
+
+    def hub_evict(self, head: dict, raw: bytes) -> None:
+        self.actors.evict(head["pid"], head.get("reason", "evicted"))
+
+    def dispatchers(self) -> None:
+        """The two dispatches of what comes in: from other nodes, and from the hub."""
+        relay = self.relay
+        self.from_nodes = ops.Dispatch(ops.NODE_NODE.takes("receiver"), {
+            "send": self.peer_send, "reply": self.peer_reply, "failed": self.peer_failed,
+            "down": self.peer_down, "refused": self.peer_refused, "exit": self.peer_exit,
+            **{kind: self.peer_request for kind in ("monitor", "demonitor", "link", "unlink")},
+        }, self.from_newer_node)
+        self.from_the_hub = ops.Dispatch(ops.HUB_NODE.takes("node"), {
+            "relay": lambda head, raw: relay.received(head, wire.frame_payload(raw)),
+            "ack": lambda head, raw: relay.acked(head),
+            "reset": lambda head, raw: relay.reset(head),
+            "claimed": lambda head, raw: self.claimed(head),
+            "names": self.hub_names, "nodeup": self.hub_nodeup, "nodedown": self.hub_nodedown,
+            "adopt": self.hub_adopt, "evict": self.hub_evict,
+        }, lambda op, head, raw: None)  # (the node's sessions answer an unknown kind first)
 
     def attached(self, conn) -> None:
         """A hub connects this node to the others: tell it our names and the processes it

@@ -17,8 +17,6 @@ from ..addresses import name_problem, node_of
 from ..log import log
 from .post import Caller
 
-CONTROLLER_OPS = ("spawn", "send", "whereis", "kill", "ps", "monitor")
-HUB_OPS = ("relay", "ack", "reset", "claimed", "names", "nodeup", "nodedown", "adopt", "evict")  # the hub's only
 
 
 def error_frame(kind: str, request, message: str, node: str) -> bytes:
@@ -33,11 +31,10 @@ class ProcessRequests:
         self.actors = actors
         self.loop = actors.loop
         self.name = actors.name
-        actors.requests = self
         self.handlers = {"spawn": self.conn_spawn, "send": self.conn_send,
                          "whereis": self.conn_whereis, "kill": self.conn_kill,
                          "ps": self.conn_ps, "monitor": self.conn_monitor}
-        self.handlers.update({op: self.from_hub for op in HUB_OPS})
+        self.handlers.update({op: self.from_hub for op in ops.HUB_NODE.takes("node")})
 
     # -- shared -----------------------------------------------------------------------------------
 
@@ -286,13 +283,7 @@ class ProcessRequests:
         self.actors.end(target, {"kind": "killed", "reason": "killed"})
         answer(True, {})
 
-    def p_unregister(self, proc: Proc, head: dict, payload, answer) -> None:
-        if proc.name is not None and self.actors.names.get(proc.name) is proc:
-            del self.actors.names[proc.name]
-        proc.name = None
-        answer(True, {})
-
-    PROCESS_HANDLERS = {"spawn": p_spawn, "register": p_register, "unregister": p_unregister,
+    PROCESS_HANDLERS = {"spawn": p_spawn, "register": p_register,
                         "whereis": p_whereis, "link": p_link, "unlink": p_link,
                         "monitor": p_monitor, "demonitor": p_demonitor, "trap": p_trap,
                         "kill": p_kill}

@@ -28,7 +28,7 @@ import socket
 import time
 from collections import deque
 
-from .. import aliases, wire
+from .. import aliases, ops, wire
 from ..failures import (CallFailed, MailboxFull, NameTaken, NoProcess, NotInProcess,  # noqa: F401
                         ProcessError, ReceiveTimeout, process_error)
 from ..notices import Down, Exit
@@ -82,6 +82,7 @@ class Runtime:
         self.frames = 0  # frames taken in so far
         self.heads: dict = {}  # to -> the head of a message to it, encoded
         self.sends = 0
+        self.takes = self.dispatch()
 
     # -- writing and reading ---------------------------------------------------------------
 
@@ -129,24 +130,42 @@ class Runtime:
             pass
 
     def take(self, head: dict, payload) -> None:
+        """A frame from the node (``ops.NODE_PROCESS``), to the mailbox or to whoever waits."""
         self.frames += 1
-        op = head["op"]
-        if op == "send":  # a message (forwarded as its sender wrote it)
-            self.box.append(Envelope(pickle.loads(payload), head.get("from"), head.get("ref"),
-                                     len(payload)))
-        elif op == "reply":
-            self.replies[head["ref"]] = ("ok", pickle.loads(payload))
-        elif op == "failed":
-            self.replies[head["ref"]] = ("failed", head)
-        elif op == "answer":
-            self.answers[head["id"]] = head
-        elif op == "down":
-            self.box.append(Envelope(Down(head["ref"], head["who"], head["reason"], head.get("tb", "")),
-                                     None, None, 0))
-        elif op == "exit":
-            self.box.append(Envelope(Exit(head["who"], head["reason"], head.get("tb", "")), None, None, 0))
-        elif op == "refused":
-            self.refused.append(head)
+        self.takes(head["op"], head, payload)
+
+    def take_message(self, head: dict, payload) -> None:  # (forwarded as its sender wrote it)
+        self.box.append(Envelope(pickle.loads(payload), head.get("from"), head.get("ref"),
+                                 len(payload)))
+
+    def take_reply(self, head: dict, payload) -> None:
+        self.replies[head["ref"]] = ("ok", pickle.loads(payload))
+
+    def take_failed(self, head: dict, payload) -> None:
+        self.replies[head["ref"]] = ("failed", head)
+
+    def take_answer(self, head: dict, payload) -> None:
+        self.answers[head["id"]] = head
+
+    def take_down(self, head: dict, payload) -> None:
+        down = Down(head["ref"], head["who"], head["reason"], head.get("tb", ""))
+        self.box.append(Envelope(down, None, None, 0))
+
+    def take_exit(self, head: dict, payload) -> None:
+        exit = Exit(head["who"], head["reason"], head.get("tb", ""))
+        self.box.append(Envelope(exit, None, None, 0))
+
+    def take_refused(self, head: dict, payload) -> None:
+        self.refused.append(head)
+
+    READ_AT_START = ("start", "spawn")  # (read by ``run`` before the mailbox exists)
+
+    def dispatch(self) -> ops.Dispatch:
+        return ops.Dispatch(ops.NODE_PROCESS.takes("process"), {
+            "send": self.take_message, "reply": self.take_reply, "failed": self.take_failed,
+            "answer": self.take_answer, "down": self.take_down, "exit": self.take_exit,
+            "refused": self.take_refused,
+        }, lambda op, head, payload: None)  # (its node is of its own version)
 
     def check_refused(self) -> None:
         if self.refused:

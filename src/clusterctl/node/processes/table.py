@@ -15,7 +15,7 @@ import itertools
 import os
 import time
 
-from .. import wire
+from .. import ops, wire
 from .runtime import process_main
 from .peers import Peers
 from .post import Caller, Post
@@ -75,7 +75,7 @@ class Actors:
     requests (spawn, register, link, ...) are ``ProcessRequests``'."""
 
     def __init__(self, loop: Loop, *, name: str, stats: dict, close_in_child,
-                 ids_path: str | None = None) -> None:
+                 ids_path: str | None = None, requests=None) -> None:
         self.loop = loop
         self.name = name
         self.stats = stats
@@ -89,10 +89,11 @@ class Actors:
         self.ids_path = ids_path  # where the last id given is kept: a restarted node goes on
         self.numbers = itertools.count(last_id(ids_path) + 1)
         self.stopping = False
-        self.requests = None  # the ProcessRequests (it sets itself here)
         self.recorders: dict = {}  # connection -> the trace recorder of its processes' events
         self.post = Post(self)
         self.peers = self.post.peers = Peers(self)
+        self.requests = requests(self) if requests is not None else None  # a ProcessRequests
+        self.dispatch()
 
     # -- the table ------------------------------------------------------------------------------
 
@@ -200,26 +201,46 @@ class Actors:
         self.end(proc)
 
     def from_process(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
-        op = head["op"]
-        if op == "send":
-            self.post.route(head["to"], len(payload), raw, head.get("ref"), Caller(proc.ident))
-        elif op == "reply":
-            self.post.replied(head["ref"], payload, raw)
-        elif op == "took":
-            proc.queued = max(0, proc.queued - head["bytes"])
-        elif op == "forget":
-            self.post.forget_call(head["ref"])
-        elif op == "started":
-            proc.running = True
-            self.peers.keep(proc)
-            answer, proc.answer = proc.answer, None
-            if answer is not None:
-                answer(True, {"pid": proc.ident})
-        elif op == "exiting":
-            proc.exit = {"kind": head["kind"], "reason": str(head.get("reason", "?")),
-                         "tb": str(head.get("tb", ""))}
-        else:
-            self.requests.from_process(proc, head, payload)
+        """A frame from one of the processes (``ops.NODE_PROCESS``): a message or reply
+        to route, its mailbox's progress, its start and end; its requests (spawn,
+        register, link...) are the ``ProcessRequests``' to answer."""
+        self.from_processes(head["op"], proc, head, payload, raw)
+
+    def p_send(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        self.post.route(head["to"], len(payload), raw, head.get("ref"), Caller(proc.ident))
+
+    def p_reply(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        self.post.replied(head["ref"], payload, raw)
+
+    def p_took(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        proc.queued = max(0, proc.queued - head["bytes"])
+
+    def p_forget(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        self.post.forget_call(head["ref"])
+
+    def p_started(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        proc.running = True
+        self.peers.keep(proc)
+        answer, proc.answer = proc.answer, None
+        if answer is not None:
+            answer(True, {"pid": proc.ident})
+
+    def p_exiting(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        proc.exit = {"kind": head["kind"], "reason": str(head.get("reason", "?")),
+                     "tb": str(head.get("tb", ""))}
+
+    def p_request(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
+        self.requests.from_process(proc, head, payload)
+
+    def dispatch(self) -> None:
+        """The one dispatch of what processes send; a kind it does not know is answered
+        as an unknown request (by ``ProcessRequests``)."""
+        own = {"send": self.p_send, "reply": self.p_reply, "took": self.p_took,
+               "forget": self.p_forget, "started": self.p_started, "exiting": self.p_exiting}
+        requests = self.requests.PROCESS_HANDLERS if self.requests is not None else {}
+        self.from_processes = ops.Dispatch(
+            ops.NODE_PROCESS.takes("node"), {**own, **{kind: self.p_request for kind in requests}},
+            lambda op, proc, head, payload, raw: self.p_request(proc, head, payload, raw))
 
     def describe(self, proc: Proc) -> str:
         return "%s (%s)" % (proc.ident, proc.name) if proc.name else proc.ident

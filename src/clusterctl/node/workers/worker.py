@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 
-from .. import plain, wire
+from .. import ops, plain, wire
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
 HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
@@ -237,6 +237,8 @@ class Worker(PlainTasks):
         self.held: list[bytes] = []  # replies not sent yet (see HOLD_FLAG)
         self.held_bytes = 0
         self.dropped: list[bytes] = []  # answers for dropped tasks, not sent yet (DROP_FLAG)
+        self.holding = False  # whether the task being run may have its reply held back
+        self.started = 0.0  # when it started (perf_counter)
 
     # -- channel ----------------------------------------------------------------------
 
@@ -354,38 +356,49 @@ class Worker(PlainTasks):
         return None
 
     def run(self) -> None:
+        takes = self.dispatch()
         while True:
             msg = self.read()
             if msg is None:
                 return
             seq, frame = msg
-            hold = seq >= HOLD_FLAG
-            if hold:
+            self.holding = seq >= HOLD_FLAG
+            if self.holding:
                 seq -= HOLD_FLAG
             head_len, _ = wire.check_header(frame, 1 << 62)
             head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
             payload = memoryview(frame)[wire.HEADER_SIZE + head_len:]
-            op = head["op"]
-            if op == "defn":
-                self.define(head["key"], payload)
+            reply = takes(head["op"], head, payload)
+            if reply is None:  # (a definition, or a function forgotten: no answer)
                 continue
-            if op == "forget":
-                self.functions.pop(head.get("key"), None)
-                continue
-            if self.held and not hold:  # a task not marked starts with nothing held back
-                self.flush()
-            started = time.perf_counter()
-            if op == "call":
-                reply = self.call(head, payload)
-            elif op == "map":
-                reply = self.map(head, payload)
-            else:
-                reply = error_frame(head.get("id"), {
-                    "type": "ProtocolError", "message": "unknown task operation %r" % op,
-                    "traceback": "", "node": self.node, "kind": "protocol"})
-            quick = hold and time.perf_counter() - started < HOLD_SECONDS
+            quick = self.holding and time.perf_counter() - self.started < HOLD_SECONDS
             self.poll()  # drops that came meanwhile are answered ahead of this reply
             self.send(seq, reply, quick)
+
+    def dispatch(self):
+        """The one dispatch of what the node sends a worker (``ops.NODE_WORKER``): a task's
+        handler returns its reply, a definition's nothing; an unknown kind is answered as
+        a failed result."""
+        return ops.Dispatch(ops.NODE_WORKER.takes("worker"), {
+            "defn": lambda head, payload: self.define(head["key"], payload),
+            "forget": lambda head, payload: self.forget(head.get("key")),
+            "call": lambda head, payload: self.task(self.call, head, payload),
+            "map": lambda head, payload: self.task(self.map, head, payload),
+        }, self.unknown_task)
+
+    def forget(self, key) -> None:
+        self.functions.pop(key, None)
+
+    def task(self, run, head: dict, payload) -> bytes:
+        if self.held and not self.holding:  # a task not marked starts with nothing held back
+            self.flush()
+        self.started = time.perf_counter()
+        return run(head, payload)
+
+    def unknown_task(self, op: str, head: dict, payload) -> bytes:
+        return self.task(lambda head, payload: error_frame(head.get("id"), {
+            "type": "ProtocolError", "message": "unknown task operation %r" % op,
+            "traceback": "", "node": self.node, "kind": "protocol"}), head, payload)
 
     def define(self, key: str, payload) -> None:
         try:
