@@ -54,7 +54,9 @@ def test_a_traced_pmap_and_pipeline_give_a_well_formed_file_and_known_service_ti
     assert 0.5 * wall * 1e6 < data["metadata"]["duration_us"] <= wall * 1e6  # microseconds
     found = analyze(data)
     runs = {r.label: r for r in found.runs}
-    assert 30_000 <= runs["pmap nap"].per_item_us <= 33_000  # 30 ms sleeps, within 10%
+    # 30 ms sleeps: never less; a loaded machine oversleeps (34 ms seen), so up to 1.5x
+    # (two items counted as one would be 60 ms)
+    assert 30_000 <= runs["pmap nap"].per_item_us <= 45_000
     assert runs["pmap nap"].items == 24 and runs["stage 2 (nap)"].items == 50
     assert {n.name for n in found.nodes} == {"n1", "n2"}
     assert all(n.offset_error_us is not None and n.offset_error_us < 50_000 for n in found.nodes)

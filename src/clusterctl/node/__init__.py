@@ -10,8 +10,9 @@ helpers for processes and locks: it runs alone on a host, so they live there),
 ``failures`` (the error root and the process errors, one family for a program and a
 process), ``notices`` (``Down``, ``Exit``), ``supervision`` (restart rules) and
 ``stages`` (a pipeline's fused stages). Beside them,
-the node's own machinery: ``loop`` (the event loop), ``log`` and ``aliases`` (the names
-process code imports).
+the node's own machinery: ``loop`` (the event loop), ``log``, ``aliases`` (the names
+process code imports) and ``part`` (the interface through which the worker pool and the
+spawned processes plug into the daemon).
 
 The rooms:
 
