@@ -176,16 +176,30 @@ def test_skip_collect_and_retries(cluster, env):
     assert run.stats.retries == 30 and run.stats.failed == 0
 
 
+def test_a_function_from_a_module_of_the_users_own_travels_with_it(cluster, env, monkeypatch):
+    (env.root / "only_here.py").write_text("def f(x):\n    return x * 3\n")
+    monkeypatch.syspath_prepend(str(env.root))
+    import only_here
+
+    try:
+        assert list(cluster.pmap(only_here.f, range(10))) == [x * 3 for x in range(10)]
+    finally:
+        sys.modules.pop("only_here", None)
+
+
 def test_a_function_no_node_can_load_is_a_clear_error(cluster, env, monkeypatch):
     (env.root / "only_here.py").write_text("def f(x):\n    return x\n")
     monkeypatch.syspath_prepend(str(env.root))
     import only_here
 
-    with pytest.raises(errors.RemoteError) as info:
-        list(cluster.pmap(only_here.f, range(10)))
-    assert "only_here" in info.value.one_line()
-    assert "importable" in info.value.hint
-    sys.modules.pop("only_here", None)
+    cluster.shipper.on = False  # (as with --env off: its module stays here)
+    try:
+        with pytest.raises(errors.RemoteError) as info:
+            list(cluster.pmap(only_here.f, range(10)))
+        assert "only_here" in info.value.one_line()
+        assert "importable" in info.value.hint
+    finally:
+        sys.modules.pop("only_here", None)
 
 
 # -- faults ------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from typing import Any, Callable
 from clusterctl import errors
 from clusterctl.api.actors import Monitor, ProcessList, Processes
 from clusterctl.api.calls import await_result, call_message, message_for
+from clusterctl.api.env.shipping import Shipper
+from clusterctl.api.pickling import is_plain
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
@@ -48,6 +50,8 @@ class Cluster:
     (started on demand); None: yes, unless ``CLUSTERCTL_HUB=off`` or a ``cookie`` is given.
     ``trace``: record everything this cluster does on every node into this trace file,
     written when the cluster is closed (``clusterctl trace --analyze`` reads it).
+    ``env``: ship what a function needs from this Python (installed distributions, the
+    user's own modules) to the hosts that lack it; None: yes, unless ``CLUSTERCTL_ENV=off``.
 
     Spawned processes (``spawn``, ``send``, ``call``, ...) are its processes part,
     ``clusterctl.api.actors.Processes``, given this cluster and its connections.
@@ -57,7 +61,8 @@ class Cluster:
                  timeout: float | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 10.0,
                  cookie: bytes | None = None, ssh_options: Mapping[str, Any] | None = None,
-                 hub: bool | None = None, trace: str | os.PathLike | None = None) -> None:
+                 hub: bool | None = None, trace: str | os.PathLike | None = None,
+                 env: bool | None = None) -> None:
         if hosts is None:
             specs, self.source = resolve_world(None)
         elif isinstance(hosts, (str, os.PathLike)):
@@ -84,6 +89,7 @@ class Cluster:
                                 heartbeat_timeout=heartbeat_timeout, ssh_options=self.ssh_options,
                                 hub=HubClient(settings) if hub else None)
         self._processes = Processes(self, self._links)
+        self.shipper = Shipper(env)
 
     @property
     def settings(self) -> NodeSettings:
@@ -204,8 +210,21 @@ class Cluster:
         pickled = call_message(fn, args, kwargs)
         conn = self.connect(node)
         head, payload = message_for(conn, fn, args, kwargs, pickled)
+        head = self.with_environment(conn, fn, head, payload, (args, kwargs))
         pending = conn.request(head, payload)
         return await_result(conn, head, pending, self._timeout(timeout))
+
+    def with_environment(self, conn: NodeConnection, fn: str | Callable | None, head: dict,
+                         payload: bytes, arguments: Any = None) -> dict:
+        """``head`` naming what a call of ``fn`` (pickled as ``payload``, with
+        ``arguments``; None: unknown, the pickle is read) needs on ``conn``'s node,
+        shipped there first if its host lacks it (``api.env``)."""
+        if conn.restricted:
+            return head
+        scan = arguments is None or not is_plain(arguments)
+        packages = self.shipper.packages(fn, payload, head.get("mod"), scan)
+        ids = self.shipper.ensure(conn, packages) if packages else []
+        return dict(head, env=ids) if ids else head
 
     def multicall(self, fn: str | Callable, *args: Any, nodes: Iterable[str] | None = None,
                   timeout: float | None = None, **kwargs: Any) -> MulticallResult:
@@ -221,7 +240,8 @@ class Cluster:
             try:
                 conn = self.connect(name)
                 call_head, call_payload = message_for(conn, fn, args, kwargs, (head, payload))
-                call_head = dict(call_head)
+                call_head = dict(self.with_environment(conn, fn, call_head, call_payload,
+                                                       (args, kwargs)))
                 pending = conn.request(call_head, call_payload)
                 if "id" in call_head:
                     sent.append((conn, call_head["id"]))

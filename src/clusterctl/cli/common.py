@@ -23,6 +23,7 @@ class Options:
     known_hosts: str | None
     accept_new_host_keys: bool
     trace: str | None = None  # --trace FILE
+    env: str | None = None  # --env on|off
 
     def cluster(self):
         from clusterctl.api.cluster import Cluster
@@ -34,7 +35,10 @@ class Options:
             ssh["known_hosts"] = self.known_hosts
         if self.accept_new_host_keys:
             ssh["accept_new_host_keys"] = True
-        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh, trace=self.trace)
+        env = None if self.env is None else self.env == "on"
+        cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh, trace=self.trace,
+                          env=env)
+        cluster.shipper.report = shipping_line
         try:
             self.ask_about_host_keys(cluster)
         except BaseException:
@@ -131,3 +135,9 @@ def node_list(text: str | None) -> list[str] | None:
     if not names:
         raise UsageError("--nodes names no node", hint="write --nodes n1,n2")
     return names
+
+
+def shipping_line(node: str, package, zipped: int) -> None:
+    """What a command says as it ships a package to a host (on stderr)."""
+    click.echo(f"shipping {package.describe()} to {node}: {package.size / (1 << 20):.1f} MB, "
+               f"{zipped / (1 << 20):.1f} MB zipped", err=True)

@@ -96,16 +96,20 @@ class Commands(click.Group):
               help="Record what the command does on every node into FILE (Chrome trace JSON: "
                    "open it in Perfetto, or read it with `clusterctl trace --analyze FILE`); "
                    "written also when the command is interrupted.")
+@click.option("--env", type=click.Choice(["on", "off"]), default=None,
+              help="Ship what your functions need from this Python (installed packages, your own "
+                   "modules) to the hosts that lack it (on, the default unless CLUSTERCTL_ENV=off), "
+                   "or ship nothing and use what the hosts have (off).")
 @click.version_option(__version__, prog_name="clusterctl")
 @click.pass_context
 def cli(ctx: click.Context, hosts, as_json, timeout, debug, ssh_config, known_hosts,
-        accept_new_host_keys, trace_path) -> None:
+        accept_new_host_keys, trace_path, env) -> None:
     """Run Python across the machines you can ssh into.
 
     Nodes start on demand and keep running between commands; `clusterctl down` stops them.
     """
     ctx.obj = Options(hosts, as_json, timeout, debug, ssh_config, known_hosts, accept_new_host_keys,
-                      trace_path)
+                      trace_path, env)
 
 
 @cli.command()

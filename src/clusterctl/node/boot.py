@@ -248,8 +248,10 @@ def _remove_stale(parent: str) -> None:
 
 
 def _safe_name(rel: str) -> bool:
+    """A relative path that stays inside its directory (a shipped package may hold
+    dotfiles: data files of its own)."""
     parts = rel.split("/")
-    return all(p and p not in (".", "..") and not p.startswith(".") and "\\" not in p
+    return all(p and p not in (".", "..") and "\\" not in p and "\0" not in p
                for p in parts) and rel != MANIFEST
 
 

@@ -59,6 +59,11 @@ def _number(low: float, high: float):
 
 
 SECONDS = Field(_number(0, MAX_SECONDS), "a number of seconds (from 0 to %g)" % MAX_SECONDS)
+MAX_ENV = 1000  # packages one call may name
+ENV_ID = Field(lambda v: type(v) is str and len(v) == 16 and _hex(v) is not None,
+               "a package id (16 lower-case hex digits)")
+ENV_IDS = Field(lambda v: type(v) is list and len(v) <= MAX_ENV and all(ENV_ID.test(i) for i in v),
+                "a list of at most %d package ids (16 lower-case hex digits each)" % MAX_ENV)
 TIME = Field(_number(-1e12, 1e12), "a time (a number of seconds since 1970)")
 
 
@@ -108,7 +113,7 @@ class Channel:
 _REQUEST = dict(id=(REQUEST_ID, REQUIRED))
 _RELAYED = dict(node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED))
 _TASK = dict(id=(REQUEST_ID, REQUIRED), fk=(KEY, OPTIONAL), mod=(TEXT, OPTIONAL),
-             fun=(TEXT, OPTIONAL), enc=(TEXT, OPTIONAL))
+             fun=(TEXT, OPTIONAL), enc=(TEXT, OPTIONAL), env=(ENV_IDS, OPTIONAL))
 
 # before the handshake, what a node (or the hub) takes from a client
 HANDSHAKE = _table(
@@ -122,7 +127,8 @@ CONTROLLER_TAKES = _table(
     Op("hello", proto=(COUNT, REQUIRED), nonce=(NONCE, REQUIRED), version=(TEXT, OPTIONAL),
        code=(TEXT, OPTIONAL), python=(TEXT, OPTIONAL), executable=(TEXT, OPTIONAL),
        pid=(COUNT, OPTIONAL), slots=(COUNT, OPTIONAL), node=(TEXT, OPTIONAL),
-       host=(TEXT, OPTIONAL), restricted=(COUNT, OPTIONAL)),
+       host=(TEXT, OPTIONAL), restricted=(COUNT, OPTIONAL), machine=(TEXT, OPTIONAL),
+       libc=(TEXT, OPTIONAL)),
     Op("welcome", mac=(MAC, REQUIRED)),
     Op("refused", reason=(TEXT, OPTIONAL)),
 )
@@ -133,7 +139,7 @@ CONTROLLER_NODE = Channel(
             *HANDSHAKE.values(),
             Op("call", **_TASK),
             Op("map", **_TASK),
-            Op("defn", key=(KEY, REQUIRED)),
+            Op("defn", key=(KEY, REQUIRED), env=(ENV_IDS, OPTIONAL)),
             Op("ping", id=(REQUEST_ID, OPTIONAL), t=(TIME, OPTIONAL)),
             Op("cancel", **_REQUEST),
             Op("stop", id=(REQUEST_ID, OPTIONAL)),
@@ -142,12 +148,16 @@ CONTROLLER_NODE = Channel(
             # spawned processes (processes/requests.py)
             Op("spawn", id=(REQUEST_ID, REQUIRED), mod=(TEXT, OPTIONAL), fun=(TEXT, OPTIONAL),
                name=(TEXT, OPTIONAL), restart=(TEXT, OPTIONAL), intensity=(COUNT, OPTIONAL),
-               period=(SECONDS, OPTIONAL), mailbox=(COUNT, OPTIONAL), label=(TEXT, OPTIONAL)),
+               period=(SECONDS, OPTIONAL), mailbox=(COUNT, OPTIONAL), label=(TEXT, OPTIONAL),
+               env=(ENV_IDS, OPTIONAL)),
             Op("send", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED), call=(FLAG, OPTIONAL)),
             Op("whereis", id=(REQUEST_ID, REQUIRED), name=(TEXT, REQUIRED)),
             Op("kill", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
             Op("ps", **_REQUEST),
             Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
+            # the environment that travels (workers/envs.py)
+            Op("envcheck", id=(REQUEST_ID, REQUIRED), ids=(ENV_IDS, REQUIRED)),
+            Op("envput", id=(REQUEST_ID, REQUIRED), env=(ENV_ID, REQUIRED), name=(TEXT, OPTIONAL)),
         ),
         "node": (
             *CONTROLLER_TAKES.values(),
@@ -162,6 +172,8 @@ CONTROLLER_NODE = Channel(
             Op("killed", id=(REQUEST_ID, REQUIRED), pid=(ADDRESS, REQUIRED)),
             Op("procs", **_REQUEST),
             Op("down", id=(REQUEST_ID, REQUIRED), who=(ADDRESS, REQUIRED), reason=(TEXT, OPTIONAL)),
+            Op("envmissing", id=(REQUEST_ID, REQUIRED), missing=(ENV_IDS, REQUIRED)),
+            Op("envstored", id=(REQUEST_ID, REQUIRED)),
         ),
     }, {
         "node": "answered {op: error, message: unknown operation ...}; the connection goes on",
@@ -207,7 +219,8 @@ HUB_NODE = Channel(
 NODE_WORKER = Channel(
     "a node and one of its worker processes (tasks, on a socketpair with a sequence number "
     "per frame)", ("node", "worker"), {
-        "node": (Op("call", **_TASK), Op("map", **_TASK), Op("defn", key=(KEY, REQUIRED)),
+        "node": (Op("call", **_TASK), Op("map", **_TASK),
+                 Op("defn", key=(KEY, REQUIRED), env=(ENV_IDS, OPTIONAL)),
                  Op("forget", key=(KEY, REQUIRED))),
         "worker": (Op("result", id=(REQUEST_ID, OPTIONAL), ok=(FLAG, REQUIRED)),),
     }, {
@@ -220,7 +233,7 @@ NODE_PROCESS = Channel(
         "node": (
             # at its start, read before anything else: who it is, then what it runs
             Op("start", pid=(ADDRESS, REQUIRED), limit=(COUNT, OPTIONAL)),
-            Op("spawn", mod=(TEXT, OPTIONAL), fun=(TEXT, OPTIONAL)),
+            Op("spawn", mod=(TEXT, OPTIONAL), fun=(TEXT, OPTIONAL), env=(ENV_IDS, OPTIONAL)),
             Op("send", ref=(TEXT, OPTIONAL)),
             Op("reply", ref=(TEXT, REQUIRED)),
             Op("failed", ref=(TEXT, REQUIRED), kind=(TEXT, OPTIONAL), reason=(TEXT, OPTIONAL)),

@@ -72,6 +72,9 @@ class World(Protocol):
 
     def connect(self, node: str) -> NodeConnection: ...
 
+    def with_environment(self, conn: NodeConnection, fn, head: dict, payload: bytes,
+                         arguments: Any = ()) -> dict: ...
+
 
 class Processes:
     """Spawned processes, the part of a ``Cluster`` its process methods delegate to (their
@@ -113,6 +116,7 @@ class Processes:
         if mailbox is not None:
             head["mailbox"] = mailbox
         payload = dumps((by_value, args, kwargs), "function and its arguments")
+        head = self.world.with_environment(conn, fn, head, payload, (args, kwargs))
         return self._ask(conn, head, payload)["pid"]
 
     def spawn_group(self, children: list, strategy: str = "one_for_one",

@@ -22,6 +22,7 @@ class PickledItems:
     plain = False
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
         self.fn_bytes = dumps(fn, "function")
         self.key = "pmap-" + hashlib.sha256(self.fn_bytes).hexdigest()[:24]
         self.name = getattr(fn, "__qualname__", type(fn).__name__)
@@ -55,6 +56,7 @@ class PlainItems:
             raise errors.UsageError(f"{name!r} does not name a function",
                                     hint="write module.function, e.g. mathlib.square")
         self.mod, self.fun, self.name = mod, fun, name
+        self.fn = None
 
     def head(self) -> dict:
         return {"op": "map", "mod": self.mod, "fun": self.fun, "enc": "json"}

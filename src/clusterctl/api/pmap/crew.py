@@ -6,6 +6,7 @@ node is left for the work, and at the end cancels what is still in flight."""
 from __future__ import annotations
 
 import time
+import types
 from typing import Iterable
 
 from clusterctl import errors
@@ -98,7 +99,15 @@ class Crew:
         conn = node.conn
         definition = scheduler.codec.definition()
         if definition is not None:
-            conn.send(*definition)
+            head, data = definition
+            try:  # what the function needs goes to the node's host first (api.env)
+                fn = scheduler.codec.fn  # (a pipeline's stages: found in their pickle)
+                head = self.cluster.with_environment(
+                    conn, fn, head, data, () if isinstance(fn, types.FunctionType) else None)
+            except errors.ClusterError as exc:
+                scheduler.retire(node, "failed", exc.one_line())
+                return
+            conn.send(head, data)
         if conn.lost is not None:
             scheduler.retire(node, "lost", reason_of(conn.lost))
 

@@ -25,6 +25,7 @@ from ..processes.part import Processes
 from ..log import bound_log, log, redirect_to
 from ..loop import POLL_SECONDS, Loop
 from ..workers.pool import Pool
+from ..workers.envs import Environments
 from ..workers.tasks import Tasks
 from .sessions import Door, Gate, Identity, Sessions
 
@@ -106,11 +107,12 @@ class Node:
                                    close_in_child=self.close_in_child,
                                    ids_path=sock_path[:-len(".sock")] + ".ids")
         self.actors = self.processes.actors
-        self.parts = [Tasks(self.pool), self.processes]
+        environments = Environments(self.loop, name)
+        self.parts = [Tasks(self.pool), self.processes, environments]
         gate = None
-        if policy is not None:  # a refused task or request about processes is answered
+        if policy is not None:  # a refused request is answered (a definition has no answer)
             gate = Gate(policy, self.loop, self.pool.queue, self.stats, name,
-                        answered={"call", "map", *self.processes.handlers})
+                        answered={"call", "map", *self.processes.handlers, *environments.handlers})
         door = Door(cookie, handshake_timeout, max_payload, gate)
         self.sessions = Sessions(self.loop, listener, self.parts, identity=identity, door=door,
                                  stats=self.stats, on_stop=self.stop)
@@ -166,7 +168,7 @@ class Node:
 
     def shutdown(self) -> None:
         self.sessions.close_all()
-        for part in reversed(self.parts):  # (the processes first, then the workers)
+        for part in reversed(self.parts):  # (the processes before the workers)
             part.shutdown()
         try:
             if os.stat(self.sock_path).st_ino == self.sock_ino:

@@ -375,7 +375,7 @@ class Sessions:
              "code": me.code_id, "python": "%d.%d.%d" % sys.version_info[:3],
              "executable": sys.executable, "pid": self.pid, "slots": me.slots,
              "node": me.name, "nonce": conn.nonce, "host": socket.gethostname(),
-             **(restricted_hello(self.gate.policy) if self.gate is not None else {})}))
+             **PLATFORM, **(restricted_hello(self.gate.policy) if self.gate is not None else {})}))
 
     def authenticate(self, conn: Connection, head: dict) -> None:
         op = head["op"]
@@ -573,6 +573,19 @@ class Sessions:
         conn.fds = []
         for part in self.parts:
             part.connection_gone(conn)
+
+
+def platform_facts() -> dict:
+    """What decides whether a compiled package can load here: the machine and the C
+    library (``glibc 2.36``; empty if it is not glibc)."""
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        libc = ""
+    return {"machine": os.uname().machine, "libc": libc}
+
+
+PLATFORM = platform_facts()  # (said in every hello)
 
 
 def read_size(conn: Connection) -> int:

@@ -59,6 +59,8 @@ class ProcessRequests:
             return
         if frame is None:
             fn = {"mod": head["mod"], "fun": head["fun"]} if head.get("mod") and head.get("fun") else {}
+            if head.get("env"):
+                fn["env"] = head["env"]
             frame = wire.encode(dict(op="spawn", **fn), bytes(payload))
         label = str(head.get("label") or "a function")[:200]
         restarts = supervision.Restarts(kind, intensity, period)

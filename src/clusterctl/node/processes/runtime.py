@@ -33,6 +33,7 @@ from ..failures import (CallFailed, MailboxFull, NameTaken, NoProcess, NotInProc
                         ProcessError, ReceiveTimeout, process_error)
 from ..notices import Down, Exit
 from ..addresses import address_problem
+from ..workers import envs
 from ..workers.worker import describe_exception, dumps_result, resolve_by_name, run_child
 
 RECV_SIZE = 1 << 16
@@ -392,6 +393,8 @@ def alias_modules() -> None:
 
 
 def _load(head: dict, payload):
+    envs.use(head.get("env"))  # (the packages it needs, shipped: first on the path; a new
+    # process has looked nothing up by name yet)
     packed, args, kwargs = pickle.loads(payload)
     if packed is not None:
         return packed, args, kwargs

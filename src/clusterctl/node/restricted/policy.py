@@ -165,6 +165,9 @@ class Policy:
         if op == "defn" or (op in ("call", "map") and "fk" in head):
             return ("a restricted host takes no pickled code: it runs only module.function "
                     "names its owner allows (policy %s)" % self.path)
+        if op in ("envcheck", "envput"):
+            return ("a restricted host takes no shipped packages: it runs only what its owner "
+                    "installed (policy %s)" % self.path)
         if op not in SERVED:
             return ("a restricted host does not take %r messages: it serves calls and maps of "
                     "the functions its owner allows (policy %s)" % (str(op)[:64], self.path))

@@ -30,7 +30,7 @@ class PlainWorker(Worker):
         super().__init__(sock, node)
         self.policy = policy
 
-    def define(self, key: str, payload) -> None:
+    def define(self, key: str, payload, env=None) -> None:
         self.functions[key] = _LoadFailure(refused("a restricted host takes no pickled code", self.node))
 
     def call(self, head: dict, payload) -> bytes:

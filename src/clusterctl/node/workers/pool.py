@@ -114,13 +114,18 @@ class WorkerSlot(Endpoint):
 
     def teach(self, key: str, definitions: dict, send) -> None:
         """Before a task that calls function ``key``: send its definition if this worker
-        does not have it (and past the cache size, a word to forget the oldest one)."""
+        does not have that one (a definition of the same key naming other packages, a
+        shipped environment, is sent again), and past the cache size, a word to forget
+        the oldest one."""
         functions = self.functions
-        if key in functions:
+        definition = definitions[key]
+        known = functions.get(key)
+        if known is definition or (known is not None and known == definition):
+            functions[key] = definition  # (the same, from another connection: kept by identity)
             functions.move_to_end(key)
             return
-        definition = definitions[key]
-        functions[key] = True
+        functions[key] = definition  # (new, or the same function needing other packages)
+        functions.move_to_end(key)
         send(self, CHANNEL.pack(0, len(definition)), definition)
         if len(functions) > WORKER_FUNCTION_CACHE:
             old, _ = functions.popitem(last=False)

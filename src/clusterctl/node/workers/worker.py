@@ -19,6 +19,7 @@ import traceback
 from collections import deque
 
 from .. import ops, plain, wire
+from . import envs
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
 HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
@@ -380,7 +381,7 @@ class Worker(PlainTasks):
         handler returns its reply, a definition's nothing; an unknown kind is answered as
         a failed result."""
         return ops.Dispatch(ops.NODE_WORKER.takes("worker"), {
-            "defn": lambda head, payload: self.define(head["key"], payload),
+            "defn": lambda head, payload: self.define(head["key"], payload, head.get("env")),
             "forget": lambda head, payload: self.forget(head.get("key")),
             "call": lambda head, payload: self.task(self.call, head, payload),
             "map": lambda head, payload: self.task(self.map, head, payload),
@@ -393,6 +394,8 @@ class Worker(PlainTasks):
         if self.held and not self.holding:  # a task not marked starts with nothing held back
             self.flush()
         self.started = time.perf_counter()
+        if envs.use(head.get("env")):  # (the packages it needs: first on the path)
+            _resolved.clear()
         return run(head, payload)
 
     def unknown_task(self, op: str, head: dict, payload) -> bytes:
@@ -400,8 +403,9 @@ class Worker(PlainTasks):
             "type": "ProtocolError", "message": "unknown task operation %r" % op,
             "traceback": "", "node": self.node, "kind": "protocol"}), head, payload)
 
-    def define(self, key: str, payload) -> None:
+    def define(self, key: str, payload, env=None) -> None:
         try:
+            envs.use(env)
             self.functions[key] = pickle.loads(payload)
         except BaseException as exc:  # noqa: BLE001 - reported on first use
             self.functions[key] = _LoadFailure(describe_exception(exc, self.node, "unpickle", 0))

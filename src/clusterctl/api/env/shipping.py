@@ -1,0 +1,167 @@
+"""Making sure a node's host holds what a call needs before the call goes: asked once
+per node (``envcheck``: which of these ids are missing?), each missing package sent
+once (``envput``: its files, zipped; the node checks them against the id and installs
+them in its host's cache as the agent's code is). A call's head then names the ids
+(``env``), and the worker puts them first on its path."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING, Callable
+
+from clusterctl import errors
+from clusterctl.api.env.needs import modules_imported, modules_referred, top_levels
+from clusterctl.api.env.platforms import cannot_load
+from clusterctl.session.connection import NodeConnection
+from clusterctl.session.outcomes import remote_error
+
+if TYPE_CHECKING:  # (a call that needs nothing never imports importlib.metadata: 30 ms)
+    from clusterctl.api.env.packages import Package
+
+ENV_VARIABLE = "CLUSTERCTL_ENV"  # "off": ship nothing, use what the hosts have
+LIMIT_VARIABLE = "CLUSTERCTL_ENV_LIMIT"  # megabytes a call's packages may hold, installed
+DEFAULT_LIMIT_MB = 1024
+SHIP_TIMEOUT = 600.0  # seconds a package may take to reach a host and be installed
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV_VARIABLE, "").strip().lower() not in ("off", "0", "no", "false")
+
+
+def limit_bytes() -> int:
+    """The most a call's packages may hold (``CLUSTERCTL_ENV_LIMIT`` megabytes)."""
+    text = os.environ.get(LIMIT_VARIABLE, "").strip()
+    try:
+        return int(float(text) * (1 << 20)) if text else DEFAULT_LIMIT_MB << 20
+    except ValueError:
+        raise errors.UsageError(f"{LIMIT_VARIABLE}={text!r} is not a number of megabytes") from None
+
+
+def megabytes(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MB"
+
+
+def over_limit(packages: list, limit: int) -> errors.UsageError | None:
+    """The error for packages over ``limit`` bytes, naming the largest; None if within."""
+    total = sum(p.size for p in packages)
+    if total <= limit:
+        return None
+    largest = sorted(packages, key=lambda p: -p.size)[:5]
+    parts = ", ".join(f"{p.describe()} ({megabytes(p.size)})" for p in largest)
+    return errors.UsageError(
+        f"the packages this call needs hold {megabytes(total)}, over the limit of "
+        f"{megabytes(limit)}: {parts}",
+        hint=f"set {LIMIT_VARIABLE} to more megabytes, or install them on the hosts and "
+             f"ship nothing (--env off, {ENV_VARIABLE}=off)")
+
+
+class Shipper:
+    """One cluster's shipping: what each node holds (as far as it is known here), and
+    the packages a call needs. Calls from several threads share it."""
+
+    def __init__(self, on: bool | None = None) -> None:
+        self.on = enabled() if on is None else on
+        self.held: dict[str, set[str]] = {}  # node -> ids it holds
+        self.sent = 0  # bytes shipped, for the curious (and the tests)
+        self.report: Callable | None = None  # (node, package, bytes zipped): one was shipped
+        self._lock = threading.Lock()
+        self._node_locks: dict[str, threading.Lock] = {}
+        self._found: dict[frozenset, list[Package]] = {}  # top-level modules -> packages
+        if "clusterctl.api.env.packages" in sys.modules:  # (what is installed is read anew)
+            sys.modules["clusterctl.api.env.packages"].forget_installed()
+
+    def packages(self, fn: Callable | str | None, data: bytes, module: str | None = None,
+                 scan: bool = True) -> list[Package]:
+        """The packages a call of ``fn`` (pickled as ``data``; or a function of ``module``
+        called by name) needs on a node; none when shipping is off. ``scan``: read the
+        pickle for the modules it refers to (not needed when the arguments are plain
+        data: a function's own needs are found from the function). Found once per set of
+        modules for this cluster: a new cluster (a new command) sees edits."""
+        if not self.on:
+            return []
+        found = modules_imported(fn) if callable(fn) else set()
+        if scan and b"\x93" in data:  # (no STACK_GLOBAL: plain data, which needs nothing)
+            found |= modules_referred(data)
+        if module:
+            found.add(module)
+        tops = frozenset(top_levels(found))
+        if not tops:
+            return []
+        from clusterctl.api.env.packages import packages_for, skip_by_value
+
+        tops = frozenset(skip_by_value(set(tops)))
+        if not tops:
+            return []
+        with self._lock:
+            known = self._found.get(tops)
+        if known is None:
+            known = packages_for(set(tops))
+            with self._lock:
+                self._found[tops] = known
+        error = over_limit(known, limit_bytes())
+        if error is not None:
+            raise error
+        return known
+
+    def ensure(self, conn: NodeConnection, packages: list[Package]) -> list[str]:
+        """Ship to ``conn``'s node what it lacks of ``packages``; their ids, for the
+        call's head. Local nodes run this controller's own interpreter and installed
+        distributions: only the user's own trees go there."""
+        if not packages or conn.restricted:
+            return []
+        if same_python(conn):
+            packages = [p for p in packages if not p.version]
+            if not packages:
+                return []
+        for package in packages:
+            reason = cannot_load(package, conn.node, conn.hello or {})
+            if reason is not None:
+                raise errors.Refused(conn.node, reason, hint="compiled code loads only where its "
+                                     "wheel was built for: the same machine, Python and a C "
+                                     "library at least as new")
+        ids = [p.code_id for p in packages]
+        with self._lock:
+            lock = self._node_locks.setdefault(conn.node, threading.Lock())
+        with lock:
+            held = self.held.setdefault(conn.node, set())
+            wanted = [p for p in packages if p.code_id not in held]
+            if wanted:
+                missing = set(self._ask(conn, {"op": "envcheck", "ids": [p.code_id for p in wanted]})
+                              .get("missing") or ())
+                for package in wanted:
+                    if package.code_id in missing:
+                        self._put(conn, package)
+                    held.add(package.code_id)
+        return ids
+
+    def _put(self, conn: NodeConnection, package: Package) -> None:
+        data = package.zipped()
+        if self.report is not None:
+            self.report(conn.node, package, len(data))
+        self._ask(conn, {"op": "envput", "env": package.code_id, "name": package.describe()}, data)
+        with self._lock:
+            self.sent += len(data)
+
+    def _ask(self, conn: NodeConnection, head: dict, payload: bytes = b"") -> dict:
+        pending = conn.request(head, payload)
+        if not pending.wait(SHIP_TIMEOUT):
+            raise errors.CallTimeout(conn.node, f"shipping the environment took over {SHIP_TIMEOUT:g} s")
+        if pending.error is not None:
+            raise pending.error
+        answer = pending.head
+        if answer.get("op") == "result" and not answer.get("ok"):
+            raise remote_error(answer.get("error") or {}, pending.payload, conn.node)
+        if answer.get("op") == "error":
+            raise errors.ProtocolError(conn.node, "its agent cannot take a shipped environment: "
+                                       + str(answer.get("message") or "refused"))
+        return answer
+
+
+def same_python(conn: NodeConnection) -> bool:
+    """Whether ``conn``'s node runs this controller's own interpreter on this host (a
+    local node): it has the installed distributions this controller has."""
+    hello = conn.hello or {}
+    return hello.get("executable") == sys.executable and hello.get("host") == socket.gethostname()

@@ -1,0 +1,206 @@
+"""The environment that travels: on the bed's hosts, whose ``python3`` has the standard
+library only, a function that needs numpy or the user's own package runs under rpc,
+pmap and spawn with no step on the hosts; a second run ships nothing; an edited local
+package is used at once. (Shipping is content-addressed: api/env, node/workers/envs.py.)"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ssh, pytest.mark.timeout(240)]
+
+TWO_HOSTS = "h1 slots=2\nh2 slots=2\n"
+HOST_ENV_CACHE = '"${XDG_CACHE_HOME:-$HOME/.cache}/clusterctl/env"'  # (in a host's shell)
+
+
+def empty_host_caches(ssh_bed) -> None:
+    """No host holds a shipped package (an earlier test's are gone)."""
+    for alias in ("h1", "h2"):
+        assert ssh_bed.ssh(alias, f"rm -rf {HOST_ENV_CACHE}").returncode == 0
+
+
+def write_package(root, version: int) -> None:
+    """``mylib``: a package of the user's, next to the program, that imports numpy and a
+    module of its own."""
+    package = root / "mylib"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text(textwrap.dedent(f"""\
+        import numpy
+        from .more import twice
+
+        VERSION = {version}
+
+        def square(x):
+            return int(numpy.square(x))
+
+        def version():
+            return VERSION
+        """))
+    (package / "more.py").write_text("def twice(x):\n    return 2 * x\n")
+
+
+@pytest.fixture
+def mylib(tmp_path, monkeypatch):
+    """The user's package ``mylib`` importable here (as from the program's directory),
+    forgotten after the test."""
+    root = tmp_path / "project"
+    root.mkdir()
+    write_package(root, 1)
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    for name in [m for m in sys.modules if m == "mylib" or m.startswith("mylib.")]:
+        del sys.modules[name]
+
+
+def test_a_lambda_using_numpy_runs_on_a_bare_host_and_the_second_run_ships_nothing(
+        ssh_clusters, ssh_bed):
+    empty_host_caches(ssh_bed)
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        result = c.rpc("h1", lambda n: np.arange(n) * 2, 4)
+        first = c.shipper.sent
+    assert result.tolist() == [0, 2, 4, 6]
+    assert first > 1 << 20  # numpy went, zipped
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        assert c.rpc("h1", lambda a: float(np.asarray(a).sum()), np.ones(3)) == 3.0
+        assert c.shipper.sent == 0
+
+
+def test_an_import_inside_the_function_body_is_shipped_too(ssh_clusters):
+    def norm(values):
+        import numpy
+
+        return float(numpy.linalg.norm(values))
+
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        assert list(c.pmap(norm, [[3, 4], [6, 8]])) == [5.0, 10.0]
+
+
+def test_the_users_own_package_travels_and_an_edit_is_used_at_once(ssh_clusters, mylib):
+    from mylib import square
+
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        assert list(c.pmap(square, range(6))) == [x * x for x in range(6)]
+        assert c.rpc("h2", "mylib.version") == 1
+    write_package(mylib, 2)
+    with ssh_clusters.cluster(TWO_HOSTS) as c:  # (the same nodes and workers run on)
+        assert c.rpc("h2", "mylib.version") == 2
+        assert c.rpc("h2", "mylib.twice", 21) == 42
+
+
+def test_a_spawned_process_uses_a_shipped_package(ssh_clusters, mylib):
+    from mylib import square
+
+    def serve():
+        from clusterctl.actor import receive, reply
+
+        while True:
+            reply(square(receive()))
+
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        pid = c.spawn(serve, node="h1")
+        assert c.call(pid, 12) == 144
+        c.kill(pid)
+
+
+def test_with_shipping_off_the_host_answers_its_import_error(ssh_clusters, monkeypatch):
+    from clusterctl import errors
+
+    monkeypatch.setenv("CLUSTERCTL_ENV", "off")
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        with pytest.raises(errors.RemoteError, match="numpy"):
+            c.rpc("h1", lambda: np.zeros(1))
+        assert c.shipper.sent == 0
+
+
+def test_a_pipelines_stages_take_what_they_need(ssh_clusters, mylib):
+    from mylib import square, twice
+
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        assert list(c.pipeline([square, (lambda x: np.int64(twice(x)).item(), {"replicas": 2})],
+                               range(5))) == [2 * x * x for x in range(5)]
+
+
+def write_compiled_distribution(root, glibc: str) -> None:
+    """``fastthing`` 1.0, installed as from a wheel built for glibc ``glibc`` (a newer
+    one than any host here has): a pure module and an extension module beside it (not
+    a real one: it must never be loaded)."""
+    package = root / "fastthing"
+    package.mkdir()
+    (package / "__init__.py").write_text("def speed():\n    return 1\n")
+    (package / "_speed.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF not really")
+    info = root / "fastthing-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastthing\nVersion: 1.0\n")
+    (info / "WHEEL").write_text("Wheel-Version: 1.0\nRoot-Is-Purelib: false\n"
+                                f"Tag: cp311-cp311-manylinux_{glibc}_x86_64\n")
+    record = ["fastthing/__init__.py,,", "fastthing/_speed.cpython-311-x86_64-linux-gnu.so,,",
+              "fastthing-1.0.dist-info/METADATA,,", "fastthing-1.0.dist-info/WHEEL,,",
+              "fastthing-1.0.dist-info/RECORD,,"]
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+
+
+def test_a_compiled_package_a_host_cannot_load_is_refused_before_anything_runs(
+        ssh_clusters, ssh_bed, tmp_path, monkeypatch):
+    from clusterctl import errors
+
+    write_compiled_distribution(tmp_path, "2_99")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fastthing
+
+    try:
+        with ssh_clusters.cluster(TWO_HOSTS) as c:
+            with pytest.raises(errors.Refused) as refused:
+                c.rpc("h1", lambda: fastthing.speed())
+            assert c.shipper.sent == 0
+        message = refused.value.one_line()
+        assert message.startswith("h1: fastthing 1.0 is built for manylinux_2_99_x86_64; h1 has "
+                                  "glibc 2."), message
+        assert "install fastthing on h1, or leave h1 out with --nodes" in message
+        shipped = ssh_bed.ssh("h1", f"find {HOST_ENV_CACHE} -name '_speed*' 2>/dev/null; true")
+        assert shipped.returncode == 0 and shipped.stdout.strip() == ""
+    finally:
+        sys.modules.pop("fastthing", None)
+
+
+NUMPY_SCRIPT = """\
+import numpy as np
+
+
+def inputs():
+    return range(6)
+
+
+def task(n):
+    return float(np.arange(n).sum())
+"""
+
+
+def test_a_pmap_script_that_imports_numpy_says_what_it_ships_once(ssh_clusters, ssh_bed, tmp_path):
+    empty_host_caches(ssh_bed)
+    script = tmp_path / "sums.py"
+    script.write_text(NUMPY_SCRIPT)
+    off = ssh_clusters.cli(TWO_HOSTS, "--env", "off", "pmap", str(script), cwd=tmp_path)
+    assert off.returncode != 0 and "No module named 'numpy'" in off.stderr, off.stderr
+    assert "shipping" not in off.stderr
+    first = ssh_clusters.cli(TWO_HOSTS, "pmap", str(script), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == [str(float(sum(range(n)))) for n in range(6)]
+    shipped = [line for line in first.stderr.splitlines() if line.startswith("shipping numpy")]
+    assert sorted(line.split()[4] for line in shipped) == ["h1:", "h2:"], first.stderr
+    second = ssh_clusters.cli(TWO_HOSTS, "pmap", str(script), cwd=tmp_path)
+    assert second.returncode == 0 and "shipping" not in second.stderr, second.stderr
+
+
+def test_an_environment_over_the_limit_is_refused_naming_its_largest_parts(ssh_clusters,
+                                                                            monkeypatch):
+    from clusterctl import errors
+
+    monkeypatch.setenv("CLUSTERCTL_ENV_LIMIT", "5")
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        with pytest.raises(errors.UsageError, match=r"over the limit of 5\.0 MB: numpy 2") as over:
+            c.rpc("h1", lambda: np.zeros(1))
+        assert "CLUSTERCTL_ENV_LIMIT" in over.value.one_line() and c.shipper.sent == 0
