@@ -204,3 +204,28 @@ def test_an_environment_over_the_limit_is_refused_naming_its_largest_parts(ssh_c
         with pytest.raises(errors.UsageError, match=r"over the limit of 5\.0 MB: numpy 2") as over:
             c.rpc("h1", lambda: np.zeros(1))
         assert "CLUSTERCTL_ENV_LIMIT" in over.value.one_line() and c.shipper.sent == 0
+
+
+def test_env_lists_what_hosts_hold_and_removes_what_was_unused(ssh_clusters, ssh_bed, tmp_path):
+    import json
+
+    empty_host_caches(ssh_bed)
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        c.rpc("h1", lambda: float(np.ones(2).sum()))
+    listed = ssh_clusters.cli(TWO_HOSTS, "--json", "env", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    held = json.loads(listed.stdout)
+    assert [p["name"] for p in held["h1"]] == ["numpy"] and held["h2"] == []
+    assert held["h1"][0]["version"] == np.__version__ and held["h1"][0]["size"] > 1 << 20
+    assert held["h1"][0]["used"] is not None
+    shown = ssh_clusters.cli(TWO_HOSTS, "env", cwd=tmp_path)
+    assert "numpy" in shown.stdout and "just now" in shown.stdout, shown.stdout
+    kept = ssh_clusters.cli(TWO_HOSTS, "--json", "env", "--remove-unused", "1", cwd=tmp_path)
+    assert json.loads(kept.stdout) == {"h1": [], "h2": []}  # (used a moment ago)
+    removed = ssh_clusters.cli(TWO_HOSTS, "--json", "env", "--remove-unused", "0", cwd=tmp_path)
+    assert [p["name"] for p in json.loads(removed.stdout)["h1"]] == ["numpy"]
+    after = json.loads(ssh_clusters.cli(TWO_HOSTS, "--json", "env", cwd=tmp_path).stdout)
+    assert after == {"h1": [], "h2": []}
+    with ssh_clusters.cluster(TWO_HOSTS) as c:  # (what a call needs is shipped again)
+        assert c.rpc("h1", lambda: float(np.ones(3).sum())) == 3.0
+        assert c.shipper.sent > 1 << 20

@@ -214,3 +214,18 @@ def test_a_pure_package_goes_anywhere():
 
     pure = packages.Package("rich", "15", (("rich/__init__.py", "/dev/null"),), "0" * 16, 1)
     assert cannot_load(pure, "h1", {"machine": "riscv64", "python": "3.11.1", "libc": ""}) is None
+
+
+def test_a_by_value_functions_own_module_is_not_needed_but_what_it_uses_is():
+    import fractions
+
+    fn = lambda: fractions.Fraction(1)  # noqa: E731 - a lambda of this test module
+    found = needs.modules_imported(fn)
+    assert __name__ not in found and "fractions" in found
+
+
+def test_a_function_pickled_by_reference_needs_its_module():
+    from fractions import Fraction
+
+    assert needs.by_reference(Fraction) and not needs.by_reference(lambda: 1)
+    assert needs.modules_imported(needs.top_levels) == {"clusterctl.api.env.needs"}

@@ -137,7 +137,7 @@ class FakeCluster:
     def lost_with_hub(self, name):
         return False
 
-    def with_environment(self, conn, fn, head, payload, arguments=None):
+    def with_environment(self, conn, fn, head, arguments=()):
         return head  # (nothing to ship: the scheduler's tests have no hosts)
 
     def connect(self, name):

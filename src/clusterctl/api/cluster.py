@@ -22,7 +22,6 @@ from clusterctl import errors
 from clusterctl.api.actors import Monitor, ProcessList, Processes
 from clusterctl.api.calls import await_result, call_message, message_for
 from clusterctl.api.env.shipping import Shipper
-from clusterctl.api.pickling import is_plain
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
@@ -210,19 +209,17 @@ class Cluster:
         pickled = call_message(fn, args, kwargs)
         conn = self.connect(node)
         head, payload = message_for(conn, fn, args, kwargs, pickled)
-        head = self.with_environment(conn, fn, head, payload, (args, kwargs))
+        head = self.with_environment(conn, fn, head, (args, kwargs))
         pending = conn.request(head, payload)
         return await_result(conn, head, pending, self._timeout(timeout))
 
-    def with_environment(self, conn: NodeConnection, fn: str | Callable | None, head: dict,
-                         payload: bytes, arguments: Any = None) -> dict:
-        """``head`` naming what a call of ``fn`` (pickled as ``payload``, with
-        ``arguments``; None: unknown, the pickle is read) needs on ``conn``'s node,
-        shipped there first if its host lacks it (``api.env``)."""
+    def with_environment(self, conn: NodeConnection, fn, head: dict, arguments: Any = ()) -> dict:
+        """``head`` naming what a call of ``fn`` (a function, several, or a name) with
+        ``arguments`` needs on ``conn``'s node, shipped there first if its host lacks it
+        (``api.env``)."""
         if conn.restricted:
             return head
-        scan = arguments is None or not is_plain(arguments)
-        packages = self.shipper.packages(fn, payload, head.get("mod"), scan)
+        packages = self.shipper.packages(fn, head.get("mod"), arguments)
         ids = self.shipper.ensure(conn, packages) if packages else []
         return dict(head, env=ids) if ids else head
 
@@ -240,8 +237,7 @@ class Cluster:
             try:
                 conn = self.connect(name)
                 call_head, call_payload = message_for(conn, fn, args, kwargs, (head, payload))
-                call_head = dict(self.with_environment(conn, fn, call_head, call_payload,
-                                                       (args, kwargs)))
+                call_head = dict(self.with_environment(conn, fn, call_head, (args, kwargs)))
                 pending = conn.request(call_head, call_payload)
                 if "id" in call_head:
                     sent.append((conn, call_head["id"]))
@@ -374,6 +370,40 @@ class Cluster:
         if nodes is None:
             self.stop_hub()
         return outcomes
+
+    def environments(self, nodes: Iterable[str] | None = None) -> dict[str, list[dict] | errors.ClusterError]:
+        """What each node's host holds of shipped packages (``api.env``): node -> a list
+        of {id, name, version, size, used (seconds since 1970, or None)}, or the error."""
+        names = self.node_names(nodes)
+
+        def one(name: str):
+            try:
+                conn = self.connect(name)
+                return [] if conn.restricted else self.shipper.held(conn)
+            except errors.ClusterError as exc:
+                return exc
+
+        return dict(zip(names, in_parallel(names, one)))
+
+    def drop_environments(self, unused_days: float, nodes: Iterable[str] | None = None
+                          ) -> dict[str, list[dict] | errors.ClusterError]:
+        """Remove from each node's host the shipped packages no worker used for
+        ``unused_days`` days: node -> what was removed, or the error."""
+        held = self.environments(nodes)
+        cutoff = time.time() - unused_days * 86400
+
+        def one(name: str):
+            packages = held[name]
+            if isinstance(packages, errors.ClusterError):
+                return packages
+            old = [p for p in packages if (p.get("used") or 0) < cutoff]
+            try:
+                dropped = set(self.shipper.drop(self.connect(name), [p["id"] for p in old])) if old else set()
+            except errors.ClusterError as exc:
+                return exc
+            return [p for p in old if p["id"] in dropped]
+
+        return dict(zip(list(held), in_parallel(list(held), one)))
 
     def stop_hub(self) -> bool:
         """Stop the hub if one runs (the nodes keep running): True if one did."""

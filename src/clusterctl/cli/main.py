@@ -61,7 +61,8 @@ class Commands(click.Group):
             "ps": ("clusterctl.cli.actors", "ps_command"),
             "send": ("clusterctl.cli.actors", "send_command"),
             "call": ("clusterctl.cli.actors", "call_command"),
-            "kill": ("clusterctl.cli.actors", "kill_command")}
+            "kill": ("clusterctl.cli.actors", "kill_command"),
+            "env": ("clusterctl.cli.env", "env_command")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.LAZY})

@@ -158,6 +158,8 @@ CONTROLLER_NODE = Channel(
             # the environment that travels (workers/envs.py)
             Op("envcheck", id=(REQUEST_ID, REQUIRED), ids=(ENV_IDS, REQUIRED)),
             Op("envput", id=(REQUEST_ID, REQUIRED), env=(ENV_ID, REQUIRED), name=(TEXT, OPTIONAL)),
+            Op("envlist", **_REQUEST),
+            Op("envdrop", id=(REQUEST_ID, REQUIRED), ids=(ENV_IDS, REQUIRED)),
         ),
         "node": (
             *CONTROLLER_TAKES.values(),
@@ -174,6 +176,8 @@ CONTROLLER_NODE = Channel(
             Op("down", id=(REQUEST_ID, REQUIRED), who=(ADDRESS, REQUIRED), reason=(TEXT, OPTIONAL)),
             Op("envmissing", id=(REQUEST_ID, REQUIRED), missing=(ENV_IDS, REQUIRED)),
             Op("envstored", id=(REQUEST_ID, REQUIRED)),
+            Op("envlisted", **_REQUEST),
+            Op("envdropped", id=(REQUEST_ID, REQUIRED), dropped=(ENV_IDS, REQUIRED)),
         ),
     }, {
         "node": "answered {op: error, message: unknown operation ...}; the connection goes on",

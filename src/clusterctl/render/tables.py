@@ -235,3 +235,37 @@ def down_table(outcomes: dict[str, Any]) -> Table:
     return table
 
 
+
+
+def env_table(outcomes: dict[str, Any], removed: bool = False) -> Table:
+    """``clusterctl env``: per node, each package its host holds (or, ``removed``, what
+    was removed), with its size and when a worker last used it."""
+    import time
+
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("node", "package", "version", "size", "last used" if not removed else "removed"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    now = time.time()
+    for node, packages in outcomes.items():
+        if isinstance(packages, errors.ClusterError):
+            table.add_row(Text(node), Text("error: " + short_error(packages), style="red"), "", "", "")
+            continue
+        if not packages:
+            table.add_row(Text(node), Text("nothing", style="dim"), "", "", "")
+        for package in packages:
+            used = package.get("used")
+            when = "never" if used is None else _ago(now - used)
+            table.add_row(Text(node), Text(package.get("name") or "?"), Text(package.get("version") or ""),
+                          Text(f"{(package.get('size') or 0) / (1 << 20):.1f} MB"),
+                          Text("yes" if removed else when))
+    return table
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return "just now"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"

@@ -72,8 +72,7 @@ class World(Protocol):
 
     def connect(self, node: str) -> NodeConnection: ...
 
-    def with_environment(self, conn: NodeConnection, fn, head: dict, payload: bytes,
-                         arguments: Any = ()) -> dict: ...
+    def with_environment(self, conn: NodeConnection, fn, head: dict, arguments: Any = ()) -> dict: ...
 
 
 class Processes:
@@ -116,7 +115,7 @@ class Processes:
         if mailbox is not None:
             head["mailbox"] = mailbox
         payload = dumps((by_value, args, kwargs), "function and its arguments")
-        head = self.world.with_environment(conn, fn, head, payload, (args, kwargs))
+        head = self.world.with_environment(conn, fn, head, (args, kwargs))
         return self._ask(conn, head, payload)["pid"]
 
     def spawn_group(self, children: list, strategy: str = "one_for_one",

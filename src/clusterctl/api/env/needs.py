@@ -108,18 +108,45 @@ def modules_imported(fn: Callable | None) -> set[str]:
     return found
 
 
+def by_reference(obj) -> bool:
+    """Whether cloudpickle pickles the function or class ``obj`` by reference (its module
+    is imported where it is unpickled), as it decides: it can be found again under its
+    module and name, and its module is neither the main script nor registered to travel
+    by value. A lambda, a function defined in another, a script's function travel by
+    value: their module is not needed, what they use is."""
+    module_name = getattr(obj, "__module__", None)
+    module = sys.modules.get(module_name or "")
+    if module is None or module_name in ("__main__", "__mp_main__"):
+        return False
+    cloudpickle = sys.modules.get("cloudpickle")
+    if cloudpickle is not None:
+        try:
+            registered = cloudpickle.list_registry_pickle_by_value()
+        except AttributeError:
+            registered = ()
+        parts = module_name.split(".")
+        if any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1)):
+            return False  # (it or a package it is in travels by value)
+    found = module
+    for part in getattr(obj, "__qualname__", "").split("."):
+        found = getattr(found, part, None)
+    return found is obj
+
+
 def _imported_now(fn: Callable) -> set[str]:
     import dis
 
     found: set[str] = set()
     seen: set[int] = set()
-    todo = [fn] if isinstance(fn, types.FunctionType) else []
+    todo = [fn]
     while todo:
         func = todo.pop()
         if id(func) in seen:
             continue
         seen.add(id(func))
-        found.add(getattr(func, "__module__", None) or "__main__")
+        if by_reference(func):  # (its module is imported there: it brings what it needs)
+            found.add(func.__module__)
+            continue
         codes = [func.__code__]
         while codes:
             code = codes.pop()
@@ -142,15 +169,16 @@ def _imported_now(fn: Callable) -> set[str]:
 
 def _refers(value, found: set, todo: list) -> None:
     """What a function's global, closure cell or default needs: a module, a function's
-    own needs (by value) or its module (by reference), a class's or a value's module."""
+    own needs (by value) or its module (by reference), a class's or a value's module
+    (when it travels by reference)."""
     if isinstance(value, types.ModuleType):
         found.add(value.__name__)
     elif isinstance(value, types.FunctionType):
         todo.append(value)
-    elif isinstance(value, type):
-        found.add(value.__module__)
     else:
-        found.add(type(value).__module__)
+        cls = value if isinstance(value, type) else type(value)
+        if by_reference(cls):
+            found.add(cls.__module__)
 
 
 NOT_SHIPPED = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names) | {

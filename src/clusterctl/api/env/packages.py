@@ -352,7 +352,7 @@ def skip_by_value(tops: set[str]) -> set[str]:
     if not tops or cloudpickle is None:
         return set(tops)
     try:
-        by_value = {m.partition(".")[0] for m in cloudpickle.list_registry_pickle_by_value()}
+        by_value = set(cloudpickle.list_registry_pickle_by_value())
     except AttributeError:
         by_value = set()
-    return set(tops) - by_value
+    return set(tops) - by_value  # (a top-level package registered whole travels in the pickle)

@@ -10,11 +10,12 @@ import os
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from clusterctl import errors
 from clusterctl.api.env.needs import modules_imported, modules_referred, top_levels
 from clusterctl.api.env.platforms import cannot_load
+from clusterctl.api.pickling import dumps, is_plain
 from clusterctl.session.connection import NodeConnection
 from clusterctl.session.outcomes import remote_error
 
@@ -64,7 +65,7 @@ class Shipper:
 
     def __init__(self, on: bool | None = None) -> None:
         self.on = enabled() if on is None else on
-        self.held: dict[str, set[str]] = {}  # node -> ids it holds
+        self.known: dict[str, set[str]] = {}  # node -> ids its host holds, as far as known
         self.sent = 0  # bytes shipped, for the curious (and the tests)
         self.report: Callable | None = None  # (node, package, bytes zipped): one was shipped
         self._lock = threading.Lock()
@@ -73,20 +74,21 @@ class Shipper:
         if "clusterctl.api.env.packages" in sys.modules:  # (what is installed is read anew)
             sys.modules["clusterctl.api.env.packages"].forget_installed()
 
-    def packages(self, fn: Callable | str | None, data: bytes, module: str | None = None,
-                 scan: bool = True) -> list[Package]:
-        """The packages a call of ``fn`` (pickled as ``data``; or a function of ``module``
-        called by name) needs on a node; none when shipping is off. ``scan``: read the
-        pickle for the modules it refers to (not needed when the arguments are plain
-        data: a function's own needs are found from the function). Found once per set of
-        modules for this cluster: a new cluster (a new command) sees edits."""
+    def packages(self, fn, module: str | None = None, arguments: Any = ()) -> list[Package]:
+        """The packages a call needs on a node: of ``fn`` (a function, or several: a
+        pipeline's stages; a name: ``module`` is then its module) and of ``arguments``;
+        none when shipping is off. Found once per set of modules for this cluster: a new
+        cluster (a new command) sees edits."""
         if not self.on:
             return []
-        found = modules_imported(fn) if callable(fn) else set()
-        if scan and b"\x93" in data:  # (no STACK_GLOBAL: plain data, which needs nothing)
-            found |= modules_referred(data)
+        found: set[str] = set()
+        for function in (fn if isinstance(fn, (list, tuple)) else (fn,)):
+            if callable(function):
+                found |= modules_imported(function)
         if module:
             found.add(module)
+        if not is_plain(arguments):  # (plain data needs nothing: most calls' arguments)
+            found |= modules_referred(dumps(arguments, "the arguments"))
         tops = frozenset(top_levels(found))
         if not tops:
             return []
@@ -126,16 +128,33 @@ class Shipper:
         with self._lock:
             lock = self._node_locks.setdefault(conn.node, threading.Lock())
         with lock:
-            held = self.held.setdefault(conn.node, set())
+            held = self.held_ids(conn.node)
             wanted = [p for p in packages if p.code_id not in held]
             if wanted:
-                missing = set(self._ask(conn, {"op": "envcheck", "ids": [p.code_id for p in wanted]})
-                              .get("missing") or ())
+                head, _ = self._ask(conn, {"op": "envcheck", "ids": [p.code_id for p in wanted]})
+                missing = set(head.get("missing") or ())
                 for package in wanted:
                     if package.code_id in missing:
                         self._put(conn, package)
                     held.add(package.code_id)
         return ids
+
+    def held(self, conn: NodeConnection) -> list[dict]:
+        """What ``conn``'s host holds: id, name, version, size, when last used (or None)."""
+        import json
+
+        _, payload = self._ask(conn, {"op": "envlist"})
+        return json.loads(bytes(payload) or b"[]")
+
+    def drop(self, conn: NodeConnection, ids: list[str]) -> list[str]:
+        """Remove the packages ``ids`` from ``conn``'s host; those it removed."""
+        with self._lock:
+            self.held_ids(conn.node).difference_update(ids)
+        head, _ = self._ask(conn, {"op": "envdrop", "ids": list(ids)})
+        return list(head.get("dropped") or [])
+
+    def held_ids(self, node: str) -> set[str]:
+        return self.known.setdefault(node, set())
 
     def _put(self, conn: NodeConnection, package: Package) -> None:
         data = package.zipped()
@@ -145,7 +164,7 @@ class Shipper:
         with self._lock:
             self.sent += len(data)
 
-    def _ask(self, conn: NodeConnection, head: dict, payload: bytes = b"") -> dict:
+    def _ask(self, conn: NodeConnection, head: dict, payload: bytes = b"") -> tuple[dict, bytes]:
         pending = conn.request(head, payload)
         if not pending.wait(SHIP_TIMEOUT):
             raise errors.CallTimeout(conn.node, f"shipping the environment took over {SHIP_TIMEOUT:g} s")
@@ -157,7 +176,7 @@ class Shipper:
         if answer.get("op") == "error":
             raise errors.ProtocolError(conn.node, "its agent cannot take a shipped environment: "
                                        + str(answer.get("message") or "refused"))
-        return answer
+        return answer, pending.payload
 
 
 def same_python(conn: NodeConnection) -> bool:

@@ -6,7 +6,6 @@ node is left for the work, and at the end cancels what is still in flight."""
 from __future__ import annotations
 
 import time
-import types
 from typing import Iterable
 
 from clusterctl import errors
@@ -101,9 +100,8 @@ class Crew:
         if definition is not None:
             head, data = definition
             try:  # what the function needs goes to the node's host first (api.env)
-                fn = scheduler.codec.fn  # (a pipeline's stages: found in their pickle)
-                head = self.cluster.with_environment(
-                    conn, fn, head, data, () if isinstance(fn, types.FunctionType) else None)
+                fn = scheduler.codec.fn  # (a pipeline's: its stages' functions)
+                head = self.cluster.with_environment(conn, getattr(fn, "functions", fn), head)
             except errors.ClusterError as exc:
                 scheduler.retire(node, "failed", exc.one_line())
                 return

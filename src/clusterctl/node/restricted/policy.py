@@ -165,7 +165,7 @@ class Policy:
         if op == "defn" or (op in ("call", "map") and "fk" in head):
             return ("a restricted host takes no pickled code: it runs only module.function "
                     "names its owner allows (policy %s)" % self.path)
-        if op in ("envcheck", "envput"):
+        if op in ("envcheck", "envput", "envlist", "envdrop"):
             return ("a restricted host takes no shipped packages: it runs only what its owner "
                     "installed (policy %s)" % self.path)
         if op not in SERVED:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import os
+import re
 import sys
 
 from .. import boot, ops, wire
@@ -27,6 +29,15 @@ def env_dir(code_id: str) -> str:
     return os.path.join(boot.cache_root(), "env", code_id)
 
 
+def about_path(code_id: str) -> str:
+    """Beside a package: what it is (name, version, size), and by its time, when a
+    worker last used it."""
+    return env_dir(code_id) + ".json"
+
+
+_ID = re.compile("[0-9a-f]{16}").fullmatch
+
+
 class Environments(Part):
     """Answers ``envcheck`` (which of these packages does this host lack?) and
     ``envput`` (install this one). A package checked once is taken as good until the
@@ -36,7 +47,8 @@ class Environments(Part):
         self.loop = loop
         self.name = name
         self.good: set[str] = set()
-        self.handlers = {"envcheck": self.check, "envput": self.put}
+        self.handlers = {"envcheck": self.check, "envput": self.put, "envlist": self.list,
+                         "envdrop": self.drop}
 
     def has(self, code_id: str) -> bool:
         if code_id not in self.good and boot.code_ok(env_dir(code_id), code_id):
@@ -56,8 +68,10 @@ class Environments(Part):
         what = str(head.get("name") or code_id)[:200]
         try:
             if not self.has(code_id):
-                boot.install_code(env_dir(code_id), code_id, list(boot._unzip(bytes(payload))))
+                files = list(boot._unzip(bytes(payload)))
+                boot.install_code(env_dir(code_id), code_id, files)
                 log("installed %s (%d bytes zipped) as %s" % (what, len(payload), code_id))
+                describe(code_id, what, sum(len(data) for _, data in files))
             self.good.add(code_id)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -72,10 +86,71 @@ class Environments(Part):
             return
         self.loop.send(conn, wire.encode({"op": "envstored", "id": head["id"]}))
 
+    def list(self, conn, head: dict, raw: bytes) -> None:
+        """``envlist``: what this host holds, each package with its name, size and when a
+        worker last used it."""
+        self.loop.send(conn, wire.encode({"op": "envlisted", "id": head["id"]},
+                                         json.dumps(held()).encode()))
+
+    def drop(self, conn, head: dict, raw: bytes) -> None:
+        """``envdrop``: remove these packages from this host (a worker that has one on
+        its path keeps what it imported; the next call that needs it ships it again)."""
+        dropped = []
+        for code_id in head["ids"]:
+            self.good.discard(code_id)
+            aside = env_dir(code_id) + ".dropping.%d" % os.getpid()
+            try:
+                os.rename(env_dir(code_id), aside)
+            except OSError:
+                continue
+            boot._remove(aside)
+            try:
+                os.unlink(about_path(code_id))
+            except OSError:
+                pass
+            dropped.append(code_id)
+        if dropped:
+            log("%s: removed %d shipped package(s)" % (conn.label, len(dropped)))
+        self.loop.send(conn, wire.encode({"op": "envdropped", "id": head["id"], "dropped": dropped}))
+
     def fail(self, conn, head: dict, reason: str) -> None:
         log("%s: %s" % (conn.label, reason))
         self.loop.send(conn, wire.encode(ops.error_head("env", head["id"], "EnvironmentError",
                                                         "%s: %s" % (self.name, reason), self.name)))
+
+
+def describe(code_id: str, what: str, size: int) -> None:
+    name, _, version = what.partition(" ")
+    try:
+        fd = os.open(about_path(code_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"name": name, "version": version, "size": size}, fh)
+    except OSError:
+        pass
+
+
+def held() -> list:
+    """The packages this host's cache holds: id, name, version, size, last used."""
+    root = os.path.join(boot.cache_root(), "env")
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    found = []
+    for code_id in names:
+        if not _ID(code_id) or not os.path.isdir(os.path.join(root, code_id)):
+            continue
+        about = {"name": "?", "version": "", "size": 0}
+        used = None
+        try:
+            with open(about_path(code_id)) as fh:
+                about.update(json.load(fh))
+            used = os.stat(about_path(code_id)).st_mtime
+        except (OSError, ValueError):
+            pass
+        found.append({"id": code_id, "name": str(about["name"]), "version": str(about["version"]),
+                      "size": about["size"] if type(about["size"]) is int else 0, "used": used})
+    return found
 
 
 _in_use: dict[str, list[str]] = {}  # package id -> its top-level names, in this process
@@ -106,6 +181,10 @@ def use(ids) -> bool:
         sys.path.insert(0, path)
         _in_use[code_id] = names
         added = True
+        try:  # (when it was last used: what ``clusterctl env`` shows, and keeps)
+            os.utime(about_path(code_id))
+        except OSError:
+            pass
     if added:
         importlib.invalidate_caches()
     return added
