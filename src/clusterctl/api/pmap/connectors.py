@@ -13,9 +13,10 @@ JOINED = object()  # the first field of the event a connector posts
 
 
 class Connectors:
-    def __init__(self, cluster, post: Callable) -> None:
+    def __init__(self, cluster, post: Callable, prepare: Callable | None = None) -> None:
         self._cluster = cluster
         self._post = post
+        self._prepare = prepare  # (conn) -> None: made ready in this thread (its packages)
         self._threads: list[threading.Thread] = []
         self.pending = 0  # nodes still being connected
 
@@ -37,6 +38,8 @@ class Connectors:
             except errors.NodeLost:  # a connection left from before, to a node since gone
                 conn = cluster.connect(name)
                 conn.ping(cluster.connect_timeout)
+            if self._prepare is not None:  # (so hosts get their packages side by side)
+                self._prepare(conn)
         except errors.ClusterError as exc:
             conn, error = None, exc
         except Exception as exc:  # noqa: BLE001 - reported as this node's failure

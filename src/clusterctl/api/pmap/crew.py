@@ -38,7 +38,7 @@ class Crew:
         self.cluster = cluster
         self.inbox = inbox
         self.members = members
-        self.connectors = Connectors(cluster, inbox.post)
+        self.connectors = Connectors(cluster, inbox.post, self._ship)
         self.closing = False
         self._rejoins: dict[str, int] = {}
         self._connecting: set[str] = set()
@@ -86,6 +86,14 @@ class Crew:
             stats.state, stats.slots = "running", slots_of(conn)
         else:
             self._add(member.scheduler, MapNode(name, conn, stats))
+
+    def _ship(self, conn) -> None:
+        """In a node's connector thread: what the map's functions need goes to its host
+        (``api.env``), every host side by side; ``_add`` then finds it there."""
+        for member in self.members:
+            fn = member.scheduler.codec.fn
+            if fn is not None and conn.node in member.names:
+                self.cluster.with_environment(conn, getattr(fn, "functions", fn), {})
 
     def _add(self, scheduler: Scheduler, node: MapNode) -> None:
         stats = node.stats
