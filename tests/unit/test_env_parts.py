@@ -142,11 +142,11 @@ def test_a_package_with_dotfiles_installs_and_one_escaping_its_directory_does_no
 
 def test_a_damaged_zip_is_refused():
     with pytest.raises(ValueError, match="damaged"):
-        list(boot._unzip(b"PK\x03\x04 not a zip"))
+        list(boot.unzip(b"PK\x03\x04 not a zip"))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("a.py", "x = 1\n")
-    assert list(boot._unzip(out.getvalue())) == [("a.py", b"x = 1\n")]
+    assert list(boot.unzip(out.getvalue())) == [("a.py", b"x = 1\n")]
 
 
 def test_a_worker_takes_the_newer_package_of_a_name_and_forgets_the_older(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from clusterctl import errors
 from clusterctl.api.pickling import dumps
 from clusterctl.node import plain
 from clusterctl.session.connection import NodeConnection
-from clusterctl.session.outcomes import decode_result
+from clusterctl.session.outcomes import decode_result, remote_error
 
 
 def function_message(fn: str | Callable) -> tuple[dict, Callable | None]:
@@ -94,3 +94,20 @@ def await_result(conn: NodeConnection, head: dict, pending, timeout: float | Non
         raise errors.NodeLost(conn.node, f"{pending.error.reason}; the outcome of the call is "
                               "unknown (the function may or may not have run)")
     return decode_result(conn.node, pending.head, pending.payload, pending.error, conn.restricted)
+
+
+def answer_of(conn: NodeConnection, pending, timeout: float | None, waited: str = "") -> dict:
+    """The node's answer to a request that is not a call (``ps``, ``spawn``, ``envput``,
+    ...): its head, or its error raised (``CallTimeout`` after ``timeout`` seconds, the
+    connection's error, a failed result, or an ``error`` for a request the node does not
+    know). ``waited`` says what took too long."""
+    if not pending.wait(timeout):
+        raise errors.CallTimeout(conn.node, f"{waited or 'no answer'} within {timeout:g} s")
+    if pending.error is not None:
+        raise pending.error
+    head = pending.head
+    if head.get("op") == "result" and not head.get("ok"):
+        raise remote_error(head.get("error") or {}, pending.payload, conn.node)
+    if head.get("op") == "error":
+        raise errors.ProtocolError(conn.node, str(head.get("message") or "refused"))
+    return head

@@ -218,7 +218,7 @@ def _unique(prefix: str) -> str:
     return "%s-%s-%d-%s" % (prefix, host, os.getpid(), os.urandom(4).hex())
 
 
-def _remove(path: str) -> None:
+def remove_tree(path: str) -> None:
     import shutil
 
     if os.path.isdir(path) and not os.path.islink(path):
@@ -242,7 +242,7 @@ def _remove_stale(parent: str) -> None:
             path = os.path.join(parent, name)
             try:
                 if os.lstat(path).st_mtime < time.time() - STALE_SECONDS:
-                    _remove(path)
+                    remove_tree(path)
             except OSError:
                 pass
 
@@ -289,7 +289,7 @@ def install_code(code_dir: str, code_id: str, files) -> None:
         _move_into_place(staging, code_dir, code_id)
     finally:
         if os.path.lexists(staging):
-            _remove(staging)
+            remove_tree(staging)
 
 
 def _move_into_place(staging: str, code_dir: str, code_id: str) -> None:
@@ -319,12 +319,12 @@ def _move_into_place(staging: str, code_dir: str, code_id: str) -> None:
             if not code_ok(code_dir, code_id):
                 raise OSError("could not replace the damaged %s" % code_dir) from None
         if aside:
-            _remove(aside)
+            remove_tree(aside)
     finally:
         os.close(fd)
 
 
-def _unzip(blob: bytes):
+def unzip(blob: bytes):
     """The bundle's files from its zip, in order; ValueError if it is damaged."""
     import io
     import zipfile
@@ -470,7 +470,7 @@ def _take_code(code_dir: str, code_id: str) -> bool:
         if len(blob) != size:
             _fail("the code bundle arrived truncated")
         try:
-            install_code(code_dir, code_id, _unzip(blob))
+            install_code(code_dir, code_id, unzip(blob))
         except (RuntimeError, ValueError) as exc:
             _fail(str(exc))
         except OSError as exc:

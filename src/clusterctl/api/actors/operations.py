@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 from clusterctl import errors
 from clusterctl.api.actors.placement import least_loaded
-from clusterctl.api.calls import await_result, function_message
+from clusterctl.api.calls import answer_of, await_result, function_message
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
 from clusterctl.api.pickling import dumps
@@ -26,7 +26,6 @@ from clusterctl.node import supervision
 from clusterctl.node.addresses import address_problem, name_problem, node_of
 from clusterctl.node.notices import Down
 from clusterctl.session.connection import NodeConnection
-from clusterctl.session.outcomes import remote_error
 
 RESTRICTED = ("a restricted host runs no spawned processes (they run code that travels "
               "pickled); spawn it on another node")
@@ -259,17 +258,7 @@ class Processes:
 
     def _answer(self, conn: NodeConnection, pending) -> dict:
         """The node's answer to a request, or its error raised."""
-        timeout = self.world.timeout
-        if not pending.wait(timeout):
-            raise errors.CallTimeout(conn.node, f"no answer within {timeout:g} s")
-        if pending.error is not None:
-            raise pending.error
-        head = pending.head
-        if head.get("op") == "result" and not head.get("ok"):
-            raise remote_error(head.get("error") or {}, pending.payload, conn.node)
-        if head.get("op") == "error":
-            raise errors.ProtocolError(conn.node, str(head.get("message") or "refused"))
-        return head
+        return answer_of(conn, pending, self.world.timeout)
 
 
 def holder_found(nodes: list[str], ask) -> str | None:

@@ -24,7 +24,7 @@ SKIPPED_DIRS = frozenset((".git", ".hg", ".svn", "__pycache__", ".venv", "venv",
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 COMPILED_SUFFIXES = (".so", ".pyd", ".dylib")
 AGENT_DISTRIBUTIONS = frozenset(("cloudpickle", "clusterctl"))  # every node has them
-AGENT_MODULES = frozenset(("cloudpickle", "clusterctl", "clusterctl_node"))
+
 
 
 _zipped: dict[str, bytes] = {}  # id -> the package zipped (this process's)
@@ -356,7 +356,7 @@ def packages_for(tops: set[str]) -> list[Package]:
     """The packages the top-level modules ``tops`` need: a distribution with those it
     requires, a tree with what its modules import; each once, in a fixed order. A module
     not found here is left out (the node answers its ImportError)."""
-    from clusterctl.api.env.needs import top_levels
+    from clusterctl.api.env.needs import NOT_SHIPPED, top_levels
 
     found: dict[str, Package] = {}
     done_tops: set[str] = set()
@@ -376,7 +376,7 @@ def packages_for(tops: set[str]) -> list[Package]:
                 dists_todo.extend(package.requires)
             continue
         top = tops_todo.pop()
-        if top in done_tops or top in AGENT_MODULES:
+        if top in done_tops or top in NOT_SHIPPED:
             continue
         done_tops.add(top)
         dists = distributions_for(top)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from clusterctl import errors
 from clusterctl.api.env.needs import modules_imported, modules_referred, top_levels
 from clusterctl.api.env.platforms import cannot_load
+from clusterctl.api.calls import answer_of
 from clusterctl.api.pickling import dumps, is_plain
 from clusterctl.session.connection import NodeConnection
-from clusterctl.session.outcomes import remote_error
 
 if TYPE_CHECKING:  # (a call that needs nothing never imports importlib.metadata: 30 ms)
     from clusterctl.api.env.packages import Package
@@ -166,17 +166,8 @@ class Shipper:
 
     def _ask(self, conn: NodeConnection, head: dict, payload: bytes = b"") -> tuple[dict, bytes]:
         pending = conn.request(head, payload)
-        if not pending.wait(SHIP_TIMEOUT):
-            raise errors.CallTimeout(conn.node, f"shipping the environment took over {SHIP_TIMEOUT:g} s")
-        if pending.error is not None:
-            raise pending.error
-        answer = pending.head
-        if answer.get("op") == "result" and not answer.get("ok"):
-            raise remote_error(answer.get("error") or {}, pending.payload, conn.node)
-        if answer.get("op") == "error":
-            raise errors.ProtocolError(conn.node, "its agent cannot take a shipped environment: "
-                                       + str(answer.get("message") or "refused"))
-        return answer, pending.payload
+        return answer_of(conn, pending, SHIP_TIMEOUT, "shipping the environment did not finish"), \
+            pending.payload
 
 
 def same_python(conn: NodeConnection) -> bool:

@@ -47,7 +47,7 @@ class Environments(Part):
         self.loop = loop
         self.name = name
         self.good: set[str] = set()
-        self.handlers = {"envcheck": self.check, "envput": self.put, "envlist": self.list,
+        self.handlers = {"envcheck": self.check, "envput": self.put, "envlist": self.listing,
                          "envdrop": self.drop}
 
     def has(self, code_id: str) -> bool:
@@ -68,7 +68,7 @@ class Environments(Part):
         what = str(head.get("name") or code_id)[:200]
         try:
             if not self.has(code_id):
-                files = list(boot._unzip(bytes(payload)))
+                files = list(boot.unzip(bytes(payload)))
                 boot.install_code(env_dir(code_id), code_id, files)
                 log("installed %s (%d bytes zipped) as %s" % (what, len(payload), code_id))
                 describe(code_id, what, sum(len(data) for _, data in files))
@@ -86,7 +86,7 @@ class Environments(Part):
             return
         self.loop.send(conn, wire.encode({"op": "envstored", "id": head["id"]}))
 
-    def list(self, conn, head: dict, raw: bytes) -> None:
+    def listing(self, conn, head: dict, raw: bytes) -> None:
         """``envlist``: what this host holds, each package with its name, size and when a
         worker last used it."""
         self.loop.send(conn, wire.encode({"op": "envlisted", "id": head["id"]},
@@ -103,7 +103,7 @@ class Environments(Part):
                 os.rename(env_dir(code_id), aside)
             except OSError:
                 continue
-            boot._remove(aside)
+            boot.remove_tree(aside)
             try:
                 os.unlink(about_path(code_id))
             except OSError:
