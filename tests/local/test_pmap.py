@@ -171,7 +171,9 @@ def test_skip_collect_and_retries(cluster, env):
             raise ConnectionError("transient")
         return x
 
-    run = PMap(cluster, fails_first_time, range(30), retries=1)
+    # No speculation: a backup copy of an item may run after the first attempt
+    # marked it, and then that item needs no retry.
+    run = PMap(cluster, fails_first_time, range(30), retries=1, speculate=False)
     assert list(run.values()) == list(range(30))
     assert run.stats.retries == 30 and run.stats.failed == 0
 
