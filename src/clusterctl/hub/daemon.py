@@ -39,7 +39,7 @@ HANDSHAKE_SECONDS = 10.0  # a command must have connected, proved the cookie and
 # request within this, all told: one that is slower (a byte at a time) is dropped
 MAX_COMMANDS = 256  # commands in their handshake or request at once; more are closed at once
 REWATCH_SECONDS = 2.0  # how often a lost watch tries again (and one lost for long is forgotten)
-ACCEPT_SECONDS = 0.05  # how soon the loop sees it was asked to stop (``down`` waits for it)
+ACCEPT_SECONDS = 0.5  # how often the loop looks whether it was idle too long (``stop`` wakes it)
 WATCHED_VERSION = 1  # of the format of ``watched.json``
 
 _log_dir: place.HubDir | None = None  # set once the hub's stderr is its hub.log: kept bounded
@@ -94,6 +94,7 @@ class Hub:
         self.watched: dict[str, dict] = {}  # node -> the world request that watches it
         self.started = time.time()
         self.stopping = threading.Event()
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # ``stop`` wakes the loop
         self.splices: set[Splice] = set()
         self.finished = {"streams": 0, "up": 0, "down": 0}  # of the streams that ended
         self.requests = 0
@@ -107,10 +108,12 @@ class Hub:
 
     def serve(self, listener: socket.socket) -> None:
         threading.Thread(target=self._keep_watching, daemon=True, name="clusterctl-hub-watch").start()
+        self._wake = socket.socketpair()  # (a closed socket refuses a late ``stop``'s byte;
+        # a raw descriptor's number might already be another file's)
         try:
             while not self.stopping.is_set():
-                ready, _, _ = select.select([listener], [], [], ACCEPT_SECONDS)
-                if ready:
+                ready, _, _ = select.select([listener, self._wake[0]], [], [], ACCEPT_SECONDS)
+                if listener in ready:
                     self._accept(listener)
                 elif self._idle_for() > self.idle:
                     log(f"idle for {self.idle:g} s: exiting")
@@ -122,6 +125,19 @@ class Hub:
                 splice.close()
             self.watches.close()
             self.connections.close()
+            for end in self._wake:
+                end.close()
+
+    def stop(self) -> None:
+        """End the loop now (a ``stop`` request, SIGTERM): ``down`` waits for the hub to
+        be gone."""
+        self.stopping.set()
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake[1].send(b"x", socket.MSG_DONTWAIT)
+            except OSError:  # (full, or closed as the loop ended: it is awake already)
+                pass
 
     def _accept(self, listener: socket.socket) -> None:
         """Take one command, served in a thread of its own; closed at once if
@@ -284,7 +300,7 @@ class Hub:
         sock.sendall(protocol.reply(result))
         if what == "stop":
             log("asked to stop")
-            self.stopping.set()
+            self.stop()
         return False
 
     def _do(self, what: str, args: dict):
@@ -519,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     directory.write(place.PID, f"{os.getpid()}\n".encode())
     _bound_log(directory)
     hub = Hub(directory, load_or_create_cookie(), args.idle)
-    signal.signal(signal.SIGTERM, lambda *_: hub.stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: hub.stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log(f"hub {os.getpid()} serving on {directory.file(place.SOCKET)}")
     print(f"ready {os.getpid()}", flush=True)
@@ -531,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         directory.remove(place.SOCKET)
         directory.remove(place.PID)
         log("hub stopped")
-    return 0
+    os._exit(0)  # its threads are done or daemons: Python's own teardown would only keep
+    # ``down``, which waits for the hub to be gone, waiting a tenth of a second more
 
 
 def listen(directory: place.HubDir) -> socket.socket:
