@@ -5,8 +5,11 @@ package is used at once. (Shipping is content-addressed: api/env, node/workers/e
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -164,6 +167,160 @@ def test_a_compiled_package_a_host_cannot_load_is_refused_before_anything_runs(
         assert shipped.returncode == 0 and shipped.stdout.strip() == ""
     finally:
         sys.modules.pop("fastthing", None)
+
+
+def test_a_module_named_only_at_run_time_is_asked_for_while_the_task_waits(ssh_clusters,
+                                                                            ssh_bed, mylib):
+    def square_by_computed_name(x):  # (no reading of the code finds mylib)
+        import importlib
+
+        return importlib.import_module("".join(["my", "lib"])).square(x)
+
+    empty_host_caches(ssh_bed)
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        assert c.shipper.packages(square_by_computed_name) == []  # (found by asking alone)
+        assert c.rpc("h1", square_by_computed_name, 7) == 49
+        asked = c.shipper.sent
+        assert asked > 1 << 20  # mylib and the numpy it imports went to h1
+        assert c.rpc("h1", square_by_computed_name, 8) == 64
+        assert c.shipper.sent == asked  # (h1 has them: nothing goes twice)
+        assert list(c.pmap(square_by_computed_name, range(40))) == [x * x for x in range(40)]
+        assert c.rpc("h2", square_by_computed_name, 3) == 9
+
+
+def test_pmap_items_that_need_a_package_get_it_while_the_task_waits(ssh_clusters, ssh_bed):
+    empty_host_caches(ssh_bed)
+    items = [np.ones(n) for n in range(1, 9)]  # (``len`` needs nothing: the items need numpy)
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        assert list(c.pmap(len, items)) == list(range(1, 9))
+        assert c.shipper.sent > 1 << 20
+
+
+def test_a_module_asked_for_that_nobody_has_is_the_usual_import_error(ssh_clusters):
+    from clusterctl import errors
+
+    def imports(name):
+        import importlib
+
+        return importlib.import_module(name)
+
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        with pytest.raises(errors.RemoteError) as raised:
+            c.rpc("h1", imports, "no_module_of_that_name")
+        assert raised.value.remote_type == "ModuleNotFoundError"
+        assert "No module named 'no_module_of_that_name'" in str(raised.value)
+        assert c.shipper.sent == 0
+        assert c.rpc("h1", imports, "json").__name__ == "json"  # (the worker goes on)
+
+
+def test_a_compiled_package_asked_for_where_it_cannot_load_is_an_import_error_naming_why(
+        ssh_clusters, tmp_path, monkeypatch):
+    from clusterctl import errors
+
+    write_compiled_distribution(tmp_path, "2_99")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def speed():
+        import importlib
+
+        return importlib.import_module("fast" + "thing").speed()
+
+    with ssh_clusters.cluster(TWO_HOSTS) as c:
+        with pytest.raises(errors.RemoteError) as raised:
+            c.rpc("h1", speed)
+        assert raised.value.remote_type == "ImportError"
+        assert "fastthing 1.0 is built for manylinux_2_99_x86_64; h1 has glibc 2." in str(raised.value)
+        assert c.shipper.sent == 0
+
+
+def host_env_listing(ssh_bed, alias: str) -> list[str]:
+    """What a host's cache of shipped packages holds, one entry a line (hidden ones too)."""
+    listed = ssh_bed.ssh(alias, f"ls -A {HOST_ENV_CACHE} 2>/dev/null; true")
+    assert listed.returncode == 0
+    return sorted(listed.stdout.split())
+
+
+def test_two_nodes_of_one_host_shipping_the_same_packages_at_once_store_one_copy(
+        ssh_clusters, ssh_bed, mylib):
+    from mylib import square
+
+    empty_host_caches(ssh_bed)
+    hosts = "h1 name=a slots=1\nh1 name=b slots=1\n"  # two nodes, one host, one cache
+    with ssh_clusters.cluster(hosts) as first, ssh_clusters.cluster(hosts) as second:
+        first.world()
+        second.world()
+        ids = sorted(p.code_id for p in first.shipper.packages(square))
+        start = threading.Barrier(2)
+        results = {}
+
+        def run(cluster, node, x):
+            start.wait(10)
+            results[node] = cluster.rpc(node, square, x)
+
+        threads = [threading.Thread(target=run, args=(first, "a", 3)),
+                   threading.Thread(target=run, args=(second, "b", 4))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert results == {"a": 9, "b": 16}
+        assert first.shipper.sent > 0 or second.shipper.sent > 0  # (mostly both: at once)
+    held = host_env_listing(ssh_bed, "h1")
+    assert [e for e in held if not e.endswith(".json") and not e.startswith(".lock")] == ids, held
+
+
+def test_a_node_killed_mid_shipping_never_uses_a_half_written_package(ssh_clusters, ssh_bed):
+    from clusterctl import errors
+
+    empty_host_caches(ssh_bed)
+    killed = []
+
+    def kill():
+        time.sleep(0.2)  # (numpy, 22 MB zipped, is on its way)
+        killed.extend(ssh_bed.kill_host("h1"))
+
+    killer = threading.Thread(target=kill, daemon=True)
+    try:
+        with ssh_clusters.cluster(TWO_HOSTS) as c:
+            c.world()
+            c.shipper.report = lambda node, package, size: killer.start()
+            with pytest.raises(errors.ClusterError):
+                c.rpc("h1", lambda n: np.arange(n).tolist(), 3)
+            killer.join(30)
+        assert killed
+    finally:
+        killer.join(30)
+        ssh_bed.restart_sshd("h1")
+    with ssh_clusters.cluster(TWO_HOSTS) as c:  # a new node, the same cache
+        assert c.rpc("h1", lambda n: np.arange(n).tolist(), 3) == [0, 1, 2]
+        assert c.shipper.sent > 1 << 20  # what was cut off went again, whole
+
+
+def test_a_full_disk_on_a_host_is_one_line_naming_the_host_and_the_room_needed(
+        ssh_clusters, ssh_bed):
+    from clusterctl import errors
+
+    empty_host_caches(ssh_bed)
+    cache = ssh_bed.host("h1").env_dir / "cache" / "clusterctl" / "env"
+    cache.mkdir(parents=True, exist_ok=True)
+    # a 2 MB file system over h1's cache, mounted where h1's processes see it (a host of
+    # the bed has a mount namespace of its own)
+    in_h1 = ["nsenter", "--mount", "--target", str(ssh_bed.host_pids("h1")[0])]
+    mounted = subprocess.run([*in_h1, "mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
+                              str(cache)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"no small file system to fill on h1: {mounted.stderr.strip()}")
+    try:
+        with ssh_clusters.cluster(TWO_HOSTS) as c:
+            with pytest.raises(errors.ClusterError) as raised:
+                c.rpc("h1", lambda n: np.arange(n).tolist(), 3)
+            assert c.rpc("h1", "os.getpid") > 0  # (the node goes on)
+        line = raised.value.one_line()
+        assert "\n" not in line
+        assert line.startswith("h1: no room on this host for numpy "), line
+        assert f"its cache {cache.parent} needs about " in line and "MB more" in line, line
+    finally:
+        subprocess.run([*in_h1, "umount", str(cache)], capture_output=True)
 
 
 NUMPY_SCRIPT = """\

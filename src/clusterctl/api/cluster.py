@@ -443,6 +443,7 @@ class Cluster:
         conn = self._links.connect(node)
         if self.recording is not None:
             self.recording.watch(node, conn)
+        self.shipper.serve(conn)  # (what a running task imports that its host lacks)
         return conn
 
     def lost_with_hub(self, node: str) -> bool:

@@ -160,6 +160,7 @@ CONTROLLER_NODE = Channel(
             Op("envput", id=(REQUEST_ID, REQUIRED), env=(ENV_ID, REQUIRED), name=(TEXT, OPTIONAL)),
             Op("envlist", **_REQUEST),
             Op("envdrop", id=(REQUEST_ID, REQUIRED), ids=(ENV_IDS, REQUIRED)),
+            Op("envgiven", want=(COUNT, REQUIRED), ids=(ENV_IDS, REQUIRED), error=(TEXT, OPTIONAL)),
         ),
         "node": (
             *CONTROLLER_TAKES.values(),
@@ -178,6 +179,8 @@ CONTROLLER_NODE = Channel(
             Op("envstored", id=(REQUEST_ID, REQUIRED)),
             Op("envlisted", **_REQUEST),
             Op("envdropped", id=(REQUEST_ID, REQUIRED), dropped=(ENV_IDS, REQUIRED)),
+            # a running task imports what its host lacks: no request's answer (no id)
+            Op("envwant", want=(COUNT, REQUIRED), module=(TEXT, REQUIRED)),
         ),
     }, {
         "node": "answered {op: error, message: unknown operation ...}; the connection goes on",
@@ -225,11 +228,14 @@ NODE_WORKER = Channel(
     "per frame)", ("node", "worker"), {
         "node": (Op("call", **_TASK), Op("map", **_TASK),
                  Op("defn", key=(KEY, REQUIRED), env=(ENV_IDS, OPTIONAL)),
-                 Op("forget", key=(KEY, REQUIRED))),
-        "worker": (Op("result", id=(REQUEST_ID, OPTIONAL), ok=(FLAG, REQUIRED)),),
+                 Op("forget", key=(KEY, REQUIRED)),
+                 Op("envgiven", ids=(ENV_IDS, REQUIRED), error=(TEXT, OPTIONAL))),
+        "worker": (Op("result", id=(REQUEST_ID, OPTIONAL), ok=(FLAG, REQUIRED)),
+                   Op("envwant", module=(TEXT, REQUIRED))),
     }, {
         "worker": "answered as a failed result of kind protocol",
-        "node": "(a worker sends only results: a frame is matched to its task by sequence number)",
+        "node": "(a worker sends results, each matched to its task by sequence number, and "
+                "envwant under a sequence number of its own, WANT_SEQ)",
     })
 
 NODE_PROCESS = Channel(

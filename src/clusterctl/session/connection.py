@@ -120,6 +120,14 @@ class NodeConnection:
         ``ReplyRouter.listen``."""
         self._router.listen(on_message)
 
+    def notices(self, on_message: Callable) -> None:
+        """Hand the node's own messages (those that answer no request) to
+        ``on_message(head, payload, raw)`` in whichever thread reads: a node asking for a
+        module while a task of ours runs is read by the thread that waits for the task.
+        Unlike ``listen``, no thread reads for it alone; a listener keeps its place."""
+        if self._router.on_message is None:
+            self._router.on_message = on_message
+
     def flush(self) -> None:
         """Send what waits in the outbox."""
         if self._sender.holding():

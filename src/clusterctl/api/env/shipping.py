@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from clusterctl import errors
@@ -71,6 +72,7 @@ class Shipper:
         self._lock = threading.Lock()
         self._node_locks: dict[str, threading.Lock] = {}
         self._found: dict[frozenset, list[Package]] = {}  # top-level modules -> packages
+        self._served: weakref.WeakSet = weakref.WeakSet()  # connections whose asks it answers
         if "clusterctl.api.env.packages" in sys.modules:  # (what is installed is read anew)
             sys.modules["clusterctl.api.env.packages"].forget_installed()
 
@@ -89,7 +91,10 @@ class Shipper:
             found.add(module)
         if not is_plain(arguments):  # (plain data needs nothing: most calls' arguments)
             found |= modules_referred(dumps(arguments, "the arguments"))
-        tops = frozenset(top_levels(found))
+        return self.packages_of(top_levels(found))
+
+    def packages_of(self, tops: set[str]) -> list[Package]:
+        """The packages the top-level modules ``tops`` need (see ``packages``)."""
         if not tops:
             return []
         from clusterctl.api.env.packages import packages_for, skip_by_value
@@ -139,6 +144,43 @@ class Shipper:
                     held.add(package.code_id)
         return ids
 
+    def serve(self, conn: NodeConnection) -> None:
+        """Answer ``conn``'s node when a running task imports what its host lacks
+        (``envwant``, see the node's workers/wants.py): each ask in a thread of its own,
+        since the thread that reads must go on reading."""
+        with self._lock:
+            if conn in self._served:
+                return
+            self._served.add(conn)
+
+        def on_message(head: dict, payload, raw) -> None:  # noqa: ARG001
+            if head.get("op") == "envwant":
+                threading.Thread(target=self.answer_want, args=(conn, head), daemon=True,
+                                 name=f"clusterctl-envwant-{conn.node}").start()
+
+        conn.notices(on_message)
+
+    def answer_want(self, conn: NodeConnection, head: dict) -> None:
+        """Ship what this Python has of the module a node's task asked for (as a call's
+        packages are shipped) and answer with their ids; nothing when shipping is off, the
+        node is a restricted host's, or the module is none of ours to ship; the error's
+        one line when it cannot go there (a compiled package built for other hosts, one
+        over the limit)."""
+        module = head.get("module")
+        answer: dict = {"op": "envgiven", "want": head.get("want"), "ids": []}
+        try:
+            if self.on and not conn.restricted and type(module) is str and module.isidentifier():
+                packages = self.packages_of({module})
+                answer["ids"] = self.ensure(conn, packages) if packages else []
+        except errors.ClusterError as exc:
+            answer["error"] = exc.one_line()
+        except Exception as exc:  # noqa: BLE001 - the task waits: it gets the reason
+            answer["error"] = f"could not ship {module}: {type(exc).__name__}: {exc}"
+        try:
+            conn.send(answer)
+        except errors.ClusterError:
+            pass  # (the connection is gone: the node forgets the ask with it)
+
     def held(self, conn: NodeConnection) -> list[dict]:
         """What ``conn``'s host holds: id, name, version, size, when last used (or None)."""
         import json
@@ -166,8 +208,14 @@ class Shipper:
 
     def _ask(self, conn: NodeConnection, head: dict, payload: bytes = b"") -> tuple[dict, bytes]:
         pending = conn.request(head, payload)
-        return answer_of(conn, pending, SHIP_TIMEOUT, "shipping the environment did not finish"), \
-            pending.payload
+        try:
+            answer = answer_of(conn, pending, SHIP_TIMEOUT, "shipping the environment did not finish")
+        except errors.RemoteError as exc:
+            if exc.remote_type != "EnvironmentError":
+                raise
+            # the host's own words (no room, a cache that is not ours): one line, the host's
+            raise errors.NodeError(conn.node, exc.remote_message) from None
+        return answer, pending.payload
 
 
 def same_python(conn: NodeConnection) -> bool:

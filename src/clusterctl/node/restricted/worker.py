@@ -24,7 +24,10 @@ from ..workers.worker import Worker, _LoadFailure, error_frame, refused, worker_
 class PlainWorker(Worker):
     """``Worker`` with its three ways in narrowed: a definition (a pickled function) is
     refused, and a call or a map must name an allowed function and carry plain data
-    (``Worker.plain_call``, ``Worker.plain_map``): the pickled paths are never taken."""
+    (``Worker.plain_call``, ``Worker.plain_map``): the pickled paths are never taken.
+    It asks nobody for a module it lacks: it runs only what the host's owner installed."""
+
+    ASKS = False
 
     def __init__(self, sock, node: str, policy: Policy) -> None:
         super().__init__(sock, node)

@@ -116,7 +116,7 @@ class Environments(Part):
     def fail(self, conn, head: dict, reason: str) -> None:
         log("%s: %s" % (conn.label, reason))
         self.loop.send(conn, wire.encode(ops.error_head("env", head["id"], "EnvironmentError",
-                                                        "%s: %s" % (self.name, reason), self.name)))
+                                                        reason, self.name)))
 
 
 def describe(code_id: str, what: str, size: int) -> None:

@@ -12,8 +12,9 @@ from collections import OrderedDict, deque
 from .. import ops, wire
 from ..log import log
 from ..loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop
+from .asks import Asks
 from .forks import WorkerProcesses
-from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK
+from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK, WANT_SEQ
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
 FAST_PIPELINE_DEPTH = 8  # ... for a worker whose tasks take less than FAST_TASK_SECONDS,
@@ -161,6 +162,7 @@ class Pool:
         self.queue = TaskQueue(policy.max_queued() if policy is not None else None)
         self.tasks_by_seq: dict[int, Task] = {}
         self.seq = 0
+        self.asks = Asks(loop)  # what running tasks import that the host lacks
 
     @property
     def stopping(self) -> bool:
@@ -320,6 +322,8 @@ class Pool:
         return True
 
     def worker_result(self, worker: WorkerSlot, seq: int, frame) -> None:
+        if seq == WANT_SEQ:  # (no result: its task asks for a module, see workers/asks.py)
+            return self.asks.from_worker(worker, frame)
         if seq & DROP_FLAG:  # a task dropped before it started: it never ran
             task = self.tasks_by_seq.get(seq & SEQ_MASK)
             if task is None or task.worker is not worker or not task.dropping:
@@ -401,10 +405,8 @@ class Pool:
         task.cancelled = True
         worker = task.worker
         if worker is None:
-            try:
+            if task in self.queue:
                 self.queue.remove(task)
-            except ValueError:
-                pass
             self.tasks_by_seq.pop(task.seq, None)
         elif worker.closed:  # its worker crashed running it and is not reaped yet
             if worker.failing is task:

@@ -18,7 +18,8 @@ class Tasks(Part):
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.handlers = {"call": self.task, "map": self.task, "defn": self.define}
+        self.handlers = {"call": self.task, "map": self.task, "defn": self.define,
+                         "envgiven": lambda conn, head, raw: pool.asks.given(conn, head)}
 
     def task(self, conn, head: dict, raw: bytes) -> None:
         """A ``call`` or ``map``: queued for a worker (its ``result`` goes back when done),
@@ -50,6 +51,7 @@ class Tasks(Part):
         return True
 
     def connection_gone(self, conn) -> None:
+        self.pool.asks.forget(conn)
         self.pool.connection_gone(conn)
 
     def after_read(self) -> None:

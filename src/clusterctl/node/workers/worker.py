@@ -19,12 +19,13 @@ import traceback
 from collections import deque
 
 from .. import ops, plain, wire
-from . import envs
+from . import envs, wants
 
 CHANNEL = struct.Struct("!QI")  # seq, frame length
 HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
 DROP_FLAG = 1 << 62  # a task dropped before it started (from the node: drop it; back: dropped)
 SEQ_MASK = DROP_FLAG - 1
+WANT_SEQ = 1 << 61  # a worker's envwant (a module its task lacks) and the node's answer
 HOLD_SECONDS = 0.001  # ... if the task took less than this,
 HOLD_COUNT = 32  # and at most this many replies,
 HOLD_BYTES = 1 << 16  # of at most this many bytes, are held back at once
@@ -229,6 +230,9 @@ class PlainTasks:
 class Worker(PlainTasks):
     """The loop of one worker process."""
 
+    READ_APART = ("envgiven",)  # the answer to ``ask``, taken under WANT_SEQ as it comes
+    ASKS = True  # whether a missing module is asked of the task's controller (``wants``)
+
     def __init__(self, sock, node: str) -> None:
         self.sock = sock
         self.node = node
@@ -240,6 +244,8 @@ class Worker(PlainTasks):
         self.dropped: list[bytes] = []  # answers for dropped tasks, not sent yet (DROP_FLAG)
         self.holding = False  # whether the task being run may have its reply held back
         self.started = 0.0  # when it started (perf_counter)
+        self.answer: bytes | None = None  # the node's answer to an envwant (see ``ask``)
+        self.wants: wants.Wants | None = None  # set in the worker's own process (``run``)
 
     # -- channel ----------------------------------------------------------------------
 
@@ -303,6 +309,8 @@ class Worker(PlainTasks):
                     break
                 if seq & DROP_FLAG:
                     self.drop(seq & SEQ_MASK)
+                elif seq == WANT_SEQ:
+                    self.answer = bytes(view[pos + header:end])
                 else:
                     ready.append((seq, bytes(view[pos + header:end])))
                 pos = end
@@ -356,7 +364,35 @@ class Worker(PlainTasks):
             return fn
         return None
 
+    def ask(self, module: str) -> tuple[list, str | None]:
+        """While a task runs: ask the node for the packages that hold ``module`` (it asks
+        the task's controller, see ``wants``) and wait for the answer: (ids, error).
+        Whatever else the node sends meanwhile waits its turn (drops are taken at once)."""
+        if self.held or self.dropped:  # (earlier replies do not wait for a shipping)
+            self.flush()
+        frame = wire.encode({"op": "envwant", "module": module})
+        self.answer = None
+        try:
+            self.sock.sendall(CHANNEL.pack(WANT_SEQ, len(frame)) + frame)
+            while self.answer is None:
+                chunk = self.sock.recv(self.wanted())
+                if not chunk:
+                    return [], None  # (the node is gone: the next read finds it out)
+                self.take(chunk)
+        except OSError:
+            return [], None
+        frame, self.answer = self.answer, None
+        try:
+            head_len, _ = wire.check_header(frame, 1 << 62)
+            head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
+        except wire.FrameError:
+            return [], None
+        ids, error = head.get("ids"), head.get("error")
+        return (ids if type(ids) is list else []), (error if type(error) is str else None)
+
     def run(self) -> None:
+        if self.ASKS:
+            self.wants = wants.install(self.ask)
         takes = self.dispatch()
         while True:
             msg = self.read()
@@ -396,7 +432,13 @@ class Worker(PlainTasks):
         self.started = time.perf_counter()
         if envs.use(head.get("env")):  # (the packages it needs: first on the path)
             _resolved.clear()
-        return run(head, payload)
+        if self.wants is None:
+            return run(head, payload)
+        self.wants.start_task()  # (what it imports that the host lacks is asked for)
+        try:
+            return run(head, payload)
+        finally:
+            self.wants.end_task()
 
     def unknown_task(self, op: str, head: dict, payload) -> bytes:
         return self.task(lambda head, payload: error_frame(head.get("id"), {
