@@ -140,6 +140,25 @@ def test_a_package_with_dotfiles_installs_and_one_escaping_its_directory_does_no
         install(bad, boot.code_digest(sorted(bad.items())), tmp_path)
 
 
+def test_a_zip_compressed_side_by_side_unzips_as_any_zip_in_its_order(tmp_path, monkeypatch):
+    from clusterctl.api.env import zipping
+
+    contents = {"a/big.bin": bytes(range(256)) * 5000, "a/empty.py": b"", "é/ü.py": b"x = 1\n",
+                "z.txt": b"last"}
+    files = []
+    for name, data in contents.items():
+        path = tmp_path / name.replace("/", "_")
+        path.write_bytes(data)
+        files.append((name, str(path)))
+    made = zipping.zip_files(files)
+    with zipfile.ZipFile(io.BytesIO(made)) as archive:
+        assert archive.testzip() is None  # (every CRC checks)
+        assert archive.namelist() == list(contents)
+    assert list(boot.unzip(made)) == list(contents.items())
+    monkeypatch.setattr(zipping, "MAX_FILES", 2)  # (too many files for this writer: zipfile's)
+    assert list(boot.unzip(zipping.zip_files(files))) == list(contents.items())
+
+
 def test_a_damaged_zip_is_refused():
     with pytest.raises(ValueError, match="damaged"):
         list(boot.unzip(b"PK\x03\x04 not a zip"))

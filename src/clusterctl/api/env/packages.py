@@ -51,14 +51,9 @@ class Package:
         with _zipping:
             data = _zipped.get(self.code_id)
             if data is None:
-                import io
-                import zipfile
+                from clusterctl.api.env.zipping import zip_files
 
-                out = io.BytesIO()
-                with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-                    for rel, path in self.files:
-                        archive.write(path, rel)
-                data = _zipped[self.code_id] = out.getvalue()
+                data = _zipped[self.code_id] = zip_files(list(self.files))
             return data
 
     def describe(self) -> str:
