@@ -115,6 +115,13 @@ def test_fmt_rtt(seconds, text):
     assert render.fmt_rtt(seconds) == text
 
 
+@pytest.mark.parametrize("size, text", [(0, "0 B"), (812, "812 B"), (1024, "1.0 KB"),
+                                        (3500, "3.4 KB"), (57_390_278, "54.7 MB"),
+                                        (3 << 30, "3.0 GB")])
+def test_fmt_size(size, text):
+    assert render.fmt_size(size) == text
+
+
 def test_error_text_of_a_remote_error_carries_the_remote_traceback():
     remote = "Traceback (most recent call last):\n  File \"x.py\"\nKeyError: 'k'"
     exc = errors.RemoteError("n2", "KeyError", "'k'", remote + "\n")

@@ -139,5 +139,7 @@ def node_list(text: str | None) -> list[str] | None:
 
 def shipping_line(node: str, package, zipped: int) -> None:
     """What a command says as it ships a package to a host (on stderr)."""
-    click.echo(f"shipping {package.describe()} to {node}: {package.size / (1 << 20):.1f} MB, "
-               f"{zipped / (1 << 20):.1f} MB zipped", err=True)
+    from clusterctl.render.plain import fmt_size
+
+    click.echo(f"shipping {package.describe()} to {node}: {fmt_size(package.size)}, "
+               f"{fmt_size(zipped)} zipped", err=True)

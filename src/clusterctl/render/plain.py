@@ -20,6 +20,14 @@ def fmt_rtt(seconds: float | None) -> str:
     return f"{seconds:.2f} s"
 
 
+def fmt_size(size: int) -> str:
+    """Bytes as a person reads them: 812 B, 3.4 KB, 57.4 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def fmt_load(load) -> str:
     if not load:
         return "-"

@@ -19,7 +19,7 @@ from clusterctl import errors
 from clusterctl.api.results import NodeInfo
 from clusterctl.config import names
 # the plain text and JSON, for the callers that render tables too
-from clusterctl.render.plain import (dump_json, error_json, error_text, fmt_load, fmt_rtt,  # noqa: F401
+from clusterctl.render.plain import (dump_json, error_json, error_text, fmt_load, fmt_rtt, fmt_size,  # noqa: F401
                                      jsonable, outcome_json, short_error, value_text, world_json)
 
 
@@ -256,7 +256,7 @@ def env_table(outcomes: dict[str, Any], removed: bool = False) -> Table:
             used = package.get("used")
             when = "never" if used is None else _ago(now - used)
             table.add_row(Text(node), Text(package.get("name") or "?"), Text(package.get("version") or ""),
-                          Text(f"{(package.get('size') or 0) / (1 << 20):.1f} MB"),
+                          Text(fmt_size(package.get("size") or 0)),
                           Text("yes" if removed else when))
     return table
 
