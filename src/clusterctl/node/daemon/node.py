@@ -55,6 +55,9 @@ def ensure_private_dir(path: str, create: bool = True) -> bool:
     return boot.private_dir(path, create)
 
 
+BIND_LOCK_SECONDS = 10.0  # how long a starting node waits for another's bind and listen
+
+
 def socket_path(directory: str, name: str) -> str:
     return boot.socket_path(directory, name)
 
@@ -188,11 +191,23 @@ class Node:
 
 # -- start-up ----------------------------------------------------------------------------
 
-def bind_socket(path: str) -> socket.socket | None:
-    """Listen on ``path``; None if a live node already answers there."""
+def bind_socket(path: str, lock_path: str) -> socket.socket | None:
+    """Listen on ``path``; None if a live node already answers there. Under an exclusive
+    lock on ``lock_path``: between its bind and its listen a node's socket refuses
+    connections, and a node starting at that moment took it for a dead node's, removed
+    it and bound its own (two nodes of one name, one of them unreachable)."""
     if len(path.encode()) > SOCKET_PATH_MAX:
         raise RuntimeError("socket path %s is longer than %d bytes; set XDG_RUNTIME_DIR to a "
                            "shorter directory" % (path, SOCKET_PATH_MAX))
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        boot.lock_within(fd, time.monotonic() + BIND_LOCK_SECONDS, lock_path)
+        return _bind_socket(path)
+    finally:
+        os.close(fd)  # (and with it the lock)
+
+
+def _bind_socket(path: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -269,8 +284,8 @@ def listen(args: argparse.Namespace) -> tuple[socket.socket, str]:
     try:
         ensure_private_dir(directory)
         path = socket_path(directory, args.name)
-        listener = bind_socket(path)
-    except RuntimeError as exc:
+        listener = bind_socket(path, lock_path=path[:-len(".sock")] + ".bind")
+    except (RuntimeError, TimeoutError) as exc:
         answer_and_exit("error: %s" % exc, 1)
     if listener is None:
         answer_and_exit("running", 0)
