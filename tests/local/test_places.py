@@ -233,6 +233,27 @@ def test_boot_repairs_a_corrupted_code_dir(env, start_boot_script):
     assert code_entries(code_dir.parent) == [code_dir.name]  # nothing left aside
 
 
+def test_code_being_compiled_by_a_starting_node_is_still_whole(env):
+    """A node's Python writes its bytecode beside the code (a file under a temporary name,
+    renamed into place): a check at that moment (another node starting) must not take the
+    code for damaged, set it aside and pull it from under the starting node."""
+    bundle = agent_bundle()
+    code_dir = str(bundle.install(boot.cache_root()))
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    checks = damaged = 0
+    for _ in range(15):
+        for cached in Path(code_dir).rglob("__pycache__/*"):
+            cached.unlink()
+        importer = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, "
+                                     f"{code_dir!r}); import clusterctl_node.daemon.node"],
+                                    env=environment)
+        while importer.poll() is None:
+            checks += 1
+            damaged += not boot.code_ok(code_dir, bundle.code_id)
+        assert importer.returncode == 0
+    assert checks > 100 and damaged == 0, (checks, damaged)
+
+
 def test_a_start_repairs_a_corrupted_local_code_dir(env):
     specs = [HostSpec(name="n1", target="local", slots=1)]
     with Cluster(specs) as c:

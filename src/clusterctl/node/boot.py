@@ -199,8 +199,10 @@ def code_ok(code_dir: str, code_id: str) -> bool:
             path = os.path.join(top, name)
             try:
                 st = os.lstat(path)
-            except OSError:  # gone meanwhile: being replaced
-                return False
+            except OSError:
+                if os.path.basename(top) == "__pycache__":
+                    continue  # a running node's Python writing its bytecode (renamed into place)
+                return False  # gone meanwhile: being replaced
             if stat.S_ISLNK(st.st_mode):
                 return False
             what = "the cached directory" if stat.S_ISDIR(st.st_mode) else "the cached file"
