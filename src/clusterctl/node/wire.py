@@ -97,6 +97,12 @@ def frame_payload(raw: bytes) -> memoryview:
     return memoryview(raw)[HEADER_SIZE + head_len:]
 
 
+def frame_head(raw) -> dict:
+    """The head of a whole frame, decoded (FrameError if it is not one)."""
+    head_len, _ = check_header(raw[:HEADER_SIZE], 1 << 62)
+    return decode_head(raw[HEADER_SIZE:HEADER_SIZE + head_len])
+
+
 def check_header(header, max_payload: int, offset: int = 0) -> tuple[int, int]:
     """Validate the frame header at ``offset``; return (head length, payload length)."""
     magic, kind, head_len, payload_len = _unpack_header(header, offset)

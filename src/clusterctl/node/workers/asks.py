@@ -25,8 +25,7 @@ class Asks:
         task of a live connection running there, the worker hears at once that nothing
         comes."""
         try:
-            head_len, _ = wire.check_header(frame, 1 << 62)
-            head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
+            head = wire.frame_head(frame)
         except wire.FrameError:
             head = {}
         module = head.get("module")

@@ -383,8 +383,7 @@ class Worker(PlainTasks):
             return [], None
         frame, self.answer = self.answer, None
         try:
-            head_len, _ = wire.check_header(frame, 1 << 62)
-            head = wire.decode_head(frame[wire.HEADER_SIZE:wire.HEADER_SIZE + head_len])
+            head = wire.frame_head(frame)
         except wire.FrameError:
             return [], None
         ids, error = head.get("ids"), head.get("error")
