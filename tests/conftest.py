@@ -33,7 +33,7 @@ from clusterctl.config.hosts import HostSpec
 from helpers import Env
 
 
-SESSION_DEADLINE = 40 * 60  # the suite takes about 7 minutes on 2 cores (two test processes)
+SESSION_DEADLINE = 40 * 60  # the suite takes about 6 to 7 minutes on 2 cores (three test processes)
 
 
 def pytest_sessionstart(session):
