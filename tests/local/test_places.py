@@ -33,6 +33,8 @@ from clusterctl.transport.ssh import bundle_zip
 from clusterctl.transport.base import NodeSettings
 from clusterctl.transport.local import LocalTransport
 
+pytestmark = pytest.mark.empty_code_cache  # (these tests install the agent's code themselves)
+
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a directory to another user")
 BOOT_SOURCE = Path(boot.__file__).read_bytes()
