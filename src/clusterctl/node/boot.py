@@ -271,7 +271,9 @@ def install_code(code_dir: str, code_id: str, files) -> None:
     whatever the umask. They are written under a staging name unique across hosts, checked
     against ``code_id`` and renamed into place; a broken ``code_dir`` is set aside first.
     A failed install removes its staging directory (ValueError: the files are not those of
-    ``code_id``; OSError: the disk refused; RuntimeError: the cache is not ours)."""
+    ``code_id``; OSError: the disk refused; RuntimeError: the cache is not ours). Files in
+    a ``__pycache__`` (bytecode a controller sent along, checked by Python against its
+    source's hash) are written too, but are not part of the id or the manifest."""
     parent = os.path.dirname(code_dir)
     _mkdirs(parent)
     _check_cache_dirs(code_dir)
@@ -289,10 +291,13 @@ def install_code(code_dir: str, code_id: str, files) -> None:
                 folder = os.path.dirname(path)
                 if not os.path.isdir(folder):
                     _mkdirs(folder)
-                    os.mkdir(os.path.join(folder, "__pycache__"), 0o700)  # else the umask's mode
+                    if os.path.basename(folder) != "__pycache__":
+                        os.mkdir(os.path.join(folder, "__pycache__"), 0o700)  # else the umask's mode
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
+                if "__pycache__" in rel.split("/")[:-1]:
+                    continue  # bytecode that came along: Python checks it, the id leaves it out
                 names.append(rel)
                 yield rel, data
 

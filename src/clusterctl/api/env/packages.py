@@ -46,14 +46,17 @@ class Package:
     tags: tuple[str, ...] = field(default=())  # a built distribution's wheel tags
 
     def zipped(self) -> bytes:
-        """The files, zipped in their order (what a node unzips into its cache); made
-        once, however many hosts it goes to."""
+        """The files, zipped in their order (what a node unzips into its cache), then the
+        bytecode of those this process imported (``bytecode``); made once, however many
+        hosts it goes to."""
         with _zipping:
             data = _zipped.get(self.code_id)
             if data is None:
+                from clusterctl.api.env.bytecode import bytecode_of
                 from clusterctl.api.env.zipping import zip_files
 
-                data = _zipped[self.code_id] = zip_files(list(self.files))
+                members = list(self.files) + bytecode_of(list(self.files))
+                data = _zipped[self.code_id] = zip_files(members)
             return data
 
     def describe(self) -> str:

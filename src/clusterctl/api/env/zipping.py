@@ -18,17 +18,24 @@ DEFLATED = 8
 DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01: a package's id is its contents, not its times
 
 
-def _member(path: str) -> tuple[int, int, bytes]:
-    """A file's CRC, size and deflated bytes."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+def _member(source: str | bytes) -> tuple[int, int, bytes]:
+    """A file's (a path's, or these bytes') CRC, size and deflated bytes."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        with open(source, "rb") as fh:
+            data = fh.read()
     packer = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
     return zlib.crc32(data), len(data), packer.compress(data) + packer.flush()
 
 
-def zip_files(files: list[tuple[str, str]]) -> bytes:
-    """``files`` ((name in the zip, path) pairs), zipped in their order."""
-    if len(files) > MAX_FILES or sum(os.path.getsize(p) for _, p in files) > MAX_SIZE:
+def _size(source: str | bytes) -> int:
+    return len(source) if isinstance(source, bytes) else os.path.getsize(source)
+
+
+def zip_files(files: list[tuple[str, str | bytes]]) -> bytes:
+    """``files`` ((name in the zip, path or contents) pairs), zipped in their order."""
+    if len(files) > MAX_FILES or sum(_size(source) for _, source in files) > MAX_SIZE:
         return _zip_with_zipfile(files)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
                             thread_name_prefix="clusterctl-zip") as pool:
@@ -50,12 +57,15 @@ def zip_files(files: list[tuple[str, str]]) -> bytes:
     return b"".join(parts) + directory + end
 
 
-def _zip_with_zipfile(files: list[tuple[str, str]]) -> bytes:
+def _zip_with_zipfile(files: list[tuple[str, str | bytes]]) -> bytes:
     import io
     import zipfile
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=LEVEL) as archive:
-        for name, path in files:
-            archive.write(path, name)
+        for name, source in files:
+            if isinstance(source, bytes):
+                archive.writestr(name, source)
+            else:
+                archive.write(source, name)
     return out.getvalue()
