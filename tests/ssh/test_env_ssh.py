@@ -5,6 +5,7 @@ package is used at once. (Shipping is content-addressed: api/env, node/workers/e
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -85,13 +86,60 @@ def test_an_import_inside_the_function_body_is_shipped_too(ssh_clusters):
 def test_the_users_own_package_travels_and_an_edit_is_used_at_once(ssh_clusters, mylib):
     from mylib import square
 
+    def bytecode_flags(module):  # (PEP 552: 3 is a checked hash-based cache file, 0 Python's own)
+        import importlib
+
+        with open(importlib.import_module(module).__cached__, "rb") as fh:
+            return int.from_bytes(fh.read(8)[4:8], "little")
+
     with ssh_clusters.cluster(TWO_HOSTS) as c:
         assert list(c.pmap(square, range(6))) == [x * x for x in range(6)]
         assert c.rpc("h2", "mylib.version") == 1
+        assert c.rpc("h2", bytecode_flags, "mylib.more") == 3  # (this Python's bytecode went along)
     write_package(mylib, 2)
     with ssh_clusters.cluster(TWO_HOSTS) as c:  # (the same nodes and workers run on)
         assert c.rpc("h2", "mylib.version") == 2
         assert c.rpc("h2", "mylib.twice", 21) == 42
+
+
+def write_distribution(root, version: int) -> None:
+    """``slowthing`` at ``version``, installed as pip leaves a pure-Python wheel (an
+    earlier version's files replaced, as an upgrade does)."""
+    for old in root.glob("slowthing*"):
+        shutil.rmtree(old)
+    (root / "slowthing").mkdir()
+    (root / "slowthing" / "__init__.py").write_text(f"def version():\n    return {version}\n"
+                                                    + "# a longer file\n" * version)
+    info = root / f"slowthing-{version}.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: slowthing\nVersion: {version}.0\n")
+    (info / "RECORD").write_text(f"slowthing/__init__.py,,\nslowthing-{version}.0.dist-info/METADATA,,\n"
+                                 f"slowthing-{version}.0.dist-info/RECORD,,\n")
+
+
+def test_a_package_upgraded_between_two_runs_is_shipped_again_and_used(ssh_clusters, tmp_path,
+                                                                       monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    write_distribution(site, 1)
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        import slowthing
+
+        with ssh_clusters.cluster(TWO_HOSTS) as c:
+            assert c.rpc("h1", lambda: slowthing.version()) == 1
+            assert c.shipper.sent > 0
+        write_distribution(site, 2)  # (pip install --upgrade slowthing, between two commands)
+        del sys.modules["slowthing"]
+        import slowthing  # noqa: F811 - the upgraded one, as the next command imports it
+
+        with ssh_clusters.cluster(TWO_HOSTS) as c:  # (h1's node and worker run on)
+            assert c.rpc("h1", lambda: slowthing.version()) == 2
+            assert c.shipper.sent > 0
+            held = c.shipper.held(c.connect("h1"))
+        assert sorted(p["version"] for p in held if p["name"] == "slowthing") == ["1.0", "2.0"]
+    finally:
+        sys.modules.pop("slowthing", None)
 
 
 def test_a_spawned_process_uses_a_shipped_package(ssh_clusters, mylib):

@@ -75,6 +75,19 @@ def test_a_stale_or_foreign_cache_file_stays_home(tmp_path):
     assert travelling(str(source), str(tmp_path / "missing.pyc")) is None
 
 
+def test_a_source_changed_within_the_same_second_to_the_same_size_keeps_its_bytecode_home(tmp_path):
+    source = compiled_module(tmp_path)
+    cached = cache_from_source(str(source))
+    second = int(time.time()) - 10
+    os.utime(source, ns=(second * 10**9, second * 10**9))
+    py_compile.compile(str(source), doraise=True)
+    os.utime(cached, ns=(second * 10**9 + 300_000_000,) * 2)
+    assert travelling(str(source), cached) is not None
+    source.write_text(SOURCE.replace("42", "21"))  # (Python would take the cache file for it)
+    os.utime(source, ns=(second * 10**9 + 500_000_000,) * 2)
+    assert travelling(str(source), cached) is None
+
+
 def test_only_the_modules_this_process_imported_send_bytecode(tmp_path):
     source = compiled_module(tmp_path, "imported_here")
     other = compiled_module(tmp_path, "never_imported")

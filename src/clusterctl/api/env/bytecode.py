@@ -7,7 +7,8 @@ tag) and compiles as before; the package's id is its files', without them.
 Python checks a cache file against its source's time and size, and a shipped source's
 time is when the host wrote it; so each cache file travels as a *checked hash-based* one
 (PEP 552): its header carries a hash of the source, which the host's Python checks
-before it uses the bytecode. A cache file that is stale here (its source changed since)
+before it uses the bytecode. A cache file that is stale here (its source changed since,
+also within the same second and to the same size, which Python's own check misses)
 stays home."""
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ def travelling(source_path: str, cached_path: str) -> bytes | None:
         with open(source_path, "rb") as fh:
             source = fh.read()
         st = os.stat(source_path)
+        written = os.stat(cached_path).st_mtime_ns
     except OSError:
         return None
+    if written < st.st_mtime_ns:  # the source changed after: in the same second Python
+        return None  # would still take it (its check is by whole seconds and size)
     if len(data) <= HEADER or data[:4] != MAGIC_NUMBER:
         return None
     flags = int.from_bytes(data[4:8], "little")

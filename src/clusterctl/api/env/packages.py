@@ -260,10 +260,12 @@ def distributions_for(top: str) -> list[str]:
 
 
 def forget_installed() -> None:
-    """Read anew which distributions are installed (a new cluster: something may have
-    been installed since). A distribution's files, once hashed, are kept."""
+    """Read anew which distributions are installed, and their records (a new cluster:
+    something may have been installed or upgraded since, by a program that goes on). A
+    distribution's id, once hashed, is kept under its record's signature."""
     _distributions_of.cache_clear()
     _dist_infos.cache_clear()
+    distribution_package.cache_clear()
 
 
 @lru_cache(maxsize=None)
