@@ -265,16 +265,31 @@ def forget_installed() -> None:
     distribution's id, once hashed, is kept under its record's signature."""
     _distributions_of.cache_clear()
     _dist_infos.cache_clear()
-    distribution_package.cache_clear()
 
 
-@lru_cache(maxsize=None)
+_read: dict[str, tuple[str, Package | None]] = {}  # name -> (record's signature, package)
+
+
 def distribution_package(dist_name: str) -> Package | None:
     """The installed distribution ``dist_name`` whole (its record's files inside its
     installation directory); None if it is not installed or is an editable install
-    (its code is the user's tree: see ``tree_package``)."""
+    (its code is the user's tree: see ``tree_package``). Read once while its record's
+    signature stays the same: an upgrade, also in a program that goes on, is read anew."""
     info = find_dist_info(dist_name)
-    record = info.text("RECORD") if info is not None else None
+    try:
+        signature = info.signature() if info is not None else ""
+    except OSError:
+        signature = ""
+    known = _read.get(dist_name)
+    if known is not None and known[0] == signature and signature:
+        return known[1]
+    package = _read_distribution(info, dist_name) if signature else None
+    _read[dist_name] = (signature, package)
+    return package
+
+
+def _read_distribution(info: DistInfo, dist_name: str) -> Package | None:
+    record = info.text("RECORD")
     if not record or info.editable():
         return None
     import csv
