@@ -139,9 +139,9 @@ def _deliver(run_, out, fold, tee: bool, script: str) -> None:
                     out.write(to_json(value) + "\n")
                 accumulator = _fold_one(fn, accumulator, value, script)
         except ItemErrors:
-            sys.stdout.write(to_json(accumulator) + "\n")
+            (sys.stdout if tee else out).write(to_json(accumulator) + "\n")
             raise
-        sys.stdout.write(to_json(accumulator) + "\n")
+        (sys.stdout if tee else out).write(to_json(accumulator) + "\n")
     except BrokenPipeError:
         _silence_stdout()
     finally:

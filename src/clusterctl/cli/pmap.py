@@ -252,6 +252,8 @@ def run_reported(opts: Options, start, deliver, summarize, *, output_path: str |
     out, close_out = open_output(output_path)
     console = render_pmap.stderr_console()
     shown = console.is_terminal if progress is None else progress
+    if shown and on_the_same_terminal(out, console.file):
+        out = LinesAboveProgress(console)
     interrupted = False
     run_ = None
     try:
@@ -346,6 +348,36 @@ def open_output(output_path: str | None):
     except OSError as exc:
         raise UsageError(f"cannot write --output {output_path}: {exc.strerror}") from None
     return fh, fh.close
+
+
+def on_the_same_terminal(out, err) -> bool:
+    """Whether ``out`` and ``err`` are one terminal (the usual case: both on the screen)."""
+    try:
+        return out.isatty() and os.path.samestat(os.fstat(out.fileno()), os.fstat(err.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class LinesAboveProgress:
+    """Results bound for the terminal the live progress is drawn on. Written straight to
+    stdout, a result lands inside the live view: fused with its line, or erased when it
+    is drawn again. Each whole line goes through the progress console instead, which
+    prints it above the view; on one terminal, the screen shows the same."""
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.write("\n")
 
 
 def _silence_stdout() -> None:

@@ -1,0 +1,117 @@
+"""What a person sees when results and live progress share one terminal: ``clusterctl``
+runs on a real pseudo-terminal of 80 columns (stdout and stderr both on it, as the
+README's first command has them), and a terminal emulator (pyte) replays what it wrote
+into the screen a person would be looking at when it ends."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import sys
+import termios
+import time
+
+import pyte
+import pytest
+
+COLUMNS, ROWS = 80, 120
+
+SLOW_SQUARES = """
+import time
+
+def inputs():
+    return range(40)
+
+def task(x):
+    time.sleep(0.05)
+    return 1000 * x + 7
+"""
+
+SLOW_PIPELINE = """
+import time
+
+def inputs():
+    return range(24)
+
+def slow(x):
+    time.sleep(0.05)
+    return x
+
+def shifted(x):
+    return 1000 * x + 7
+
+stages = [slow, shifted]
+"""
+
+
+def on_a_terminal(args: list[str], cwd, timeout: float = 60) -> tuple[list[str], int]:
+    """Run ``clusterctl ARGS`` on a pseudo-terminal of COLUMNS x ROWS; the screen's lines
+    (trailing blanks dropped) when it exits, and its exit code."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pseudo-terminal is its stdin, stdout and stderr
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+            os.chdir(cwd)
+            os.execve(sys.executable, [sys.executable, "-m", "clusterctl", *args], env)
+        finally:
+            os._exit(127)
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # (EIO: the child's side closed)
+                break
+            if not chunk:
+                break
+            data += chunk
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"clusterctl {' '.join(args)} did not end in {timeout} s: {bytes(data[-2000:])!r}")
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    screen = pyte.Screen(COLUMNS, ROWS)
+    pyte.ByteStream(screen).feed(bytes(data))
+    lines = [line.rstrip() for line in screen.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines, os.waitstatus_to_exitcode(status)
+
+
+def assert_each_result_whole_and_in_order(lines: list[str], expected: list[str]) -> None:
+    shown = [line.strip() for line in lines]
+    missing = [r for r in expected if r not in shown]
+    assert not missing, "results not on the screen as lines of their own: %s\n%s" % (
+        missing, "\n".join(lines))
+    at = [shown.index(r) for r in expected]
+    assert at == sorted(at), "\n".join(lines)
+
+
+def test_pmap_results_stay_whole_above_the_live_progress_and_the_summary(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "squares.py").write_text(SLOW_SQUARES)
+    lines, code = on_a_terminal(["pmap", "squares.py"], env.cwd)
+    assert code == 0, "\n".join(lines)
+    expected = [str(1000 * x + 7) for x in range(40)]
+    assert_each_result_whole_and_in_order(lines, expected)
+    last_result = max(i for i, line in enumerate(lines) if line.strip() in expected)
+    assert any("n1" in line for line in lines[last_result:]), "\n".join(lines)  # the summary, after
+
+
+def test_pipeline_results_are_not_erased_under_its_live_table(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "shifted.py").write_text(SLOW_PIPELINE)
+    lines, code = on_a_terminal(["pipeline", "shifted.py"], env.cwd)
+    assert code == 0, "\n".join(lines)
+    assert_each_result_whole_and_in_order(lines, [str(1000 * x + 7) for x in range(24)])
