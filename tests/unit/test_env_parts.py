@@ -150,6 +150,8 @@ def test_a_zip_compressed_side_by_side_unzips_as_any_zip_in_its_order(tmp_path, 
         path = tmp_path / name.replace("/", "_")
         path.write_bytes(data)
         files.append((name, str(path)))
+    files.append(("a/__pycache__/m.pyc", b"given as bytes"))  # (bytecode comes as contents)
+    contents["a/__pycache__/m.pyc"] = b"given as bytes"
     made = zipping.zip_files(files)
     with zipfile.ZipFile(io.BytesIO(made)) as archive:
         assert archive.testzip() is None  # (every CRC checks)
