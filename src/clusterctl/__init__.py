@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from clusterctl.version import __version__
 
-__all__ = ["Cluster", "MulticallResult", "NodeInfo", "__version__"]
+__all__ = ["Cluster", "MulticallResult", "NodeInfo", "read_results", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,4 +20,8 @@ def __getattr__(name: str):
         from clusterctl.api import results
 
         return getattr(results, name)
+    if name == "read_results":
+        from clusterctl.api.results_file import read_results
+
+        return read_results
     raise AttributeError(f"module 'clusterctl' has no attribute {name!r}")

@@ -258,3 +258,79 @@ def test_call_maps_a_module_function_by_name_with_plain_data(local_hosts_env):
     assert both.returncode == 2 and "not both" in both.stderr
     no_items = local_hosts_env.cli("pmap", "--call", "math.sqrt", "-i", "missing.jsonl")
     assert no_items.returncode == 2 and "cannot read --input missing.jsonl" in no_items.stderr
+
+
+NUMPY_RESULTS = """
+    import math
+
+    import numpy as np
+
+    def inputs():
+        return range(6)
+
+    def task(i):
+        return {"i": np.int64(i), "mean": np.float32(i / 2), "row": np.arange(3) * i,
+                "ratio": math.nan if i == 0 else 1 / i, "raw": bytes([i, 255])}
+"""
+
+
+def strict_lines(text: str) -> list:
+    """JSON lines as a strict reader takes them (bare NaN or Infinity refused)."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line.strip()]
+
+
+def test_numpy_results_are_numbers_nan_is_null_and_the_user_is_told_once(local_hosts_env):
+    path = script(local_hosts_env, NUMPY_RESULTS)
+    result = local_hosts_env.cli("pmap", path, "--no-summary")
+    assert result.returncode == 0, result.stderr
+    got = strict_lines(result.stdout)
+    assert [r["i"] for r in got] == list(range(6))
+    assert [r["mean"] for r in got] == [i / 2 for i in range(6)]
+    assert got[2]["row"] == [0, 2, 4] and got[0]["ratio"] is None and got[4]["ratio"] == 0.25
+    assert got[3]["raw"] == "A/8="  # base64 of bytes([3, 255])
+    notes = [line for line in result.stderr.splitlines() if "converted for JSON" in line]
+    assert len(notes) == 1, result.stderr
+    for told in ("numpy.ndarray → list (6)", "NaN/Infinity → null (1)", "bytes → base64 text (6)",
+                 "--format pickle"):
+        assert told in result.stderr.replace("\n", " "), result.stderr
+    plain = local_hosts_env.cli("pmap", script(local_hosts_env, "def task(x):\n    return [x, 0.5]\n",
+                                               "plain.py"), "--no-summary", input="1\n2\n")
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr  # nothing converted: no note
+
+
+def test_format_pickle_keeps_every_result_exactly_for_read_results(local_hosts_env):
+    import numpy as np
+
+    from clusterctl import read_results
+
+    path = script(local_hosts_env, NUMPY_RESULTS)
+    result = local_hosts_env.cli("pmap", path, "--format", "pickle", "-o", "out.pkl", "--indexed",
+                                 "--unordered", "--no-summary")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    got = sorted(read_results(str(local_hosts_env.cwd / "out.pkl")), key=lambda pair: pair[0])
+    assert [index for index, _ in got] == list(range(6))
+    for index, value in got:
+        assert type(value["i"]) is np.int64 and value["i"] == index
+        assert isinstance(value["row"], np.ndarray) and value["row"].tolist() == [0, index, 2 * index]
+        assert value["raw"] == bytes([index, 255])
+    assert got[0][1]["ratio"] != got[0][1]["ratio"]  # NaN, kept
+    piped = local_hosts_env.cli("pipeline", script(local_hosts_env, """
+        import numpy as np
+
+        def inputs():
+            return range(5)
+
+        def square(x):
+            return np.int64(x) ** 2
+
+        def as_array(x):
+            return np.array([x, x])
+
+        stages = [square, as_array]
+    """, "pipe.py"), "--format", "pickle", "-o", "pipe.pkl", "--no-summary")
+    assert piped.returncode == 0, piped.stderr
+    arrays = list(read_results(str(local_hosts_env.cwd / "pipe.pkl")))
+    assert [a.tolist() for a in arrays] == [[x * x, x * x] for x in range(5)]
+    assert all(a.dtype == np.int64 for a in arrays)

@@ -115,3 +115,13 @@ def test_pipeline_results_are_not_erased_under_its_live_table(local_hosts_env):
     lines, code = on_a_terminal(["pipeline", "shifted.py"], env.cwd)
     assert code == 0, "\n".join(lines)
     assert_each_result_whole_and_in_order(lines, [str(1000 * x + 7) for x in range(24)])
+
+
+def test_pickle_records_are_not_written_to_the_terminal(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "squares.py").write_text(SLOW_SQUARES)
+    lines, code = on_a_terminal(["pmap", "squares.py", "--format", "pickle"], env.cwd)
+    assert code == 2, "\n".join(lines)
+    screen = " ".join(lines)
+    assert "--format pickle writes binary records, not for a terminal" in screen, screen
+    assert "--output FILE" in screen, screen

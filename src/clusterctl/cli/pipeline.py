@@ -8,14 +8,15 @@ options) pairs), its items (``inputs()``, or --input / stdin), and optionally a
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
 
 from clusterctl.cli.common import Options, node_list, run
-from clusterctl.cli.pmap import (ScriptError, _nothing, _silence_stdout, failure_options, load_script,
-                                 open_inputs,
-                                 run_reported, to_json, user_traceback, write_results)
+from clusterctl.cli.output import JsonLines, silence_stdout, write_results
+from clusterctl.cli.pmap import (ScriptError, _nothing, failure_options, format_option,
+                                 load_script, open_inputs, run_reported, user_traceback)
 from clusterctl.errors import UsageError
 
 
@@ -58,6 +59,7 @@ def _a(value) -> str:
               help="Items as JSON lines ('-': stdin). Default: the script's inputs(), else stdin.")
 @click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the results here instead of stdout (with a fold: as well as folding them).")
+@format_option
 @click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Try an item whose stage raised up to N more times, on another node first.")
@@ -73,7 +75,7 @@ def _a(value) -> str:
               help="Show the per-stage table and the bottleneck on stderr at the end.")
 @click.pass_context
 def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
-                     output_path: str | None, unordered: bool, retries: int, on_error: str,
+                     output_path: str | None, output_format: str, unordered: bool, retries: int, on_error: str,
                      limit: int | None, poison_after: int, nodes: str | None,
                      item_timeout: float | None, progress: bool | None, summary: bool) -> None:
     """Run every item through the stages SCRIPT defines, each stage a farm on the slots.
@@ -107,50 +109,65 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
                             on_error=on_error, limit=limit, poison_after=poison_after,
                             nodes=node_list(nodes), total=total, item_timeout=item_timeout)
 
-        def deliver(run_, out, console) -> None:
+        def deliver(run_, sink, console) -> None:
             with render_pipeline.PipelineProgress(run_.stats, console, f"pipeline {script}") \
                     if console is not None else _nothing():
-                _deliver(run_, out, fold, output_path is not None, os.path.abspath(script))
+                _deliver(run_, sink, fold, output_path is not None, os.path.abspath(script),
+                         console)
 
         return run_reported(opts, start, deliver, render_pipeline.summary,
-                            output_path=output_path, progress=progress, summary=summary,
-                            close_source=close_source)
+                            output_path=output_path, output_format=output_format,
+                            progress=progress, summary=summary, close_source=close_source)
 
     run(ctx, body)
 
 
-def _deliver(run_, out, fold, tee: bool, script: str) -> None:
-    """Write the results to ``out``; with a fold, fold them (writing them too if ``tee``)
-    and print the fold's value to stdout, also of the items that did not fail when some
-    did (``--on-error=collect``)."""
-    import sys
-
+def _deliver(run_, sink, fold, tee: bool, script: str, console) -> None:
+    """Write the results to ``sink``; with a fold, fold them (writing them too if
+    ``tee``) and write the fold's value to stdout (as JSON, when the results go to
+    --output; to ``sink`` when they do not), also of the items that did not fail when
+    some did (``--on-error=collect``)."""
     from clusterctl.api.pmap import ItemErrors
 
     results = run_.values()
     try:
         if fold is None:
-            write_results(results, out, False)
+            write_results(results, sink, False)
             return
         fn, accumulator = fold
         try:
             for value in results:
                 if tee:
-                    out.write(to_json(value) + "\n")
+                    sink.write(value)
                 accumulator = _fold_one(fn, accumulator, value, script)
         except ItemErrors:
-            (sys.stdout if tee else out).write(to_json(accumulator) + "\n")
+            _write_fold(accumulator, sink, tee, console)
             raise
-        (sys.stdout if tee else out).write(to_json(accumulator) + "\n")
+        _write_fold(accumulator, sink, tee, console)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
     finally:
         results.close()
         try:
-            out.flush()
+            sink.flush()
             sys.stdout.flush()
         except (BrokenPipeError, ValueError):
-            _silence_stdout()
+            silence_stdout()
+
+
+def _write_fold(value, sink, tee: bool, console) -> None:
+    """The fold's value: to stdout beside a --output file (above the live view when
+    both are on one terminal), else where the results would have gone."""
+    if not tee:
+        sink.write(value)
+        return
+    from clusterctl.cli.output import LinesAboveProgress, on_the_same_terminal
+
+    out = sys.stdout
+    if console is not None and on_the_same_terminal(out, console.file):
+        out = LinesAboveProgress(console)
+    JsonLines(out).write(value)
+    out.flush()
 
 
 def _fold_one(fn, accumulator, value, script: str):

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 import click
 
 from clusterctl.cli.common import Options, node_list, run
+from clusterctl.cli.output import FORMATS, open_results, silence_stdout, write_results
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError, UsageError
 
 SCRIPT_MODULE = "__clusterctl_script__"
@@ -138,15 +139,6 @@ def guarded(items: Iterable[Any], path: str) -> Iterator[Any]:
         yield item
 
 
-def to_json(value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        from clusterctl.render.tables import jsonable
-
-        return json.dumps(jsonable(value))
-
-
 def failure_options(command):
     """--on-error, --limit and --poison-after, as pmap and pipeline take them."""
     for option in reversed((
@@ -164,6 +156,18 @@ def failure_options(command):
     return command
 
 
+def format_option(command):
+    """--format, as pmap and pipeline take it."""
+    return click.option(
+        "--format", "output_format", type=click.Choice(FORMATS), default="json",
+        show_default=True,
+        help="json: a JSON line per result (numpy numbers and arrays as numbers and lists, "
+             "NaN and infinities as null, bytes as base64; anything else as its repr, "
+             "with a note on stderr). pickle: every result exactly, for "
+             "clusterctl.read_results(FILE) (binary: with --output FILE or a redirect)."
+    )(command)
+
+
 @click.command("pmap")
 @click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--fn", "fn_name", default="task", show_default=True, metavar="NAME",
@@ -176,6 +180,7 @@ def failure_options(command):
               help="Items as JSON lines ('-': stdin). Default: the script's inputs(), else stdin.")
 @click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the results here instead of stdout.")
+@format_option
 @click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
 @click.option("--indexed", is_flag=True,
               help='Write {"index": I, "result": R} lines (useful with --unordered).')
@@ -200,7 +205,7 @@ def failure_options(command):
 @click.pass_context
 def pmap_command(ctx: click.Context, script: str | None, fn_name: str, call_name: str | None,
                  input_path: str | None,
-                 output_path: str | None, unordered: bool, indexed: bool, chunksize: int | None,
+                 output_path: str | None, output_format: str, unordered: bool, indexed: bool, chunksize: int | None,
                  retries: int, on_error: str, limit: int | None, poison_after: int,
                  nodes: str | None, speculate: bool, item_timeout: float | None,
                  progress: bool | None, summary: bool) -> None:
@@ -233,34 +238,34 @@ def pmap_command(ctx: click.Context, script: str | None, fn_name: str, call_name
                         poison_after=poison_after, nodes=node_list(nodes),
                         speculate=speculate, total=total, item_timeout=item_timeout)
 
-        return run_reported(opts, start, lambda run_, out, console: _write_run(
-            run_, out, console, title, indexed), render_pmap.summary, output_path=output_path,
-            progress=progress, summary=summary, close_source=close_source)
+        return run_reported(opts, start, lambda run_, sink, console: _write_run(
+            run_, sink, console, title, indexed), render_pmap.summary, output_path=output_path,
+            output_format=output_format, progress=progress, summary=summary,
+            close_source=close_source)
 
     run(ctx, body)
 
 
 def run_reported(opts: Options, start, deliver, summarize, *, output_path: str | None,
-                 progress: bool | None, summary: bool, close_source) -> int:
+                 output_format: str, progress: bool | None, summary: bool, close_source) -> int:
     """Run a map-like command (pmap, pipeline): ``start(cluster)`` makes the run,
-    ``deliver(run, out, console)`` writes its results (with live progress on
-    ``console``, None when not shown); failed items (``--on-error=collect``) and
-    ``summarize(stats, interrupted)`` go to stderr at the end, after Ctrl-C too."""
+    ``deliver(run, sink, console)`` writes its results to ``sink`` (with live progress
+    on ``console``, None when not shown); failed items (``--on-error=collect``), what
+    had to be converted for JSON, and ``summarize(stats, interrupted)`` go to stderr at
+    the end, after Ctrl-C too."""
     from clusterctl.api.pmap import ItemErrors
     from clusterctl.render import pmap as render_pmap
 
-    out, close_out = open_output(output_path)
     console = render_pmap.stderr_console()
     shown = console.is_terminal if progress is None else progress
-    if shown and on_the_same_terminal(out, console.file):
-        out = LinesAboveProgress(console)
+    sink, close_out = open_results(output_path, output_format, console if shown else None)
     interrupted = False
     run_ = None
     try:
         with opts.cluster() as cluster:
             run_ = start(cluster)
             try:
-                deliver(run_, out, console if shown else None)
+                deliver(run_, sink, console if shown else None)
             except KeyboardInterrupt:
                 interrupted = True
                 raise
@@ -270,6 +275,9 @@ def run_reported(opts: Options, start, deliver, summarize, *, output_path: str |
     finally:
         close_out()
         close_source()
+        note = sink.note()
+        if note is not None:
+            console.print("note: " + note, style="yellow", markup=False, highlight=False)
         if run_ is not None and summary and run_.stats.started is not None:
             console.print(summarize(run_.stats, interrupted))
     return 0
@@ -288,8 +296,8 @@ def the_work(script: str | None, fn_name: str, call_name: str | None, input_path
             open_inputs(namespace, script, input_path))
 
 
-def _write_run(run_, out, progress_console, title: str, indexed: bool) -> None:
-    """Write the results of a run to ``out`` as they come, with live progress on
+def _write_run(run_, sink, progress_console, title: str, indexed: bool) -> None:
+    """Write the results of a run to ``sink`` as they come, with live progress on
     ``progress_console`` (None: no progress). A reader of our output that went away
     (a closed pipe) ends the run quietly."""
     from clusterctl.render import pmap as render_pmap
@@ -298,25 +306,15 @@ def _write_run(run_, out, progress_console, title: str, indexed: bool) -> None:
     try:
         with render_pmap.PmapProgress(run_.stats, progress_console, title) \
                 if progress_console is not None else _nothing():
-            write_results(results, out, indexed)
+            write_results(results, sink, indexed)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
     finally:
         results.close()
         try:
-            out.flush()
+            sink.flush()
         except (BrokenPipeError, ValueError):
-            _silence_stdout()
-
-
-def write_results(results: Iterator[Any], out, indexed: bool) -> None:
-    write = out.write
-    if indexed:
-        for index, value in results:
-            write('{"index": %d, "result": %s}\n' % (index, to_json(value)))
-    else:
-        for value in results:
-            write(to_json(value) + "\n")
+            silence_stdout()
 
 
 def open_inputs(namespace: dict, script: str, input_path: str | None):
@@ -338,56 +336,6 @@ def open_inputs(namespace: dict, script: str, input_path: str | None):
                              hint="define `def inputs():` in the script, pass --input FILE "
                                   "(JSON lines), or pipe JSON lines to stdin")
     return json_lines(sys.stdin, "<stdin>"), None, _no_op
-
-
-def open_output(output_path: str | None):
-    if output_path is None:
-        return sys.stdout, _no_op
-    try:
-        fh = open(output_path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write --output {output_path}: {exc.strerror}") from None
-    return fh, fh.close
-
-
-def on_the_same_terminal(out, err) -> bool:
-    """Whether ``out`` and ``err`` are one terminal (the usual case: both on the screen)."""
-    try:
-        return out.isatty() and os.path.samestat(os.fstat(out.fileno()), os.fstat(err.fileno()))
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-class LinesAboveProgress:
-    """Results bound for the terminal the live progress is drawn on. Written straight to
-    stdout, a result lands inside the live view: fused with its line, or erased when it
-    is drawn again. Each whole line goes through the progress console instead, which
-    prints it above the view; on one terminal, the screen shows the same."""
-
-    def __init__(self, console) -> None:
-        self.console = console
-        self._partial = ""
-
-    def write(self, text: str) -> int:
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
-        return len(text)
-
-    def flush(self) -> None:
-        if self._partial:
-            self.write("\n")
-
-
-def _silence_stdout() -> None:
-    """After a broken pipe, point stdout at /dev/null so the exit does not complain."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 class _nothing:

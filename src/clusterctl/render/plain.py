@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from clusterctl import errors
 from clusterctl.api.pickling import is_plain
 from clusterctl.api.results import NodeInfo
+from clusterctl.render.jsonvalues import jsonable
 
 def fmt_rtt(seconds: float | None) -> str:
     if seconds is None:
@@ -65,17 +66,6 @@ def value_text(value: Any) -> str:
 
 
 # -- JSON ----------------------------------------------------------------------------------
-
-def jsonable(value: Any) -> Any:
-    """A value as JSON can carry it: containers recursed, anything else as its repr."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return repr(value)
-
 
 def error_json(exc: errors.ClusterError) -> dict:
     data = {"type": type(exc).__name__, "message": exc.message}
