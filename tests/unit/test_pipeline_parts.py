@@ -1,5 +1,8 @@
 """The pure parts of a pipeline: stages grouped into farms, the queue between farms,
-the figures (T_S, T_A, replicas, ρ) and the bottleneck named from them."""
+the figures (T_S, T_A, replicas, ρ) and the bottleneck named from them.
+
+The figures are tested from hand-built stats whose true answer is known by
+construction: each stage's service time, slots and items, and the run's length."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from clusterctl.api.pipeline.feed import Feed, Metered
 from clusterctl.api.pipeline.stages import farm_nodes, group_label, parse_stages, plan
 from clusterctl.api.pipeline.stats import (FarmStats, PipelineStats, StageStats, bottleneck,
                                            figures)
+from clusterctl.api.pmap import NodeStats
 from clusterctl.node.stages import Stages
 
 
@@ -109,13 +113,13 @@ def test_stages_run_in_turn_and_time_each():
     assert chain.failed_in == "stage 1 (a)"
 
 
-def stats_of(busy, items, farms, first=0.0, last=10.0, queue_max=(0, 0, 0)):
+def stats_of(busy, items, farms, first=0.0, queue_max=(0, 0, 0)):
     stages = []
     for i, (b, group) in enumerate(zip(busy, farms)):
         head = i == 0 or farms[i - 1] != group
-        stages.append(StageStats(i, "fgh"[i], group, head, items_in=items, items_out=items, busy=b,
-                                 first_in=first if head else None, last_in=last if head else None,
-                                 input_closed=True, queue_max=queue_max[i]))
+        stages.append(StageStats(i, "fgh"[i], group, head, items_in=items, items_out=items,
+                                 timed=items, busy=b, first_in=first if head else None,
+                                 queue_max=queue_max[i]))
     groups = sorted(set(farms))
     return PipelineStats(stages, [FarmStats(None, slots=4) for _ in groups],
                          started=0.0, finished=10.0)
@@ -126,7 +130,7 @@ def test_fused_stages_share_their_farm_by_service_time():
     rows = figures(stats_of([2.0, 32.0, 6.0], 1001, [0, 0, 0]))
     assert [round(r.replicas, 2) for r in rows] == [0.2, 3.2, 0.6]
     assert rows[1].t_s == pytest.approx(32.0 / 1001)
-    assert rows[1].t_a == pytest.approx(0.01)
+    assert rows[1].t_a == pytest.approx(10 / 1001)  # the run's 10 s over the items through it
     assert all(r.rho == pytest.approx(1.0, rel=0.01) for r in rows)  # the farm is full
     neck, why = bottleneck(rows)
     assert neck.index == 1 and "80% of its farm's slot time" in why
@@ -146,9 +150,129 @@ def test_no_busy_stage_means_the_input_sets_the_pace():
     assert neck is None and "not measured" in why
 
 
-def test_arrivals_all_at_once_give_no_inter_arrival_time():
-    rows = figures(stats_of([1.0, 1.0, 1.0], 5, [0, 1, 2], first=1.0, last=1.0))
-    assert rows[0].t_a is None and rows[0].rho is None
+def test_arrivals_all_at_once_are_measured_over_the_run():
+    # five items read at once at 1 s, the run over at 10 s: T_A is the run's 9 s over them
+    rows = figures(stats_of([1.0, 1.0, 1.0], 5, [0, 1, 2], first=1.0))
+    assert rows[0].t_a == pytest.approx(9 / 5)
+    assert rows[0].rho == pytest.approx(1.0 / (4 * 9))
+    neck, why = bottleneck(rows)
+    assert neck is None and "not measured" not in why
+
+
+# -- the bottleneck, from capacity ---------------------------------------------------------
+
+def run_of(stages, farms, end, nodes=None):
+    """Hand-built stats of a run that ended at ``end`` seconds, its first item read at 0:
+    ``stages`` as (name, farm, seconds per item, items served, when its first item came,
+    queue max, queue now); ``farms`` as (``replicas=``, slots now); ``nodes`` per farm."""
+    built = []
+    for i, (name, group, t_s, n, first, queue_max, queue) in enumerate(stages):
+        head = i == 0 or stages[i - 1][1] != group
+        built.append(StageStats(i, name, group, head, items_in=n, items_out=n, timed=n,
+                                busy=t_s * n, first_in=first if head else None,
+                                queue=queue if head else 0, queue_max=queue_max))
+    return PipelineStats(built, [FarmStats(r, slots=s) for r, s in farms], started=0.0,
+                         finished=end, farm_nodes=nodes or [])
+
+
+# Each shape: the stats, the stage that limits the run (by construction: the least capacity,
+# replicas / T_S, against what comes through), its ρ, and the capacity the verdict names.
+SHAPES = {
+    # a 40 ms stage on 1 slot (25/s) ahead of two 4 ms stages on 4 slots (1,000/s each)
+    "first": (run_of([("a", 0, 0.040, 480, 0.0, 0, 0),
+                      ("b", 1, 0.004, 480, 0.04, 0, 0),
+                      ("c", 2, 0.004, 480, 0.05, 0, 0)],
+                     [(1, 4), (None, 4), (None, 4)], 20.0), "a", 0.96, "25.0"),
+    # a: 0.2 s on 2 slots (10/s) took all 40 items in 4.4 s; b: 0.5 s on 1 slot (2/s)
+    # (a run seen: a rule from the times items entered each stage named a)
+    "middle": (run_of([("a", 0, 0.2, 40, 0.0, 0, 0),
+                       ("b", 1, 0.5, 40, 0.4, 34, 0)],
+                      [(2, 2), (1, 2)], 22.9), "b", 0.89, "2.0"),
+    # three farms; the last, 10 ms on 1 slot (100/s), keeps its queue full
+    "last": (run_of([("a", 0, 0.001, 1000, 0.0, 0, 0),
+                     ("b", 1, 0.002, 1000, 0.02, 64, 0),
+                     ("c", 2, 0.010, 1000, 0.03, 64, 0)],
+                    [(None, 4), (None, 4), (1, 4)], 10.3), "c", 0.97, "100"),
+    # the 4 ms stage pinned to a node of 2 slots (500/s), the 1 ms stages on 6 (6,000/s)
+    "pinned": (run_of([("a", 0, 0.001, 2000, 0.0, 0, 0),
+                       ("b", 1, 0.004, 2000, 0.01, 64, 0),
+                       ("c", 2, 0.001, 2000, 0.02, 0, 0)],
+                      [(None, 6), (None, 2), (None, 6)], 4.1), "b", 0.98, "500"),
+    # one farm of 4 slots: f, g, h fused, g taking 8 of every 10 slot-seconds
+    "fused": (run_of([("f", 0, 0.001, 1000, 0.0, 0, 0),
+                      ("g", 0, 0.008, 1000, 0.0, 0, 0),
+                      ("h", 0, 0.001, 1000, 0.0, 0, 0)],
+                     [(None, 4)], 2.55), "g", 0.98, "400"),
+}
+
+
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+def test_the_bottleneck_is_the_stage_with_the_least_capacity(shape_name):
+    stats, expected, rho, capacity = SHAPES[shape_name]
+    rows = figures(stats)
+    neck, why = bottleneck(rows)
+    assert neck is not None and neck.name == expected, why
+    assert neck.rho == pytest.approx(rho, abs=0.01)
+    assert why.startswith(f"stage {neck.index + 1} ({expected}): ρ {rho:.2f}"), why
+    assert f"at most {capacity} items/s" in why, why
+    for row in rows:  # ρ is utilisation against capacity: none above 1, none above the neck's
+        assert 0 < row.rho <= 1.0 and row.rho <= neck.rho + 1e-9, (row.name, row.rho)
+        # ... and every figure shown follows from the others: ρ = T_S / (replicas × T_A)
+        assert row.rho == pytest.approx(row.t_s / (row.replicas * row.t_a))
+        assert row.capacity == pytest.approx(row.replicas / row.t_s)
+
+
+def test_a_stage_that_took_its_items_in_a_burst_is_not_shown_busier_than_the_one_it_waits_for():
+    rows = figures(SHAPES["middle"][0])
+    a, b = rows
+    assert a.rho == pytest.approx(40 * 0.2 / (2 * 22.9))  # 17%: idle once b's queue was full
+    assert b.rho == pytest.approx(40 * 0.5 / (1 * 22.5))  # (from its first item, at 0.4 s)
+    assert (a.capacity, b.capacity) == (pytest.approx(10.0), pytest.approx(2.0))
+
+
+def test_while_the_run_goes_a_growing_queue_names_the_stage_behind_it():
+    # 4 s into the "middle" run: a took all 40 items (its slots were full so far), b
+    # served 7 and 33 wait for it. b's ρ is below a's, but its queue grows: b holds the run
+    stats = run_of([("a", 0, 0.2, 40, 0.0, 0, 0),
+                    ("b", 1, 0.5, 7, 0.4, 33, 33)],
+                   [(2, 2), (1, 2)], 4.0)
+    stats.finished = None
+    rows = figures(stats, now=4.0)
+    assert rows[0].rho == pytest.approx(1.0) and rows[1].rho == pytest.approx(7 * 0.5 / 3.6)
+    neck, why = bottleneck(rows)
+    assert neck is rows[1], why
+    assert "its queue grew to 33 items" in why
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_one_or_two_items_through_are_measured(n):
+    # read at once, 50 ms each in a (4 slots) and then in b (1 slot): done at 0.11 or 0.16 s
+    stats = run_of([("a", 0, 0.05, n, 0.0, 0, 0),
+                    ("b", 1, 0.05, n, 0.05, 0, 0)], [(None, 4), (1, 4)], 0.06 + 0.05 * n)
+    rows = figures(stats)
+    assert all(r.t_s and r.t_a and r.rho for r in rows), rows
+    _, why = bottleneck(rows)
+    assert "not measured" not in why and "no item has come through" not in why, why
+    assert rows[1].rho == pytest.approx(0.05 * n / (stats.finished - 0.05))
+
+
+def test_replicas_are_the_slots_a_stage_had_also_once_its_nodes_are_gone():
+    # a farm on n1 (2 slots, the whole run) and n2 (2 slots, lost at 5 s): 2,000 items
+    # served; at the end no node runs it any more
+    stats = run_of([("a", 0, 0.004, 2000, 0.0, 0, 0)], [(None, 0)], 10.0)
+    stats.farm_nodes = [{"n1": NodeStats("n1", slots=2, state="lost", joined=-1.0, left=10.0),
+                         "n2": NodeStats("n2", slots=2, state="lost", joined=0.0, left=5.0)}]
+    [row] = figures(stats)
+    assert row.replicas == pytest.approx(3.0)  # 2 slots for 10 s and 2 for 5 s, over 10 s
+    assert row.rho == pytest.approx(8.0 / 30.0)
+
+
+def test_a_node_that_joined_late_counts_from_when_it_joined():
+    stats = run_of([("a", 0, 0.010, 350, 0.0, 0, 0)], [(None, 4)], 1.0)
+    stats.farm_nodes = [{"n1": NodeStats("n1", slots=2, state="running", joined=-0.5),
+                         "n2": NodeStats("n2", slots=2, state="running", joined=0.25)}]
+    [row] = figures(stats)
+    assert row.replicas == pytest.approx(3.5) and row.rho == pytest.approx(1.0)
 
 
 # -- how it looks ------------------------------------------------------------------------
@@ -195,4 +319,19 @@ def test_the_summary_has_failures_and_the_queue_max_and_names_the_bottleneck_wit
     assert "; interrupted" in text and "queue max" in text and "retries" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("2 g"))
     assert "500" in row and "11" in row
-    assert "bottleneck: stage 2 (g): ρ 0.95, its queue grew to 500 items" in text
+    assert ("bottleneck: stage 2 (g): ρ 0.95, its 4 slots serve at most 105 items/s, its queue "
+            "grew to 500 items") in text
+
+
+def test_a_tiny_share_of_a_farm_is_shown_as_it_is_not_as_none():
+    from clusterctl.render.pipeline import fmt_replicas, fmt_seconds, summary
+
+    assert [fmt_replicas(r) for r in (0.004, 0.06, 0.14, 0.53, 0.97, 1.3, 2.0)] == \
+        ["0.004", "0.06", "0.14", "0.53", "1", "1.3", "2"]
+    assert [fmt_seconds(s) for s in (4e-7, 3e-6, 0.0381)] == ["0.4 µs", "3 µs", "38.1 ms"]
+    # an identity fused with a 2 ms stage, 2,000 items on 4 slots: 0.1% of the farm's time
+    stats = run_of([("pass_on", 0, 0.000002, 2000, 0.0, 0, 0),
+                    ("nap", 0, 0.002, 2000, 0.0, 0, 0)], [(None, 4)], 1.05)
+    row = next(line for line in render(summary(stats)).splitlines() if "pass_on" in line)
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[6] == "0.004" and cells[7] == "2 µs", cells  # replicas, T_S

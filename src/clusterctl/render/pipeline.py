@@ -14,9 +14,12 @@ from clusterctl.render.pmap import LiveView, fmt_count, fmt_duration, fmt_rate
 
 
 def fmt_seconds(seconds: float | None) -> str:
-    """A service or inter-arrival time: µs, ms or s."""
+    """A service or inter-arrival time: µs, ms or s (below 1 µs with a decimal: a stage
+    that took 0.4 µs an item is not shown as taking none)."""
     if seconds is None:
         return "-"
+    if seconds < 1e-6:
+        return f"{seconds * 1e6:.1f} µs"
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
     if seconds < 1:
@@ -29,8 +32,13 @@ def fmt_rho(rho: float | None) -> str:
 
 
 def fmt_replicas(replicas: float | None) -> str:
+    """Slots: ``2``, ``1.3``, and a share of one slot to two figures (``0.53``, ``0.004``):
+    a fused stage that takes little of its farm's time still had some of it, not none,
+    and its ρ can be worked out again from the table."""
     if replicas is None:
         return "-"
+    if replicas < 0.95:
+        return f"{replicas:.2g}"
     return f"{replicas:.0f}" if abs(replicas - round(replicas)) < 0.05 else f"{replicas:.1f}"
 
 

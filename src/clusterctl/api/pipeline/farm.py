@@ -54,6 +54,7 @@ class Farm:
         if recording is not None:
             self.scheduler.post = recording.posting(self.scheduler.post, self.label)
         self.member = Member(self.scheduler, names, self.label)
+        self.last = False  # the pipeline's last farm: its last stage's out is counted as handed out
         self.taken = 0  # items handed out of this farm (results and failures)
         self._cap, self._cap_at = QUEUE_MIN_ITEMS, 0.0
         self._stopped: ItemError | None = None  # unordered: the error the farm stopped at
@@ -103,21 +104,19 @@ class Farm:
         return items
 
     def note_arrivals(self, now: float) -> None:
-        """Count the items that entered this farm: read from the input, or taken from its
-        queue (not put into it: the queue takes a burst at the start, while the farm takes
-        items only as fast as it serves them)."""
+        """Count the items that entered this farm (read from the input, or taken from its
+        queue) and the items waiting in its queue; its first item starts its figures'
+        clock."""
         head = self.stages[0]
         feed = self.feed
         arrived = self.source.read_out
         if arrived != head.items_in:
             if head.first_in is None:
                 head.first_in = now
-            head.last_in = now
             head.items_in = arrived
         if feed is not None:
             head.queue = feed.count
             head.queue_max = max(head.queue_max, feed.count)
-        head.input_closed = self.source.done
         self.farm_stats.slots = self.scheduler.roster.slots
         if self.source.done:
             self.stats.total = self.source.total
@@ -186,16 +185,25 @@ class Farm:
 
     def _count(self, ok: int, busy: list[float] | None) -> None:
         """``ok`` more items came through every stage, taking ``busy`` seconds in each
-        (None: a lone stage, whose time is its chunks')."""
+        (None: a lone stage, whose time is its chunks', over the items they answered).
+        The last farm's last stage counts its out as the pipeline hands its results out."""
         stages = self.stages
         if busy is None:
             stages[0].busy = sum(node.busy for node in self.stats.nodes.values())
+            stages[0].timed = self.stats.done
         for j, stage in enumerate(stages):
             if busy is not None:
                 stage.busy += busy[j]
-            stage.items_out += ok
-            if j:
-                stage.items_in = stages[j - 1].items_out
+                stage.timed += ok
+            if not (self.last and j == len(stages) - 1):
+                stage.items_out += ok
+        self._pass_on()
+
+    def _pass_on(self) -> None:
+        """What left each fused stage entered the next."""
+        stages = self.stages
+        for j in range(1, len(stages)):
+            stages[j].items_in = stages[j - 1].items_out
 
     def _failed(self, error: ItemError) -> ItemError:
         """Count a failed item at the stage it failed in (or the farm's first, if it
@@ -209,6 +217,7 @@ class Farm:
                 stage.items_out += 1
             elif j == at:
                 stage.failed += 1
+        self._pass_on()
         return error
 
     def count_retries(self) -> None:

@@ -67,6 +67,7 @@ class Pipeline:
             self.farms.append(Farm(group, on, options, source, self._inbox, mine,
                                    farm_stats[-1], getattr(cluster, "recording", None)))
             source = Metered(Feed(pickle_items))
+        self.farms[-1].last = True
         self.stats = PipelineStats(stage_stats, farm_stats, total=self.farms[0].source.total,
                                    farm_nodes=[f.stats.nodes for f in self.farms])
         self._crew = Crew(cluster, self._inbox, [f.member for f in self.farms])
@@ -81,9 +82,13 @@ class Pipeline:
     def values(self) -> Iterator[Any]:
         """The results (in input order unless ``ordered=False``); failed items as
         ``on_error`` says."""
+        stats, last = self.stats, self.stats.stages[-1]
         for start, values, error in self._outputs():
             if error is None:
-                yield from values
+                for value in values:  # counted as taken: a caller may stop part way through a run
+                    stats.done += 1
+                    last.items_out += 1
+                    yield value
             elif self.on_error == "raise":
                 raise error
         if self.on_error == "collect" and self.failures:
@@ -95,11 +100,14 @@ class Pipeline:
         self.on_error = "values"
         for farm in self.farms:  # a failed item stops no farm: it is handed out in its place
             farm.scheduler.options.on_error = "skip"
+        stats, last = self.stats, self.stats.stages[-1]
         for start, values, error in self._outputs():
             if error is not None:
                 yield Outcome(start, error=error)
                 continue
             for offset, value in enumerate(values):
+                stats.done += 1
+                last.items_out += 1
                 yield Outcome(start + offset, value)
 
     def fold(self, fn: Callable[[Any, Any], Any], initial: Any = None) -> Any:
@@ -134,6 +142,7 @@ class Pipeline:
                     self._inbox.drain(None, self._handle)
                     continue
                 if last.finished():
+                    self.stats.ended = time.monotonic()  # (not the wait for nodes still starting)
                     crew.settle()
                     yield from self._flush_failures(None)
                     self._raise_stop()
@@ -143,6 +152,8 @@ class Pipeline:
                         crew.check_alive(farm.member)
                 self._inbox.drain(WAIT_SECONDS, self._handle)
         finally:
+            if self.stats.ended is None:  # stopped early: an error, Ctrl-C, a caller gone
+                self.stats.ended = time.monotonic()
             crew.shutdown(self._handle)
             self.stats.finished = time.monotonic()
             for farm in self.farms:
@@ -160,13 +171,15 @@ class Pipeline:
             self._sampled = now
             self._recording.sample("queue", {f.label: f.feed.count for f in farms[1:]})
         for k, farm in enumerate(farms):
-            farm.note_arrivals(now)
             downstream = farms[k + 1] if k + 1 < len(farms) else None
             if downstream is None:
                 farm.scheduler.fill()
             elif downstream.wants_more():
                 farm.source.allow = downstream.queue_cap() - downstream.source.count - farm.held()
                 farm.scheduler.fill()
+            # noted as read, not at the next step: that comes once an answer did, and the
+            # run's clock would start a round trip late
+            farm.note_arrivals(time.monotonic())
             if downstream is None:
                 continue
             feed = downstream.source
@@ -185,12 +198,13 @@ class Pipeline:
         self._failed(failures)
         for start, values in runs:
             yield from self._flush_failures(start)
-            self.stats.done += len(values)
-            yield start, values, None
+            yield start, values, None  # (each value counts in ``done`` as it is taken)
         if not self.ordered:
             yield from self._flush_failures(None)
 
     def _failed(self, failures: list[tuple[int, ItemError]]) -> None:
+        """Items failed, in any farm: each is done (its outcome is known) and failed now,
+        though it is handed out in its place in the order."""
         for index, error in failures:
             self.stats.done += 1
             self.stats.failed += 1
