@@ -6,12 +6,35 @@ the edge, as one line naming the cause and the fix, and exits with ``exit_code``
 
 from __future__ import annotations
 
+import linecache
+import re
+
 # the root, the exit codes and the process errors are the node's (process code raises
 # them on hosts, where only the node's modules are): one family for a program and a process
 from clusterctl.node.failures import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401
                                       EXIT_SOME_NODES_FAILED, EXIT_USAGE, CallFailed,
                                       ClusterError, MailboxFull, NameTaken, NoProcess,
                                       NotInProcess, ProcessError, ReceiveTimeout)
+
+
+_FRAME = re.compile(r'  File "([^"]+)", line (\d+), in .*')
+
+
+def with_source_lines(traceback: str) -> str:
+    """A remote traceback with the source line of each frame the host could not show
+    (its file is not there: the script and the modules that travelled with a function
+    keep their names here, see ``api.pickling``), read from the file on this machine."""
+    lines = traceback.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        frame = _FRAME.fullmatch(line)
+        if frame is None or (i + 1 < len(lines) and lines[i + 1].startswith("    ")):
+            continue
+        source = linecache.getline(frame.group(1), int(frame.group(2))).strip()
+        if source:
+            out.append("    " + source)
+    return "\n".join(out) + ("\n" if traceback.endswith("\n") else "")
 
 
 def restore_error(cls: type, args: tuple, state: dict) -> BaseException:
@@ -114,7 +137,7 @@ class RemoteError(NodeError):
         super().__init__(node, f"{remote_type}: {remote_message}")
         self.remote_type = remote_type
         self.remote_message = remote_message
-        self.remote_traceback = remote_traceback
+        self.remote_traceback = with_source_lines(remote_traceback) if remote_traceback else ""
         self.exception = exception
 
     def __str__(self) -> str:

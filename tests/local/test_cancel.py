@@ -20,7 +20,7 @@ from clusterctl.api.calls import function_message
 from clusterctl.api.pickling import dumps
 from clusterctl.config.hosts import HostSpec
 from clusterctl.node import wire
-from clusterctl.node.workers.worker import CHANNEL
+from clusterctl.node.workers.channel import CHANNEL
 from clusterctl.api.pmap import PMap
 
 from helpers import end_process, interruptible_cli, wait_for
@@ -276,7 +276,8 @@ def _channel_replies(sock, count: int) -> list[tuple[int, dict | None]]:
 def test_a_worker_skips_a_dropped_task_and_says_so_ahead_of_the_reply_before_it(tmp_path):
     """What the node relies on: the word that a task was dropped comes before the reply of
     the task run before it, and the task itself never runs; the next one still does."""
-    from clusterctl.node.workers.worker import DROP_FLAG, Worker
+    from clusterctl.node.workers.channel import DROP_FLAG
+    from clusterctl.node.workers.worker import Worker
 
     ours, theirs = socket.socketpair()
     worker = threading.Thread(target=Worker(theirs, "t").run, daemon=True)

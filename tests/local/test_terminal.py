@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -125,3 +126,29 @@ def test_pickle_records_are_not_written_to_the_terminal(local_hosts_env):
     screen = " ".join(lines)
     assert "--format pickle writes binary records, not for a terminal" in screen, screen
     assert "--output FILE" in screen, screen
+
+
+PRINTING_SQUARES = """
+import time
+
+def inputs():
+    return range(30)
+
+def task(x):
+    time.sleep(0.05)
+    print("checking", x)
+    return 1000 * x + 7
+"""
+
+
+def test_what_tasks_print_is_shown_whole_above_the_live_progress(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "printing.py").write_text(PRINTING_SQUARES)
+    lines, code = on_a_terminal(["pmap", "printing.py", "--no-speculate"], env.cwd)
+    assert code == 0, "\n".join(lines)
+    assert_each_result_whole_and_in_order(lines, [str(1000 * x + 7) for x in range(30)])
+    printed = [line.strip() for line in lines if "checking" in line]
+    for x in range(30):
+        assert any(re.fullmatch(rf"n[12]\[{x}\]: checking {x}", line) for line in printed), \
+            "\n".join(lines)
+    assert len(printed) == 30, "\n".join(lines)

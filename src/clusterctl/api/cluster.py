@@ -13,6 +13,7 @@ map node -> result-or-error, so one dead node never hides the others' results.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ from clusterctl.api.env.shipping import Shipper
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
+from clusterctl.api.task_output import TaskOutput
 from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
 from clusterctl.config.names import unknown_node
@@ -51,6 +53,8 @@ class Cluster:
     written when the cluster is closed (``clusterctl trace --analyze`` reads it).
     ``env``: ship what a function needs from this Python (installed distributions, the
     user's own modules) to the hosts that lack it; None: yes, unless ``CLUSTERCTL_ENV=off``.
+    ``quiet_tasks``: what tasks print is dropped, not shown on this process's stderr with
+    the node and item it came from (``task_output``, a ``TaskOutput``, says where it goes).
 
     Spawned processes (``spawn``, ``send``, ``call``, ...) are its processes part,
     ``clusterctl.api.actors.Processes``, given this cluster and its connections.
@@ -61,7 +65,7 @@ class Cluster:
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 10.0,
                  cookie: bytes | None = None, ssh_options: Mapping[str, Any] | None = None,
                  hub: bool | None = None, trace: str | os.PathLike | None = None,
-                 env: bool | None = None) -> None:
+                 env: bool | None = None, quiet_tasks: bool = False) -> None:
         if hosts is None:
             specs, self.source = resolve_world(None)
         elif isinstance(hosts, (str, os.PathLike)):
@@ -89,6 +93,7 @@ class Cluster:
                                 hub=HubClient(settings) if hub else None)
         self._processes = Processes(self, self._links)
         self.shipper = Shipper(env)
+        self.task_output = TaskOutput(quiet=quiet_tasks)
 
     @property
     def settings(self) -> NodeSettings:
@@ -420,6 +425,7 @@ class Cluster:
                 write(self, recording)
         finally:
             self._links.close()
+            self.task_output.close()
 
     def trace(self, path: str | os.PathLike, capacity: int | None = None):
         """``with cluster.trace("run.json"):`` records what the cluster does inside it,
@@ -443,8 +449,17 @@ class Cluster:
         conn = self._links.connect(node)
         if self.recording is not None:
             self.recording.watch(node, conn)
-        self.shipper.serve(conn)  # (what a running task imports that its host lacks)
+        conn.notices(functools.partial(self._notice, conn))
         return conn
+
+    def _notice(self, conn: NodeConnection, head: dict, payload, raw) -> None:  # noqa: ARG002
+        """A node's own message about a task of ours that runs there: a module it imports
+        that its host lacks, or what it printed."""
+        op = head.get("op")
+        if op == "taskout":
+            self.task_output.take(conn.node, head, payload)
+        elif op == "envwant":
+            self.shipper.want(conn, head)
 
     def lost_with_hub(self, node: str) -> bool:
         """Whether ``node``'s connection was lost with the hub that carried it (the node

@@ -24,6 +24,7 @@ class Options:
     accept_new_host_keys: bool
     trace: str | None = None  # --trace FILE
     env: str | None = None  # --env on|off
+    quiet_tasks: bool = False  # --quiet-tasks
 
     def cluster(self):
         from clusterctl.api.cluster import Cluster
@@ -37,7 +38,7 @@ class Options:
             ssh["accept_new_host_keys"] = True
         env = None if self.env is None else self.env == "on"
         cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh, trace=self.trace,
-                          env=env)
+                          env=env, quiet_tasks=self.quiet_tasks)
         cluster.shipper.report = shipping_line
         try:
             self.ask_about_host_keys(cluster)

@@ -101,16 +101,19 @@ class Commands(click.Group):
               help="Ship what your functions need from this Python (installed packages, your own "
                    "modules) to the hosts that lack it (on, the default unless CLUSTERCTL_ENV=off), "
                    "or ship nothing and use what the hosts have (off).")
+@click.option("--quiet-tasks", is_flag=True,
+              help="Drop what your functions print (shown on stderr by default, each line "
+                   "prefixed with its node and item: n1[17]).")
 @click.version_option(__version__, prog_name="clusterctl")
 @click.pass_context
 def cli(ctx: click.Context, hosts, as_json, timeout, debug, ssh_config, known_hosts,
-        accept_new_host_keys, trace_path, env) -> None:
+        accept_new_host_keys, trace_path, env, quiet_tasks) -> None:
     """Run Python across the machines you can ssh into.
 
     Nodes start on demand and keep running between commands; `clusterctl down` stops them.
     """
     ctx.obj = Options(hosts, as_json, timeout, debug, ssh_config, known_hosts, accept_new_host_keys,
-                      trace_path, env)
+                      trace_path, env, quiet_tasks)
 
 
 @cli.command()

@@ -67,7 +67,10 @@ def load_script(path: str) -> dict[str, Any]:
 
 
 def user_traceback(exc: BaseException, path: str) -> str:
-    """The traceback of ``exc`` from the first frame in the user's script on."""
+    """The traceback of ``exc`` from the first frame in the user's script on; a syntax
+    error's file, line and caret alone (the frames before it are clusterctl's loader)."""
+    if isinstance(exc, SyntaxError):
+        return "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
     frames = traceback.extract_tb(exc.__traceback__)
     for i, frame in enumerate(frames):
         if os.path.abspath(frame.filename) == path:
@@ -263,6 +266,8 @@ def run_reported(opts: Options, start, deliver, summarize, *, output_path: str |
     run_ = None
     try:
         with opts.cluster() as cluster:
+            if shown:  # (what tasks print goes above the live view, not into it)
+                cluster.task_output.write = render_pmap.task_lines_above(console)
             run_ = start(cluster)
             try:
                 deliver(run_, sink, console if shown else None)

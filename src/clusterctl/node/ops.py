@@ -113,7 +113,8 @@ class Channel:
 _REQUEST = dict(id=(REQUEST_ID, REQUIRED))
 _RELAYED = dict(node=(TEXT, REQUIRED), src=(TEXT, REQUIRED), s=(TEXT, REQUIRED))
 _TASK = dict(id=(REQUEST_ID, REQUIRED), fk=(KEY, OPTIONAL), mod=(TEXT, OPTIONAL),
-             fun=(TEXT, OPTIONAL), enc=(TEXT, OPTIONAL), env=(ENV_IDS, OPTIONAL))
+             fun=(TEXT, OPTIONAL), enc=(TEXT, OPTIONAL), env=(ENV_IDS, OPTIONAL),
+             at=(COUNT, OPTIONAL))  # at: a map's first item (what its prints are named by)
 
 # before the handshake, what a node (or the hub) takes from a client
 HANDSHAKE = _table(
@@ -181,6 +182,8 @@ CONTROLLER_NODE = Channel(
             Op("envdropped", id=(REQUEST_ID, REQUIRED), dropped=(ENV_IDS, REQUIRED)),
             # a running task imports what its host lacks: no request's answer (no id)
             Op("envwant", want=(COUNT, REQUIRED), module=(TEXT, REQUIRED)),
+            # what a running task printed: lines as JSON [[item, stream, text], ...]
+            Op("taskout", dropped=(COUNT, OPTIONAL)),
         ),
     }, {
         "node": "answered {op: error, message: unknown operation ...}; the connection goes on",
@@ -231,11 +234,12 @@ NODE_WORKER = Channel(
                  Op("forget", key=(KEY, REQUIRED)),
                  Op("envgiven", ids=(ENV_IDS, REQUIRED), error=(TEXT, OPTIONAL))),
         "worker": (Op("result", id=(REQUEST_ID, OPTIONAL), ok=(FLAG, REQUIRED)),
-                   Op("envwant", module=(TEXT, REQUIRED))),
+                   Op("envwant", module=(TEXT, REQUIRED)),
+                   Op("taskout", dropped=(COUNT, OPTIONAL))),
     }, {
         "worker": "answered as a failed result of kind protocol",
         "node": "(a worker sends results, each matched to its task by sequence number, and "
-                "envwant under a sequence number of its own, WANT_SEQ)",
+                "envwant and taskout under a sequence number of their own, WANT_SEQ)",
     })
 
 NODE_PROCESS = Channel(

@@ -110,6 +110,18 @@ def stderr_console() -> Console:
     return console
 
 
+def task_lines_above(console: Console):
+    """What tasks print (``TaskOutput.write``), through the console the live progress
+    is drawn on: above it, whole, its prefix dimmed."""
+
+    def write(where: str, line: str) -> None:
+        text = Text(where + ": ", style="dim")
+        text.append(line)
+        console.print(text, soft_wrap=True, highlight=False)
+
+    return write
+
+
 def troubles(stats: PmapStats) -> str:
     """``3 failed, 12 retried, 40 requeued``: what went wrong so far (empty if nothing)."""
     counts = ((stats.failed, "failed"), (stats.retries, "retried"), (stats.requeued, "requeued"))

@@ -10,7 +10,6 @@ import os
 import socket
 import sys
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from clusterctl import errors
@@ -72,7 +71,6 @@ class Shipper:
         self._lock = threading.Lock()
         self._node_locks: dict[str, threading.Lock] = {}
         self._found: dict[frozenset, list[Package]] = {}  # top-level modules -> packages
-        self._served: weakref.WeakSet = weakref.WeakSet()  # connections whose asks it answers
         if "clusterctl.api.env.packages" in sys.modules:  # (what is installed is read anew)
             sys.modules["clusterctl.api.env.packages"].forget_installed()
 
@@ -144,21 +142,12 @@ class Shipper:
                     held.add(package.code_id)
         return ids
 
-    def serve(self, conn: NodeConnection) -> None:
+    def want(self, conn: NodeConnection, head: dict) -> None:
         """Answer ``conn``'s node when a running task imports what its host lacks
-        (``envwant``, see the node's workers/wants.py): each ask in a thread of its own,
-        since the thread that reads must go on reading."""
-        with self._lock:
-            if conn in self._served:
-                return
-            self._served.add(conn)
-
-        def on_message(head: dict, payload, raw) -> None:  # noqa: ARG001
-            if head.get("op") == "envwant":
-                threading.Thread(target=self.answer_want, args=(conn, head), daemon=True,
-                                 name=f"clusterctl-envwant-{conn.node}").start()
-
-        conn.notices(on_message)
+        (``envwant``, see the node's workers/wants.py), in a thread of its own, since the
+        thread that reads must go on reading."""
+        threading.Thread(target=self.answer_want, args=(conn, head), daemon=True,
+                         name=f"clusterctl-envwant-{conn.node}").start()
 
     def answer_want(self, conn: NodeConnection, head: dict) -> None:
         """Ship what this Python has of the module a node's task asked for (as a call's

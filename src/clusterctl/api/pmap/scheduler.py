@@ -187,7 +187,7 @@ class Scheduler:
         self.inflight_chunks += 1
         self.roster.changed(node)
         self._inflight_bytes += len(chunk.payload)
-        head = self.codec.head()
+        head = dict(self.codec.head(), at=chunk.index)  # (at: names what its items print)
         post = self.post
         self._touched.add(node)
         try:

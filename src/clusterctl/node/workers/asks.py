@@ -1,6 +1,7 @@
 """On the node: a worker's ask for a module its running task imports and its host lacks
 (``envwant``, see workers/wants.py), passed to the controller of that task, and the
-controller's answer (``envgiven``) passed back to the worker that waits.
+controller's answer (``envgiven``) passed back to the worker that waits; and what the
+task printed (``taskout``, see workers/output.py), passed to that controller too.
 
 Ships to hosts: the standard library only. See docs/how-it-works.md, "The environment
 that travels".
@@ -9,7 +10,7 @@ that travels".
 from __future__ import annotations
 
 from .. import ops, wire
-from .worker import CHANNEL, WANT_SEQ
+from .channel import CHANNEL, WANT_SEQ
 
 
 class Asks:
@@ -21,15 +22,20 @@ class Asks:
         self.count = 0
 
     def from_worker(self, worker, frame) -> None:
-        """A worker's ``envwant``: asked of the controller of the task it runs. With no
-        task of a live connection running there, the worker hears at once that nothing
-        comes."""
+        """A worker's own message about the task it runs, for that task's controller:
+        what it printed (``taskout``, passed on as the worker framed it; dropped when no
+        task of a live connection runs there), or an ``envwant``, asked of it. With no
+        such task, the worker hears at once that nothing comes."""
         try:
             head = wire.frame_head(frame)
         except wire.FrameError:
             head = {}
-        module = head.get("module")
         task = worker.assigned[0] if worker.assigned else None
+        if head.get("op") == "taskout":
+            if task is not None and not task.cancelled and not task.conn.closed:
+                self.loop.send(task.conn, bytes(frame))
+            return
+        module = head.get("module")
         if task is None or task.conn.closed or not ops.TEXT.test(module):
             self.answer(worker, [])
             return

@@ -14,7 +14,7 @@ from ..log import log
 from ..loop import RECV_SIZE, RECV_SIZE_MAX, Endpoint, Loop
 from .asks import Asks
 from .forks import WorkerProcesses
-from .worker import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK, WANT_SEQ
+from .channel import CHANNEL, DROP_FLAG, HOLD_FLAG, SEQ_MASK, WANT_SEQ
 
 PIPELINE_DEPTH = 2  # tasks handed to one worker ahead, so it never waits for the node
 FAST_PIPELINE_DEPTH = 8  # ... for a worker whose tasks take less than FAST_TASK_SECONDS,
@@ -322,8 +322,8 @@ class Pool:
         return True
 
     def worker_result(self, worker: WorkerSlot, seq: int, frame) -> None:
-        if seq == WANT_SEQ:  # (no result: its task asks for a module, see workers/asks.py)
-            return self.asks.from_worker(worker, frame)
+        if seq == WANT_SEQ:  # (no result: its task asks for a module, or says what it
+            return self.asks.from_worker(worker, frame)  # printed: workers/asks.py)
         if seq & DROP_FLAG:  # a task dropped before it started: it never ran
             task = self.tasks_by_seq.get(seq & SEQ_MASK)
             if task is None or task.worker is not worker or not task.dropping:

@@ -1,7 +1,6 @@
-"""A worker slot: one forked process that runs tasks one at a time for its node.
-
-See docs/how-it-works.md, section "The node-worker channel" (message layout, operations,
-``HOLD_FLAG`` and ``DROP_FLAG``).
+"""A worker slot: one forked process that runs tasks one at a time for its node, over
+its channel (workers/channel.py); what the tasks print goes to their controllers
+(workers/output.py).
 """
 
 from __future__ import annotations
@@ -11,26 +10,15 @@ import importlib
 import os
 import pickle
 import signal
-import socket
-import struct
 import sys
 import time
 import traceback
-from collections import deque
 
 from .. import ops, plain, wire
-from . import envs, wants
+from . import envs, output, wants
+from .channel import HOLD_FLAG, NodeChannel
 
-CHANNEL = struct.Struct("!QI")  # seq, frame length
-HOLD_FLAG = 1 << 63  # set in a task's seq by the node: its reply may wait for the next ones
-DROP_FLAG = 1 << 62  # a task dropped before it started (from the node: drop it; back: dropped)
-SEQ_MASK = DROP_FLAG - 1
-WANT_SEQ = 1 << 61  # a worker's envwant (a module its task lacks) and the node's answer
-HOLD_SECONDS = 0.001  # ... if the task took less than this,
-HOLD_COUNT = 32  # and at most this many replies,
-HOLD_BYTES = 1 << 16  # of at most this many bytes, are held back at once
-RECV_SIZE = 1 << 16
-RECV_SIZE_MAX = 1 << 22
+HOLD_SECONDS = 0.001  # a reply may be held back (see channel.HOLD_FLAG) if its task took less
 
 try:  # cloudpickle ships with the agent; results and exceptions travel through it
     import cloudpickle
@@ -66,16 +54,38 @@ def qualified_type(exc: BaseException) -> str:
 
 def describe_exception(exc: BaseException, node: str, kind: str = "raised",
                        skip_frames: int = 1) -> dict:
-    """An exception as data: its type, message and the remote traceback, user frames only."""
+    """An exception as data: its type, message and the remote traceback, user frames only
+    (none of the node's, cloudpickle's or the import machinery's: a user's mistake, a
+    function that is not callable, shows no frames of ours)."""
     tb = exc.__traceback__
     for _ in range(skip_frames):
         tb = tb.tb_next if tb is not None else None
     if tb is None or kind == "import":  # nothing of the user's ran: no frames to show
         text = "".join(traceback.format_exception_only(type(exc), exc))
     else:
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        described = traceback.TracebackException(type(exc), exc, tb)
+        _only_user_frames(described, set())
+        chained = described.__cause__ or described.__context__
+        text = "".join(described.format()) if described.stack or chained else ""
     return {"type": qualified_type(exc), "message": str(exc), "traceback": text,
             "node": node, "kind": kind}
+
+
+# the node's package and cloudpickle's: their frames are ours, never the user's
+_NOT_USERS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                   for m in (sys.modules[__name__.split(".")[0]], cloudpickle) if m is not None)
+
+
+def _only_user_frames(described: traceback.TracebackException, seen: set) -> None:
+    if id(described) in seen:
+        return
+    seen.add(id(described))
+    described.stack = traceback.StackSummary.from_list(
+        [f for f in described.stack
+         if not f.filename.startswith(_NOT_USERS) and not f.filename.startswith("<frozen ")])
+    for chained in (described.__cause__, described.__context__):
+        if chained is not None:
+            _only_user_frames(chained, seen)
 
 
 def item_failure(fn, exc: BaseException, node: str) -> dict:
@@ -234,124 +244,14 @@ class Worker(PlainTasks):
     ASKS = True  # whether a missing module is asked of the task's controller (``wants``)
 
     def __init__(self, sock, node: str) -> None:
-        self.sock = sock
+        self.channel = NodeChannel(sock)
         self.node = node
         self.functions: dict[str, object] = {}
-        self.inbox = bytearray()
-        self.ready: deque = deque()  # messages read but not handled yet
-        self.held: list[bytes] = []  # replies not sent yet (see HOLD_FLAG)
-        self.held_bytes = 0
-        self.dropped: list[bytes] = []  # answers for dropped tasks, not sent yet (DROP_FLAG)
         self.holding = False  # whether the task being run may have its reply held back
         self.started = 0.0  # when it started (perf_counter)
-        self.answer: bytes | None = None  # the node's answer to an envwant (see ``ask``)
         self.wants: wants.Wants | None = None  # set in the worker's own process (``run``)
-
-    # -- channel ----------------------------------------------------------------------
-
-    def read(self) -> tuple[int, bytes] | None:
-        """The next (seq, frame) from the node, or None when the node is gone."""
-        ready = self.ready
-        while not ready:
-            if self.held or self.dropped:
-                self.flush()
-            try:
-                chunk = self.sock.recv(self.wanted())
-            except InterruptedError:
-                continue
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            self.take(chunk)
-        return ready.popleft()
-
-    def poll(self) -> None:
-        """Take in, without waiting, what the node sent while a task ran (drops, mostly),
-        up to about RECV_SIZE_MAX bytes (a large task streaming in waits for its turn)."""
-        taken = 0
-        while taken < RECV_SIZE_MAX:
-            try:
-                chunk = self.sock.recv(self.wanted(), socket.MSG_DONTWAIT)
-            except InterruptedError:
-                continue
-            except OSError:  # nothing there (BlockingIOError), or the node is gone
-                return
-            if not chunk:
-                return  # (the node is gone: the next read finds it out)
-            taken += len(chunk)
-            self.take(chunk)
-
-    def wanted(self) -> int:
-        inbox = self.inbox
-        if len(inbox) >= CHANNEL.size:  # in the middle of a large task: take more at once
-            return max(RECV_SIZE, min(CHANNEL.size + CHANNEL.unpack_from(inbox)[1] - len(inbox),
-                                      RECV_SIZE_MAX))
-        return RECV_SIZE
-
-    def take(self, chunk: bytes) -> None:
-        """Split what was read into messages; apply drops at once."""
-        inbox = self.inbox
-        ready = self.ready
-        if inbox:
-            inbox += chunk
-            data = inbox
-        else:
-            data = chunk
-        size = len(data)
-        pos = 0
-        header = CHANNEL.size
-        with memoryview(data) as view:
-            while size - pos >= header:
-                seq, length = CHANNEL.unpack_from(data, pos)
-                end = pos + header + length
-                if size < end:
-                    break
-                if seq & DROP_FLAG:
-                    self.drop(seq & SEQ_MASK)
-                elif seq == WANT_SEQ:
-                    self.answer = bytes(view[pos + header:end])
-                else:
-                    ready.append((seq, bytes(view[pos + header:end])))
-                pos = end
-            if data is chunk and pos < size:
-                inbox += view[pos:]
-        if data is inbox:
-            del inbox[:pos]
-
-    def drop(self, seq: int) -> None:
-        """The node cancelled task ``seq``: if it is still waiting here, it never runs."""
-        ready = self.ready
-        for i, (queued, _) in enumerate(ready):
-            if queued & SEQ_MASK == seq:
-                del ready[i]
-                self.dropped.append(CHANNEL.pack(seq | DROP_FLAG, 0))
-                return
-
-    def send(self, seq: int, frame: bytes, hold: bool = False) -> None:
-        """Send a reply, or hold it back (``hold``) while there is room."""
-        header = CHANNEL.pack(seq, len(frame))
-        if hold and self.ready and len(self.held) < HOLD_COUNT \
-                and self.held_bytes + len(frame) < HOLD_BYTES:
-            self.held.append(header + frame)
-            self.held_bytes += len(frame)
-            if self.dropped:  # (they never wait: the node decides on them)
-                dropped, self.dropped = self.dropped, []
-                self.sock.sendall(b"".join(dropped))
-            return
-        if self.held or self.dropped:
-            self.flush()
-        if len(frame) < 65536:
-            self.sock.sendall(header + frame)
-        else:  # a large result: two writes beat copying it
-            self.sock.sendall(header)
-            self.sock.sendall(frame)
-
-    def flush(self) -> None:
-        """Send the answers for dropped tasks, then the replies held back, in one write."""
-        parts = self.dropped + self.held
-        self.dropped, self.held, self.held_bytes = [], [], 0
-        self.sock.sendall(b"".join(parts))
+        # what tasks print: to the controller in the worker's own process (``worker_main``)
+        self.output: output.TaskOutput | None = None
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -366,26 +266,12 @@ class Worker(PlainTasks):
 
     def ask(self, module: str) -> tuple[list, str | None]:
         """While a task runs: ask the node for the packages that hold ``module`` (it asks
-        the task's controller, see ``wants``) and wait for the answer: (ids, error).
-        Whatever else the node sends meanwhile waits its turn (drops are taken at once)."""
-        if self.held or self.dropped:  # (earlier replies do not wait for a shipping)
-            self.flush()
-        frame = wire.encode({"op": "envwant", "module": module})
-        self.answer = None
+        the task's controller, see ``wants``) and wait for the answer: (ids, error)."""
+        frame = self.channel.exchange(wire.encode({"op": "envwant", "module": module}))
         try:
-            self.sock.sendall(CHANNEL.pack(WANT_SEQ, len(frame)) + frame)
-            while self.answer is None:
-                chunk = self.sock.recv(self.wanted())
-                if not chunk:
-                    return [], None  # (the node is gone: the next read finds it out)
-                self.take(chunk)
-        except OSError:
-            return [], None
-        frame, self.answer = self.answer, None
-        try:
-            head = wire.frame_head(frame)
+            head = wire.frame_head(frame) if frame is not None else {}
         except wire.FrameError:
-            return [], None
+            head = {}
         ids, error = head.get("ids"), head.get("error")
         return (ids if type(ids) is list else []), (error if type(error) is str else None)
 
@@ -393,8 +279,9 @@ class Worker(PlainTasks):
         if self.ASKS:
             self.wants = wants.install(self.ask)
         takes = self.dispatch()
+        channel = self.channel
         while True:
-            msg = self.read()
+            msg = channel.read()
             if msg is None:
                 return
             seq, frame = msg
@@ -408,8 +295,8 @@ class Worker(PlainTasks):
             if reply is None:  # (a definition, or a function forgotten: no answer)
                 continue
             quick = self.holding and time.perf_counter() - self.started < HOLD_SECONDS
-            self.poll()  # drops that came meanwhile are answered ahead of this reply
-            self.send(seq, reply, quick)
+            channel.poll()  # drops that came meanwhile are answered ahead of this reply
+            channel.send(seq, reply, quick)
 
     def dispatch(self):
         """The one dispatch of what the node sends a worker (``ops.NODE_WORKER``): a task's
@@ -426,18 +313,23 @@ class Worker(PlainTasks):
         self.functions.pop(key, None)
 
     def task(self, run, head: dict, payload) -> bytes:
-        if self.held and not self.holding:  # a task not marked starts with nothing held back
-            self.flush()
+        if self.channel.held and not self.holding:  # a task not marked starts with nothing held back
+            self.channel.flush()
         self.started = time.perf_counter()
         if envs.use(head.get("env")):  # (the packages it needs: first on the path)
             _resolved.clear()
-        if self.wants is None:
-            return run(head, payload)
-        self.wants.start_task()  # (what it imports that the host lacks is asked for)
+        printed, asking = self.output, self.wants
+        if printed is not None:
+            printed.item = head.get("at")
+        if asking is not None:
+            asking.start_task()  # (what it imports that the host lacks is asked for)
         try:
             return run(head, payload)
         finally:
-            self.wants.end_task()
+            if asking is not None:
+                asking.end_task()
+            if printed is not None:
+                printed.task_ended()  # (what it printed goes ahead of its reply)
 
     def unknown_task(self, op: str, head: dict, payload) -> bytes:
         return self.task(lambda head, payload: error_frame(head.get("id"), {
@@ -503,7 +395,10 @@ class Worker(PlainTasks):
         started = time.perf_counter()
         values: list = []
         outcomes = None
-        for item in items:
+        printed = self.output
+        for at, item in enumerate(items, head.get("at") or 0):
+            if printed is not None:  # (what it prints names the item)
+                printed.item = at
             try:
                 value = fn(item)
             except BaseException as exc:  # noqa: BLE001
@@ -588,8 +483,15 @@ def _die_with_parent() -> None:
 
 def worker_main(sock, node: str, parent_pid: int, make=Worker) -> None:
     """Entry point in the forked child. Never returns. ``make(sock, node)`` gives the
-    worker (a restricted node's ``PlainWorker`` sets its limits there first)."""
-    run_child(lambda: make(sock, node).run(), parent_pid)
+    worker (a restricted node's ``PlainWorker`` sets its limits there first); what its
+    tasks print goes to their controllers."""
+
+    def body():
+        worker = make(sock, node)
+        worker.output = output.install(worker.channel.tell)
+        return worker.run()
+
+    run_child(body, parent_pid)
 
 
 def run_child(body, parent_pid: int) -> None:
@@ -610,12 +512,12 @@ def run_child(body, parent_pid: int) -> None:
             os._exit(0)
         code = body() or 0
     except BaseException:  # noqa: BLE001
-        traceback.print_exc()
+        traceback.print_exc(file=sys.__stderr__)  # (the node's log, whatever tasks print to)
         code = 1
     finally:
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            sys.__stdout__.flush()
+            sys.__stderr__.flush()
         except Exception:  # noqa: BLE001
             pass
         os._exit(code)
