@@ -311,6 +311,27 @@ def test_temporary_is_not_restarted(make_local_cluster):
     assert c.processes() == []
 
 
+def test_the_processes_that_ended_are_listed_apart_with_how_and_when(make_local_cluster):
+    """``processes()`` lists the processes that run (and those that stay down); its
+    ``ended``, the last ones that ended on each node, each with its reason, its error's
+    type and traceback, and the process it was restarted as."""
+    c = make_local_cluster()
+    first = c.spawn(kvs, node="n1", name="tr", restart="transient")
+    ended(c, first, lambda: c.send("tr", ("crash", "once")))
+    second = c.whereis("tr")
+    ended(c, second, lambda: c.send("tr", ("stop",)))
+    listed = c.processes()
+    assert listed == []
+    crashed, stopped = listed.ended
+    assert (crashed["id"], crashed["state"], crashed["reason"], crashed["error"],
+            crashed["restarted_as"]) == (first, "crashed", "ValueError: asked to crash: once",
+                                         "ValueError", second)
+    assert "in kvs" in crashed["traceback"] and crashed["name"] == "tr"
+    assert (stopped["id"], stopped["state"], stopped["reason"], stopped["error"],
+            stopped["restarted_as"]) == (second, "ended", "normal", None, None)
+    assert time.time() + 1 > stopped["ended"] >= crashed["ended"] > time.time() - 30
+
+
 def test_transient_is_restarted_after_a_crash_only(make_local_cluster):
     c = make_local_cluster()
     first = c.spawn(kvs, node="n1", name="tr", restart="transient")

@@ -56,7 +56,7 @@ INBOX = """
 """
 
 PS_KEYS = {"id", "name", "node", "function", "state", "uptime", "mailbox", "restarts",
-           "restart", "memory", "pid", "reason"}
+           "restart", "memory", "pid", "reason", "ended", "error", "traceback", "restarted_as"}
 ID = re.compile(r"^n[12]\.\d+$")
 
 
@@ -153,7 +153,9 @@ def test_the_kvs_example_from_the_shell(local_hosts_env):
     assert_clean_error(gone, 1, "no process is registered as kvs", "clusterctl ps")
     assert gone.stdout == ""
     wait_for(lambda: not alive(proc["pid"]), 5, message="the killed process gone")
-    assert ok(local_hosts_env, "ps") == "no processes\n"
+    gone = ok(local_hosts_env, "ps").splitlines()  # listed apart, as one that ended
+    assert gone[:3] == ["no processes running", "", "ended recently:"], gone
+    assert re.fullmatch(rf"{re.escape(pid)} \(kvs\)  serve  ended \S+ ago: killed", gone[3]), gone
 
 
 def test_spawn_json_node_and_a_module_target(local_hosts_env):
@@ -295,8 +297,9 @@ def test_ps_prints_the_whole_reason_a_process_stays_down_on_80_columns(local_hos
     (``restart…``, ``Connectio…``: render/actors.py, ps_table)."""
     script(local_hosts_env, INBOX, "inbox.py")
     spawn(local_hosts_env, "--node", "n2", "time", "sleep", "600")  # a process that runs, beside it
-    spawn(local_hosts_env, "--node", "n1", "--name", "gate", "--restart", "permanent", "--intensity", "1",
-          "inbox.py", "refuse", "'port 5432 is closed'")
+    gate = local_hosts_env.cli("spawn", "--node", "n1", "--name", "gate", "--restart", "permanent",
+                               "--intensity", "1", "inbox.py", "refuse", "'port 5432 is closed'")
+    assert gate.returncode == 1 and "ConnectionRefusedError: port 5432 is closed" in gate.stderr
     [failed] = wait_for(lambda: [r for r in ps_rows(local_hosts_env) if r["state"] == "failed"], 10,
                         message="the failed row")
     assert "ConnectionRefusedError: port 5432 is closed" in failed["reason"]

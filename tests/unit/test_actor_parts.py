@@ -259,3 +259,82 @@ def test_one_table_of_error_kinds_names_what_a_program_raises():
         raised = remote_error({"kind": kind, "message": "m", "node": "n1"})
         assert type(raised) is cls and type_name(kind) == cls.__name__, kind
     assert type_name("import") == "ImportError" and type_name("nonsense") == "ProcessError"
+
+
+# -- ps's text: the processes' table, why some stay down, and the ones that ended ------------
+
+PS_ROWS = [
+    {"id": "n1.12", "name": "inventory-service-primary", "node": "n1",
+     "function": "serve_inventory_requests", "state": "running", "uptime": 3725.0, "mailbox": 0,
+     "restarts": 0, "memory": 17_301_504, "reason": None},
+    {"id": "n2.40", "name": "database-gateway-replica", "node": "n2",
+     "function": "refuse_connection_to_the_database", "state": "failed", "uptime": 0.0,
+     "mailbox": 0, "restarts": 3, "memory": None,
+     "reason": "restarted 3 times within 5 s (the limit): stays down; its last exit: "
+               "ConnectionRefusedError: port 5432 is closed on db.internal.example.org"},
+]
+
+
+def ps_ended_rows() -> list[dict]:
+    import time
+
+    now = time.time()
+    return [
+        {"id": "n1.7", "name": None, "node": "n1", "function": "task", "state": "crashed",
+         "ended": now - 12,
+         "reason": "TypeError: task() missing 1 required positional argument: 'x'"},
+        {"id": "n2.3", "name": "nightly-report", "node": "n2", "function": "quick",
+         "state": "ended", "ended": now - 3, "reason": "normal"},
+    ]
+
+
+def ps_text(width: int, rows=PS_ROWS, ended=None) -> str:
+    """``ps``'s text as a terminal of ``width`` columns shows it."""
+    import io
+
+    from rich.console import Console
+
+    from clusterctl.render import actors as render
+
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, soft_wrap=False)
+    render.print_ps(console, rows, ps_ended_rows() if ended is None else ended)
+    return out.getvalue()
+
+
+REASONS = [PS_ROWS[1]["reason"], "TypeError: task() missing 1 required positional argument: 'x'",
+           "normal"]
+
+
+def test_ps_at_80_columns_drops_columns_before_it_cuts_a_name_and_wraps_between_words():
+    text = ps_text(80)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    assert lines[0].split()[:4] == ["id", "name", "function", "state"], text
+    for row in PS_ROWS:
+        line = next(line for line in lines if line.startswith(row["id"] + " "))  # (its row)
+        assert line.split()[1:4] == [row["name"], row["function"], row["state"]], text
+    joined = " ".join(text.split())
+    for reason in REASONS:  # whole, wrapped between words at most
+        assert reason in joined, text
+    ids = ("n1.12", "n2.40", "n1.7", "n2.3")
+    for line in lines[1:]:  # a wrapped line is indented under the line it goes on
+        assert line.startswith((*ids, "    ")) or line in ("", "ended recently:"), text
+    assert "…" not in text
+
+
+def test_ps_at_200_columns_shows_every_column_and_each_reason_on_one_line():
+    text = ps_text(200)
+    lines = text.splitlines()
+    assert lines[0].split() == ["id", "name", "node", "function", "state", "uptime", "mailbox",
+                                "restarts", "memory"], text
+    assert "n2.40 (database-gateway-replica): " + PS_ROWS[1]["reason"] in lines, text
+    ended = lines[lines.index("ended recently:") + 1:]
+    assert [line.split()[:3] for line in ended] == [["n1.7", "task", "crashed"],
+                                                    ["n2.3", "(nightly-report)", "quick"]], text
+    assert ended[0].endswith("ago: " + REASONS[1]) and ended[1].endswith("ago: normal"), text
+
+
+def test_ps_says_when_nothing_runs_and_nothing_ended():
+    assert ps_text(80, rows=[], ended=[]) == "no processes\n"
+    assert ps_text(80, rows=[]).startswith("no processes running\n\nended recently:\n")

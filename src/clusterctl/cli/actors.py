@@ -12,6 +12,10 @@ from clusterctl.cli.main import complete_nodes, parse_arg
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, UsageError
 
 RESTARTS = ("temporary", "transient", "permanent")
+# how long spawn watches a new process after it started its function: what dies "at once"
+# (a missing argument, a bad configuration) does so within milliseconds; a healthy spawn
+# pays this once
+GRACE = 0.3
 
 
 def complete_processes(ctx: click.Context, param: click.Parameter, incomplete: str):
@@ -60,21 +64,27 @@ def target_function(target: str, fun: str):
               show_default=True, metavar="SECONDS", help="... within SECONDS; then it stays down.")
 @click.option("--mailbox", type=click.IntRange(min=1), metavar="BYTES",
               help="Bytes of messages it may have waiting (default 64 MiB).")
+@click.option("--wait", "grace", type=click.FloatRange(min=0), default=GRACE, show_default=True,
+              metavar="SECONDS", help="Watch it this long after it starts: if it crashes "
+              "meanwhile, say why and exit 1 (0: do not wait).")
 @click.argument("target")
 @click.argument("fun")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def spawn_command(ctx: click.Context, node, name, restart, intensity, period, mailbox,
+def spawn_command(ctx: click.Context, node, name, restart, intensity, period, mailbox, grace,
                   target: str, fun: str, args: tuple[str, ...]) -> None:
     """Start FUN(ARGS...) as a long-lived process on a node; print its id.
 
     TARGET is a script (its functions travel by value, as pmap's do) or a module
     importable on the node. ARGS are read as for rpc. The process outlives this command
-    and keeps its node running; `clusterctl kill` or `down` stops it.
+    and keeps its node running; `clusterctl kill` or `down` stops it. One that crashes
+    as it starts is an error, with its reason; `clusterctl ps` lists it among the
+    processes that ended.
     Example: clusterctl spawn --name kvs examples/kvs.py serve
     """
 
     def body(opts: Options) -> int:
+        from clusterctl.api.actors.startup import RUNNING, early_end, start_error
         from clusterctl.render import plain as render
 
         fn = target_function(target, fun)
@@ -82,8 +92,20 @@ def spawn_command(ctx: click.Context, node, name, restart, intensity, period, ma
         with opts.cluster() as cluster:
             pid = cluster.spawn(fn, *values, node=node, name=name, restart=restart,
                                 intensity=intensity, period=period, mailbox=mailbox)
+            end = early_end(cluster, pid, grace)
+        state, reason = "running", None
+        if end is not None and end["state"] in RUNNING:  # (its restart runs)
+            click.echo(f"{pid} ended as it started and was restarted: it runs as {end['id']}",
+                       err=True)
+            pid = end["id"]
+        elif end is not None and end["state"] == "ended":  # (it returned: no failure)
+            state, reason = "ended", end.get("reason")
+            click.echo(f"{end['id']} has ended already: {reason}", err=True)
+        elif end is not None:
+            raise start_error(end)
         if opts.json:
-            click.echo(render.dump_json({"id": pid, "node": pid.rpartition(".")[0], "name": name}))
+            click.echo(render.dump_json({"id": pid, "node": pid.rpartition(".")[0], "name": name,
+                                         "state": state, "reason": reason}))
         else:
             click.echo(pid)
         return 0
@@ -96,7 +118,8 @@ def spawn_command(ctx: click.Context, node, name, restart, intensity, period, ma
 @click.pass_context
 def ps_command(ctx: click.Context, nodes: str | None) -> None:
     """List the spawned processes of the running nodes: id, name, node, function, state,
-    uptime, mailbox, restarts, memory (and why one stays down)."""
+    uptime, mailbox, restarts, memory (and why one stays down); then, apart, the last
+    100 that ended on each node: when, and why (with --json: state "ended" or "crashed")."""
 
     def body(opts: Options) -> int:
         from clusterctl.render import actors as render
@@ -105,14 +128,9 @@ def ps_command(ctx: click.Context, nodes: str | None) -> None:
         with opts.cluster() as cluster:
             rows = cluster.processes(node_list(nodes))
         if opts.json:
-            click.echo(tables.dump_json(render.ps_json(rows, rows.errors)))
+            click.echo(tables.dump_json(render.ps_json(rows, rows.errors, rows.ended)))
         else:
-            if rows:
-                tables.stdout_console().print(render.ps_table(rows))
-                for line in render.down_reasons(rows):
-                    click.echo(line)
-            else:
-                click.echo("no processes")
+            render.print_ps(tables.stdout_console(), rows, rows.ended)
             for line in render.node_failures(rows.errors):
                 click.echo("error: " + line, err=True)
         return EXIT_SOME_NODES_FAILED if rows.errors else 0

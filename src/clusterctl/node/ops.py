@@ -262,7 +262,7 @@ NODE_PROCESS = Channel(
             Op("took", bytes=(COUNT, REQUIRED)),
             Op("forget", ref=(TEXT, REQUIRED)),
             Op("started"),
-            Op("exiting", kind=(TEXT, REQUIRED), reason=(TEXT, OPTIONAL)),
+            Op("exiting", kind=(TEXT, REQUIRED), reason=(TEXT, OPTIONAL), type=(TEXT, OPTIONAL)),
             # requests, each answered by an ``answer`` of the same id
             Op("spawn", id=(COUNT, OPTIONAL)),
             Op("register", id=(COUNT, OPTIONAL), name=(TEXT, REQUIRED)),

@@ -32,10 +32,16 @@ RESTRICTED = ("a restricted host runs no spawned processes (they run code that t
 
 
 class ProcessList(list):
-    """``processes()``: one dict per process, and ``errors``, the nodes that could not
-    be asked (node -> error)."""
+    """``processes()``: one dict per process that runs (or stays down, "failed", after too
+    many restarts); ``ended``, the rows of the last processes that ended on each node
+    (state "ended" or "crashed", with ``ended``, ``reason``, ``error``, ``traceback`` and
+    ``restarted_as``), oldest first; and ``errors``, the nodes that could not be asked
+    (node -> error)."""
 
     errors: dict
+    ended: list
+
+    ENDED = ("ended", "crashed")  # the states of an ended process's row
 
 
 class Monitor:
@@ -177,7 +183,7 @@ class Processes:
         names = self.world.node_names(nodes) if nodes is not None else self.world.nodes
         self.links.ensure_hub()
         found = ProcessList()
-        found.errors = {}
+        found.errors, found.ended = {}, []
 
         def one(node: str):
             conn = self.running(node)
@@ -191,7 +197,9 @@ class Processes:
             if isinstance(rows, errors.ClusterError):
                 found.errors[node] = rows
             else:
-                found.extend(rows)
+                found.extend(row for row in rows if row.get("state") not in ProcessList.ENDED)
+                found.ended.extend(row for row in rows if row.get("state") in ProcessList.ENDED)
+        found.ended.sort(key=lambda row: row.get("ended") or 0)
         return found
 
     def monitor(self, to: str) -> Monitor:

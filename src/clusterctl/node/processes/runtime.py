@@ -34,7 +34,8 @@ from ..failures import (CallFailed, MailboxFull, NameTaken, NoProcess, NotInProc
 from ..notices import Down, Exit
 from ..addresses import address_problem
 from ..workers import envs
-from ..workers.worker import describe_exception, dumps_result, resolve_by_name, run_child
+from ..workers.worker import (describe_exception, dumps_result, qualified_type, resolve_by_name,
+                              run_child)
 
 RECV_SIZE = 1 << 16
 POLL_EVERY = 15  # a sender looks for refusals every 16 sends (and at every receive and call)
@@ -432,7 +433,8 @@ def run(sock, node: str) -> int:
                   "reason": reason[:4000]})
     except BaseException as exc:  # noqa: BLE001 - the process's end, told with its traceback
         text, tb = describe(exc, node)
-        rt.write({"op": "exiting", "kind": "error", "reason": text[:4000], "tb": tb[-4000:]})
+        rt.write({"op": "exiting", "kind": "error", "reason": text[:4000], "tb": tb[-4000:],
+                  "type": qualified_type(exc)[:200]})
     return 0
 
 

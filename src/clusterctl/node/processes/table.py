@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections import deque
 
 from .. import ops, wire
 from .runtime import process_main
@@ -26,6 +27,8 @@ from ..supervision import Restarts
 
 DEFAULT_MAILBOX = 1 << 26  # bytes of messages a process may have waiting (64 MiB)
 GIVEN_UP_KEPT = 64  # processes that stay down after too many restarts, kept for ps
+ENDED_KEPT = 100  # the last processes that ended otherwise, kept for ps (with how and when)
+TRACEBACK_KEPT = 2000  # characters of an ended process's traceback kept: its end, nearest the error
 RECV_SIZE = 1 << 16
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -62,6 +65,27 @@ class Proc(Endpoint):
         self.crashed = True  # (for WorkerProcesses: an unreaped end is still reported)
         self.finished = False
 
+    def row(self, node: str, now: float, ended: bool = False) -> dict:
+        """Its ps row (it runs on ``node``), or the start of the one it has once ``ended``."""
+        return {"id": self.ident, "name": self.name, "node": node, "function": self.label,
+                "state": "running" if self.running else "starting", "started": self.started,
+                "uptime": now - self.started, "mailbox": 0 if ended else self.queued,
+                "restarts": self.restarts.count if self.restarts else 0,
+                **(self.restarts.describe() if self.restarts else {}),
+                "memory": None if ended else memory(self.pid), "pid": self.pid, "reason": None}
+
+    def ended_row(self, node: str, exit: dict, reason: str,
+                  restarted_as: str | None = None) -> dict:
+        """Its ps row once it ended: "ended" (it returned, exited normally, or was killed)
+        or "crashed" (anything else), when (``ended``, by its host's clock) and why: the
+        reason, and, if it raised, the exception's type and the end of its traceback."""
+        now = time.time()
+        return {**self.row(node, now, ended=True), "reason": reason,
+                "state": "ended" if exit.get("kind") in ("normal", "killed") else "crashed",
+                "ended": now, "error": exit.get("type") or None,
+                "traceback": (exit.get("tb") or "")[-TRACEBACK_KEPT:] or None,
+                "restarted_as": restarted_as}
+
 
 def reason_of(exit: dict) -> tuple[str, bool]:
     """An end's reason as text, and whether it is abnormal."""
@@ -86,6 +110,9 @@ class Actors:
         self.names: dict[str, Proc] = {}
         self.watched: dict[str, Proc] = {}  # monitor ref -> the process it watches
         self.given_up: list[dict] = []  # ps rows of processes that stay down
+        # ps rows of the last processes that ended (a command that spawned one, and whoever
+        # runs ps later, can see why; the node log is not where a user looks)
+        self.recently_ended: deque = deque(maxlen=ENDED_KEPT)
         self.ids_path = ids_path  # where the last id given is kept: a restarted node goes on
         self.numbers = itertools.count(last_id(ids_path) + 1)
         self.stopping = False
@@ -227,7 +254,7 @@ class Actors:
 
     def p_exiting(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
         proc.exit = {"kind": head["kind"], "reason": str(head.get("reason", "?")),
-                     "tb": str(head.get("tb", ""))}
+                     "tb": str(head.get("tb", "")), "type": str(head.get("type") or "")}
 
     def p_request(self, proc: Proc, head: dict, payload, raw: bytes) -> None:
         self.requests.from_process(proc, head, payload)
@@ -321,13 +348,19 @@ class Actors:
             self.end(proc, {"kind": "killed", "reason": reason})
 
     def supervise(self, proc: Proc, exit: dict, reason: str, abnormal: bool) -> None:
-        """Restart an ended process as its policy says, under its name, with a new id."""
-        restarts = proc.restarts
-        if self.stopping or not proc.running or exit.get("kind") == "killed" \
-                or restarts is None or not restarts.wanted(abnormal):
+        """Restart an ended process as its policy says, under its name, with a new id. It
+        is kept for ps: as "failed" if it stays down after too many restarts, else among
+        the processes that ended (a restarted one with the id it was restarted as). Not
+        kept: one that never ran (its spawner was told why), and the ends of a node that
+        stops."""
+        if self.stopping or not proc.running:
             return
-        if proc.name is not None and proc.name in self.names:
-            return  # the name went to another process meanwhile
+        restarts = proc.restarts
+        name_gone = proc.name is not None and proc.name in self.names  # (to another, meanwhile)
+        if exit.get("kind") == "killed" or restarts is None or not restarts.wanted(abnormal) \
+                or name_gone:
+            self.recently_ended.append(proc.ended_row(self.name, exit, reason))
+            return
         if restarts.allow(time.monotonic()):
             new = self.start(proc.frame, label=proc.label, name=proc.name, restarts=restarts,
                              limit=proc.limit)
@@ -335,9 +368,10 @@ class Actors:
                                                                  restarts.kind, restarts.count))
             if self.post.recorders:
                 self.record(["proc", time.monotonic(), new.ident, "restart", proc.ident, proc.name])
+            self.recently_ended.append(proc.ended_row(self.name, exit, reason, new.ident))
             return
-        row = self.row(proc, time.time())
-        row.update(state="failed", reason=restarts.given_up(reason), memory=None, mailbox=0)
+        row = proc.ended_row(self.name, exit, restarts.given_up(reason))
+        row["state"] = "failed"
         self.given_up = (self.given_up + [row])[-GIVEN_UP_KEPT:]
         log("process %s: %s" % (self.describe(proc), row["reason"]))
 
@@ -361,17 +395,11 @@ class Actors:
 
     # -- ps ---------------------------------------------------------------------------------------
 
-    def row(self, proc: Proc, now: float) -> dict:
-        return {"id": proc.ident, "name": proc.name, "node": self.name, "function": proc.label,
-                "state": "running" if proc.running else "starting", "started": proc.started,
-                "uptime": now - proc.started, "mailbox": proc.queued,
-                "restarts": proc.restarts.count if proc.restarts else 0,
-                **(proc.restarts.describe() if proc.restarts else {}),
-                "memory": memory(proc.pid), "pid": proc.pid, "reason": None}
-
     def rows(self) -> list[dict]:
+        """ps: the processes that run, those that stay down, and the last that ended."""
         now = time.time()
-        return [self.row(proc, now) for proc in self.by_num.values()] + list(self.given_up)
+        return [proc.row(self.name, now) for proc in self.by_num.values()] \
+            + list(self.given_up) + list(self.recently_ended)
 
 
 def last_id(path: str | None) -> int:
