@@ -152,3 +152,42 @@ def test_what_tasks_print_is_shown_whole_above_the_live_progress(local_hosts_env
         assert any(re.fullmatch(rf"n[12]\[{x}\]: checking {x}", line) for line in printed), \
             "\n".join(lines)
     assert len(printed) == 30, "\n".join(lines)
+
+
+FOUR_STAGES = """
+def inputs():
+    return range(2000)
+
+def read_the_record(x):
+    return x
+
+def normalise_the_fields(x):
+    return x * 2
+
+def count(x):
+    return x + 1
+
+def summarise(x):
+    return x
+
+stages = [read_the_record, normalise_the_fields, (count, {"replicas": 1}), summarise]
+"""
+
+
+def test_the_pipeline_summary_fits_80_columns_with_its_figures_whole(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "four.py").write_text(FOUR_STAGES)
+    lines, code = on_a_terminal(["pipeline", "four.py", "--output", "out.jsonl"], env.cwd)
+    assert code == 0, "\n".join(lines)
+    screen = "\n".join(lines)
+    assert "…" not in screen and all(len(line) <= COLUMNS for line in lines), screen
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("stage"))
+    for column in ("in", "out", "T_S", "ρ"):
+        assert f" {column} " in lines[header] + " ", screen
+    rows = lines[header + 2:header + 6]
+    for number, name in enumerate(["read_the_record", "normalise_the_fields", "count", "summarise"], 1):
+        row = next(r for r in rows if r.lstrip().startswith(f"{number} {name}"))
+        cells = [c.strip() for c in row.split("│")]
+        assert cells[1] == cells[2] == "2,000", screen  # in and out, whole
+        assert re.fullmatch(r"\d\.\d\d", cells[-1]), screen  # ρ, whole
+    assert any(line.startswith("bottleneck: ") for line in lines), screen

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
+
+from clusterctl.render.fit import Column, FittedTable
 
 
 def fmt_bytes(n: int) -> str:
@@ -34,18 +35,15 @@ def show(console: Console, status: dict) -> None:
                   f"({finished['streams']} ended), {status['requests']} requests; "
                   f"traffic {fmt_bytes(up)} to nodes, {fmt_bytes(down)} back; "
                   f"exits after {status['idle_exit']:g} s idle")
-    table = Table(box=None, header_style="bold")
-    for column in ("host", "port", "user", "via", "ssh"):
-        table.add_column(column)
     per_host: dict[str, int] = {}
     for s in streams:
         per_host[s["node"]] = per_host.get(s["node"], 0) + 1
-    for pool in status["pools"]:
-        for h in pool["hosts"]:
-            table.add_row(str(h["host"]), str(h["port"]), str(h["user"] or ""), str(h["jump"] or ""),
-                          "up" if h["active"] else "down")
-    if table.row_count:
-        console.print(table)
+    rows = [[str(h["host"]), str(h["port"]), str(h["user"] or ""), str(h["jump"] or ""),
+             "up" if h["active"] else "down"] for pool in status["pools"] for h in pool["hosts"]]
+    if rows:
+        console.print(FittedTable([Column("host", "left"), Column("port", drop=2),
+                                   Column("user", "left", drop=1), Column("via", "left", drop=3),
+                                   Column("ssh", "left")], rows, box=None))
     else:
         console.print("no SSH connections held")
     if per_host:
@@ -71,13 +69,12 @@ def show_nodes(console: Console, nodes: list[dict]) -> None:
     for n in nodes:
         counts[n["state"]] = counts.get(n["state"], 0) + 1
     console.print("nodes watched: " + ", ".join(f"{k} {s}" for s, k in sorted(counts.items())))
-    table = Table(box=None, header_style="bold")
-    for column in ("node", "host", "state", "for", "rtt", "reason"):
-        table.add_column(column, overflow="fold")
     now = time.time()
-    for n in nodes:
-        rtt = "-" if n["rtt"] is None else f"{n['rtt'] * 1e3:.1f} ms"
-        table.add_row(Text(n["node"]), Text(n["target"]),
-                      Text(n["state"], style=STATE_STYLES.get(n["state"], "")),
-                      fmt_uptime(max(0.0, now - n["since"])), rtt, Text(n["reason"] or ""))
-    console.print(table)
+    rows = [[n["node"], n["target"], Text(n["state"], style=STATE_STYLES.get(n["state"], "")),
+             fmt_uptime(max(0.0, now - n["since"])),
+             "-" if n["rtt"] is None else f"{n['rtt'] * 1e3:.1f} ms", n["reason"] or ""]
+            for n in nodes]
+    console.print(FittedTable([Column("node", "left"), Column("host", "left", drop=2),
+                               Column("state", "left"), Column("for", drop=1),
+                               Column("rtt", drop=3), Column("reason", "left", prose=True)],
+                              rows, box=None))

@@ -6,10 +6,10 @@ results."""
 from __future__ import annotations
 
 from rich.console import Console, Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from clusterctl.api.pipeline import PipelineStats, StageFigures, bottleneck, figures
+from clusterctl.render.fit import Column, FittedTable
 from clusterctl.render.pmap import LiveView, fmt_count, fmt_duration, fmt_rate
 
 
@@ -42,26 +42,28 @@ def fmt_replicas(replicas: float | None) -> str:
     return f"{replicas:.0f}" if abs(replicas - round(replicas)) < 0.05 else f"{replicas:.1f}"
 
 
-def stage_table(rows: list[StageFigures], neck: StageFigures | None, final: bool) -> Table:
-    table = Table(show_edge=False, header_style="bold")
-    columns = ["stage", "in", "out", "queue", "replicas", "T_S", "T_A", "ρ"]
+def stage_table(rows: list[StageFigures], neck: StageFigures | None, final: bool) -> FittedTable:
+    """A row per stage. Narrower than the terminal, it leaves out the columns that are
+    all zero, then retries, the queue, T_A, replicas and failed, in that order: the
+    stage, its items in and out, T_S and ρ always stay whole."""
+    columns = [Column("stage", "left"), Column("in"), Column("out"),
+               Column("queue max" if final else "queue", drop=2)]
     if final:
-        columns[4:4] = ["failed", "retries"]
-        columns[3] = "queue max"
-    for column in columns:
-        table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=True)
+        columns += [Column("failed", drop=5), Column("retries", drop=1)]
+    columns += [Column("replicas", drop=4), Column("T_S"), Column("T_A", drop=3), Column("ρ")]
+    cells = []
     for row in rows:
         name = Text(f"{row.index + 1} {row.name}")
         if row is neck:
             name.append(" ◀ bottleneck", style="bold red")
-        cells = [name, fmt_count(row.items_in), fmt_count(row.items_out),
-                 fmt_count(row.queue_max if final else row.queue)]
+        line = [name, fmt_count(row.items_in), fmt_count(row.items_out),
+                fmt_count(row.queue_max if final else row.queue)]
         if final:
-            cells += [fmt_count(row.failed), fmt_count(row.retries)]
-        cells += [fmt_replicas(row.replicas), fmt_seconds(row.t_s), fmt_seconds(row.t_a),
-                  Text(fmt_rho(row.rho), style="bold red" if row is neck else "")]
-        table.add_row(*cells)
-    return table
+            line += [fmt_count(row.failed), fmt_count(row.retries)]
+        line += [fmt_replicas(row.replicas), fmt_seconds(row.t_s), fmt_seconds(row.t_a),
+                 Text(fmt_rho(row.rho), style="bold red" if row is neck else "")]
+        cells.append(line)
+    return FittedTable(columns, cells)
 
 
 def headline(stats: PipelineStats, interrupted: bool = False) -> Text:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from clusterctl.api.pmap import ItemError, PmapStats
+from clusterctl.render.fit import Column, FittedTable, console_for
 
 STATE_STYLES = {"running": "green", "connecting": "yellow", "lost": "red", "failed": "red"}
 
@@ -102,12 +103,9 @@ class PmapProgress(LiveView):
 
 
 def stderr_console() -> Console:
-    """Where progress and summaries go. Not a terminal (a log, a pipe): 120 columns wide,
-    so the summary table is not squeezed into 80."""
-    console = Console(stderr=True, soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(stderr=True, soft_wrap=False, width=120)
-    return console
+    """Where progress and summaries go: the terminal's width, or, off a terminal (a log,
+    a pipe), lines kept whole (``fit.console_for``)."""
+    return console_for(stderr=True)
 
 
 def task_lines_above(console: Console):
@@ -144,23 +142,24 @@ def summary_line(stats: PmapStats, interrupted: bool = False) -> Text:
     return text
 
 
-def summary_table(stats: PmapStats) -> Table:
-    """One row per node: items, busy %, failures, retries, requeued, crashes, state."""
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("node", "slots", "items", "busy", "failures", "retries", "requeued",
-                   "crashes"):
-        table.add_column(column, justify="left" if column == "node" else "right", no_wrap=True)
-    table.add_column("state", overflow="fold")
+def summary_table(stats: PmapStats) -> FittedTable:
+    """One row per node: items, busy %, failures, retries, requeued, crashes, state.
+    Narrower than the terminal, it leaves out the columns that are all zero, then
+    crashes, requeued, retries and slots: node, items, busy, failures and state stay."""
+    columns = [Column("node", "left"), Column("slots", drop=4), Column("items"), Column("busy"),
+               Column("failures"), Column("retries", drop=3), Column("requeued", drop=2),
+               Column("crashes", drop=1), Column("state", "left", prose=True)]
     now = stats.finished
+    rows = []
     for name, n in stats.nodes.items():
         state = Text(n.state if not n.reason else f"{n.state}: {n.reason}",
                      style=STATE_STYLES.get(n.state, ""))
         if n.state == "running":
             state = Text("ok", style="green")
-        table.add_row(name, str(n.slots or "-"), f"{n.items:,}", fmt_percent(n.busy_fraction(now)),
-                      f"{n.failures:,}", f"{n.retries:,}", f"{n.requeued:,}", f"{n.crashes:,}",
-                      state)
-    return table
+        rows.append([name, str(n.slots or "-"), f"{n.items:,}", fmt_percent(n.busy_fraction(now)),
+                     f"{n.failures:,}", f"{n.retries:,}", f"{n.requeued:,}", f"{n.crashes:,}",
+                     state])
+    return FittedTable(columns, rows)
 
 
 def summary(stats: PmapStats, interrupted: bool = False) -> Group:
@@ -172,18 +171,13 @@ def errors_table(failures: Iterable[ItemError], limit: int = 20) -> Group:
     error; the first ``limit``."""
     failures = list(failures)
     located = any(getattr(error, "where", None) for error in failures)  # a pipeline's stages
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("item", justify="right")
-    if located:
-        table.add_column("stage")
-    table.add_column("node")
-    table.add_column("error")
-    for error in failures[:limit]:
-        cells = [str(error.index)] + ([error.where or "-"] if located else [])
-        table.add_row(*cells, error.node,
-                      Text(f"{error.remote_type}: {error.remote_message}", style="red"))
+    columns = [Column("item")] + ([Column("stage", "left")] if located else []) \
+        + [Column("node", "left", drop=1), Column("error", "left", prose=True)]
+    rows = [[str(error.index)] + ([error.where or "-"] if located else [])
+            + [error.node, Text(f"{error.remote_type}: {error.remote_message}", style="red")]
+            for error in failures[:limit]]
     parts: list[RenderableType] = [Text(f"{len(failures):,} item{'s' * (len(failures) != 1)} failed:",
-                                        style="bold red"), table]
+                                        style="bold red"), FittedTable(columns, rows)]
     if len(failures) > limit:
         parts.append(Text(f"... and {len(failures) - limit:,} more"))
     return Group(*parts)

@@ -18,17 +18,18 @@ from rich.text import Text
 from clusterctl import errors
 from clusterctl.api.results import NodeInfo
 from clusterctl.config import names
+from clusterctl.render.fit import console_for
 # the plain text and JSON, for the callers that render tables too
 from clusterctl.render.plain import (dump_json, error_json, error_text, fmt_load, fmt_rtt, fmt_size,  # noqa: F401
                                      jsonable, outcome_json, short_error, value_text, world_json)
 
 
 def stdout_console() -> Console:
-    return Console(soft_wrap=False)
+    return console_for()
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, soft_wrap=False)
+    return console_for(stderr=True)
 
 
 class WorldProgress:
