@@ -356,12 +356,11 @@ def test_out_of_descriptors_the_node_rests_instead_of_spinning(started_n1, env):
 
 
 def _print_a_lot(megabytes: int) -> int:
-    import sys
+    import os
 
-    line = "x" * 1023 + "\n"
-    for _ in range(megabytes * 1024):
-        sys.stderr.write(line)
-    sys.stderr.flush()
+    line = b"x" * 1023 + b"\n"  # (to the descriptor: what Python's streams print goes
+    for _ in range(megabytes * 1024):  # to the controller, what bypasses them to the log)
+        os.write(2, line)
     return megabytes
 
 
@@ -370,7 +369,7 @@ def test_the_log_stays_bounded_while_the_node_runs(cluster, env):
 
     [info] = cluster.world(["n1"])
     log_path = env.run_dir / "n1.log"
-    assert cluster.rpc("n1", _print_a_lot, 3) == 3  # a task's output goes to the node's log
+    assert cluster.rpc("n1", _print_a_lot, 3) == 3  # written to descriptor 2: the node's log
     wait_for(lambda: log_path.stat().st_size <= getattr(log, "LOG_BYTES", 1 << 20), timeout=5,
              message="the log to be cut back")
     assert (env.run_dir / "n1.log.1").stat().st_size <= getattr(log, "LOG_BYTES", 1 << 20)

@@ -266,8 +266,10 @@ def test_the_error_names_the_stage_in_either_order_and_layout(local_hosts_env, o
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert " failed in stage 2 (parse) on n" in errors[0], errors
-    assert stage_rows(result.stderr)["parse"]["failed"] == "1", result.stderr
-    assert "; 1 failed" in result.stderr
+    # the run stops at the first failed item; another may fail before it has stopped
+    # (unordered, on a farm of its own): the table and the headline count the same
+    failed = stage_rows(result.stderr)["parse"]["failed"]
+    assert int(failed) >= 1 and f"; {failed} failed" in result.stderr, result.stderr
 
 
 def test_a_fold_under_on_error_collect_prints_the_fold_of_the_other_items(local_hosts_env):
