@@ -102,6 +102,9 @@ def test_the_trace_report_fits_80_columns_with_its_key_figures():
 
 def test_off_a_terminal_lines_are_not_wrapped(monkeypatch):
     monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv("COLUMNS", "80")  # a width asked for is kept
+    assert fit.console_for(stderr=True).width == 80
+    monkeypatch.delenv("COLUMNS")
     console = fit.console_for(stderr=True)
     assert not console.is_terminal and console.width == fit.NOT_A_TERMINAL_WIDTH
     console.file = io.StringIO()

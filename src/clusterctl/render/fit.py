@@ -7,11 +7,12 @@ too narrow even for the columns that always stay wraps the prose (a reason) betw
 words, or, with none, folds the widest cells.
 
 Off a terminal (a file, a pipe, a log) nothing is narrow: ``NOT_A_TERMINAL_WIDTH``
-keeps every line whole for whoever reads it.
+keeps every line whole for whoever reads it, unless ``COLUMNS`` asks for a width.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,9 +27,10 @@ UNBOUNDED = 1 << 20
 
 
 def console_for(stderr: bool = False) -> Console:
-    """A console for tables and text: the terminal's width, or no wrapping off one."""
+    """A console for tables and text: the terminal's width (or ``COLUMNS``, when set),
+    or no wrapping off a terminal."""
     console = Console(stderr=stderr, soft_wrap=False)
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(stderr=stderr, soft_wrap=False, width=NOT_A_TERMINAL_WIDTH)
     return console
 
