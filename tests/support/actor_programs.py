@@ -177,3 +177,20 @@ def consumer():
             reply(got)
         else:
             got.append(msg)
+
+
+def prints_then_waits(n: int) -> None:
+    """Prints ``n`` lines to stdout and one to stderr, then waits for a message to end."""
+    for i in range(n):
+        print("line", i)
+    print("a warning", file=sys.stderr)
+    receive()
+
+
+def prints_what_it_gets() -> None:
+    """Prints each message it gets, until "stop" (which it prints too)."""
+    while True:
+        msg = receive()
+        print("got", msg, flush=True)
+        if msg == "stop":
+            return

@@ -96,3 +96,54 @@ def test_quiet_shows_nothing_but_still_counts_what_nodes_dropped():
     shown = Shown(quiet=True, write=lambda where, line: got.append(line))
     shown.take("n1", {"op": "taskout", "dropped": 2}, json.dumps([[0, "out", "x"]]).encode())
     assert got == [] and shown.dropped_on_nodes == 2
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def send(self, conn, frame: bytes) -> None:
+        self.sent.append((conn, wire.frame_head(frame), frame))
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.closed = False
+
+
+def test_a_node_keeps_a_processs_last_lines_and_fewer_once_it_ended():
+    from clusterctl.node.processes import printed as kept
+
+    keeper = kept.Printed(_Loop())
+    for i in range(kept.LINES_KEPT + 5):
+        keeper.add("n1.1", json.dumps([[None, "out", f"line {i}"]]).encode(), None)
+    assert len(keeper.lines["n1.1"]) == kept.LINES_KEPT and keeper.lines["n1.1"][0][2] == "line 5"
+    keeper.ended("n1.1", "normal")
+    assert [line[2] for line in keeper.lines["n1.1"]] == \
+        [f"line {i}" for i in range(kept.LINES_KEPT + 5 - kept.ENDED_LINES_KEPT, kept.LINES_KEPT + 5)]
+    for i in range(2, kept.ENDED_KEPT + 3):  # more ended processes than are kept: the oldest go
+        keeper.add(f"n1.{i}", json.dumps([[None, "err", "x"]]).encode(), 3)
+        keeper.ended(f"n1.{i}", "normal")
+    assert "n1.1" not in keeper.lines and "n1.2" not in keeper.lines and "n1.3" in keeper.lines
+    assert len(keeper.lines) == kept.ENDED_KEPT and keeper.dropped["n1.3"] == 3
+
+
+def test_a_follower_gets_each_line_tagged_and_the_end_and_a_closed_one_nothing():
+    from clusterctl.node.processes import printed as kept
+
+    loop = _Loop()
+    keeper = kept.Printed(loop)
+    keeper.add("n1.1", json.dumps([[None, "out", "before"]]).encode(), None)
+    following, gone = _Conn(), _Conn()
+    answer = wire.frame_head(keeper.logs(following, 7, "n1.1", 5, True, "t1"))
+    keeper.logs(gone, 8, "n1.1", None, True, "t2")
+    assert answer == {"op": "logged", "id": 7, "pid": "n1.1", "running": True}
+    gone.closed = True
+    keeper.add("n1.1", json.dumps([[None, "out", "after"]]).encode(), None)
+    keeper.ended("n1.1", "killed")
+    assert [(conn, head) for conn, head, _ in loop.sent] == [
+        (following, {"op": "taskout", "tag": "t1"}),
+        (following, {"op": "taskout", "tag": "t1", "ended": "killed"})]
+    assert loop.sent[0][2].endswith(json.dumps([[None, "out", "after"]]).encode())
+    keeper.add("n1.1", b"[]", None)  # (followers of an ended process are gone with it)
+    assert len(loop.sent) == 2

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from clusterctl import errors
 from clusterctl.api.actors import Monitor, ProcessList, Processes
+from clusterctl.api.actors.logs import ProcessLogs
 from clusterctl.api.calls import await_result, call_message, message_for
 from clusterctl.api.env.shipping import Shipper
 from clusterctl.api.fanout import in_parallel
@@ -352,6 +353,13 @@ class Cluster:
         """Every spawned process on the running nodes (``ps``): dicts with id, name, node,
         function, state, uptime, mailbox, restarts, memory; nodes not running have none."""
         return self._processes.processes(nodes)
+
+    def logs(self, to: str, lines: int | None = None, follow: bool = False) -> ProcessLogs:
+        """What the process ``to`` printed: the lines its node kept (the last 1,000 of a
+        running one, the last 200 of one that ended lately; the last ``lines``), as
+        ``LogLine(when, stream, text)``. With ``follow``, the iteration goes on with each
+        new line until the process ends (``.ended`` then says why)."""
+        return self._processes.logs(to, lines, follow)
 
     def monitor(self, to: str) -> Monitor:
         """Watch ``to``: ``.wait(timeout)`` gives its ``Down`` when it ends (also when its

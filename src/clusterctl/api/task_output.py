@@ -37,6 +37,15 @@ class TaskOutput:
         self._tokens = float(BURST)
         self._refilled = time.monotonic()
         self._lock = threading.Lock()
+        self._followers: dict[str, Callable[[dict, list], None]] = {}  # tag -> its taker
+
+    def follow(self, tag: str, take: Callable[[dict, list], None]) -> None:
+        """Hand the ``taskout``s tagged ``tag`` (a followed process's) to ``take(head,
+        lines)`` instead of showing them (``api.actors.logs``)."""
+        self._followers[tag] = take
+
+    def unfollow(self, tag: str) -> None:
+        self._followers.pop(tag, None)
 
     def take(self, node: str, head: dict, payload) -> None:
         """One ``taskout``: its lines, shown in order; what the node dropped, counted."""
@@ -47,6 +56,12 @@ class TaskOutput:
             lines = []
         if not isinstance(lines, list):
             lines = []
+        tag = head.get("tag")
+        if tag is not None:
+            follower = self._followers.get(tag)
+            if follower is not None:
+                follower(head, lines)
+            return
         with self._lock:
             if type(dropped) is int and dropped > 0:
                 self.dropped_on_nodes += dropped

@@ -113,6 +113,44 @@ def spawn_command(ctx: click.Context, node, name, restart, intensity, period, ma
     run(ctx, body)
 
 
+@click.command("logs")
+@click.option("--follow", "-f", is_flag=True,
+              help="Go on printing each new line until the process ends (Ctrl-C stops following).")
+@click.option("--lines", "-n", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines kept (default: all its node kept).")
+@click.argument("to", shell_complete=complete_processes)
+@click.pass_context
+def logs_command(ctx: click.Context, follow: bool, lines: int | None, to: str) -> None:
+    """Print what the spawned process TO (an id or a registered name) printed: its
+    stdout to stdout, its stderr to stderr.
+
+    Its node keeps the last 1,000 lines of a running process and the last 200 of one
+    that ended lately (`ps` lists those). With -f, each new line is printed as it comes,
+    until the process ends.
+    Example: clusterctl logs -f kvs
+    """
+
+    def body(opts: Options) -> int:
+        import sys
+
+        with opts.cluster() as cluster:
+            logs = cluster.logs(to, lines=lines, follow=follow)
+            for line in logs:
+                out = sys.stdout if line.stream == "out" else sys.stderr
+                out.write(line.text + "\n")
+                out.flush()
+        if logs.dropped:
+            click.echo(f"({logs.dropped:,} lines it printed were dropped: over 200 a second)",
+                       err=True)
+        if logs.ended is not None:
+            click.echo(f"{logs.pid} ended: {logs.ended}", err=True)
+        elif follow and not logs.running:
+            click.echo(f"{logs.pid} is not running", err=True)
+        return 0
+
+    run(ctx, body)
+
+
 @click.command("ps")
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.pass_context

@@ -59,6 +59,7 @@ class Commands(click.Group):
             "hub": ("clusterctl.cli.hub", "hub_command"),
             "spawn": ("clusterctl.cli.actors", "spawn_command"),
             "ps": ("clusterctl.cli.actors", "ps_command"),
+            "logs": ("clusterctl.cli.actors", "logs_command"),
             "send": ("clusterctl.cli.actors", "send_command"),
             "call": ("clusterctl.cli.actors", "call_command"),
             "kill": ("clusterctl.cli.actors", "kill_command"),

@@ -156,6 +156,8 @@ CONTROLLER_NODE = Channel(
             Op("kill", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
             Op("ps", **_REQUEST),
             Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
+            Op("logs", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED), lines=(COUNT, OPTIONAL),
+               follow=(FLAG, OPTIONAL), tag=(TEXT, OPTIONAL)),
             # the environment that travels (workers/envs.py)
             Op("envcheck", id=(REQUEST_ID, REQUIRED), ids=(ENV_IDS, REQUIRED)),
             Op("envput", id=(REQUEST_ID, REQUIRED), env=(ENV_ID, REQUIRED), name=(TEXT, OPTIONAL)),
@@ -182,8 +184,11 @@ CONTROLLER_NODE = Channel(
             Op("envdropped", id=(REQUEST_ID, REQUIRED), dropped=(ENV_IDS, REQUIRED)),
             # a running task imports what its host lacks: no request's answer (no id)
             Op("envwant", want=(COUNT, REQUIRED), module=(TEXT, REQUIRED)),
-            # what a running task printed: lines as JSON [[item, stream, text], ...]
-            Op("taskout", dropped=(COUNT, OPTIONAL)),
+            # what a running task printed: lines as JSON [[item, stream, text], ...]; or,
+            # tagged, a followed process's (and, ``ended``, its end: see ``logs``)
+            Op("taskout", dropped=(COUNT, OPTIONAL), tag=(TEXT, OPTIONAL), ended=(TEXT, OPTIONAL)),
+            Op("logged", id=(REQUEST_ID, REQUIRED), pid=(ADDRESS, REQUIRED),
+               running=(FLAG, OPTIONAL), dropped=(COUNT, OPTIONAL)),
         ),
     }, {
         "node": "answered {op: error, message: unknown operation ...}; the connection goes on",
@@ -263,6 +268,7 @@ NODE_PROCESS = Channel(
             Op("forget", ref=(TEXT, REQUIRED)),
             Op("started"),
             Op("exiting", kind=(TEXT, REQUIRED), reason=(TEXT, OPTIONAL), type=(TEXT, OPTIONAL)),
+            Op("taskout", dropped=(COUNT, OPTIONAL)),  # what it printed (kept for ``logs``)
             # requests, each answered by an ``answer`` of the same id
             Op("spawn", id=(COUNT, OPTIONAL)),
             Op("register", id=(COUNT, OPTIONAL), name=(TEXT, REQUIRED)),

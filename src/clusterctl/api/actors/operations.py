@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, Protocol
 
 from clusterctl import errors
+from clusterctl.api.actors.logs import ProcessLogs
 from clusterctl.api.actors.placement import least_loaded
 from clusterctl.api.calls import answer_of, await_result, function_message
 from clusterctl.api.fanout import in_parallel
@@ -69,6 +70,7 @@ class World(Protocol):
     source: str
     timeout: float | None
     connect_timeout: float
+    task_output: Any  # what tasks print, and the followed processes' lines (a TaskOutput)
 
     @property
     def nodes(self) -> list[str]: ...
@@ -201,6 +203,25 @@ class Processes:
                 found.ended.extend(row for row in rows if row.get("state") in ProcessList.ENDED)
         found.ended.sort(key=lambda row: row.get("ended") or 0)
         return found
+
+    def logs(self, to: str, lines: int | None = None, follow: bool = False) -> ProcessLogs:
+        """``Cluster.logs``: what ``to`` printed, kept by its node (and, following, as
+        it comes): see ``api.actors.logs``."""
+        try:
+            nodes = [self._conn_for(to).node]
+        except errors.NoProcess:
+            if node_of(to) is not None:
+                raise
+            nodes = [n for n in self.world.nodes if self.running(n) is not None]  # (a name
+        for node in nodes:  # no process holds now: one that ended lately, on some node?)
+            conn = self.world.connect(node)  # (the world's: its notices are heard)
+            try:
+                return ProcessLogs(conn, to, self.world.task_output, lines=lines, follow=follow,
+                                   timeout=self.world.timeout)
+            except errors.NoProcess:
+                continue
+        raise errors.NoProcess(f"no process is registered as {to}, and none that ended lately "
+                               "had that name", hint="clusterctl ps lists them")
 
     def monitor(self, to: str) -> Monitor:
         """``Cluster.monitor``: a request the node of ``to`` answers when it ends."""

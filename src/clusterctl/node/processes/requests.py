@@ -16,6 +16,7 @@ from .table import DEFAULT_MAILBOX, Actors, Proc
 from ..addresses import name_problem, node_of
 from ..log import log
 from .post import Caller
+from .printed import Printed
 
 
 
@@ -33,7 +34,8 @@ class ProcessRequests:
         self.name = actors.name
         self.handlers = {"spawn": self.conn_spawn, "send": self.conn_send,
                          "whereis": self.conn_whereis, "kill": self.conn_kill,
-                         "ps": self.conn_ps, "monitor": self.conn_monitor}
+                         "ps": self.conn_ps, "monitor": self.conn_monitor, "logs": self.conn_logs}
+        self.printed = Printed(self.loop)  # what the processes print, kept for ``logs``
         self.handlers.update({op: self.from_hub for op in ops.HUB_NODE.takes("node")})
 
     # -- shared -----------------------------------------------------------------------------------
@@ -153,6 +155,31 @@ class ProcessRequests:
     def conn_ps(self, conn, head: dict, raw: bytes) -> None:
         self.loop.send(conn, wire.encode({"op": "procs", "id": head["id"]},
                                          json.dumps(self.actors.rows()).encode()))
+
+    def conn_logs(self, conn, head: dict, raw: bytes) -> None:
+        """The last lines a process printed (a running one's, or one that ended lately),
+        and with ``follow`` each new one as it comes, until it ends."""
+        request, to = head["id"], head["to"]
+        proc = self.actors.resolve(to)
+        ident = proc.ident if proc is not None else self.ended_ident(to)
+        if ident is None:
+            self.loop.send(conn, error_frame("noproc", request, "no process %s on %s"
+                                             % (to, self.name), self.name))
+            return
+        tag = head.get("tag") if head.get("follow") else None
+        self.loop.send(conn, self.printed.logs(conn, request, ident, head.get("lines"),
+                                               proc is not None, tag))
+
+    def ended_ident(self, to: str) -> str | None:
+        """The id of the latest process that ended here with id or name ``to``."""
+        for row in reversed(list(self.actors.recently_ended) + list(self.actors.given_up)):
+            if to in (row["id"], row["name"]):
+                return row["id"]
+        return None
+
+    def ended(self, ident: str, reason: str) -> None:
+        """A process ended: what it printed last stays, for a while."""
+        self.printed.ended(ident, reason)
 
     def conn_monitor(self, conn, head: dict, raw: bytes) -> None:
         """A controller watches a process: answered with ``down`` when it ends."""
@@ -285,10 +312,13 @@ class ProcessRequests:
         self.actors.end(target, {"kind": "killed", "reason": "killed"})
         answer(True, {})
 
+    def p_taskout(self, proc: Proc, head: dict, payload, answer) -> None:  # noqa: ARG002
+        self.printed.add(proc.ident, payload, head.get("dropped"))  # (no answer: a notice)
+
     PROCESS_HANDLERS = {"spawn": p_spawn, "register": p_register,
                         "whereis": p_whereis, "link": p_link, "unlink": p_link,
                         "monitor": p_monitor, "demonitor": p_demonitor, "trap": p_trap,
-                        "kill": p_kill}
+                        "kill": p_kill, "taskout": p_taskout}
 
 
 def conn_ref(conn, request) -> str:

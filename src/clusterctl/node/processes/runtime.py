@@ -33,7 +33,7 @@ from ..failures import (CallFailed, MailboxFull, NameTaken, NoProcess, NotInProc
                         ProcessError, ReceiveTimeout, process_error)
 from ..notices import Down, Exit
 from ..addresses import address_problem
-from ..workers import envs
+from ..workers import envs, output
 from ..workers.worker import (describe_exception, dumps_result, qualified_type, resolve_by_name,
                               run_child)
 
@@ -85,6 +85,7 @@ class Runtime:
         self.heads: dict = {}  # to -> the head of a message to it, encoded
         self.sends = 0
         self.takes = self.dispatch()
+        self.output: output.TaskOutput | None = None  # what it prints (see ``run``)
 
     # -- writing and reading ---------------------------------------------------------------
 
@@ -93,7 +94,10 @@ class Runtime:
 
     def read(self, deadline: float | None) -> bool:
         """Read what the node sent, waiting until ``deadline`` for at least one frame;
-        False if none came. (The socket blocks, with a timeout only while waiting here.)"""
+        False if none came. (The socket blocks, with a timeout only while waiting here.)
+        What the process printed goes to the node first: it may wait long."""
+        if self.output is not None:
+            self.output.task_ended()
         sock = self.sock
         while True:
             if deadline is not None:
@@ -415,6 +419,7 @@ def run(sock, node: str) -> int:
     head, payload = wire.read_message(sock)  # {"op": "start", "pid", "limit"}
     spawn_head, spawn_payload = wire.read_message(sock)
     _runtime = rt = Runtime(sock, head["pid"], node, head.get("limit") or (1 << 26))
+    rt.output = output.install(sock.sendall, threaded=False)  # (kept by the node for ``logs``)
     alias_modules()
     try:
         fn, args, kwargs = _load(spawn_head, spawn_payload)
@@ -425,7 +430,10 @@ def run(sock, node: str) -> int:
         return 1
     rt.write({"op": "started"})
     try:
-        fn(*args, **kwargs)
+        try:
+            fn(*args, **kwargs)
+        finally:
+            rt.output.task_ended()  # (its last lines, ahead of its end)
         rt.write({"op": "exiting", "kind": "normal", "reason": "normal"})
     except _Exiting as exc:
         reason = exc.reason if isinstance(exc.reason, str) else repr(exc.reason)

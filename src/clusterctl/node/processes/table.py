@@ -323,6 +323,8 @@ class Actors:
             kind = exit.get("kind") if exit.get("kind") in ("import", "unpickle") else "noproc"
             answer(False, {"kind": kind, "message": "%s did not start: %s" % (who, reason)})
         log("process %s (pid %d, %s) ended: %s" % (who, proc.pid, proc.label, reason))
+        if self.requests is not None:  # (what it printed last stays for a while)
+            self.requests.ended(proc.ident, reason)
         if self.post.recorders:
             self.record(["proc", time.monotonic(), proc.ident, "exit", reason, proc.name])
         self.supervise(proc, exit, reason, abnormal)

@@ -1,6 +1,7 @@
 """What a task prints: ``sys.stdout`` and ``sys.stderr`` of a worker, sent line by line
 to the controller whose task runs (``taskout``), which shows them on its command's
-stderr. Without this, a user function's ``print`` went to the node's log, where a person
+stderr. (A spawned process's go to its node, which keeps them: processes/printed.py;
+they are sent by the process's own thread, when it prints or waits for a message.) Without this, a user function's ``print`` went to the node's log, where a person
 debugging with print never looks.
 
 Each line carries the item it was printed for (the chunk's first item, ``at``, plus its
@@ -41,8 +42,9 @@ class TaskOutput:
     """The lines a worker's tasks print, waiting to be sent with ``send(frame)`` (which
     the worker serialises with its own sends)."""
 
-    def __init__(self, send, fallback) -> None:
+    def __init__(self, send, fallback, threaded: bool = True) -> None:
         self.send = send
+        self.threaded = threaded  # False: sent only by the thread that prints (a process's)
         self.fallback = fallback  # where a forked child's prints go: the original stream
         self.pid = os.getpid()
         self.item: int | None = None  # the item the task is at (None: a call)
@@ -70,9 +72,10 @@ class TaskOutput:
             self.partial[stream] = rest
             for line in parts:
                 self._add(stream, line)
-            if self.size >= BATCH_BYTES:
+            if self.size >= BATCH_BYTES or not self.threaded and self.lines \
+                    and time.monotonic() - self.first >= FLUSH_SECONDS:
                 self._flush()
-        if self.lines and self.thread is None:
+        if self.lines and self.thread is None and self.threaded:
             self._start_thread()
 
     def task_started(self, item: int | None) -> None:
@@ -168,8 +171,10 @@ class TaskStream(io.TextIOBase):
         return "utf-8"
 
 
-def install(send) -> TaskOutput:
-    """Point this worker's ``sys.stdout`` and ``sys.stderr`` at the controller."""
+def install(send, threaded: bool = True) -> TaskOutput:
+    """Point this process's ``sys.stdout`` and ``sys.stderr`` at ``send``: a worker's
+    at the controller; a spawned process's (``threaded`` False: its channel is written
+    by its own thread alone) at its node, which keeps them for ``logs``."""
     originals = {"out": sys.stdout, "err": sys.stderr}
 
     def fallback(stream: str, text: str) -> None:
@@ -178,7 +183,7 @@ def install(send) -> TaskOutput:
         except (OSError, ValueError):
             pass
 
-    output = TaskOutput(send, fallback)
+    output = TaskOutput(send, fallback, threaded)
     sys.stdout = TaskStream(output, "out", originals["out"])
     sys.stderr = TaskStream(output, "err", originals["err"])
     return output
