@@ -128,6 +128,9 @@ def env(monkeypatch, request) -> Env:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(e.config))
     monkeypatch.setenv("XDG_CACHE_HOME", str(e.cache))
     monkeypatch.delenv("CLUSTERCTL_HOSTS", raising=False)
+    # the runner's terminal width is not the test's: a command's output off a terminal is
+    # whole (a test that wants 80 columns says COLUMNS=80)
+    monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.chdir(e.cwd)
     yield e
     leaked = e.node_processes()
