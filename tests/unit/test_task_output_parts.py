@@ -27,7 +27,7 @@ def worker_output(sent: list[bytes], fallen: list | None = None) -> output.TaskO
 def test_lines_wait_for_the_task_end_and_go_in_one_frame_with_their_item_and_stream():
     sent: list[bytes] = []
     printed = worker_output(sent)
-    printed.item = 7
+    printed.place = (7, [])  # (a map whose first item is 7, none of its items done yet)
     printed.write("out", "a\nb")
     printed.write("err", "oops\n")
     printed.write("out", "c\n")

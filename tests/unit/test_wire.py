@@ -167,6 +167,18 @@ def test_the_map_request_shortcut_is_exactly_json(key, request_id):
     assert decoded == head and bytes(payload) == b"items"
 
 
+@pytest.mark.parametrize("key", ["pmap-0123abcd", "k", "x" * 65, 'q"uote', ""])
+@pytest.mark.parametrize("at", [0, 17, 10**18, -1, True, "3", None])
+@pytest.mark.parametrize("request_id", [0, 9, -1, "7"])
+def test_the_map_request_shortcut_with_its_first_item_is_exactly_json(key, at, request_id):
+    head = {"op": "map", "fk": key, "at": at, "id": request_id}
+    frame = wire.encode(head, b"items")
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode()
+    assert frame == wire.HEADER.pack(wire.MAGIC, wire.KIND_MESSAGE, len(text), 5) + text + b"items"
+    [(decoded, payload, _)] = wire.FrameDecoder().feed(frame)
+    assert decoded == head and list(decoded) == list(head) and bytes(payload) == b"items"
+
+
 def test_the_map_request_shortcut_keeps_other_key_orders_json():
     head = {"op": "map", "id": 3, "fk": "k"}
     assert wire.encode(head) == wire.encode_parts(head)[0]
@@ -176,7 +188,11 @@ def test_the_map_request_shortcut_keeps_other_key_orders_json():
 
 @pytest.mark.parametrize("raw", [b'{"op":"map","fk":"k","id":01}',
                                  b'{"op":"map","fk":"k","id":}',
-                                 b'{"op":"map","fk":"k","id":1,}'])
+                                 b'{"op":"map","fk":"k","id":1,}',
+                                 b'{"op":"map","fk":"k","at":01,"id":1}',
+                                 b'{"op":"map","fk":"k","at":,"id":1}',
+                                 b'{"op":"map","fk":"k","at":1,"id":1,}',
+                                 b'{"op":"map","fk":"k","at":1,"id":}'])
 def test_the_map_request_shortcut_accepts_no_more_than_json(raw):
     with pytest.raises(wire.FrameError, match="not JSON"):
         wire.decode_head(raw)

@@ -41,33 +41,42 @@ _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 
-# The two most common heads, a pmap request ``{"op": "map", "fk": KEY, "id": N}`` and a
-# successful result ``{"op": "result", "id": N, "ok": true}``, are formatted and
-# recognised without the JSON machinery. The bytes are exactly what JSON makes of them,
-# and anything that is not exactly that form goes through JSON.
+# The two most common heads, a pmap request ``{"op": "map", "fk": KEY, "id": N}`` (or
+# with its first item, ``{"op": "map", "fk": KEY, "at": A, "id": N}``) and a successful
+# result ``{"op": "result", "id": N, "ok": true}``, are formatted and recognised without
+# the JSON machinery. The bytes are exactly what JSON makes of them, and anything that
+# is not exactly that form goes through JSON.
 _OK_PREFIX = b'{"op":"result","id":'
 _OK_SUFFIX = b',"ok":true}'
 _MAP_PREFIX = b'{"op":"map","fk":"'
 _MAP_ID = b'","id":'
+_MAP_AT = b'","at":'
+_MAP_AT_ID = b',"id":'
 _MAP_KEYS = ["op", "fk", "id"]
+_MAP_AT_KEYS = ["op", "fk", "at", "id"]
 _simple_key = re.compile("[A-Za-z0-9_.-]{1,64}").fullmatch  # JSON writes these as they are
 _simple_key_bytes = re.compile(b"[A-Za-z0-9_.-]{1,64}").fullmatch
 
 
-_map_prefixes: dict[str, bytes] = {}  # function key -> the head's bytes up to the id
+_map_prefixes: dict[str, bytes] = {}  # function key -> the head's bytes up to its end
 
 
 def _head_bytes(head: dict) -> bytes:
-    if len(head) == 3 and head.get("op") == "map":
+    if 3 <= len(head) <= 4 and head.get("op") == "map":
         key, request_id = head.get("fk"), head.get("id")
         if type(request_id) is int and request_id >= 0:
-            prefix = _map_prefixes.get(key)  # (a key that is not a str is never in it)
-            if prefix is None and type(key) is str and _simple_key(key) and list(head) == _MAP_KEYS:
-                if len(_map_prefixes) > 1024:
-                    _map_prefixes.clear()
-                prefix = _map_prefixes[key] = _MAP_PREFIX + key.encode() + _MAP_ID
-            if prefix is not None and list(head) == _MAP_KEYS:
-                return b"%s%d}" % (prefix, request_id)
+            keys = list(head)
+            at = head.get("at")
+            if keys == _MAP_KEYS or keys == _MAP_AT_KEYS and type(at) is int and at >= 0:
+                prefix = _map_prefixes.get(key)  # (a key that is not a str is never in it)
+                if prefix is None and type(key) is str and _simple_key(key):
+                    if len(_map_prefixes) > 1024:
+                        _map_prefixes.clear()
+                    prefix = _map_prefixes[key] = _MAP_PREFIX + key.encode()
+                if prefix is not None:
+                    if at is None:
+                        return b"%s%s%d}" % (prefix, _MAP_ID, request_id)
+                    return b"%s%s%d%s%d}" % (prefix, _MAP_AT, at, _MAP_AT_ID, request_id)
     return _encode_json(head).encode("utf-8", "replace")
 
 
@@ -173,11 +182,18 @@ def decode_head(raw) -> dict:
         if _json_int(digits):
             return {"op": "result", "id": int(digits), "ok": True}
     elif raw[:18] == _MAP_PREFIX and raw[-1:] == b"}":
-        at = raw.find(_MAP_ID, 18)
-        if at > 0:
-            key, digits = raw[18:at], raw[at + 7:-1]
-            if _simple_key_bytes(key) and _json_int(digits):
+        end = raw.find(b'"', 18)
+        key = raw[18:end]
+        if end > 0 and raw[end:end + 7] == _MAP_ID and _simple_key_bytes(key):
+            digits = raw[end + 7:-1]
+            if _json_int(digits):
                 return {"op": "map", "fk": key.decode(), "id": int(digits)}
+        elif end > 0 and raw[end:end + 7] == _MAP_AT and _simple_key_bytes(key):
+            comma = raw.find(b",", end + 7)
+            if comma > 0 and raw[comma:comma + 6] == _MAP_AT_ID:
+                at, digits = raw[end + 7:comma], raw[comma + 6:-1]
+                if _json_int(at) and _json_int(digits):
+                    return {"op": "map", "fk": key.decode(), "at": int(at), "id": int(digits)}
     return _decode_checked(raw)
 
 

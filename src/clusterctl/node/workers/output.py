@@ -4,8 +4,9 @@ stderr. (A spawned process's go to its node, which keeps them: processes/printed
 they are sent by the process's own thread, when it prints or waits for a message.) Without this, a user function's ``print`` went to the node's log, where a person
 debugging with print never looks.
 
-Each line carries the item it was printed for (the chunk's first item, ``at``, plus its
-place in the chunk; none for a call) and its stream. Lines are sent in batches: when
+Each line carries the item it was printed for (the chunk's first item, ``at``, plus the
+items of the chunk done before it: known from the map's list of outcomes, so the hot
+loop pays nothing per item; none for a call) and its stream. Lines are sent in batches: when
 FLUSH_SECONDS passed since the first one waiting (a thread of the worker's own sends
 them while the task runs on), when BATCH_BYTES wait, and always before the task's
 reply, so a result never overtakes what its task printed.
@@ -47,7 +48,9 @@ class TaskOutput:
         self.threaded = threaded  # False: sent only by the thread that prints (a process's)
         self.fallback = fallback  # where a forked child's prints go: the original stream
         self.pid = os.getpid()
-        self.item: int | None = None  # the item the task is at (None: a call)
+        # where a map is: (its first item, the list of its items' outcomes so far), so the
+        # item a line is printed for is known without a word per item (None: a call)
+        self.place: tuple[int, list] | None = None
         self.lines: list[list] = []  # [item, stream, text], not sent yet
         self.size = 0
         self.partial = {"out": "", "err": ""}
@@ -78,9 +81,6 @@ class TaskOutput:
         if self.lines and self.thread is None and self.threaded:
             self._start_thread()
 
-    def task_started(self, item: int | None) -> None:
-        self.item = item
-
     def task_ended(self) -> None:
         """Send what the task printed (its last line too, if it did not end), before its
         reply goes."""
@@ -105,7 +105,8 @@ class TaskOutput:
             line = line[:LINE_MAX] + "…"
         if not self.lines:
             self.first = now
-        self.lines.append([self.item, stream, line])
+        place = self.place
+        self.lines.append([None if place is None else place[0] + len(place[1]), stream, line])
         self.size += len(line) + 16
 
     def _flush(self) -> None:

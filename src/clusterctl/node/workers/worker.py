@@ -320,7 +320,7 @@ class Worker(PlainTasks):
             _resolved.clear()
         printed, asking = self.output, self.wants
         if printed is not None:
-            printed.item = head.get("at")
+            printed.place = None  # (a call's lines name no item; a map sets its own)
         if asking is not None:
             asking.start_task()  # (what it imports that the host lacks is asked for)
         try:
@@ -395,15 +395,17 @@ class Worker(PlainTasks):
         started = time.perf_counter()
         values: list = []
         outcomes = None
-        printed = self.output
-        for at, item in enumerate(items, head.get("at") or 0):
-            if printed is not None:  # (what it prints names the item)
-                printed.item = at
+        printed, at = self.output, head.get("at") or 0
+        if printed is not None:  # (the item a line is printed for: ``at`` + what is done)
+            printed.place = (at, values)
+        for item in items:
             try:
                 value = fn(item)
             except BaseException as exc:  # noqa: BLE001
                 if outcomes is None:
                     outcomes = [(True, v) for v in values]
+                    if printed is not None:
+                        printed.place = (at, outcomes)
                 outcomes.append((False, item_failure(fn, exc, self.node), _picklable(exc)))
                 continue
             if outcomes is None:
