@@ -41,6 +41,7 @@ def test_following_a_process_gives_each_line_as_it_comes_until_it_ends(cluster):
     assert followed.ended == "normal"
 
 
+@pytest.mark.local_only  # (the same code on any transport)
 def test_logs_of_nobody_is_a_clear_error(cluster):
     from clusterctl import errors
 

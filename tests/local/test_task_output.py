@@ -75,6 +75,7 @@ def flood(x):
     return x
 
 
+@pytest.mark.local_only  # (the same code on any transport)
 def test_a_chatty_function_is_bounded_and_what_was_dropped_is_counted(cluster):
     shown = Shown(cluster)
     started = time.monotonic()
@@ -96,6 +97,7 @@ def escapes(x):
     return x
 
 
+@pytest.mark.local_only  # (the same code on any transport)
 def test_control_characters_from_a_node_never_reach_the_terminal(cluster):
     shown = Shown(cluster)
     cluster.rpc("n1", escapes, 1)

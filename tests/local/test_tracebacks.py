@@ -81,6 +81,7 @@ def raises_from_json(text):
     return json.loads(text)
 
 
+@pytest.mark.local_only  # (the same code on any transport)
 def test_frames_of_a_library_the_function_calls_stay(cluster):
     from clusterctl import errors
 
