@@ -7,6 +7,7 @@ import os
 
 import click
 
+from clusterctl.cli.arguments import Seconds
 from clusterctl.cli.common import CallCommand, Options, node_list, run, timeout_option
 from clusterctl.cli.main import complete_nodes, parse_arg
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, UsageError
@@ -60,11 +61,11 @@ def target_function(target: str, fun: str):
               help="Restart it never (temporary), after a crash (transient) or always (permanent).")
 @click.option("--intensity", type=click.IntRange(min=0), default=3, show_default=True,
               metavar="N", help="At most N restarts ...")
-@click.option("--period", type=click.FloatRange(min=0, min_open=True), default=5.0,
+@click.option("--period", type=Seconds(), default=5.0,
               show_default=True, metavar="SECONDS", help="... within SECONDS; then it stays down.")
 @click.option("--mailbox", type=click.IntRange(min=1), metavar="BYTES",
               help="Bytes of messages it may have waiting (default 64 MiB).")
-@click.option("--wait", "grace", type=click.FloatRange(min=0), default=GRACE, show_default=True,
+@click.option("--wait", "grace", type=Seconds(zero=True), default=GRACE, show_default=True,
               metavar="SECONDS", help="Watch it this long after it starts: if it crashes "
               "meanwhile, say why and exit 1 (0: do not wait).")
 @click.argument("target")

@@ -88,9 +88,11 @@ class CallCommand(click.Command):
 
 def timeout_option(command: Callable) -> Callable:
     """``--timeout SECONDS`` on a command, as the global option (which it overrides)."""
-    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                        help="Give up on the call after this many seconds (the remote work is "
-                             "cancelled); the same as the global --timeout.")(command)
+    from clusterctl.cli.arguments import Seconds
+
+    return click.option("--timeout", type=Seconds(), metavar="SECONDS",
+                        help="Give up on the call after this long (30, 5s, 2m; the remote work "
+                             "is cancelled); the same as the global --timeout.")(command)
 
 
 def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from clusterctl.version import __version__
+from clusterctl.cli.arguments import Seconds, function_named, globals_first
 from clusterctl.cli.common import CallCommand, Options, node_list, run, timeout_option
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError
 
@@ -65,6 +66,10 @@ class Commands(click.Group):
             "kill": ("clusterctl.cli.actors", "kill_command"),
             "env": ("clusterctl.cli.env", "env_command")}
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """The global options may come after the command too (``ps --json``)."""
+        return super().parse_args(ctx, globals_first(self, ctx, args))
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.LAZY})
 
@@ -83,8 +88,9 @@ class Commands(click.Group):
               help="Hosts file. Default: $CLUSTERCTL_HOSTS, ./hosts, then the user config "
                    "directory; with none, one local node with a slot per CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout (and nothing else there).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Give up on a call after this many seconds (the remote work is cancelled).")
+@click.option("--timeout", type=Seconds(), metavar="SECONDS",
+              help="Give up on a call after this long (30, 5s, 2m; the remote work is "
+                   "cancelled). For pmap and pipeline: --item-timeout.")
 @click.option("--debug", is_flag=True, help="Show clusterctl's own tracebacks.")
 @click.option("--ssh-config", metavar="FILE", type=click.Path(dir_okay=False),
               help="SSH client config file to use instead of ~/.ssh/config (like ssh -F).")
@@ -112,6 +118,7 @@ def cli(ctx: click.Context, hosts, as_json, timeout, debug, ssh_config, known_ho
     """Run Python across the machines you can ssh into.
 
     Nodes start on demand and keep running between commands; `clusterctl down` stops them.
+    The options here may also follow the command (`clusterctl ps --json`).
     """
     ctx.obj = Options(hosts, as_json, timeout, debug, ssh_config, known_hosts, accept_new_host_keys,
                       trace_path, env, quiet_tasks)
@@ -141,18 +148,18 @@ def world(ctx: click.Context) -> None:
 
 @cli.command(cls=CallCommand)
 @click.argument("node", shell_complete=complete_nodes)
-@click.argument("module")
-@click.argument("function")
+@click.argument("function", metavar="MODULE.FUNCTION")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @timeout_option
 @click.pass_context
-def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[str, ...],
+def rpc(ctx: click.Context, node: str, function: str, args: tuple[str, ...],
         timeout: float | None) -> None:
     """Call MODULE.FUNCTION(ARGS...) on NODE and print the result.
 
-    Each ARG is read as a Python literal (2, 'a', [1, 2], {'k': 1}) if it is one, else
-    taken as a string. Options may come after the ARGS; an ARG that starts with -- goes
-    after --. Example: clusterctl rpc n1 math pow 2 10 --timeout 5
+    The function may also be named in two words, MODULE FUNCTION (math pow). Each ARG is
+    read as a Python literal (2, 'a', [1, 2], {'k': 1}) if it is one, else taken as a
+    string. Options may come after the ARGS; an ARG that starts with -- goes after --.
+    Example: clusterctl rpc local math.pow 2 10 --timeout 5s
     """
 
     def body(opts: Options) -> int:
@@ -161,9 +168,10 @@ def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[s
         if timeout is not None:
             opts.timeout = timeout
 
-        values = [parse_arg(a) for a in args]
+        target, rest = function_named(function, args)
+        values = [parse_arg(a) for a in rest]
         with opts.cluster() as cluster:
-            result = cluster.rpc(node, f"{module}:{function}", *values)
+            result = cluster.rpc(node, target, *values)
         if opts.json:
             click.echo(render.dump_json({"node": node, "result": render.jsonable(result)}))
         else:
@@ -174,18 +182,18 @@ def rpc(ctx: click.Context, node: str, module: str, function: str, args: tuple[s
 
 
 @cli.command(cls=CallCommand)
-@click.argument("module")
-@click.argument("function")
+@click.argument("function", metavar="MODULE.FUNCTION")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @timeout_option
 @click.pass_context
-def multicall(ctx: click.Context, module: str, function: str, args: tuple[str, ...],
+def multicall(ctx: click.Context, function: str, args: tuple[str, ...],
               nodes: str | None, timeout: float | None) -> None:
     """Call MODULE.FUNCTION(ARGS...) on every node; show each node's result or error.
 
-    ARGS are read as for rpc; options may come after them, and an ARG that starts with
-    -- goes after --. Exit code 3 if any node failed. Example: clusterctl multicall os getloadavg
+    The function may also be named in two words, MODULE FUNCTION. ARGS are read as for
+    rpc; options may come after them, and an ARG that starts with -- goes after --. Exit
+    code 3 if any node failed. Example: clusterctl multicall os.getloadavg
     """
 
     def body(opts: Options) -> int:
@@ -194,10 +202,11 @@ def multicall(ctx: click.Context, module: str, function: str, args: tuple[str, .
         if timeout is not None:
             opts.timeout = timeout
 
-        values = [parse_arg(a) for a in args]
+        target, rest = function_named(function, args)
+        values = [parse_arg(a) for a in rest]
         names = node_list(nodes)
         with opts.cluster() as cluster:
-            results = cluster.multicall(f"{module}:{function}", *values, nodes=names)
+            results = cluster.multicall(target, *values, nodes=names)
         if opts.json:
             click.echo(render.dump_json({n: render.outcome_json(v) for n, v in results.items()}))
         else:

@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 
+from clusterctl.cli.arguments import Seconds
 from clusterctl.cli.common import Options, node_list, run
 from clusterctl.cli.output import JsonLines, silence_stdout, write_results
 from clusterctl.cli.pmap import (ScriptError, _nothing, failure_options, format_option,
-                                 load_script, open_inputs, run_reported, user_traceback)
+                                 load_script, no_call_timeout, open_inputs, run_reported,
+                                 user_traceback)
 from clusterctl.errors import UsageError
 
 
@@ -66,7 +68,7 @@ def _a(value) -> str:
 @failure_options
 @click.option("--nodes", "-n", metavar="NAMES",
               help="Comma-separated node names for the stages that are not pinned (default: all).")
-@click.option("--item-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--item-timeout", type=Seconds(), metavar="SECONDS",
               help="Stop an item whose stages run longer (its worker is killed): it fails as "
                    "ItemTimeout, and is tried again under --retries.")
 @click.option("--progress/--no-progress", default=None,
@@ -99,6 +101,7 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
         from clusterctl.api.pipeline import Pipeline
         from clusterctl.render import pipeline as render_pipeline
 
+        no_call_timeout(opts, "pipeline")
         namespace = load_script(script)
         stages = script_stages(namespace, script)
         fold = script_fold(namespace, script)

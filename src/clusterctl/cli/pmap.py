@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import click
 
+from clusterctl.cli.arguments import Seconds
 from clusterctl.cli.common import Options, node_list, run
 from clusterctl.cli.output import FORMATS, open_results, silence_stdout, write_results
 from clusterctl.errors import EXIT_SOME_NODES_FAILED, ClusterError, UsageError
@@ -159,6 +160,16 @@ def failure_options(command):
     return command
 
 
+def no_call_timeout(opts: Options, command: str) -> None:
+    """``--timeout`` gives up on one call; a map or pipeline is many, and would carry on
+    past it unasked: refused, naming the limit it has."""
+    if opts.timeout is not None:
+        raise UsageError(f"--timeout gives up on one call; {command} runs many and takes "
+                         "--item-timeout SECONDS instead",
+                         hint="--item-timeout stops an item that runs longer (its worker is "
+                              "killed): it fails as ItemTimeout, and is tried again under --retries")
+
+
 def format_option(command):
     """--format, as pmap and pipeline take it."""
     return click.option(
@@ -197,7 +208,7 @@ def format_option(command):
               help="Start items overdue on their node (stuck, or queued behind a long item) "
                    "again on another slot (the first result wins). Turn off if running an "
                    "item twice would be wrong.")
-@click.option("--item-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--item-timeout", type=Seconds(),
               metavar="SECONDS",
               help="Stop an item that runs longer (its worker is killed): it fails as "
                    "ItemTimeout, like an exception, and is tried again under --retries.")
@@ -232,6 +243,8 @@ def pmap_command(ctx: click.Context, script: str | None, fn_name: str, call_name
     def body(opts: Options) -> int:
         from clusterctl.api.pmap import PMap
         from clusterctl.render import pmap as render_pmap
+
+        no_call_timeout(opts, "pmap")
 
         fn, title, (source, total, close_source) = the_work(script, fn_name, call_name, input_path)
 

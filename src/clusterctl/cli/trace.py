@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from clusterctl.cli.arguments import Seconds
 from clusterctl.cli.common import Options, run
 from clusterctl.errors import UsageError
 
@@ -13,7 +14,7 @@ from clusterctl.errors import UsageError
 @click.option("--analyze", "analyze_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="The trace to analyze (written with clusterctl --trace FILE COMMAND, or by "
                    "trace record).")
-@click.option("--for", "seconds", metavar="SECONDS", type=click.FloatRange(min=0, min_open=True),
+@click.option("--for", "seconds", metavar="SECONDS", type=Seconds(),
               help="With record: how long to record.")
 @click.option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
               help="With record: the trace file to write.")

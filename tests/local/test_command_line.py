@@ -1,0 +1,69 @@
+"""The command line as people type it, run as users run it (a real process, local
+nodes): global options after the command, durations with units, --timeout where it
+means nothing refused, and a function named MODULE.FUNCTION or MODULE FUNCTION."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import script
+
+
+def test_global_options_may_follow_the_command(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "other_hosts").write_text("local name=solo slots=1\n")
+    world = env.cli("world", "--json", "--hosts", "other_hosts")
+    assert world.returncode == 0, world.stderr
+    assert [row["node"] for row in json.loads(world.stdout)] == ["solo"]
+    ps = env.cli("ps", "--json", "--hosts", "other_hosts")
+    assert ps.returncode == 0, ps.stderr
+    assert json.loads(ps.stdout)["processes"] == []
+    called = env.cli("rpc", "n1", "math.pow", "2", "10", "--json")
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"node": "n1", "result": 1024.0}
+    # after --, an argument of the function, as before
+    passed = env.cli("rpc", "n1", "builtins.repr", "--", "--json")
+    assert passed.returncode == 0 and passed.stdout.strip() == "'--json'", passed.stderr
+    env.cli("--hosts", "other_hosts", "down")
+
+
+def test_a_function_is_named_dotted_or_in_two_words(local_hosts_env):
+    env = local_hosts_env
+    for words in (["math.pow", "2", "10"], ["math", "pow", "2", "10"]):
+        result = env.cli("rpc", "n1", *words)
+        assert result.returncode == 0 and result.stdout.strip() == "1024.0", result.stderr
+    joined = env.cli("rpc", "n2", "os.path", "join", "/tmp", "x")  # os.path: a module
+    assert joined.stdout.strip() == "/tmp/x", joined.stderr
+    joined = env.cli("rpc", "n2", "os.path.join", "/tmp", "x")
+    assert joined.stdout.strip() == "/tmp/x", joined.stderr
+    loads = env.cli("multicall", "os.getloadavg", "--json")
+    assert loads.returncode == 0, loads.stderr
+    assert set(json.loads(loads.stdout)) == {"n1", "n2"}
+    alone = env.cli("rpc", "n1", "math")
+    assert alone.returncode == 2
+    assert "math names a module: which of its functions? (write math.FUNCTION, or math " \
+           "FUNCTION)" in alone.stderr, alone.stderr
+
+
+def test_durations_take_units_and_a_wrong_one_is_said_in_words(local_hosts_env):
+    env = local_hosts_env
+    slow = env.cli("rpc", "n1", "time.sleep", "5", "--timeout", "500ms")
+    assert slow.returncode != 0 and "0.5" in slow.stderr and "time" in slow.stderr, slow.stderr
+    wrong = env.cli("--timeout", "abc", "world")
+    assert wrong.returncode == 2
+    assert "not a number of seconds: 'abc' (write 30, 2.5, 500ms, 5s, 2m or 1h)" in wrong.stderr
+    assert "float range" not in wrong.stderr
+
+
+def test_the_call_timeout_is_refused_by_a_map_and_a_pipeline_naming_item_timeout(local_hosts_env):
+    env = local_hosts_env
+    path = script(env, "def task(x):\n    return x\n\ndef inputs():\n    return range(3)\n\n"
+                       "stages = [task]\n")
+    for command in ("pmap", "pipeline"):
+        for typed in (["--timeout", "1", command, path], [command, path, "--timeout", "1s"]):
+            refused = env.cli(*typed)
+            assert refused.returncode == 2, refused.stderr
+            assert f"--timeout gives up on one call; {command} runs many and takes " \
+                   "--item-timeout SECONDS instead" in refused.stderr, refused.stderr
+    timed = env.cli("pmap", path, "--item-timeout", "2m", "--no-summary")
+    assert timed.returncode == 0 and timed.stdout.split() == ["0", "1", "2"], timed.stderr

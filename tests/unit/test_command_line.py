@@ -1,0 +1,66 @@
+"""The command line as people type it, in parts: durations, global options after the
+command, and a function named in one dotted word or two (the commands themselves run in
+tests/local/test_command_line.py)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from clusterctl.cli.arguments import Seconds, function_named, globals_first
+from clusterctl.cli.main import cli
+from clusterctl.errors import UsageError
+
+
+@pytest.mark.parametrize("text, seconds", [("30", 30.0), ("2.5", 2.5), (".5", 0.5), ("500ms", 0.5),
+                                           ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0),
+                                           (" 3 s ", 3.0), (7, 7.0)])
+def test_a_duration_is_seconds_or_a_number_with_a_unit(text, seconds):
+    assert Seconds().convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("text, words", [("abc", "not a number of seconds: 'abc'"),
+                                         ("5x", "not a number of seconds"),
+                                         ("-1", "not a number of seconds"),
+                                         ("0", "is no time"), ("0s", "is no time"),
+                                         ("1e3", "not a number of seconds")])
+def test_what_is_not_a_duration_says_so_in_words(text, words):
+    with pytest.raises(click.BadParameter, match=words):
+        Seconds().convert(text, None, None)
+    assert Seconds(zero=True).convert("0", None, None) == 0.0
+
+
+@pytest.mark.parametrize("typed, parsed", [
+    (["ps", "--json"], ["--json", "ps"]),
+    (["world", "--hosts", "h.txt", "--json"], ["--hosts", "h.txt", "--json", "world"]),
+    (["world", "--hosts=h.txt"], ["--hosts=h.txt", "world"]),
+    (["--debug", "ps", "--json", "-n", "n1"], ["--debug", "--json", "ps", "-n", "n1"]),
+    # rpc has a --timeout of its own: it stays rpc's; --json is the world's
+    (["rpc", "n1", "time.sleep", "1", "--timeout", "5", "--json"],
+     ["--json", "rpc", "n1", "time.sleep", "1", "--timeout", "5"]),
+    # after --, the function's arguments
+    (["rpc", "n1", "builtins.repr", "--", "--json"], ["rpc", "n1", "builtins.repr", "--", "--json"]),
+    (["pmap", "job.py", "--timeout", "1"], ["--timeout", "1", "pmap", "job.py"]),
+    (["--hosts", "h", "down"], ["--hosts", "h", "down"]),
+    (["nosuchcommand", "--json"], ["nosuchcommand", "--json"]),
+])
+def test_global_options_after_the_command_go_before_it(typed, parsed):
+    with click.Context(cli) as ctx:
+        assert globals_first(cli, ctx, typed) == parsed
+
+
+@pytest.mark.parametrize("words, target, rest", [
+    (("math.pow", ("2", "10")), "math:pow", ("2", "10")),
+    (("math", ("pow", "2", "10")), "math:pow", ("2", "10")),
+    (("os.getloadavg", ()), "os:getloadavg", ()),
+    (("os.path", ("join", "/tmp", "x")), "os.path:join", ("/tmp", "x")),  # (a module here)
+    (("os.path.join", ("/tmp", "x")), "os.path:join", ("/tmp", "x")),
+    (("onlyonhosts.tools.run", ("a",)), "onlyonhosts.tools:run", ("a",)),
+])
+def test_a_function_is_named_in_one_dotted_word_or_two(words, target, rest):
+    assert function_named(*words) == (target, rest)
+
+
+def test_a_module_alone_asks_which_function():
+    with pytest.raises(UsageError, match="math names a module: which of its functions"):
+        function_named("math", ())
