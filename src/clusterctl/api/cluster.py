@@ -27,6 +27,7 @@ from clusterctl.api.env.shipping import Shipper
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
 from clusterctl.api.results import MulticallResult, NodeInfo
+from clusterctl.api.situation import Situation
 from clusterctl.api.task_output import TaskOutput
 from clusterctl.config.cookie import load_or_create_cookie
 from clusterctl.config.hosts import HostSpec, load_hosts, resolve_world
@@ -56,6 +57,8 @@ class Cluster:
     user's own modules) to the hosts that lack it; None: yes, unless ``CLUSTERCTL_ENV=off``.
     ``quiet_tasks``: what tasks print is dropped, not shown on this process's stderr with
     the node and item it came from (``task_output``, a ``TaskOutput``, says where it goes).
+    ``cwd``: the directory tasks run in (None: on a local node, this process's; on another
+    host, the node's, its user's home); ``setenv``: variables set for them, on every node.
 
     Spawned processes (``spawn``, ``send``, ``call``, ...) are its processes part,
     ``clusterctl.api.actors.Processes``, given this cluster and its connections.
@@ -66,7 +69,9 @@ class Cluster:
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 10.0,
                  cookie: bytes | None = None, ssh_options: Mapping[str, Any] | None = None,
                  hub: bool | None = None, trace: str | os.PathLike | None = None,
-                 env: bool | None = None, quiet_tasks: bool = False) -> None:
+                 env: bool | None = None, quiet_tasks: bool = False,
+                 cwd: str | os.PathLike | None = None,
+                 setenv: Mapping[str, str] | None = None) -> None:
         if hosts is None:
             specs, self.source = resolve_world(None)
         elif isinstance(hosts, (str, os.PathLike)):
@@ -95,6 +100,7 @@ class Cluster:
         self._processes = Processes(self, self._links)
         self.shipper = Shipper(env)
         self.task_output = TaskOutput(quiet=quiet_tasks)
+        self.situation = Situation(cwd, setenv)
 
     @property
     def settings(self) -> NodeSettings:
@@ -458,6 +464,7 @@ class Cluster:
         if self.recording is not None:
             self.recording.watch(node, conn)
         conn.notices(functools.partial(self._notice, conn))
+        self.situation.tell(conn, self.spec(node).is_local)
         return conn
 
     def _notice(self, conn: NodeConnection, head: dict, payload, raw) -> None:  # noqa: ARG002

@@ -25,6 +25,8 @@ class Options:
     trace: str | None = None  # --trace FILE
     env: str | None = None  # --env on|off
     quiet_tasks: bool = False  # --quiet-tasks
+    cwd: str | None = None  # --cwd DIR
+    setenv: tuple[str, ...] = ()  # --setenv NAME[=VALUE], repeated
 
     def cluster(self):
         from clusterctl.api.cluster import Cluster
@@ -38,7 +40,8 @@ class Options:
             ssh["accept_new_host_keys"] = True
         env = None if self.env is None else self.env == "on"
         cluster = Cluster(self.hosts, timeout=self.timeout, ssh_options=ssh, trace=self.trace,
-                          env=env, quiet_tasks=self.quiet_tasks)
+                          env=env, quiet_tasks=self.quiet_tasks, cwd=self.cwd,
+                          setenv=variables(self.setenv))
         cluster.shipper.report = shipping_line
         try:
             self.ask_about_host_keys(cluster)
@@ -128,6 +131,24 @@ def show_error(opts: Options, exc: ClusterError) -> None:
     if opts.json:
         click.echo(render.dump_json({"error": render.error_json(exc)}))
     click.echo("error: " + render.error_text(exc), err=True)
+
+
+def variables(settings: tuple[str, ...]) -> dict[str, str]:
+    """``--setenv NAME=VALUE`` and ``--setenv NAME`` (its value here) as a dict."""
+    import os
+
+    found: dict[str, str] = {}
+    for setting in settings:
+        name, equals, value = setting.partition("=")
+        if not name or "\0" in setting:
+            raise UsageError(f"--setenv {setting!r} names no variable", hint="write --setenv NAME=VALUE")
+        if not equals:
+            if name not in os.environ:
+                raise UsageError(f"--setenv {name}: {name} is not set here",
+                                 hint=f"write --setenv {name}=VALUE, or set it before the command")
+            value = os.environ[name]
+        found[name] = value
+    return found
 
 
 def node_list(text: str | None) -> list[str] | None:

@@ -111,17 +111,23 @@ class Commands(click.Group):
 @click.option("--quiet-tasks", is_flag=True,
               help="Drop what your functions print (shown on stderr by default, each line "
                    "prefixed with its node and item: n1[17]).")
+@click.option("--cwd", metavar="DIR",
+              help="The directory tasks run in, on every node (default: on a local node this "
+                   "directory, on other hosts the home directory).")
+@click.option("--setenv", metavar="NAME[=VALUE]", multiple=True,
+              help="Set NAME in the tasks' environment, on every node: to VALUE, or to its "
+                   "value here. Repeat for more.")
 @click.version_option(__version__, prog_name="clusterctl")
 @click.pass_context
 def cli(ctx: click.Context, hosts, as_json, timeout, debug, ssh_config, known_hosts,
-        accept_new_host_keys, trace_path, env, quiet_tasks) -> None:
+        accept_new_host_keys, trace_path, env, quiet_tasks, cwd, setenv) -> None:
     """Run Python across the machines you can ssh into.
 
     Nodes start on demand and keep running between commands; `clusterctl down` stops them.
     The options here may also follow the command (`clusterctl ps --json`).
     """
     ctx.obj = Options(hosts, as_json, timeout, debug, ssh_config, known_hosts, accept_new_host_keys,
-                      trace_path, env, quiet_tasks)
+                      trace_path, env, quiet_tasks, cwd, setenv)
 
 
 @cli.command()

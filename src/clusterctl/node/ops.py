@@ -158,6 +158,8 @@ CONTROLLER_NODE = Channel(
             Op("monitor", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED)),
             Op("logs", id=(REQUEST_ID, REQUIRED), to=(ADDRESS, REQUIRED), lines=(COUNT, OPTIONAL),
                follow=(FLAG, OPTIONAL), tag=(TEXT, OPTIONAL)),
+            # where this connection's tasks run: JSON {"cwd": DIR, "env": {NAME: VALUE}} (no answer)
+            Op("situate"),
             # the environment that travels (workers/envs.py)
             Op("envcheck", id=(REQUEST_ID, REQUIRED), ids=(ENV_IDS, REQUIRED)),
             Op("envput", id=(REQUEST_ID, REQUIRED), env=(ENV_ID, REQUIRED), name=(TEXT, OPTIONAL)),
@@ -236,7 +238,7 @@ NODE_WORKER = Channel(
     "per frame)", ("node", "worker"), {
         "node": (Op("call", **_TASK), Op("map", **_TASK),
                  Op("defn", key=(KEY, REQUIRED), env=(ENV_IDS, OPTIONAL)),
-                 Op("forget", key=(KEY, REQUIRED)),
+                 Op("forget", key=(KEY, REQUIRED)), Op("situate"),
                  Op("envgiven", ids=(ENV_IDS, REQUIRED), error=(TEXT, OPTIONAL))),
         "worker": (Op("result", id=(REQUEST_ID, OPTIONAL), ok=(FLAG, REQUIRED)),
                    Op("envwant", module=(TEXT, REQUIRED)),

@@ -157,6 +157,8 @@ class Crew:
         load_errors = scheduler.load_errors
         if load_errors and len(load_errors) == len(nodes):
             error = load_errors[0]
+            if isinstance(error, errors.Refused):  # (the nodes said why: it is not the loading)
+                raise error
             error.hint = (f"no node could load the function or its items{what} ({done}{of} items "
                           "completed); make what it imports importable on the nodes")
             raise error

@@ -111,7 +111,7 @@ class Node:
                                    ids_path=sock_path[:-len(".sock")] + ".ids")
         self.actors = self.processes.actors
         environments = Environments(self.loop, name)
-        self.parts = [Tasks(self.pool), self.processes, environments]
+        self.parts = [Tasks(self.pool, restricted=policy is not None), self.processes, environments]
         gate = None
         if policy is not None:  # a refused request is answered (a definition has no answer)
             gate = Gate(policy, self.loop, self.pool.queue, self.stats, name,

@@ -28,7 +28,8 @@ class Connection(Endpoint):
     and functions it sent."""
 
     __slots__ = ("decoder", "authed", "nonce", "opened", "last_rx", "heartbeat", "tasks",
-                 "functions", "label", "fds", "watching", "recorder", "number", "limit")
+                 "functions", "label", "fds", "watching", "recorder", "number", "limit",
+                 "situation")
 
     def __init__(self, sock, number: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -45,6 +46,7 @@ class Connection(Endpoint):
         self.watching = False  # the hub's watch: only heartbeats and pings, keeps nobody busy
         self.recorder: tracing.Recorder | None = None  # its tasks' trace, once it asked for one
         self.limit: PayloadLimit | None = None  # a restricted node's, once authenticated
+        self.situation: bytes | None = None  # its ``situate`` frame: where its tasks run
 
     def traced(self, head: dict) -> bytes:
         """A ``trace``: start recording this connection's tasks (``start``, a ring of

@@ -24,6 +24,9 @@ SMALL_FRAME = 1 << 14
 TASK_OVERHEAD = 512  # what a queued task holds besides its frame (its Task, its table entries)
 
 
+NODE_SITUATION = wire.encode({"op": "situate"}, b"{}")  # the tasks' directory and environment: the node's
+
+
 class Task:
     """One call or map chunk from a controller, from its arrival until it is answered."""
 
@@ -95,7 +98,7 @@ class WorkerSlot(Endpoint):
     functions it has been sent."""
 
     __slots__ = ("pid", "inbox", "assigned", "functions", "index", "depth", "pace",
-                 "last_result", "ended", "crashed", "failing", "reaper", "free_at")
+                 "last_result", "ended", "crashed", "failing", "reaper", "free_at", "situation")
 
     def __init__(self, sock: socket.socket, pid: int, index: int, on_readable, on_broken) -> None:
         super().__init__(sock, on_readable, on_broken)
@@ -104,6 +107,7 @@ class WorkerSlot(Endpoint):
         self.inbox = bytearray()
         self.assigned: deque = deque()
         self.functions: OrderedDict = OrderedDict()
+        self.situation: bytes | None = None  # the ``situate`` frame it was sent last
         self.depth = PIPELINE_DEPTH  # tasks it may hold (see ``paced``)
         self.pace: float | None = None  # seconds per result while busy, smoothed
         self.last_result: float | None = None  # when it last answered, if it had more to do
@@ -112,6 +116,18 @@ class WorkerSlot(Endpoint):
         self.failing: Task | None = None  # ... and the task it crashed in answered
         self.reaper = None  # its pidfd in the poller while it is dying
         self.free_at = 0.0  # when it last finished a traced task
+
+    def prepare(self, task: "Task", send) -> None:
+        """Before a task: its controller's situation (``situate``: the tasks' directory and
+        environment; the node's own for one that sent none) and its function, each sent
+        if this worker lacks it."""
+        situation = task.conn.situation
+        if situation is not self.situation:
+            self.situation = situation
+            frame = situation or NODE_SITUATION
+            send(self, CHANNEL.pack(0, len(frame)), frame)
+        if task.fk is not None:
+            self.teach(task.fk, task.conn.functions, send)
 
     def teach(self, key: str, definitions: dict, send) -> None:
         """Before a task that calls function ``key``: send its definition if this worker
@@ -380,8 +396,7 @@ class Pool:
 
     def assign(self, worker: WorkerSlot, task: Task) -> None:
         send = self.loop.send
-        if task.fk is not None:
-            worker.teach(task.fk, task.conn.functions, send)
+        worker.prepare(task, send)
         task.worker = worker
         worker.assigned.append(task)
         if task.conn.recorder is not None:

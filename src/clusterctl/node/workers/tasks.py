@@ -1,6 +1,6 @@
 """The worker pool as a part of the node (``part.Part``): what a controller asks of the
-workers (tasks: ``call`` and ``map``; the functions they name: ``defn``; cancelling
-one), and the pool's share of the daemon's turns.
+workers (tasks: ``call`` and ``map``; the functions they name: ``defn``; where they
+run: ``situate``; cancelling one), and the pool's share of the daemon's turns.
 
 Ships to hosts: the standard library only. See docs/how-it-works.md, "Inside a node".
 """
@@ -16,9 +16,11 @@ class Tasks(Part):
     """The daemon's way to the pool: tasks in, their functions remembered per
     connection, cancels, and the pool's housekeeping."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, restricted: bool = False) -> None:
         self.pool = pool
+        self.restricted = restricted  # a restricted host's node: its owner's policy rules
         self.handlers = {"call": self.task, "map": self.task, "defn": self.define,
+                         "situate": self.situate,
                          "envgiven": lambda conn, head, raw: pool.asks.given(conn, head)}
 
     def task(self, conn, head: dict, raw: bytes) -> None:
@@ -36,6 +38,13 @@ class Tasks(Part):
     def define(self, conn, head: dict, raw: bytes) -> None:
         """A ``defn``: the function's frame, kept for this connection's tasks only."""
         conn.functions[head["key"]] = raw
+
+    def situate(self, conn, head: dict, raw: bytes) -> None:
+        """A ``situate``: the directory and environment this connection's tasks run in,
+        set in a worker before them (no answer). A restricted node's host owner did not
+        allow a controller to change them: there it is ignored."""
+        if not self.restricted:
+            conn.situation = raw
 
     def refuse(self, conn, task_id, message: str) -> None:
         self.pool.loop.send(conn, wire.encode(ops.error_head(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections.abc
 import importlib
+import json
 import os
 import pickle
 import signal
@@ -250,6 +251,8 @@ class Worker(PlainTasks):
         self.holding = False  # whether the task being run may have its reply held back
         self.started = 0.0  # when it started (perf_counter)
         self.wants: wants.Wants | None = None  # set in the worker's own process (``run``)
+        self.home: tuple[str, dict] | None = None  # the node's directory and environment
+        self.unsituated: str | None = None  # why the tasks cannot run where they are to
         # what tasks print: to the controller in the worker's own process (``worker_main``)
         self.output: output.TaskOutput | None = None
 
@@ -305,6 +308,7 @@ class Worker(PlainTasks):
         return ops.Dispatch(ops.NODE_WORKER.takes("worker"), {
             "defn": lambda head, payload: self.define(head["key"], payload, head.get("env")),
             "forget": lambda head, payload: self.forget(head.get("key")),
+            "situate": lambda head, payload: self.situate(payload),
             "call": lambda head, payload: self.task(self.call, head, payload),
             "map": lambda head, payload: self.task(self.map, head, payload),
         }, self.unknown_task)
@@ -312,9 +316,37 @@ class Worker(PlainTasks):
     def forget(self, key) -> None:
         self.functions.pop(key, None)
 
+    def situate(self, payload) -> None:
+        """Where the next tasks run (``situate``, sent before the first task of a
+        controller whose situation differs from the last): their working directory (the
+        node's own if none is given) and the variables set in their environment over the
+        node's own. A directory it cannot enter fails those tasks, saying why."""
+        if self.home is None:
+            self.home = (os.getcwd(), dict(os.environ))
+        directory, environ = self.home
+        try:
+            spec = json.loads(bytes(payload) or b"{}")
+        except ValueError:
+            spec = {}
+        env = spec.get("env") if isinstance(spec, dict) else None
+        os.environ.clear()
+        os.environ.update(environ)
+        if isinstance(env, dict):
+            os.environ.update({k: v for k, v in env.items() if type(k) is str and type(v) is str
+                               and k and "=" not in k and "\0" not in k + v})
+        cwd = spec.get("cwd") if isinstance(spec, dict) else None
+        self.unsituated = None
+        try:
+            os.chdir(cwd if type(cwd) is str and cwd else directory)
+        except OSError as exc:
+            os.chdir(directory)
+            self.unsituated = "cannot run in %s on this host: %s" % (cwd, exc.strerror)
+
     def task(self, run, head: dict, payload) -> bytes:
         if self.channel.held and not self.holding:  # a task not marked starts with nothing held back
             self.channel.flush()
+        if self.unsituated is not None:
+            return error_frame(head.get("id"), refused(self.unsituated, self.node))
         self.started = time.perf_counter()
         if envs.use(head.get("env")):  # (the packages it needs: first on the path)
             _resolved.clear()
