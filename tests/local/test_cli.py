@@ -193,7 +193,8 @@ def test_unknown_node_is_a_usage_error(env, local_hosts_file):
 def test_remote_exception_shows_node_and_remote_traceback(env, local_hosts_file):
     result = env.cli("rpc", "n1", "json", "loads", "{bad")
     assert result.returncode == 1
-    first, *rest = result.stderr.splitlines()
+    note, first, *rest = result.stderr.splitlines()
+    assert note == "note: {bad is not a Python literal ('{' was never closed): it is sent as a string"
     assert first.startswith("error: n1: json.decoder.JSONDecodeError: Expecting property name")
     assert rest[0] == "remote traceback (node n1):"
     assert any("json/decoder.py" in line for line in rest)

@@ -183,10 +183,16 @@ def test_cli_trace_and_analyze(env, tmp_path):
         primes = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "examples", "primes.py")
         done = env.cli("--trace", str(path), "pmap", primes, "--limit", "40", "--no-summary")
         assert done.returncode == 0, done.stderr
+        assert done.stderr == (f"trace written to {path}: read it with `clusterctl trace {path}`, "
+                               "or open it in ui.perfetto.dev\n")
         shown = env.cli("trace", "--analyze", str(path))
         assert shown.returncode == 0, shown.stderr
         for word in ("busy over time", "n1", "pmap task", "load imbalance"):
             assert word in shown.stdout
+        guessed = env.cli("trace", str(path))  # (the natural guess: the file alone)
+        assert guessed.returncode == 0 and guessed.stdout == shown.stdout, guessed.stderr
+        two = env.cli("trace", str(path), "--analyze", str(path))
+        assert two.returncode == 2 and "give one trace to analyze" in two.stderr
         as_json = json.loads(env.cli("--json", "trace", "--analyze", str(path)).stdout)
         assert as_json["runs"][0]["items"] == 40
         bad = tmp_path / "bad.json"

@@ -64,3 +64,25 @@ def test_a_function_is_named_in_one_dotted_word_or_two(words, target, rest):
 def test_a_module_alone_asks_which_function():
     with pytest.raises(UsageError, match="math names a module: which of its functions"):
         function_named("math", ())
+
+
+def test_every_command_summary_is_a_whole_sentence_and_exit_code_3_names_pmap():
+    from click.testing import CliRunner
+
+    shown = CliRunner().invoke(cli, ["--help"], terminal_width=100).output
+    listing = shown.split("Commands:")[1].split("Exit codes:")[0]
+    summaries = [line.strip() for line in listing.splitlines() if line.strip()]
+    assert len(summaries) >= 15
+    for line in summaries:
+        assert not line.endswith("..."), line
+    assert "pmap and pipeline" in shown.split("Exit codes:")[1]
+
+
+def test_text_that_looks_like_a_literal_and_is_none_is_said(capsys):
+    from clusterctl.cli.main import parse_arg
+
+    assert parse_arg("('store', 'a', 1") == "('store', 'a', 1"
+    assert "note: ('store', 'a', 1 is not a Python literal" in capsys.readouterr().err
+    assert parse_arg("('store', 'a', 1)") == ("store", "a", 1)
+    assert parse_arg("plain words") == "plain words"
+    assert capsys.readouterr().err == ""

@@ -114,7 +114,7 @@ def spawn_command(ctx: click.Context, node, name, restart, intensity, period, ma
     run(ctx, body)
 
 
-@click.command("logs")
+@click.command("logs", short_help="Print what a spawned process printed; -f follows it.")
 @click.option("--follow", "-f", is_flag=True,
               help="Go on printing each new line until the process ends (Ctrl-C stops following).")
 @click.option("--lines", "-n", type=click.IntRange(min=0), metavar="N",
@@ -152,7 +152,7 @@ def logs_command(ctx: click.Context, follow: bool, lines: int | None, to: str) -
     run(ctx, body)
 
 
-@click.command("ps")
+@click.command("ps", short_help="List the spawned processes, and those that ended lately.")
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.pass_context
 def ps_command(ctx: click.Context, nodes: str | None) -> None:
@@ -222,7 +222,7 @@ def call_command(ctx: click.Context, to: str, msg: str, timeout: float | None) -
     run(ctx, body)
 
 
-@click.command("kill")
+@click.command("kill", short_help="End spawned processes for good (no restart).")
 @click.argument("to", nargs=-1, required=True, shell_complete=complete_processes)
 @click.pass_context
 def kill_command(ctx: click.Context, to: tuple[str, ...]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -101,6 +103,7 @@ def timeout_option(command: Callable) -> Callable:
 def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
     """Run a command body; render any error once and exit with its code."""
     opts: Options = ctx.obj
+    started = time.time()
     try:
         code = body(opts) or 0
     except ClusterError as exc:
@@ -117,6 +120,10 @@ def run(ctx: click.Context, body: Callable[[Options], int | None]) -> None:
         click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
                    "(run again with --debug for the traceback, and please report it)", err=True)
         code = 1
+    if opts.trace is not None and os.path.isfile(opts.trace) \
+            and os.path.getmtime(opts.trace) >= started - 1:  # (written by this command)
+        click.echo(f"trace written to {opts.trace}: read it with `clusterctl trace "
+                   f"{opts.trace}`, or open it in ui.perfetto.dev", err=True)
     ctx.exit(code)
 
 

@@ -9,7 +9,7 @@ from clusterctl.cli.common import Options, run
 from clusterctl.errors import EXIT_SOME_NODES_FAILED
 
 
-@click.command("env")
+@click.command("env", short_help="Show (or remove) the packages shipped to each host.")
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.option("--remove-unused", "days", type=click.FloatRange(min=0), metavar="DAYS",
               help="Remove the packages no worker used for DAYS days (0: every one; what a "

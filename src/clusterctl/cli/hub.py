@@ -8,7 +8,7 @@ import click
 from clusterctl.cli.common import Options, run
 
 
-@click.command("hub")
+@click.command("hub", short_help="Show (or stop) the hub, which holds the SSH connections.")
 @click.option("--stop", is_flag=True, help="Stop the hub (the nodes keep running).")
 @click.pass_context
 def hub_command(ctx: click.Context, stop: bool) -> None:

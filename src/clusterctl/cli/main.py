@@ -26,15 +26,22 @@ Exit codes:
   0    success
   1    error (the message says what failed and how to fix it)
   2    usage error (bad option, argument or node name)
-  3    some nodes failed (world, multicall, down)
+  3    some nodes or items failed (world, multicall, down, ps; pmap and pipeline
+       with --on-error collect)
   130  interrupted (Ctrl-C)"""
 
 
 def parse_arg(text: str) -> Any:
-    """A command-line argument as a Python literal (``2``, ``'a'``, ``[1, 2]``), else the string."""
+    """A command-line argument as a Python literal (``2``, ``'a'``, ``[1, 2]``), else the
+    string; one that looks like a literal and is none (``"('store', 'a', 1"``, a bracket
+    short) is said on stderr, since it goes as text the function may not expect."""
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        if text.lstrip()[:1] in ("(", "[", "{", "'", '"'):
+            why = exc.msg if isinstance(exc, SyntaxError) and exc.msg else type(exc).__name__
+            click.echo(f"note: {text} is not a Python literal ({why}): it is sent as a string",
+                       err=True)
         return text
 
 

@@ -1,4 +1,5 @@
-"""``clusterctl trace --analyze FILE``: what a trace written with ``--trace FILE`` says."""
+"""``clusterctl trace FILE`` (or ``--analyze FILE``): what a trace written with
+``--trace FILE`` says; ``trace record``: a trace of the spawned processes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from clusterctl.cli.common import Options, run
 from clusterctl.errors import UsageError
 
 
-@click.command("trace")
-@click.argument("action", required=False, type=click.Choice(["record"]))
+@click.command("trace", short_help="Analyze a trace file, or record the spawned processes.")
+@click.argument("action", required=False, metavar="[FILE | record]")
 @click.option("--analyze", "analyze_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="The trace to analyze (written with clusterctl --trace FILE COMMAND, or by "
                    "trace record).")
@@ -21,11 +22,11 @@ from clusterctl.errors import UsageError
 @click.pass_context
 def trace_command(ctx: click.Context, action: str | None, analyze_path: str | None,
                   seconds: float | None, output: str | None) -> None:
-    """Report what a trace recorded: per node and slot how busy it was and its queue
-    wait, per map the service time per item and the stragglers, per pipeline stage
-    T_S, T_A and ρ with the bottleneck, retries and lost nodes, round trips, bytes
-    moved and MB/s, load imbalance, and a timeline with a lane per node. With --json
-    (before the command), the same figures as JSON.
+    """Report what the trace FILE (or --analyze FILE) recorded: per node and slot how busy
+    it was and its queue wait, per map the service time per item and the stragglers, per
+    pipeline stage T_S, T_A and ρ with the bottleneck, retries and lost nodes, round
+    trips, bytes moved and MB/s, load imbalance, and a timeline with a lane per node.
+    With --json, the same figures as JSON.
 
     Record one with the global option: clusterctl --trace run.json pmap script.py;
     the file opens in Perfetto (ui.perfetto.dev) too.
@@ -36,6 +37,11 @@ def trace_command(ctx: click.Context, action: str | None, analyze_path: str | No
     """
 
     def body(opts: Options) -> int:
+        nonlocal analyze_path
+        if action is not None and action != "record":  # (trace run.json: the natural guess)
+            if analyze_path is not None:
+                raise UsageError(f"give one trace to analyze: {action} or --analyze {analyze_path}")
+            analyze_path = action
         if action == "record":
             if seconds is None or output is None or analyze_path is not None:
                 raise UsageError("trace record takes --for SECONDS and -o FILE (and no --analyze)",
