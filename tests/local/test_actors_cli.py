@@ -269,9 +269,13 @@ def test_down_ends_every_spawned_process(local_hosts_env):
     script(local_hosts_env, INBOX, "inbox.py")
     spawn(local_hosts_env, "--node", "n1", "--restart", "permanent", "inbox.py", "silent")
     spawn(local_hosts_env, "--node", "n2", "--name", "kvs", KVS, "serve")
-    pids = [row["pid"] for row in ps_rows(local_hosts_env)]
+    rows = ps_rows(local_hosts_env)
+    pids = [row["pid"] for row in rows]
     assert len(pids) == 2 and all(alive(p) for p in pids)
-    ok(local_hosts_env, "down")
+    said = ok(local_hosts_env, "down")
+    ended = said.split("ended with them: ")[1].strip().split(", ")
+    assert sorted(ended) == sorted(f"{row['id']} (kvs)" if row["name"] == "kvs" else row["id"]
+                                   for row in rows), said
     wait_for(lambda: not any(alive(p) for p in pids), 5, message="the processes gone")
     assert node_daemons(local_hosts_env) == []
 

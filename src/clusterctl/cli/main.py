@@ -233,18 +233,29 @@ def multicall(ctx: click.Context, function: str, args: tuple[str, ...],
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.pass_context
 def down(ctx: click.Context, nodes: str | None) -> None:
-    """Stop the nodes (all of the world by default) and wait until they are gone."""
+    """Stop the nodes (all of the world by default) and wait until they are gone.
+
+    The spawned processes of the nodes it stops end with them; it names them.
+    """
 
     def body(opts: Options) -> int:
         from clusterctl.render import tables as render
 
+        names = node_list(nodes)
         with opts.cluster() as cluster:
-            outcomes = cluster.down(node_list(nodes))
+            running = cluster.processes(names)  # (what ends with the nodes, to be named)
+            outcomes = cluster.down(names)
+        ended = [row for row in running if row.get("state") != "failed"
+                 and isinstance(outcomes.get(row.get("node")), str)]
         if opts.json:
             click.echo(render.dump_json({n: (v if isinstance(v, str) else render.outcome_json(v))
                                          for n, v in outcomes.items()}))
         else:
             render.stdout_console().print(render.down_table(outcomes))
+            if ended:
+                click.echo("ended with them: " + ", ".join(
+                    f"{row['id']} ({row['name']})" if row.get("name") else row["id"]
+                    for row in ended))
         failed = any(isinstance(v, ClusterError) for v in outcomes.values())
         return EXIT_SOME_NODES_FAILED if failed else 0
 
