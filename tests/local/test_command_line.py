@@ -5,6 +5,7 @@ means nothing refused, and a function named MODULE.FUNCTION or MODULE FUNCTION."
 from __future__ import annotations
 
 import json
+import os
 
 from helpers import script
 
@@ -67,3 +68,13 @@ def test_the_call_timeout_is_refused_by_a_map_and_a_pipeline_naming_item_timeout
                    "--item-timeout SECONDS instead" in refused.stderr, refused.stderr
     timed = env.cli("pmap", path, "--item-timeout", "2m", "--no-summary")
     assert timed.returncode == 0 and timed.stdout.split() == ["0", "1", "2"], timed.stderr
+
+
+def test_a_run_directory_that_is_not_there_is_said_not_passed_over(local_hosts_env, tmp_path):
+    env = local_hosts_env
+    wrong = str(tmp_path / "no" / "such" / "run")
+    result = env.cli("down", env={"XDG_RUNTIME_DIR": wrong})  # (starts nothing there)
+    assert result.returncode == 0, result.stderr
+    assert (f"note: XDG_RUNTIME_DIR={wrong} is no directory: nodes and the hub keep their "
+            f"sockets and logs in /tmp/clusterctl-{os.getuid()}") in result.stderr
+    assert "not running" in result.stdout

@@ -33,6 +33,11 @@ class Options:
     def cluster(self):
         from clusterctl.api.cluster import Cluster
 
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if runtime and not os.path.isdir(runtime):  # (a typo: say where things go instead)
+            click.echo(f"note: XDG_RUNTIME_DIR={runtime} is no directory: nodes and the hub "
+                       f"keep their sockets and logs in /tmp/clusterctl-{os.getuid()}", err=True)
+
         ssh = {}
         if self.ssh_config:
             ssh["config_file"] = self.ssh_config
