@@ -78,8 +78,10 @@ class TaskOutput:
             if self.size >= BATCH_BYTES or not self.threaded and self.lines \
                     and time.monotonic() - self.first >= FLUSH_SECONDS:
                 self._flush()
-        if self.lines and self.thread is None and self.threaded:
-            self._start_thread()
+        if self.lines and self.threaded:
+            if self.thread is None:
+                self._start_thread()
+            self.wake.set()
 
     def task_ended(self) -> None:
         """Send what the task printed (its last line too, if it did not end), before its
@@ -132,10 +134,13 @@ class TaskOutput:
         self.thread.start()
 
     def _send_late(self) -> None:
-        """Send lines that waited FLUSH_SECONDS while the task runs on."""
+        """Send lines that waited FLUSH_SECONDS while the task runs on. Woken by a line
+        written (``wake``), so a worker that prints nothing more wakes no more."""
         while True:
-            time.sleep(FLUSH_SECONDS / 2)
-            if self.lines and time.monotonic() - self.first >= FLUSH_SECONDS:
+            self.wake.wait()
+            self.wake.clear()
+            time.sleep(FLUSH_SECONDS)
+            if self.lines:
                 with self.lock:
                     self._flush()
 
