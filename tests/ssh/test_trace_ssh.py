@@ -43,7 +43,10 @@ def test_a_trace_across_three_hosts(ssh_clusters, tmp_path):
         assert node.tasks > 0 and node.rtt_us is not None
         assert abs(node.offset_us) <= node.offset_error_us + 1000  # one clock: offset ~ 0
     runs = {r.label: r for r in found.runs}
-    assert 20_000 <= runs["pmap nap"].per_item_us <= 22_000
+    # An item's own time, not its wait in a queue (that would be about 100 ms here): the
+    # median sits near the 20 ms sleep; the mean may carry a slow item of a loaded machine.
+    assert 20_000 <= runs["pmap nap"].median_item_us <= 24_000
+    assert 20_000 <= runs["pmap nap"].per_item_us <= 30_000
     assert runs["pmap nap"].items == 60
     pinned = [e for e in data["traceEvents"] if e.get("cat") == "task" and e["ph"] == "X"
               and e["args"]["run"] == "stage 2 (nap)"]
