@@ -82,7 +82,7 @@ def test_unordered_indexed_limit_and_fn(local_hosts_env):
 def test_the_examples_run(local_hosts_env):
     primes = local_hosts_env.cli("pmap", os.path.join(EXAMPLES, "primes.py"), "--limit", "10")
     assert primes.returncode == 0, primes.stderr
-    assert sum(lines(primes.stdout)) == 17_984  # primes below 200,000
+    assert sum(lines(primes.stdout)) == 5_133  # primes below 50,000
     words = local_hosts_env.cli("pmap", os.path.join(EXAMPLES, "wordstats.py"),
                       input='"the quick brown fox"\n')
     assert words.returncode == 0, words.stderr
