@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+from actor_programs import alive
 from helpers import script
 
 
@@ -78,3 +79,32 @@ def test_a_run_directory_that_is_not_there_is_said_not_passed_over(local_hosts_e
     assert (f"note: XDG_RUNTIME_DIR={wrong} is no directory: nodes and the hub keep their "
             f"sockets and logs in /tmp/clusterctl-{os.getuid()}") in result.stderr
     assert "not running" in result.stdout
+
+
+def test_down_names_the_nodes_of_other_hosts_files_and_down_all_stops_them(local_hosts_env):
+    env = local_hosts_env
+    (env.cwd / "other_hosts").write_text("local name=solo slots=1\n")
+    assert env.cli("--hosts", "other_hosts", "world").returncode == 0
+    assert env.cli("world").returncode == 0  # ./hosts: n1, n2
+    solo = env.node_pid("solo")
+    # a plain down stops its own world, and says what else runs and how to stop it
+    own = env.cli("--hosts", "other_hosts", "down")
+    assert own.returncode == 0, own.stderr
+    assert "solo" in own.stdout and "stopped" in own.stdout
+    assert "note: nodes of other hosts files still run: n1, n2 on this machine; `clusterctl down " \
+           "--all` stops them too" in own.stderr, own.stderr
+    assert (env.run_dir / "n1.sock").exists() and (env.run_dir / "n2.sock").exists()
+    assert not alive(solo)
+    env.cli("--hosts", "other_hosts", "world")
+    n1, n2 = env.node_pid("n1"), env.node_pid("n2")
+    # --all, from a world that has none of them running: every one is stopped, and named
+    everything = env.cli("--hosts", "other_hosts", "down", "--all", "--json")
+    assert everything.returncode == 0, everything.stderr
+    assert json.loads(everything.stdout) == {"solo": "stopped", "n1": "stopped", "n2": "stopped"}
+    assert not any(alive(pid) for pid in (n1, n2))
+    assert env.node_processes() == []
+    alone = env.cli("down")  # nothing else runs: nothing to say
+    assert alone.returncode == 0 and alone.stderr == "", alone.stderr
+    refused = env.cli("down", "--all", "--nodes", "n1")
+    assert refused.returncode == 2 and "--all stops every node: give it no --nodes" in refused.stderr
+

@@ -163,10 +163,10 @@ def test_a_node_lost_for_longer_than_the_bound_is_forgotten(env, monkeypatch):
         found = client.world([spec], {}, heartbeat=(1.0, 10.0), timeout=5.0, start=False)
         assert found == [("absent", None)]
         assert [n["node"] for n in client.call("status", {}, 10.0)["nodes"]] == ["gone"]
-        assert "gone" in hub.watched
+        assert "gone" in hub.known.watched
         wait_for(lambda: client.call("status", {}, 10.0)["nodes"] == [], 5, interval=0.1,
                  message="the lost node to be forgotten")
-        assert hub.watched == {}
+        assert hub.known.watched == {}
         kept = (env.run_dir / "hub" / "watched.json").read_text()
         assert '"gone"' not in kept
 
@@ -179,7 +179,7 @@ def test_a_node_lost_for_less_than_the_bound_is_kept(env, monkeypatch):
                      timeout=5.0, start=False)
         time.sleep(0.5)
         assert [n["node"] for n in client.call("status", {}, 10.0)["nodes"]] == ["gone"]
-        assert "gone" in hub.watched
+        assert "gone" in hub.known.watched
     assert watch.FORGET_SECONDS == 3600.0
 
 

@@ -257,7 +257,7 @@ def test_the_watched_file_keeps_what_a_new_hub_needs_and_only_that():
     command's timeout, heartbeat and limits; read back as the world requests that watch
     the nodes again (one per set of settings). No other SSH option is kept."""
     from clusterctl.config.hosts import HostSpec
-    from clusterctl.hub.daemon import rewatch_requests, watched_from_json, watched_to_json
+    from clusterctl.hub.known import rewatch_requests, watched_from_json, watched_to_json
 
     ssh = {"config_file": "/home/u/.ssh/config", "accept_new_host_keys": True, "other": object()}
     request = {"ssh": ssh, "start": True, "timeout": 7.5, "heartbeat": (1.0, 10.0),

@@ -299,3 +299,25 @@ def test_world_right_after_down_of_one_node_starts_it_again(ssh_clusters):
         assert c.down(["h1"]) == {"h1": "stopped"}
         info, = c.world(["h1"])
         assert info.ok, info
+
+
+def test_a_down_of_another_world_leaves_the_hub_for_its_nodes_and_down_all_stops_them(env, ssh_clusters):
+    """``down`` of a world of one local node says that h1 and h2 (another hosts file's,
+    known to the hub) still run, and keeps the hub for them; ``down --all``, from a
+    shell that has neither that hosts file nor its SSH files, stops them and the hub."""
+    c = ssh_clusters.cluster(HOSTS)
+    nodes = {name: c.rpc(name, "os.getppid") for name in ("h1", "h2")}
+    c.close()
+    pid = hub_pid(env)
+    (env.cwd / "solo_hosts").write_text("local name=solo slots=1\n")
+    said = env.cli("--hosts", "solo_hosts", "down")
+    assert said.returncode == 0, said.stderr
+    assert "note: nodes of other hosts files still run: h1, h2 over SSH; the hub keeps " \
+           "running for them; `clusterctl down --all` stops them and it" in said.stderr, said.stderr
+    assert alive(pid) and all(alive(p) for p in nodes.values())
+    assert env.cli("--hosts", "solo_hosts", "world").returncode == 0
+    everything = env.cli("--hosts", "solo_hosts", "down", "--all", "--json")
+    assert everything.returncode == 0, everything.stderr
+    assert json.loads(everything.stdout) == {"solo": "stopped", "h1": "stopped", "h2": "stopped"}
+    wait_for(lambda: not alive(pid), message="the hub to stop")
+    assert not any(alive(p) for p in nodes.values())

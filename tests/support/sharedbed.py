@@ -175,6 +175,8 @@ class World:
                          if isinstance(outcome, errors.ClusterError)]
                 if not names:
                     break
-            if names is not None:  # (a retry for some nodes may have started a hub again)
-                with Cluster(path, ssh_options=c.ssh_options, connect_timeout=10) as closer:
-                    closer.stop_hub()
+        if self.made:  # (a down keeps the hub while it knows another world's node, one the
+            # test lost, say; and a retry for some nodes may have started a hub again)
+            c, path = self.made[-1]
+            with Cluster(path, ssh_options=c.ssh_options, connect_timeout=10) as closer:
+                closer.stop_hub()

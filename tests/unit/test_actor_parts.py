@@ -166,7 +166,7 @@ def test_remembered_nodes_are_watched_again_together_per_settings():
     """Nodes watched with the same settings are watched again by one request, side by side
     (a few hundred, one by one over SSH, would take minutes); none is started."""
     from clusterctl.config.hosts import HostSpec
-    from clusterctl.hub.daemon import rewatch_requests
+    from clusterctl.hub.known import rewatch_requests
 
     def remembered(name, ssh):
         spec = HostSpec(name=name, target="local", slots=1)

@@ -26,6 +26,7 @@ from clusterctl.api.calls import await_result, call_message, message_for
 from clusterctl.api.env.shipping import Shipper
 from clusterctl.api.fanout import in_parallel
 from clusterctl.api.links import NodeLinks
+from clusterctl.api.other_worlds import OtherNode, other_nodes, stop_other_nodes
 from clusterctl.api.results import MulticallResult, NodeInfo
 from clusterctl.api.situation import Situation
 from clusterctl.api.task_output import TaskOutput
@@ -374,10 +375,17 @@ class Cluster:
 
     # -- stopping ----------------------------------------------------------------------
 
-    def down(self, nodes: Iterable[str] | None = None) -> dict[str, str | errors.ClusterError]:
-        """Stop nodes (all by default, and then the hub, if one runs): node -> "stopped",
-        "not running" or the error."""
+    def down(self, nodes: Iterable[str] | None = None, *, other_worlds: bool = False
+             ) -> dict[str, str | errors.ClusterError]:
+        """Stop nodes: node -> "stopped", "not running" or the error. All of the world by
+        default, and then the hub, unless it knows running nodes of another world (see
+        ``other_nodes``: those keep running, and the hub with them). ``other_worlds``:
+        those are stopped too (a name also in this world is keyed "name (where)"), and
+        the hub."""
+        if other_worlds and nodes is not None:
+            raise ValueError("other_worlds stops every node: it takes no list of nodes")
         names = self.node_names(nodes)
+        others = self.other_nodes() if nodes is None else []
 
         def one(name: str):
             try:
@@ -386,9 +394,22 @@ class Cluster:
                 return exc
 
         outcomes = dict(zip(names, in_parallel(names, one)))
-        if nodes is None:
+        if other_worlds:
+            outcomes.update(stop_other_nodes(others, self._other_world, taken=outcomes))
+        if nodes is None and (other_worlds or not any(o.through_hub for o in others)):
             self.stop_hub()
         return outcomes
+
+    def other_nodes(self) -> list[OtherNode]:
+        """The nodes of this user's other worlds (other hosts files): local nodes that run
+        on this machine, and SSH nodes the hub knows (none if no hub runs), each an
+        ``OtherNode(spec, ssh, state)``. ``down(other_worlds=True)`` stops them."""
+        specs = [self._links.spec(name) for name in self._links.names]
+        return other_nodes(specs, self._links.hub, self.connect_timeout)
+
+    def _other_world(self, specs: list[HostSpec], ssh_options: dict) -> "Cluster":
+        return Cluster(specs, connect_timeout=self.connect_timeout, ssh_options=ssh_options,
+                       cookie=self.settings.cookie, hub=self._links.hub is not None)
 
     def environments(self, nodes: Iterable[str] | None = None) -> dict[str, list[dict] | errors.ClusterError]:
         """What each node's host holds of shipped packages (``api.env``): node -> a list

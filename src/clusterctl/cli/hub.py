@@ -16,7 +16,7 @@ def hub_command(ctx: click.Context, stop: bool) -> None:
     commands pay no SSH handshake, and watches every node it reached (up, or lost and
     why). Commands start it when they need it; it exits by
     itself when idle (CLUSTERCTL_HUB_IDLE seconds, default 600); `clusterctl down`
-    stops it with the nodes. CLUSTERCTL_HUB=off makes commands connect directly."""
+    stops it with the nodes (`down --all` when it also reached other hosts files' nodes). CLUSTERCTL_HUB=off makes commands connect directly."""
 
     def body(opts: Options) -> int:
         from clusterctl.config.cookie import load_or_create_cookie

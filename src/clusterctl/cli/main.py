@@ -231,12 +231,20 @@ def multicall(ctx: click.Context, function: str, args: tuple[str, ...],
 
 @cli.command()
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
+@click.option("--all", "everything", is_flag=True,
+              help="Also stop the nodes of your other worlds (other hosts files): the local "
+                   "ones on this machine and those the hub knows; then the hub.")
 @click.pass_context
-def down(ctx: click.Context, nodes: str | None) -> None:
+def down(ctx: click.Context, nodes: str | None, everything: bool) -> None:
     """Stop the nodes (all of the world by default) and wait until they are gone.
 
-    The spawned processes of the nodes it stops end with them; it names them.
+    The spawned processes of the nodes it stops end with them; it names them. Nodes that
+    other hosts files started keep running (it names them too, and the hub keeps
+    running for them); --all stops them as well.
     """
+
+    if everything and nodes:
+        raise click.UsageError("--all stops every node: give it no --nodes")
 
     def body(opts: Options) -> int:
         from clusterctl.render import tables as render
@@ -244,7 +252,8 @@ def down(ctx: click.Context, nodes: str | None) -> None:
         names = node_list(nodes)
         with opts.cluster() as cluster:
             running = cluster.processes(names)  # (what ends with the nodes, to be named)
-            outcomes = cluster.down(names)
+            others = cluster.other_nodes() if names is None else []
+            outcomes = cluster.down(names, other_worlds=everything)
         ended = [row for row in running if row.get("state") != "failed"
                  and isinstance(outcomes.get(row.get("node")), str)]
         if opts.json:
@@ -256,6 +265,15 @@ def down(ctx: click.Context, nodes: str | None) -> None:
                 click.echo("ended with them: " + ", ".join(
                     f"{row['id']} ({row['name']})" if row.get("name") else row["id"]
                     for row in ended))
+            if everything and others:
+                click.echo("of other worlds: " + render.other_worlds_text(others))
+        if others and not everything:
+            hub = any(o.through_hub for o in others)
+            click.echo("note: nodes of other hosts files still run: "
+                       + render.other_worlds_text(others)
+                       + ("; the hub keeps running for them" if hub else "")
+                       + "; `clusterctl down --all` stops them" + (" and it" if hub else " too"),
+                       err=True)
         failed = any(isinstance(v, ClusterError) for v in outcomes.values())
         return EXIT_SOME_NODES_FAILED if failed else 0
 

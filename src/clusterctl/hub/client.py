@@ -84,6 +84,12 @@ class HubClient:
         return [(kind, protocol.restore_error(value) if kind == "pang" else value)
                 for kind, value in found]
 
+    def watched(self, timeout: float) -> list[dict]:
+        """The nodes the hub knows, of every world (``Hub.watched_nodes``); none if no
+        hub runs (none is started to ask)."""
+        found = self.call("watched", {}, timeout, start=False)
+        return list(found or [])
+
     def _limits(self) -> dict:
         """The limits a node started for this command gets."""
         return {"idle": self.settings.idle, "max_payload": self.settings.max_payload}

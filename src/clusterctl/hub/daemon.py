@@ -9,9 +9,7 @@ exits when idle (no command connected and no stream open), on SIGTERM, or when a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fcntl
-import json
 import os
 import pickle
 import select
@@ -24,9 +22,9 @@ import traceback
 
 from clusterctl import errors
 from clusterctl.config.cookie import load_or_create_cookie
-from clusterctl.config.hosts import HostSpec
 from clusterctl.hub import place, protocol, watch
-from clusterctl.hub.connections import POOL_KEYS, Connections
+from clusterctl.hub.connections import Connections
+from clusterctl.hub.known import KnownNodes, rewatch_requests
 from clusterctl.hub.router import Router
 from clusterctl.hub.splice import Splice
 from clusterctl.hub.watch import Watches, watch_heartbeat
@@ -40,7 +38,6 @@ HANDSHAKE_SECONDS = 10.0  # a command must have connected, proved the cookie and
 MAX_COMMANDS = 256  # commands in their handshake or request at once; more are closed at once
 REWATCH_SECONDS = 2.0  # how often a lost watch tries again (and one lost for long is forgotten)
 ACCEPT_SECONDS = 0.5  # how often the loop looks whether it was idle too long (``stop`` wakes it)
-WATCHED_VERSION = 1  # of the format of ``watched.json``
 
 _log_dir: place.HubDir | None = None  # set once the hub's stderr is its hub.log: kept bounded
 _log_lock = threading.Lock()
@@ -91,7 +88,7 @@ class Hub:
         self.connections = Connections(self.settings)
         self.router = Router(log)
         self.watches = Watches(self.router)
-        self.watched: dict[str, dict] = {}  # node -> the world request that watches it
+        self.known = KnownNodes(directory, self.connections.pool_key, log)
         self.started = time.time()
         self.stopping = threading.Event()
         self._wake: tuple[socket.socket, socket.socket] | None = None  # ``stop`` wakes the loop
@@ -102,7 +99,6 @@ class Hub:
         self._turned_away = 0  # connections closed at once since the last one served
         self._last_active = time.monotonic()
         self._lock = threading.Lock()
-        self._saving = threading.Lock()  # one writer of watched.json at a time
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -188,7 +184,7 @@ class Hub:
         Every remembered node is known before the first is watched: the first node back
         sends again what it kept for the others, and a frame for a node the hub does not
         know is refused as for a node that is not in the world, which drops it for good."""
-        remembered = self._remembered()
+        remembered = self.known.remembered()
         self.router.know(remembered)
         for args in rewatch_requests(remembered):
             try:
@@ -199,42 +195,16 @@ class Hub:
             self._forget_lost()
             self.watches.reconnect()
 
-    def _remembered(self) -> dict[str, dict]:
-        """The nodes a hub before this one watched (``watched.json``); none if the file
-        is missing or malformed (said in the log). An older hub's pickle is removed
-        unread: loading a pickle runs what it says."""
-        if self.directory.remove(place.OLD_WATCHED):
-            log(f"removed {self.directory.file(place.OLD_WATCHED)} unread (an older hub's; "
-                "its nodes are watched again by the next world)")
-        try:
-            data = self.directory.read(place.WATCHED)
-            return {} if data is None else watched_from_json(data)
-        except (OSError, RuntimeError, ValueError) as exc:
-            log(f"{self.directory.file(place.WATCHED)} ignored: {exc}")
-            return {}
-
     def _forget_lost(self) -> None:
         """Forget the nodes whose watch was lost too long ago (each costs a try every
         ``REWATCH_SECONDS``): no longer watched, nor kept for a new hub."""
         forgotten = self.watches.forget_lost()
         if not forgotten:
             return
-        with self._lock:
-            for pool_key, spec in forgotten:
-                args = self.watched.get(spec.name)
-                if args is not None and self._same_watch(args, pool_key, spec):
-                    del self.watched[spec.name]
+        self.known.forget(forgotten)
         self.router.forget(spec.name for _, spec in forgotten)
         log(f"forgot {', '.join(spec.name for _, spec in forgotten)}: lost for more than "
             f"{watch.FORGET_SECONDS:g} s")
-        self._save_watched()
-
-    def _same_watch(self, args: dict, pool_key: tuple, spec: HostSpec) -> bool:
-        """Whether the remembered world request ``args`` is for the watch of ``spec``
-        (which ``Watches`` tells by pool, name, host, user and port)."""
-        kept = args["specs"][0]
-        return self.connections.pool_key(args["ssh"]) == pool_key and \
-            (kept.name, kept.host, kept.user, kept.port) == (spec.name, spec.host, spec.user, spec.port)
 
     def _idle_for(self) -> float:
         with self._lock:
@@ -310,11 +280,14 @@ class Hub:
         if what == "trust":
             return c.trust(args["ssh"], args["unknown"])
         if what == "wait_stopped":
-            return c.wait_stopped(args["spec"], args["ssh"], args["pid"], args["timeout"])
+            c.wait_stopped(args["spec"], args["ssh"], args["pid"], args["timeout"])
+            return self.known.stopped(args["spec"])
         if what == "world":
             return self.world(args)
         if what == "status":
             return self.status()
+        if what == "watched":
+            return self.watched_nodes()
         return None  # stop
 
     def _open(self, sock: socket.socket, args: dict) -> bool:
@@ -324,6 +297,7 @@ class Hub:
         if channel is None:
             sock.sendall(protocol.reply(None))
             return False
+        self.known.reached(spec, args["ssh"])
         try:
             sock.sendall(protocol.reply("stream"))
         except OSError:
@@ -350,7 +324,7 @@ class Hub:
         key = c.pool_key(ssh)
         jobs = [(key, spec, lambda spec=spec: c.transport(spec, ssh, limits))
                 for spec in args["specs"]]
-        self._remember(args)
+        self.known.remember(args)
         self.router.know(spec.name for spec in args["specs"])
         found = self.watches.world(jobs, start=args["start"], settings=c.limited(limits),
                                    heartbeat=watch_heartbeat(*args["heartbeat"]),
@@ -358,21 +332,12 @@ class Hub:
         return [(kind, protocol.error_state(value) if kind == "pang" else value)
                 for kind, value in found]
 
-    def _remember(self, args: dict) -> None:
-        """Keep which nodes are watched, and how, for a hub that replaces this one."""
-        with self._lock:
-            for spec in args["specs"]:
-                self.watched[spec.name] = dict(args, specs=[spec], start=False)
-        self._save_watched()
-
-    def _save_watched(self) -> None:
-        with self._saving:
-            try:
-                with self._lock:
-                    data = watched_to_json(self.watched)
-                self.directory.write(place.WATCHED, data)
-            except (OSError, RuntimeError, TypeError, ValueError) as exc:
-                log(f"cannot keep the watched nodes in {self.directory.file(place.WATCHED)}: {exc}")
+    def watched_nodes(self) -> list[dict]:
+        """Every node the hub knows (``KnownNodes.describe``), with its watch's state, or
+        "stopped" for one that said it stops."""
+        states = {w["node"]: w["state"] for w in self.watches.describe()}
+        states.update((name, "stopped") for name in self.router.said_stop() if states.get(name) != "up")
+        return self.known.describe(states)
 
     def _ended(self, splice: Splice) -> None:
         with self._lock:
@@ -391,123 +356,6 @@ class Hub:
                 "requests": self.requests, "streams": streams, "finished": finished,
                 "pools": self.connections.describe(), "nodes": self.watches.describe(),
                 "routing": self.router.describe()}
-
-
-# -- the process -------------------------------------------------------------------------
-
-def rewatch_requests(remembered: dict[str, dict]) -> list[dict]:
-    """The world requests that watch the remembered nodes again, none started: one for
-    each set of settings, with every node that shares it (watched side by side, as one
-    command's world is), in the order the nodes were first watched."""
-    merged: dict[str, dict] = {}
-    for args in remembered.values():
-        settings = {key: value for key, value in args.items() if key != "specs"}
-        key = json.dumps(settings, sort_keys=True)
-        if key in merged:
-            merged[key]["specs"] += args["specs"]
-        else:
-            merged[key] = dict(settings, specs=list(args["specs"]), start=False)
-    return list(merged.values())
-
-
-# -- watched.json: what a new hub needs to watch a node again, and nothing that runs -------
-
-def watched_to_json(watched: dict[str, dict]) -> bytes:
-    """``watched.json``: per node, its hosts-file line, how its host is resolved (the
-    SSH files), the command's timeout, heartbeat and limits. JSON, since loading a
-    pickle runs code, and the file is only as safe as the directory it is in."""
-    nodes = [{"spec": dataclasses.asdict(args["specs"][0]),
-              "ssh": {key: args["ssh"][key] for key in POOL_KEYS if args["ssh"].get(key) is not None},
-              "timeout": args["timeout"], "heartbeat": list(args["heartbeat"]),
-              "limits": {"idle": args["limits"]["idle"], "max_payload": args["limits"]["max_payload"]}}
-             for args in watched.values()]
-    return json.dumps({"version": WATCHED_VERSION, "nodes": nodes}, indent=1).encode()
-
-
-def watched_from_json(data: bytes) -> dict[str, dict]:
-    """The nodes of ``watched.json``, node -> the world request that watches it (none
-    started); ValueError, saying what is wrong, for anything ``watched_to_json`` does
-    not write."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("version") != WATCHED_VERSION or \
-            not isinstance(doc.get("nodes"), list):
-        raise ValueError(f"not a list of watched nodes (version {WATCHED_VERSION})")
-    remembered = {}
-    for entry in doc["nodes"]:
-        args = _rewatch_args(entry)
-        remembered[args["specs"][0].name] = args
-    return remembered
-
-
-_JSON_TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "None": (None,)}
-
-
-def _field_types(annotation: str) -> tuple:
-    """The JSON values a HostSpec field of ``annotation`` ("int | None") may hold (none,
-    for a type JSON has not: a file with such a field is then refused, not misread)."""
-    return tuple(kind for name in annotation.split("|") for kind in _JSON_TYPES.get(name.strip(), ()))
-
-
-_SPEC_TYPES = {f.name: _field_types(f.type) for f in dataclasses.fields(HostSpec)}
-_SPEC_REQUIRED = {f.name for f in dataclasses.fields(HostSpec)
-                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-_SSH_TYPES = {"config_file": (str,), "known_hosts": (str,), "accept_new_host_keys": (bool,)}
-
-
-def _rewatch_args(entry) -> dict:
-    """One node of ``watched.json`` as the world request that watches it again."""
-    _expect(entry, {"spec", "ssh", "timeout", "heartbeat", "limits"}, "a watched node")
-    spec = entry["spec"]
-    _expect(spec, set(_SPEC_TYPES), "a node's spec", required=_SPEC_REQUIRED)
-    for key, value in spec.items():
-        _typed(value, _SPEC_TYPES[key], f"the spec's {key}")
-    if not spec["name"] or "/" in spec["name"] or "\0" in spec["name"] or spec["name"] in (".", ".."):
-        raise ValueError(f"the node name {spec['name']!r} is not one")
-    ssh = entry["ssh"]
-    _expect(ssh, set(_SSH_TYPES), "a node's SSH options", required=set())
-    for key, value in ssh.items():
-        _typed(value, _SSH_TYPES[key], f"the SSH option {key}")
-    heartbeat, limits = entry["heartbeat"], entry["limits"]
-    if not isinstance(heartbeat, list) or len(heartbeat) != 2:
-        raise ValueError("a node's heartbeat is not [interval, timeout]")
-    _expect(limits, {"idle", "max_payload"}, "a node's limits")
-    for value, what in ((entry["timeout"], "timeout"), (heartbeat[0], "heartbeat interval"),
-                        (heartbeat[1], "heartbeat timeout"), (limits["idle"], "idle limit")):
-        _positive(value, (float, int), what)
-    _positive(limits["max_payload"], (int,), "payload limit")
-    return {"specs": [HostSpec(**spec)], "ssh": dict(ssh), "start": False,
-            "timeout": entry["timeout"], "heartbeat": tuple(heartbeat),
-            "limits": {"idle": limits["idle"], "max_payload": limits["max_payload"]}}
-
-
-def _expect(value, keys: set, what: str, required: set | None = None) -> None:
-    """``value`` is a JSON object with no key but ``keys``, and every one of
-    ``required`` (all of ``keys`` if None)."""
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} is not an object")
-    if not set(value) <= keys or not (keys if required is None else required) <= set(value):
-        raise ValueError(f"{what} has the keys {sorted(value)}, not {sorted(keys)}")
-
-
-def _typed(value, kinds: tuple, what: str) -> None:
-    """``value`` is of one of ``kinds`` (None stands for null; a bool is not an int)."""
-    if value is None:
-        ok = None in kinds
-    elif isinstance(value, bool):
-        ok = bool in kinds
-    else:
-        ok = isinstance(value, tuple(k for k in kinds if k is not None and k is not bool))
-    if not ok:
-        raise ValueError(f"{what} is {value!r}")
-
-
-def _positive(value, kinds: tuple, what: str) -> None:
-    _typed(value, kinds, what)
-    if not value > 0:
-        raise ValueError(f"{what} is {value!r}")
 
 
 # -- the process -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pickle
 from clusterctl import errors
 from clusterctl.node import wire
 
-OPS = ("open", "world", "unknown_host_key", "trust", "wait_stopped", "status", "stop")
+OPS = ("open", "world", "unknown_host_key", "trust", "wait_stopped", "status", "watched",
+       "stop")
 
 
 def request(op: str, args: dict) -> bytes:

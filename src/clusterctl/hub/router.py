@@ -53,6 +53,11 @@ class Router:
 
     # -- the nodes --------------------------------------------------------------------------------
 
+    def said_stop(self) -> set[str]:
+        """The nodes that said they stop (a ``bye``) and have not been attached since."""
+        with self._lock:
+            return set(self.stopped)
+
     def attach(self, node: str, conn) -> None:
         """A watch connection is up: route its frames from now on."""
         with self._lock:

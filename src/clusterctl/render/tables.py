@@ -236,6 +236,19 @@ def down_table(outcomes: dict[str, Any]) -> Table:
     return table
 
 
+def other_worlds_text(others: list) -> str:
+    """The nodes of other worlds (``OtherNode``s) in one line: "n1, n2 on this machine;
+    h1, web (alice@10.0.0.5, lost) over SSH" (an SSH node's destination where it is not
+    its name; "lost" where the hub has no contact with it)."""
+    local = [o.name for o in others if not o.through_hub]
+    remote = []
+    for o in others:
+        if o.through_hub:
+            notes = ([o.where] if o.where != o.name else []) + (["lost"] if o.state == "lost" else [])
+            remote.append(o.name + (f" ({', '.join(notes)})" if notes else ""))
+    parts = [", ".join(local) + " on this machine"] if local else []
+    parts += [", ".join(remote) + " over SSH"] if remote else []
+    return "; ".join(parts)
 
 
 def env_table(outcomes: dict[str, Any], removed: bool = False) -> Table:

@@ -136,6 +136,34 @@ class LocalTransport:
             raise errors.NodeError(self.spec.name, f"node process {pid} did not exit")
 
 
+def running_local_nodes(directory: str | None = None) -> list[str]:
+    """The names of the local nodes of any world that run from this user's run directory
+    (``directory``, default ``boot.run_dir()``), sorted: each has its socket there and its
+    pid file names a process that runs. Nothing is connected to, so a node's log does not
+    record a stranger's connection; a pid reused since a node was killed is told apart
+    later, when a stop's handshake finds no node (``"not running"``)."""
+    directory = directory or boot.run_dir()
+    try:
+        if not boot.private_dir(directory, create=False):
+            return []
+        names = os.listdir(directory)
+    except (RuntimeError, OSError):
+        return []  # (a place that is not ours: a command that uses it says why)
+    found = []
+    for entry in names:
+        if not entry.endswith(".sock"):
+            continue
+        name = entry[:-len(".sock")]
+        try:
+            with open(os.path.join(directory, name + ".pid")) as fh:
+                pid = int(fh.read(32).strip())
+        except (OSError, ValueError):
+            continue
+        if not boot.process_exited(pid):
+            found.append(name)
+    return sorted(found)
+
+
 def terminate_pid(pid: int, timeout: float) -> bool:
     """SIGTERM, wait, then SIGKILL one process we know to be a node of ours."""
     import signal
