@@ -108,3 +108,32 @@ def test_down_names_the_nodes_of_other_hosts_files_and_down_all_stops_them(local
     refused = env.cli("down", "--all", "--nodes", "n1")
     assert refused.returncode == 2 and "--all stops every node: give it no --nodes" in refused.stderr
 
+
+
+def test_items_may_be_plain_text_lines_and_a_pipeline_writes_their_indexes(local_hosts_env):
+    env = local_hosts_env
+    path = script(env, """
+        stages = [str.upper, len]
+
+        def task(line):
+            return line[::-1]
+
+        def inputs():
+            return ["not", "these"]
+    """, "words.py")
+    (env.cwd / "words.txt").write_bytes("a b\r\n\nccc\nété".encode())
+    mapped = env.cli("pmap", path, "--lines", "-i", "words.txt", "--no-summary")
+    assert mapped.returncode == 0, mapped.stderr
+    assert [json.loads(line) for line in mapped.stdout.splitlines()] == ["b a", "ccc", "été"]
+    # from stdin (--lines reads it even though the script defines inputs()), with indexes
+    piped = env.cli("pipeline", path, "--lines", "--indexed", "--unordered", "--no-summary",
+                    input="x\nyyy\n")
+    assert piped.returncode == 0, piped.stderr
+    found = sorted((json.loads(line) for line in piped.stdout.splitlines()), key=lambda r: r["index"])
+    assert found == [{"index": 0, "result": 1}, {"index": 1, "result": 3}]
+    (env.cwd / "bad.txt").write_bytes(b"ok\n\xff\xfe\n")
+    bad = env.cli("pmap", path, "--lines", "-i", "bad.txt")
+    assert bad.returncode == 2 and "bad.txt: not UTF-8 text" in bad.stderr, bad.stderr
+    as_json = env.cli("pmap", path, "-i", "words.txt")
+    assert as_json.returncode == 2
+    assert "words.txt:1: not a JSON value" in as_json.stderr and "--lines for plain text" in as_json.stderr

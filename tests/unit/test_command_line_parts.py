@@ -4,10 +4,13 @@ tests/local/test_command_line.py)."""
 
 from __future__ import annotations
 
+import io
+
 import click
 import pytest
 
 from clusterctl.cli.arguments import Seconds, function_named, globals_first
+from clusterctl.cli.inputs import json_lines, text_lines
 from clusterctl.cli.main import cli
 from clusterctl.errors import UsageError
 
@@ -86,3 +89,12 @@ def test_text_that_looks_like_a_literal_and_is_none_is_said(capsys):
     assert parse_arg("('store', 'a', 1)") == ("store", "a", 1)
     assert parse_arg("plain words") == "plain words"
     assert capsys.readouterr().err == ""
+
+
+def test_text_lines_are_items_without_line_endings_and_bytes_not_utf8_are_said():
+    text = io.TextIOWrapper(io.BytesIO("a b\r\n\n  \nété\nlast".encode()), encoding="utf-8")
+    assert list(text_lines(text, "f")) == ["a b", "  ", "été", "last"]
+    for read in (text_lines, json_lines):
+        bad = io.TextIOWrapper(io.BytesIO(b'"ok"\n\xff\n'), encoding="utf-8")
+        with pytest.raises(UsageError, match=r"f: not UTF-8 text \(invalid start byte: byte b'\\xff'\)"):
+            list(read(bad, "f"))

@@ -40,7 +40,7 @@ def target_function(target: str, fun: str):
         if not os.path.isfile(target):
             raise UsageError(f"no script {target}", hint="give a path to a .py file, or a module "
                                                          "importable on the node")
-        from clusterctl.cli.pmap import load_script
+        from clusterctl.cli.script import load_script
 
         namespace = load_script(target)
         fn = namespace.get(fun)

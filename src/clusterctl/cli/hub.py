@@ -14,9 +14,10 @@ from clusterctl.cli.common import Options, run
 def hub_command(ctx: click.Context, stop: bool) -> None:
     """Show the hub: the per-user daemon that holds the SSH connections to the hosts, so
     commands pay no SSH handshake, and watches every node it reached (up, or lost and
-    why). Commands start it when they need it; it exits by
-    itself when idle (CLUSTERCTL_HUB_IDLE seconds, default 600); `clusterctl down`
-    stops it with the nodes (`down --all` when it also reached other hosts files' nodes). CLUSTERCTL_HUB=off makes commands connect directly."""
+    why). Commands start it when they need it; it exits by itself when idle
+    (CLUSTERCTL_HUB_IDLE seconds, default 600); `clusterctl down` stops it with the
+    nodes (`down --all` when it reached other hosts files' nodes). CLUSTERCTL_HUB=off
+    makes commands connect directly."""
 
     def body(opts: Options) -> int:
         from clusterctl.config.cookie import load_or_create_cookie

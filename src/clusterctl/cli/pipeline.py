@@ -16,9 +16,9 @@ import click
 from clusterctl.cli.arguments import Seconds
 from clusterctl.cli.common import Options, node_list, run
 from clusterctl.cli.output import JsonLines, silence_stdout, write_results
-from clusterctl.cli.pmap import (ScriptError, _nothing, failure_options, format_option,
-                                 load_script, no_call_timeout, open_inputs, run_reported,
-                                 user_traceback)
+from clusterctl.cli.inputs import input_options, open_inputs
+from clusterctl.cli.pmap import _nothing, failure_options, format_option, no_call_timeout, run_reported
+from clusterctl.cli.script import ScriptError, load_script, user_traceback
 from clusterctl.errors import UsageError
 
 
@@ -57,12 +57,13 @@ def _a(value) -> str:
 
 @click.command("pipeline")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
-@click.option("--input", "-i", "input_path", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Items as JSON lines ('-': stdin). Default: the script's inputs(), else stdin.")
+@input_options
 @click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the results here instead of stdout (with a fold: as well as folding them).")
 @format_option
 @click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
+@click.option("--indexed", is_flag=True,
+              help='Write {"index": I, "result": R} lines (useful with --unordered).')
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Try an item whose stage raised up to N more times, on another node first.")
 @failure_options
@@ -76,8 +77,9 @@ def _a(value) -> str:
 @click.option("--summary/--no-summary", default=True, show_default=True,
               help="Show the per-stage table and the bottleneck on stderr at the end.")
 @click.pass_context
-def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
-                     output_path: str | None, output_format: str, unordered: bool, retries: int, on_error: str,
+def pipeline_command(ctx: click.Context, script: str, input_path: str | None, lines: bool,
+                     output_path: str | None, output_format: str, unordered: bool, indexed: bool,
+                     retries: int, on_error: str,
                      limit: int | None, poison_after: int, nodes: str | None,
                      item_timeout: float | None, progress: bool | None, summary: bool) -> None:
     """Run every item through the stages SCRIPT defines, each stage a farm on the slots.
@@ -85,7 +87,8 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
     SCRIPT defines `stages`, a list of functions of one item, or of (function, options)
     pairs, the options `replicas` (at most that many slots) and `nodes` (pin the stage
     to those nodes, e.g. the GPU host). Items come from `inputs()`, --input or stdin, as
-    for pmap; results go to stdout as JSON lines, in input order unless --unordered.
+    for pmap (--lines: plain text lines); results go to stdout as JSON lines, in input
+    order unless --unordered (--indexed: with each item's index).
     Items stream through bounded queues, so a slow stage holds back the input instead
     of filling memory; every item gives exactly one result, even when a node is lost.
     A `fold` (def fold(accumulator, result) with `initial`, or fold = (function,
@@ -105,7 +108,7 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
         namespace = load_script(script)
         stages = script_stages(namespace, script)
         fold = script_fold(namespace, script)
-        source, total, close_source = open_inputs(namespace, script, input_path)
+        source, total, close_source = open_inputs(namespace, script, input_path, lines)
 
         def start(cluster):
             return Pipeline(cluster, stages, source, ordered=not unordered, retries=retries,
@@ -116,7 +119,7 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
             with render_pipeline.PipelineProgress(run_.stats, console, f"pipeline {script}") \
                     if console is not None else _nothing():
                 _deliver(run_, sink, fold, output_path is not None, os.path.abspath(script),
-                         console)
+                         console, indexed)
 
         return run_reported(opts, start, deliver, render_pipeline.summary,
                             output_path=output_path, output_format=output_format,
@@ -125,23 +128,25 @@ def pipeline_command(ctx: click.Context, script: str, input_path: str | None,
     run(ctx, body)
 
 
-def _deliver(run_, sink, fold, tee: bool, script: str, console) -> None:
+def _deliver(run_, sink, fold, tee: bool, script: str, console, indexed: bool) -> None:
     """Write the results to ``sink``; with a fold, fold them (writing them too if
     ``tee``) and write the fold's value to stdout (as JSON, when the results go to
     --output; to ``sink`` when they do not), also of the items that did not fail when
-    some did (``--on-error=collect``)."""
+    some did (``--on-error=collect``). ``indexed``: results written with their index
+    (the fold still gets the results alone)."""
     from clusterctl.api.pmap import ItemErrors
 
-    results = run_.values()
+    results = run_.values(indexed=indexed)
     try:
         if fold is None:
-            write_results(results, sink, False)
+            write_results(results, sink, indexed)
             return
         fn, accumulator = fold
         try:
-            for value in results:
+            for found in results:
+                index, value = found if indexed else (None, found)
                 if tee:
-                    sink.write(value)
+                    sink.write(value) if not indexed else sink.write_indexed(index, value)
                 accumulator = _fold_one(fn, accumulator, value, script)
         except ItemErrors:
             _write_fold(accumulator, sink, tee, console)

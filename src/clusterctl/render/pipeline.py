@@ -70,7 +70,8 @@ def headline(stats: PipelineStats, interrupted: bool = False) -> Text:
     """``1,000 items in 2.3 s (435/s) through 3 stages``, and what went wrong."""
     of = f" of {stats.total:,}" if stats.total is not None and stats.total != stats.done else ""
     n = len(stats.stages)
-    text = Text(f"{stats.done:,}{of} items in {fmt_duration(stats.elapsed())} "
+    items = "item" if (stats.total if of else stats.done) == 1 else "items"
+    text = Text(f"{stats.done:,}{of} {items} in {fmt_duration(stats.elapsed())} "
                 f"({fmt_rate(stats.rate())}) through {n} stage{'s' * (n != 1)}")
     if stats.failed:
         text.append(f"; {stats.failed:,} failed", style="yellow")

@@ -131,7 +131,8 @@ def summary_line(stats: PmapStats, interrupted: bool = False) -> Text:
     joined = [n for n in stats.nodes.values() if n.joined is not None]
     slots = sum(n.slots for n in joined)
     of = f" of {stats.total:,}" if stats.total is not None and stats.total != stats.done else ""
-    text = Text(f"{stats.done:,}{of} items in {fmt_duration(stats.elapsed())} "
+    items = "item" if (stats.total if of else stats.done) == 1 else "items"
+    text = Text(f"{stats.done:,}{of} {items} in {fmt_duration(stats.elapsed())} "
                 f"({fmt_rate(stats.rate())}) on {len(joined)} node{'s' * (len(joined) != 1)}, "
                 f"{slots} slot{'s' * (slots != 1)}")
     trouble = troubles(stats)

@@ -79,16 +79,16 @@ class Pipeline:
 
     # -- what the caller iterates ------------------------------------------------------
 
-    def values(self) -> Iterator[Any]:
+    def values(self, *, indexed: bool = False) -> Iterator[Any]:
         """The results (in input order unless ``ordered=False``); failed items as
-        ``on_error`` says."""
+        ``on_error`` says. With ``indexed``, ``(index, result)`` pairs."""
         stats, last = self.stats, self.stats.stages[-1]
         for start, values, error in self._outputs():
             if error is None:
-                for value in values:  # counted as taken: a caller may stop part way through a run
-                    stats.done += 1
+                for offset, value in enumerate(values):  # counted as taken: a caller may
+                    stats.done += 1                      # stop part way through a run
                     last.items_out += 1
-                    yield value
+                    yield (start + offset, value) if indexed else value
             elif self.on_error == "raise":
                 raise error
         if self.on_error == "collect" and self.failures:
