@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,3 +60,46 @@ def test_the_python_snippet_runs_as_written_on_the_default_world(env):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1:3] == ["1024.0", "42"] and lines[-1] == "True 1", result.stdout
+
+
+def help_examples() -> dict[str, list[str]]:
+    """Each command's ``Example: clusterctl ...`` line from its --help, as words."""
+    import click
+
+    from clusterctl.cli.main import cli
+
+    ctx = click.Context(cli)
+    found = {}
+    for name in cli.list_commands(ctx):
+        for line in (cli.get_command(ctx, name).help or "").splitlines():
+            match = re.search(r"Example: (clusterctl .*)$", line)
+            if match:
+                found[name] = shlex.split(match.group(1))
+    return found
+
+
+def test_every_example_in_the_help_runs_as_written_on_the_default_world(env):
+    """What --help shows as an example runs on the default world from a directory holding
+    the examples; `logs -f` follows the process until it is killed, then ends."""
+    shutil.copytree(REPO / "examples", env.cwd / "examples")
+    examples = help_examples()
+    assert {"spawn", "call", "logs", "rpc", "multicall", "pmap", "pipeline"} <= set(examples)
+    order = ["spawn"] + sorted(set(examples) - {"spawn", "logs"})
+    try:
+        for name in order:
+            result = env.cli(*examples[name][1:], timeout=120)
+            assert result.returncode == 0, f"{examples[name]}:\n{result.stdout}\n{result.stderr}"
+        follow = subprocess.Popen([sys.executable, "-m", "clusterctl", *examples["logs"][1:]],
+                                  cwd=env.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            assert follow.poll() is None  # following
+            assert env.cli("kill", "kvs").returncode == 0
+            out, err = follow.communicate(timeout=30)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.communicate()
+        assert follow.returncode == 0 and "ended" in err, err
+    finally:
+        env.cli("down")

@@ -72,7 +72,7 @@ def test_a_module_alone_asks_which_function():
 def test_every_command_summary_is_a_whole_sentence_and_exit_code_3_names_pmap():
     from click.testing import CliRunner
 
-    shown = CliRunner().invoke(cli, ["--help"], terminal_width=100).output
+    shown = CliRunner().invoke(cli, ["--help"], terminal_width=80).output
     listing = shown.split("Commands:")[1].split("Exit codes:")[0]
     summaries = [line.strip() for line in listing.splitlines() if line.strip()]
     assert len(summaries) >= 15
@@ -98,3 +98,19 @@ def test_text_lines_are_items_without_line_endings_and_bytes_not_utf8_are_said()
         bad = io.TextIOWrapper(io.BytesIO(b'"ok"\n\xff\n'), encoding="utf-8")
         with pytest.raises(UsageError, match=r"f: not UTF-8 text \(invalid start byte: byte b'\\xff'\)"):
             list(read(bad, "f"))
+
+
+def test_the_readme_names_every_command_and_every_long_option_the_help_shows():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    ctx = click.Context(cli)
+    missing = [o for p in cli.params for o in p.opts + p.secondary_opts
+               if o.startswith("--") and o != "--help" and o not in readme]
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        if f"clusterctl {name}" not in readme:
+            missing.append(name)
+        missing += [f"{name} {o}" for p in command.params for o in p.opts + p.secondary_opts
+                    if o.startswith("--") and o != "--help" and o not in readme]
+    assert missing == []

@@ -53,7 +53,7 @@ def target_function(target: str, fun: str):
     return f"{target}:{fun}"
 
 
-@click.command("spawn", cls=CallCommand)
+@click.command("spawn", cls=CallCommand, short_help="Start a long-lived process on a node; print its id.")
 @click.option("--node", metavar="NODE", shell_complete=complete_nodes,
               help="Where to run it (default: the least-loaded node).")
 @click.option("--name", metavar="NAME", help="Register it under NAME, unique in the world.")
@@ -177,7 +177,7 @@ def ps_command(ctx: click.Context, nodes: str | None) -> None:
     run(ctx, body)
 
 
-@click.command("send", cls=CallCommand)
+@click.command("send", cls=CallCommand, short_help="Put a message in a process's mailbox.")
 @click.argument("to", shell_complete=complete_processes)
 @click.argument("msg")
 @click.pass_context

@@ -194,7 +194,7 @@ def rpc(ctx: click.Context, node: str, function: str, args: tuple[str, ...],
     run(ctx, body)
 
 
-@cli.command(cls=CallCommand)
+@cli.command(cls=CallCommand, short_help="Call a function on every node; show who failed.")
 @click.argument("function", metavar="MODULE.FUNCTION")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
@@ -229,7 +229,7 @@ def multicall(ctx: click.Context, function: str, args: tuple[str, ...],
     run(ctx, body)
 
 
-@cli.command()
+@cli.command(short_help="Stop the nodes, and wait until they are gone.")
 @click.option("--nodes", "-n", metavar="NAMES", help="Comma-separated node names (default: all).")
 @click.option("--all", "everything", is_flag=True,
               help="Also stop the nodes of your other worlds (other hosts files): the local "

@@ -55,7 +55,7 @@ def _a(value) -> str:
     return ("an " if name[:1].lower() in "aeiou" else "a ") + name
 
 
-@click.command("pipeline")
+@click.command("pipeline", short_help="Run items through the stages a script defines.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @input_options
 @click.option("--output", "-o", "output_path", metavar="FILE", type=click.Path(dir_okay=False),

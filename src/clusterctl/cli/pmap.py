@@ -58,7 +58,7 @@ def format_option(command):
     )(command)
 
 
-@click.command("pmap")
+@click.command("pmap", short_help="Apply a script's function to every item, on every slot.")
 @click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--fn", "fn_name", default="task", show_default=True, metavar="NAME",
               help="The function in SCRIPT to apply to each item.")
