@@ -289,6 +289,37 @@ def test_racing_registrations_on_two_nodes_one_wins(make_local_cluster):
     assert named == {f"race{i}": w for i, w in enumerate(winners)}
 
 
+def test_two_claims_of_a_name_that_reach_the_hub_together_have_one_winner(make_local_cluster, env):
+    """The hub alone decides between claims that no node could tell apart: with the hub
+    frozen, n1 and n2 each start a process named x (each claim waits at the hub); thawed,
+    the hub lets the first have it and refuses the second, naming the first."""
+    c = make_local_cluster()
+    runners = {node: c.spawn(runner, node=node) for node in ("n1", "n2")}  # (the hub watches both)
+    hub = hub_pid(env)
+    outcomes = {}
+
+    def spawn_x(node):  # from a process on the node: the node claims the name from the hub
+        outcomes[node] = run_in(c, runners[node], spawn_named, "x")
+
+    os.kill(hub, signal.SIGSTOP)
+    try:
+        threads = [threading.Thread(target=spawn_x, args=(node,)) for node in ("n1", "n2")]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # both claims are sent, and wait at the hub
+        assert outcomes == {}
+    finally:
+        os.kill(hub, signal.SIGCONT)
+    for t in threads:
+        t.join(15)
+    won = [v[1] for v in outcomes.values() if v[0] == "ok"]
+    lost = [v for v in outcomes.values() if v[:2] == ("raised", "NameTaken")]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    assert f"the name x is taken by {won[0]}" in lost[0][2]
+    assert c.whereis("x") == won[0]
+    assert [row["id"] for row in c.processes() if row["name"] == "x"] == won
+
+
 def crash_at_once():
     raise RuntimeError("down again")
 
@@ -373,6 +404,35 @@ def test_a_node_killed_hard_fails_calls_and_restarts_its_permanent_process(make_
     assert (row["id"], row["name"], row["node"], row["restart"]) == (second, "kvs", "n1", "permanent")
 
 
+def watches(target):
+    """Monitor ``target`` (a process on another node); answer the call "report" with its
+    Down, once it came: (whether it is this monitor's, the process, the reason)."""
+    ref = monitor(target)
+    down = receive(match=lambda m: isinstance(m, Down), timeout=50)
+    receive(match=lambda m: m == "report")
+    reply((down.ref == ref, down.process, down.reason))
+
+
+def test_monitors_set_before_their_node_was_lost_fire_in_processes_and_in_the_program(
+        make_local_cluster, env):
+    """A process on n1 and the program both monitor a process on n2; n2 is killed: each
+    gets a Down saying its node was lost, within the heartbeat bound."""
+    c = make_local_cluster(heartbeat_timeout=3)
+    target = c.spawn(sleeper, node="n2")
+    watcher = c.spawn(watches, target, node="n1")
+    program_watch = c.monitor(target)
+    time.sleep(0.5)  # (the watcher's monitor has reached n2: a monitor request is a frame)
+    assert program_watch.wait(0) is None
+    killed = time.monotonic()
+    os.kill(env.node_pid("n2"), signal.SIGKILL)
+    down = program_watch.wait(10)
+    assert down is not None and "its node was lost" in down.reason, down
+    assert down.process == target
+    mine, process, reason = c.call(watcher, "report", timeout=10)
+    assert time.monotonic() - killed < 8
+    assert mine and process == target and "its node n2 was lost" in reason, reason
+
+
 def test_a_node_that_stops_answering_is_lost_and_its_calls_fail(make_local_cluster, env):
     c = make_local_cluster(heartbeat_timeout=3)
     holder = c.spawn(hold, node="n2")
@@ -418,6 +478,33 @@ def test_the_hub_takes_a_node_back_by_itself_and_shows_it_up(make_local_cluster,
     wait_for(lambda: state("n2") == "up", 15, interval=0.2, message="the hub to show n2 up")
     wait_for(lambda: run_in(c, r, call_from_inside, server, ("lookup", "a"), 2) == ("ok", 1), 15,
              interval=0.2, message="a call across again")
+
+
+def test_a_name_taken_over_while_its_holder_was_cut_off_stays_with_the_new_holder(make_local_cluster, env):
+    """n2, holding the permanent kvs, is frozen past the heartbeat: kvs restarts on n1
+    under its name. Thawed, n2 comes back by itself and its kvs, whose name was taken
+    over meanwhile, is evicted: one kvs, the new one, answers by name."""
+    c = make_local_cluster(heartbeat_timeout=3)
+    first = c.spawn(kvs, node="n2", name="kvs", restart="permanent")
+    [first_pid] = [row["pid"] for row in c.processes() if row["id"] == first]
+    r = c.spawn(runner, node="n1")
+    wait_for(lambda: run_in(c, r, whereis, "kvs") == ("ok", first), 5, 0.05, "n1 to know kvs")
+    n2 = env.node_pid("n2")
+    os.kill(n2, signal.SIGSTOP)
+    try:
+        def moved():
+            kind, value = run_in(c, r, whereis, "kvs")[:2]
+            return value if kind == "ok" and (value or "").startswith("n1.") else None
+
+        second = wait_for(moved, 20, 0.1, "kvs restarted on n1")
+        assert alive(first_pid)  # (cut off, not ended: its node is frozen)
+    finally:
+        os.kill(n2, signal.SIGCONT)
+    wait_for(lambda: not alive(first_pid), 20, 0.1, "the old kvs evicted")
+    assert alive(n2)  # (its node lives on)
+    assert c.whereis("kvs") == second
+    assert c.call("kvs", ("whoami",), timeout=5) == second
+    assert any("evicting" in line for line in (env.run_dir / "hub" / "hub.log").read_text().splitlines())
 
 
 # -- down --------------------------------------------------------------------------------------------

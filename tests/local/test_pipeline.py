@@ -122,7 +122,8 @@ def test_a_generator_as_input(make_local_cluster):
 
 def test_a_slow_stage_holds_back_an_endless_input(make_local_cluster):
     """An endless generator into a fast stage, then a slow one with one slot: the input
-    is read only about as fast as the slow stage takes items, not as fast as it can be."""
+    is read only about as fast as the slow stage takes items, not as fast as it can be,
+    and the queue in front of the slow stage stays within its cap."""
     cluster = make_local_cluster()
     read = itertools.count()
     items = (next(read) for _ in itertools.count())
@@ -138,7 +139,12 @@ def test_a_slow_stage_holds_back_an_endless_input(make_local_cluster):
         if len(got) == 300:
             break
     assert got == list(range(1, 301))
-    assert next(read) < 300 + 1000  # a fast stage alone reads ~100,000 items a second
+    # a fast stage alone reads ~100,000 items a second; metered, the fast farm reads only
+    # what the queue before the slow one has room for (its cap: 64 items here), so the
+    # input is read about that far ahead of what came out (unmetered: 1,100 to 3,500)
+    cap = run.farms[1].queue_cap()
+    assert run.stats.stages[1].queue_max <= cap
+    assert next(read) < 300 + 3 * cap
 
 
 # -- faults ------------------------------------------------------------------------------

@@ -176,6 +176,59 @@ def test_a_node_in_a_time_namespace_lands_on_the_controllers_timeline(env, tmp_p
             closer.down()
 
 
+def test_spawned_processes_of_a_node_in_a_time_namespace_land_on_the_controllers_timeline(
+        env, tmp_path, shifted_python):
+    """A process's life, the messages it is delivered and its restart, recorded on a node
+    whose clock runs 5000 s ahead, sit inside the run on the merged timeline, after the
+    program sent them; the restart is marked on the new process's thread."""
+    from actor_programs import ended, kvs
+
+    import threading
+
+    from clusterctl.api.trace import record
+
+    specs = [HostSpec(name="shifted", target="local", slots=2, python=shifted_python)]
+    path = tmp_path / "run.json"
+    try:
+        with Cluster(specs) as cluster:
+            cluster.world()
+            recorder = threading.Thread(target=record, args=(cluster, path, 4.0))
+            recorder.start()
+            try:
+                time.sleep(0.5)  # (recording)
+                began = time.monotonic()
+                first = cluster.spawn(kvs, name="kvs", restart="permanent")
+                assert cluster.call("kvs", ("store", "a", 1), timeout=10) is True
+                cluster.send("kvs", ("crash", "on purpose"))
+                second = None
+                deadline = time.monotonic() + 3
+                while second in (None, first) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    second = cluster.whereis("kvs")
+                assert second not in (None, first)
+                assert cluster.call("kvs", ("lookup", "a"), timeout=10) is None
+                ended(cluster, second, then=lambda: cluster.kill(second))
+                took_us = (time.monotonic() - began) * 1e6
+            finally:
+                recorder.join()
+        data = load(path)
+        check_format(data)
+        bound = data["metadata"]["offsets"]["shifted"]["error_us"] + 1000
+        mine = [e for e in data["traceEvents"] if e.get("cat") in ("process", "message")]
+        lives = {e["args"]["id"]: e for e in mine if e["ph"] == "X"}
+        assert set(lives) == {first, second}
+        for e in mine:  # all within the run (a node's own clock would put them 5000 s out)
+            assert -bound <= e["ts"] and e["ts"] + e.get("dur", 0) <= data["metadata"]["duration_us"] + bound
+        assert lives[first]["ts"] + lives[first]["dur"] <= lives[second]["ts"] + bound
+        assert lives[second]["dur"] <= took_us
+        restarts = [e for e in mine if e["name"] == f"restarted (was {first})"]
+        assert len(restarts) == 1 and restarts[0]["tid"] == lives[second]["tid"]
+        assert sum(1 for e in mine if e["ph"] == "i" and e["name"].startswith("message")) >= 3
+    finally:
+        with Cluster(specs) as closer:
+            closer.down()
+
+
 def test_cli_trace_and_analyze(env, tmp_path):
     env.hosts_file("local name=n1 slots=2\n")
     path = tmp_path / "cli.json"

@@ -134,3 +134,36 @@ def test_a_forgotten_node_leaves_the_world_the_hub_routes_for():
     from_node(r, links, "a", {"op": "relay", "node": "gone", "src": "a", "s": "x", "q": 2}, b"inner")
     assert [h["node"] for h in links["a"].ops("nodedown")] == ["gone"]
     assert "a" in r.known
+
+
+def test_a_name_taken_over_while_its_holder_was_cut_off_evicts_the_old_holder():
+    """a holds kvs; a is lost (its names freed) and b takes kvs over; a comes back and
+    syncs its names: its kvs is evicted, b keeps the name, and a learns who holds it."""
+    r, links, logged = world("a", "b")
+    from_node(r, links, "a", {"op": "claim", "name": "kvs", "pid": "a.1"})
+    from_node(r, links, "a", {"op": "claim", "name": "log", "pid": "a.2"})
+    r.lost("a", links["a"], "no heartbeat")
+    assert r.names == {}
+    from_node(r, links, "b", {"op": "claim", "name": "kvs", "pid": "b.7"})
+    back = Link()
+    r.attach("a", back)
+    links["a"] = back
+    from_node(r, links, "a", {"op": "sync", "names": {"kvs": "a.1", "log": "a.2"}, "processes": 2})
+    assert back.ops("evict") == [{"op": "evict", "pid": "a.1", "reason": "its name kvs was taken "
+                                  "over by b.7 while its node was out of reach"}]
+    assert r.names == {"kvs": "b.7", "log": "a.2"}
+    assert any("evicting" in line for line in logged)
+    told = {k: v for h in back.ops("names") for k, v in h.get("set", {}).items()}
+    assert told.get("kvs") == "b.7"
+
+
+def test_the_first_claim_of_a_name_wins_and_the_others_are_told_who_holds_it():
+    r, links, _ = world("a", "b", "c")
+    from_node(r, links, "a", {"op": "claim", "name": "kvs", "pid": "a.1"})
+    from_node(r, links, "b", {"op": "claim", "name": "kvs", "pid": "b.1"})
+    from_node(r, links, "a", {"op": "claim", "name": "kvs", "pid": "a.1"})  # the holder again: fine
+    assert links["a"].ops("claimed") == [{"op": "claimed", "name": "kvs", "pid": "a.1", "ok": True}] * 2
+    assert links["b"].ops("claimed") == [{"op": "claimed", "name": "kvs", "pid": "b.1", "ok": False,
+                                          "holder": "a.1"}]
+    assert r.names == {"kvs": "a.1"}
+    assert [h["set"] for h in links["c"].ops("names")] == [{"kvs": "a.1"}] * 2  # the winner's only

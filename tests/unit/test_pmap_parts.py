@@ -209,3 +209,26 @@ def chunk_on(n: MapNode, seq: int, sent: float) -> Chunk:
     timeouts.start_clock(n, chunk)
     n.inflight[id(chunk)] = chunk
     return chunk
+
+
+def test_a_whole_block_answer_never_overwrites_cells_filled_or_failed_before_it():
+    """A block's twin answered part of it first (a split's piece, or a retry), and one of
+    its items failed for good; the whole-block answer that comes after fills only the
+    cells still empty, and counts the rest as duplicates."""
+    from clusterctl.api.pmap.answers import fill
+    from clusterctl.api.pmap.stats import PmapStats
+
+    block = Block(0, 5)
+    stats = PmapStats()
+    failed = []
+    piece = Chunk(block, 2, 2, b"")
+    assert fill(piece, True, ["c-first", "d-first"], stats, lambda *a: failed.append(a)) == 2
+    block.fail(4, ItemError(4, "ValueError", "bad", ""))
+    whole = Chunk(block, 0, 5, b"")
+    assert fill(whole, True, ["a", "b", "c", "d", "e"], stats, lambda *a: failed.append(a)) == 2
+    assert block.values == ["a", "b", "c-first", "d-first", FAILED] and block.remaining == 0
+    assert stats.duplicates == 3 and failed == []
+    # the common case: nothing known yet, the answer's list becomes the cells
+    fresh = Block(10, 3)
+    assert fill(Chunk(fresh, 0, 3, b""), True, [1, 2, 3], stats, None) == 3
+    assert fresh.values == [1, 2, 3] and fresh.remaining == 0

@@ -43,10 +43,10 @@ def lay_out(events: list, raw, pids: dict, us, flows) -> None:
                 if what in ("spawn", "restart"):
                     life["start"] = at
                     life["label"] = life["label"] or (detail if what == "spawn" else None)
+                    if what == "restart":  # (detail: the id of the process it replaces)
+                        events.append(_instant(pid, tid, at, f"restarted (was {detail})", "process"))
                 elif what == "running":
                     life["label"] = life["label"] or detail
-                    if what == "restart":
-                        events.append(_instant(pid, tid, at, f"restarted (was {detail})", "process"))
                 elif what == "exit":
                     life["end"], life["exit"] = at, detail
             else:
