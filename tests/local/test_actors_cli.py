@@ -254,7 +254,8 @@ def test_a_permanent_crasher_is_restarted_then_stays_down_as_failed(local_hosts_
 # -- shell completion --------------------------------------------------------------------------
 
 def test_to_completes_with_names_and_ids(local_hosts_env):
-    pid = spawn(local_hosts_env, "--name", "kvs", KVS, "serve")
+    # (each on a node of its own: an id's prefix "n1." then names one process)
+    pid = spawn(local_hosts_env, "--node", "n1", "--name", "kvs", KVS, "serve")
     other = spawn(local_hosts_env, "--node", "n2", "time", "sleep", "600")
     assert completions(local_hosts_env, "clusterctl call k") == ["kvs"]
     assert completions(local_hosts_env, "clusterctl send " + pid[:3]) == [pid]
