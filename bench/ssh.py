@@ -1,4 +1,4 @@
-"""clusterctl over SSH against OpenSSH and raw paramiko, on a test bed of real sshd hosts.
+"""clusterctl over SSH against OpenSSH, execnet and raw paramiko, on a test bed of real sshd hosts.
 
     python bench/ssh.py [--hosts 8] [--n 2000]
 
@@ -14,8 +14,11 @@ each figure beside its baseline:
    OpenSSH command and against the same command through an OpenSSH ControlMaster that
    is already open; the same rpc without the hub (``CLUSTERCTL_HUB=off``) beside it;
 5. warm ``Cluster.rpc("h1", "operator.add", 1, 2)`` round trips through the API, through
-   the hub and directly (``hub=False``), beside a raw paramiko exec channel echoing
-   length-prefixed frames of the same size.
+   the hub and directly (``hub=False``), beside three channels to the same bare host:
+   the OpenSSH client running a script that echoes length-prefixed frames of the same
+   size (goal: at most 2x), an execnet 2 gateway's channel sending back what it gets
+   (goal: at most 0.8x; execnet is a baseline only, installed for the benchmark), and
+   a raw paramiko exec channel running the same echo.
 
 Figures 2-4 are wall times of fresh ``python -m clusterctl`` processes, as a user at a
 shell sees them. Every node is brought down at the end (``Cluster.down()``) and the
@@ -97,6 +100,8 @@ class Bench:
         self.notes: list[str] = []
         self.clusters: list = []
         self.ssh_clients: list = []
+        self.echo_processes: list = []  # OpenSSH clients of the echo baseline
+        self.gateways: list = []  # execnet's
 
     # -- processes -------------------------------------------------------------------
 
@@ -253,11 +258,35 @@ class Bench:
         channel.exec_command("python3 -u -c " + shlex.quote(ECHO_SCRIPT))
         return channel
 
+    def openssh_echo_channel(self, alias: str) -> subprocess.Popen:
+        """The OpenSSH client running the echo script on ``alias``: a plain SSH channel,
+        OpenSSH's C doing the crypto and packets."""
+        proc = subprocess.Popen(self.bed.ssh_argv(alias, "python3 -u -c " + shlex.quote(ECHO_SCRIPT)),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.echo_processes.append(proc)
+        return proc
+
+    def execnet_channel(self, alias: str):
+        """An execnet gateway over OpenSSH to ``alias``'s bare python3, with a channel that
+        sends back what it receives; None (said in the notes) without execnet."""
+        try:
+            import execnet
+        except ImportError:
+            self.notes.append("execnet is not installed: pip install execnet (a benchmark "
+                              "baseline only; clusterctl does not use it)")
+            return None
+        gateway = execnet.makegateway(f"ssh={alias}//ssh_config={self.bed.ssh_config}//python=python3")
+        self.gateways.append(gateway)
+        return gateway.remote_exec("while True:\n    channel.send(channel.receive())\n")
+
     def latencies(self, n: int, warmup: int) -> dict[str, list[float]]:
-        """Raw echo, API rpc and API ping round trips, in alternating blocks."""
+        """Raw echoes (paramiko, OpenSSH), an execnet channel, API rpc and API ping round
+        trips, in alternating blocks."""
         size = self.request_size()
         frame = struct.pack("!I", size - 4) + b"x" * (size - 4)
         channel = self.raw_echo_channel("h1")
+        ssh_echo = self.openssh_echo_channel("h1")
+        xchannel = self.execnet_channel("h1")
 
         def echo() -> None:
             channel.sendall(frame)
@@ -266,6 +295,15 @@ class Bench:
                 chunk = channel.recv(65536)
                 if not chunk:
                     raise BenchError("the raw echo channel closed")
+                got += len(chunk)
+
+        def openssh_echo() -> None:
+            ssh_echo.stdin.write(frame)
+            got = 0
+            while got < size:
+                chunk = os.read(ssh_echo.stdout.fileno(), 65536)
+                if not chunk:
+                    raise BenchError("the OpenSSH echo channel closed")
                 got += len(chunk)
 
         cluster = self.cluster(self.hosts1)
@@ -280,10 +318,17 @@ class Bench:
 
         calls = {
             "echo": echo,
+            "openssh_echo": openssh_echo,
             "rpc": lambda: cluster.rpc("h1", "operator.add", 1, 2),
             "direct": lambda: direct.rpc("h1", "operator.add", 1, 2),
             "ping": lambda: conn.ping(10.0),
         }
+        if xchannel is not None:
+            def execnet_round_trip() -> None:
+                xchannel.send((1, 2))
+                xchannel.receive(10)
+
+            calls["execnet"] = execnet_round_trip
         for call in calls.values():
             for _ in range(warmup):
                 call()
@@ -320,6 +365,18 @@ class Bench:
                 client.close()
             except Exception as exc:  # noqa: BLE001
                 trouble.append(f"closing the paramiko client: {exc}")
+        for gateway in self.gateways:
+            try:
+                gateway.exit()
+            except Exception as exc:  # noqa: BLE001
+                trouble.append(f"closing the execnet gateway: {exc}")
+        for proc in self.echo_processes:
+            proc.stdin.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         try:
             outcomes = self.down(self.hosts_all)
         except Exception as exc:  # noqa: BLE001
@@ -465,7 +522,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
         r50, r99 = percentiles(lat["rpc"])
         p50, p99 = percentiles(lat["ping"])
         d50, _ = percentiles(lat["direct"])
-        rows.append(("5. API rpc operator.add p50 (hub)", us(r50), us(e50), "raw paramiko echo", r50 / e50, 2.0))
+        o50, _ = percentiles(lat["openssh_echo"])
+        rows.append(("5. API rpc operator.add p50 (hub)", us(r50), us(o50), "OpenSSH channel echo", r50 / o50, 2.0))
+        if "execnet" in lat:
+            x50, _ = percentiles(lat["execnet"])
+            rows.append(("5. API rpc operator.add p50 (hub)", us(r50), us(x50), "execnet channel", r50 / x50, 0.8))
+        rows.append(("   (info) API rpc p50 (hub)", us(r50), us(e50), "raw paramiko echo", r50 / e50, None))
         rows.append(("   (info) API rpc p50, no hub", us(d50), us(e50), "raw paramiko echo", d50 / e50, None))
         rows.append(("5. API rpc operator.add p99", us(r99), us(e99), "raw paramiko echo", r99 / e99, None))
         rows.append(("   (info) API ping, no worker, p50", us(p50), us(e50), "raw paramiko echo", p50 / e50, None))

@@ -60,7 +60,7 @@ class FakeHub:
 
 
 def test_another_worlds_nodes_are_those_not_of_this_one_by_name_and_kind(tmp_path, monkeypatch):
-    monkeypatch.setattr("clusterctl.api.other_worlds.running_local_nodes", lambda: ["n1", "solo"])
+    monkeypatch.setattr("clusterctl.transport.local.running_local_nodes", lambda: ["n1", "solo"])
     hub = FakeHub([{"spec": ssh_spec("h1"), "ssh": {}, "state": "up"},
                    {"spec": ssh_spec("n1"), "ssh": {}, "state": "lost"},  # an SSH n1: not ours
                    {"spec": ssh_spec("h3"), "ssh": {}, "state": "stopped"},

@@ -11,7 +11,6 @@ from typing import Callable, Iterable
 
 from clusterctl import errors
 from clusterctl.config.hosts import LOCAL, HostSpec
-from clusterctl.transport.local import running_local_nodes
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ def other_nodes(own: Iterable[HostSpec], hub, timeout: float) -> list[OtherNode]
     ``hub`` (a HubClient, or None) knows and did not see stop: local ones first, by name.
     A node is another world's when no node of ``own`` has its name and kind (local, or
     reached by SSH). No hub is started to ask; a hub that does not answer counts as none."""
+    from clusterctl.transport.local import running_local_nodes  # (subprocess: only for down)
+
     own = list(own)
     local_names = {s.name for s in own if s.is_local}
     remote_names = {s.name for s in own if not s.is_local}

@@ -11,7 +11,6 @@ Heavy imports (the cluster API, rich, paramiko) happen inside the commands, so
 
 from __future__ import annotations
 
-import ast
 from typing import Any
 
 import click
@@ -35,6 +34,8 @@ def parse_arg(text: str) -> Any:
     """A command-line argument as a Python literal (``2``, ``'a'``, ``[1, 2]``), else the
     string; one that looks like a literal and is none (``"('store', 'a', 1"``, a bracket
     short) is said on stderr, since it goes as text the function may not expect."""
+    import ast  # (only a command with arguments pays for it)
+
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:

@@ -12,7 +12,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from typing import Any, Callable
 
 from clusterctl import errors
@@ -70,6 +69,8 @@ def _report_callback_failure(callback: Callable, exc: Exception) -> None:
     Python itself makes (``UnraisableHookArgs``, which code cannot build) and raises
     ``TypeError`` for anything else, which would end the reading thread."""
     try:
+        import traceback  # (only when a callback raised: not on every command's way)
+
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stderr.write("Exception ignored in clusterctl callback %s:\n%s" % (_describe(callback), text))
         sys.stderr.flush()

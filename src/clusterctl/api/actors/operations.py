@@ -11,7 +11,6 @@ whose answer is the process's ``reply``.
 from __future__ import annotations
 
 import json
-import queue
 import threading
 from collections.abc import Iterable
 from typing import Any, Callable, Protocol
@@ -297,6 +296,8 @@ def holder_found(nodes: list[str], ask) -> str | None:
     node says of another node's process is the hub's table as that node last heard it,
     which lags a moment behind an end or a restart: it counts only if the holder's own node
     could not be asked."""
+    import queue  # (only a whereis pays for it)
+
     answers: queue.SimpleQueue = queue.SimpleQueue()
 
     def one(node: str) -> None:
