@@ -321,3 +321,21 @@ def test_a_down_of_another_world_leaves_the_hub_for_its_nodes_and_down_all_stops
     assert json.loads(everything.stdout) == {"solo": "stopped", "h1": "stopped", "h2": "stopped"}
     wait_for(lambda: not alive(pid), message="the hub to stop")
     assert not any(alive(p) for p in nodes.values())
+
+
+def test_down_all_finds_the_nodes_a_killed_hub_left_behind(env, ssh_clusters):
+    """The hub was killed: no hub runs to ask, but the list of nodes it watched is still
+    in its directory; `down --all` from another hosts file stops them."""
+    c = ssh_clusters.cluster(HOSTS)
+    assert all(i.ok for i in c.world())  # (the hub watches h1 and h2, and keeps the list)
+    nodes = {name: c.rpc(name, "os.getppid") for name in ("h1", "h2")}
+    c.close()
+    killed = hub_pid(env)
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: not alive(killed), message="the hub to die")
+    (env.cwd / "solo_hosts").write_text("local name=solo slots=1\n")
+    everything = env.cli("--hosts", "solo_hosts", "down", "--all", "--json")
+    assert everything.returncode == 0, everything.stderr
+    assert json.loads(everything.stdout) == {"solo": "not running", "h1": "stopped", "h2": "stopped"}
+    assert not any(alive(p) for p in nodes.values())
+    wait_for(lambda: hub_pid(env) is None or not alive(hub_pid(env)), message="no hub left")

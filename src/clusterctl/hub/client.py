@@ -85,10 +85,29 @@ class HubClient:
                 for kind, value in found]
 
     def watched(self, timeout: float) -> list[dict]:
-        """The nodes the hub knows, of every world (``Hub.watched_nodes``); none if no
-        hub runs (none is started to ask)."""
+        """The nodes the hub knows, of every world (``Hub.watched_nodes``). No hub is
+        started to ask: with none running, the nodes a killed hub left in its
+        ``watched.json`` (as "lost": nothing watches them), else none."""
         found = self.call("watched", {}, timeout, start=False)
-        return list(found or [])
+        if found is not None:
+            return list(found)
+        return self._left_by_a_killed_hub()
+
+    def _left_by_a_killed_hub(self) -> list[dict]:
+        from clusterctl.hub.known import watched_from_json  # (only ``down`` asks)
+
+        directory = _checked(self.directory, create=False)
+        if directory is None:
+            return []
+        try:
+            data = directory.read(place.WATCHED)  # (a hub that stopped cleanly removed it)
+            remembered = {} if data is None else watched_from_json(data)
+        except (OSError, RuntimeError, ValueError):
+            return []  # (a new hub says in its log why the file is ignored)
+        finally:
+            directory.close()
+        return [{"spec": args["specs"][0], "ssh": dict(args["ssh"]), "state": "lost"}
+                for args in remembered.values()]
 
     def _limits(self) -> dict:
         """The limits a node started for this command gets."""
