@@ -19,6 +19,8 @@ each figure beside its baseline:
    size (goal: at most 2x), an execnet 2 gateway's channel sending back what it gets
    (goal: at most 0.8x; execnet is a baseline only, installed for the benchmark), and
    a raw paramiko exec channel running the same echo.
+6. the hub at rest: its CPU with every bed host's node up and watched and nothing asked
+   (``--hosts 100`` for the goal: at most 0.5% of a core), and that every watch stayed up.
 
 Figures 2-4 are wall times of fresh ``python -m clusterctl`` processes, as a user at a
 shell sees them. Every node is brought down at the end (``Cluster.down()``) and the
@@ -347,6 +349,34 @@ class Bench:
                           f"request frame {size} bytes (raw echo sends the same size)")
         return samples
 
+    def idle_hub(self, seconds: float) -> tuple[float, dict]:
+        """The hub's CPU (a share of one core) over ``seconds`` with every bed host's node
+        up and watched and nothing asked of them, and its watches' states after."""
+        from collections import Counter
+
+        from clusterctl.hub import place
+        from clusterctl.hub.client import HubClient
+
+        cluster = self.cluster(self.hosts_all)
+        infos = cluster.world()
+        if not all(i.ok for i in infos):
+            raise BenchError(f"world: {[(i.name, i.reason) for i in infos if not i.ok][:3]}")
+        pid = place.read_pid(place.hub_dir())
+        time.sleep(5.0)  # (the watches settle)
+
+        def used() -> float:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before, t0 = used(), time.monotonic()
+        time.sleep(seconds)
+        share = (used() - before) / (time.monotonic() - t0)
+        status = HubClient(cluster.settings).call("status", {}, 10.0, start=False) or {}
+        states = dict(Counter(w["state"] for w in status.get("nodes", [])))
+        self.notes.append(f"idle hub: {seconds:g} s measured after 5 s at rest; watches: {states}")
+        return share, states
+
     # -- teardown --------------------------------------------------------------------
 
     def close(self) -> list[str]:
@@ -460,6 +490,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
 
     results: dict[str, list[float]] = {}
     lat: dict[str, list[float]] = {}
+    idle = None
     first_world_all: float | None = None
     teardown: list[str] = []
     t_start = time.monotonic()
@@ -490,6 +521,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 lat = bench.latencies(args.n, args.warmup)
             except Exception as exc:  # noqa: BLE001 - report it, then still bring everything down
                 bench.problems.append(f"latency: {type(exc).__name__}: {exc}")
+            try:
+                idle = bench.idle_hub(args.idle_seconds)
+            except Exception as exc:  # noqa: BLE001
+                bench.problems.append(f"idle hub: {type(exc).__name__}: {exc}")
         finally:
             teardown = bench.close()
     bed_seconds = time.monotonic() - t_start
@@ -513,9 +548,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
     wall("3. warm world, 1 host", "warm1", ssh, ssh_label, None)
     warm1 = median(results["warm1"]) if "warm1" in results else None
     wall(f"3. warm world, {args.hosts} hosts", "warm_all", warm1, "warm world 1 host", 2.0)
-    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", ssh, ssh_label, 0.35)
+    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", ssh, ssh_label, 0.25)
     master = median(results["ssh_master"]) if "ssh_master" in results else None
-    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", master, "ssh via ControlMaster", 1.5)
+    wall("4. clusterctl rpc h1 os getpid (CLI)", "cli_rpc", master, "ssh via ControlMaster", 0.8)
     wall("   (info) the same without the hub", "cli_direct", ssh, ssh_label, None)
     if lat:
         e50, e99 = percentiles(lat["echo"])
@@ -533,6 +568,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
         rows.append(("   (info) API ping, no worker, p50", us(p50), us(e50), "raw paramiko echo", p50 / e50, None))
     else:
         rows.append(("5. API rpc operator.add p50 (hub)", "error", "-", "", None, 2.0))
+    if idle is not None:
+        used, states = idle
+        rows.append((f"6. idle hub, {bed.n_hosts} hosts watched (% of a core)", f"{used * 100:.2f}%",
+                     "-", "(goal at 100 hosts: 0.5%)", None, None))
+        if states.get("up") != bed.n_hosts:
+            bench.problems.append(f"the hub's watches at rest were not all up: {states}")
     if "first_all" in results and warm1:
         first_world_all = results["first_all"][0]
         rows.append((f"   (info) first world, {args.hosts} hosts ({args.hosts - 1} cold)",
@@ -579,6 +620,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="warm-up round trips per figure")
     parser.add_argument("--ssh-runs", type=int, default=7, help="OpenSSH baseline runs")
     parser.add_argument("--cli-runs", type=int, default=5, help="runs per warm CLI figure")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="how long the idle hub's CPU is measured (goal 6: --hosts 100)")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold world runs (down and "
                         "empty code cache before each)")
     args = parser.parse_args()

@@ -441,6 +441,27 @@ def test_node_killed_during_rpc_reports_outcome_unknown_quickly(started_cluster,
     assert_serving(started_cluster, "n1")  # a new node
 
 
+def test_a_node_we_keep_writing_to_but_that_has_nothing_to_say_is_not_lost(env, local_node_specs):
+    """Frames that want no answer (cancels here; the hub's broadcasts on its watches) go
+    to a node more often than the heartbeat interval: the node is still asked for a
+    pong when it was not heard from, so it is not taken for lost. (Before, a write made
+    the ping look unneeded, nothing came back, and at 100 hosts the hub's watches of a
+    world at rest were lost and reconnected over and over.)"""
+    try:
+        with Cluster(local_node_specs[:1], heartbeat_interval=0.2, heartbeat_timeout=1.0) as cluster:
+            cluster.world()
+            conn = cluster.connect("n1")
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end and conn.lost is None:
+                conn.send({"op": "cancel", "id": 999_999})  # (a request that never was: no answer)
+                time.sleep(0.05)
+            assert conn.lost is None, conn.lost
+            assert cluster.rpc("n1", "operator.add", 1, 2) == 3
+    finally:
+        with Cluster(local_node_specs[:1]) as closer:
+            closer.down()
+
+
 @pytest.mark.parametrize("busy", [True, False])
 def test_frozen_node_is_lost_by_heartbeat(env, local_node_specs, busy):
     """A node that stops answering (SIGSTOP: a frozen host, a cut network) is declared

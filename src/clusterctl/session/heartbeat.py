@@ -24,12 +24,15 @@ class Heartbeat:
         self._receiver = receiver  # (``Receiver``: last_read)
 
     def ping_if_quiet(self, now: float) -> None:
-        """The node hears from us at least every interval, or it cancels our work.
+        """The node hears from us at least every interval, or it cancels our work; and
+        when we have not heard from it for an interval, it is asked to answer (a ping's
+        pong), or ``loss`` would take a node that only receives for lost.
 
         Never waits for the send lock: a send in progress feeds the node's heartbeat
         anyway, and the thread that ticks must stay free to check ours. A broken write
         is raised."""
-        if now - self._sender.last_write < self.interval:
+        if now - self._sender.last_write < self.interval and \
+                now - self._receiver.last_read < self.interval:
             return
         self._sender.write_if_free(*wire.encode_parts({"op": "ping", "t": time.time(), "id": 0}, b""))
 
