@@ -571,7 +571,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     if idle is not None:
         used, states = idle
         rows.append((f"6. idle hub, {bed.n_hosts} hosts watched (% of a core)", f"{used * 100:.2f}%",
-                     "-", "(goal at 100 hosts: 0.5%)", None, None))
+                     "-", "goal at 100 hosts: 0.5%", None, None))
         if states.get("up") != bed.n_hosts:
             bench.problems.append(f"the hub's watches at rest were not all up: {states}")
     if "first_all" in results and warm1:
