@@ -6,6 +6,7 @@ the edge, as one line naming the cause and the fix, and exits with ``exit_code``
 
 from __future__ import annotations
 
+import linecache
 import re
 
 # the root, the exit codes and the process errors are the node's (process code raises
@@ -30,8 +31,6 @@ def with_source_lines(traceback: str) -> str:
         frame = _FRAME.fullmatch(line)
         if frame is None or (i + 1 < len(lines) and lines[i + 1].startswith("    ")):
             continue
-        import linecache  # (tokenize and re: not for a command that raises nothing)
-
         source = linecache.getline(frame.group(1), int(frame.group(2))).strip()
         if source:
             out.append("    " + source)

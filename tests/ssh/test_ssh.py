@@ -451,3 +451,20 @@ def test_proxycommand_runs_through_a_shell_and_is_reaped(ssh_clusters, ssh_bed, 
         assert proxies[0].proc.poll() is not None  # ended and reaped, no zombie left
     finally:
         del os.environ["BED_SSH_CONFIG"]
+
+
+def test_an_idle_connection_sleeps_and_its_thread_ends_at_once_when_closed(ssh_clusters):
+    """An established SSH connection's thread reads with a long timeout (it does not
+    wake ten times a second to look whether it was closed), and closing the cluster
+    wakes it: the thread is gone at once, not when that timeout runs out."""
+    from clusterctl.transport import ssh as ssh_transport
+
+    c = ssh_clusters.cluster("h1\n", hub=False)
+    assert c.rpc("h1", "operator.add", 1, 2) == 3
+    [transport] = list(c.ssh._transports.values())
+    assert transport.sock.gettimeout() == ssh_transport.IDLE_WAKE_SECONDS >= 1.0
+    assert transport.is_alive()
+    c.close()
+    closed = time.monotonic()
+    wait_for(lambda: not transport.is_alive(), 5, 0.01, "the transport's thread to end")
+    assert time.monotonic() - closed < 0.5

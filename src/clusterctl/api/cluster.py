@@ -375,17 +375,20 @@ class Cluster:
 
     # -- stopping ----------------------------------------------------------------------
 
-    def down(self, nodes: Iterable[str] | None = None, *, other_worlds: bool = False
-             ) -> dict[str, str | errors.ClusterError]:
+    def down(self, nodes: Iterable[str] | None = None, *, other_worlds: bool = False,
+             others: list[OtherNode] | None = None) -> dict[str, str | errors.ClusterError]:
         """Stop nodes: node -> "stopped", "not running" or the error. All of the world by
         default, and then the hub, unless it knows running nodes of another world (see
         ``other_nodes``: those keep running, and the hub with them). ``other_worlds``:
         those are stopped too (a name also in this world is keyed "name (where)"), and
-        the hub."""
+        the hub. ``others``: what ``other_nodes`` gave, if the caller asked already."""
         if other_worlds and nodes is not None:
             raise ValueError("other_worlds stops every node: it takes no list of nodes")
         names = self.node_names(nodes)
-        others = self.other_nodes() if nodes is None else []
+        if nodes is not None:
+            others = []
+        elif others is None:
+            others = self.other_nodes()
 
         def one(name: str):
             try:

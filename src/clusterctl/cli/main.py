@@ -11,6 +11,7 @@ Heavy imports (the cluster API, rich, paramiko) happen inside the commands, so
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import click
@@ -34,8 +35,6 @@ def parse_arg(text: str) -> Any:
     """A command-line argument as a Python literal (``2``, ``'a'``, ``[1, 2]``), else the
     string; one that looks like a literal and is none (``"('store', 'a', 1"``, a bracket
     short) is said on stderr, since it goes as text the function may not expect."""
-    import ast  # (only a command with arguments pays for it)
-
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
@@ -254,7 +253,7 @@ def down(ctx: click.Context, nodes: str | None, everything: bool) -> None:
         with opts.cluster() as cluster:
             running = cluster.processes(names)  # (what ends with the nodes, to be named)
             others = cluster.other_nodes() if names is None else []
-            outcomes = cluster.down(names, other_worlds=everything)
+            outcomes = cluster.down(names, other_worlds=everything, others=others)
         ended = [row for row in running if row.get("state") != "failed"
                  and isinstance(outcomes.get(row.get("node")), str)]
         if opts.json:

@@ -145,8 +145,10 @@ def _deliver(run_, sink, fold, tee: bool, script: str, console, indexed: bool) -
         try:
             for found in results:
                 index, value = found if indexed else (None, found)
-                if tee:
-                    sink.write(value) if not indexed else sink.write_indexed(index, value)
+                if tee and indexed:
+                    sink.write_indexed(index, value)
+                elif tee:
+                    sink.write(value)
                 accumulator = _fold_one(fn, accumulator, value, script)
         except ItemErrors:
             _write_fold(accumulator, sink, tee, console)

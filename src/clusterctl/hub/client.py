@@ -94,14 +94,13 @@ class HubClient:
         return self._left_by_a_killed_hub()
 
     def _left_by_a_killed_hub(self) -> list[dict]:
-        from clusterctl.hub.known import watched_from_json  # (only ``down`` asks)
+        from clusterctl.hub.known import read_watched  # (only ``down`` asks)
 
         directory = _checked(self.directory, create=False)
         if directory is None:
             return []
         try:
-            data = directory.read(place.WATCHED)  # (a hub that stopped cleanly removed it)
-            remembered = {} if data is None else watched_from_json(data)
+            remembered = read_watched(directory)
         except (OSError, RuntimeError, ValueError):
             return []  # (a new hub says in its log why the file is ignored)
         finally:

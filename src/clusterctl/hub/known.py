@@ -40,8 +40,7 @@ class KnownNodes:
             self.log(f"removed {self.directory.file(place.OLD_WATCHED)} unread (an older hub's; "
                      "its nodes are watched again by the next world)")
         try:
-            data = self.directory.read(place.WATCHED)
-            return {} if data is None else watched_from_json(data)
+            return read_watched(self.directory)
         except (OSError, RuntimeError, ValueError) as exc:
             self.log(f"{self.directory.file(place.WATCHED)} ignored: {exc}")
             return {}
@@ -94,6 +93,13 @@ class KnownNodes:
                 self.directory.write(place.WATCHED, data)
             except (OSError, RuntimeError, TypeError, ValueError) as exc:
                 self.log(f"cannot keep the watched nodes in {self.directory.file(place.WATCHED)}: {exc}")
+
+
+def read_watched(directory: place.HubDir) -> dict[str, dict]:
+    """The nodes in the hub directory's ``watched.json`` (``watched_from_json``); none if
+    there is no such file (a hub that stopped cleanly removed it)."""
+    data = directory.read(place.WATCHED)
+    return {} if data is None else watched_from_json(data)
 
 
 def _same_place(kept: HostSpec, spec: HostSpec) -> bool:
